@@ -1,0 +1,186 @@
+"""Values the Raft state machine exchanges with its driver and its peers.
+
+Every message is a frozen dataclass, one per kind; ``frm`` and ``to`` are node ids.
+The wire codec (``fabric.wire.codec``) encodes them; Raft itself never sees bytes
+on a socket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+
+
+class EntryKind(IntEnum):
+    COMMAND = 0
+    """A state-machine command proposed by a client (``data`` is its encoding)."""
+    NOOP = 1
+    """Appended by every new leader so that it can commit entries of its term."""
+
+
+class Role(IntEnum):
+    FOLLOWER = 0
+    PRE_CANDIDATE = 1
+    CANDIDATE = 2
+    LEADER = 3
+    LEARNER = 4
+    """A non-voting member: replicates the log, never campaigns, never votes."""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    index: int
+    term: int
+    kind: EntryKind
+    data: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class HardState:
+    """What must be durable before any message that depends on it is sent."""
+
+    term: int = 0
+    vote: str | None = None
+    commit: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state machine as of ``index`` (inclusive), which had term ``term``."""
+
+    index: int
+    term: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A linearizable read tagged ``ctx`` may be served once applied >= ``index``."""
+
+    ctx: int
+    index: int
+
+
+@dataclass(frozen=True, slots=True)
+class VoteRequest:
+    term: int
+    frm: str
+    to: str
+    last_index: int
+    last_term: int
+    pre_vote: bool
+
+
+@dataclass(frozen=True, slots=True)
+class VoteResponse:
+    term: int
+    frm: str
+    to: str
+    granted: bool
+    pre_vote: bool
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """Log replication and heartbeat (``entries`` empty)."""
+
+    term: int
+    frm: str
+    to: str
+    prev_index: int
+    prev_term: int
+    entries: tuple[Entry, ...]
+    commit: int
+    read_seq: int = 0
+    """The leader's read-index round this message belongs to (0: none)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResponse:
+    term: int
+    frm: str
+    to: str
+    success: bool
+    match_index: int
+    """On success: the highest index known to match the leader's log."""
+    hint_index: int = 0
+    """On failure: where the leader should try next (the follower's last index + 1,
+    or the first index of the conflicting term)."""
+    read_seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    term: int
+    frm: str
+    to: str
+    snapshot: Snapshot
+
+
+Message = VoteRequest | VoteResponse | AppendRequest | AppendResponse | SnapshotRequest
+
+
+@dataclass(slots=True)
+class Ready:
+    """What the driver must do, in this order, before calling ``Raft.ready()`` again.
+
+    1. persist ``hard_state`` (if not None), ``snapshot`` (if not None, replaces the log
+       up to its index) and append ``entries`` (replacing any persisted entries at the
+       same or later indexes), then fsync;
+    2. send ``messages``;
+    3. apply ``committed`` entries to the state machine in order (and install
+       ``snapshot`` into the state machine first, if present);
+    4. answer ``read_states`` once the applied index reaches theirs.
+    """
+
+    hard_state: HardState | None = None
+    snapshot: Snapshot | None = None
+    entries: list[Entry] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    committed: list[Entry] = field(default_factory=list)
+    read_states: list[ReadState] = field(default_factory=list)
+
+    def empty(self) -> bool:
+        return not (
+            self.hard_state
+            or self.snapshot
+            or self.entries
+            or self.messages
+            or self.committed
+            or self.read_states
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    id: str
+    voters: tuple[str, ...]
+    """The voting members, same on every node (from the cluster config)."""
+    learners: tuple[str, ...] = ()
+    """Non-voting members that receive the log."""
+    election_ticks: int = 10
+    """A follower that hears no leader for a random time in [election, 2*election)
+    ticks starts a pre-vote."""
+    heartbeat_ticks: int = 2
+    max_append_entries: int = 256
+    """At most this many entries in one AppendRequest (batching)."""
+    max_append_bytes: int = 1 << 20
+    max_inflight_appends: int = 64
+    """Unacknowledged AppendRequests carrying entries per follower."""
+
+
+@dataclass(frozen=True, slots=True)
+class Restored:
+    """Durable state read back at start: what ``Ready`` had persisted before a crash."""
+
+    hard_state: HardState = HardState()
+    snapshot: Snapshot | None = None
+    entries: tuple[Entry, ...] = ()
+
+
+class NotLeader(Exception):
+    """A proposal or read reached a node that is not the leader (an operating error)."""
+
+    def __init__(self, leader: str | None) -> None:
+        super().__init__(f"not the leader (leader is {leader or 'unknown'})")
+        self.leader = leader
