@@ -1,0 +1,97 @@
+"""The Python client of the fabric's HTTP API, used by the CLI, the tests and services.
+
+It knows every node's URL and fails over: a request that cannot reach one node (refused,
+timed out) goes to the next. An answer with an error body raises ``ApiError`` carrying
+the server's code and message; nothing else in the project speaks raw HTTP to a cluster.
+"""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{message} ({code}, HTTP {status})")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+class Unreachable(Exception):
+    """No node of the cluster answered."""
+
+
+class FabricClient:
+    def __init__(self, urls: list[str], timeout_s: float = 30.0) -> None:
+        assert urls, "a client needs at least one node URL"
+        self.urls = list(urls)
+        self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=2.0)
+        self._session: aiohttp.ClientSession | None = None
+
+    async def __aenter__(self) -> FabricClient:
+        self._session = aiohttp.ClientSession(timeout=self.timeout)
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "use FabricClient in 'async with'"
+        return self._session
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> Any:
+        """JSON answer of the first node that answers; ApiError for an error answer."""
+        errors = []
+        for url in self.urls:
+            try:
+                async with self.session.request(method, url + path, **kwargs) as resp:
+                    return await self._answer(resp)
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                errors.append(f"{url}: {exc or type(exc).__name__}")
+        raise Unreachable("no node answered: " + "; ".join(errors))
+
+    @staticmethod
+    async def _answer(resp: aiohttp.ClientResponse) -> Any:
+        if resp.status == 204:
+            return None
+        body = await resp.read()
+        try:
+            data = await resp.json(content_type=None) if body else None
+        except ValueError:
+            data = None
+        if resp.status >= 400:
+            err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+            raise ApiError(resp.status, err.get("code", "http_error"),
+                           err.get("message", body.decode(errors="replace")[:200]))
+        return data
+
+    # --- cluster ----------------------------------------------------------------------------
+    async def cluster(self) -> dict[str, Any]:
+        view: dict[str, Any] = await self.request("GET", "/api/v1/cluster")
+        return view
+
+    async def health(self) -> dict[str, Any]:
+        h: dict[str, Any] = await self.request("GET", "/api/v1/health")
+        return h
+
+    # --- metadata key space -----------------------------------------------------------------
+    async def kv_put(self, key: str, value: Any, expect_version: int | None = None) -> int:
+        body: dict[str, Any] = {"value": value}
+        if expect_version is not None:
+            body["expect_version"] = expect_version
+        answer = await self.request("PUT", f"/api/v1/kv/{key}", json=body)
+        return int(answer["version"])
+
+    async def kv_get(self, key: str) -> dict[str, Any]:
+        item: dict[str, Any] = await self.request("GET", f"/api/v1/kv/{key}")
+        return item
+
+    async def kv_delete(self, key: str) -> None:
+        await self.request("DELETE", f"/api/v1/kv/{key}")

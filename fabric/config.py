@@ -1,0 +1,274 @@
+"""The cluster config: one TOML file describing nodes, voters, timeouts and policies.
+
+Parsing is pure (text in, dataclasses out). Every error names the file, the line and
+the key, because a user editing a config by hand needs to know where to look.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass, field, replace
+from importlib import resources
+from typing import Any
+
+from fabric import limits
+
+
+class ConfigError(Exception):
+    """The config is malformed (the user's input): the message names key and line."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    id: str
+    host: str
+    port: int
+    disks: tuple[str, ...]
+    labels: dict[str, str] = field(default_factory=dict)
+    """Fault-domain labels: ``rack``, ``block``."""
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    tick_ms: int = 50
+    election_ticks: int = 10
+    heartbeat_ticks: int = 2
+    node_heartbeat_ms: int = 300
+    degraded_after_ms: int = 1500
+    down_after_ms: int = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    name: str
+    nodes: tuple[NodeConfig, ...]
+    voters: tuple[str, ...]
+    extent_bytes: int = 1 << 20
+    fault_domain: str = "node"
+    timeouts: Timeouts = Timeouts()
+    containers: tuple[dict[str, Any], ...] = ()
+
+    def node(self, node_id: str) -> NodeConfig:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        known = ", ".join(n.id for n in self.nodes)
+        raise ConfigError(f"unknown node id {node_id!r}; the config has: {known}")
+
+    @property
+    def learners(self) -> tuple[str, ...]:
+        return tuple(n.id for n in self.nodes if n.id not in self.voters)
+
+
+class _Source:
+    """Finds the line where a key is set, for error messages."""
+
+    def __init__(self, text: str, origin: str) -> None:
+        self.lines = text.splitlines()
+        self.origin = origin
+
+    def error(self, key: str, problem: str, table: str = "", nth: int = 0) -> ConfigError:
+        line = self._line_of(key.rsplit(".", 1)[-1], table, nth)
+        where = f"{self.origin}:{line}" if line else self.origin
+        return ConfigError(f"{where}: {key}: {problem}")
+
+    def _line_of(self, name: str, table: str, nth: int) -> int | None:
+        header = re.compile(r"^\s*\[\[?\s*" + re.escape(table) + r"\s*\]\]?") if table else None
+        assign = re.compile(r"^\s*" + re.escape(name) + r"\s*=")
+        seen = -1
+        inside = header is None
+        for number, text in enumerate(self.lines, start=1):
+            if header is not None and header.match(text):
+                seen += 1
+                inside = seen == nth
+                continue
+            if header is not None and re.match(r"^\s*\[", text):
+                inside = False
+            if inside and assign.match(text):
+                return number
+        return None
+
+
+def _get(src: _Source, table: dict[str, Any], key: str, kind: type, default: Any,
+         where: str, tname: str = "", nth: int = 0) -> Any:
+    if key not in table:
+        if default is _REQUIRED:
+            raise src.error(f"{where}{key}", "is required", tname, nth)
+        return default
+    value = table[key]
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise src.error(f"{where}{key}", f"must be an integer, not {value!r}", tname, nth)
+    if not isinstance(value, kind):
+        raise src.error(f"{where}{key}", f"must be a {kind.__name__}, not {value!r}", tname, nth)
+    return value
+
+
+_REQUIRED = object()
+_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+
+
+def _parse_node(src: _Source, raw: Any, nth: int) -> NodeConfig:
+    where = f"nodes[{nth}]."
+    if not isinstance(raw, dict):
+        raise src.error("nodes", "each [[nodes]] entry must be a table")
+    node_id = _get(src, raw, "id", str, _REQUIRED, where, "nodes", nth)
+    if not _NODE_ID.match(node_id):
+        raise src.error(f"{where}id", f"{node_id!r} is not a valid node id", "nodes", nth)
+    port = _get(src, raw, "port", int, _REQUIRED, where, "nodes", nth)
+    if not 1 <= port <= 65535:
+        raise src.error(f"{where}port", f"{port} is not a TCP port", "nodes", nth)
+    disks = _get(src, raw, "disks", list, ["disk0"], where, "nodes", nth)
+    if not disks or not all(isinstance(d, str) and d for d in disks):
+        raise src.error(f"{where}disks", "must be a non-empty list of paths", "nodes", nth)
+    labels = {k: str(raw[k]) for k in ("rack", "block") if k in raw}
+    host = _get(src, raw, "host", str, "127.0.0.1", where, "nodes", nth)
+    return NodeConfig(node_id, host, port, tuple(disks), labels)
+
+
+def _parse_timeouts(src: _Source, raw: Any) -> Timeouts:
+    if not isinstance(raw, dict):
+        raise src.error("timeouts", "must be a table")
+    values = {}
+    for name, default in _timeout_defaults():
+        value = _get(src, raw, name, int, default, "timeouts.", "timeouts")
+        if value <= 0:
+            raise src.error(f"timeouts.{name}", "must be positive", "timeouts")
+        values[name] = value
+    unknown = sorted(set(raw) - set(values))
+    if unknown:
+        raise src.error(f"timeouts.{unknown[0]}", "unknown setting", "timeouts")
+    t = Timeouts(**values)
+    if not t.degraded_after_ms < t.down_after_ms:
+        raise src.error("timeouts.down_after_ms", "must be above degraded_after_ms", "timeouts")
+    return t
+
+
+def _timeout_defaults() -> list[tuple[str, int]]:
+    t = Timeouts()
+    return [(name, getattr(t, name)) for name in Timeouts.__dataclass_fields__]
+
+
+def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
+    """Parse and validate a cluster config; raise ConfigError naming key and line."""
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{origin}: not valid TOML: {exc}") from exc
+    src = _Source(text, origin)
+    cluster = raw.get("cluster", {})
+    if not isinstance(cluster, dict):
+        raise src.error("cluster", "must be a table")
+    name = _get(src, cluster, "name", str, "fabric", "cluster.", "cluster")
+    raw_nodes = raw.get("nodes")
+    if not isinstance(raw_nodes, list) or not raw_nodes:
+        raise src.error("nodes", "at least one [[nodes]] entry is required")
+    nodes = tuple(_parse_node(src, n, i) for i, n in enumerate(raw_nodes))
+    if len(nodes) > limits.MAX_NODES:
+        raise src.error("nodes", f"{len(nodes)} nodes; at most {limits.MAX_NODES} are supported")
+    _check_unique(src, nodes)
+    ids = [n.id for n in nodes]
+    voters = _get(src, cluster, "voters", list, ids[: min(3, len(ids))], "cluster.", "cluster")
+    for v in voters:
+        if v not in ids:
+            raise src.error("cluster.voters", f"{v!r} is not a node in [[nodes]]", "cluster")
+    if not 1 <= len(voters) <= limits.MAX_VOTERS or len(set(voters)) != len(voters):
+        raise src.error("cluster.voters", f"need 1..{limits.MAX_VOTERS} distinct voters",
+                        "cluster")
+    extent = _get(src, cluster, "extent_bytes", int, 1 << 20, "cluster.", "cluster")
+    if not (64 * 1024 <= extent <= 4 << 20 and extent & (extent - 1) == 0):
+        raise src.error("cluster.extent_bytes", "must be a power of two, 64 KiB to 4 MiB",
+                        "cluster")
+    domain = _get(src, cluster, "fault_domain", str, "node", "cluster.", "cluster")
+    if domain not in ("node", "rack", "block"):
+        raise src.error("cluster.fault_domain", "must be node, rack or block", "cluster")
+    timeouts = _parse_timeouts(src, raw.get("timeouts", {}))
+    containers = raw.get("containers", [])
+    if not isinstance(containers, list):
+        raise src.error("containers", "must be a list of [[containers]] tables")
+    return ClusterConfig(name, nodes, tuple(voters), extent, domain, timeouts,
+                         tuple(containers))
+
+
+def _check_unique(src: _Source, nodes: tuple[NodeConfig, ...]) -> None:
+    seen_ids: set[str] = set()
+    seen_addr: set[str] = set()
+    for i, node in enumerate(nodes):
+        if node.id in seen_ids:
+            raise src.error(f"nodes[{i}].id", f"duplicate node id {node.id!r}", "nodes", i)
+        if node.address in seen_addr:
+            raise src.error(f"nodes[{i}].port", f"address {node.address} used twice", "nodes", i)
+        seen_ids.add(node.id)
+        seen_addr.add(node.address)
+
+
+def default_config_text() -> str:
+    return resources.files("fabric").joinpath("default.toml").read_text()
+
+
+def load_config(path: str) -> ClusterConfig:
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    return parse_config(text, path)
+
+
+def sized_config(base: ClusterConfig, nodes: int, base_port: int | None = None) -> ClusterConfig:
+    """The base config grown or shrunk to ``nodes`` nodes (``fabric up --nodes N``)."""
+    if not limits.MIN_NODES <= nodes <= limits.MAX_NODES:
+        raise ConfigError(f"--nodes {nodes}: must be {limits.MIN_NODES}..{limits.MAX_NODES}")
+    template = base.nodes[0]
+    port0 = template.port if base_port is None else base_port
+    out = [
+        NodeConfig(f"n{i + 1}", template.host, port0 + i, template.disks)
+        for i in range(nodes)
+    ]
+    voters = tuple(n.id for n in out[: 3 if nodes >= 3 else 1])
+    return replace(base, nodes=tuple(out), voters=voters)
+
+
+def render_config(cfg: ClusterConfig) -> str:
+    """TOML text for ``cfg`` (what ``fabric up`` writes into the cluster directory)."""
+    t = cfg.timeouts
+    lines = [
+        "[cluster]",
+        f'name = "{cfg.name}"',
+        "voters = [" + ", ".join(f'"{v}"' for v in cfg.voters) + "]",
+        f"extent_bytes = {cfg.extent_bytes}",
+        f'fault_domain = "{cfg.fault_domain}"',
+        "",
+        "[timeouts]",
+        *(f"{name} = {getattr(t, name)}" for name in Timeouts.__dataclass_fields__),
+    ]
+    for node in cfg.nodes:
+        lines += [
+            "",
+            "[[nodes]]",
+            f'id = "{node.id}"',
+            f'host = "{node.host}"',
+            f"port = {node.port}",
+            "disks = [" + ", ".join(f'"{d}"' for d in node.disks) + "]",
+            *(f'{k} = "{v}"' for k, v in node.labels.items()),
+        ]
+    for container in cfg.containers:
+        lines += ["", "[[containers]]"]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in container.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    return str(value)

@@ -1,0 +1,112 @@
+"""The on-disk encoding of Raft's durable state: a write-ahead log and a snapshot file.
+
+The log is a sequence of framed records, each ``u32 length | u64 xxh3 | payload``
+(payload msgpack). Records are hard states and entries; an entry at index ``i``
+replaces every persisted entry at ``i`` or later (Raft's truncation on conflict), so
+replaying the records in order rebuilds exactly what the ``Ready`` stream persisted.
+
+A record cut short at the very end of the file is a torn write from a crash: it was
+never fsynced, so nothing acknowledged depends on it and it is dropped. A record that
+fails its checksum anywhere else is corruption: ``CorruptLog`` names the offset, and the
+node refuses to start rather than serve state it cannot trust.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import msgpack
+import xxhash
+
+from fabric.consensus.types import Entry, EntryKind, HardState, Snapshot
+
+_FRAME = struct.Struct("<IQ")
+_MAX_RECORD_BYTES = 64 * 1024 * 1024
+_HARD_STATE = 0
+_ENTRY = 1
+_SNAPSHOT_FORMAT = 1
+
+
+class CorruptLog(Exception):
+    """The durable Raft state cannot be trusted (an operating fault of that disk)."""
+
+
+def _frame(payload: bytes) -> bytes:
+    return _FRAME.pack(len(payload), xxhash.xxh3_64_intdigest(payload)) + payload
+
+
+def encode_hard_state(hs: HardState) -> bytes:
+    return _frame(msgpack.packb([_HARD_STATE, hs.term, hs.vote, hs.commit]))
+
+
+def encode_entry(entry: Entry) -> bytes:
+    body = [_ENTRY, entry.index, entry.term, int(entry.kind), entry.data]
+    return _frame(msgpack.packb(body, use_bin_type=True))
+
+
+@dataclass
+class WalContents:
+    hard_state: HardState = field(default_factory=HardState)
+    entries: list[Entry] = field(default_factory=list)
+    valid_bytes: int = 0
+    """Length of the well-formed prefix; a torn tail beyond it should be cut off."""
+
+
+def _apply_record(out: WalContents, record: list[object], offset: int) -> None:
+    match record:
+        case [0, int(term), vote, int(commit)] if vote is None or isinstance(vote, str):
+            out.hard_state = HardState(term, vote, commit)
+        case [1, int(index), int(term), int(kind), bytes(data)]:
+            entries = out.entries
+            if entries and index <= entries[-1].index:
+                del entries[index - entries[0].index :]
+            if entries and index != entries[-1].index + 1:
+                raise CorruptLog(f"raft log: entry {index} after {entries[-1].index} at {offset}")
+            entries.append(Entry(index, term, EntryKind(kind), data))
+        case _:
+            raise CorruptLog(f"raft log: unknown record at byte {offset}")
+
+
+def decode_wal(data: bytes) -> WalContents:
+    out = WalContents()
+    pos = 0
+    while pos < len(data):
+        if pos + _FRAME.size > len(data):
+            break  # torn frame header at the tail
+        length, digest = _FRAME.unpack_from(data, pos)
+        end = pos + _FRAME.size + length
+        if length > _MAX_RECORD_BYTES:
+            raise CorruptLog(f"raft log: record of {length} bytes at byte {pos}")
+        if end > len(data):
+            break  # torn payload at the tail
+        payload = data[pos + _FRAME.size : end]
+        if xxhash.xxh3_64_intdigest(payload) != digest:
+            if end == len(data):
+                break  # a torn last record
+            raise CorruptLog(f"raft log: checksum mismatch in the record at byte {pos}")
+        try:
+            record = msgpack.unpackb(payload, raw=False)
+        except Exception as exc:
+            raise CorruptLog(f"raft log: undecodable record at byte {pos}: {exc}") from exc
+        _apply_record(out, record, pos)
+        pos = end
+    out.valid_bytes = pos
+    return out
+
+
+def encode_snapshot(snap: Snapshot) -> bytes:
+    return _frame(msgpack.packb([_SNAPSHOT_FORMAT, snap.index, snap.term, snap.data]))
+
+
+def decode_snapshot(data: bytes) -> Snapshot:
+    if len(data) < _FRAME.size:
+        raise CorruptLog("raft snapshot: file too short")
+    length, digest = _FRAME.unpack_from(data, 0)
+    payload = data[_FRAME.size :]
+    if length != len(payload) or xxhash.xxh3_64_intdigest(payload) != digest:
+        raise CorruptLog("raft snapshot: checksum mismatch")
+    match msgpack.unpackb(payload, raw=False):
+        case [1, int(index), int(term), bytes(body)]:
+            return Snapshot(index, term, body)
+    raise CorruptLog("raft snapshot: unknown format")

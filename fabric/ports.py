@@ -1,0 +1,107 @@
+"""The ports through which node code reaches the outside world.
+
+Core logic never imports asyncio, sockets, files or the wall clock; coordination code
+(the services in ``nodes/``) gets these objects from a runtime. Two runtimes implement
+them: ``nodes.runtime`` (real processes, sockets, files with fsync) and ``fabric.sim``
+(one process, virtual time, in-memory network and disks, one seeded RNG).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Monotonic seconds (virtual under simulation)."""
+
+    def wall(self) -> float:
+        """Seconds since the epoch, for timestamps shown to users."""
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class PeerUnreachable(Exception):
+    """A peer did not answer: dead, partitioned, or too slow (an operating fault)."""
+
+    def __init__(self, peer: str, why: str) -> None:
+        super().__init__(f"node {peer} unreachable: {why}")
+        self.peer = peer
+
+
+class RemoteError(Exception):
+    """A peer answered a call with an error; ``code`` says which kind."""
+
+    def __init__(self, peer: str, code: str, message: str) -> None:
+        super().__init__(f"node {peer}: {code}: {message}")
+        self.peer = peer
+        self.code = code
+        self.message = message
+
+
+Handler = Callable[[str, Any], Awaitable[Any]]
+"""Serves one incoming call: ``(from_node, message) -> reply``."""
+OneWayHandler = Callable[[str, Any], None]
+"""Takes one incoming one-way message: ``(from_node, message)``."""
+
+
+class Transport(Protocol):
+    """Messages between nodes. Messages are the dataclasses known to ``fabric.wire``."""
+
+    def send(self, peer: str, message: Any) -> None:
+        """Fire and forget (Raft): may be lost, delayed or reordered; never blocks."""
+
+    async def call(self, peer: str, message: Any, timeout_s: float) -> Any:
+        """Request/response; raises PeerUnreachable or RemoteError."""
+
+    def serve(self, on_call: Handler, on_message: OneWayHandler) -> None:
+        """Install the handlers for incoming traffic."""
+
+
+class DiskFault(Exception):
+    """A disk operation failed: device gone, full, or read back corrupt (an operating fault)."""
+
+
+class Disk(Protocol):
+    """One disk of a node: a flat namespace of files. Appends are durable after ``sync``."""
+
+    name: str
+
+    async def read(self, path: str) -> bytes | None:
+        """The whole file, or None if it does not exist."""
+
+    async def write_atomic(self, path: str, data: bytes) -> None:
+        """Replace the file with ``data``, durably and all-or-nothing."""
+
+    async def append(self, path: str, data: bytes) -> int:
+        """Append and return the offset it landed at (durable after ``sync``)."""
+
+    async def sync(self, path: str) -> None: ...
+
+    async def pread(self, path: str, offset: int, length: int) -> bytes: ...
+
+    async def size(self, path: str) -> int | None: ...
+
+    async def delete(self, path: str) -> None: ...
+
+    async def listdir(self) -> list[str]: ...
+
+    async def usage(self) -> tuple[int, int]:
+        """(used_bytes, capacity_bytes)."""
+
+
+class Spawner(Protocol):
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> Any:
+        """Run ``coro`` as a task owned by the node; cancelled when the node stops."""
+
+
+class Runtime(Protocol):
+    """Everything a node needs from its surroundings."""
+
+    node_id: str
+    clock: Clock
+    rng: random.Random
+    transport: Transport
+    disks: list[Disk]

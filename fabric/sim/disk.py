@@ -1,0 +1,80 @@
+"""In-memory disks for the simulator, with crash semantics and scripted faults.
+
+Appends stay volatile until ``sync``; ``crash()`` cuts every file back to what was
+synced, as a power loss would. ``write_atomic`` is durable at once (it stands for
+write-temp, fsync, rename). A failed disk raises ``DiskFault`` on every operation.
+"""
+
+from __future__ import annotations
+
+from fabric.ports import DiskFault
+
+
+class SimDisk:
+    def __init__(self, name: str, capacity_bytes: int = 1 << 40) -> None:
+        self.name = name
+        self.capacity_bytes = capacity_bytes
+        self._files: dict[str, bytearray] = {}
+        self._synced: dict[str, int] = {}
+        self.failed = False
+
+    def _check(self) -> None:
+        if self.failed:
+            raise DiskFault(f"disk {self.name} has failed")
+
+    async def read(self, path: str) -> bytes | None:
+        self._check()
+        data = self._files.get(path)
+        return None if data is None else bytes(data)
+
+    async def write_atomic(self, path: str, data: bytes) -> None:
+        self._check()
+        self._files[path] = bytearray(data)
+        self._synced[path] = len(data)
+
+    async def append(self, path: str, data: bytes) -> int:
+        self._check()
+        f = self._files.setdefault(path, bytearray())
+        self._synced.setdefault(path, 0)
+        offset = len(f)
+        f += data
+        return offset
+
+    async def sync(self, path: str) -> None:
+        self._check()
+        if path in self._files:
+            self._synced[path] = len(self._files[path])
+
+    async def pread(self, path: str, offset: int, length: int) -> bytes:
+        self._check()
+        f = self._files.get(path)
+        if f is None:
+            raise DiskFault(f"disk {self.name}: no file {path}")
+        return bytes(f[offset : offset + length])
+
+    async def size(self, path: str) -> int | None:
+        self._check()
+        f = self._files.get(path)
+        return None if f is None else len(f)
+
+    async def delete(self, path: str) -> None:
+        self._check()
+        self._files.pop(path, None)
+        self._synced.pop(path, None)
+
+    async def listdir(self) -> list[str]:
+        self._check()
+        return sorted(self._files)
+
+    async def usage(self) -> tuple[int, int]:
+        self._check()
+        return sum(len(f) for f in self._files.values()), self.capacity_bytes
+
+    # --- what the simulator does to disks ---------------------------------------------------
+    def crash(self) -> None:
+        """Power loss: every file keeps only what was synced."""
+        for path, f in self._files.items():
+            del f[self._synced.get(path, 0) :]
+
+    def corrupt(self, path: str, offset: int, flip: int = 0xFF) -> None:
+        self._files[path][offset] ^= flip

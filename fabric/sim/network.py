@@ -1,0 +1,128 @@
+"""The simulator's network: in-memory delivery with scripted delay, loss and partitions.
+
+Every message is encoded and decoded with the real wire codec on its way, so the
+simulator exercises the same bytes a socket would carry. Every random choice (loss,
+latency) comes from the network's own seeded RNG, in the order messages are sent, so
+a run is replayed exactly by its seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from collections.abc import Callable
+from typing import Any
+
+from fabric.errors import FabricError, from_code
+from fabric.ports import Handler, OneWayHandler, PeerUnreachable
+from fabric.wire.codec import decode, encode
+from fabric.wire.messages import ErrorReply
+
+
+class SimNetwork:
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.endpoints: dict[str, SimTransport] = {}
+        self.blocked: set[tuple[str, str]] = set()
+        self.loss = 0.0
+        self.latency_s = (0.0002, 0.002)
+        self.sent = 0
+        self.dropped = 0
+        self.bytes_sent = 0
+
+    def transport(self, node_id: str, spawn: Callable[[Any], Any]) -> SimTransport:
+        t = SimTransport(node_id, self, spawn)
+        self.endpoints[node_id] = t
+        return t
+
+    def detach(self, node_id: str) -> None:
+        """The node crashed: nothing reaches it and nothing it sent is still delivered."""
+        self.endpoints.pop(node_id, None)
+
+    # --- faults -----------------------------------------------------------------------------
+    def partition(self, *groups: list[str]) -> None:
+        """Cut every link between nodes of different groups (both directions)."""
+        for a, b in itertools.permutations(range(len(groups)), 2):
+            for x in groups[a]:
+                for y in groups[b]:
+                    self.blocked.add((x, y))
+
+    def isolate(self, node: str, others: list[str]) -> None:
+        self.partition([node], [o for o in others if o != node])
+
+    def heal(self) -> None:
+        self.blocked.clear()
+
+    # --- delivery ---------------------------------------------------------------------------
+    def deliver(self, frm: str, to: str, payload: bytes, fn: Callable[[Any], None]) -> None:
+        """Deliver ``payload`` to ``fn`` after a random latency, unless lost or cut."""
+        self.sent += 1
+        self.bytes_sent += len(payload)
+        if (frm, to) in self.blocked or self.rng.random() < self.loss:
+            self.dropped += 1
+            return
+        delay = self.rng.uniform(*self.latency_s)
+        sender = self.endpoints.get(frm)
+
+        def arrive() -> None:
+            # A node that crashed since sending, or a receiver that is gone, loses it.
+            if self.endpoints.get(frm) is not sender or to not in self.endpoints:
+                self.dropped += 1
+                return
+            if (frm, to) in self.blocked:
+                self.dropped += 1
+                return
+            fn(decode(payload))
+
+        asyncio.get_running_loop().call_later(delay, arrive)
+
+
+class SimTransport:
+    def __init__(self, node_id: str, net: SimNetwork, spawn: Callable[[Any], Any]) -> None:
+        self.node_id = node_id
+        self.net = net
+        self._spawn = spawn
+        self._on_call: Handler | None = None
+        self._on_message: OneWayHandler | None = None
+
+    def serve(self, on_call: Handler, on_message: OneWayHandler) -> None:
+        self._on_call = on_call
+        self._on_message = on_message
+
+    def send(self, peer: str, message: Any) -> None:
+        def arrive(msg: Any) -> None:
+            target = self.net.endpoints[peer]
+            if target._on_message is not None:
+                target._on_message(self.node_id, msg)
+
+        self.net.deliver(self.node_id, peer, encode(message), arrive)
+
+    async def call(self, peer: str, message: Any, timeout_s: float) -> Any:
+        loop = asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
+
+        def answer(msg: Any) -> None:
+            if not reply.done():
+                reply.set_result(msg)
+
+        def arrive(msg: Any) -> None:
+            target = self.net.endpoints[peer]
+            target._spawn(target._serve_call(self.node_id, msg, answer))
+
+        self.net.deliver(self.node_id, peer, encode(message), arrive)
+        try:
+            result = await asyncio.wait_for(reply, timeout_s)
+        except TimeoutError:
+            raise PeerUnreachable(peer, f"no answer within {timeout_s:g} s") from None
+        if isinstance(result, ErrorReply):
+            raise from_code(result.code, result.message)
+        return result
+
+    async def _serve_call(self, frm: str, msg: Any, answer: Callable[[Any], None]) -> None:
+        assert self._on_call is not None, "a call arrived before the node served"
+        try:
+            result = await self._on_call(frm, msg)
+        except FabricError as exc:
+            result = ErrorReply(exc.code, exc.message)
+        self.net.deliver(self.node_id, frm, encode(result), answer)

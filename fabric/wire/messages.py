@@ -1,0 +1,90 @@
+"""Every message kind that crosses between nodes, with its wire tag.
+
+Raft's messages are defined in ``fabric.consensus.types`` (they belong to Raft) and
+registered here; node-level requests and replies are defined here. Tags are part of the
+wire format: never reuse or renumber one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from fabric.consensus import types as raft
+from fabric.wire.codec import register, register_class
+
+for _tag, _cls in (
+    (1, raft.Entry),
+    (2, raft.Snapshot),
+    (3, raft.VoteRequest),
+    (4, raft.VoteResponse),
+    (5, raft.AppendRequest),
+    (6, raft.AppendResponse),
+    (7, raft.SnapshotRequest),
+):
+    register_class(_cls, _tag)
+
+
+@register(40)
+@dataclass(frozen=True, slots=True)
+class ErrorReply:
+    code: str
+    message: str
+
+
+@register(41)
+@dataclass(frozen=True, slots=True)
+class ProposeRequest:
+    """A follower forwards a metadata command (encoded) to the leader."""
+
+    command: bytes
+
+
+@register(42)
+@dataclass(frozen=True, slots=True)
+class ProposeReply:
+    ok: bool
+    value: Any
+    code: str
+    message: str
+
+
+@register(43)
+@dataclass(frozen=True, slots=True)
+class ReadIndexRequest:
+    """A follower asks the leader for a linearizable read index."""
+
+
+@register(44)
+@dataclass(frozen=True, slots=True)
+class ReadIndexReply:
+    index: int
+
+
+@register(45)
+@dataclass(frozen=True, slots=True)
+class NodeReport:
+    """A node's periodic health report to the leader."""
+
+    node_id: str
+    state: str
+    """What the node thinks of itself: UP, or DEGRADED (a disk failed, say)."""
+    detail: dict[str, Any]
+
+
+@register(46)
+@dataclass(frozen=True, slots=True)
+class Ack:
+    pass
+
+
+@register(47)
+@dataclass(frozen=True, slots=True)
+class ClusterViewRequest:
+    """Ask the leader for its view of the cluster (membership, health, usage)."""
+
+
+@register(48)
+@dataclass(frozen=True, slots=True)
+class ClusterViewReply:
+    view: dict[str, Any]

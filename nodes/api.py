@@ -1,0 +1,206 @@
+"""The HTTP API every node serves (``/api/v1``), its OpenAPI document, and ``/metrics``.
+
+Handlers are thin: they parse and validate the request, call a service, and shape the
+answer. Every error leaves as ``{"error": {"code", "message"}}`` with a proper status:
+``FabricError`` subclasses carry theirs, aiohttp's own (unknown route, wrong method)
+are rewrapped, and anything else is a bug answered with 500 ``internal``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from fabric import limits
+from fabric.errors import BadRequest, FabricError, NotFound, from_code
+from fabric.metadata.commands import Delete, Put
+from nodes.node import Node
+
+log = logging.getLogger(__name__)
+
+NODE = web.AppKey("node", Node)
+KV_PREFIX = "kv/"
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"error": {"code": code, "message": message}}, status=status)
+
+
+@web.middleware
+async def errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except FabricError as exc:
+        return _error(exc.status, exc.code, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400 or request.path.startswith("/internal/"):
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
+            exc.status, "bad_request"
+        )
+        return _error(exc.status, code, exc.reason if exc.text is None else exc.text)
+    except Exception:
+        log.exception("internal error serving %s %s", request.method, request.path)
+        return _error(500, "internal", "internal error; see the node's log")
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    if (request.content_length or 0) > limits.MAX_JSON_BODY_BYTES:
+        raise BadRequest(f"JSON body larger than {limits.MAX_JSON_BODY_BYTES} bytes")
+    try:
+        body = json.loads(await request.read() or b"{}")
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise BadRequest("body must be a JSON object")
+    return body
+
+
+# --- cluster ------------------------------------------------------------------------------
+async def get_health(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    raft = node.metadata.raft
+    return web.json_response({
+        "id": node.id,
+        "leader": node.metadata.leader,
+        "role": raft.role.name.lower() if raft else "starting",
+        "term": raft.term if raft else 0,
+        "registered": node.registered,
+        "applied_index": node.metadata.state.applied_index,
+    })
+
+
+async def get_cluster(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[NODE].cluster_view())
+
+
+# --- the generic metadata key space -------------------------------------------------------
+def _kv_key(request: web.Request) -> str:
+    key = request.match_info["key"]
+    if not key or len(key.encode()) > limits.MAX_KEY_BYTES:
+        raise BadRequest(f"key must be 1..{limits.MAX_KEY_BYTES} bytes")
+    return KV_PREFIX + key
+
+
+async def get_kv(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    key = _kv_key(request)
+    await node.metadata.read_index()
+    item = node.metadata.state.get(key)
+    if item is None:
+        raise NotFound(f"no key {key[len(KV_PREFIX):]!r}")
+    return web.json_response(
+        {"key": key[len(KV_PREFIX) :], "version": item.version, "value": item.value}
+    )
+
+
+async def put_kv(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    key = _kv_key(request)
+    body = await json_body(request)
+    if "value" not in body:
+        raise BadRequest("body needs a 'value'")
+    expect = body.get("expect_version")
+    if expect is not None and (not isinstance(expect, int) or expect < 0):
+        raise BadRequest("expect_version must be a non-negative integer")
+    if len(json.dumps(body["value"])) > limits.MAX_VALUE_BYTES:
+        raise BadRequest(f"value larger than {limits.MAX_VALUE_BYTES} bytes")
+    result = await node.metadata.propose(Put(key, body["value"], expect))
+    if not result.ok:
+        raise _refusal(result.code, result.message)
+    return web.json_response({"key": key[len(KV_PREFIX) :], "version": result.value})
+
+
+async def delete_kv(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    key = _kv_key(request)
+    await node.metadata.read_index()
+    if node.metadata.state.get(key) is None:
+        raise NotFound(f"no key {key[len(KV_PREFIX):]!r}")
+    result = await node.metadata.propose(Delete(key))
+    if not result.ok:
+        raise _refusal(result.code, result.message)
+    return web.Response(status=204)
+
+
+def _refusal(code: str, message: str) -> FabricError:
+    return from_code(code, message)
+
+
+# --- observability ------------------------------------------------------------------------
+class NodeCollector(Collector):
+    """Reads the node's live numbers at scrape time: nothing is double-booked."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        node = self.node
+        raft = node.metadata.raft
+        labels = ["node"]
+        gauges = {
+            "fabric_raft_term": ("Current Raft term", raft.term if raft else 0),
+            "fabric_raft_commit_index": ("Raft commit index", raft.commit_index if raft else 0),
+            "fabric_metadata_applied_index": (
+                "Metadata index applied on this node", node.metadata.state.applied_index),
+            "fabric_is_leader": ("1 if this node is the metadata leader",
+                                 int(node.metadata.is_leader) if raft else 0),
+        }
+        for name, (doc, value) in gauges.items():
+            g = GaugeMetricFamily(name, doc, labels=labels)
+            g.add_metric([node.id], value)
+            yield g
+        c = CounterMetricFamily(
+            "fabric_metadata_commands_applied", "Metadata commands applied", labels=labels
+        )
+        c.add_metric([node.id], node.metadata.commits)
+        yield c
+        states = GaugeMetricFamily(
+            "fabric_node_up", "1 if the node is UP in the replicated metadata", labels=["peer"]
+        )
+        for peer, record in node.metadata.state.nodes().items():
+            states.add_metric([peer], int(record.get("state") == "UP"))
+        yield states
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    registry = request.app[REGISTRY]
+    return web.Response(body=generate_latest(registry), content_type="text/plain",
+                        charset="utf-8")
+
+
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    from nodes.openapi import document
+
+    return web.json_response(document())
+
+
+def build_app(node: Node, extra_routes: list[web.RouteDef]) -> web.Application:
+    app = web.Application(middlewares=[errors], client_max_size=limits.MAX_MESSAGE_BYTES)
+    app[NODE] = node
+    registry = CollectorRegistry()
+    registry.register(NodeCollector(node))
+    app[REGISTRY] = registry
+    app.add_routes([
+        web.get("/api/v1/health", get_health),
+        web.get("/api/v1/cluster", get_cluster),
+        web.get("/api/v1/kv/{key:.+}", get_kv),
+        web.put("/api/v1/kv/{key:.+}", put_kv),
+        web.delete("/api/v1/kv/{key:.+}", delete_kv),
+        web.get("/api/v1/openapi.json", get_openapi),
+        web.get("/metrics", get_metrics),
+        *extra_routes,
+    ])
+    return app

@@ -1,0 +1,103 @@
+"""``fabric node run``: one node as a real process, serving until SIGTERM.
+
+Exit codes tell the launcher why a node could not start: 2 bad config or node id,
+3 its address is taken, 4 its durable state is corrupt, 5 another process holds its
+directory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import random
+import signal
+import sys
+
+from aiohttp import web
+
+from fabric.config import ClusterConfig, ConfigError, load_config
+from fabric.consensus.wal import CorruptLog
+from nodes.api import build_app
+from nodes.node import Node
+from nodes.runtime import FileDisk, HttpTransport, RealClock
+
+log = logging.getLogger("fabric.node")
+
+EXIT_CONFIG, EXIT_ADDRESS, EXIT_CORRUPT, EXIT_LOCKED = 2, 3, 4, 5
+
+
+def disk_root(node_dir: str, disk: str) -> str:
+    return disk if os.path.isabs(disk) else os.path.join(node_dir, disk)
+
+
+def _lock(node_dir: str) -> int | None:
+    os.makedirs(node_dir, exist_ok=True)
+    fd = os.open(os.path.join(node_dir, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    return fd
+
+
+async def serve(config: ClusterConfig, node_id: str, node_dir: str) -> int:
+    nc = config.node(node_id)
+    transport = HttpTransport(node_id, config)
+    disks = [FileDisk(f"{node_id}/{d}", disk_root(node_dir, d)) for d in nc.disks]
+    node = Node(config, node_id, RealClock(), random.Random(), transport, list(disks))
+    app = build_app(node, transport.routes())
+    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, nc.host, nc.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        log.critical("cannot listen on %s: %s (is another process using this port?)",
+                     nc.address, exc.strerror or exc)
+        await runner.cleanup()
+        return EXIT_ADDRESS
+    try:
+        await node.start()
+    except CorruptLog as exc:
+        log.critical("refusing to start: %s (disk %s). Move the node's directory aside to "
+                     "rebuild it from its peers.", exc, disks[0].root)
+        await runner.cleanup()
+        return EXIT_CORRUPT
+    log.info("node %s serving on %s (voters %s)", node_id, nc.url, ",".join(config.voters))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("node %s stopping", node_id)
+    await node.stop()
+    await transport.close()
+    await runner.cleanup()
+    for disk in disks:
+        disk.close()
+    log.info("node %s stopped", node_id)
+    return 0
+
+
+def run_node(config_path: str, node_id: str, node_dir: str | None) -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        format=f"%(asctime)s {node_id} %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        config = load_config(config_path)
+        config.node(node_id)
+    except ConfigError as exc:
+        log.critical("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    node_dir = node_dir or os.path.join(os.path.dirname(config_path) or ".", "nodes", node_id)
+    lock = _lock(node_dir)
+    if lock is None:
+        log.critical("another process is running node %s in %s", node_id, node_dir)
+        return EXIT_LOCKED
+    return asyncio.run(serve(config, node_id, node_dir))

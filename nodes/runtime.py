@@ -1,0 +1,290 @@
+"""The real runtime: the asyncio clock, files with fsync, and aiohttp between nodes.
+
+Node-to-node traffic rides on the node's own HTTP port under ``/internal/v1``:
+``POST /internal/v1/messages`` carries a batch of one-way messages (Raft), and
+``POST /internal/v1/call`` one request whose reply is the response body. Bodies are
+the wire codec's msgpack; the sender names itself in ``X-Fabric-From``.
+
+One-way messages go through a bounded outbox per peer, drained by one sender task
+that packs everything queued into a single request: under load, Raft's many small
+messages cost one HTTP round trip per batch instead of one each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import time
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from fabric import limits
+from fabric.config import ClusterConfig
+from fabric.errors import FabricError, from_code
+from fabric.ports import DiskFault, Handler, OneWayHandler, PeerUnreachable
+from fabric.wire.codec import WireError, decode, encode
+from fabric.wire.messages import ErrorReply
+
+FROM_HEADER = "X-Fabric-From"
+MSGPACK = "application/msgpack"
+
+
+class RealClock:
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def wall(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class FileDisk:
+    """A directory on a real filesystem. Blocking calls run in the default executor."""
+
+    def __init__(self, name: str, root: str) -> None:
+        self.name = name
+        self.root = root
+        os.makedirs(root, exist_ok=True)
+        self._handles: dict[str, int] = {}
+
+    def _path(self, path: str) -> str:
+        assert "/" not in path and path not in ("", ".", ".."), f"bad disk file name {path!r}"
+        return os.path.join(self.root, path)
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except OSError as exc:
+            raise DiskFault(f"disk {self.name}: {exc.strerror or exc}") from exc
+
+    async def read(self, path: str) -> bytes | None:
+        def read() -> bytes | None:
+            try:
+                with open(self._path(path), "rb") as f:
+                    return f.read()
+            except FileNotFoundError:
+                return None
+
+        data: bytes | None = await self._run(read)
+        return data
+
+    async def write_atomic(self, path: str, data: bytes) -> None:
+        def write() -> None:
+            self._close(path)
+            tmp = self._path(path + ".tmp")
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self._path(path))
+            self._sync_dir()
+
+        await self._run(write)
+
+    def _sync_dir(self) -> None:
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _handle(self, path: str) -> int:
+        fd = self._handles.get(path)
+        if fd is None:
+            fd = os.open(self._path(path), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            self._handles[path] = fd
+        return fd
+
+    def _close(self, path: str) -> None:
+        fd = self._handles.pop(path, None)
+        if fd is not None:
+            os.close(fd)
+
+    async def append(self, path: str, data: bytes) -> int:
+        def append() -> int:
+            fd = self._handle(path)
+            offset = os.fstat(fd).st_size
+            os.write(fd, data)
+            return offset
+
+        offset: int = await self._run(append)
+        return offset
+
+    async def sync(self, path: str) -> None:
+        await self._run(lambda: os.fdatasync(self._handle(path)))
+
+    async def pread(self, path: str, offset: int, length: int) -> bytes:
+        data: bytes = await self._run(lambda: os.pread(self._handle(path), length, offset))
+        return data
+
+    async def size(self, path: str) -> int | None:
+        def size() -> int | None:
+            try:
+                return os.stat(self._path(path)).st_size
+            except FileNotFoundError:
+                return None
+
+        result: int | None = await self._run(size)
+        return result
+
+    async def delete(self, path: str) -> None:
+        def delete() -> None:
+            self._close(path)
+            try:
+                os.unlink(self._path(path))
+            except FileNotFoundError:
+                pass
+
+        await self._run(delete)
+
+    async def listdir(self) -> list[str]:
+        names: list[str] = await self._run(lambda: sorted(os.listdir(self.root)))
+        return [n for n in names if not n.endswith(".tmp")]
+
+    async def usage(self) -> tuple[int, int]:
+        def usage() -> tuple[int, int]:
+            st = os.statvfs(self.root)
+            used = sum(
+                os.stat(os.path.join(self.root, n)).st_size for n in os.listdir(self.root)
+            )
+            return used, used + st.f_bavail * st.f_frsize
+
+        result: tuple[int, int] = await self._run(usage)
+        return result
+
+    def close(self) -> None:
+        for path in list(self._handles):
+            self._close(path)
+
+
+class HttpTransport:
+    def __init__(self, node_id: str, config: ClusterConfig) -> None:
+        self.node_id = node_id
+        self.urls = {n.id: n.url for n in config.nodes}
+        self._session: aiohttp.ClientSession | None = None
+        self._outbox: dict[str, collections.deque[Any]] = {}
+        self._senders: dict[str, asyncio.Task[None]] = {}
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._on_call: Handler | None = None
+        self._on_message: OneWayHandler | None = None
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit_per_host=32)
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    async def close(self) -> None:
+        for task in self._senders.values():
+            task.cancel()
+        if self._session is not None:
+            await self._session.close()
+
+    def serve(self, on_call: Handler, on_message: OneWayHandler) -> None:
+        self._on_call = on_call
+        self._on_message = on_message
+
+    # --- one-way ----------------------------------------------------------------------------
+    def send(self, peer: str, message: Any) -> None:
+        if peer not in self.urls:
+            return
+        box = self._outbox.setdefault(
+            peer, collections.deque(maxlen=limits.PEER_OUTBOX_MESSAGES)
+        )
+        box.append(message)
+        if peer not in self._senders:
+            self._wakeups[peer] = asyncio.Event()
+            self._senders[peer] = asyncio.get_running_loop().create_task(self._drain(peer))
+        self._wakeups[peer].set()
+
+    async def _drain(self, peer: str) -> None:
+        box = self._outbox[peer]
+        wake = self._wakeups[peer]
+        url = self.urls[peer] + "/internal/v1/messages"
+        while True:
+            await wake.wait()
+            wake.clear()
+            while box:
+                batch = [box.popleft() for _ in range(min(len(box), limits.MAX_RPC_BATCH_MESSAGES))]
+                try:
+                    async with self.session().post(
+                        url, data=encode(batch), headers=self._headers(),
+                        timeout=aiohttp.ClientTimeout(total=2.0),
+                    ) as resp:
+                        await resp.read()
+                except (aiohttp.ClientError, TimeoutError, OSError):
+                    # The peer is down: Raft resends what matters. Drop what is queued so
+                    # a dead peer does not pin memory, and back off before trying again.
+                    box.clear()
+                    await asyncio.sleep(0.05)
+
+    def _headers(self) -> dict[str, str]:
+        return {FROM_HEADER: self.node_id, "Content-Type": MSGPACK}
+
+    # --- request/response -------------------------------------------------------------------
+    async def call(self, peer: str, message: Any, timeout_s: float) -> Any:
+        url = self.urls.get(peer)
+        if url is None:
+            raise PeerUnreachable(peer, "not in the cluster config")
+        try:
+            async with self.session().post(
+                url + "/internal/v1/call", data=encode(message), headers=self._headers(),
+                timeout=aiohttp.ClientTimeout(total=timeout_s),
+            ) as resp:
+                body = await resp.read()
+        except (aiohttp.ClientError, OSError) as exc:
+            raise PeerUnreachable(peer, str(exc) or type(exc).__name__) from None
+        except TimeoutError:
+            raise PeerUnreachable(peer, f"no answer within {timeout_s:g} s") from None
+        try:
+            reply = decode(body)
+        except WireError as exc:
+            raise PeerUnreachable(peer, f"bad reply: {exc}") from None
+        if isinstance(reply, ErrorReply):
+            raise from_code(reply.code, reply.message)
+        return reply
+
+    # --- the serving side, mounted on the node's aiohttp app --------------------------------
+    def routes(self) -> list[web.RouteDef]:
+        return [
+            web.post("/internal/v1/messages", self._serve_messages),
+            web.post("/internal/v1/call", self._serve_call),
+        ]
+
+    async def _body(self, request: web.Request) -> tuple[str, Any]:
+        frm = request.headers.get(FROM_HEADER, "")
+        if frm not in self.urls:
+            raise web.HTTPForbidden(text=f"unknown sender {frm!r}")
+        if (request.content_length or 0) > limits.MAX_MESSAGE_BYTES:
+            raise web.HTTPRequestEntityTooLarge(
+                max_size=limits.MAX_MESSAGE_BYTES, actual_size=request.content_length or 0
+            )
+        try:
+            return frm, decode(await request.read())
+        except WireError as exc:
+            raise web.HTTPBadRequest(text=str(exc)) from None
+
+    async def _serve_messages(self, request: web.Request) -> web.Response:
+        frm, batch = await self._body(request)
+        if self._on_message is None:
+            raise web.HTTPServiceUnavailable(text="node is starting")
+        if not isinstance(batch, list):
+            raise web.HTTPBadRequest(text="expected a batch of messages")
+        for message in batch:
+            self._on_message(frm, message)
+        return web.Response(status=204)
+
+    async def _serve_call(self, request: web.Request) -> web.Response:
+        frm, message = await self._body(request)
+        if self._on_call is None:
+            raise web.HTTPServiceUnavailable(text="node is starting")
+        try:
+            reply = await self._on_call(frm, message)
+        except FabricError as exc:
+            reply = ErrorReply(exc.code, exc.message)
+        return web.Response(body=encode(reply), content_type=MSGPACK)

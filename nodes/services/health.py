@@ -1,0 +1,108 @@
+"""Node health: every node reports to the leader; the leader decides UP/DEGRADED/DOWN.
+
+Every node sends a ``NodeReport`` to the leader each ``node_heartbeat_ms``. The leader
+keeps the time it last heard from each node (in memory: it changes constantly) and,
+when the age crosses ``degraded_after_ms`` or ``down_after_ms``, commits a
+``SetNodeState`` so the transition is in the replicated metadata and every node sees
+the same states. A new leader starts every node's clock at its election, so a failover
+does not declare the whole cluster DOWN.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fabric.config import ClusterConfig
+from fabric.errors import FabricError, Unavailable
+from fabric.metadata.commands import SetNodeState
+from fabric.ports import Clock, PeerUnreachable, Transport
+from fabric.wire.messages import Ack, NodeReport
+from nodes.services.metadata import MetadataService
+
+log = logging.getLogger(__name__)
+
+MONITOR_EVERY_S = 0.2
+
+
+class HealthService:
+    def __init__(
+        self,
+        node_id: str,
+        config: ClusterConfig,
+        clock: Clock,
+        transport: Transport,
+        metadata: MetadataService,
+        local_report: Callable[[], tuple[str, dict[str, Any]]],
+    ) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.clock = clock
+        self.transport = transport
+        self.metadata = metadata
+        self.local_report = local_report
+        self.last_seen: dict[str, float] = {}
+        self.reports: dict[str, dict[str, Any]] = {}
+        self._led_since_term: int | None = None
+
+    def _report(self) -> NodeReport:
+        state, detail = self.local_report()
+        return NodeReport(self.node_id, state, detail)
+
+    async def report_forever(self) -> None:
+        every_s = self.config.timeouts.node_heartbeat_ms / 1000
+        while True:
+            leader = self.metadata.leader
+            if leader == self.node_id:
+                self.receive(self._report())
+            elif leader is not None:
+                try:
+                    await self.transport.call(leader, self._report(), every_s * 3)
+                except (PeerUnreachable, FabricError):
+                    pass  # the leader is gone or busy; the next report tries again
+            await self.clock.sleep(every_s)
+
+    def receive(self, report: NodeReport) -> Ack:
+        if not self.metadata.is_leader:
+            raise Unavailable(f"{self.node_id} is not the leader")
+        self.last_seen[report.node_id] = self.clock.now()
+        self.reports[report.node_id] = {"state": report.state, **report.detail}
+        return Ack()
+
+    def desired_state(self, node_id: str, now: float) -> tuple[str, str]:
+        t = self.config.timeouts
+        age_ms = (now - self.last_seen.get(node_id, now)) * 1000
+        if age_ms >= t.down_after_ms:
+            return "DOWN", f"no report for {age_ms / 1000:.1f} s"
+        if age_ms >= t.degraded_after_ms:
+            return "DEGRADED", f"no report for {age_ms / 1000:.1f} s"
+        reported = self.reports.get(node_id, {}).get("state", "UP")
+        return reported, self.reports.get(node_id, {}).get("reason", "")
+
+    async def monitor_forever(self) -> None:
+        while True:
+            await self.clock.sleep(MONITOR_EVERY_S)
+            if not self.metadata.is_leader:
+                self._led_since_term = None
+                continue
+            term = self.metadata.raft.term if self.metadata.raft else 0
+            if self._led_since_term != term:
+                # A new leader has no history: give every node a full grace period.
+                self._led_since_term = term
+                now = self.clock.now()
+                self.last_seen = {n.id: now for n in self.config.nodes}
+            await self._commit_transitions()
+
+    async def _commit_transitions(self) -> None:
+        now = self.clock.now()
+        for node_id, record in self.metadata.state.nodes().items():
+            state, reason = self.desired_state(node_id, now)
+            if state == record.get("state"):
+                continue
+            log.info("node %s: %s -> %s (%s)", node_id, record.get("state"), state, reason)
+            try:
+                await self.metadata.propose(SetNodeState(node_id, state, self.clock.wall(), reason))
+            except FabricError as exc:
+                log.warning("could not record node %s as %s: %s", node_id, state, exc)
+                return

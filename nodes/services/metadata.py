@@ -1,0 +1,388 @@
+"""The metadata service: drives this node's Raft and applies the replicated log.
+
+Theory of operation
+-------------------
+Raft (``fabric.consensus.raft``) is a pure state machine; this service is its driver.
+One loop owns it: whenever something happened (a tick, a message, a proposal), it takes
+``raft.ready()`` and performs it in the documented order:
+
+1. persist the hard state, snapshot and new entries, then one fsync for all of them
+   (proposals that arrive while an fsync runs share the next one: group commit);
+2. send the messages;
+3. apply committed entries to ``MetadataState`` and wake the proposers waiting on them;
+4. answer linearizable reads whose index is now applied.
+
+A proposal made on a follower is forwarded to the leader, which answers once the entry
+is applied there. A linearizable read asks the leader for a read index (Raft's
+ReadIndex) and waits until this node has applied that far, so any node serves reads
+that are never stale.
+
+Durable files on the node's first disk: ``raft.wal`` (hard states and entries, see
+``fabric.consensus.wal``) and ``raft.snap`` (the latest state-machine snapshot). A
+corrupt log stops the node at start with ``CorruptLog``; it never serves state it
+cannot trust.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from fabric import limits
+from fabric.config import ClusterConfig
+from fabric.consensus.raft import Raft
+from fabric.consensus.types import (
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    NotLeader,
+    RaftConfig,
+    Ready,
+    Restored,
+    Role,
+    Snapshot,
+)
+from fabric.consensus.wal import (
+    decode_snapshot,
+    decode_wal,
+    encode_entry,
+    encode_hard_state,
+    encode_snapshot,
+)
+from fabric.errors import FabricError, Timeout, Unavailable
+from fabric.metadata.commands import Command
+from fabric.metadata.state import MetadataState, Result
+from fabric.ports import Clock, Disk, PeerUnreachable, Transport
+from fabric.wire.codec import decode, encode
+from fabric.wire.messages import ProposeReply, ProposeRequest, ReadIndexReply, ReadIndexRequest
+
+log = logging.getLogger(__name__)
+
+WAL = "raft.wal"
+SNAP = "raft.snap"
+FORWARD_TIMEOUT_S = 5.0
+
+
+class RaftObserver(Protocol):
+    """What the simulator's checkers watch (see ``fabric.sim.checkers``)."""
+
+    def observe_leader(self, node: str, term: int) -> None: ...
+    def observe_applied(self, node: str, entry: Entry) -> None: ...
+    def observe_snapshot(self, node: str, index: int) -> None: ...
+
+
+class MetadataService:
+    def __init__(
+        self,
+        node_id: str,
+        config: ClusterConfig,
+        clock: Clock,
+        rng: random.Random,
+        transport: Transport,
+        disk: Disk,
+        observer: RaftObserver | None = None,
+        snapshot_every_entries: int = limits.SNAPSHOT_EVERY_ENTRIES,
+    ) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.clock = clock
+        self.rng = rng
+        self.transport = transport
+        self.disk = disk
+        self.observer = observer
+        self.snapshot_every_entries = snapshot_every_entries
+        self.state = MetadataState()
+        self.raft: Raft | None = None
+        self._wake = asyncio.Event()
+        self._proposals: dict[int, tuple[int, asyncio.Future[Result]]] = {}
+        self._reads: dict[int, asyncio.Future[int]] = {}
+        self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._read_ctx = itertools.count(1)
+        self._persisted: list[Entry] = []
+        """Entries in the WAL after the snapshot: kept to rewrite the WAL on compaction."""
+        self._hard_state = HardState()
+        self._snapshot_index = 0
+        self._apply_hooks: list[Callable[[int, Command, Result], None]] = []
+        self.commits = 0
+
+    # --- start ------------------------------------------------------------------------------
+    async def open(self) -> None:
+        """Read the durable state back and build Raft from it (raises CorruptLog)."""
+        snap_bytes = await self.disk.read(SNAP)
+        snapshot = decode_snapshot(snap_bytes) if snap_bytes else None
+        wal = decode_wal(await self.disk.read(WAL) or b"")
+        entries = [e for e in wal.entries if snapshot is None or e.index > snapshot.index]
+        if snapshot is not None:
+            self.state = MetadataState.restore(snapshot.data)
+            self._snapshot_index = snapshot.index
+        self._hard_state = wal.hard_state
+        self._persisted = entries
+        # Rewrite the WAL so a torn tail never sits in front of new appends.
+        await self._rewrite_wal()
+        tm = self.config.timeouts
+        cfg = RaftConfig(
+            id=self.node_id,
+            voters=self.config.voters,
+            learners=self.config.learners,
+            election_ticks=tm.election_ticks,
+            heartbeat_ticks=tm.heartbeat_ticks,
+        )
+        restored = Restored(wal.hard_state, snapshot, tuple(entries))
+        self.raft = Raft(cfg, self.rng, restored)
+
+    async def run(self) -> None:
+        """The driver loop; runs until cancelled."""
+        raft = self._raft()
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while raft.has_ready():
+                await self._handle(raft.ready())
+                self._observe()
+
+    async def tick_forever(self) -> None:
+        tick_s = self.config.timeouts.tick_ms / 1000
+        while True:
+            await self.clock.sleep(tick_s)
+            self._raft().tick()
+            self._wake.set()
+
+    # --- inputs -----------------------------------------------------------------------------
+    def step(self, message: Message) -> None:
+        self._raft().step(message)
+        self._wake.set()
+
+    @property
+    def leader(self) -> str | None:
+        return self._raft().leader
+
+    @property
+    def is_leader(self) -> bool:
+        return self._raft().role == Role.LEADER
+
+    def on_apply(self, hook: Callable[[int, Command, Result], None]) -> None:
+        """Call ``hook(index, command, result)`` after each command is applied."""
+        self._apply_hooks.append(hook)
+
+    async def propose(self, command: Command) -> Result:
+        """Commit ``command`` through the leader; return what applying it produced."""
+        data = encode(command)
+        if len(data) > limits.MAX_COMMAND_BYTES:
+            raise FabricError(f"metadata command of {len(data)} bytes is too large")
+        deadline = self.clock.now() + limits.PROPOSAL_TIMEOUT_S
+        while True:
+            leader = self._raft().leader
+            try:
+                if leader == self.node_id:
+                    return await self._propose_local(data)
+                if leader is not None:
+                    return await self._forward(leader, data)
+            except (NotLeader, PeerUnreachable, Unavailable):
+                pass
+            if self.clock.now() >= deadline:
+                raise Unavailable("no metadata leader could commit the change in time")
+            await self.clock.sleep(self.config.timeouts.tick_ms / 1000)
+
+    async def _propose_local(self, data: bytes) -> Result:
+        raft = self._raft()
+        if len(self._proposals) >= limits.MAX_PENDING_PROPOSALS:
+            raise Unavailable("too many metadata changes in flight; retry")
+        index = raft.propose(data)
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._proposals[index] = (raft.term, future)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(future, limits.PROPOSAL_TIMEOUT_S)
+        except TimeoutError:
+            raise Timeout("metadata change not committed in time") from None
+        finally:
+            self._proposals.pop(index, None)
+
+    async def _forward(self, leader: str, data: bytes) -> Result:
+        reply = await self.transport.call(leader, ProposeRequest(data), FORWARD_TIMEOUT_S)
+        assert isinstance(reply, ProposeReply)
+        return Result(reply.ok, reply.value, reply.code, reply.message)
+
+    async def serve_forwarded(self, request: ProposeRequest) -> ProposeReply:
+        """A follower forwarded a proposal: commit it here if we lead."""
+        if not self.is_leader:
+            raise Unavailable(f"{self.node_id} is not the leader")
+        try:
+            result = await self._propose_local(request.command)
+        except NotLeader as exc:
+            raise Unavailable(str(exc)) from None
+        return ProposeReply(result.ok, result.value, result.code, result.message)
+
+    async def read_index(self) -> int:
+        """A linearizable read point: every change committed before this call is at or
+        below the returned index, which this node has applied on return."""
+        deadline = self.clock.now() + limits.PROPOSAL_TIMEOUT_S
+        while True:
+            leader = self._raft().leader
+            try:
+                if leader == self.node_id:
+                    index = await self._read_index_local()
+                    break
+                if leader is not None:
+                    reply = await self.transport.call(leader, ReadIndexRequest(), FORWARD_TIMEOUT_S)
+                    assert isinstance(reply, ReadIndexReply)
+                    index = reply.index
+                    break
+            except (NotLeader, PeerUnreachable, Unavailable, Timeout):
+                pass
+            if self.clock.now() >= deadline:
+                raise Unavailable("no metadata leader answered a read in time")
+            await self.clock.sleep(self.config.timeouts.tick_ms / 1000)
+        await self.wait_applied(index)
+        return index
+
+    async def _read_index_local(self) -> int:
+        ctx = next(self._read_ctx)
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._reads[ctx] = future
+        self._raft().read_index(ctx)
+        self._wake.set()
+        try:
+            return await asyncio.wait_for(future, FORWARD_TIMEOUT_S)
+        except TimeoutError:
+            raise Timeout("leader could not confirm a read index in time") from None
+        finally:
+            self._reads.pop(ctx, None)
+
+    async def serve_read_index(self) -> ReadIndexReply:
+        if not self.is_leader:
+            raise Unavailable(f"{self.node_id} is not the leader")
+        try:
+            return ReadIndexReply(await self._read_index_local())
+        except NotLeader as exc:
+            raise Unavailable(str(exc)) from None
+
+    async def wait_applied(self, index: int) -> None:
+        if self.state.applied_index >= index:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._applied_waiters.append((index, future))
+        try:
+            await asyncio.wait_for(future, limits.PROPOSAL_TIMEOUT_S)
+        except TimeoutError:
+            raise Timeout(f"{self.node_id} did not catch up to index {index} in time") from None
+
+    # --- performing a Ready -----------------------------------------------------------------
+    async def _handle(self, rd: Ready) -> None:
+        await self._persist(rd)
+        for message in rd.messages:
+            self.transport.send(message.to, message)
+        if rd.snapshot is not None:
+            self._install(rd.snapshot)
+        for entry in rd.committed:
+            self._apply(entry)
+        for rs in rd.read_states:
+            future = self._reads.get(rs.ctx)
+            if future is not None and not future.done():
+                future.set_result(rs.index)
+        self._wake_applied()
+        if self.state.applied_index - self._snapshot_index >= self.snapshot_every_entries:
+            await self._compact()
+
+    async def _persist(self, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            # An installed snapshot replaces the whole log: rewrite the WAL from scratch.
+            await self.disk.write_atomic(SNAP, encode_snapshot(rd.snapshot))
+            self._snapshot_index = rd.snapshot.index
+            self._hard_state = rd.hard_state or self._hard_state
+            self._persisted = list(rd.entries)
+            await self._rewrite_wal()
+            return
+        chunks: list[bytes] = []
+        if rd.hard_state is not None:
+            self._hard_state = rd.hard_state
+            chunks.append(encode_hard_state(rd.hard_state))
+        if rd.entries:
+            first = rd.entries[0].index
+            self._persisted = [e for e in self._persisted if e.index < first]
+            self._persisted.extend(rd.entries)
+            chunks.extend(encode_entry(e) for e in rd.entries)
+        if chunks:
+            await self.disk.append(WAL, b"".join(chunks))
+            await self.disk.sync(WAL)
+
+    def _install(self, snapshot: Snapshot) -> None:
+        self.state = MetadataState.restore(snapshot.data)
+        if self.observer:
+            self.observer.observe_snapshot(self.node_id, snapshot.index)
+        for index in [i for i in self._proposals if i <= snapshot.index]:
+            _, future = self._proposals[index]
+            if not future.done():
+                future.set_exception(Unavailable("outcome unknown after a snapshot; retry"))
+
+    def _apply(self, entry: Entry) -> None:
+        if self.observer:
+            self.observer.observe_applied(self.node_id, entry)
+        if entry.kind == EntryKind.NOOP:
+            self.state.skip(entry.index)
+            result = Result(ok=True)
+        else:
+            command = decode(entry.data)
+            result = self.state.apply(entry.index, command)
+            self.commits += 1
+            for hook in self._apply_hooks:
+                hook(entry.index, command, result)
+        waiting = self._proposals.get(entry.index)
+        if waiting is not None:
+            term, future = waiting
+            if future.done():
+                return
+            if term == entry.term:
+                future.set_result(result)
+            else:
+                future.set_exception(Unavailable("leadership changed before commit; retry"))
+
+    def _wake_applied(self) -> None:
+        applied = self.state.applied_index
+        keep = []
+        for index, future in self._applied_waiters:
+            if index <= applied:
+                if not future.done():
+                    future.set_result(None)
+            elif not future.done():
+                keep.append((index, future))
+        self._applied_waiters = keep
+
+    async def _compact(self) -> None:
+        index = self.state.applied_index
+        term = next((e.term for e in self._persisted if e.index == index), None)
+        if term is None:
+            return  # the applied entry is not in our WAL mirror (just installed a snapshot)
+        data = self.state.snapshot()
+        # Snapshot file first: a crash before the WAL rewrite leaves entries that open()
+        # skips because the snapshot already covers them.
+        await self.disk.write_atomic(SNAP, encode_snapshot(Snapshot(index, term, data)))
+        self._raft().compact(index, data)
+        self._snapshot_index = index
+        self._persisted = [e for e in self._persisted if e.index > index]
+        await self._rewrite_wal()
+        if self.observer:
+            self.observer.observe_snapshot(self.node_id, index)
+
+    async def _rewrite_wal(self) -> None:
+        body = encode_hard_state(self._hard_state) + b"".join(map(encode_entry, self._persisted))
+        await self.disk.write_atomic(WAL, body)
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _raft(self) -> Raft:
+        assert self.raft is not None, "metadata service used before open()"
+        return self.raft
+
+    def _observe(self) -> None:
+        raft = self._raft()
+        if self.observer and raft.role == Role.LEADER:
+            self.observer.observe_leader(self.node_id, raft.term)
+
+    def status(self) -> dict[str, Any]:
+        return {**self._raft().status(), "applied_index": self.state.applied_index}
+

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# README command 2: install everything the tests need, lint, type-check, run the suite.
+# Extra arguments go to pytest (e.g. -k raft, or tests/unit).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh --with-qemu
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+# pytest exits 5 when it collected no test: with `set -e` that fails the run, as it should.
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
