@@ -71,9 +71,18 @@ def _print_status(view: dict[str, Any]) -> None:
     print(f"cluster {view['name']}   leader {view['leader'] or '-'}   dir {view['dir']}")
     rows = [("NODE", "ROLE", "STATE", "ADDRESS", "PID", "DISKS")]
     for n in view["nodes"]:
-        rows.append((n["id"], n["role"], n["state"], n["address"], str(n.get("pid") or "-"),
-                     ",".join(d if isinstance(d, str) else d.get("name", "?")
-                              for d in n.get("disks", []))))
+        rows.append(
+            (
+                n["id"],
+                n["role"],
+                n["state"],
+                n["address"],
+                str(n.get("pid") or "-"),
+                ",".join(
+                    d if isinstance(d, str) else d.get("name", "?") for d in n.get("disks", [])
+                ),
+            )
+        )
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -121,12 +130,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--config", help="cluster config (TOML); default: the embedded one")
     s.set_defaults(fn=cmd_up)
     sub.add_parser("down", parents=[common], help="stop the local cluster").set_defaults(
-        fn=cmd_down)
+        fn=cmd_down
+    )
     sub.add_parser("status", parents=[common], help="nodes, roles, states").set_defaults(
-        fn=cmd_status)
+        fn=cmd_status
+    )
 
     node = sub.add_parser("node", help="run one node process").add_subparsers(
-        dest="node_cmd", required=True)
+        dest="node_cmd", required=True
+    )
     run = node.add_parser("run", help="run a node in the foreground")
     run.add_argument("--config", required=True)
     run.add_argument("--id", required=True)
@@ -134,7 +146,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(fn=cmd_node_run)
 
     kv = sub.add_parser("kv", help="the metadata key space").add_subparsers(
-        dest="kv_cmd", required=True)
+        dest="kv_cmd", required=True
+    )
     put = kv.add_parser("put", parents=[common])
     put.add_argument("key")
     put.add_argument("value", help="JSON, or a plain string")

@@ -36,8 +36,9 @@ class FabricClient:
         self._session = aiohttp.ClientSession(timeout=self.timeout)
         return self
 
-    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
-                        tb: TracebackType | None) -> None:
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self._session is not None:
             await self._session.close()
 
@@ -68,8 +69,11 @@ class FabricClient:
             data = None
         if resp.status >= 400:
             err = (data or {}).get("error", {}) if isinstance(data, dict) else {}
-            raise ApiError(resp.status, err.get("code", "http_error"),
-                           err.get("message", body.decode(errors="replace")[:200]))
+            raise ApiError(
+                resp.status,
+                err.get("code", "http_error"),
+                err.get("message", body.decode(errors="replace")[:200]),
+            )
         return data
 
     # --- cluster ----------------------------------------------------------------------------

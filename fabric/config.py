@@ -98,8 +98,16 @@ class _Source:
         return None
 
 
-def _get(src: _Source, table: dict[str, Any], key: str, kind: type, default: Any,
-         where: str, tname: str = "", nth: int = 0) -> Any:
+def _get(
+    src: _Source,
+    table: dict[str, Any],
+    key: str,
+    kind: type,
+    default: Any,
+    where: str,
+    tname: str = "",
+    nth: int = 0,
+) -> Any:
     if key not in table:
         if default is _REQUIRED:
             raise src.error(f"{where}{key}", "is required", tname, nth)
@@ -181,12 +189,12 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
         if v not in ids:
             raise src.error("cluster.voters", f"{v!r} is not a node in [[nodes]]", "cluster")
     if not 1 <= len(voters) <= limits.MAX_VOTERS or len(set(voters)) != len(voters):
-        raise src.error("cluster.voters", f"need 1..{limits.MAX_VOTERS} distinct voters",
-                        "cluster")
+        raise src.error("cluster.voters", f"need 1..{limits.MAX_VOTERS} distinct voters", "cluster")
     extent = _get(src, cluster, "extent_bytes", int, 1 << 20, "cluster.", "cluster")
     if not (64 * 1024 <= extent <= 4 << 20 and extent & (extent - 1) == 0):
-        raise src.error("cluster.extent_bytes", "must be a power of two, 64 KiB to 4 MiB",
-                        "cluster")
+        raise src.error(
+            "cluster.extent_bytes", "must be a power of two, 64 KiB to 4 MiB", "cluster"
+        )
     domain = _get(src, cluster, "fault_domain", str, "node", "cluster.", "cluster")
     if domain not in ("node", "rack", "block"):
         raise src.error("cluster.fault_domain", "must be node, rack or block", "cluster")
@@ -194,8 +202,7 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
     containers = raw.get("containers", [])
     if not isinstance(containers, list):
         raise src.error("containers", "must be a list of [[containers]] tables")
-    return ClusterConfig(name, nodes, tuple(voters), extent, domain, timeouts,
-                         tuple(containers))
+    return ClusterConfig(name, nodes, tuple(voters), extent, domain, timeouts, tuple(containers))
 
 
 def _check_unique(src: _Source, nodes: tuple[NodeConfig, ...]) -> None:
@@ -229,10 +236,7 @@ def sized_config(base: ClusterConfig, nodes: int, base_port: int | None = None) 
         raise ConfigError(f"--nodes {nodes}: must be {limits.MIN_NODES}..{limits.MAX_NODES}")
     template = base.nodes[0]
     port0 = template.port if base_port is None else base_port
-    out = [
-        NodeConfig(f"n{i + 1}", template.host, port0 + i, template.disks)
-        for i in range(nodes)
-    ]
+    out = [NodeConfig(f"n{i + 1}", template.host, port0 + i, template.disks) for i in range(nodes)]
     voters = tuple(n.id for n in out[: 3 if nodes >= 3 else 1])
     return replace(base, nodes=tuple(out), voters=voters)
 

@@ -56,8 +56,16 @@ class InsufficientStorage(FabricError):
 
 _BY_CODE = {
     cls.code: cls
-    for cls in (BadRequest, NotFound, Conflict, TooLarge, Unprocessable, Unavailable, Timeout,
-                InsufficientStorage)
+    for cls in (
+        BadRequest,
+        NotFound,
+        Conflict,
+        TooLarge,
+        Unprocessable,
+        Unavailable,
+        Timeout,
+        InsufficientStorage,
+    )
 }
 
 

@@ -69,14 +69,16 @@ async def json_body(request: web.Request) -> dict[str, Any]:
 async def get_health(request: web.Request) -> web.Response:
     node = request.app[NODE]
     raft = node.metadata.raft
-    return web.json_response({
-        "id": node.id,
-        "leader": node.metadata.leader,
-        "role": raft.role.name.lower() if raft else "starting",
-        "term": raft.term if raft else 0,
-        "registered": node.registered,
-        "applied_index": node.metadata.state.applied_index,
-    })
+    return web.json_response(
+        {
+            "id": node.id,
+            "leader": node.metadata.leader,
+            "role": raft.role.name.lower() if raft else "starting",
+            "term": raft.term if raft else 0,
+            "registered": node.registered,
+            "applied_index": node.metadata.state.applied_index,
+        }
+    )
 
 
 async def get_cluster(request: web.Request) -> web.Response:
@@ -97,7 +99,7 @@ async def get_kv(request: web.Request) -> web.Response:
     await node.metadata.read_index()
     item = node.metadata.state.get(key)
     if item is None:
-        raise NotFound(f"no key {key[len(KV_PREFIX):]!r}")
+        raise NotFound(f"no key {key[len(KV_PREFIX) :]!r}")
     return web.json_response(
         {"key": key[len(KV_PREFIX) :], "version": item.version, "value": item.value}
     )
@@ -125,7 +127,7 @@ async def delete_kv(request: web.Request) -> web.Response:
     key = _kv_key(request)
     await node.metadata.read_index()
     if node.metadata.state.get(key) is None:
-        raise NotFound(f"no key {key[len(KV_PREFIX):]!r}")
+        raise NotFound(f"no key {key[len(KV_PREFIX) :]!r}")
     result = await node.metadata.propose(Delete(key))
     if not result.ok:
         raise _refusal(result.code, result.message)
@@ -151,9 +153,13 @@ class NodeCollector(Collector):
             "fabric_raft_term": ("Current Raft term", raft.term if raft else 0),
             "fabric_raft_commit_index": ("Raft commit index", raft.commit_index if raft else 0),
             "fabric_metadata_applied_index": (
-                "Metadata index applied on this node", node.metadata.state.applied_index),
-            "fabric_is_leader": ("1 if this node is the metadata leader",
-                                 int(node.metadata.is_leader) if raft else 0),
+                "Metadata index applied on this node",
+                node.metadata.state.applied_index,
+            ),
+            "fabric_is_leader": (
+                "1 if this node is the metadata leader",
+                int(node.metadata.is_leader) if raft else 0,
+            ),
         }
         for name, (doc, value) in gauges.items():
             g = GaugeMetricFamily(name, doc, labels=labels)
@@ -174,8 +180,7 @@ class NodeCollector(Collector):
 
 async def get_metrics(request: web.Request) -> web.Response:
     registry = request.app[REGISTRY]
-    return web.Response(body=generate_latest(registry), content_type="text/plain",
-                        charset="utf-8")
+    return web.Response(body=generate_latest(registry), content_type="text/plain", charset="utf-8")
 
 
 REGISTRY = web.AppKey("registry", CollectorRegistry)
@@ -193,14 +198,16 @@ def build_app(node: Node, extra_routes: list[web.RouteDef]) -> web.Application:
     registry = CollectorRegistry()
     registry.register(NodeCollector(node))
     app[REGISTRY] = registry
-    app.add_routes([
-        web.get("/api/v1/health", get_health),
-        web.get("/api/v1/cluster", get_cluster),
-        web.get("/api/v1/kv/{key:.+}", get_kv),
-        web.put("/api/v1/kv/{key:.+}", put_kv),
-        web.delete("/api/v1/kv/{key:.+}", delete_kv),
-        web.get("/api/v1/openapi.json", get_openapi),
-        web.get("/metrics", get_metrics),
-        *extra_routes,
-    ])
+    app.add_routes(
+        [
+            web.get("/api/v1/health", get_health),
+            web.get("/api/v1/cluster", get_cluster),
+            web.get("/api/v1/kv/{key:.+}", get_kv),
+            web.put("/api/v1/kv/{key:.+}", put_kv),
+            web.delete("/api/v1/kv/{key:.+}", delete_kv),
+            web.get("/api/v1/openapi.json", get_openapi),
+            web.get("/metrics", get_metrics),
+            *extra_routes,
+        ]
+    )
     return app

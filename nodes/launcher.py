@@ -14,6 +14,7 @@ A cluster directory holds everything of one local cluster::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -105,18 +106,23 @@ def log_tail(path: str, lines: int = 5) -> str:
         return "(no log)"
 
 
-def prepare(cdir: ClusterDir, config_file: str | None, nodes: int | None,
-            say: Callable[[str], None]) -> ClusterConfig:
+def prepare(
+    cdir: ClusterDir, config_file: str | None, nodes: int | None, say: Callable[[str], None]
+) -> ClusterConfig:
     """The config to run: the directory's own, or a new one written into it."""
     if cdir.exists():
         cfg = cdir.config()
         if config_file or (nodes and nodes != len(cfg.nodes)):
-            say(f"note: {cdir.root} already holds cluster {cfg.name!r} with "
+            say(
+                f"note: {cdir.root} already holds cluster {cfg.name!r} with "
                 f"{len(cfg.nodes)} nodes; restarting it as it is "
-                "(use another --dir for a new cluster)")
+                "(use another --dir for a new cluster)"
+            )
         return cfg
-    cfg = load_config(config_file) if config_file else parse_config(
-        default_config_text(), "<embedded default config>"
+    cfg = (
+        load_config(config_file)
+        if config_file
+        else parse_config(default_config_text(), "<embedded default config>")
     )
     if nodes is not None:
         cfg = sized_config(cfg, nodes)
@@ -130,9 +136,23 @@ def spawn(cdir: ClusterDir, node_id: str) -> subprocess.Popen[bytes]:
     os.makedirs(cdir.node_dir(node_id), exist_ok=True)
     with open(cdir.log_path(node_id), "ab") as logf:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "fabric.cli", "node", "run", "--config", cdir.config_path,
-             "--id", node_id, "--dir", cdir.node_dir(node_id)],
-            stdin=subprocess.DEVNULL, stdout=logf, stderr=logf, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "fabric.cli",
+                "node",
+                "run",
+                "--config",
+                cdir.config_path,
+                "--id",
+                node_id,
+                "--dir",
+                cdir.node_dir(node_id),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=logf,
+            stderr=logf,
+            start_new_session=True,
         )
     with open(cdir.pid_path(node_id), "w") as f:
         f.write(f"{proc.pid}\n")
@@ -166,8 +186,12 @@ async def _healthy(session: aiohttp.ClientSession, cfg: ClusterConfig) -> tuple[
     return (not not_up), f"not UP yet: {', '.join(not_up)}"
 
 
-async def wait_healthy(cdir: ClusterDir, cfg: ClusterConfig,
-                       procs: dict[str, subprocess.Popen[bytes]], timeout_s: float) -> None:
+async def wait_healthy(
+    cdir: ClusterDir,
+    cfg: ClusterConfig,
+    procs: dict[str, subprocess.Popen[bytes]],
+    timeout_s: float,
+) -> None:
     deadline = time.monotonic() + timeout_s
     missing = "starting"
     async with aiohttp.ClientSession() as session:
@@ -188,9 +212,13 @@ async def wait_healthy(cdir: ClusterDir, cfg: ClusterConfig,
     raise LaunchError(f"cluster not healthy after {timeout_s:.0f} s ({missing})\n{logs}")
 
 
-def up(root: str, config_file: str | None, nodes: int | None,
-       say: Callable[[str], None] = print,
-       timeout_s: float = limits.STARTUP_TIMEOUT_S) -> ClusterConfig:
+def up(
+    root: str,
+    config_file: str | None,
+    nodes: int | None,
+    say: Callable[[str], None] = print,
+    timeout_s: float = limits.STARTUP_TIMEOUT_S,
+) -> ClusterConfig:
     cdir = ClusterDir(root)
     try:
         cfg = prepare(cdir, config_file, nodes, say)
@@ -201,8 +229,7 @@ def up(root: str, config_file: str | None, nodes: int | None,
     for node in cfg.nodes:
         if cdir.pid(node.id) is None:
             procs[node.id] = spawn(cdir, node.id)
-    say(f"cluster {cfg.name!r} in {cdir.root}: starting {len(procs)} of {len(cfg.nodes)} "
-        "nodes")
+    say(f"cluster {cfg.name!r} in {cdir.root}: starting {len(procs)} of {len(cfg.nodes)} nodes")
     try:
         asyncio.run(wait_healthy(cdir, cfg, procs, timeout_s))
     except LaunchError:
@@ -212,14 +239,16 @@ def up(root: str, config_file: str | None, nodes: int | None,
     return cfg
 
 
-def _stop(cdir: ClusterDir, node_ids: list[str], say: Callable[[str], None],
-          grace_s: float = limits.SHUTDOWN_GRACE_S) -> None:
+def _stop(
+    cdir: ClusterDir,
+    node_ids: list[str],
+    say: Callable[[str], None],
+    grace_s: float = limits.SHUTDOWN_GRACE_S,
+) -> None:
     pids = {n: p for n in node_ids if (p := cdir.pid(n)) is not None}
-    for node_id, pid in pids.items():
-        try:
+    for pid in pids.values():
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline and any(cdir.pid(n) for n in pids):
         time.sleep(0.05)
@@ -229,10 +258,8 @@ def _stop(cdir: ClusterDir, node_ids: list[str], say: Callable[[str], None],
             os.kill(pid, signal.SIGKILL)
         else:
             say(f"stopped {node_id} (pid {pid})")
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(cdir.pid_path(node_id))
-        except FileNotFoundError:
-            pass
 
 
 def down(root: str, say: Callable[[str], None] = print) -> None:
@@ -254,10 +281,21 @@ async def _status(cdir: ClusterDir, cfg: ClusterConfig) -> dict[str, Any]:
             if view is not None and view.get("leader") is not None:
                 break
     if view is None:
-        view = {"name": cfg.name, "leader": None, "containers": [], "nodes": [
-            {"id": n.id, "address": n.address, "role": "voter" if n.id in cfg.voters
-             else "member", "state": "DOWN", "disks": list(n.disks)} for n in cfg.nodes
-        ]}
+        view = {
+            "name": cfg.name,
+            "leader": None,
+            "containers": [],
+            "nodes": [
+                {
+                    "id": n.id,
+                    "address": n.address,
+                    "role": "voter" if n.id in cfg.voters else "member",
+                    "state": "DOWN",
+                    "disks": list(n.disks),
+                }
+                for n in cfg.nodes
+            ],
+        }
     for entry in view["nodes"]:
         pid = cdir.pid(entry["id"])
         entry["pid"] = pid

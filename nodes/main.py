@@ -55,15 +55,22 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str) -> int:
     try:
         await site.start()
     except OSError as exc:
-        log.critical("cannot listen on %s: %s (is another process using this port?)",
-                     nc.address, exc.strerror or exc)
+        log.critical(
+            "cannot listen on %s: %s (is another process using this port?)",
+            nc.address,
+            exc.strerror or exc,
+        )
         await runner.cleanup()
         return EXIT_ADDRESS
     try:
         await node.start()
     except CorruptLog as exc:
-        log.critical("refusing to start: %s (disk %s). Move the node's directory aside to "
-                     "rebuild it from its peers.", exc, disks[0].root)
+        log.critical(
+            "refusing to start: %s (disk %s). Move the node's directory aside to "
+            "rebuild it from its peers.",
+            exc,
+            disks[0].root,
+        )
         await runner.cleanup()
         return EXIT_CORRUPT
     log.info("node %s serving on %s (voters %s)", node_id, nc.url, ",".join(config.voters))

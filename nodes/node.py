@@ -60,9 +60,11 @@ class Node:
         self.transport = transport
         self.disks = disks
         self._tasks: set[asyncio.Task[Any]] = set()
-        extra = {} if snapshot_every_entries is None else {
-            "snapshot_every_entries": snapshot_every_entries
-        }
+        extra = (
+            {}
+            if snapshot_every_entries is None
+            else {"snapshot_every_entries": snapshot_every_entries}
+        )
         self.metadata = MetadataService(
             node_id, config, clock, rng, transport, disks[0], observer, **extra
         )
@@ -128,13 +130,18 @@ class Node:
     # --- incoming traffic -------------------------------------------------------------------
     def _on_message(self, frm: str, message: Any) -> None:
         match message:
-            case VoteRequest() | VoteResponse() | AppendRequest() | AppendResponse() | (
-                SnapshotRequest()
+            case (
+                VoteRequest()
+                | VoteResponse()
+                | AppendRequest()
+                | AppendResponse()
+                | (SnapshotRequest())
             ):
                 self.metadata.step(message)
             case _:
-                log.warning("dropped unexpected one-way message %s from %s",
-                            type(message).__name__, frm)
+                log.warning(
+                    "dropped unexpected one-way message %s from %s", type(message).__name__, frm
+                )
 
     async def _on_call(self, frm: str, message: Any) -> Any:
         match message:
@@ -173,18 +180,22 @@ class Node:
         for nc in self.config.nodes:
             record = registered.get(nc.id, {})
             live = self.health.reports.get(nc.id, {}) if leader == self.id else {}
-            role = "leader" if nc.id == leader else (
-                "voter" if nc.id in self.config.voters else "member"
+            role = (
+                "leader"
+                if nc.id == leader
+                else ("voter" if nc.id in self.config.voters else "member")
             )
-            nodes.append({
-                "id": nc.id,
-                "address": nc.address,
-                "role": role,
-                "state": record.get("state", "DOWN") if record else "DOWN",
-                "state_reason": record.get("reason", "never registered" if not record else ""),
-                "disks": live.get("disks", list(nc.disks)),
-                "labels": dict(nc.labels),
-            })
+            nodes.append(
+                {
+                    "id": nc.id,
+                    "address": nc.address,
+                    "role": role,
+                    "state": record.get("state", "DOWN") if record else "DOWN",
+                    "state_reason": record.get("reason", "never registered" if not record else ""),
+                    "disks": live.get("disks", list(nc.disks)),
+                    "labels": dict(nc.labels),
+                }
+            )
         raft = self.metadata.raft
         return {
             "name": self.config.name,

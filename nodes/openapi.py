@@ -21,10 +21,14 @@ def _op(summary: str, ok: str = "200", **extra: Any) -> dict[str, Any]:
         "summary": summary,
         "responses": {
             ok: {"description": "success"},
-            "4XX": {"description": "bad request", "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
-            "5XX": {"description": "cluster error", "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}},
+            "4XX": {
+                "description": "bad request",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            },
+            "5XX": {
+                "description": "cluster error",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            },
         },
         **extra,
     }
@@ -43,11 +47,23 @@ def document() -> dict[str, Any]:
             "/api/v1/kv/{key}": {
                 "parameters": _KEY,
                 "get": _op("Read a metadata key (linearizable)"),
-                "put": _op("Write a metadata key through the leader", requestBody={
-                    "content": {"application/json": {"schema": {
-                        "type": "object", "required": ["value"],
-                        "properties": {"value": {}, "expect_version": {"type": "integer"}},
-                    }}}}),
+                "put": _op(
+                    "Write a metadata key through the leader",
+                    requestBody={
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["value"],
+                                    "properties": {
+                                        "value": {},
+                                        "expect_version": {"type": "integer"},
+                                    },
+                                }
+                            }
+                        }
+                    },
+                ),
                 "delete": _op("Delete a metadata key", ok="204"),
             },
             "/metrics": {"get": _op("Prometheus metrics")},

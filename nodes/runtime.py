@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import os
 import time
 from typing import Any
@@ -135,10 +136,8 @@ class FileDisk:
     async def delete(self, path: str) -> None:
         def delete() -> None:
             self._close(path)
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path(path))
-            except FileNotFoundError:
-                pass
 
         await self._run(delete)
 
@@ -149,9 +148,7 @@ class FileDisk:
     async def usage(self) -> tuple[int, int]:
         def usage() -> tuple[int, int]:
             st = os.statvfs(self.root)
-            used = sum(
-                os.stat(os.path.join(self.root, n)).st_size for n in os.listdir(self.root)
-            )
+            used = sum(os.stat(os.path.join(self.root, n)).st_size for n in os.listdir(self.root))
             return used, used + st.f_bavail * st.f_frsize
 
         result: tuple[int, int] = await self._run(usage)
@@ -193,9 +190,7 @@ class HttpTransport:
     def send(self, peer: str, message: Any) -> None:
         if peer not in self.urls:
             return
-        box = self._outbox.setdefault(
-            peer, collections.deque(maxlen=limits.PEER_OUTBOX_MESSAGES)
-        )
+        box = self._outbox.setdefault(peer, collections.deque(maxlen=limits.PEER_OUTBOX_MESSAGES))
         box.append(message)
         if peer not in self._senders:
             self._wakeups[peer] = asyncio.Event()
@@ -213,7 +208,9 @@ class HttpTransport:
                 batch = [box.popleft() for _ in range(min(len(box), limits.MAX_RPC_BATCH_MESSAGES))]
                 try:
                     async with self.session().post(
-                        url, data=encode(batch), headers=self._headers(),
+                        url,
+                        data=encode(batch),
+                        headers=self._headers(),
                         timeout=aiohttp.ClientTimeout(total=2.0),
                     ) as resp:
                         await resp.read()
@@ -233,7 +230,9 @@ class HttpTransport:
             raise PeerUnreachable(peer, "not in the cluster config")
         try:
             async with self.session().post(
-                url + "/internal/v1/call", data=encode(message), headers=self._headers(),
+                url + "/internal/v1/call",
+                data=encode(message),
+                headers=self._headers(),
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as resp:
                 body = await resp.read()

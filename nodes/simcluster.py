@@ -44,9 +44,7 @@ class SimCluster:
         self.clock = SimClock()
         self.observer = observer
         self.snapshot_every_entries = snapshot_every_entries
-        self.disks = {
-            n.id: [SimDisk(f"{n.id}/{d}") for d in n.disks] for n in config.nodes
-        }
+        self.disks = {n.id: [SimDisk(f"{n.id}/{d}") for d in n.disks] for n in config.nodes}
         self.nodes: dict[str, Node] = {}
 
     def __enter__(self) -> SimCluster:
@@ -104,8 +102,9 @@ class SimCluster:
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
 
-    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float,
-                       what: str = "condition") -> None:
+    async def wait_for(
+        self, predicate: Callable[[], bool], timeout_s: float, what: str = "condition"
+    ) -> None:
         deadline = self.loop.time() + timeout_s
         while not predicate():
             if self.loop.time() >= deadline:
@@ -119,7 +118,7 @@ class SimCluster:
         best: tuple[int, str] | None = None
         for node_id, node in self.nodes.items():
             raft = node.metadata.raft
-            if raft is not None and raft.role == Role.LEADER:
-                if best is None or raft.term > best[0]:
-                    best = (raft.term, node_id)
+            is_leader = raft is not None and raft.role == Role.LEADER
+            if raft is not None and is_leader and (best is None or raft.term > best[0]):
+                best = (raft.term, node_id)
         return best[1] if best else None

@@ -113,8 +113,12 @@ class MetadataState:
         old = self._items.get(key)
         record = dict(old.value) if old else {"state": "UP", "state_since": 0.0, "reason": ""}
         record.update(
-            {"id": cmd.node_id, "address": cmd.address, "disks": list(cmd.disks),
-             "labels": dict(cmd.labels)}
+            {
+                "id": cmd.node_id,
+                "address": cmd.address,
+                "disks": list(cmd.disks),
+                "labels": dict(cmd.labels),
+            }
         )
         self._items[key] = Item(index, record)
         return Result(ok=True, value=index)
@@ -132,9 +136,7 @@ class MetadataState:
     # --- snapshots ------------------------------------------------------------------------
     def snapshot(self) -> bytes:
         items = [[k, self._items[k].version, self._items[k].value] for k in sorted(self._items)]
-        out: bytes = msgpack.packb(
-            [SNAPSHOT_FORMAT, self.applied_index, items], use_bin_type=True
-        )
+        out: bytes = msgpack.packb([SNAPSHOT_FORMAT, self.applied_index, items], use_bin_type=True)
         return out
 
     @classmethod

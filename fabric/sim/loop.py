@@ -25,7 +25,7 @@ class SimulationStalled(RuntimeError):
     """Every task is waiting and no timer is pending: the simulation can make no progress."""
 
 
-class _VirtualSelector(selectors._BaseSelectorImpl):  # noqa: SLF001 - the base does the bookkeeping
+class _VirtualSelector(selectors._BaseSelectorImpl):
     def __init__(self) -> None:
         super().__init__()
         self.loop: VirtualLoop | None = None

@@ -385,4 +385,3 @@ class MetadataService:
 
     def status(self) -> dict[str, Any]:
         return {**self._raft().status(), "applied_index": self.state.applied_index}
-
