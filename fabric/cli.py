@@ -88,6 +88,18 @@ def _print_status(view: dict[str, Any]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
+def _disks(disks: list[Any]) -> str:
+    out = []
+    for d in disks:
+        if isinstance(d, str):
+            out.append(d)
+        elif d.get("state") != "UP":
+            out.append(f"{d['name']}(FAILED)")
+        else:
+            out.append(f"{d['name']}({d['used_bytes'] / 2**20:.0f}M)")
+    return ",".join(out)
+
+
 def cmd_node_run(args: argparse.Namespace) -> int:
     from nodes.main import run_node
 

@@ -46,7 +46,7 @@ def _lock(node_dir: str) -> int | None:
 async def serve(config: ClusterConfig, node_id: str, node_dir: str) -> int:
     nc = config.node(node_id)
     transport = HttpTransport(node_id, config)
-    disks = [FileDisk(f"{node_id}/{d}", disk_root(node_dir, d)) for d in nc.disks]
+    disks = [FileDisk(d, disk_root(node_dir, d)) for d in nc.disks]
     node = Node(config, node_id, RealClock(), random.Random(), transport, list(disks))
     app = build_app(node, transport.routes())
     runner = web.AppRunner(app, access_log=None, handle_signals=False)

@@ -24,7 +24,7 @@ from fabric.consensus.types import (
 )
 from fabric.errors import BadRequest, FabricError
 from fabric.metadata.commands import RegisterNode
-from fabric.ports import Clock, Disk, PeerUnreachable, Transport
+from fabric.ports import Clock, Disk, DiskFault, PeerUnreachable, Transport
 from fabric.wire.messages import (
     ClusterViewReply,
     ClusterViewRequest,
@@ -124,8 +124,21 @@ class Node:
                 log.info("registered in the cluster metadata at index %s", result.value)
                 return
 
-    def _local_report(self) -> tuple[str, dict[str, Any]]:
-        return "UP", {"disks": [d.name for d in self.disks]}
+    async def _local_report(self) -> tuple[str, dict[str, Any]]:
+        """UP, or DEGRADED with a reason when a disk cannot be used."""
+        disks: list[dict[str, Any]] = []
+        failed: list[str] = []
+        for disk in self.disks:
+            try:
+                used, capacity = await disk.usage()
+                disks.append({"name": disk.name, "used_bytes": used,
+                              "capacity_bytes": capacity, "state": "UP"})
+            except DiskFault as exc:
+                failed.append(disk.name)
+                disks.append({"name": disk.name, "state": "FAILED", "error": str(exc)})
+        if failed:
+            return "DEGRADED", {"disks": disks, "reason": f"disk failed: {', '.join(failed)}"}
+        return "UP", {"disks": disks}
 
     # --- incoming traffic -------------------------------------------------------------------
     def _on_message(self, frm: str, message: Any) -> None:

@@ -1,12 +1,14 @@
 """The on-disk encoding of Raft's durable state: a write-ahead log and a snapshot file.
 
-The log is a sequence of framed records, each ``u32 length | u64 xxh3 | payload``
-(payload msgpack). Records are hard states and entries; an entry at index ``i``
+The log is a sequence of framed records, each
+``u32 length | u32 xxh32(length) | u64 xxh3(payload) | payload`` (payload msgpack);
+the length has its own checksum so that a flipped length cannot pass for a torn tail. Records are hard states and entries; an entry at index ``i``
 replaces every persisted entry at ``i`` or later (Raft's truncation on conflict), so
 replaying the records in order rebuilds exactly what the ``Ready`` stream persisted.
 
-A record cut short at the very end of the file is a torn write from a crash: it was
-never fsynced, so nothing acknowledged depends on it and it is dropped. A record that
+A record cut short at the very end of the file (or a zero-filled tail) is a torn write
+from a crash: it was never fsynced, so nothing acknowledged depends on it and it is
+dropped. A record that
 fails its checksum anywhere else is corruption: ``CorruptLog`` names the offset, and the
 node refuses to start rather than serve state it cannot trust.
 """
@@ -21,7 +23,8 @@ import xxhash
 
 from fabric.consensus.types import Entry, EntryKind, HardState, Snapshot
 
-_FRAME = struct.Struct("<IQ")
+_FRAME = struct.Struct("<IIQ")
+_LENGTH = struct.Struct("<I")
 _MAX_RECORD_BYTES = 64 * 1024 * 1024
 _HARD_STATE = 0
 _ENTRY = 1
@@ -32,8 +35,13 @@ class CorruptLog(Exception):
     """The durable Raft state cannot be trusted (an operating fault of that disk)."""
 
 
+def _length_check(length: int) -> int:
+    return xxhash.xxh32_intdigest(_LENGTH.pack(length))
+
+
 def _frame(payload: bytes) -> bytes:
-    return _FRAME.pack(len(payload), xxhash.xxh3_64_intdigest(payload)) + payload
+    n = len(payload)
+    return _FRAME.pack(n, _length_check(n), xxhash.xxh3_64_intdigest(payload)) + payload
 
 
 def encode_hard_state(hs: HardState) -> bytes:
@@ -74,10 +82,12 @@ def decode_wal(data: bytes) -> WalContents:
     while pos < len(data):
         if pos + _FRAME.size > len(data):
             break  # torn frame header at the tail
-        length, digest = _FRAME.unpack_from(data, pos)
+        length, length_check, digest = _FRAME.unpack_from(data, pos)
         end = pos + _FRAME.size + length
-        if length > _MAX_RECORD_BYTES:
-            raise CorruptLog(f"raft log: record of {length} bytes at byte {pos}")
+        if length_check != _length_check(length) or length > _MAX_RECORD_BYTES:
+            if not any(data[pos:]):
+                break  # a zero-filled tail: space allocated by a write that never landed
+            raise CorruptLog(f"raft log: bad record header at byte {pos}")
         if end > len(data):
             break  # torn payload at the tail
         payload = data[pos + _FRAME.size : end]
@@ -102,9 +112,10 @@ def encode_snapshot(snap: Snapshot) -> bytes:
 def decode_snapshot(data: bytes) -> Snapshot:
     if len(data) < _FRAME.size:
         raise CorruptLog("raft snapshot: file too short")
-    length, digest = _FRAME.unpack_from(data, 0)
+    length, length_check, digest = _FRAME.unpack_from(data, 0)
     payload = data[_FRAME.size :]
-    if length != len(payload) or xxhash.xxh3_64_intdigest(payload) != digest:
+    bad_length = length != len(payload) or length_check != _length_check(length)
+    if bad_length or xxhash.xxh3_64_intdigest(payload) != digest:
         raise CorruptLog("raft snapshot: checksum mismatch")
     match msgpack.unpackb(payload, raw=False):
         case [1, int(index), int(term), bytes(body)]:

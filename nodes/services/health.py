@@ -11,7 +11,7 @@ does not declare the whole cluster DOWN.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fabric.config import ClusterConfig
@@ -34,7 +34,7 @@ class HealthService:
         clock: Clock,
         transport: Transport,
         metadata: MetadataService,
-        local_report: Callable[[], tuple[str, dict[str, Any]]],
+        local_report: Callable[[], Awaitable[tuple[str, dict[str, Any]]]],
     ) -> None:
         self.node_id = node_id
         self.config = config
@@ -46,8 +46,8 @@ class HealthService:
         self.reports: dict[str, dict[str, Any]] = {}
         self._led_since_term: int | None = None
 
-    def _report(self) -> NodeReport:
-        state, detail = self.local_report()
+    async def _report(self) -> NodeReport:
+        state, detail = await self.local_report()
         return NodeReport(self.node_id, state, detail)
 
     async def report_forever(self) -> None:
@@ -55,10 +55,10 @@ class HealthService:
         while True:
             leader = self.metadata.leader
             if leader == self.node_id:
-                self.receive(self._report())
+                self.receive(await self._report())
             elif leader is not None:
                 try:
-                    await self.transport.call(leader, self._report(), every_s * 3)
+                    await self.transport.call(leader, await self._report(), every_s * 3)
                 except (PeerUnreachable, FabricError):
                     pass  # the leader is gone or busy; the next report tries again
             await self.clock.sleep(every_s)

@@ -134,6 +134,8 @@ class MetadataService:
         )
         restored = Restored(wal.hard_state, snapshot, tuple(entries))
         self.raft = Raft(cfg, self.rng, restored)
+        if self.observer:
+            self.observer.observe_snapshot(self.node_id, self._snapshot_index)
 
     async def run(self) -> None:
         """The driver loop; runs until cancelled."""

@@ -1,0 +1,193 @@
+"""What a leader knows about each peer, and the quorum arithmetic over it.
+
+Theory of operation
+-------------------
+A leader keeps one ``Progress`` per peer (every voter but itself, and every learner).
+``match`` is the highest index known to be in the peer's log (it only grows while this
+node is leader); ``next`` is the next index to send. The flow-control state says how:
+
+======== ==================================================== =========================
+state    sends                                                leaves when
+======== ==================================================== =========================
+PROBE    one append at ``next-1`` and waits (``probe_sent``); a success -> REPLICATE;
+         the heartbeat tick unpauses it                       compacted -> SNAPSHOT
+REPLICATE appends back to back, ``next`` moves on optimistically, a rejection -> PROBE;
+         at most ``max_inflight`` unacknowledged               stalled -> PROBE
+SNAPSHOT nothing; a snapshot is on its way                    acked at its index ->
+                                                              REPLICATE; stalled -> PROBE
+======== ==================================================== =========================
+
+A peer is *stalled* when messages are outstanding but ``match`` has not moved for a whole
+election timeout: the appends or the snapshot were lost, so the leader probes again from
+``match+1`` (which resends the snapshot if it is still needed).
+
+``ProgressTracker`` holds the map and answers quorum questions over the voters: the
+highest index a majority holds, whether a majority was heard from lately (check-quorum),
+and the newest read-index round a majority acknowledged.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Iterator
+from enum import Enum
+
+
+class ProgressState(Enum):
+    PROBE = "probe"
+    REPLICATE = "replicate"
+    SNAPSHOT = "snapshot"
+
+
+class Progress:
+    def __init__(self, next_index: int, max_inflight: int, voter: bool) -> None:
+        self.match = 0
+        self.next = next_index
+        self.voter = voter
+        self.state = ProgressState.PROBE
+        self.probe_sent = False
+        self.pending_snapshot = 0
+        self.inflight: deque[int] = deque()
+        """Last index of each unacknowledged append, oldest first."""
+        self.max_inflight = max_inflight
+        self.recent_active = False
+        self.read_ack = 0
+        self.stalled_heartbeats = 0
+
+    # -- transitions -----------------------------------------------------------------
+
+    def become_probe(self) -> None:
+        self._reset(ProgressState.PROBE)
+
+    def become_replicate(self) -> None:
+        self._reset(ProgressState.REPLICATE)
+
+    def become_snapshot(self, index: int) -> None:
+        self._reset(ProgressState.SNAPSHOT)
+        self.pending_snapshot = index
+
+    def _reset(self, state: ProgressState) -> None:
+        self.state = state
+        self.next = self.match + 1
+        self.probe_sent = False
+        self.pending_snapshot = 0
+        self.inflight.clear()
+        self.stalled_heartbeats = 0
+
+    # -- events ----------------------------------------------------------------------
+
+    def can_send(self) -> bool:
+        match self.state:
+            case ProgressState.PROBE:
+                return not self.probe_sent
+            case ProgressState.REPLICATE:
+                return len(self.inflight) < self.max_inflight
+            case ProgressState.SNAPSHOT:
+                return False
+
+    def sent(self, last: int) -> None:
+        """An append carrying entries up to ``last`` went out."""
+        if self.state is ProgressState.REPLICATE:
+            self.next = last + 1
+            self.inflight.append(last)
+        else:
+            self.probe_sent = True
+
+    def acked(self, index: int) -> bool:
+        """The peer holds our log up to ``index``; True if that is news."""
+        updated = index > self.match
+        if updated:
+            self.match = index
+            self.next = max(self.next, index + 1)
+            self.stalled_heartbeats = 0
+        match self.state:
+            case ProgressState.PROBE:
+                self.become_replicate()
+            case ProgressState.SNAPSHOT if self.match >= self.pending_snapshot:
+                self.become_replicate()
+            case _:
+                while self.inflight and self.inflight[0] <= index:
+                    self.inflight.popleft()
+        return updated
+
+    def rejected(self, rejected: int, hint: int) -> None:
+        """The peer's log does not contain our entry at ``rejected``; ``hint`` is where
+        it suggests probing next. Stale rejections are ignored."""
+        match self.state:
+            case ProgressState.REPLICATE if rejected > self.match:
+                self.become_probe()
+                self.next = max(self.match + 1, min(hint, rejected))
+            case ProgressState.PROBE if rejected == self.next - 1:
+                self.next = max(self.match + 1, min(hint, rejected))
+                self.probe_sent = False
+            case _:
+                pass
+
+    def heartbeat_tick(self, stall_limit: int) -> None:
+        """Called at every heartbeat: unpause a probe, notice a stalled pipeline."""
+        self.probe_sent = False
+        outstanding = self.state is ProgressState.SNAPSHOT or bool(self.inflight)
+        self.stalled_heartbeats = self.stalled_heartbeats + 1 if outstanding else 0
+        if self.stalled_heartbeats >= stall_limit:
+            self.become_probe()
+
+    def status(self) -> dict[str, object]:
+        return {
+            "match": self.match,
+            "next": self.next,
+            "state": self.state.value,
+            "inflight": len(self.inflight),
+            "recent_active": self.recent_active,
+            "voter": self.voter,
+        }
+
+
+def quorum(voters: int) -> int:
+    return voters // 2 + 1
+
+
+def quorum_value(values: list[int]) -> int:
+    """The largest value that a majority of ``values`` reaches (one value per voter)."""
+    return sorted(values, reverse=True)[quorum(len(values)) - 1]
+
+
+class ProgressTracker:
+    def __init__(
+        self,
+        self_id: str,
+        voters: tuple[str, ...],
+        learners: tuple[str, ...],
+        next_index: int,
+        max_inflight: int,
+    ) -> None:
+        self._voter_count = len(voters)
+        self.peers: dict[str, Progress] = {
+            p: Progress(next_index, max_inflight, voter=p in voters)
+            for p in (*voters, *learners)
+            if p != self_id
+        }
+
+    def __iter__(self) -> Iterator[tuple[str, Progress]]:
+        return iter(self.peers.items())
+
+    def _voter_values(self, own: int, pick: Callable[[Progress], int]) -> list[int]:
+        return [own, *(pick(pr) for pr in self.peers.values() if pr.voter)]
+
+    def committed_index(self, own_match: int) -> int:
+        """The highest index that a majority of voters (this leader included) holds."""
+        return quorum_value(self._voter_values(own_match, lambda pr: pr.match))
+
+    def read_acked(self, own_seq: int) -> int:
+        """The newest read-index round that a majority of voters acknowledged."""
+        return quorum_value(self._voter_values(own_seq, lambda pr: pr.read_ack))
+
+    def quorum_active(self) -> bool:
+        """Whether a majority of voters (this leader included) was heard from lately;
+        clears the marks for the next period."""
+        active = 1 + sum(pr.recent_active for pr in self.peers.values() if pr.voter)
+        for pr in self.peers.values():
+            pr.recent_active = False
+        return active >= quorum(self._voter_count)
+
+    def status(self) -> dict[str, object]:
+        return {peer: pr.status() for peer, pr in self.peers.items()}

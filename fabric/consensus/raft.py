@@ -1,0 +1,582 @@
+"""Raft consensus as a sans-I/O state machine, in the style of etcd-io/raft.
+
+Theory of operation
+-------------------
+``Raft`` never touches a clock, a socket or a disk. The driver feeds it three inputs
+and performs what it hands back:
+
+* ``tick()`` every tick of the driver's clock: elections and heartbeats are counted in
+  ticks;
+* ``step(msg)`` for every message from a peer;
+* ``propose(data)`` / ``read_index(ctx)`` from clients of the leader;
+
+and, whenever ``has_ready()``, ``ready()`` hands out a ``Ready``: state to persist, then
+messages to send, then committed entries to apply, then reads to answer (in that order,
+see ``types.Ready``). Messages produced while stepping are only released through
+``ready()``, so nothing leaves the node before the state it depends on is durable.
+
+Roles (``Role``) and their transitions::
+
+    FOLLOWER --election timeout--> PRE_CANDIDATE --majority pre-votes--> CANDIDATE
+        ^                               |  (term unchanged)                  | term+1,
+        |                               |                                    | votes self
+        +---- lost / saw a leader ------+-------- majority votes ------> LEADER
+        +---- higher term; check-quorum failed (leader heard from no majority) -+
+    LEARNER: replicates like a follower, never times out, never votes.
+
+Pre-vote (§9.6 of Ongaro's thesis) makes a node ask "would you vote for me at term+1?"
+before it bumps its term; a voter says no while it heard from a leader within
+``election_ticks`` (the *lease*), so a node rejoining after a partition cannot depose a
+healthy leader. Check-quorum makes a leader that heard from no majority of voters within
+``election_ticks`` step down, so a partitioned leader does not linger.
+
+Replication: the leader keeps a ``Progress`` per peer (see ``progress.py`` for its
+probe/replicate/snapshot flow control). Appends carry up to ``max_append_entries`` /
+``max_append_bytes``; a follower that lags behind the leader's compacted log gets a
+``SnapshotRequest``. Appends are produced in ``ready()`` (so proposals made between two
+``ready()`` calls travel in one batch). Heartbeats are empty appends anchored at the
+peer's ``match`` index, so they never fail for a healthy follower; they carry
+``commit = min(commit, match)``.
+
+A rejected append answers ``hint_index`` (where to probe next) and echoes the rejected
+``prev_index`` in ``match_index`` so the leader can tell a stale rejection from a fresh
+one.
+
+Commit (§5.4.2): the leader commits the highest index held by a majority of voters only
+if that entry is of its own term; a new leader appends a NOOP to get there. The leader
+counts its own log only up to what was handed out for persistence.
+
+Read index (§6.4 of the thesis): a leader that committed an entry of its term records
+``(read_seq, ctx, commit)`` and sends heartbeats tagged with ``read_seq``; once a
+majority of voters echoed a ``read_seq`` at least that new, the read is answered with a
+``ReadState``. Reads received before that first commit wait for it; reads pending when
+leadership is lost are dropped (the driver times them out).
+
+Bugs assert (log matching, commit never decreasing, terms never going back); a peer's
+malformed or stale message is dropped; misuse by the driver raises ``ValueError`` or
+``NotLeader``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+from typing import assert_never
+
+from fabric.consensus.log import RaftLog
+from fabric.consensus.progress import Progress, ProgressTracker, quorum
+from fabric.consensus.types import (
+    AppendRequest,
+    AppendResponse,
+    Entry,
+    EntryKind,
+    HardState,
+    Message,
+    NotLeader,
+    RaftConfig,
+    ReadState,
+    Ready,
+    Restored,
+    Role,
+    Snapshot,
+    SnapshotRequest,
+    VoteRequest,
+    VoteResponse,
+)
+
+_FRESH = Restored()
+"""A node that never persisted anything."""
+
+
+def _check_config(cfg: RaftConfig) -> None:
+    if not cfg.voters:
+        raise ValueError("a Raft group needs at least one voter")
+    if set(cfg.voters) & set(cfg.learners):
+        raise ValueError("a member cannot be both voter and learner")
+    if cfg.id not in cfg.voters and cfg.id not in cfg.learners:
+        raise ValueError(f"{cfg.id} is neither a voter nor a learner")
+    if not 0 < cfg.heartbeat_ticks < cfg.election_ticks:
+        raise ValueError("need 0 < heartbeat_ticks < election_ticks")
+    if min(cfg.max_append_entries, cfg.max_append_bytes, cfg.max_inflight_appends) < 1:
+        raise ValueError("append limits must be positive")
+
+
+class Raft:
+    def __init__(self, config: RaftConfig, rng: random.Random, restored: Restored = _FRESH) -> None:
+        _check_config(config)
+        self._cfg = config
+        self._rng = rng
+        self._members = frozenset((*config.voters, *config.learners))
+        self._log = RaftLog(restored)
+        self._term = restored.hard_state.term
+        self._vote = restored.hard_state.vote
+        self._handed_state = restored.hard_state
+        """The hard state the driver last persisted."""
+        self._role = self._follower_role()
+        self._leader: str | None = None
+        self._election_elapsed = 0
+        self._heartbeat_elapsed = 0
+        self._timeout = self._random_timeout()
+        self._votes: dict[str, bool] = {}
+        self._tracker: ProgressTracker | None = None
+        self._commit_dirty = False
+        """The leader's commit moved; followers hear it at the next ``ready()``."""
+        self._msgs: list[Message] = []
+        self._read_states: list[ReadState] = []
+        self._read_seq = 0
+        self._reads: deque[tuple[int, int, int]] = deque()
+        """Pending reads as (read_seq, ctx, index), oldest first."""
+        self._reads_waiting: list[int] = []
+        """Reads that arrived before this leader committed an entry of its term."""
+
+    # -- read-only view --------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self._cfg.id
+
+    @property
+    def term(self) -> int:
+        return self._term
+
+    @property
+    def role(self) -> Role:
+        return self._role
+
+    @property
+    def leader(self) -> str | None:
+        return self._leader
+
+    @property
+    def commit_index(self) -> int:
+        return self._log.commit
+
+    @property
+    def applied_index(self) -> int:
+        return self._log.applied
+
+    @property
+    def last_index(self) -> int:
+        return self._log.last_index
+
+    @property
+    def voters(self) -> tuple[str, ...]:
+        return self._cfg.voters
+
+    @property
+    def learners(self) -> tuple[str, ...]:
+        return self._cfg.learners
+
+    def status(self) -> dict[str, object]:
+        return {
+            "id": self.id,
+            "term": self._term,
+            "role": self._role.name.lower(),
+            "leader": self._leader,
+            "vote": self._vote,
+            "commit": self._log.commit,
+            "applied": self._log.applied,
+            "last_index": self._log.last_index,
+            "snapshot_index": self._log.snapshot_index,
+            "peers": self._tracker.status() if self._tracker else {},
+        }
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def tick(self) -> None:
+        if self._role is Role.LEADER:
+            self._tick_leader()
+        else:
+            self._tick_election()
+
+    def step(self, msg: Message) -> None:
+        """Handle one message from a peer; wrong, stale or malformed ones are dropped."""
+        if not self._admissible(msg) or not self._accept_term(msg):
+            return
+        match msg:
+            case VoteRequest():
+                self._on_vote_request(msg)
+            case VoteResponse():
+                self._on_vote_response(msg)
+            case AppendRequest():
+                self._on_append(msg)
+            case AppendResponse():
+                self._on_append_response(msg)
+            case SnapshotRequest():
+                self._on_snapshot(msg)
+            case _:
+                assert_never(msg)
+
+    def propose(self, data: bytes) -> int:
+        if self._role is not Role.LEADER:
+            raise NotLeader(self._leader)
+        index = self._log.last_index + 1
+        self._log.append(Entry(index, self._term, EntryKind.COMMAND, data))
+        return index
+
+    def read_index(self, ctx: int) -> None:
+        if self._role is not Role.LEADER:
+            raise NotLeader(self._leader)
+        if self._log.term_at(self._log.commit) == self._term:
+            self._start_reads([ctx])
+        else:
+            self._reads_waiting.append(ctx)
+
+    def compact(self, index: int, data: bytes) -> None:
+        if index > self._log.applied:
+            raise ValueError(f"compact({index}) beyond applied index {self._log.applied}")
+        if index <= self._log.snapshot_index:
+            return
+        term = self._log.term_at(index)
+        assert term is not None, f"compact({index}): entry already gone"
+        self._log.compact(Snapshot(index, term, data), self._compaction_floor(index))
+
+    def _compaction_floor(self, index: int) -> int:
+        """Keep the entries the slowest peer still needs when that is cheap (at most one
+        append batch); otherwise that peer will get the snapshot."""
+        if self._tracker is None:
+            return index
+        slowest = min((pr.match for _, pr in self._tracker), default=index)
+        return slowest if index - slowest <= self._cfg.max_append_entries else index
+
+    # -- output ----------------------------------------------------------------------
+
+    def has_ready(self) -> bool:
+        return bool(
+            self._msgs
+            or self._read_states
+            or self._log.has_pending()
+            or self._hard_state() != self._handed_state
+            or (self._tracker is not None and (self._commit_dirty or self._can_replicate()))
+        )
+
+    def ready(self) -> Ready:
+        rd = Ready(snapshot=self._log.take_snapshot(), entries=self._log.take_unstable())
+        if self._role is Role.LEADER:
+            self._maybe_commit()
+            self._replicate()
+        rd.committed = self._log.take_committed()
+        hard_state = self._hard_state()
+        if hard_state != self._handed_state:
+            rd.hard_state = self._handed_state = hard_state
+        rd.messages, self._msgs = self._msgs, []
+        rd.read_states, self._read_states = self._read_states, []
+        return rd
+
+    def _hard_state(self) -> HardState:
+        return HardState(self._term, self._vote, self._log.commit)
+
+    def _send(self, msg: Message) -> None:
+        self._msgs.append(msg)
+
+    # -- roles -----------------------------------------------------------------------
+
+    def _follower_role(self) -> Role:
+        return Role.FOLLOWER if self.id in self._cfg.voters else Role.LEARNER
+
+    def _random_timeout(self) -> int:
+        return self._rng.randrange(self._cfg.election_ticks, 2 * self._cfg.election_ticks)
+
+    def _reset(self, role: Role, leader: str | None) -> None:
+        self._role = role
+        self._leader = leader
+        self._election_elapsed = self._heartbeat_elapsed = 0
+        self._timeout = self._random_timeout()
+        self._votes = {}
+        self._tracker = None
+        self._commit_dirty = False
+        self._reads.clear()
+        self._reads_waiting.clear()
+
+    def _become_follower(self, term: int, leader: str | None) -> None:
+        assert term >= self._term, f"{self.id}: term would go back {self._term} -> {term}"
+        if term > self._term:
+            self._term, self._vote = term, None
+        self._reset(self._follower_role(), leader)
+
+    def _become_pre_candidate(self) -> None:
+        self._reset(Role.PRE_CANDIDATE, None)
+        self._request_votes(pre_vote=True)
+
+    def _become_candidate(self) -> None:
+        self._reset(Role.CANDIDATE, None)
+        self._term += 1
+        self._vote = self.id
+        self._request_votes(pre_vote=False)
+
+    def _become_leader(self) -> None:
+        self._reset(Role.LEADER, self.id)
+        cfg = self._cfg
+        next_index = self._log.last_index + 1
+        self._tracker = ProgressTracker(
+            self.id, cfg.voters, cfg.learners, next_index, cfg.max_inflight_appends
+        )
+        self._log.append(Entry(next_index, self._term, EntryKind.NOOP))
+
+    # -- ticks -----------------------------------------------------------------------
+
+    def _tick_election(self) -> None:
+        self._election_elapsed += 1
+        if self._role is not Role.LEARNER and self._election_elapsed >= self._timeout:
+            self._become_pre_candidate()
+
+    def _tick_leader(self) -> None:
+        assert self._tracker is not None
+        self._election_elapsed += 1
+        self._heartbeat_elapsed += 1
+        if self._election_elapsed >= self._cfg.election_ticks:
+            self._election_elapsed = 0
+            if not self._tracker.quorum_active():
+                self._become_follower(self._term, None)
+                return
+        if self._heartbeat_elapsed >= self._cfg.heartbeat_ticks:
+            self._heartbeat_elapsed = 0
+            self._broadcast_heartbeat()
+
+    def _broadcast_heartbeat(self) -> None:
+        assert self._tracker is not None
+        stall_limit = max(2, self._cfg.election_ticks // self._cfg.heartbeat_ticks)
+        for peer, pr in self._tracker:
+            pr.heartbeat_tick(stall_limit)
+            self._send_heartbeat(peer, pr)
+
+    # -- admission and terms ---------------------------------------------------------
+
+    def _admissible(self, msg: Message) -> bool:
+        """Addressed to us, from a member, and only voters take part in elections and
+        lead (a learner that sends a vote or an append is misbehaving)."""
+        if msg.to != self.id or msg.frm == self.id or msg.frm not in self._members:
+            return False
+        if isinstance(msg, AppendResponse):
+            return True
+        if isinstance(msg, VoteRequest | VoteResponse) and self.id not in self._cfg.voters:
+            return False
+        return msg.frm in self._cfg.voters
+
+    def _in_lease(self) -> bool:
+        """We heard from a leader within an election timeout (or are the leader)."""
+        return self._leader is not None and self._election_elapsed < self._cfg.election_ticks
+
+    def _accept_term(self, msg: Message) -> bool:
+        """Apply the term rules common to all messages; False drops the message."""
+        if msg.term > self._term:
+            return self._on_higher_term(msg)
+        if msg.term < self._term:
+            self._on_lower_term(msg)
+            return False
+        return True
+
+    def _on_higher_term(self, msg: Message) -> bool:
+        if isinstance(msg, VoteRequest):
+            if self._in_lease():
+                return False  # a disruptive candidate: we know a live leader
+            if msg.pre_vote:
+                return True  # a pre-vote never changes our term
+        if isinstance(msg, VoteResponse) and msg.pre_vote and msg.granted:
+            return True  # granted pre-votes carry the term we would campaign at
+        leader = msg.frm if isinstance(msg, AppendRequest | SnapshotRequest) else None
+        self._become_follower(msg.term, leader)
+        return True
+
+    def _on_lower_term(self, msg: Message) -> None:
+        """Tell a stale leader or pre-candidate our term so that it catches up (else a
+        node whose term ran ahead could never rejoin: nobody would answer it)."""
+        if isinstance(msg, AppendRequest | SnapshotRequest):
+            self._send(AppendResponse(self._term, self.id, msg.frm, False, 0))
+        elif isinstance(msg, VoteRequest) and msg.pre_vote:
+            self._send(VoteResponse(self._term, self.id, msg.frm, False, True))
+
+    # -- elections -------------------------------------------------------------------
+
+    def _request_votes(self, pre_vote: bool) -> None:
+        term = self._term + 1 if pre_vote else self._term
+        last_index, last_term = self._log.last_index, self._log.last_term
+        for peer in self._cfg.voters:
+            if peer != self.id:
+                self._send(VoteRequest(term, self.id, peer, last_index, last_term, pre_vote))
+        self._record_vote(self.id, True)
+
+    def _on_vote_request(self, msg: VoteRequest) -> None:
+        up_to_date = self._log.is_up_to_date(msg.last_index, msg.last_term)
+        if msg.pre_vote:
+            granted = msg.term > self._term and up_to_date
+        else:
+            free = self._vote == msg.frm or (self._vote is None and self._leader is None)
+            granted = free and up_to_date
+        if granted and not msg.pre_vote:
+            self._vote = msg.frm
+            self._election_elapsed = 0
+        term = msg.term if granted else self._term
+        self._send(VoteResponse(term, self.id, msg.frm, granted, msg.pre_vote))
+
+    def _on_vote_response(self, msg: VoteResponse) -> None:
+        expected = Role.PRE_CANDIDATE if msg.pre_vote else Role.CANDIDATE
+        if msg.pre_vote and msg.granted and msg.term != self._term + 1:
+            return  # granted for another campaign
+        if self._role is expected:
+            self._record_vote(msg.frm, msg.granted)
+
+    def _record_vote(self, voter: str, granted: bool) -> None:
+        self._votes.setdefault(voter, granted)
+        yes = sum(self._votes.values())
+        no = len(self._votes) - yes
+        needed = quorum(len(self._cfg.voters))
+        if yes >= needed:
+            if self._role is Role.PRE_CANDIDATE:
+                self._become_candidate()
+            else:
+                self._become_leader()
+        elif no > len(self._cfg.voters) - needed:
+            self._become_follower(self._term, None)
+
+    # -- follower side of replication ------------------------------------------------
+
+    def _heard_leader(self, msg: AppendRequest | SnapshotRequest) -> bool:
+        """A message from the leader of our term; False if we are that term's leader
+        ourselves (two leaders in a term: a peer is broken, ignore it)."""
+        if self._role is Role.LEADER:
+            return False
+        if self._role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
+            self._become_follower(msg.term, msg.frm)
+        self._leader = msg.frm
+        self._election_elapsed = 0
+        return True
+
+    def _on_append(self, msg: AppendRequest) -> None:
+        if not self._heard_leader(msg) or not _well_formed(msg):
+            return
+        match = self._log.try_append(msg.prev_index, msg.prev_term, msg.entries)
+        if match is None:
+            hint = self._log.reject_hint(msg.prev_index)
+            self._reply(msg, False, msg.prev_index, hint)
+            return
+        self._log.commit_to(min(msg.commit, self._log.last_index))
+        self._reply(msg, True, match)
+
+    def _on_snapshot(self, msg: SnapshotRequest) -> None:
+        snap = msg.snapshot
+        if not self._heard_leader(msg) or not 0 <= snap.term <= msg.term:
+            return
+        if snap.index <= self._log.commit:
+            self._reply(msg, True, self._log.commit)
+            return
+        if self._log.matches(snap.index, snap.term):
+            self._log.commit_to(snap.index)  # we hold the log already: no restore
+        else:
+            self._log.restore(snap)
+        self._reply(msg, True, snap.index)
+
+    def _reply(
+        self, msg: AppendRequest | SnapshotRequest, ok: bool, index: int, hint: int = 0
+    ) -> None:
+        read_seq = msg.read_seq if isinstance(msg, AppendRequest) else 0
+        self._send(AppendResponse(self._term, self.id, msg.frm, ok, index, hint, read_seq))
+
+    # -- leader side of replication --------------------------------------------------
+
+    def _on_append_response(self, msg: AppendResponse) -> None:
+        if self._tracker is None:
+            return
+        if msg.match_index > self._log.last_index or msg.read_seq > self._read_seq:
+            return  # claims more than we ever sent: malformed
+        pr = self._tracker.peers[msg.frm]
+        pr.recent_active = True
+        pr.read_ack = max(pr.read_ack, msg.read_seq)
+        if msg.success:
+            if pr.acked(msg.match_index) and pr.voter:
+                self._maybe_commit()
+        else:
+            pr.rejected(msg.match_index, msg.hint_index)
+        self._advance_reads()
+
+    def _maybe_commit(self) -> None:
+        assert self._tracker is not None
+        index = self._tracker.committed_index(self._log.stable)
+        if index <= self._log.commit or self._log.term_at(index) != self._term:
+            return  # §5.4.2: never commit an older term's entry by counting replicas
+        first_in_term = self._log.term_at(self._log.commit) != self._term
+        self._log.commit_to(index)
+        self._commit_dirty = True
+        if first_in_term and self._reads_waiting:
+            waiting, self._reads_waiting = self._reads_waiting, []
+            self._start_reads(waiting)
+
+    def _can_replicate(self) -> bool:
+        assert self._tracker is not None
+        last = self._log.last_index
+        return any(pr.can_send() and pr.next <= last for _, pr in self._tracker)
+
+    def _replicate(self) -> None:
+        """Send every peer what it can take now; peers with nothing new hear a moved
+        commit index through a heartbeat."""
+        assert self._tracker is not None
+        last = self._log.last_index
+        for peer, pr in self._tracker:
+            sent = False
+            while pr.can_send() and pr.next <= last:
+                self._send_append(peer, pr)
+                sent = True
+            if self._commit_dirty and not sent:
+                self._send_heartbeat(peer, pr)
+        self._commit_dirty = False
+
+    def _send_append(self, peer: str, pr: Progress) -> None:
+        prev = pr.next - 1
+        prev_term = self._log.term_at(prev)
+        if prev_term is None:
+            self._send_snapshot(peer, pr)
+            return
+        cfg = self._cfg
+        entries = self._log.slice(pr.next, cfg.max_append_entries, cfg.max_append_bytes)
+        msg = AppendRequest(
+            self._term, self.id, peer, prev, prev_term, entries, self._log.commit, self._read_seq
+        )
+        self._send(msg)
+        pr.sent(entries[-1].index)
+
+    def _send_snapshot(self, peer: str, pr: Progress) -> None:
+        snap = self._log.snapshot
+        assert snap is not None, "log compacted without a snapshot"
+        self._send(SnapshotRequest(self._term, self.id, peer, snap))
+        pr.become_snapshot(snap.index)
+
+    def _send_heartbeat(self, peer: str, pr: Progress) -> None:
+        prev, prev_term = pr.match, self._log.term_at(pr.match)
+        if prev_term is None:  # compacted: anchor at the oldest term we know
+            prev, prev_term = self._log.offset, self._log.offset_term
+        commit = min(self._log.commit, prev)
+        self._send(
+            AppendRequest(self._term, self.id, peer, prev, prev_term, (), commit, self._read_seq)
+        )
+
+    # -- read index ------------------------------------------------------------------
+
+    def _start_reads(self, ctxs: list[int]) -> None:
+        assert self._tracker is not None
+        self._read_seq += 1
+        for ctx in ctxs:
+            self._reads.append((self._read_seq, ctx, self._log.commit))
+        for peer, pr in self._tracker:
+            if pr.voter:
+                self._send_heartbeat(peer, pr)
+        self._advance_reads()
+
+    def _advance_reads(self) -> None:
+        assert self._tracker is not None
+        acked = self._tracker.read_acked(self._read_seq)
+        while self._reads and self._reads[0][0] <= acked:
+            _, ctx, index = self._reads.popleft()
+            self._read_states.append(ReadState(ctx, index))
+
+
+def _well_formed(msg: AppendRequest) -> bool:
+    """Entries follow ``prev_index`` contiguously with terms that never decrease and
+    never exceed the message's term."""
+    if msg.prev_index < 0 or not 0 <= msg.prev_term <= msg.term or msg.commit < 0:
+        return False
+    index, term = msg.prev_index, msg.prev_term
+    for e in msg.entries:
+        if e.index != index + 1 or not term <= e.term <= msg.term:
+            return False
+        index, term = e.index, e.term
+    return True

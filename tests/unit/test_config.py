@@ -1,0 +1,60 @@
+"""A user editing a cluster config by hand gets errors that say where to look."""
+
+from __future__ import annotations
+
+import pytest
+
+from fabric.config import (
+    ConfigError,
+    default_config_text,
+    parse_config,
+    render_config,
+    sized_config,
+)
+
+
+def test_embedded_default_is_five_nodes_two_disks_three_voters() -> None:
+    cfg = parse_config(default_config_text())
+    assert [n.id for n in cfg.nodes] == ["n1", "n2", "n3", "n4", "n5"]
+    assert all(len(n.disks) == 2 for n in cfg.nodes)
+    assert cfg.voters == ("n1", "n2", "n3")
+    assert cfg.learners == ("n4", "n5")
+
+
+def test_rendered_config_parses_back_to_the_same_cluster() -> None:
+    cfg = sized_config(parse_config(default_config_text()), 7, base_port=9000)
+    assert parse_config(render_config(cfg)) == cfg
+    assert [n.port for n in cfg.nodes] == list(range(9000, 9007))
+
+
+@pytest.mark.parametrize("n", [0, 16, -1])
+def test_node_count_outside_1_to_15_is_refused(n: int) -> None:
+    with pytest.raises(ConfigError, match="--nodes"):
+        sized_config(parse_config(default_config_text()), n)
+
+
+@pytest.mark.parametrize(
+    ("edit", "fragment"),
+    [
+        (("port = 7103", 'port = "x"'), 'cfg.toml:33: nodes[2].port: must be an integer'),
+        (("port = 7104", "port = 70000"), "cfg.toml:39: nodes[3].port: 70000 is not a TCP port"),
+        (('id = "n2"', 'id = "n1"'), 'cfg.toml:25: nodes[1].id: duplicate node id'),
+        (('voters = ["n1", "n2", "n3"]', 'voters = ["n1", "n9"]'),
+         "cfg.toml:6: cluster.voters: 'n9' is not a node"),
+        (("extent_bytes = 1048576", "extent_bytes = 1000"), "cfg.toml:7: cluster.extent_bytes"),
+        (("tick_ms = 50", "tick_ms = -5"), "cfg.toml:11: timeouts.tick_ms: must be positive"),
+        (("tick_ms = 50", "tik_ms = 50"), "timeouts.tik_ms: unknown setting"),
+        (("[cluster]", "[cluster"), "cfg.toml: not valid TOML"),
+    ],
+)
+def test_malformed_config_names_key_and_line(edit: tuple[str, str], fragment: str) -> None:
+    text = default_config_text().replace(*edit, 1)
+    with pytest.raises(ConfigError) as err:
+        parse_config(text, "cfg.toml")
+    assert fragment in str(err.value)
+
+
+def test_unknown_node_id_lists_the_known_ones() -> None:
+    cfg = parse_config(default_config_text())
+    with pytest.raises(ConfigError, match="unknown node id 'n9'.*n1, n2, n3, n4, n5"):
+        cfg.node("n9")
