@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import re
 import sys
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -129,6 +130,119 @@ def cmd_kv(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- containers and vdisks -----------------------------------------------------------------
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: str) -> int:
+    """``10G`` -> 10 GiB in bytes (K, M, G, T are powers of 1024; a B suffix is allowed)."""
+    m = re.fullmatch(r"(\d+)([KMGT]?)(i?B)?", text.strip().upper().replace("IB", "B"))
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 10G)")
+    return int(m.group(1)) * _UNITS[m.group(2)]
+
+
+def parse_seconds(text: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 0s, 30m, 1h)")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def cmd_container(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with FabricClient(_client_urls(args)) as client:
+            match args.container_cmd:
+                case "create":
+                    return await client.create_container(
+                        args.name, rf=args.rf, dedup=args.dedup, compression=args.compression,
+                        compression_level=args.compression_level, ec=args.ec,
+                        ec_delay_s=args.ec_delay)
+                case "list":
+                    return await client.containers()
+                case "show":
+                    return await client.container(args.name)
+                case "delete":
+                    await client.delete_container(args.name)
+                    return {"deleted": args.name}
+        raise AssertionError(args.container_cmd)
+
+    result = _run(go())
+    if args.json or args.container_cmd != "list":
+        _print_json(result)
+    else:
+        _print_containers(result)
+    return 0
+
+
+def _print_containers(views: list[dict[str, Any]]) -> None:
+    rows = [("CONTAINER", "RF", "EC", "DEDUP", "COMPRESS", "LOGICAL", "PHYSICAL", "DEDUP×",
+             "COMPRESS×", "RESILIENCY")]
+    for c in views:
+        rows.append((c["name"], str(c["rf"]), c["ec"] or "-", "on" if c["dedup"] else "off",
+                     c["compression"], _human(c["logical_bytes"]), _human(c["physical_bytes"]),
+                     f"{c['dedup_ratio']:.2f}", f"{c['compression_ratio']:.2f}",
+                     str(c["resiliency"])))
+    _table(rows)
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+
+
+def cmd_vdisk(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with FabricClient(_client_urls(args), timeout_s=3600) as client:
+            match args.vdisk_cmd:
+                case "create":
+                    return await client.create_vdisk(args.name, args.container, args.size)
+                case "list":
+                    return await client.vdisks()
+                case "show":
+                    return await client.vdisk(args.name)
+                case "delete":
+                    await client.delete_vdisk(args.name)
+                    return {"deleted": args.name}
+                case "write":
+                    n = await client.write_vdisk(args.name, args.file, args.offset)
+                    return {"vdisk": args.name, "written": n, "offset": args.offset}
+                case "read":
+                    return await _read_to(client, args)
+        raise AssertionError(args.vdisk_cmd)
+
+    result = _run(go())
+    if args.vdisk_cmd == "read" and args.output == "-":
+        return 0
+    if args.json or args.vdisk_cmd != "list":
+        _print_json(result)
+    else:
+        rows = [("VDISK", "ID", "CONTAINER", "SIZE", "WRITTEN")]
+        rows += [(v["name"], v["id"], v["container"], _human(v["size"]),
+                  _human(v.get("logical_bytes", 0))) for v in result]
+        _table(rows)
+    return 0
+
+
+async def _read_to(client: FabricClient, args: argparse.Namespace) -> dict[str, Any]:
+    if args.output == "-":
+        n = await client.read_vdisk(args.name, sys.stdout.buffer, args.offset, args.length)
+        sys.stdout.buffer.flush()
+    else:
+        with open(args.output, "wb") as out:
+            n = await client.read_vdisk(args.name, out, args.offset, args.length)
+    return {"vdisk": args.name, "read": n, "output": args.output}
+
+
 # --- wiring ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -167,6 +281,44 @@ def build_parser() -> argparse.ArgumentParser:
     kv.add_parser("delete", parents=[common]).add_argument("key")
     for name in ("put", "get", "delete"):
         kv.choices[name].set_defaults(fn=cmd_kv)
+
+    ct = sub.add_parser("container", help="containers and their policies").add_subparsers(
+        dest="container_cmd", required=True)
+    c = ct.add_parser("create", parents=[common], help="create a container")
+    c.add_argument("name")
+    c.add_argument("--rf", type=int, default=2, help="replication factor 1..3 (default 2)")
+    c.add_argument("--dedup", action="store_true", help="deduplicate extents by content")
+    c.add_argument("--compression", choices=("none", "zstd"), default="none")
+    c.add_argument("--compression-level", type=int, default=None)
+    c.add_argument("--ec", help="erasure coding k+m of cold extent groups, e.g. 4+2")
+    c.add_argument("--ec-delay", type=parse_seconds, default=None,
+                   help="how long data stays cold before EC (e.g. 0s, 1h)")
+    ct.add_parser("list", parents=[common])
+    ct.add_parser("show", parents=[common]).add_argument("name")
+    ct.add_parser("delete", parents=[common]).add_argument("name")
+    for parser in ct.choices.values():
+        parser.set_defaults(fn=cmd_container)
+
+    vd = sub.add_parser("vdisk", help="virtual disks").add_subparsers(
+        dest="vdisk_cmd", required=True)
+    v = vd.add_parser("create", parents=[common])
+    v.add_argument("name")
+    v.add_argument("--container", required=True)
+    v.add_argument("--size", type=parse_size, required=True, help="e.g. 10G")
+    vd.add_parser("list", parents=[common])
+    vd.add_parser("show", parents=[common]).add_argument("name")
+    vd.add_parser("delete", parents=[common]).add_argument("name")
+    w = vd.add_parser("write", parents=[common], help="stream a file into a vdisk")
+    w.add_argument("name")
+    w.add_argument("file")
+    w.add_argument("--offset", type=parse_size, default=0)
+    r = vd.add_parser("read", parents=[common], help="stream a vdisk into a file")
+    r.add_argument("name")
+    r.add_argument("-o", "--output", required=True, help="file, or - for standard output")
+    r.add_argument("--offset", type=parse_size, default=0)
+    r.add_argument("--length", type=parse_size, default=None)
+    for parser in vd.choices.values():
+        parser.set_defaults(fn=cmd_vdisk)
     return p
 
 

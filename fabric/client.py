@@ -7,8 +7,9 @@ the server's code and message; nothing else in the project speaks raw HTTP to a 
 
 from __future__ import annotations
 
+import io
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 import aiohttp
 
@@ -99,3 +100,80 @@ class FabricClient:
 
     async def kv_delete(self, key: str) -> None:
         await self.request("DELETE", f"/api/v1/kv/{key}")
+
+    # --- containers -------------------------------------------------------------------------
+    async def create_container(self, name: str, **policy: Any) -> dict[str, Any]:
+        body = {"name": name, **{k: v for k, v in policy.items() if v is not None}}
+        view: dict[str, Any] = await self.request("POST", "/api/v1/containers", json=body)
+        return view
+
+    async def containers(self) -> list[dict[str, Any]]:
+        views: list[dict[str, Any]] = await self.request("GET", "/api/v1/containers")
+        return views
+
+    async def container(self, name: str) -> dict[str, Any]:
+        view: dict[str, Any] = await self.request("GET", f"/api/v1/containers/{name}")
+        return view
+
+    async def delete_container(self, name: str) -> None:
+        await self.request("DELETE", f"/api/v1/containers/{name}")
+
+    # --- vdisks -----------------------------------------------------------------------------
+    async def create_vdisk(self, name: str, container: str, size: int) -> dict[str, Any]:
+        vd: dict[str, Any] = await self.request(
+            "POST", "/api/v1/vdisks", json={"name": name, "container": container, "size": size})
+        return vd
+
+    async def vdisks(self) -> list[dict[str, Any]]:
+        vds: list[dict[str, Any]] = await self.request("GET", "/api/v1/vdisks")
+        return vds
+
+    async def vdisk(self, ref: str) -> dict[str, Any]:
+        vd: dict[str, Any] = await self.request("GET", f"/api/v1/vdisks/{ref}")
+        return vd
+
+    async def delete_vdisk(self, ref: str) -> None:
+        await self.request("DELETE", f"/api/v1/vdisks/{ref}")
+
+    async def write_vdisk(self, ref: str, path: str, offset: int = 0) -> int:
+        """Stream a local file into the vdisk at ``offset``."""
+        with open(path, "rb") as f:
+            answer = await self.request(
+                "PUT", f"/api/v1/vdisks/{ref}/data", params={"offset": str(offset)}, data=f)
+        return int(answer["written"])
+
+    async def write_vdisk_bytes(self, ref: str, data: bytes, offset: int = 0) -> int:
+        answer = await self.request(
+            "PUT", f"/api/v1/vdisks/{ref}/data", params={"offset": str(offset)}, data=data)
+        return int(answer["written"])
+
+    async def read_vdisk(self, ref: str, out: BinaryIO, offset: int = 0,
+                         length: int | None = None) -> int:
+        """Stream ``length`` bytes (default: to the end) from ``offset`` into ``out``."""
+        headers = {}
+        if offset or length is not None:
+            end = "" if length is None else str(offset + length - 1)
+            headers["Range"] = f"bytes={offset}-{end}"
+        last: Exception | None = None
+        for url in self.urls:
+            try:
+                async with self.session.get(f"{url}/api/v1/vdisks/{ref}/data",
+                                            headers=headers) as resp:
+                    if resp.status >= 400:
+                        await self._answer(resp)
+                    n = 0
+                    async for chunk in resp.content.iter_chunked(1 << 20):
+                        out.write(chunk)
+                        n += len(chunk)
+                    return n
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                if out.tell() if out.seekable() else True:
+                    raise  # part of the data is out already: another node cannot resume it
+                last = exc
+        raise Unreachable(f"no node answered: {last}")
+
+    async def read_vdisk_bytes(self, ref: str, offset: int = 0,
+                               length: int | None = None) -> bytes:
+        buf = io.BytesIO()
+        await self.read_vdisk(ref, buf, offset, length)
+        return buf.getvalue()

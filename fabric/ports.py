@@ -78,6 +78,9 @@ class Disk(Protocol):
     async def append(self, path: str, data: bytes) -> int:
         """Append and return the offset it landed at (durable after ``sync``)."""
 
+    async def write_at(self, path: str, offset: int, data: bytes) -> None:
+        """Overwrite bytes inside an existing file, durably (used to repair a bad copy)."""
+
     async def sync(self, path: str) -> None: ...
 
     async def pread(self, path: str, offset: int, length: int) -> bytes: ...
@@ -90,6 +93,16 @@ class Disk(Protocol):
 
     async def usage(self) -> tuple[int, int]:
         """(used_bytes, capacity_bytes)."""
+
+
+class Offload(Protocol):
+    """Runs CPU-heavy pure work (hashing, compression) off the event loop when it can.
+
+    The real runtime uses a worker thread; the simulator runs it inline, because a thread
+    would let the wall clock decide the order of events.
+    """
+
+    async def __call__(self, fn: Callable[..., Any], *args: Any) -> Any: ...
 
 
 class Spawner(Protocol):

@@ -20,8 +20,9 @@ from aiohttp import web
 from fabric.config import ClusterConfig, ConfigError, load_config
 from fabric.consensus.wal import CorruptLog
 from nodes.api import build_app
+from nodes.api_data import routes as data_routes
 from nodes.node import Node
-from nodes.runtime import FileDisk, HttpTransport, RealClock
+from nodes.runtime import FileDisk, HttpTransport, RealClock, thread_offload
 
 log = logging.getLogger("fabric.node")
 
@@ -47,8 +48,9 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str) -> int:
     nc = config.node(node_id)
     transport = HttpTransport(node_id, config)
     disks = [FileDisk(d, disk_root(node_dir, d)) for d in nc.disks]
-    node = Node(config, node_id, RealClock(), random.Random(), transport, list(disks))
-    app = build_app(node, transport.routes())
+    node = Node(config, node_id, RealClock(), random.Random(), transport, list(disks),
+                offload=thread_offload)
+    app = build_app(node, [*transport.routes(), *data_routes()])
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, nc.host, nc.port)

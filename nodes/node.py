@@ -26,18 +26,29 @@ from fabric.errors import BadRequest, FabricError
 from fabric.metadata.commands import RegisterNode
 from fabric.ports import Clock, Disk, DiskFault, PeerUnreachable, Transport
 from fabric.wire.messages import (
+    AppendExtents,
     ClusterViewReply,
+    DeleteEgroupFiles,
+    ReadExtent,
+    RepairExtent,
     ClusterViewRequest,
     NodeReport,
     ProposeRequest,
     ReadIndexRequest,
 )
+from nodes.services.accounting import container_views
+from nodes.services.gateway import Gateway, Offload
 from nodes.services.health import HealthService
 from nodes.services.metadata import MetadataService, RaftObserver
+from nodes.services.storage import StorageService
 
 log = logging.getLogger(__name__)
 
 VIEW_TIMEOUT_S = 3.0
+
+
+async def _inline(fn: Any, *args: Any) -> Any:
+    return fn(*args)
 
 
 class Node:
@@ -51,6 +62,7 @@ class Node:
         disks: list[Disk],
         observer: RaftObserver | None = None,
         snapshot_every_entries: int | None = None,
+        offload: Offload | None = None,
     ) -> None:
         self.config = config
         self.node_config = config.node(node_id)
@@ -71,6 +83,9 @@ class Node:
         self.health = HealthService(
             node_id, config, clock, transport, self.metadata, self._local_report
         )
+        self.storage = StorageService(node_id, disks)
+        self.gateway = Gateway(node_id, config, clock, rng, transport, self.metadata,
+                               self.storage, offload or _inline)
         self.registered = False
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -88,6 +103,7 @@ class Node:
     async def start(self) -> None:
         """Open durable state (raises CorruptLog) and start every service."""
         await self.metadata.open()
+        await self.storage.open()
         self.transport.serve(self._on_call, self._on_message)
         self.spawn(self.metadata.run(), "raft-driver")
         self.spawn(self.metadata.tick_forever(), "raft-ticker")
@@ -166,6 +182,10 @@ class Node:
                 return self.health.receive(message)
             case ClusterViewRequest():
                 return ClusterViewReply(await self._leader_view())
+            case AppendExtents() | ReadExtent() | RepairExtent():
+                return await self.gateway.dispatch_storage(message)
+            case DeleteEgroupFiles():
+                return await self.storage.delete(message)
         raise BadRequest(f"unexpected call {type(message).__name__} from {frm}")
 
     # --- the cluster as users see it --------------------------------------------------------
@@ -219,5 +239,5 @@ class Node:
             "stale": stale,
             "served_by": self.id,
             "nodes": nodes,
-            "containers": [],
+            "containers": container_views(self.metadata.state, self.config),
         }

@@ -44,6 +44,11 @@ class RealClock:
         await asyncio.sleep(seconds)
 
 
+async def thread_offload(fn: Any, *args: Any) -> Any:
+    """The real runtime's Offload: zstd and xxhash release the GIL, so a thread helps."""
+    return await asyncio.to_thread(fn, *args)
+
+
 class FileDisk:
     """A directory on a real filesystem. Blocking calls run in the default executor."""
 
@@ -115,6 +120,20 @@ class FileDisk:
 
         offset: int = await self._run(append)
         return offset
+
+    async def write_at(self, path: str, offset: int, data: bytes) -> None:
+        def write_at() -> None:
+            # Not the O_APPEND handle: on Linux pwrite on it would append instead.
+            fd = os.open(self._path(path), os.O_WRONLY)
+            try:
+                if offset + len(data) > os.fstat(fd).st_size:
+                    raise OSError(f"write past the end of {path}")
+                os.pwrite(fd, data, offset)
+                os.fdatasync(fd)
+            finally:
+                os.close(fd)
+
+        await self._run(write_at)
 
     async def sync(self, path: str) -> None:
         await self._run(lambda: os.fdatasync(self._handle(path)))

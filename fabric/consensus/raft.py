@@ -450,7 +450,7 @@ class Raft:
             hint = self._log.reject_hint(msg.prev_index)
             self._reply(msg, False, msg.prev_index, hint)
             return
-        self._log.commit_to(min(msg.commit, self._log.last_index))
+        self._log.commit_to(min(msg.commit, match))
         self._reply(msg, True, match)
 
     def _on_snapshot(self, msg: SnapshotRequest) -> None:

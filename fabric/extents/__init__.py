@@ -1,0 +1,1 @@
+"""Extents: policies, content ids, compression and checksums (pure functions)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from fabric.metadata.datapath import DataCommand
 from fabric.wire.codec import register
 
 
@@ -56,7 +57,7 @@ class SetNodeState:
     reason: str = ""
 
 
-Command = Put | Delete | Batch | RegisterNode | SetNodeState
+Command = Put | Delete | Batch | RegisterNode | SetNodeState | DataCommand
 
 register(20)(Put)
 register(21)(Delete)

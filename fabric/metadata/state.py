@@ -23,6 +23,16 @@ from typing import Any
 import msgpack
 
 from fabric.metadata.commands import Batch, Command, Delete, Put, RegisterNode, SetNodeState
+from fabric.metadata.datapath import (
+    CreateContainer,
+    CreateVdisk,
+    DataPath,
+    DeleteContainer,
+    DeleteVdisk,
+    DropEgroup,
+    SealEgroups,
+    WriteExtents,
+)
 
 SNAPSHOT_FORMAT = 1
 NODE_PREFIX = "node/"
@@ -78,7 +88,19 @@ class MetadataState:
                 return self._register_node(index, command)
             case SetNodeState():
                 return self._set_node_state(index, command)
+            case (
+                CreateContainer() | DeleteContainer() | CreateVdisk() | DeleteVdisk()
+                | WriteExtents() | SealEgroups() | DropEgroup()
+            ):
+                return DataPath(self).apply(index, command)
         raise AssertionError(f"unknown command {command!r}")
+
+    def put(self, index: int, key: str, value: Any) -> None:
+        """Low-level write for command handlers: ``key`` now holds ``value`` at ``index``."""
+        self._items[key] = Item(index, value)
+
+    def delete(self, key: str) -> None:
+        self._items.pop(key, None)
 
     def skip(self, index: int) -> None:
         """An entry with no command (a new leader's no-op) was applied at ``index``."""

@@ -1,0 +1,1 @@
+"""Fault-domain-aware placement of replicas and strips."""

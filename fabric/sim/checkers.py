@@ -5,7 +5,8 @@ which term, which entries each node applies, which snapshots it installs), and r
 ``SafetyViolation`` the moment one of Raft's safety properties (§5.2 and Figure 3 of the
 Raft paper) is broken:
 
-* election safety: at most one leader per term;
+* election safety: at most one leader per term, and each node grants at most one vote
+  per term (``observe_sent``, across restarts: a vote must be durable);
 * state-machine safety: no two nodes apply different entries at one index;
 * in-order apply: each node applies index after index, with no gap, except that
   installing a snapshot (or restarting from one) moves it to the snapshot index;
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from fabric.consensus.types import Entry
+from fabric.consensus.types import Entry, Message, VoteResponse
 
 
 class SafetyViolation(AssertionError):
@@ -36,6 +37,8 @@ class RaftChecker:
         self._applied: dict[str, int] = {}
         """node -> the last index it applied (or its snapshot index)."""
         self._digests: dict[int, tuple[str, bytes]] = {}
+        self._votes: dict[tuple[str, int], str] = {}
+        """(voter, term) -> the candidate it granted its vote to."""
 
     @property
     def committed_index(self) -> int:
@@ -52,6 +55,15 @@ class RaftChecker:
         other = self._leaders.setdefault(term, node)
         if other != node:
             raise SafetyViolation(f"two leaders in term {term}: {other} and {node}")
+
+    def observe_sent(self, msg: Message) -> None:
+        """A node sent ``msg`` (call it for every message a Ready hands out)."""
+        if isinstance(msg, VoteResponse) and msg.granted and not msg.pre_vote:
+            other = self._votes.setdefault((msg.frm, msg.term), msg.to)
+            if other != msg.to:
+                raise SafetyViolation(
+                    f"{msg.frm} voted twice in term {msg.term}: for {other} and {msg.to}"
+                )
 
     def observe_snapshot(self, node: str, index: int) -> None:
         """``node``'s state machine now starts from a snapshot at ``index`` (installed from

@@ -40,6 +40,13 @@ class SimDisk:
         f += data
         return offset
 
+    async def write_at(self, path: str, offset: int, data: bytes) -> None:
+        self._check()
+        f = self._files.get(path)
+        if f is None or offset + len(data) > len(f):
+            raise DiskFault(f"disk {self.name}: write past the end of {path}")
+        f[offset : offset + len(data)] = data
+
     async def sync(self, path: str) -> None:
         self._check()
         if path in self._files:

@@ -69,3 +69,8 @@ class SimClock:
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
+
+
+async def inline_offload(fn: Any, *args: Any) -> Any:
+    """The simulator's Offload: run the work right here, deterministically."""
+    return fn(*args)

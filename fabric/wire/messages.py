@@ -47,6 +47,8 @@ class ProposeReply:
     value: Any
     code: str
     message: str
+    index: int
+    """Where the command was applied: the follower waits for it (read your writes)."""
 
 
 @register(43)
@@ -88,3 +90,48 @@ class ClusterViewRequest:
 @dataclass(frozen=True, slots=True)
 class ClusterViewReply:
     view: dict[str, Any]
+
+
+@register(50)
+@dataclass(frozen=True, slots=True)
+class AppendExtents:
+    """Append stored extents to an extent group replica and fsync once for all of them."""
+
+    egid: str
+    payloads: tuple[bytes, ...]
+
+
+@register(51)
+@dataclass(frozen=True, slots=True)
+class AppendReply:
+    offsets: tuple[int, ...]
+
+
+@register(52)
+@dataclass(frozen=True, slots=True)
+class ReadExtent:
+    egid: str
+    offset: int
+    length: int
+
+
+@register(53)
+@dataclass(frozen=True, slots=True)
+class ExtentData:
+    data: bytes
+
+
+@register(54)
+@dataclass(frozen=True, slots=True)
+class RepairExtent:
+    """Overwrite a replica's bad copy of an extent with good stored bytes."""
+
+    egid: str
+    offset: int
+    data: bytes
+
+
+@register(55)
+@dataclass(frozen=True, slots=True)
+class DeleteEgroupFiles:
+    egid: str

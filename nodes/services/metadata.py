@@ -208,6 +208,9 @@ class MetadataService:
     async def _forward(self, leader: str, data: bytes) -> Result:
         reply = await self.transport.call(leader, ProposeRequest(data), FORWARD_TIMEOUT_S)
         assert isinstance(reply, ProposeReply)
+        # Answer only once this node has applied it too: a client that wrote through any
+        # node reads its write back from that node.
+        await self.wait_applied(reply.index)
         return Result(reply.ok, reply.value, reply.code, reply.message)
 
     async def serve_forwarded(self, request: ProposeRequest) -> ProposeReply:
@@ -218,7 +221,8 @@ class MetadataService:
             result = await self._propose_local(request.command)
         except NotLeader as exc:
             raise Unavailable(str(exc)) from None
-        return ProposeReply(result.ok, result.value, result.code, result.message)
+        index = self.state.applied_index  # applied through the proposal (or beyond)
+        return ProposeReply(result.ok, result.value, result.code, result.message, index)
 
     async def read_index(self) -> int:
         """A linearizable read point: every change committed before this call is at or

@@ -1,0 +1,79 @@
+"""How an extent's bytes are named, compressed and checked (pure functions).
+
+* content id: xxh3-128 of the raw bytes, hex; the name of a deduplicated extent;
+* stored form: zstd when it saves at least the policy's ratio, else the raw bytes;
+* checksum: xxh3-64 of the *stored* bytes, verified on every read before decompression,
+  so corruption on disk is caught without trusting the decompressor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import xxhash
+import zstandard
+
+from fabric.extents.policy import ContainerPolicy
+
+
+class CorruptExtent(Exception):
+    """Stored bytes do not match their checksum or do not decompress (an operating fault)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Encoded:
+    stored: bytes
+    compressed: bool
+    raw_len: int
+    checksum: int
+
+
+@lru_cache(maxsize=8)
+def _zeros(n: int) -> bytes:
+    return bytes(n)
+
+
+def is_zero(data: bytes) -> bool:
+    """All-zero extents are holes: they cost nothing and are never stored."""
+    return data == _zeros(len(data))
+
+
+def content_id(data: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def checksum(stored: bytes) -> int:
+    return xxhash.xxh3_64_intdigest(stored)
+
+
+@lru_cache(maxsize=32)
+def _compressor(level: int) -> zstandard.ZstdCompressor:
+    return zstandard.ZstdCompressor(level=level)
+
+
+_decompressor = zstandard.ZstdDecompressor()
+
+
+def encode(raw: bytes, policy: ContainerPolicy) -> Encoded:
+    if policy.compression == "zstd":
+        packed = _compressor(policy.compression_level).compress(raw)
+        if len(packed) <= len(raw) * (1 - policy.min_saving_ratio):
+            return Encoded(packed, True, len(raw), checksum(packed))
+    return Encoded(raw, False, len(raw), checksum(raw))
+
+
+def decode(stored: bytes, compressed: bool, raw_len: int, expect_checksum: int) -> bytes:
+    if checksum(stored) != expect_checksum:
+        raise CorruptExtent("stored bytes do not match their checksum")
+    if not compressed:
+        if len(stored) != raw_len:
+            raise CorruptExtent(f"extent is {len(stored)} bytes, expected {raw_len}")
+        return stored
+    try:
+        raw = _decompressor.decompress(stored, max_output_size=raw_len)
+    except zstandard.ZstdError as exc:
+        raise CorruptExtent(f"extent does not decompress: {exc}") from exc
+    if len(raw) != raw_len:
+        raise CorruptExtent(f"extent decompresses to {len(raw)} bytes, expected {raw_len}")
+    return raw

@@ -1,0 +1,157 @@
+"""HTTP routes of the data path: containers and vdisks (``/api/v1/containers``, ``/vdisks``)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from aiohttp import web
+
+from fabric.errors import BadRequest, NotFound
+from fabric.extents.policy import policy_from_request
+from nodes.api import NODE, json_body
+from nodes.services.accounting import container_views
+
+STREAM_CHUNK_BYTES = 1 << 20
+_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _views(request: web.Request) -> list[dict[str, Any]]:
+    node = request.app[NODE]
+    return container_views(node.metadata.state, node.config)
+
+
+async def create_container(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    policy = policy_from_request(body)
+    name = body.get("name")
+    if not isinstance(name, str):
+        raise BadRequest("body needs a container 'name'")
+    await request.app[NODE].gateway.create_container(name, policy)
+    view = next(v for v in _views(request) if v["name"] == name)
+    return web.json_response(view, status=201)
+
+
+async def list_containers(request: web.Request) -> web.Response:
+    await request.app[NODE].metadata.read_index()
+    return web.json_response(_views(request))
+
+
+async def get_container(request: web.Request) -> web.Response:
+    await request.app[NODE].metadata.read_index()
+    name = request.match_info["name"]
+    for view in _views(request):
+        if view["name"] == name:
+            return web.json_response(view)
+    raise NotFound(f"no container {name!r}")
+
+
+async def delete_container(request: web.Request) -> web.Response:
+    await request.app[NODE].gateway.delete_container(request.match_info["name"])
+    return web.Response(status=204)
+
+
+async def create_vdisk(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    for field in ("name", "container", "size"):
+        if field not in body:
+            raise BadRequest(f"body needs {field!r}")
+    if not isinstance(body["container"], str):
+        raise BadRequest("container must be a string")
+    vd = await request.app[NODE].gateway.create_vdisk(body["name"], body["container"],
+                                                      body["size"])
+    return web.json_response(vd, status=201)
+
+
+async def list_vdisks(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[NODE].gateway.vdisks())
+
+
+async def get_vdisk(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[NODE].gateway.get_vdisk(request.match_info["id"]))
+
+
+async def delete_vdisk(request: web.Request) -> web.Response:
+    await request.app[NODE].gateway.delete_vdisk(request.match_info["id"])
+    return web.Response(status=204)
+
+
+def _int_param(request: web.Request, name: str, default: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer, not {raw!r}") from None
+
+
+async def write_vdisk(request: web.Request) -> web.Response:
+    offset = _int_param(request, "offset", 0)
+    length = request.content_length
+    if length is None:
+        raise web.HTTPLengthRequired(text="a vdisk write needs Content-Length")
+
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in request.content.iter_chunked(STREAM_CHUNK_BYTES):
+            yield chunk
+
+    written = await request.app[NODE].gateway.write(request.match_info["id"], offset, length,
+                                                   body())
+    return web.json_response({"written": written, "offset": offset})
+
+
+def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """(start, length) of a single ``Range: bytes=...`` header; None if absent."""
+    if header is None:
+        return None
+    m = _RANGE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        raise web.HTTPRequestRangeNotSatisfiable(text=f"unsupported Range {header!r}")
+    if not m.group(1):
+        n = min(int(m.group(2)), size)
+        return size - n, n
+    start = int(m.group(1))
+    end = int(m.group(2)) if m.group(2) else size - 1
+    if start >= size or end < start:
+        raise web.HTTPRequestRangeNotSatisfiable(
+            text=f"range {header!r} outside {size} bytes",
+            headers={"Content-Range": f"bytes */{size}"})
+    return start, min(end, size - 1) - start + 1
+
+
+async def read_vdisk(request: web.Request) -> web.StreamResponse:
+    gateway = request.app[NODE].gateway
+    vd = await gateway.get_vdisk(request.match_info["id"])
+    rng = parse_range(request.headers.get("Range"), vd["size"])
+    offset, length = rng if rng else (_int_param(request, "offset", 0), None)
+    if rng is None and "length" in request.query:
+        length = _int_param(request, "length", 0)
+    vd, length, stream = await gateway.read(vd["id"], offset, length)
+    resp = web.StreamResponse(status=206 if rng else 200)
+    resp.content_type = "application/octet-stream"
+    resp.content_length = length
+    resp.headers["Accept-Ranges"] = "bytes"
+    if rng:
+        resp.headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{vd['size']}"
+    await resp.prepare(request)
+    async for chunk in stream:
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/api/v1/containers", create_container),
+        web.get("/api/v1/containers", list_containers),
+        web.get("/api/v1/containers/{name}", get_container),
+        web.delete("/api/v1/containers/{name}", delete_container),
+        web.post("/api/v1/vdisks", create_vdisk),
+        web.get("/api/v1/vdisks", list_vdisks),
+        web.get("/api/v1/vdisks/{id}", get_vdisk),
+        web.delete("/api/v1/vdisks/{id}", delete_vdisk),
+        web.put("/api/v1/vdisks/{id}/data", write_vdisk),
+        web.get("/api/v1/vdisks/{id}/data", read_vdisk),
+    ]

@@ -1,0 +1,56 @@
+"""What the cluster reports about its containers: bytes, savings, resiliency.
+
+* logical: bytes users wrote that are not holes (what the vdisks hold);
+* unique: logical after dedup (each content stored once);
+* stored: unique after compression;
+* physical: bytes on disks, every replica counted, dead space not yet reclaimed included;
+* resiliency: how many more node failures every extent group of the container survives
+  right now (replicas on UP nodes minus one; the lowest over its groups).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fabric.config import ClusterConfig
+from fabric.metadata.state import MetadataState
+
+
+def _ratio(a: int, b: int) -> float:
+    return round(a / b, 3) if b else 1.0
+
+
+def resiliency(state: MetadataState, container: str, rf: int) -> int:
+    up = {n for n, rec in state.nodes().items() if rec.get("state") == "UP"}
+    worst = rf - 1
+    for _, item in state.scan("egroup/"):
+        eg = item.value
+        if eg["container"] != container or not eg["extents"]:
+            continue
+        worst = min(worst, sum(1 for r in eg["replicas"] if r in up) - 1)
+    return worst
+
+
+def container_views(state: MetadataState, config: ClusterConfig) -> list[dict[str, Any]]:
+    out = []
+    for _, item in state.scan("container/"):
+        c = item.value
+        p, st = c["policy"], c["stats"]
+        ec = f"{p['ec_k']}+{p['ec_m']}" if p.get("ec_k") else None
+        out.append({
+            "name": c["name"],
+            "rf": p["rf"],
+            "ec": ec,
+            "dedup": p["dedup"],
+            "compression": p["compression"],
+            "vdisks": st["vdisks"],
+            "logical_bytes": st["logical_bytes"],
+            "unique_bytes": st["unique_bytes"],
+            "stored_bytes": st["stored_bytes"],
+            "physical_bytes": st["physical_bytes"],
+            "dedup_ratio": _ratio(st["logical_bytes"], st["unique_bytes"]),
+            "compression_ratio": _ratio(st["unique_bytes"], st["stored_bytes"]),
+            "savings_bytes": max(0, st["logical_bytes"] * p["rf"] - st["physical_bytes"]),
+            "resiliency": resiliency(state, c["name"], p["rf"]),
+        })
+    return out

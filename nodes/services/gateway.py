@@ -1,0 +1,563 @@
+"""The gateway: containers, vdisks, and the read and write coordinators on this node.
+
+Theory of operation
+-------------------
+Write (``write``): the byte stream is cut at extent boundaries. A piece that covers a
+whole extent replaces it; a partial piece is merged into the extent's current bytes
+(read-modify-write, under a per-extent lock on this node and with the extent id it read
+as a precondition of the commit, so a concurrent writer elsewhere is detected and the
+merge redone, never lost). Pieces are committed in batches of ``BATCH_BYTES``:
+
+1. all-zero extents become holes; with dedup, an extent whose content id (xxh3-128) is
+   already stored in the container costs a reference, not bytes;
+2. the rest are compressed (zstd, when it saves enough) and appended to this node's open
+   extent group for the container on all RF replicas, one fsync per replica per batch;
+3. only then is one ``WriteExtents`` committed through Raft: data before metadata.
+
+An append that fails on a replica abandons that extent group (it is sealed) and the
+batch goes to a new group placed on healthy fault domains; if fewer than RF domains are
+healthy the write fails with 503 rather than store fewer copies.
+
+Read (``read``): a linearizable read point first, then for each extent: a hole reads as
+zeros; otherwise the stored bytes come from the local replica if there is one, else
+another; a checksum mismatch or a dead peer falls through to the next replica, and the
+bad copy is rewritten from the good one in the background. Extents are fetched a few
+ahead of the one being streamed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import xxhash
+
+from fabric import limits
+from fabric.config import ClusterConfig
+from fabric.errors import BadRequest, Conflict, FabricError, NotFound, Unavailable, from_code
+from fabric.extents import codec
+from fabric.extents.policy import ContainerPolicy, check_name
+from fabric.metadata.datapath import (
+    CreateContainer,
+    CreateVdisk,
+    DeleteContainer,
+    DeleteVdisk,
+    MapWrite,
+    NewEgroup,
+    NewExtent,
+    WriteExtents,
+    container_key,
+    egroup_key,
+    extent_key,
+    map_key,
+    vdisk_key,
+    vdisk_name_key,
+)
+from fabric.placement.rendezvous import Candidate, place
+from fabric.ports import Clock, PeerUnreachable, Transport
+from fabric.wire.messages import (
+    AppendExtents,
+    AppendReply,
+    ExtentData,
+    ReadExtent,
+    RepairExtent,
+)
+from nodes.services.metadata import MetadataService
+from nodes.services.storage import StorageService
+
+log = logging.getLogger(__name__)
+
+Offload = Callable[..., Awaitable[Any]]
+
+BATCH_BYTES = 8 * limits.MiB
+"""Extents committed together: one fsync per replica and one Raft entry per batch."""
+BATCHES_IN_FLIGHT = 2
+READ_AHEAD_EXTENTS = 4
+EGROUP_MAX_BYTES = 64 * limits.MiB
+"""An extent group is sealed once this full: the unit of EC and of compaction."""
+MAX_VDISK_BYTES = 64 * limits.GiB * 1024
+WRITE_RETRIES = 8
+REPLICA_TIMEOUT_S = 30.0
+READ_TIMEOUT_S = 5.0
+"""A replica that does not answer a read this fast is skipped for the next one."""
+LOCK_STRIPES = 1024
+
+
+@dataclass
+class OpenEgroup:
+    record: NewEgroup
+    size: int = 0
+
+
+@dataclass
+class Piece:
+    index: int
+    inner: int
+    data: bytes
+
+
+@dataclass
+class Planned:
+    """One extent of a batch, ready to commit."""
+
+    index: int
+    expect: str | None
+    extent_id: str = ""
+    raw: bytes = b""
+    encoded: codec.Encoded | None = None
+
+
+@dataclass
+class WriteStats:
+    batches: int = 0
+    retries: int = 0
+    dedup_hits: int = 0
+    holes: int = 0
+    degraded_reads: int = 0
+    repairs: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+class Gateway:
+    def __init__(self, node_id: str, config: ClusterConfig, clock: Clock, rng: Any,
+                 transport: Transport, metadata: MetadataService, storage: StorageService,
+                 offload: Offload) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.clock = clock
+        self.rng = rng
+        self.transport = transport
+        self.metadata = metadata
+        self.storage = storage
+        self.offload = offload
+        self.extent_bytes = config.extent_bytes
+        self._open: dict[str, OpenEgroup] = {}
+        self._to_seal: dict[str, set[str]] = {}
+        self._append_locks: dict[str, asyncio.Lock] = {}
+        self._stripes = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
+        self.stats = WriteStats()
+
+    # --- lookups (callers did a read_index first) -------------------------------------------
+    def _value(self, key: str) -> Any:
+        item = self.metadata.state.get(key)
+        return None if item is None else item.value
+
+    def container(self, name: str) -> dict[str, Any]:
+        record = self._value(container_key(name))
+        if record is None:
+            raise NotFound(f"no container {name!r}")
+        return dict(record)
+
+    def policy(self, container: str) -> ContainerPolicy:
+        return ContainerPolicy.from_dict(self.container(container)["policy"])
+
+    def vdisk(self, ref: str) -> dict[str, Any]:
+        """A vdisk by id or by name."""
+        record = self._value(vdisk_key(ref))
+        if record is None:
+            vid = self._value(vdisk_name_key(ref))
+            record = self._value(vdisk_key(vid)) if vid else None
+        if record is None:
+            raise NotFound(f"no vdisk {ref!r}")
+        return dict(record)
+
+    def fault_domains(self) -> dict[str, str]:
+        """node id -> its fault domain at the configured level."""
+        level = self.config.fault_domain
+        return {n.id: (n.id if level == "node" else n.labels.get(level, n.id))
+                for n in self.config.nodes}
+
+    # --- containers -------------------------------------------------------------------------
+    async def create_container(self, name: str, policy: ContainerPolicy) -> dict[str, Any]:
+        check_name("container", name)
+        domains = len(set(self.fault_domains().values()))
+        if policy.rf > domains:
+            raise BadRequest(f"rf {policy.rf} needs {policy.rf} fault domains "
+                             f"({self.config.fault_domain}s); the cluster has {domains}")
+        if policy.ec_k and policy.ec_k + policy.ec_m > domains:
+            raise BadRequest(f"ec {policy.ec} needs {policy.ec_k + policy.ec_m} fault domains "
+                             f"({self.config.fault_domain}s); the cluster has {domains}")
+        result = await self.metadata.propose(
+            CreateContainer(name, policy.to_dict(), self.clock.wall()))
+        if not result.ok:
+            raise from_code(result.code, result.message)
+        await self.metadata.wait_applied(self.metadata.state.applied_index)
+        return self.container(name)
+
+    async def delete_container(self, name: str) -> None:
+        result = await self.metadata.propose(DeleteContainer(name))
+        if not result.ok:
+            raise from_code(result.code, result.message)
+
+    async def containers(self) -> list[dict[str, Any]]:
+        await self.metadata.read_index()
+        return [dict(item.value) for _, item in self.metadata.state.scan("container/")]
+
+    # --- vdisks -----------------------------------------------------------------------------
+    async def create_vdisk(self, name: str, container: str, size: int) -> dict[str, Any]:
+        check_name("vdisk", name)
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_VDISK_BYTES:
+            raise BadRequest(f"size must be 1..{MAX_VDISK_BYTES} bytes")
+        vdisk_id = f"vd-{self.rng.getrandbits(64):016x}"
+        result = await self.metadata.propose(
+            CreateVdisk(vdisk_id, name, container, size, self.clock.wall()))
+        if not result.ok:
+            raise from_code(result.code, result.message)
+        return self.vdisk(vdisk_id)
+
+    async def delete_vdisk(self, ref: str) -> None:
+        await self.metadata.read_index()
+        vd = self.vdisk(ref)
+        result = await self.metadata.propose(DeleteVdisk(vd["id"]))
+        if not result.ok:
+            raise from_code(result.code, result.message)
+
+    async def vdisks(self) -> list[dict[str, Any]]:
+        await self.metadata.read_index()
+        return [dict(item.value) for _, item in self.metadata.state.scan("vdisk/")]
+
+    async def get_vdisk(self, ref: str) -> dict[str, Any]:
+        await self.metadata.read_index()
+        return self.vdisk(ref)
+
+    # --- write ------------------------------------------------------------------------------
+    def check_range(self, vd: dict[str, Any], offset: int, length: int) -> None:
+        if offset < 0 or length < 0:
+            raise BadRequest(f"offset and length must not be negative ({offset}, {length})")
+        if offset + length > vd["size"]:
+            raise BadRequest(f"{offset + length} bytes is past the end of vdisk {vd['name']!r} "
+                             f"({vd['size']} bytes)")
+
+    async def write(self, ref: str, offset: int, length: int,
+                    chunks: AsyncIterator[bytes]) -> int:
+        """Store ``length`` bytes from ``chunks`` at ``offset``; return bytes written."""
+        await self.metadata.read_index()
+        vd = self.vdisk(ref)
+        self.check_range(vd, offset, length)
+        policy = self.policy(vd["container"])
+        inflight: set[asyncio.Task[None]] = set()
+        batch: list[Piece] = []
+        batch_bytes = 0
+        written = 0
+        try:
+            async for piece in self._pieces(offset, length, chunks):
+                batch.append(piece)
+                batch_bytes += len(piece.data)
+                written += len(piece.data)
+                if batch_bytes >= BATCH_BYTES:
+                    await self._launch(inflight, vd, policy, batch)
+                    batch, batch_bytes = [], 0
+            if batch:
+                await self._launch(inflight, vd, policy, batch)
+            await _drain(inflight)
+        finally:
+            for task in inflight:
+                task.cancel()
+        if written != length:
+            raise BadRequest(f"body ended after {written} of {length} bytes")
+        return written
+
+    async def _launch(self, inflight: set[asyncio.Task[None]], vd: dict[str, Any],
+                      policy: ContainerPolicy, batch: list[Piece]) -> None:
+        while len(inflight) >= BATCHES_IN_FLIGHT:
+            done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                inflight.discard(task)
+                task.result()  # re-raise a failed batch now
+        inflight.add(asyncio.ensure_future(self._commit_batch(vd, policy, batch)))
+
+    async def _pieces(self, offset: int, length: int,
+                      chunks: AsyncIterator[bytes]) -> AsyncIterator[Piece]:
+        """Cut the stream at extent boundaries (never more than one extent buffered)."""
+        e = self.extent_bytes
+        buf = bytearray()
+        pos = offset
+        end = offset + length
+        async for chunk in chunks:
+            buf += chunk
+            while buf:
+                inner = pos % e
+                want = min(e - inner, end - pos)
+                if want <= 0 or len(buf) < want:
+                    break
+                yield Piece(pos // e, inner, bytes(buf[:want]))
+                del buf[:want]
+                pos += want
+            if pos + len(buf) > end:
+                raise BadRequest(f"body is longer than the {length} bytes announced")
+        if buf:
+            yield Piece(pos // e, pos % e, bytes(buf))
+
+    def _extent_len(self, vd: dict[str, Any], index: int) -> int:
+        return min(self.extent_bytes, vd["size"] - index * self.extent_bytes)
+
+    async def _commit_batch(self, vd: dict[str, Any], policy: ContainerPolicy,
+                            batch: list[Piece]) -> None:
+        partial = [p for p in batch if p.inner or len(p.data) != self._extent_len(vd, p.index)]
+        locks = sorted({self._stripe(vd["id"], p.index) for p in partial})
+        for i in locks:
+            await self._stripes[i].acquire()
+        try:
+            for attempt in range(WRITE_RETRIES):
+                if attempt:
+                    self.stats.retries += 1
+                    await self.metadata.read_index()
+                planned = await self._plan(vd, policy, batch)
+                result = await self._store_and_commit(vd, policy, planned)
+                if result is None:
+                    self.stats.batches += 1
+                    return
+                code, message = result
+                if code not in ("conflict", "missing_extent", "egroup_sealed"):
+                    raise from_code(code, message)
+                log.info("write batch retried (%s): %s", code, message)
+            raise Conflict("the write kept colliding with concurrent writes; retry it")
+        finally:
+            for i in locks:
+                self._stripes[i].release()
+
+    def _stripe(self, vdisk_id: str, index: int) -> int:
+        # xxhash, not hash(): str hashing is salted per process, and lock order must be
+        # the same in every run of a simulation.
+        return xxhash.xxh3_64_intdigest(f"{vdisk_id}/{index}".encode()) % LOCK_STRIPES
+
+    async def _plan(self, vd: dict[str, Any], policy: ContainerPolicy,
+                    batch: list[Piece]) -> list[Planned]:
+        planned = []
+        for p in batch:
+            ext_len = self._extent_len(vd, p.index)
+            if p.inner == 0 and len(p.data) == ext_len:
+                planned.append(Planned(p.index, None, raw=p.data))
+                continue
+            old_id = self._value(map_key(vd["id"], p.index)) or ""
+            old = await self._fetch(vd, p.index) if old_id else None
+            raw = bytearray(old if old is not None else bytes(ext_len))
+            raw[p.inner : p.inner + len(p.data)] = p.data
+            planned.append(Planned(p.index, old_id, raw=bytes(raw)))
+        await self.offload(_classify, planned, policy)
+        container = vd["container"]
+        storing: set[str] = set()
+        for pl in planned:
+            if pl.encoded is not None or not pl.extent_id:
+                continue
+            if self._value(extent_key(container, pl.extent_id)) or pl.extent_id in storing:
+                self.stats.dedup_hits += 1
+                continue
+            # A new content id: store its bytes (once, however often the batch repeats it).
+            storing.add(pl.extent_id)
+            pl.encoded = await self.offload(codec.encode, pl.raw, policy)
+        for pl in planned:
+            if pl.encoded is not None and not pl.extent_id:
+                pl.extent_id = f"u{self.rng.getrandbits(96):024x}"
+        return planned
+
+    async def _store_and_commit(self, vd: dict[str, Any], policy: ContainerPolicy,
+                                planned: list[Planned]) -> tuple[str, str] | None:
+        to_store = [pl for pl in planned if pl.encoded is not None]
+        egroups: tuple[NewEgroup, ...] = ()
+        extents: list[NewExtent] = []
+        seal: tuple[str, ...] = ()
+        if to_store:
+            eg, offsets, seal = await self._append(
+                vd["container"], policy.rf, [pl.encoded.stored for pl in to_store if pl.encoded])
+            egroups = (eg,)
+            for pl, off in zip(to_store, offsets, strict=True):
+                enc = pl.encoded
+                assert enc is not None
+                extents.append(NewExtent(pl.extent_id, eg.egid, off, len(enc.stored),
+                                         enc.raw_len, enc.compressed, enc.checksum))
+        maps = tuple(MapWrite(pl.index, pl.expect, pl.extent_id) for pl in planned)
+        self.stats.holes += sum(1 for pl in planned if not pl.extent_id)
+        cmd = WriteExtents(vd["id"], egroups, tuple(extents), maps, seal)
+        result = await self.metadata.propose(cmd)
+        if result.ok:
+            return None
+        if result.code == "egroup_sealed":
+            self._open.pop(vd["container"], None)
+        return result.code, result.message
+
+    # --- extent groups ----------------------------------------------------------------------
+    async def _append(self, container: str, rf: int,
+                      payloads: list[bytes]) -> tuple[NewEgroup, list[int], tuple[str, ...]]:
+        lock = self._append_locks.setdefault(container, asyncio.Lock())
+        excluded: set[str] = set()
+        async with lock:
+            for _ in range(3):
+                eg = self._open.get(container)
+                if eg is None or set(eg.record.replicas) & excluded:
+                    eg = self._new_egroup(container, rf, excluded)
+                try:
+                    offsets = await self._append_replicas(eg.record, payloads)
+                except (PeerUnreachable, FabricError) as exc:
+                    log.warning("append to extent group %s failed: %s", eg.record.egid, exc)
+                    excluded.add(getattr(exc, "peer", "") or "")
+                    self._abandon(container, eg)
+                    continue
+                eg.size += sum(len(p) for p in payloads)
+                seal = tuple(sorted(self._to_seal.pop(container, set())))
+                if eg.size >= EGROUP_MAX_BYTES:
+                    self._open.pop(container, None)
+                    seal = (*seal, eg.record.egid)
+                return eg.record, offsets, seal
+        raise Unavailable(f"could not store {len(payloads)} extents on {rf} healthy replicas")
+
+    def _abandon(self, container: str, eg: OpenEgroup) -> None:
+        if self._open.get(container) is eg:
+            del self._open[container]
+        self._to_seal.setdefault(container, set()).add(eg.record.egid)
+
+    def _new_egroup(self, container: str, rf: int, excluded: set[str]) -> OpenEgroup:
+        domains = self.fault_domains()
+        nodes = self.metadata.state.nodes()
+        candidates = [
+            Candidate(node_id, domains[node_id])
+            for node_id in sorted(nodes)
+            if nodes[node_id].get("state") == "UP" and node_id not in excluded
+            and node_id in domains
+        ]
+        egid = f"eg-{self.node_id}-{self.rng.getrandbits(48):012x}"
+        prefer = self.node_id if any(c.node == self.node_id for c in candidates) else None
+        replicas = place(egid, candidates, rf, prefer=prefer)
+        eg = OpenEgroup(NewEgroup(egid, container, tuple(replicas), self.node_id))
+        self._open[container] = eg
+        return eg
+
+    async def _append_replicas(self, eg: NewEgroup, payloads: list[bytes]) -> list[int]:
+        msg = AppendExtents(eg.egid, tuple(payloads))
+        replies = await asyncio.gather(
+            *(self._call_storage(node, msg) for node in eg.replicas), return_exceptions=True
+        )
+        offsets: list[tuple[int, ...]] = []
+        for node, reply in zip(eg.replicas, replies, strict=True):
+            if isinstance(reply, BaseException):
+                if isinstance(reply, PeerUnreachable | FabricError):
+                    raise PeerUnreachable(node, str(reply))
+                raise reply
+            assert isinstance(reply, AppendReply)
+            offsets.append(reply.offsets)
+        if any(o != offsets[0] for o in offsets):
+            raise Unavailable(f"replicas of {eg.egid} disagree on offsets")
+        return list(offsets[0])
+
+    async def _call_storage(self, node: str, msg: Any) -> Any:
+        if node == self.node_id:
+            return await self.dispatch_storage(msg)
+        timeout = READ_TIMEOUT_S if isinstance(msg, ReadExtent) else REPLICA_TIMEOUT_S
+        return await self.transport.call(node, msg, timeout)
+
+    async def dispatch_storage(self, msg: Any) -> Any:
+        match msg:
+            case AppendExtents():
+                return await self.storage.append(msg)
+            case ReadExtent():
+                return await self.storage.read(msg)
+            case RepairExtent():
+                return await self.storage.repair(msg)
+        raise BadRequest(f"not a storage message: {type(msg).__name__}")
+
+    # --- read -------------------------------------------------------------------------------
+    async def read(self, ref: str, offset: int, length: int | None) -> tuple[
+            dict[str, Any], int, AsyncIterator[bytes]]:
+        """(vdisk, length, stream of the bytes); range checks happen before streaming."""
+        await self.metadata.read_index()
+        vd = self.vdisk(ref)
+        if length is None:
+            length = max(0, vd["size"] - offset)
+        self.check_range(vd, offset, length)
+        return vd, length, self._stream(vd, offset, length)
+
+    async def _stream(self, vd: dict[str, Any], offset: int,
+                      length: int) -> AsyncIterator[bytes]:
+        e = self.extent_bytes
+        if length == 0:
+            return
+        first, last = offset // e, (offset + length - 1) // e
+        pending: dict[int, asyncio.Task[bytes | None]] = {}
+        try:
+            for index in range(first, last + 1):
+                for ahead in range(index, min(index + READ_AHEAD_EXTENTS, last + 1)):
+                    if ahead not in pending:
+                        pending[ahead] = asyncio.ensure_future(self._fetch(vd, ahead))
+                raw = await pending.pop(index)
+                lo = max(offset, index * e) - index * e
+                hi = min(offset + length, (index + 1) * e) - index * e
+                yield raw[lo:hi] if raw is not None else bytes(hi - lo)
+        finally:
+            for task in pending.values():
+                task.cancel()
+
+    async def _fetch(self, vd: dict[str, Any], index: int) -> bytes | None:
+        """The raw bytes of extent ``index`` of ``vd`` (None for a hole)."""
+        extent_id = self._value(map_key(vd["id"], index))
+        if not extent_id:
+            return None
+        ext = self._value(extent_key(vd["container"], extent_id))
+        if ext is None:
+            raise Unavailable(f"extent {extent_id} of {vd['name']} vanished; retry the read")
+        stored = await self._read_stored(ext)
+        raw: bytes = await self.offload(
+            codec.decode, stored, ext["compressed"], ext["raw_len"], ext["checksum"])
+        return raw
+
+    def _replica_order(self, replicas: list[str]) -> list[str]:
+        nodes = self.metadata.state.nodes()
+        up = [n for n in replicas if nodes.get(n, {}).get("state") == "UP"]
+        rest = [n for n in replicas if n not in up]
+        ordered = sorted(up, key=lambda n: n != self.node_id) + rest
+        return ordered
+
+    async def _read_stored(self, ext: dict[str, Any]) -> bytes:
+        eg = self._value(egroup_key(ext["egroup"]))
+        if eg is None:
+            raise Unavailable(f"extent group {ext['egroup']} is gone; retry the read")
+        msg = ReadExtent(ext["egroup"], ext["offset"], ext["stored_len"])
+        bad: list[str] = []
+        errors: list[str] = []
+        for node in self._replica_order(eg["replicas"]):
+            try:
+                reply = await self._call_storage(node, msg)
+            except (PeerUnreachable, FabricError) as exc:
+                errors.append(f"{node}: {exc}")
+                self.stats.degraded_reads += 1
+                continue
+            assert isinstance(reply, ExtentData)
+            if codec.checksum(reply.data) != ext["checksum"]:
+                log.warning("checksum mismatch for extent at %s:%d on %s", ext["egroup"],
+                            ext["offset"], node)
+                errors.append(f"{node}: checksum mismatch")
+                bad.append(node)
+                continue
+            for node_bad in bad:
+                asyncio.ensure_future(self._repair(node_bad, ext, reply.data))
+            return reply.data
+        raise Unavailable(f"no readable copy of an extent in {ext['egroup']}: "
+                          + "; ".join(errors))
+
+    async def _repair(self, node: str, ext: dict[str, Any], stored: bytes) -> None:
+        try:
+            await self._call_storage(node, RepairExtent(ext["egroup"], ext["offset"], stored))
+            self.stats.repairs += 1
+        except (PeerUnreachable, FabricError) as exc:
+            log.warning("could not repair %s on %s: %s", ext["egroup"], node, exc)
+
+
+def _classify(planned: list[Planned], policy: ContainerPolicy) -> None:
+    """Holes, dedup ids, and compression of new extents (runs off the event loop)."""
+    for pl in planned:
+        if codec.is_zero(pl.raw):
+            pl.extent_id = ""
+        elif policy.dedup:
+            pl.extent_id = "h" + codec.content_id(pl.raw)
+        else:
+            pl.encoded = codec.encode(pl.raw, policy)
+
+
+async def _drain(tasks: set[asyncio.Task[None]]) -> None:
+    if tasks:
+        done, _ = await asyncio.wait(tasks)
+        tasks.clear()
+        for task in done:
+            task.result()
