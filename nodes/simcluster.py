@@ -56,8 +56,11 @@ class SimCluster:
     def close(self) -> None:
         for node_id in list(self.nodes):
             self.crash(node_id)
-        # Let the cancellations run, then close the loop.
-        self.loop.run_until_complete(asyncio.sleep(0))
+        # Cancel whatever a test left running (client tasks too), let it unwind, close.
+        tasks = asyncio.all_tasks(self.loop)
+        for task in tasks:
+            task.cancel()
+        self.loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
         self.loop.close()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:

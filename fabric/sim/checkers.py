@@ -37,13 +37,14 @@ class RaftChecker:
         self._applied: dict[str, int] = {}
         """node -> the last index it applied (or its snapshot index)."""
         self._digests: dict[int, tuple[str, bytes]] = {}
+        self._max_committed = 0
         self._votes: dict[tuple[str, int], str] = {}
         """(voter, term) -> the candidate it granted its vote to."""
 
     @property
     def committed_index(self) -> int:
         """The highest index that some node applied."""
-        return max(self._committed, default=0)
+        return self._max_committed
 
     def committed_entry(self, index: int) -> Entry | None:
         """The entry some node applied at ``index``, if any did."""
@@ -78,6 +79,7 @@ class RaftChecker:
                 f"{node} applied index {entry.index} (term {entry.term}), expected {expected}"
             )
         self._applied[node] = entry.index
+        self._max_committed = max(self._max_committed, entry.index)
         first, known = self._committed.setdefault(entry.index, (node, entry))
         if known != entry:
             raise SafetyViolation(

@@ -79,7 +79,9 @@ READ_AHEAD_EXTENTS = 4
 EGROUP_MAX_BYTES = 64 * limits.MiB
 """An extent group is sealed once this full: the unit of EC and of compaction."""
 MAX_VDISK_BYTES = 64 * limits.GiB * 1024
-WRITE_RETRIES = 8
+WRITE_RETRIES = 40
+RETRY_BACKOFF_S = 0.002
+"""First retry waits up to this long; each further one up to twice as long (capped)."""
 REPLICA_TIMEOUT_S = 30.0
 READ_TIMEOUT_S = 5.0
 """A replica that does not answer a read this fast is skipped for the next one."""
@@ -304,6 +306,9 @@ class Gateway:
             for attempt in range(WRITE_RETRIES):
                 if attempt:
                     self.stats.retries += 1
+                    # Random backoff: writers colliding on one extent spread out.
+                    await self.clock.sleep(
+                        self.rng.uniform(0, RETRY_BACKOFF_S * 2 ** min(attempt, 6)))
                     await self.metadata.read_index()
                 planned = await self._plan(vd, policy, batch)
                 result = await self._store_and_commit(vd, policy, planned)

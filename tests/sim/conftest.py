@@ -1,0 +1,35 @@
+"""Helpers for simulated clusters that store data."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from fabric.config import ClusterConfig, default_config_text, parse_config, sized_config
+from nodes.simcluster import SimCluster
+
+
+def config(nodes: int = 5) -> ClusterConfig:
+    return sized_config(parse_config(default_config_text()), nodes)
+
+
+async def chunks(data: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), size):
+        yield data[i : i + size]
+
+
+def started(nodes: int = 5, seed: int = 1) -> SimCluster:
+    sim = SimCluster(config(nodes), seed)
+    sim.run(sim.start_all())
+    sim.run(sim.wait_for(
+        lambda: sim.leader() is not None and all(n.registered for n in sim.nodes.values()),
+        20, "a leader and every node registered"))
+    return sim
+
+
+@pytest.fixture
+def sim() -> Iterator[SimCluster]:
+    cluster = started()
+    yield cluster
+    cluster.close()

@@ -1,0 +1,231 @@
+"""The data path on a simulated 5-node cluster: real node code, virtual time and disks."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from fabric.errors import BadRequest, Conflict, NotFound, Unavailable
+from fabric.extents.policy import ContainerPolicy
+from nodes.simcluster import SimCluster
+from tests.sim.conftest import chunks, started
+
+MiB = 1 << 20
+
+
+async def read_all(sim: SimCluster, via: str, name: str, offset: int = 0,
+                   length: int | None = None) -> bytes:
+    _, _, stream = await sim.nodes[via].gateway.read(name, offset, length)
+    return b"".join([c async for c in stream])
+
+
+async def container_view(sim: SimCluster, name: str) -> dict[str, Any]:
+    view = await sim.nodes["n1"].cluster_view()
+    return next(c for c in view["containers"] if c["name"] == name)
+
+
+def test_same_64mib_twice_with_dedup_costs_one_copy_times_rf(sim: SimCluster) -> None:
+    data = random.Random(1).randbytes(64 * MiB)
+
+    async def go() -> dict[str, Any]:
+        g = sim.nodes["n2"].gateway
+        await g.create_container("gold", ContainerPolicy(rf=2, dedup=True))
+        for name in ("a", "b"):
+            await g.create_vdisk(name, "gold", 64 * MiB)
+            await g.write(name, 0, len(data), chunks(data))
+        assert await read_all(sim, "n3", "b") == data
+        return await container_view(sim, "gold")
+
+    c = sim.run(go())
+    assert c["logical_bytes"] == 128 * MiB
+    assert c["unique_bytes"] == 64 * MiB
+    # One copy per replica, plus at most 1% (nothing but the extents is stored).
+    assert 128 * MiB <= c["physical_bytes"] <= 128 * MiB * 1.01
+    assert c["dedup_ratio"] == 2.0
+
+
+def test_compressible_data_shows_its_zstd_ratio_and_zeros_cost_nothing(sim: SimCluster) -> None:
+    text = b"".join(b"line %08d of a very repetitive log file\n" % i for i in range(400_000))
+    text = text[: 16 * MiB]
+
+    async def go() -> tuple[dict[str, Any], dict[str, Any]]:
+        g = sim.nodes["n1"].gateway
+        await g.create_container("logs", ContainerPolicy(rf=2, compression="zstd"))
+        await g.create_vdisk("l", "logs", 64 * MiB)
+        await g.write("l", 0, len(text), chunks(text))
+        await g.create_container("thin", ContainerPolicy(rf=3))
+        await g.create_vdisk("z", "thin", 64 * MiB)
+        await g.write("z", 0, 32 * MiB, chunks(bytes(32 * MiB)))
+        assert await read_all(sim, "n4", "l", 0, len(text)) == text
+        assert await read_all(sim, "n4", "z") == bytes(64 * MiB)
+        return await container_view(sim, "logs"), await container_view(sim, "thin")
+
+    logs, thin = sim.run(go())
+    assert logs["compression_ratio"] > 4
+    assert logs["physical_bytes"] == logs["stored_bytes"] * 2
+    assert thin["logical_bytes"] == 0 and thin["physical_bytes"] == 0
+
+
+def test_corrupt_replica_is_read_around_and_rewritten(sim: SimCluster) -> None:
+    data = random.Random(2).randbytes(3 * MiB)
+
+    async def go() -> None:
+        g = sim.nodes["n1"].gateway
+        await g.create_container("c", ContainerPolicy(rf=2))
+        await g.create_vdisk("v", "c", 3 * MiB)
+        await g.write("v", 0, len(data), chunks(data))
+
+    sim.run(go())
+    # Flip a byte of the writer's own (local, read-first) replica on its disk.
+    disk, path = next((d, p) for d in sim.disks["n1"] for p in d._files if p.endswith(".eg"))
+    good = bytes(disk._files[path])
+    disk.corrupt(path, 1000)
+    assert sim.run(read_all(sim, "n1", "v")) == data
+    sim.run(sim.sleep(1.0))  # the repair runs in the background
+    assert bytes(disk._files[path]) == good
+    assert sim.nodes["n1"].gateway.stats.repairs >= 1
+
+
+def test_rf2_survives_a_crashed_node_for_reads_and_new_writes() -> None:
+    sim = started(nodes=3, seed=4)
+    data = random.Random(3).randbytes(10 * MiB + 123)
+    try:
+        async def write() -> None:
+            g = sim.nodes["n2"].gateway
+            await g.create_container("c", ContainerPolicy(rf=2, dedup=True, compression="zstd"))
+            await g.create_vdisk("v", "c", 20 * MiB)
+            await g.write("v", 0, len(data), chunks(data))
+
+        sim.run(write())
+        sim.crash("n2")
+
+        async def after() -> None:
+            assert await read_all(sim, "n3", "v", 0, len(data)) == data
+            # Once n2 is DOWN, new writes place their two replicas on n1 and n3.
+            await sim.wait_for(lambda: sim.nodes["n1"].metadata.state.nodes()["n2"]["state"]
+                               == "DOWN", 20, "n2 marked DOWN")
+            await sim.nodes["n1"].gateway.write("v", 11 * MiB, 5, chunks(b"after"))
+            assert await read_all(sim, "n3", "v", 11 * MiB, 5) == b"after"
+            c = await container_view(sim, "c")
+            assert c["resiliency"] == 0  # the first extents have one live copy left
+
+        sim.run(after())
+    finally:
+        sim.close()
+
+
+def test_write_fails_clearly_when_rf_domains_are_not_healthy() -> None:
+    sim = started(nodes=3, seed=5)
+    try:
+        async def go() -> None:
+            g = sim.nodes["n1"].gateway
+            await g.create_container("c", ContainerPolicy(rf=3))
+            await g.create_vdisk("v", "c", MiB)
+            sim.crash("n3")
+            await sim.wait_for(lambda: sim.nodes["n1"].metadata.state.nodes()["n3"]["state"]
+                               == "DOWN", 20, "n3 marked DOWN")
+            with pytest.raises(Unavailable, match="needs 3 fault domains, only 2 healthy"):
+                await g.write("v", 0, 4096, chunks(b"x" * 4096))
+            assert (await container_view(sim, "c"))["physical_bytes"] == 0
+
+        sim.run(go())
+    finally:
+        sim.close()
+
+
+def test_partial_and_concurrent_writes_to_one_extent_are_all_kept(sim: SimCluster) -> None:
+    async def go() -> bytes:
+        await sim.nodes["n1"].gateway.create_container("c", ContainerPolicy(rf=2))
+        await sim.nodes["n1"].gateway.create_vdisk("v", "c", 2 * MiB)
+        import asyncio
+
+        writes = [
+            sim.nodes[f"n{1 + i % 5}"].gateway.write("v", 1000 + i * 10, 10,
+                                                      chunks(bytes([65 + i]) * 10))
+            for i in range(20)
+        ]
+        await asyncio.gather(*writes)
+        return await read_all(sim, "n2", "v", 1000, 200)
+
+    got = sim.run(go())
+    assert got == b"".join(bytes([65 + i]) * 10 for i in range(20))
+
+
+def test_overwrite_and_delete_release_every_reference(sim: SimCluster) -> None:
+    rng = random.Random(6)
+    a, b = rng.randbytes(4 * MiB), rng.randbytes(4 * MiB)
+
+    async def go() -> tuple[dict[str, Any], dict[str, Any]]:
+        g = sim.nodes["n3"].gateway
+        await g.create_container("c", ContainerPolicy(rf=2, dedup=True))
+        await g.create_vdisk("v", "c", 4 * MiB)
+        await g.create_vdisk("w", "c", 4 * MiB)
+        await g.write("v", 0, len(a), chunks(a))
+        await g.write("w", 0, len(a), chunks(a))  # shares every extent with v
+        await g.write("v", 0, len(b), chunks(b))  # v moves on; w still holds a
+        mid = await container_view(sim, "c")
+        assert await read_all(sim, "n1", "w") == a
+        await g.delete_vdisk("v")
+        await g.delete_vdisk("w")
+        return mid, await container_view(sim, "c")
+
+    mid, end = sim.run(go())
+    assert mid["unique_bytes"] == 8 * MiB and mid["logical_bytes"] == 8 * MiB
+    assert end["unique_bytes"] == 0 and end["logical_bytes"] == 0 and end["vdisks"] == 0
+
+
+def test_bad_requests_are_refused_and_change_nothing(sim: SimCluster) -> None:
+    async def go() -> None:
+        g = sim.nodes["n1"].gateway
+        await g.create_container("c", ContainerPolicy(rf=2))
+        await g.create_vdisk("v", "c", MiB)
+        await g.write("v", 0, 4, chunks(b"keep"))
+        before = await container_view(sim, "c")
+        with pytest.raises(BadRequest, match="past the end"):
+            await g.write("v", MiB - 2, 4, chunks(b"oops"))
+        with pytest.raises(BadRequest, match="must not be negative"):
+            await g.write("v", -1, 4, chunks(b"oops"))
+        with pytest.raises(NotFound, match="no vdisk 'nope'"):
+            await g.write("nope", 0, 4, chunks(b"oops"))
+        with pytest.raises(NotFound, match="no container 'nope'"):
+            await g.create_vdisk("x", "nope", MiB)
+        with pytest.raises(Conflict, match="already exists"):
+            await g.create_vdisk("v", "c", MiB)
+        with pytest.raises(BadRequest, match="rf 3 needs 3 fault domains"):
+            await _rf_too_wide(sim)
+        assert await container_view(sim, "c") == before
+        assert await read_all(sim, "n2", "v", 0, 4) == b"keep"
+
+    sim.run(go())
+
+
+async def _rf_too_wide(sim: SimCluster) -> None:
+    """A two-rack config cannot hold three rack-disjoint replicas."""
+    from dataclasses import replace
+
+    g = sim.nodes["n1"].gateway
+    nodes = tuple(replace(n, labels={"rack": "r1" if i < 3 else "r2"})
+                  for i, n in enumerate(g.config.nodes))
+    g.config = replace(g.config, nodes=nodes, fault_domain="rack")
+    await g.create_container("wide", ContainerPolicy(rf=3))
+
+
+def test_restarted_cluster_serves_its_containers_at_once() -> None:
+    sim = started(nodes=3, seed=8)
+    try:
+        sim.run(sim.nodes["n1"].gateway.create_container("c", ContainerPolicy(rf=2)))
+        for node_id in ("n1", "n2", "n3"):
+            sim.crash(node_id)
+        for node_id in ("n1", "n2", "n3"):
+            sim.run(sim.restart(node_id))
+        sim.run(sim.wait_for(lambda: sim.leader() is not None, 20, "a leader"))
+
+        async def view() -> list[str]:
+            v = await sim.nodes["n2"].cluster_view()
+            return [c["name"] for c in v["containers"]]
+
+        assert sim.run(view()) == ["c"]
+    finally:
+        sim.close()
