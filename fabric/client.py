@@ -136,11 +136,24 @@ class FabricClient:
         await self.request("DELETE", f"/api/v1/vdisks/{ref}")
 
     async def write_vdisk(self, ref: str, path: str, offset: int = 0) -> int:
-        """Stream a local file into the vdisk at ``offset``."""
-        with open(path, "rb") as f:
-            answer = await self.request(
-                "PUT", f"/api/v1/vdisks/{ref}/data", params={"offset": str(offset)}, data=f)
-        return int(answer["written"])
+        """Stream a local file into the vdisk at ``offset``.
+
+        Fails over to the next node only if a node cannot be reached at all; the file
+        is opened afresh for each attempt (a stream cannot be replayed).
+        """
+        errors = []
+        for url in self.urls:
+            try:
+                with open(path, "rb") as f:
+                    async with self.session.put(
+                        f"{url}/api/v1/vdisks/{ref}/data", params={"offset": str(offset)},
+                        data=f,
+                    ) as resp:
+                        answer = await self._answer(resp)
+                return int(answer["written"])
+            except aiohttp.ClientConnectorError as exc:
+                errors.append(f"{url}: {exc}")
+        raise Unreachable("no node answered: " + "; ".join(errors))
 
     async def write_vdisk_bytes(self, ref: str, data: bytes, offset: int = 0) -> int:
         answer = await self.request(
@@ -156,18 +169,18 @@ class FabricClient:
             headers["Range"] = f"bytes={offset}-{end}"
         last: Exception | None = None
         for url in self.urls:
+            n = 0
             try:
                 async with self.session.get(f"{url}/api/v1/vdisks/{ref}/data",
                                             headers=headers) as resp:
                     if resp.status >= 400:
                         await self._answer(resp)
-                    n = 0
                     async for chunk in resp.content.iter_chunked(1 << 20):
                         out.write(chunk)
                         n += len(chunk)
                     return n
             except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-                if out.tell() if out.seekable() else True:
+                if n:
                     raise  # part of the data is out already: another node cannot resume it
                 last = exc
         raise Unreachable(f"no node answered: {last}")

@@ -44,6 +44,7 @@ class RaftLog:
         self.offset_term = snap.term if snap else 0
         self._entries: list[Entry] = [e for e in restored.entries if e.index > self.offset]
         self._check_contiguous(self._entries, self.offset)
+        self._drop_stale_suffix()
         self.commit = max(restored.hard_state.commit, self.offset)
         if self.commit > self.last_index:
             raise ValueError(f"restored commit {self.commit} beyond last index {self.last_index}")
@@ -57,6 +58,17 @@ class RaftLog:
         for k, e in enumerate(entries):
             if e.index != offset + 1 + k:
                 raise ValueError(f"restored entries not contiguous at index {e.index}")
+
+    def _drop_stale_suffix(self) -> None:
+        """A driver that installed a leader's snapshot may still hold the entries after
+        its index that our old, divergent log had (``Ready`` only replaces the log up to
+        the snapshot). Where terms go backwards such entries begin; none is committed."""
+        term = self.offset_term
+        for k, e in enumerate(self._entries):
+            if e.term < term:
+                del self._entries[k:]
+                return
+            term = e.term
 
     # -- reading ---------------------------------------------------------------------
 
