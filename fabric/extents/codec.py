@@ -47,12 +47,10 @@ def checksum(stored: bytes) -> int:
     return xxhash.xxh3_64_intdigest(stored)
 
 
-@lru_cache(maxsize=32)
+# zstd contexts are not thread-safe and the real runtime encodes in worker threads: each
+# call makes its own (microseconds, next to compressing a whole extent).
 def _compressor(level: int) -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(level=level)
-
-
-_decompressor = zstandard.ZstdDecompressor()
 
 
 def encode(raw: bytes, policy: ContainerPolicy) -> Encoded:
@@ -71,7 +69,7 @@ def decode(stored: bytes, compressed: bool, raw_len: int, expect_checksum: int) 
             raise CorruptExtent(f"extent is {len(stored)} bytes, expected {raw_len}")
         return stored
     try:
-        raw = _decompressor.decompress(stored, max_output_size=raw_len)
+        raw = zstandard.ZstdDecompressor().decompress(stored, max_output_size=raw_len)
     except zstandard.ZstdError as exc:
         raise CorruptExtent(f"extent does not decompress: {exc}") from exc
     if len(raw) != raw_len:

@@ -161,11 +161,11 @@ class MetadataService:
 
     @property
     def leader(self) -> str | None:
-        return self._raft().leader
+        return self.raft.leader if self.raft else None
 
     @property
     def is_leader(self) -> bool:
-        return self._raft().role == Role.LEADER
+        return self.raft is not None and self.raft.role == Role.LEADER
 
     def on_apply(self, hook: Callable[[int, Command, Result], None]) -> None:
         """Call ``hook(index, command, result)`` after each command is applied."""
