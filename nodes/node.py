@@ -40,6 +40,7 @@ from nodes.services.accounting import container_views
 from nodes.services.gateway import Gateway, Offload
 from nodes.services.health import HealthService
 from nodes.services.metadata import MetadataService, RaftObserver
+from nodes.services.scanner import Scanner, sweep_orphans
 from nodes.services.storage import StorageService
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class Node:
         self.storage = StorageService(node_id, disks)
         self.gateway = Gateway(node_id, config, clock, rng, transport, self.metadata,
                                self.storage, offload or _inline)
+        self.scanner = Scanner(node_id, clock, self.metadata, self.gateway)
         self.registered = False
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -110,6 +112,7 @@ class Node:
         self.spawn(self.health.report_forever(), "health-report")
         self.spawn(self.health.monitor_forever(), "health-monitor")
         self.spawn(self._register(), "register")
+        self.spawn(self.scanner.run_forever(), "scanner")
 
     async def stop(self) -> None:
         tasks = list(self._tasks)
@@ -138,6 +141,9 @@ class Node:
             if result.ok:
                 self.registered = True
                 log.info("registered in the cluster metadata at index %s", result.value)
+                swept = await sweep_orphans(self.metadata, self.storage)
+                if swept:
+                    log.info("deleted %d extent group replicas dropped while away", swept)
                 return
 
     async def _local_report(self) -> tuple[str, dict[str, Any]]:
@@ -182,10 +188,8 @@ class Node:
                 return self.health.receive(message)
             case ClusterViewRequest():
                 return ClusterViewReply(await self._leader_view())
-            case AppendExtents() | ReadExtent() | RepairExtent():
+            case AppendExtents() | ReadExtent() | RepairExtent() | DeleteEgroupFiles():
                 return await self.gateway.dispatch_storage(message)
-            case DeleteEgroupFiles():
-                return await self.storage.delete(message)
         raise BadRequest(f"unexpected call {type(message).__name__} from {frm}")
 
     # --- the cluster as users see it --------------------------------------------------------

@@ -119,9 +119,33 @@ class DropEgroup:
     egid: str
 
 
+@register(60)
+@dataclass(frozen=True, slots=True)
+class Move:
+    container: str
+    extent_id: str
+    from_egid: str
+    offset: int
+    """Where the extent now lies in the new group."""
+    length: int
+
+
+@register(61)
+@dataclass(frozen=True, slots=True)
+class RelocateExtents:
+    """Compaction: live extents copied out of a mostly-dead group into ``egroup``.
+
+    A move applies only if the extent still lives in ``from_egid`` (it may have died or
+    moved meanwhile); the copy is then dead space in the new group.
+    """
+
+    egroup: NewEgroup
+    moves: tuple[Move, ...]
+
+
 DataCommand = (
     CreateContainer | DeleteContainer | CreateVdisk | DeleteVdisk | WriteExtents
-    | SealEgroups | DropEgroup
+    | SealEgroups | DropEgroup | RelocateExtents
 )
 
 _STATS = ("logical_bytes", "unique_bytes", "stored_bytes", "physical_bytes", "extents",
@@ -204,6 +228,8 @@ class DataPath:
                     value = self._seal(index, cmd.egids)
                 case DropEgroup():
                     value = self._drop(index, cmd)
+                case RelocateExtents():
+                    value = self._relocate(index, cmd)
         except Refused as r:
             return Result.refuse(r.code, r.message)
         return Result(ok=True, value=value)
@@ -389,3 +415,34 @@ class DataPath:
         self.s.delete(egroup_key(cmd.egid))
         self._put(index, f"egroup-dropped/{cmd.egid}", True)
         return cmd.egid
+
+    def _relocate(self, index: int, cmd: RelocateExtents) -> Any:
+        eg = cmd.egroup
+        if self.s.get(egroup_key(eg.egid)) is not None:
+            raise Refused("conflict", f"extent group {eg.egid} already exists")
+        new = {"egid": eg.egid, "container": eg.container, "replicas": list(eg.replicas),
+               "owner": eg.owner, "live_bytes": 0, "dead_bytes": 0, "extents": 0,
+               "sealed": True}
+        moved = 0
+        for m in cmd.moves:
+            key = extent_key(m.container, m.extent_id)
+            ext = self._value(key)
+            length = m.length
+            if ext is None or ext["egroup"] != m.from_egid:
+                # Died or moved meanwhile: the copy we made is dead space.
+                new["dead_bytes"] += length
+                continue
+            old = dict(self._value(egroup_key(m.from_egid)))
+            old["live_bytes"] -= length
+            old["dead_bytes"] += length
+            old["extents"] -= 1
+            self._put(index, egroup_key(m.from_egid), old)
+            self._put(index, key, {**ext, "egroup": eg.egid, "offset": m.offset})
+            new["live_bytes"] += length
+            new["extents"] += 1
+            moved += 1
+        self._put(index, egroup_key(eg.egid), new)
+        copies = len(eg.replicas)
+        self._stats_add(index, eg.container,
+                        physical_bytes=(new["live_bytes"] + new["dead_bytes"]) * copies)
+        return moved

@@ -30,6 +30,7 @@ from fabric.metadata.datapath import (
     DeleteContainer,
     DeleteVdisk,
     DropEgroup,
+    RelocateExtents,
     SealEgroups,
     WriteExtents,
 )
@@ -90,7 +91,7 @@ class MetadataState:
                 return self._set_node_state(index, command)
             case (
                 CreateContainer() | DeleteContainer() | CreateVdisk() | DeleteVdisk()
-                | WriteExtents() | SealEgroups() | DropEgroup()
+                | WriteExtents() | SealEgroups() | DropEgroup() | RelocateExtents()
             ):
                 return DataPath(self).apply(index, command)
         raise AssertionError(f"unknown command {command!r}")

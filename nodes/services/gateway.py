@@ -61,6 +61,7 @@ from fabric.ports import Clock, PeerUnreachable, Transport
 from fabric.wire.messages import (
     AppendExtents,
     AppendReply,
+    DeleteEgroupFiles,
     ExtentData,
     ReadExtent,
     RepairExtent,
@@ -395,7 +396,7 @@ class Gateway:
                 if eg is None or set(eg.record.replicas) & excluded:
                     eg = self._new_egroup(container, rf, excluded)
                 try:
-                    offsets = await self._append_replicas(eg.record, payloads)
+                    offsets = await self.append_replicas(eg.record, payloads)
                 except (PeerUnreachable, FabricError) as exc:
                     log.warning("append to extent group %s failed: %s", eg.record.egid, exc)
                     excluded.add(getattr(exc, "peer", "") or "")
@@ -415,6 +416,12 @@ class Gateway:
         self._to_seal.setdefault(container, set()).add(eg.record.egid)
 
     def _new_egroup(self, container: str, rf: int, excluded: set[str]) -> OpenEgroup:
+        eg = OpenEgroup(self.place_egroup(container, rf, excluded))
+        self._open[container] = eg
+        return eg
+
+    def place_egroup(self, container: str, rf: int, excluded: set[str]) -> NewEgroup:
+        """A new extent group on ``rf`` healthy fault domains, this node first if it can."""
         domains = self.fault_domains()
         nodes = self.metadata.state.nodes()
         candidates = [
@@ -426,14 +433,12 @@ class Gateway:
         egid = f"eg-{self.node_id}-{self.rng.getrandbits(48):012x}"
         prefer = self.node_id if any(c.node == self.node_id for c in candidates) else None
         replicas = place(egid, candidates, rf, prefer=prefer)
-        eg = OpenEgroup(NewEgroup(egid, container, tuple(replicas), self.node_id))
-        self._open[container] = eg
-        return eg
+        return NewEgroup(egid, container, tuple(replicas), self.node_id)
 
-    async def _append_replicas(self, eg: NewEgroup, payloads: list[bytes]) -> list[int]:
+    async def append_replicas(self, eg: NewEgroup, payloads: list[bytes]) -> list[int]:
         msg = AppendExtents(eg.egid, tuple(payloads))
         replies = await asyncio.gather(
-            *(self._call_storage(node, msg) for node in eg.replicas), return_exceptions=True
+            *(self.call_storage(node, msg) for node in eg.replicas), return_exceptions=True
         )
         offsets: list[tuple[int, ...]] = []
         for node, reply in zip(eg.replicas, replies, strict=True):
@@ -447,7 +452,7 @@ class Gateway:
             raise Unavailable(f"replicas of {eg.egid} disagree on offsets")
         return list(offsets[0])
 
-    async def _call_storage(self, node: str, msg: Any) -> Any:
+    async def call_storage(self, node: str, msg: Any) -> Any:
         if node == self.node_id:
             return await self.dispatch_storage(msg)
         timeout = READ_TIMEOUT_S if isinstance(msg, ReadExtent) else REPLICA_TIMEOUT_S
@@ -461,6 +466,8 @@ class Gateway:
                 return await self.storage.read(msg)
             case RepairExtent():
                 return await self.storage.repair(msg)
+            case DeleteEgroupFiles():
+                return await self.storage.delete(msg)
         raise BadRequest(f"not a storage message: {type(msg).__name__}")
 
     # --- read -------------------------------------------------------------------------------
@@ -502,7 +509,7 @@ class Gateway:
         ext = self._value(extent_key(vd["container"], extent_id))
         if ext is None:
             raise Unavailable(f"extent {extent_id} of {vd['name']} vanished; retry the read")
-        stored = await self._read_stored(ext)
+        stored = await self.read_stored(ext)
         raw: bytes = await self.offload(
             codec.decode, stored, ext["compressed"], ext["raw_len"], ext["checksum"])
         return raw
@@ -514,7 +521,7 @@ class Gateway:
         ordered = sorted(up, key=lambda n: n != self.node_id) + rest
         return ordered
 
-    async def _read_stored(self, ext: dict[str, Any]) -> bytes:
+    async def read_stored(self, ext: dict[str, Any]) -> bytes:
         eg = self._value(egroup_key(ext["egroup"]))
         if eg is None:
             raise Unavailable(f"extent group {ext['egroup']} is gone; retry the read")
@@ -523,7 +530,7 @@ class Gateway:
         errors: list[str] = []
         for node in self._replica_order(eg["replicas"]):
             try:
-                reply = await self._call_storage(node, msg)
+                reply = await self.call_storage(node, msg)
             except (PeerUnreachable, FabricError) as exc:
                 errors.append(f"{node}: {exc}")
                 self.stats.degraded_reads += 1
@@ -543,7 +550,7 @@ class Gateway:
 
     async def _repair(self, node: str, ext: dict[str, Any], stored: bytes) -> None:
         try:
-            await self._call_storage(node, RepairExtent(ext["egroup"], ext["offset"], stored))
+            await self.call_storage(node, RepairExtent(ext["egroup"], ext["offset"], stored))
             self.stats.repairs += 1
         except (PeerUnreachable, FabricError) as exc:
             log.warning("could not repair %s on %s: %s", ext["egroup"], node, exc)

@@ -229,3 +229,35 @@ def test_restarted_cluster_serves_its_containers_at_once() -> None:
         assert sim.run(view()) == ["c"]
     finally:
         sim.close()
+
+
+def _disk_bytes(sim: SimCluster) -> int:
+    return sum(len(f) for disks in sim.disks.values() for d in disks
+               for p, f in d._files.items() if p.endswith(".eg"))
+
+
+def test_dead_space_is_compacted_and_deleted_data_is_collected(sim: SimCluster) -> None:
+    rng = random.Random(10)
+    first, second = rng.randbytes(8 * MiB), rng.randbytes(6 * MiB)
+
+    async def go() -> tuple[dict[str, Any], dict[str, Any], int, int]:
+        g = sim.nodes["n1"].gateway
+        await g.create_container("c", ContainerPolicy(rf=2))
+        await g.create_vdisk("v", "c", 8 * MiB)
+        await g.write("v", 0, len(first), chunks(first))
+        await sim.sleep(10)  # the writer goes quiet: its group is sealed
+        await g.write("v", 0, len(second), chunks(second))  # 6 of 8 extents now dead
+        await sim.sleep(15)  # seal, compact, collect
+        compacted = await container_view(sim, "c")
+        on_disk = _disk_bytes(sim)
+        assert await read_all(sim, "n4", "v") == second + first[6 * MiB :]
+        await g.delete_vdisk("v")
+        await sim.sleep(15)
+        return compacted, await container_view(sim, "c"), on_disk, _disk_bytes(sim)
+
+    compacted, deleted, on_disk, after = sim.run(go())
+    assert compacted["physical_bytes"] == compacted["stored_bytes"] * 2 == 16 * MiB
+    assert on_disk == 16 * MiB
+    assert deleted["physical_bytes"] == 0 and after == 0
+    scanners = [n.scanner.stats for n in sim.nodes.values()]
+    assert sum(s.compacted for s in scanners) >= 1 and sum(s.dropped for s in scanners) >= 2
