@@ -12,7 +12,7 @@ import asyncio
 import json
 import re
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from fabric.client import ApiError, FabricClient, Unreachable
@@ -163,9 +163,14 @@ def cmd_container(args: argparse.Namespace) -> int:
             match args.container_cmd:
                 case "create":
                     return await client.create_container(
-                        args.name, rf=args.rf, dedup=args.dedup, compression=args.compression,
-                        compression_level=args.compression_level, ec=args.ec,
-                        ec_delay_s=args.ec_delay)
+                        args.name,
+                        rf=args.rf,
+                        dedup=args.dedup,
+                        compression=args.compression,
+                        compression_level=args.compression_level,
+                        ec=args.ec,
+                        ec_delay_s=args.ec_delay,
+                    )
                 case "list":
                     return await client.containers()
                 case "show":
@@ -184,17 +189,39 @@ def cmd_container(args: argparse.Namespace) -> int:
 
 
 def _print_containers(views: list[dict[str, Any]]) -> None:
-    rows = [("CONTAINER", "RF", "EC", "DEDUP", "COMPRESS", "LOGICAL", "PHYSICAL", "DEDUP×",
-             "COMPRESS×", "RESILIENCY")]
+    rows = [
+        (
+            "CONTAINER",
+            "RF",
+            "EC",
+            "DEDUP",
+            "COMPRESS",
+            "LOGICAL",
+            "PHYSICAL",
+            "DEDUP-RATIO",
+            "ZSTD-RATIO",
+            "RESILIENCY",
+        )
+    ]
     for c in views:
-        rows.append((c["name"], str(c["rf"]), c["ec"] or "-", "on" if c["dedup"] else "off",
-                     c["compression"], _human(c["logical_bytes"]), _human(c["physical_bytes"]),
-                     f"{c['dedup_ratio']:.2f}", f"{c['compression_ratio']:.2f}",
-                     str(c["resiliency"])))
+        rows.append(
+            (
+                c["name"],
+                str(c["rf"]),
+                c["ec"] or "-",
+                "on" if c["dedup"] else "off",
+                c["compression"],
+                _human(c["logical_bytes"]),
+                _human(c["physical_bytes"]),
+                f"{c['dedup_ratio']:.2f}",
+                f"{c['compression_ratio']:.2f}",
+                str(c["resiliency"]),
+            )
+        )
     _table(rows)
 
 
-def _table(rows: list[tuple[str, ...]]) -> None:
+def _table(rows: Sequence[Sequence[str]]) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -227,8 +254,16 @@ def cmd_vdisk(args: argparse.Namespace) -> int:
         _print_json(result)
     else:
         rows = [("VDISK", "ID", "CONTAINER", "SIZE", "WRITTEN")]
-        rows += [(v["name"], v["id"], v["container"], _human(v["size"]),
-                  _human(v.get("logical_bytes", 0))) for v in result]
+        rows += [
+            (
+                v["name"],
+                v["id"],
+                v["container"],
+                _human(v["size"]),
+                _human(v.get("logical_bytes", 0)),
+            )
+            for v in result
+        ]
         _table(rows)
     return 0
 
@@ -283,7 +318,8 @@ def build_parser() -> argparse.ArgumentParser:
         kv.choices[name].set_defaults(fn=cmd_kv)
 
     ct = sub.add_parser("container", help="containers and their policies").add_subparsers(
-        dest="container_cmd", required=True)
+        dest="container_cmd", required=True
+    )
     c = ct.add_parser("create", parents=[common], help="create a container")
     c.add_argument("name")
     c.add_argument("--rf", type=int, default=2, help="replication factor 1..3 (default 2)")
@@ -291,8 +327,12 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--compression", choices=("none", "zstd"), default="none")
     c.add_argument("--compression-level", type=int, default=None)
     c.add_argument("--ec", help="erasure coding k+m of cold extent groups, e.g. 4+2")
-    c.add_argument("--ec-delay", type=parse_seconds, default=None,
-                   help="how long data stays cold before EC (e.g. 0s, 1h)")
+    c.add_argument(
+        "--ec-delay",
+        type=parse_seconds,
+        default=None,
+        help="how long data stays cold before EC (e.g. 0s, 1h)",
+    )
     ct.add_parser("list", parents=[common])
     ct.add_parser("show", parents=[common]).add_argument("name")
     ct.add_parser("delete", parents=[common]).add_argument("name")
@@ -300,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
         parser.set_defaults(fn=cmd_container)
 
     vd = sub.add_parser("vdisk", help="virtual disks").add_subparsers(
-        dest="vdisk_cmd", required=True)
+        dest="vdisk_cmd", required=True
+    )
     v = vd.add_parser("create", parents=[common])
     v.add_argument("name")
     v.add_argument("--container", required=True)

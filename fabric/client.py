@@ -121,7 +121,8 @@ class FabricClient:
     # --- vdisks -----------------------------------------------------------------------------
     async def create_vdisk(self, name: str, container: str, size: int) -> dict[str, Any]:
         vd: dict[str, Any] = await self.request(
-            "POST", "/api/v1/vdisks", json={"name": name, "container": container, "size": size})
+            "POST", "/api/v1/vdisks", json={"name": name, "container": container, "size": size}
+        )
         return vd
 
     async def vdisks(self) -> list[dict[str, Any]]:
@@ -146,7 +147,8 @@ class FabricClient:
             try:
                 with open(path, "rb") as f:
                     async with self.session.put(
-                        f"{url}/api/v1/vdisks/{ref}/data", params={"offset": str(offset)},
+                        f"{url}/api/v1/vdisks/{ref}/data",
+                        params={"offset": str(offset)},
                         data=f,
                     ) as resp:
                         answer = await self._answer(resp)
@@ -157,11 +159,13 @@ class FabricClient:
 
     async def write_vdisk_bytes(self, ref: str, data: bytes, offset: int = 0) -> int:
         answer = await self.request(
-            "PUT", f"/api/v1/vdisks/{ref}/data", params={"offset": str(offset)}, data=data)
+            "PUT", f"/api/v1/vdisks/{ref}/data", params={"offset": str(offset)}, data=data
+        )
         return int(answer["written"])
 
-    async def read_vdisk(self, ref: str, out: BinaryIO, offset: int = 0,
-                         length: int | None = None) -> int:
+    async def read_vdisk(
+        self, ref: str, out: BinaryIO, offset: int = 0, length: int | None = None
+    ) -> int:
         """Stream ``length`` bytes (default: to the end) from ``offset`` into ``out``."""
         headers = {}
         if offset or length is not None:
@@ -171,8 +175,9 @@ class FabricClient:
         for url in self.urls:
             n = 0
             try:
-                async with self.session.get(f"{url}/api/v1/vdisks/{ref}/data",
-                                            headers=headers) as resp:
+                async with self.session.get(
+                    f"{url}/api/v1/vdisks/{ref}/data", headers=headers
+                ) as resp:
                     if resp.status >= 400:
                         await self._answer(resp)
                     async for chunk in resp.content.iter_chunked(1 << 20):
@@ -185,8 +190,7 @@ class FabricClient:
                 last = exc
         raise Unreachable(f"no node answered: {last}")
 
-    async def read_vdisk_bytes(self, ref: str, offset: int = 0,
-                               length: int | None = None) -> bytes:
+    async def read_vdisk_bytes(self, ref: str, offset: int = 0, length: int | None = None) -> bytes:
         buf = io.BytesIO()
         await self.read_vdisk(ref, buf, offset, length)
         return buf.getvalue()

@@ -22,6 +22,7 @@ from fabric import limits
 from fabric.errors import BadRequest, FabricError, NotFound, from_code
 from fabric.metadata.commands import Delete, Put
 from nodes.node import Node
+from nodes.services.accounting import container_views
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,60 @@ class NodeCollector(Collector):
         for peer, record in node.metadata.state.nodes().items():
             states.add_metric([peer], int(record.get("state") == "UP"))
         yield states
+        yield from self._containers()
+        yield from self._io()
+
+    def _containers(self) -> Iterator[GaugeMetricFamily]:
+        views = container_views(self.node.metadata.state, self.node.config)
+        for field, doc in (
+            ("logical_bytes", "Bytes written by users, holes excluded"),
+            ("unique_bytes", "Logical bytes after dedup"),
+            ("stored_bytes", "Unique bytes after compression"),
+            ("physical_bytes", "Bytes on disks, every copy and unreclaimed space counted"),
+            ("resiliency", "Further node failures every extent group survives now"),
+        ):
+            g = GaugeMetricFamily(f"fabric_container_{field}", doc, labels=["container"])
+            for v in views:
+                g.add_metric([v["name"]], v[field])
+            yield g
+
+    def _io(self) -> Iterator[CounterMetricFamily]:
+        node = self.node
+        counters = {
+            "fabric_write_batches": ("Write batches committed", node.gateway.stats.batches),
+            "fabric_write_retries": (
+                "Write batches redone after a conflict",
+                node.gateway.stats.retries,
+            ),
+            "fabric_dedup_hits": (
+                "Extents stored as a reference to existing content",
+                node.gateway.stats.dedup_hits,
+            ),
+            "fabric_degraded_reads": (
+                "Extent reads that skipped an unreachable replica",
+                node.gateway.stats.degraded_reads,
+            ),
+            "fabric_replica_repairs": (
+                "Bad extent copies rewritten from a good one",
+                node.gateway.stats.repairs,
+            ),
+            "fabric_storage_written_bytes": (
+                "Bytes appended to local extent groups",
+                node.storage.bytes_written,
+            ),
+            "fabric_storage_read_bytes": (
+                "Bytes read from local extent groups",
+                node.storage.bytes_read,
+            ),
+            "fabric_scanner_reclaimed_bytes": (
+                "Bytes freed by collecting extent groups",
+                node.scanner.stats.bytes_reclaimed,
+            ),
+        }
+        for name, (doc, value) in counters.items():
+            c = CounterMetricFamily(name, doc, labels=["node"])
+            c.add_metric([node.id], value)
+            yield c
 
 
 async def get_metrics(request: web.Request) -> web.Response:

@@ -59,8 +59,7 @@ async def create_vdisk(request: web.Request) -> web.Response:
             raise BadRequest(f"body needs {field!r}")
     if not isinstance(body["container"], str):
         raise BadRequest("container must be a string")
-    vd = await request.app[NODE].gateway.create_vdisk(body["name"], body["container"],
-                                                      body["size"])
+    vd = await request.app[NODE].gateway.create_vdisk(body["name"], body["container"], body["size"])
     return web.json_response(vd, status=201)
 
 
@@ -97,8 +96,9 @@ async def write_vdisk(request: web.Request) -> web.Response:
         async for chunk in request.content.iter_chunked(STREAM_CHUNK_BYTES):
             yield chunk
 
-    written = await request.app[NODE].gateway.write(request.match_info["id"], offset, length,
-                                                   body())
+    written = await request.app[NODE].gateway.write(
+        request.match_info["id"], offset, length, body()
+    )
     return web.json_response({"written": written, "offset": offset})
 
 
@@ -117,7 +117,8 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
     if start >= size or end < start:
         raise web.HTTPRequestRangeNotSatisfiable(
             text=f"range {header!r} outside {size} bytes",
-            headers={"Content-Range": f"bytes */{size}"})
+            headers={"Content-Range": f"bytes */{size}"},
+        )
     return start, min(end, size - 1) - start + 1
 
 

@@ -48,8 +48,15 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str) -> int:
     nc = config.node(node_id)
     transport = HttpTransport(node_id, config)
     disks = [FileDisk(d, disk_root(node_dir, d)) for d in nc.disks]
-    node = Node(config, node_id, RealClock(), random.Random(), transport, list(disks),
-                offload=thread_offload)
+    node = Node(
+        config,
+        node_id,
+        RealClock(),
+        random.Random(),
+        transport,
+        list(disks),
+        offload=thread_offload,
+    )
     app = build_app(node, [*transport.routes(), *data_routes()])
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

@@ -28,13 +28,13 @@ from fabric.ports import Clock, Disk, DiskFault, PeerUnreachable, Transport
 from fabric.wire.messages import (
     AppendExtents,
     ClusterViewReply,
-    DeleteEgroupFiles,
-    ReadExtent,
-    RepairExtent,
     ClusterViewRequest,
+    DeleteEgroupFiles,
     NodeReport,
     ProposeRequest,
+    ReadExtent,
     ReadIndexRequest,
+    RepairExtent,
 )
 from nodes.services.accounting import container_views
 from nodes.services.gateway import Gateway, Offload
@@ -85,8 +85,9 @@ class Node:
             node_id, config, clock, transport, self.metadata, self._local_report
         )
         self.storage = StorageService(node_id, disks)
-        self.gateway = Gateway(node_id, config, clock, rng, transport, self.metadata,
-                               self.storage, offload or _inline)
+        self.gateway = Gateway(
+            node_id, config, clock, rng, transport, self.metadata, self.storage, offload or _inline
+        )
         self.scanner = Scanner(node_id, clock, self.metadata, self.gateway)
         self.registered = False
 
@@ -153,8 +154,14 @@ class Node:
         for disk in self.disks:
             try:
                 used, capacity = await disk.usage()
-                disks.append({"name": disk.name, "used_bytes": used,
-                              "capacity_bytes": capacity, "state": "UP"})
+                disks.append(
+                    {
+                        "name": disk.name,
+                        "used_bytes": used,
+                        "capacity_bytes": capacity,
+                        "state": "UP",
+                    }
+                )
             except DiskFault as exc:
                 failed.append(disk.name)
                 disks.append({"name": disk.name, "state": "FAILED", "error": str(exc)})

@@ -34,6 +34,14 @@ def _op(summary: str, ok: str = "200", **extra: Any) -> dict[str, Any]:
     }
 
 
+def _path(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+
+
+def _json(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": schema}}}
+
+
 _KEY = [{"name": "key", "in": "path", "required": True, "schema": {"type": "string"}}]
 
 
@@ -65,6 +73,64 @@ def document() -> dict[str, Any]:
                     },
                 ),
                 "delete": _op("Delete a metadata key", ok="204"),
+            },
+            "/api/v1/containers": {
+                "get": _op("Containers with policy, bytes, savings, resiliency"),
+                "post": _op(
+                    "Create a container",
+                    ok="201",
+                    requestBody=_json(
+                        {
+                            "type": "object",
+                            "required": ["name"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "rf": {"type": "integer"},
+                                "dedup": {"type": "boolean"},
+                                "compression": {"type": "string", "enum": ["none", "zstd"]},
+                                "compression_level": {"type": "integer"},
+                                "ec": {"type": "string", "example": "4+2"},
+                                "ec_delay_s": {"type": "number"},
+                            },
+                        }
+                    ),
+                ),
+            },
+            "/api/v1/containers/{name}": {
+                "parameters": [_path("name")],
+                "get": _op("One container"),
+                "delete": _op("Delete an empty container", ok="204"),
+            },
+            "/api/v1/vdisks": {
+                "get": _op("Vdisks"),
+                "post": _op(
+                    "Create a vdisk",
+                    ok="201",
+                    requestBody=_json(
+                        {
+                            "type": "object",
+                            "required": ["name", "container", "size"],
+                            "properties": {
+                                "name": {"type": "string"},
+                                "container": {"type": "string"},
+                                "size": {"type": "integer"},
+                            },
+                        }
+                    ),
+                ),
+            },
+            "/api/v1/vdisks/{id}": {
+                "parameters": [_path("id")],
+                "get": _op("One vdisk (by id or name)"),
+                "delete": _op("Delete a vdisk and release its extents", ok="204"),
+            },
+            "/api/v1/vdisks/{id}/data": {
+                "parameters": [_path("id")],
+                "put": _op(
+                    "Write the body at ?offset=N (Content-Length required)",
+                    requestBody={"content": {"application/octet-stream": {}}},
+                ),
+                "get": _op("Read the vdisk; honours Range"),
             },
             "/metrics": {"get": _op("Prometheus metrics")},
         },

@@ -25,10 +25,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fabric.client import FabricClient  # noqa: E402
-from fabric.config import load_config  # noqa: E402
-from nodes import launcher  # noqa: E402
-from tests.integration.conftest import write_config  # noqa: E402
+from fabric.client import FabricClient
+from fabric.config import load_config
+from nodes import launcher
+from tests.integration.conftest import write_config
 
 MiB = 1 << 20
 
@@ -41,8 +41,10 @@ def make_mixed(path: Path, size: int) -> None:
         for i in range(size // MiB):
             kind = i % 4
             if kind == 2:  # text that differs per extent: it compresses but does not dedup
-                lines = (b"%010d the quick brown fox jumps over the lazy dog\n" % (i * 99_991 + n)
-                         for n in range(MiB // 50 + 1))
+                lines = (
+                    b"%010d the quick brown fox jumps over the lazy dog\n" % (i * 99_991 + n)
+                    for n in range(MiB // 50 + 1)
+                )
                 f.write(b"".join(lines)[:MiB])
             else:
                 f.write(bytes(MiB) if kind == 0 else dup if kind == 1 else rng.randbytes(MiB))
@@ -97,9 +99,13 @@ async def through_fabric(urls: list[str], src: Path, rf: int) -> dict[str, float
         read_s = time.perf_counter() - t0
         assert n == size
         c = await client.container(name)
-    return {"write": size / MiB / write_s, "read": size / MiB / read_s,
-            "dedup": c["dedup_ratio"], "compression": c["compression_ratio"],
-            "physical_mib": c["physical_bytes"] / MiB}
+    return {
+        "write": size / MiB / write_s,
+        "read": size / MiB / read_s,
+        "dedup": c["dedup_ratio"],
+        "compression": c["compression_ratio"],
+        "physical_mib": c["physical_bytes"] / MiB,
+    }
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -129,19 +135,27 @@ def main() -> None:
                 ours = asyncio.run(through_fabric(urls, src, rf))
                 rows.append((rf, base_w, base_r, ours))
             cdir = launcher.ClusterDir(root)
-            rss = {n.id: peak_rss_mib(cdir.pid(n.id) or 0) for n in load_config(root +
-                                                                                  "/cluster.toml").nodes}
+            rss = {
+                n.id: peak_rss_mib(cdir.pid(n.id) or 0)
+                for n in load_config(root + "/cluster.toml").nodes
+            }
         finally:
             launcher.down(root, say=lambda _: None)
-    print(f"mixed file: {args.size_mib} MiB (1/4 zeros, 1/4 one repeated MiB, 1/4 text, "
-          "1/4 random), 3 nodes, dedup + zstd")
-    print(f"{'':<6}{'baseline write':>15}{'fabric write':>14}{'ratio':>7}"
-          f"{'baseline read':>15}{'fabric read':>13}{'ratio':>7}{'dedup':>7}{'zstd':>7}"
-          f"{'physical':>11}")
+    print(
+        f"mixed file: {args.size_mib} MiB (1/4 zeros, 1/4 one repeated MiB, 1/4 text, "
+        "1/4 random), 3 nodes, dedup + zstd"
+    )
+    print(
+        f"{'':<6}{'baseline write':>15}{'fabric write':>14}{'ratio':>7}"
+        f"{'baseline read':>15}{'fabric read':>13}{'ratio':>7}{'dedup':>7}{'zstd':>7}"
+        f"{'physical':>11}"
+    )
     for rf, bw, br, o in rows:
-        print(f"RF{rf:<4}{bw:>11.0f} MB/s{o['write']:>9.0f} MB/s{o['write'] / bw:>7.2f}"
-              f"{br:>11.0f} MB/s{o['read']:>8.0f} MB/s{o['read'] / br:>7.2f}"
-              f"{o['dedup']:>7.2f}{o['compression']:>7.2f}{o['physical_mib']:>7.0f} MiB")
+        print(
+            f"RF{rf:<4}{bw:>11.0f} MB/s{o['write']:>9.0f} MB/s{o['write'] / bw:>7.2f}"
+            f"{br:>11.0f} MB/s{o['read']:>8.0f} MB/s{o['read'] / br:>7.2f}"
+            f"{o['dedup']:>7.2f}{o['compression']:>7.2f}{o['physical_mib']:>7.0f} MiB"
+        )
     print("peak RSS per node: " + ", ".join(f"{k} {v:.0f} MiB" for k, v in rss.items()))
 
 

@@ -28,13 +28,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fabric.client import ApiError, FabricClient, Unreachable  # noqa: E402
-from fabric.config import ClusterConfig, load_config  # noqa: E402
-from fabric.errors import FabricError  # noqa: E402
-from fabric.metadata.commands import Put  # noqa: E402
-from nodes import launcher  # noqa: E402
-from nodes.simcluster import SimCluster  # noqa: E402
-from tests.integration.conftest import write_config  # noqa: E402
+from fabric.client import ApiError, FabricClient, Unreachable
+from fabric.config import ClusterConfig, load_config
+from fabric.errors import FabricError
+from fabric.metadata.commands import Put
+from nodes import launcher
+from nodes.simcluster import SimCluster
+from tests.integration.conftest import write_config
 
 
 def fsync_appends_per_s(directory: str, seconds: float = 2.0) -> float:
@@ -150,14 +150,26 @@ def main() -> None:
     election = f"{t.election_ticks * t.tick_ms}-{2 * t.election_ticks * t.tick_ms} ms"
     rows = [
         ("fsynced 64 B appends, one file (baseline)", f"{fsyncs:,.0f} /s", "1.00"),
-        ("Raft commits, 3 voters, loopback HTTP + fsync", f"{loop_rate:,.0f} /s",
-         f"{loop_rate / fsyncs:.2f}"),
-        ("Raft commits, same nodes, simulated network", f"{sim_rate:,.0f} /s",
-         f"{sim_rate / fsyncs:.2f}"),
-        (f"failover kill -9 -> first commit (median of {len(fail)})",
-         f"{statistics.median(fail) * 1000:,.0f} ms", f"election timeout {election}"),
-        (f"fabric up, 5 nodes, until healthy (median of {len(ups)})",
-         f"{statistics.median(ups):.2f} s", ""),
+        (
+            "Raft commits, 3 voters, loopback HTTP + fsync",
+            f"{loop_rate:,.0f} /s",
+            f"{loop_rate / fsyncs:.2f}",
+        ),
+        (
+            "Raft commits, same nodes, simulated network",
+            f"{sim_rate:,.0f} /s",
+            f"{sim_rate / fsyncs:.2f}",
+        ),
+        (
+            f"failover kill -9 -> first commit (median of {len(fail)})",
+            f"{statistics.median(fail) * 1000:,.0f} ms",
+            f"election timeout {election}",
+        ),
+        (
+            f"fabric up, 5 nodes, until healthy (median of {len(ups)})",
+            f"{statistics.median(ups):.2f} s",
+            "",
+        ),
     ]
     width = max(len(r[0]) for r in rows)
     print(f"{'measure':<{width}}  {'value':>14}  ratio to baseline")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import random
 import shutil
 import subprocess
@@ -52,9 +53,7 @@ def make_mixed_raw(path: Path, size: int, seed: int = 1, block: int = 64 * 1024)
 
 def qemu_img(*args: str | Path) -> str:
     """Run qemu-img and return its stdout; raise with its stderr on failure."""
-    out = subprocess.run(
-        ["qemu-img", *map(str, args)], capture_output=True, text=True, check=False
-    )
+    out = subprocess.run(["qemu-img", *map(str, args)], capture_output=True, text=True, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"qemu-img {' '.join(map(str, args))} failed: {out.stderr}")
     return out.stdout
@@ -64,7 +63,7 @@ def convert(src: Path, dst: Path, fmt: str, *options: str) -> Path:
     """``qemu-img convert -O fmt [-o options] src dst`` from a raw source."""
     args: list[str | Path] = ["convert", "-f", "raw", "-O", fmt]
     for opt in options:
-        args += (["-c"] if opt == "-c" else ["-o", opt])
+        args += ["-c"] if opt == "-c" else ["-o", opt]
     qemu_img(*args, src, dst)
     return dst
 
@@ -102,11 +101,11 @@ def read_through(
     out = bytearray(size)
     covered: list[tuple[int, int]] = []
     for off, chunk in runs:
-        assert 0 <= off and off + len(chunk) <= size, f"run {off}+{len(chunk)} outside {size}"
+        assert off >= 0 and off + len(chunk) <= size, f"run {off}+{len(chunk)} outside {size}"
         out[off : off + len(chunk)] = chunk
         covered.append((off, off + len(chunk)))
     covered.sort()
-    for (_, end), (start, _) in zip(covered, covered[1:], strict=False):
+    for (_, end), (start, _) in itertools.pairwise(covered):
         assert start >= end, "runs overlap"
     return bytes(out)
 

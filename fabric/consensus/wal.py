@@ -2,9 +2,10 @@
 
 The log is a sequence of framed records, each
 ``u32 length | u32 xxh32(length) | u64 xxh3(payload) | payload`` (payload msgpack);
-the length has its own checksum so that a flipped length cannot pass for a torn tail. Records are hard states and entries; an entry at index ``i``
-replaces every persisted entry at ``i`` or later (Raft's truncation on conflict), so
-replaying the records in order rebuilds exactly what the ``Ready`` stream persisted.
+the length has its own checksum so that a flipped length cannot pass for a torn tail.
+Records are hard states and entries; an entry at index ``i`` replaces every persisted
+entry at ``i`` or later (Raft's truncation on conflict), so replaying the records in
+order rebuilds exactly what the ``Ready`` stream persisted.
 
 A record cut short at the very end of the file (or a zero-filled tail) is a torn write
 from a crash: it was never fsynced, so nothing acknowledged depends on it and it is

@@ -58,8 +58,19 @@ def parse_ec(text: str) -> tuple[int, int]:
 
 def policy_from_request(body: dict[str, Any]) -> ContainerPolicy:
     """Validate a user's container request (JSON) into a policy, or raise BadRequest."""
-    unknown = sorted(set(body) - {"name", "rf", "dedup", "compression", "compression_level",
-                                  "min_saving_ratio", "ec", "ec_delay_s"})
+    unknown = sorted(
+        set(body)
+        - {
+            "name",
+            "rf",
+            "dedup",
+            "compression",
+            "compression_level",
+            "min_saving_ratio",
+            "ec",
+            "ec_delay_s",
+        }
+    )
     if unknown:
         raise BadRequest(f"unknown container field {unknown[0]!r}")
     rf = body.get("rf", 2)

@@ -144,12 +144,17 @@ class RelocateExtents:
 
 
 DataCommand = (
-    CreateContainer | DeleteContainer | CreateVdisk | DeleteVdisk | WriteExtents
-    | SealEgroups | DropEgroup | RelocateExtents
+    CreateContainer
+    | DeleteContainer
+    | CreateVdisk
+    | DeleteVdisk
+    | WriteExtents
+    | SealEgroups
+    | DropEgroup
+    | RelocateExtents
 )
 
-_STATS = ("logical_bytes", "unique_bytes", "stored_bytes", "physical_bytes", "extents",
-          "vdisks")
+_STATS = ("logical_bytes", "unique_bytes", "stored_bytes", "physical_bytes", "extents", "vdisks")
 
 
 def container_key(name: str) -> str:
@@ -238,10 +243,16 @@ class DataPath:
     def _create_container(self, index: int, cmd: CreateContainer) -> Any:
         if self.s.get(container_key(cmd.name)) is not None:
             raise Refused("conflict", f"container {cmd.name!r} already exists")
-        self._put(index, container_key(cmd.name), {
-            "name": cmd.name, "policy": dict(cmd.policy), "created": cmd.at_wall,
-            "stats": dict.fromkeys(_STATS, 0),
-        })
+        self._put(
+            index,
+            container_key(cmd.name),
+            {
+                "name": cmd.name,
+                "policy": dict(cmd.policy),
+                "created": cmd.at_wall,
+                "stats": dict.fromkeys(_STATS, 0),
+            },
+        )
         return cmd.name
 
     def _delete_container(self, cmd: DeleteContainer) -> Any:
@@ -249,8 +260,10 @@ class DataPath:
         if record is None:
             raise Refused("not_found", f"no container {cmd.name!r}")
         if record["stats"]["vdisks"]:
-            raise Refused("conflict", f"container {cmd.name!r} still holds "
-                                      f"{record['stats']['vdisks']} vdisk(s)")
+            raise Refused(
+                "conflict",
+                f"container {cmd.name!r} still holds {record['stats']['vdisks']} vdisk(s)",
+            )
         self.s.delete(container_key(cmd.name))
         return cmd.name
 
@@ -260,10 +273,18 @@ class DataPath:
         if self.s.get(vdisk_name_key(cmd.name)) is not None:
             raise Refused("conflict", f"a vdisk named {cmd.name!r} already exists")
         assert self.s.get(vdisk_key(cmd.vdisk_id)) is None, f"vdisk id {cmd.vdisk_id} reused"
-        self._put(index, vdisk_key(cmd.vdisk_id), {
-            "id": cmd.vdisk_id, "name": cmd.name, "container": cmd.container,
-            "size": cmd.size, "created": cmd.at_wall, "mapped_extents": 0,
-        })
+        self._put(
+            index,
+            vdisk_key(cmd.vdisk_id),
+            {
+                "id": cmd.vdisk_id,
+                "name": cmd.name,
+                "container": cmd.container,
+                "size": cmd.size,
+                "created": cmd.at_wall,
+                "mapped_extents": 0,
+            },
+        )
         self._put(index, vdisk_name_key(cmd.name), cmd.vdisk_id)
         self._stats_add(index, cmd.container, vdisks=1)
         return cmd.vdisk_id
@@ -275,8 +296,7 @@ class DataPath:
         for key, item in list(self.s.scan(f"vmap/{cmd.vdisk_id}/")):
             self._unref(index, vd["container"], item.value)
             self.s.delete(key)
-        self._stats_add(index, vd["container"], vdisks=-1,
-                        logical_bytes=-self._logical(vd))
+        self._stats_add(index, vd["container"], vdisks=-1, logical_bytes=-self._logical(vd))
         self.s.delete(vdisk_key(cmd.vdisk_id))
         self.s.delete(vdisk_name_key(vd["name"]))
         return cmd.vdisk_id
@@ -318,11 +338,20 @@ class DataPath:
         container = vd["container"]
         for eg in cmd.egroups:
             if self.s.get(egroup_key(eg.egid)) is None:
-                self._put(index, egroup_key(eg.egid), {
-                    "egid": eg.egid, "container": container, "replicas": list(eg.replicas),
-                    "owner": eg.owner, "live_bytes": 0, "dead_bytes": 0, "extents": 0,
-                    "sealed": False,
-                })
+                self._put(
+                    index,
+                    egroup_key(eg.egid),
+                    {
+                        "egid": eg.egid,
+                        "container": container,
+                        "replicas": list(eg.replicas),
+                        "owner": eg.owner,
+                        "live_bytes": 0,
+                        "dead_bytes": 0,
+                        "extents": 0,
+                        "sealed": False,
+                    },
+                )
         for e in cmd.extents:
             self._add_extent(index, container, e)
         logical = 0
@@ -344,15 +373,25 @@ class DataPath:
             eg["dead_bytes"] += e.stored_len
             self._put(index, egroup_key(e.egid), eg)
             return
-        self._put(index, extent_key(container, e.extent_id), {
-            "refs": 0, "egroup": e.egid, "offset": e.offset, "stored_len": e.stored_len,
-            "raw_len": e.raw_len, "compressed": e.compressed, "checksum": e.checksum,
-        })
+        self._put(
+            index,
+            extent_key(container, e.extent_id),
+            {
+                "refs": 0,
+                "egroup": e.egid,
+                "offset": e.offset,
+                "stored_len": e.stored_len,
+                "raw_len": e.raw_len,
+                "compressed": e.compressed,
+                "checksum": e.checksum,
+            },
+        )
         eg["live_bytes"] += e.stored_len
         eg["extents"] += 1
         self._put(index, egroup_key(e.egid), eg)
-        self._stats_add(index, container, unique_bytes=e.raw_len, stored_bytes=e.stored_len,
-                        extents=1)
+        self._stats_add(
+            index, container, unique_bytes=e.raw_len, stored_bytes=e.stored_len, extents=1
+        )
 
     def _map(self, index: int, vdisk_id: str, container: str, m: MapWrite) -> int:
         """Point extent ``m.index`` at ``m.extent_id``; return the logical-bytes change."""
@@ -391,8 +430,13 @@ class DataPath:
         eg["dead_bytes"] += ext["stored_len"]
         eg["extents"] -= 1
         self._put(index, egroup_key(ext["egroup"]), eg)
-        self._stats_add(index, container, unique_bytes=-ext["raw_len"],
-                        stored_bytes=-ext["stored_len"], extents=-1)
+        self._stats_add(
+            index,
+            container,
+            unique_bytes=-ext["raw_len"],
+            stored_bytes=-ext["stored_len"],
+            extents=-1,
+        )
         return int(ext["raw_len"])
 
     # --- extent group lifecycle -------------------------------------------------------------
@@ -410,8 +454,9 @@ class DataPath:
         if not eg["sealed"] or eg["extents"]:
             raise Refused("conflict", f"extent group {cmd.egid} is still in use")
         copies = len(eg["replicas"])
-        self._stats_add(index, eg["container"],
-                        physical_bytes=-(eg["live_bytes"] + eg["dead_bytes"]) * copies)
+        self._stats_add(
+            index, eg["container"], physical_bytes=-(eg["live_bytes"] + eg["dead_bytes"]) * copies
+        )
         self.s.delete(egroup_key(cmd.egid))
         self._put(index, f"egroup-dropped/{cmd.egid}", True)
         return cmd.egid
@@ -420,9 +465,16 @@ class DataPath:
         eg = cmd.egroup
         if self.s.get(egroup_key(eg.egid)) is not None:
             raise Refused("conflict", f"extent group {eg.egid} already exists")
-        new = {"egid": eg.egid, "container": eg.container, "replicas": list(eg.replicas),
-               "owner": eg.owner, "live_bytes": 0, "dead_bytes": 0, "extents": 0,
-               "sealed": True}
+        new: dict[str, Any] = {
+            "egid": eg.egid,
+            "container": eg.container,
+            "replicas": list(eg.replicas),
+            "owner": eg.owner,
+            "live_bytes": 0,
+            "dead_bytes": 0,
+            "extents": 0,
+            "sealed": True,
+        }
         moved = 0
         for m in cmd.moves:
             key = extent_key(m.container, m.extent_id)
@@ -443,6 +495,7 @@ class DataPath:
             moved += 1
         self._put(index, egroup_key(eg.egid), new)
         copies = len(eg.replicas)
-        self._stats_add(index, eg.container,
-                        physical_bytes=(new["live_bytes"] + new["dead_bytes"]) * copies)
+        self._stats_add(
+            index, eg.container, physical_bytes=(new["live_bytes"] + new["dead_bytes"]) * copies
+        )
         return moved

@@ -90,8 +90,14 @@ class MetadataState:
             case SetNodeState():
                 return self._set_node_state(index, command)
             case (
-                CreateContainer() | DeleteContainer() | CreateVdisk() | DeleteVdisk()
-                | WriteExtents() | SealEgroups() | DropEgroup() | RelocateExtents()
+                CreateContainer()
+                | DeleteContainer()
+                | CreateVdisk()
+                | DeleteVdisk()
+                | WriteExtents()
+                | SealEgroups()
+                | DropEgroup()
+                | RelocateExtents()
             ):
                 return DataPath(self).apply(index, command)
         raise AssertionError(f"unknown command {command!r}")

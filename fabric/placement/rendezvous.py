@@ -42,8 +42,9 @@ def score(key: str, node: str, weight: float) -> float:
     return -weight / math.log(u)
 
 
-def place(key: str, candidates: Sequence[Candidate], count: int,
-          prefer: str | None = None) -> list[str]:
+def place(
+    key: str, candidates: Sequence[Candidate], count: int, prefer: str | None = None
+) -> list[str]:
     """``count`` nodes for ``key``, each in a different fault domain."""
     assert count >= 1, "placement of nothing"
     best: dict[str, tuple[float, str]] = {}

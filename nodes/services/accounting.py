@@ -37,20 +37,22 @@ def container_views(state: MetadataState, config: ClusterConfig) -> list[dict[st
         c = item.value
         p, st = c["policy"], c["stats"]
         ec = f"{p['ec_k']}+{p['ec_m']}" if p.get("ec_k") else None
-        out.append({
-            "name": c["name"],
-            "rf": p["rf"],
-            "ec": ec,
-            "dedup": p["dedup"],
-            "compression": p["compression"],
-            "vdisks": st["vdisks"],
-            "logical_bytes": st["logical_bytes"],
-            "unique_bytes": st["unique_bytes"],
-            "stored_bytes": st["stored_bytes"],
-            "physical_bytes": st["physical_bytes"],
-            "dedup_ratio": _ratio(st["logical_bytes"], st["unique_bytes"]),
-            "compression_ratio": _ratio(st["unique_bytes"], st["stored_bytes"]),
-            "savings_bytes": max(0, st["logical_bytes"] * p["rf"] - st["physical_bytes"]),
-            "resiliency": resiliency(state, c["name"], p["rf"]),
-        })
+        out.append(
+            {
+                "name": c["name"],
+                "rf": p["rf"],
+                "ec": ec,
+                "dedup": p["dedup"],
+                "compression": p["compression"],
+                "vdisks": st["vdisks"],
+                "logical_bytes": st["logical_bytes"],
+                "unique_bytes": st["unique_bytes"],
+                "stored_bytes": st["stored_bytes"],
+                "physical_bytes": st["physical_bytes"],
+                "dedup_ratio": _ratio(st["logical_bytes"], st["unique_bytes"]),
+                "compression_ratio": _ratio(st["unique_bytes"], st["stored_bytes"]),
+                "savings_bytes": max(0, st["logical_bytes"] * p["rf"] - st["physical_bytes"]),
+                "resiliency": resiliency(state, c["name"], p["rf"]),
+            }
+        )
     return out

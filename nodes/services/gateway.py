@@ -125,9 +125,17 @@ class WriteStats:
 
 
 class Gateway:
-    def __init__(self, node_id: str, config: ClusterConfig, clock: Clock, rng: Any,
-                 transport: Transport, metadata: MetadataService, storage: StorageService,
-                 offload: Offload) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        config: ClusterConfig,
+        clock: Clock,
+        rng: Any,
+        transport: Transport,
+        metadata: MetadataService,
+        storage: StorageService,
+        offload: Offload,
+    ) -> None:
         self.node_id = node_id
         self.config = config
         self.clock = clock
@@ -142,6 +150,7 @@ class Gateway:
         self._append_locks: dict[str, asyncio.Lock] = {}
         self._stripes = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
         self.stats = WriteStats()
+        self._repairs: set[asyncio.Future[None]] = set()
 
     # --- lookups (callers did a read_index first) -------------------------------------------
     def _value(self, key: str) -> Any:
@@ -170,21 +179,28 @@ class Gateway:
     def fault_domains(self) -> dict[str, str]:
         """node id -> its fault domain at the configured level."""
         level = self.config.fault_domain
-        return {n.id: (n.id if level == "node" else n.labels.get(level, n.id))
-                for n in self.config.nodes}
+        return {
+            n.id: (n.id if level == "node" else n.labels.get(level, n.id))
+            for n in self.config.nodes
+        }
 
     # --- containers -------------------------------------------------------------------------
     async def create_container(self, name: str, policy: ContainerPolicy) -> dict[str, Any]:
         check_name("container", name)
         domains = len(set(self.fault_domains().values()))
         if policy.rf > domains:
-            raise BadRequest(f"rf {policy.rf} needs {policy.rf} fault domains "
-                             f"({self.config.fault_domain}s); the cluster has {domains}")
+            raise BadRequest(
+                f"rf {policy.rf} needs {policy.rf} fault domains "
+                f"({self.config.fault_domain}s); the cluster has {domains}"
+            )
         if policy.ec_k and policy.ec_k + policy.ec_m > domains:
-            raise BadRequest(f"ec {policy.ec} needs {policy.ec_k + policy.ec_m} fault domains "
-                             f"({self.config.fault_domain}s); the cluster has {domains}")
+            raise BadRequest(
+                f"ec {policy.ec} needs {policy.ec_k + policy.ec_m} fault domains "
+                f"({self.config.fault_domain}s); the cluster has {domains}"
+            )
         result = await self.metadata.propose(
-            CreateContainer(name, policy.to_dict(), self.clock.wall()))
+            CreateContainer(name, policy.to_dict(), self.clock.wall())
+        )
         if not result.ok:
             raise from_code(result.code, result.message)
         await self.metadata.wait_applied(self.metadata.state.applied_index)
@@ -206,7 +222,8 @@ class Gateway:
             raise BadRequest(f"size must be 1..{MAX_VDISK_BYTES} bytes")
         vdisk_id = f"vd-{self.rng.getrandbits(64):016x}"
         result = await self.metadata.propose(
-            CreateVdisk(vdisk_id, name, container, size, self.clock.wall()))
+            CreateVdisk(vdisk_id, name, container, size, self.clock.wall())
+        )
         if not result.ok:
             raise from_code(result.code, result.message)
         return self.vdisk(vdisk_id)
@@ -231,11 +248,12 @@ class Gateway:
         if offset < 0 or length < 0:
             raise BadRequest(f"offset and length must not be negative ({offset}, {length})")
         if offset + length > vd["size"]:
-            raise BadRequest(f"{offset + length} bytes is past the end of vdisk {vd['name']!r} "
-                             f"({vd['size']} bytes)")
+            raise BadRequest(
+                f"{offset + length} bytes is past the end of vdisk {vd['name']!r} "
+                f"({vd['size']} bytes)"
+            )
 
-    async def write(self, ref: str, offset: int, length: int,
-                    chunks: AsyncIterator[bytes]) -> int:
+    async def write(self, ref: str, offset: int, length: int, chunks: AsyncIterator[bytes]) -> int:
         """Store ``length`` bytes from ``chunks`` at ``offset``; return bytes written."""
         await self.metadata.read_index()
         vd = self.vdisk(ref)
@@ -263,8 +281,13 @@ class Gateway:
             raise BadRequest(f"body ended after {written} of {length} bytes")
         return written
 
-    async def _launch(self, inflight: set[asyncio.Task[None]], vd: dict[str, Any],
-                      policy: ContainerPolicy, batch: list[Piece]) -> None:
+    async def _launch(
+        self,
+        inflight: set[asyncio.Task[None]],
+        vd: dict[str, Any],
+        policy: ContainerPolicy,
+        batch: list[Piece],
+    ) -> None:
         while len(inflight) >= BATCHES_IN_FLIGHT:
             done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
             for task in done:
@@ -272,8 +295,9 @@ class Gateway:
                 task.result()  # re-raise a failed batch now
         inflight.add(asyncio.ensure_future(self._commit_batch(vd, policy, batch)))
 
-    async def _pieces(self, offset: int, length: int,
-                      chunks: AsyncIterator[bytes]) -> AsyncIterator[Piece]:
+    async def _pieces(
+        self, offset: int, length: int, chunks: AsyncIterator[bytes]
+    ) -> AsyncIterator[Piece]:
         """Cut the stream at extent boundaries (never more than one extent buffered)."""
         e = self.extent_bytes
         buf = bytearray()
@@ -295,10 +319,11 @@ class Gateway:
             yield Piece(pos // e, pos % e, bytes(buf))
 
     def _extent_len(self, vd: dict[str, Any], index: int) -> int:
-        return min(self.extent_bytes, vd["size"] - index * self.extent_bytes)
+        return min(self.extent_bytes, int(vd["size"]) - index * self.extent_bytes)
 
-    async def _commit_batch(self, vd: dict[str, Any], policy: ContainerPolicy,
-                            batch: list[Piece]) -> None:
+    async def _commit_batch(
+        self, vd: dict[str, Any], policy: ContainerPolicy, batch: list[Piece]
+    ) -> None:
         partial = [p for p in batch if p.inner or len(p.data) != self._extent_len(vd, p.index)]
         locks = sorted({self._stripe(vd["id"], p.index) for p in partial})
         for i in locks:
@@ -309,7 +334,8 @@ class Gateway:
                     self.stats.retries += 1
                     # Random backoff: writers colliding on one extent spread out.
                     await self.clock.sleep(
-                        self.rng.uniform(0, RETRY_BACKOFF_S * 2 ** min(attempt, 6)))
+                        self.rng.uniform(0, RETRY_BACKOFF_S * 2 ** min(attempt, 6))
+                    )
                     await self.metadata.read_index()
                 planned = await self._plan(vd, policy, batch)
                 result = await self._store_and_commit(vd, policy, planned)
@@ -330,8 +356,9 @@ class Gateway:
         # the same in every run of a simulation.
         return xxhash.xxh3_64_intdigest(f"{vdisk_id}/{index}".encode()) % LOCK_STRIPES
 
-    async def _plan(self, vd: dict[str, Any], policy: ContainerPolicy,
-                    batch: list[Piece]) -> list[Planned]:
+    async def _plan(
+        self, vd: dict[str, Any], policy: ContainerPolicy, batch: list[Piece]
+    ) -> list[Planned]:
         planned = []
         for p in batch:
             ext_len = self._extent_len(vd, p.index)
@@ -360,21 +387,32 @@ class Gateway:
                 pl.extent_id = f"u{self.rng.getrandbits(96):024x}"
         return planned
 
-    async def _store_and_commit(self, vd: dict[str, Any], policy: ContainerPolicy,
-                                planned: list[Planned]) -> tuple[str, str] | None:
+    async def _store_and_commit(
+        self, vd: dict[str, Any], policy: ContainerPolicy, planned: list[Planned]
+    ) -> tuple[str, str] | None:
         to_store = [pl for pl in planned if pl.encoded is not None]
         egroups: tuple[NewEgroup, ...] = ()
         extents: list[NewExtent] = []
         seal: tuple[str, ...] = ()
         if to_store:
             eg, offsets, seal = await self._append(
-                vd["container"], policy.rf, [pl.encoded.stored for pl in to_store if pl.encoded])
+                vd["container"], policy.rf, [pl.encoded.stored for pl in to_store if pl.encoded]
+            )
             egroups = (eg,)
             for pl, off in zip(to_store, offsets, strict=True):
                 enc = pl.encoded
                 assert enc is not None
-                extents.append(NewExtent(pl.extent_id, eg.egid, off, len(enc.stored),
-                                         enc.raw_len, enc.compressed, enc.checksum))
+                extents.append(
+                    NewExtent(
+                        pl.extent_id,
+                        eg.egid,
+                        off,
+                        len(enc.stored),
+                        enc.raw_len,
+                        enc.compressed,
+                        enc.checksum,
+                    )
+                )
         maps = tuple(MapWrite(pl.index, pl.expect, pl.extent_id) for pl in planned)
         self.stats.holes += sum(1 for pl in planned if not pl.extent_id)
         cmd = WriteExtents(vd["id"], egroups, tuple(extents), maps, seal)
@@ -386,8 +424,9 @@ class Gateway:
         return result.code, result.message
 
     # --- extent groups ----------------------------------------------------------------------
-    async def _append(self, container: str, rf: int,
-                      payloads: list[bytes]) -> tuple[NewEgroup, list[int], tuple[str, ...]]:
+    async def _append(
+        self, container: str, rf: int, payloads: list[bytes]
+    ) -> tuple[NewEgroup, list[int], tuple[str, ...]]:
         lock = self._append_locks.setdefault(container, asyncio.Lock())
         excluded: set[str] = set()
         async with lock:
@@ -427,7 +466,8 @@ class Gateway:
         candidates = [
             Candidate(node_id, domains[node_id])
             for node_id in sorted(nodes)
-            if nodes[node_id].get("state") == "UP" and node_id not in excluded
+            if nodes[node_id].get("state") == "UP"
+            and node_id not in excluded
             and node_id in domains
         ]
         egid = f"eg-{self.node_id}-{self.rng.getrandbits(48):012x}"
@@ -471,8 +511,9 @@ class Gateway:
         raise BadRequest(f"not a storage message: {type(msg).__name__}")
 
     # --- read -------------------------------------------------------------------------------
-    async def read(self, ref: str, offset: int, length: int | None) -> tuple[
-            dict[str, Any], int, AsyncIterator[bytes]]:
+    async def read(
+        self, ref: str, offset: int, length: int | None
+    ) -> tuple[dict[str, Any], int, AsyncIterator[bytes]]:
         """(vdisk, length, stream of the bytes); range checks happen before streaming."""
         await self.metadata.read_index()
         vd = self.vdisk(ref)
@@ -481,8 +522,7 @@ class Gateway:
         self.check_range(vd, offset, length)
         return vd, length, self._stream(vd, offset, length)
 
-    async def _stream(self, vd: dict[str, Any], offset: int,
-                      length: int) -> AsyncIterator[bytes]:
+    async def _stream(self, vd: dict[str, Any], offset: int, length: int) -> AsyncIterator[bytes]:
         e = self.extent_bytes
         if length == 0:
             return
@@ -511,7 +551,8 @@ class Gateway:
             raise Unavailable(f"extent {extent_id} of {vd['name']} vanished; retry the read")
         stored = await self.read_stored(ext)
         raw: bytes = await self.offload(
-            codec.decode, stored, ext["compressed"], ext["raw_len"], ext["checksum"])
+            codec.decode, stored, ext["compressed"], ext["raw_len"], ext["checksum"]
+        )
         return raw
 
     def _replica_order(self, replicas: list[str]) -> list[str]:
@@ -537,16 +578,21 @@ class Gateway:
                 continue
             assert isinstance(reply, ExtentData)
             if codec.checksum(reply.data) != ext["checksum"]:
-                log.warning("checksum mismatch for extent at %s:%d on %s", ext["egroup"],
-                            ext["offset"], node)
+                log.warning(
+                    "checksum mismatch for extent at %s:%d on %s",
+                    ext["egroup"],
+                    ext["offset"],
+                    node,
+                )
                 errors.append(f"{node}: checksum mismatch")
                 bad.append(node)
                 continue
             for node_bad in bad:
-                asyncio.ensure_future(self._repair(node_bad, ext, reply.data))
+                task = asyncio.ensure_future(self._repair(node_bad, ext, reply.data))
+                self._repairs.add(task)
+                task.add_done_callback(self._repairs.discard)
             return reply.data
-        raise Unavailable(f"no readable copy of an extent in {ext['egroup']}: "
-                          + "; ".join(errors))
+        raise Unavailable(f"no readable copy of an extent in {ext['egroup']}: " + "; ".join(errors))
 
     async def _repair(self, node: str, ext: dict[str, Any], stored: bytes) -> None:
         try:

@@ -50,8 +50,9 @@ class ScanStats:
 
 
 class Scanner:
-    def __init__(self, node_id: str, clock: Clock, metadata: MetadataService,
-                 gateway: Gateway) -> None:
+    def __init__(
+        self, node_id: str, clock: Clock, metadata: MetadataService, gateway: Gateway
+    ) -> None:
         self.node_id = node_id
         self.clock = clock
         self.metadata = metadata
@@ -84,8 +85,7 @@ class Scanner:
                     idle.append(eg["egid"])
             elif eg["extents"] == 0:
                 await self._collect(eg)
-            elif (eg["dead_bytes"] > eg["live_bytes"]
-                  and eg["dead_bytes"] >= COMPACT_MIN_DEAD_BYTES):
+            elif eg["dead_bytes"] > eg["live_bytes"] and eg["dead_bytes"] >= COMPACT_MIN_DEAD_BYTES:
                 await self._compact(eg)
         if idle:
             result = await self.metadata.propose(SealEgroups(tuple(idle)))
@@ -107,21 +107,26 @@ class Scanner:
         if result.ok:
             self.stats.dropped += 1
             self.stats.bytes_reclaimed += (eg["live_bytes"] + eg["dead_bytes"]) * len(
-                eg["replicas"])
+                eg["replicas"]
+            )
             log.info("collected extent group %s", eg["egid"])
 
     async def _compact(self, eg: dict[str, Any]) -> None:
         container = eg["container"]
-        live = [(key.rsplit("/", 1)[1], item.value)
-                for key, item in self.metadata.state.scan(f"extent/{container}/")
-                if item.value["egroup"] == eg["egid"]]
+        live = [
+            (key.rsplit("/", 1)[1], item.value)
+            for key, item in self.metadata.state.scan(f"extent/{container}/")
+            if item.value["egroup"] == eg["egid"]
+        ]
         if not live:
             return
         payloads = [await self.gateway.read_stored(ext) for _, ext in live]
         target = self.gateway.place_egroup(container, len(eg["replicas"]), set())
         offsets = await self.gateway.append_replicas(target, payloads)
-        moves = tuple(Move(container, extent_id, eg["egid"], off, len(data))
-                      for (extent_id, _), off, data in zip(live, offsets, payloads, strict=True))
+        moves = tuple(
+            Move(container, extent_id, eg["egid"], off, len(data))
+            for (extent_id, _), off, data in zip(live, offsets, payloads, strict=True)
+        )
         result = await self.metadata.propose(RelocateExtents(target, moves))
         if result.ok:
             self.stats.compacted += 1

@@ -62,8 +62,7 @@ class StorageService:
 
     def _disk_for_new(self, egid: str) -> Disk:
         # Spread groups over disks by hash: stable, and balanced without statting files.
-        ranked = sorted(self.disks, key=lambda d: xxhash.xxh3_64_intdigest(f"{egid}/{d.name}".encode()))
-        return ranked[0]
+        return min(self.disks, key=lambda d: xxhash.xxh3_64_intdigest(f"{egid}/{d.name}".encode()))
 
     async def append(self, msg: AppendExtents) -> AppendReply:
         lock = self._locks.setdefault(msg.egid, asyncio.Lock())
@@ -104,8 +103,7 @@ class StorageService:
         except DiskFault as exc:
             raise Unavailable(f"{self.node_id}: {exc}") from None
         self.repairs += 1
-        log.info("repaired %d bytes at %d of extent group %s", len(msg.data), msg.offset,
-                 msg.egid)
+        log.info("repaired %d bytes at %d of extent group %s", len(msg.data), msg.offset, msg.egid)
         return Ack()
 
     async def delete(self, msg: DeleteEgroupFiles) -> Ack:

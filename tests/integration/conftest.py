@@ -34,9 +34,13 @@ def write_config(path: Path, nodes: int) -> Path:
     cfg = sized_config(parse_config(default_config_text()), nodes)
     ports = free_ports(nodes)
     cfg = cfg.__class__(
-        cfg.name, tuple(n.__class__(n.id, n.host, p, n.disks) for n, p in
-                        zip(cfg.nodes, ports, strict=True)),
-        cfg.voters, cfg.extent_bytes, cfg.fault_domain, cfg.timeouts, cfg.containers,
+        cfg.name,
+        tuple(n.__class__(n.id, n.host, p, n.disks) for n, p in zip(cfg.nodes, ports, strict=True)),
+        cfg.voters,
+        cfg.extent_bytes,
+        cfg.fault_domain,
+        cfg.timeouts,
+        cfg.containers,
     )
     path.write_text(render_config(cfg))
     return path
@@ -47,22 +51,32 @@ class Cluster:
     dir: Path
     config: Path
 
-    def fabric(self, *args: str, check: bool = True, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    def fabric(
+        self, *args: str, check: bool = True, timeout: float = 90
+    ) -> subprocess.CompletedProcess[str]:
         out = subprocess.run(
             [sys.executable, "-m", "fabric.cli", *args, "--dir", str(self.dir)],
-            capture_output=True, text=True, timeout=timeout, check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
         )
         if check and out.returncode != 0:
-            raise AssertionError(f"fabric {' '.join(args)} exited {out.returncode}:\n"
-                                 f"{out.stdout}\n{out.stderr}")
+            raise AssertionError(
+                f"fabric {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}"
+            )
         return out
 
     def status(self) -> dict[str, Any]:
         view: dict[str, Any] = json.loads(self.fabric("status", "--json").stdout)
         return view
 
-    def wait(self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 30,
-             what: str = "condition") -> dict[str, Any]:
+    def wait(
+        self,
+        predicate: Callable[[dict[str, Any]], bool],
+        timeout_s: float = 30,
+        what: str = "condition",
+    ) -> dict[str, Any]:
         """Poll ``fabric status`` until ``predicate`` holds (a deadline, not a sleep)."""
         deadline = time.monotonic() + timeout_s
         while True:

@@ -17,7 +17,9 @@ def _leader_pid(view: dict[str, object]) -> int:
     return next(int(n["pid"]) for n in nodes if n["id"] == view["leader"])
 
 
-def test_kill_leader_new_leader_keeps_committed_data(make_cluster: Callable[[int], Cluster]) -> None:
+def test_kill_leader_new_leader_keeps_committed_data(
+    make_cluster: Callable[[int], Cluster],
+) -> None:
     cluster = make_cluster(3)
     cluster.fabric("up", "--config", str(cluster.config))
     view = cluster.status()
@@ -98,8 +100,7 @@ def test_unknown_node_id_and_malformed_config_are_clear(
     make_cluster: Callable[[int], Cluster],
 ) -> None:
     cluster = make_cluster(3)
-    out = cluster.fabric("node", "run", "--config", str(cluster.config), "--id", "n9",
-                         check=False)
+    out = cluster.fabric("node", "run", "--config", str(cluster.config), "--id", "n9", check=False)
     assert out.returncode == 2
     assert "unknown node id 'n9'" in out.stderr
 

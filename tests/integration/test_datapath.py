@@ -22,8 +22,12 @@ MiB = 1 << 20
 def mixed_file(path: Path, size: int = 24 * MiB) -> bytes:
     rng = random.Random(9)
     block = rng.randbytes(MiB)
-    parts = [rng.randbytes(6 * MiB), bytes(4 * MiB), block * 4,
-             b"compressible line of text\n" * (6 * MiB // 26)]
+    parts = [
+        rng.randbytes(6 * MiB),
+        bytes(4 * MiB),
+        block * 4,
+        b"compressible line of text\n" * (6 * MiB // 26),
+    ]
     data = b"".join(parts)[:size]
     data += bytes(size - len(data))
     path.write_bytes(data)
@@ -34,8 +38,9 @@ def urls(cluster: Cluster) -> list[str]:
     return [n.url for n in load_config(str(cluster.dir / "cluster.toml")).nodes]
 
 
-def test_rf2_write_kill_a_node_read_back_exact(make_cluster: Callable[[int], Cluster],
-                                               tmp_path: Path) -> None:
+def test_rf2_write_kill_a_node_read_back_exact(
+    make_cluster: Callable[[int], Cluster], tmp_path: Path
+) -> None:
     cluster = make_cluster(3)
     cluster.fabric("up", "--config", str(cluster.config))
     src = tmp_path / "disk.img"
@@ -58,17 +63,21 @@ def test_rf2_write_kill_a_node_read_back_exact(make_cluster: Callable[[int], Clu
     assert out.read_bytes() == data
 
     # Writes that need two fault domains still succeed with two nodes left.
-    cluster.wait(lambda v: any(n["id"] == victim["id"] and n["state"] == "DOWN"
-                               for n in v["nodes"]), what="the killed node marked DOWN")
+    cluster.wait(
+        lambda v: any(n["id"] == victim["id"] and n["state"] == "DOWN" for n in v["nodes"]),
+        what="the killed node marked DOWN",
+    )
     (tmp_path / "more.bin").write_bytes(b"written after the failure")
     cluster.fabric("vdisk", "write", "vm1", str(tmp_path / "more.bin"), "--offset", "512M")
-    got = cluster.fabric("vdisk", "read", "vm1", "-o", "-", "--offset", "512M",
-                         "--length", "25").stdout
+    got = cluster.fabric(
+        "vdisk", "read", "vm1", "-o", "-", "--offset", "512M", "--length", "25"
+    ).stdout
     assert got == "written after the failure"
 
 
-def test_flipped_byte_on_disk_is_detected_and_repaired(make_cluster: Callable[[int], Cluster],
-                                                       tmp_path: Path) -> None:
+def test_flipped_byte_on_disk_is_detected_and_repaired(
+    make_cluster: Callable[[int], Cluster], tmp_path: Path
+) -> None:
     cluster = make_cluster(3)
     cluster.fabric("up", "--config", str(cluster.config))
     data = random.Random(4).randbytes(2 * MiB)
@@ -87,8 +96,9 @@ def test_flipped_byte_on_disk_is_detected_and_repaired(make_cluster: Callable[[i
 
     # Read through the node that holds the bad copy (it reads its local copy first).
     holder = victim.parts[-3]
-    port = next(n.port for n in load_config(str(cluster.dir / "cluster.toml")).nodes
-                if n.id == holder)
+    port = next(
+        n.port for n in load_config(str(cluster.dir / "cluster.toml")).nodes if n.id == holder
+    )
 
     async def read_and_wait_for_repair() -> bytes:
         async with FabricClient([f"http://127.0.0.1:{port}"]) as client:
@@ -121,7 +131,11 @@ def test_http_bad_input_gets_clear_4xx_and_changes_nothing(
                 (client.create_vdisk("w", "nope", MiB), 404, "no container 'nope'"),
                 (client.create_container("big", rf=5), 400, "rf must be 1..3"),
                 (client.create_container("c", rf=2), 409, "already exists"),
-                (client.request("POST", "/api/v1/vdisks", data=b"{not json"), 400, "not valid JSON"),
+                (
+                    client.request("POST", "/api/v1/vdisks", data=b"{not json"),
+                    400,
+                    "not valid JSON",
+                ),
                 (client.request("GET", "/api/v1/nothing"), 404, ""),
             ]
             for call, status, fragment in cases:

@@ -22,9 +22,13 @@ async def chunks(data: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
 def started(nodes: int = 5, seed: int = 1) -> SimCluster:
     sim = SimCluster(config(nodes), seed)
     sim.run(sim.start_all())
-    sim.run(sim.wait_for(
-        lambda: sim.leader() is not None and all(n.registered for n in sim.nodes.values()),
-        20, "a leader and every node registered"))
+    sim.run(
+        sim.wait_for(
+            lambda: sim.leader() is not None and all(n.registered for n in sim.nodes.values()),
+            20,
+            "a leader and every node registered",
+        )
+    )
     return sim
 
 

@@ -15,8 +15,9 @@ from tests.sim.conftest import chunks, started
 MiB = 1 << 20
 
 
-async def read_all(sim: SimCluster, via: str, name: str, offset: int = 0,
-                   length: int | None = None) -> bytes:
+async def read_all(
+    sim: SimCluster, via: str, name: str, offset: int = 0, length: int | None = None
+) -> bytes:
     _, _, stream = await sim.nodes[via].gateway.read(name, offset, length)
     return b"".join([c async for c in stream])
 
@@ -92,6 +93,7 @@ def test_rf2_survives_a_crashed_node_for_reads_and_new_writes() -> None:
     sim = started(nodes=3, seed=4)
     data = random.Random(3).randbytes(10 * MiB + 123)
     try:
+
         async def write() -> None:
             g = sim.nodes["n2"].gateway
             await g.create_container("c", ContainerPolicy(rf=2, dedup=True, compression="zstd"))
@@ -104,8 +106,11 @@ def test_rf2_survives_a_crashed_node_for_reads_and_new_writes() -> None:
         async def after() -> None:
             assert await read_all(sim, "n3", "v", 0, len(data)) == data
             # Once n2 is DOWN, new writes place their two replicas on n1 and n3.
-            await sim.wait_for(lambda: sim.nodes["n1"].metadata.state.nodes()["n2"]["state"]
-                               == "DOWN", 20, "n2 marked DOWN")
+            await sim.wait_for(
+                lambda: sim.nodes["n1"].metadata.state.nodes()["n2"]["state"] == "DOWN",
+                20,
+                "n2 marked DOWN",
+            )
             await sim.nodes["n1"].gateway.write("v", 11 * MiB, 5, chunks(b"after"))
             assert await read_all(sim, "n3", "v", 11 * MiB, 5) == b"after"
             c = await container_view(sim, "c")
@@ -119,13 +124,17 @@ def test_rf2_survives_a_crashed_node_for_reads_and_new_writes() -> None:
 def test_write_fails_clearly_when_rf_domains_are_not_healthy() -> None:
     sim = started(nodes=3, seed=5)
     try:
+
         async def go() -> None:
             g = sim.nodes["n1"].gateway
             await g.create_container("c", ContainerPolicy(rf=3))
             await g.create_vdisk("v", "c", MiB)
             sim.crash("n3")
-            await sim.wait_for(lambda: sim.nodes["n1"].metadata.state.nodes()["n3"]["state"]
-                               == "DOWN", 20, "n3 marked DOWN")
+            await sim.wait_for(
+                lambda: sim.nodes["n1"].metadata.state.nodes()["n3"]["state"] == "DOWN",
+                20,
+                "n3 marked DOWN",
+            )
             with pytest.raises(Unavailable, match="needs 3 fault domains, only 2 healthy"):
                 await g.write("v", 0, 4096, chunks(b"x" * 4096))
             assert (await container_view(sim, "c"))["physical_bytes"] == 0
@@ -142,8 +151,9 @@ def test_partial_and_concurrent_writes_to_one_extent_are_all_kept(sim: SimCluste
         import asyncio
 
         writes = [
-            sim.nodes[f"n{1 + i % 5}"].gateway.write("v", 1000 + i * 10, 10,
-                                                      chunks(bytes([65 + i]) * 10))
+            sim.nodes[f"n{1 + i % 5}"].gateway.write(
+                "v", 1000 + i * 10, 10, chunks(bytes([65 + i]) * 10)
+            )
             for i in range(20)
         ]
         await asyncio.gather(*writes)
@@ -206,8 +216,9 @@ async def _rf_too_wide(sim: SimCluster) -> None:
     from dataclasses import replace
 
     g = sim.nodes["n1"].gateway
-    nodes = tuple(replace(n, labels={"rack": "r1" if i < 3 else "r2"})
-                  for i, n in enumerate(g.config.nodes))
+    nodes = tuple(
+        replace(n, labels={"rack": "r1" if i < 3 else "r2"}) for i, n in enumerate(g.config.nodes)
+    )
     g.config = replace(g.config, nodes=nodes, fault_domain="rack")
     await g.create_container("wide", ContainerPolicy(rf=3))
 
@@ -232,8 +243,13 @@ def test_restarted_cluster_serves_its_containers_at_once() -> None:
 
 
 def _disk_bytes(sim: SimCluster) -> int:
-    return sum(len(f) for disks in sim.disks.values() for d in disks
-               for p, f in d._files.items() if p.endswith(".eg"))
+    return sum(
+        len(f)
+        for disks in sim.disks.values()
+        for d in disks
+        for p, f in d._files.items()
+        if p.endswith(".eg")
+    )
 
 
 def test_dead_space_is_compacted_and_deleted_data_is_collected(sim: SimCluster) -> None:

@@ -40,8 +40,7 @@ def config() -> ClusterConfig:
     return parse_config(default_config_text())
 
 
-async def _write(sim: SimCluster, via: str, key: str, value: int,
-                 acked: dict[str, int]) -> None:
+async def _write(sim: SimCluster, via: str, key: str, value: int, acked: dict[str, int]) -> None:
     node = sim.nodes.get(via)
     if node is None:
         return
@@ -96,14 +95,17 @@ def check_recovered(sim: SimCluster, acked: dict[str, int]) -> None:
             await node.metadata.read_index()
             await node.metadata.wait_applied(result.value)
         states = {nid: n.metadata.state for nid, n in sim.nodes.items()}
-        for key, value in acked.items():
+        for key, _value in acked.items():
             for nid, state in states.items():
                 item = state.get(key)
                 assert item is not None, f"seed {sim.seed}: acknowledged {key} lost on {nid}"
         # Acknowledged keys may since have been overwritten by later (also acknowledged or
         # in-doubt) writes, but every node must hold the very same state.
-        digests = {nid: xxhash.xxh3_64_hexdigest(_canonical(s)) for nid, s in states.items()
-                   if s.applied_index >= result.value}
+        digests = {
+            nid: xxhash.xxh3_64_hexdigest(_canonical(s))
+            for nid, s in states.items()
+            if s.applied_index >= result.value
+        }
         assert len(set(digests.values())) == 1, f"seed {sim.seed}: states differ {digests}"
 
     sim.run(final())

@@ -36,11 +36,13 @@ def test_node_count_outside_1_to_15_is_refused(n: int) -> None:
 @pytest.mark.parametrize(
     ("edit", "fragment"),
     [
-        (("port = 7103", 'port = "x"'), 'cfg.toml:33: nodes[2].port: must be an integer'),
+        (("port = 7103", 'port = "x"'), "cfg.toml:33: nodes[2].port: must be an integer"),
         (("port = 7104", "port = 70000"), "cfg.toml:39: nodes[3].port: 70000 is not a TCP port"),
-        (('id = "n2"', 'id = "n1"'), 'cfg.toml:25: nodes[1].id: duplicate node id'),
-        (('voters = ["n1", "n2", "n3"]', 'voters = ["n1", "n9"]'),
-         "cfg.toml:6: cluster.voters: 'n9' is not a node"),
+        (('id = "n2"', 'id = "n1"'), "cfg.toml:25: nodes[1].id: duplicate node id"),
+        (
+            ('voters = ["n1", "n2", "n3"]', 'voters = ["n1", "n9"]'),
+            "cfg.toml:6: cluster.voters: 'n9' is not a node",
+        ),
         (("extent_bytes = 1048576", "extent_bytes = 1000"), "cfg.toml:7: cluster.extent_bytes"),
         (("tick_ms = 50", "tick_ms = -5"), "cfg.toml:11: timeouts.tick_ms: must be positive"),
         (("tick_ms = 50", "tik_ms = 50"), "timeouts.tik_ms: unknown setting"),
@@ -56,5 +58,5 @@ def test_malformed_config_names_key_and_line(edit: tuple[str, str], fragment: st
 
 def test_unknown_node_id_lists_the_known_ones() -> None:
     cfg = parse_config(default_config_text())
-    with pytest.raises(ConfigError, match="unknown node id 'n9'.*n1, n2, n3, n4, n5"):
+    with pytest.raises(ConfigError, match=r"unknown node id 'n9'.*n1, n2, n3, n4, n5"):
         cfg.node("n9")

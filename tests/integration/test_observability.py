@@ -1,0 +1,32 @@
+"""Every node exports Prometheus metrics and an OpenAPI document."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+from fabric.client import FabricClient
+from fabric.config import load_config
+from tests.integration.conftest import Cluster
+
+
+def test_metrics_and_openapi_on_every_node(make_cluster: Callable[[int], Cluster]) -> None:
+    cluster = make_cluster(3)
+    cluster.fabric("up", "--config", str(cluster.config))
+    cluster.fabric("container", "create", "c", "--rf", "2", "--compression", "zstd")
+    urls = [n.url for n in load_config(str(cluster.dir / "cluster.toml")).nodes]
+
+    async def go() -> None:
+        for url in urls:
+            async with FabricClient([url]) as client:
+                async with client.session.get(url + "/metrics") as resp:
+                    text = await resp.text()
+                assert resp.status == 200
+                assert 'fabric_container_physical_bytes{container="c"} 0.0' in text
+                assert "fabric_raft_term{node=" in text
+                assert "fabric_node_up{peer=" in text
+                spec = await client.request("GET", "/api/v1/openapi.json")
+                assert spec["openapi"].startswith("3.")
+                assert "/api/v1/vdisks/{id}/data" in spec["paths"]
+
+    asyncio.run(go())
