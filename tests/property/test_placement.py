@@ -16,8 +16,11 @@ def topologies(draw: st.DrawFn) -> list[Candidate]:
     n = draw(st.integers(1, 15))
     racks = draw(st.integers(1, n))
     return [
-        Candidate(f"n{i}", f"r{draw(st.integers(0, racks - 1))}",
-                  draw(st.sampled_from((1.0, 1.0, 2.0, 0.5))))
+        Candidate(
+            f"n{i}",
+            f"r{draw(st.integers(0, racks - 1))}",
+            draw(st.sampled_from((1.0, 1.0, 2.0, 0.5))),
+        )
         for i in range(n)
     ]
 

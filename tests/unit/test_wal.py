@@ -16,11 +16,13 @@ from fabric.consensus.wal import (
 
 
 def _log() -> bytes:
-    return b"".join([
-        encode_hard_state(HardState(1, "n1", 0)),
-        *(encode_entry(Entry(i, 1, EntryKind.COMMAND, b"x%d" % i)) for i in range(1, 6)),
-        encode_hard_state(HardState(2, "n2", 3)),
-    ])
+    return b"".join(
+        [
+            encode_hard_state(HardState(1, "n1", 0)),
+            *(encode_entry(Entry(i, 1, EntryKind.COMMAND, b"x%d" % i)) for i in range(1, 6)),
+            encode_hard_state(HardState(2, "n2", 3)),
+        ]
+    )
 
 
 def test_replay_rebuilds_entries_and_latest_hard_state() -> None:
