@@ -6,16 +6,12 @@ A leader keeps one ``Progress`` per peer (every voter but itself, and every lear
 ``match`` is the highest index known to be in the peer's log (it only grows while this
 node is leader); ``next`` is the next index to send. The flow-control state says how:
 
-======== ==================================================== =========================
-state    sends                                                leaves when
-======== ==================================================== =========================
-PROBE    one append at ``next-1`` and waits (``probe_sent``); a success -> REPLICATE;
-         the heartbeat tick unpauses it                       compacted -> SNAPSHOT
-REPLICATE appends back to back, ``next`` moves on optimistically, a rejection -> PROBE;
-         at most ``max_inflight`` unacknowledged               stalled -> PROBE
-SNAPSHOT nothing; a snapshot is on its way                    acked at its index ->
-                                                              REPLICATE; stalled -> PROBE
-======== ==================================================== =========================
+* PROBE: one append at ``next-1``, then wait (``probe_sent``) for the answer; the
+  heartbeat tick unpauses it. A success moves to REPLICATE; a rejection moves ``next``
+  back to the peer's hint; an index compacted away sends a snapshot (SNAPSHOT).
+* REPLICATE: appends back to back, ``next`` moving on optimistically, at most
+  ``max_inflight`` unacknowledged. A fresh rejection falls back to PROBE.
+* SNAPSHOT: nothing until the peer acknowledges the snapshot's index (then REPLICATE).
 
 A peer is *stalled* when messages are outstanding but ``match`` has not moved for a whole
 election timeout: the appends or the snapshot were lost, so the leader probes again from

@@ -1,0 +1,466 @@
+"""Randomized whole-cluster runs of ``Raft``: many seeds, faults, a checker after every step.
+
+Each seed builds a cluster of 3 or 5 voters (sometimes plus a learner) in one process
+and drives it tick by tick through an in-memory network that loses, duplicates, delays
+and reorders messages, with partitions that come and go, nodes that crash (sometimes in
+the middle of performing a ``Ready``) and restart from exactly what their ``Ready``s had
+persisted, random proposals, linearizable reads and compactions. ``RaftChecker`` runs
+after every step (one leader per term, one vote per node and term, identical applied
+entries and state digests everywhere, leader completeness); the harness also checks that
+a leader commits only entries of its own term, that a read's index covers every commit
+seen before the read began, and that terms never go back. Then every fault is healed and
+the cluster must make progress: a leader exists and a fresh proposal is applied on every
+node within a bound.
+
+A second test asks for liveness alone: at 10% message loss, with no partitions or
+crashes, a leader is elected and commits within a bound, for every seed.
+
+Replay one seed: ``RAFT_SEED=123 .venv/bin/python -m pytest tests/property/test_raft_random.py``;
+run more: ``RAFT_SEEDS=2000 ...``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import json
+import os
+import random
+from collections import deque
+from dataclasses import dataclass, field
+
+import pytest
+
+from fabric.consensus.raft import Raft
+from fabric.consensus.types import (
+    Entry,
+    HardState,
+    Message,
+    RaftConfig,
+    Ready,
+    Restored,
+    Role,
+    Snapshot,
+)
+from fabric.sim.checkers import RaftChecker
+
+CHAOS_TICKS = 500
+HEAL_BOUND_TICKS = 400
+LOSS_BOUND_TICKS = 150
+SEEDS = (
+    [int(os.environ["RAFT_SEED"])]
+    if "RAFT_SEED" in os.environ
+    else list(range(int(os.environ.get("RAFT_SEEDS", "200"))))
+)
+
+
+@dataclass(frozen=True)
+class Faults:
+    loss: float = 0.0
+    duplicate: float = 0.0
+    max_delay_ticks: int = 0
+    partitions: bool = False
+    partition_rate: float = 0.03
+    """Chance per tick that a partition starts (or, when one is on, ends early)."""
+    crashes: bool = False
+    crash_rate: float = 0.02
+    """Chance per tick that a node crashes."""
+
+
+@dataclass
+class Disk:
+    """What a node's performed ``Ready``s persisted, as the ``Ready`` docstring says."""
+
+    hard_state: HardState = field(default_factory=HardState)
+    snapshot: Snapshot | None = None
+    entries: dict[int, Entry] = field(default_factory=dict)
+
+    def persist(self, rd: Ready) -> None:
+        if rd.hard_state is not None:
+            self.hard_state = rd.hard_state
+        if rd.snapshot is not None:
+            self.save_snapshot(rd.snapshot)
+        if rd.entries:
+            first = rd.entries[0].index
+            for index in [i for i in self.entries if i >= first]:
+                del self.entries[index]
+            self.entries.update((e.index, e) for e in rd.entries)
+
+    def save_snapshot(self, snap: Snapshot) -> None:
+        self.snapshot = snap
+        for index in [i for i in self.entries if i <= snap.index]:
+            del self.entries[index]
+
+    def restored(self) -> Restored:
+        entries = tuple(self.entries[i] for i in sorted(self.entries))
+        return Restored(self.hard_state, self.snapshot, entries)
+
+
+class StateMachine:
+    """A hash chain over applied entries: equal digests mean equal histories."""
+
+    def __init__(self, snapshot: Snapshot | None = None) -> None:
+        self.index, self.term, self.digest = 0, 0, b""
+        if snapshot is not None:
+            self.install(snapshot)
+
+    def install(self, snap: Snapshot) -> None:
+        self.index, self.term = snap.index, snap.term
+        self.digest = snap.data
+
+    def apply(self, e: Entry) -> None:
+        assert e.index == self.index + 1
+        self.index, self.term = e.index, e.term
+        self.digest = hashlib.blake2b(self.digest + repr(e).encode(), digest_size=16).digest()
+
+
+class Node:
+    def __init__(self, cfg: RaftConfig, seed: float) -> None:
+        self.cfg = cfg
+        self.disk = Disk()
+        self.raft: Raft | None = None
+        self.sm = StateMachine()
+        self.crash_at_ready: str | None = None
+        """Crash while performing the next Ready: 'before_persist' or 'after_persist'."""
+        self.down_until = 0
+        self.start(seed)
+
+    def start(self, seed: float) -> None:
+        self.raft = Raft(self.cfg, random.Random(seed), self.disk.restored())
+        self.sm = StateMachine(self.disk.snapshot)
+        self.crash_at_ready = None
+
+
+class Cluster:
+    def __init__(self, seed: int, faults: Faults, voters: int, learner: bool) -> None:
+        self.rng = random.Random(seed)
+        self.faults = faults
+        self.now = 0
+        self.checker = RaftChecker()
+        self.trace: deque[str] = deque(maxlen=40)
+        ids = [f"n{i}" for i in range(voters + learner)]
+        rng = self.rng
+        base = RaftConfig(
+            id="",
+            voters=tuple(ids[:voters]),
+            learners=tuple(ids[voters:]),
+            election_ticks=10,
+            heartbeat_ticks=rng.choice([1, 2, 3]),
+            max_append_entries=rng.choice([2, 8, 256]),
+            max_append_bytes=rng.choice([40, 1 << 20]),
+            max_inflight_appends=rng.choice([1, 3, 64]),
+        )
+        self.nodes = {i: Node(_with_id(base, i), rng.random()) for i in ids}
+        for node_id in ids:
+            self.checker.observe_snapshot(node_id, 0)
+        self.group: dict[str, int] = {}
+        """Partition: nodes talk only within their group (empty: no partition)."""
+        self.partition_until = 0
+        self._net: list[tuple[int, float, int, Message]] = []
+        self._seq = itertools.count()
+        self._proposals = itertools.count()
+        self._reads: dict[int, int] = {}
+        """Pending read ctx -> the commit index it must reflect at least."""
+        self._max_commit = 0
+        self._terms: dict[str, int] = {}
+        self._to_check: set[tuple[str, int]] = set()
+        self._checked: set[tuple[str, int]] = set()
+        self._leader_commit: dict[str, int] = {}
+
+    # -- driving ---------------------------------------------------------------------
+
+    def up(self) -> dict[str, Raft]:
+        return {i: n.raft for i, n in self.nodes.items() if n.raft is not None}
+
+    def run_tick(self, chaos: bool) -> None:
+        self.now += 1
+        for node_id, raft in self.up().items():
+            raft.tick()
+            self._after_step(node_id)
+        self._deliver()
+        if chaos:
+            self._inject_faults()
+        self._restart_due()
+        self._client_actions()
+
+    def _deliver(self) -> None:
+        while self._net and self._net[0][0] <= self.now:
+            *_, msg = heapq.heappop(self._net)
+            raft = self.nodes[msg.to].raft
+            if raft is None or not self._connected(msg.frm, msg.to):
+                continue
+            self.trace.append(f"t{self.now} {msg}")
+            raft.step(msg)
+            self._after_step(msg.to)
+
+    def _send(self, msg: Message) -> None:
+        f = self.faults
+        if self.rng.random() < f.loss:
+            return
+        copies = 2 if self.rng.random() < f.duplicate else 1
+        for _ in range(copies):
+            at = self.now + 1 + self.rng.randint(0, f.max_delay_ticks)
+            heapq.heappush(self._net, (at, self.rng.random(), next(self._seq), msg))
+
+    def _connected(self, a: str, b: str) -> bool:
+        return self.group.get(a, 0) == self.group.get(b, 0)
+
+    def _after_step(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        while node.raft is not None and node.raft.has_ready():
+            self._perform(node_id, node, node.raft.ready())
+        self._check(node_id)
+
+    def _perform(self, node_id: str, node: Node, rd: Ready) -> None:
+        """Do one Ready in its documented order; maybe crash part-way."""
+        if node.crash_at_ready == "before_persist":
+            self._crash(node_id, "before persisting a Ready")
+            return
+        node.disk.persist(rd)
+        if node.crash_at_ready == "after_persist":
+            self._crash(node_id, "after persisting a Ready")
+            return
+        for msg in rd.messages:
+            self.checker.observe_sent(msg)
+            self._send(msg)
+        if rd.snapshot is not None:
+            node.sm.install(rd.snapshot)
+            self.checker.observe_snapshot(node_id, rd.snapshot.index)
+            self.checker.observe_state(node_id, node.sm.index, node.sm.digest)
+        for e in rd.committed:
+            node.sm.apply(e)
+            self.checker.observe_applied(node_id, e)
+            self.checker.observe_state(node_id, node.sm.index, node.sm.digest)
+        for rs in rd.read_states:
+            assert rs.ctx in self._reads, f"{node_id} answered unknown or answered read {rs.ctx}"
+            need = self._reads.pop(rs.ctx)
+            assert rs.index >= need, f"read {rs.ctx} at {rs.index} misses commit {need}"
+        self._check_leader_log(node_id, node)
+        self._check_leader_commit(node_id, node)
+
+    # -- checks ----------------------------------------------------------------------
+
+    def _check(self, node_id: str) -> None:
+        raft = self.nodes[node_id].raft
+        if raft is None:
+            return
+        assert raft.term >= self._terms.get(node_id, 0), f"{node_id} term went back"
+        self._terms[node_id] = raft.term
+        assert raft.applied_index == self.nodes[node_id].sm.index
+        self._max_commit = max(self._max_commit, raft.commit_index)
+        if raft.role is Role.LEADER:
+            self.checker.observe_leader(node_id, raft.term)
+            if (node_id, raft.term) not in self._checked:
+                self._to_check.add((node_id, raft.term))
+
+    def _check_leader_log(self, node_id: str, node: Node) -> None:
+        """Leader completeness, once per (leader, term), as soon as the disk holds the
+        leader's whole log (right after a Ready of that leader)."""
+        raft = node.raft
+        assert raft is not None
+        key = (node_id, raft.term)
+        if key in self._to_check and raft.role is Role.LEADER:
+            snap = node.disk.snapshot
+            self.checker.check_leader_log(
+                node_id, raft.term, node.disk.entries, snap.index if snap else 0
+            )
+            self._to_check.discard(key)
+            self._checked.add(key)
+
+    def _check_leader_commit(self, node_id: str, node: Node) -> None:
+        """Raft §5.4.2: a leader moves its commit index only onto an entry of its term."""
+        raft = node.raft
+        assert raft is not None
+        before = self._leader_commit.get(node_id, 0)
+        self._leader_commit[node_id] = raft.commit_index
+        if raft.role is Role.LEADER and raft.commit_index > before:
+            entry = node.disk.entries.get(raft.commit_index)
+            assert entry is not None and entry.term == raft.term, (
+                f"{node_id}, leader in term {raft.term}, committed index "
+                f"{raft.commit_index} of term {entry.term if entry else '?'}"
+            )
+
+    # -- faults ----------------------------------------------------------------------
+
+    def _inject_faults(self) -> None:
+        """Partitions and crashes, aimed at the leader half of the time: leader changes
+        with entries replicated to only some nodes are where Raft's rules matter."""
+        rng, f = self.rng, self.faults
+        if f.partitions and rng.random() < f.partition_rate:
+            self._partition() if not self.group else self._heal_partition()
+        if self.group and self.now >= self.partition_until:
+            self._heal_partition()
+        if f.crashes and rng.random() < f.crash_rate:
+            up = sorted(self.up())
+            leaders = [i for i, _ in self.leaders()]
+            if up:
+                self._arm_crash(rng.choice(leaders if leaders and rng.random() < 0.5 else up))
+
+    def _partition(self) -> None:
+        ids = sorted(self.nodes)
+        leaders = [i for i, _ in self.leaders()]
+        if leaders and self.rng.random() < 0.5:
+            alone = set(self.rng.sample(ids, self.rng.randint(0, len(ids) // 2 - 1)))
+            alone.add(self.rng.choice(leaders))  # the leader with a minority, or alone
+            self.group = {i: int(i in alone) for i in ids}
+        else:
+            self.group = {i: self.rng.randrange(3) for i in ids}
+        self.partition_until = self.now + self.rng.randint(5, 60)
+        self.trace.append(f"t{self.now} partition {self.group}")
+
+    def _heal_partition(self) -> None:
+        self.group = {}
+        self.trace.append(f"t{self.now} heal partition")
+
+    def _arm_crash(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        mode = self.rng.choice(["now", "before_persist", "after_persist"])
+        if mode == "now":
+            self._crash(node_id, "between steps")
+        else:
+            node.crash_at_ready = mode
+
+    def _crash(self, node_id: str, when: str) -> None:
+        node = self.nodes[node_id]
+        node.raft = None
+        node.down_until = self.now + self.rng.randint(1, 30)
+        self.trace.append(f"t{self.now} crash {node_id} {when}")
+
+    def _restart_due(self, force: bool = False) -> None:
+        for node_id, node in self.nodes.items():
+            if node.raft is None and (force or self.now >= node.down_until):
+                node.start(self.rng.random())
+                snap = node.disk.snapshot
+                self.checker.observe_snapshot(node_id, snap.index if snap else 0)
+                self._terms.pop(node_id, None)
+                self.trace.append(f"t{self.now} restart {node_id}")
+                self._after_step(node_id)
+
+    def heal(self) -> None:
+        self.faults = Faults(max_delay_ticks=min(self.faults.max_delay_ticks, 2))
+        self._heal_partition()
+        for node in self.nodes.values():
+            node.crash_at_ready = None
+        self._restart_due(force=True)
+
+    # -- clients ---------------------------------------------------------------------
+
+    def leaders(self) -> list[tuple[str, Raft]]:
+        return sorted((i, r) for i, r in self.up().items() if r.role is Role.LEADER)
+
+    def propose(self, node_id: str, raft: Raft, data: bytes) -> int:
+        index = raft.propose(data)
+        self._after_step(node_id)
+        return index
+
+    def _client_actions(self) -> None:
+        rng = self.rng
+        leaders = self.leaders()
+        if not leaders:
+            return
+        node_id, raft = rng.choice(leaders)
+        if rng.random() < 0.3:
+            size = rng.choice([1, 1, 1, 60])
+            self.propose(node_id, raft, f"p{next(self._proposals)}".encode().ljust(size))
+        for reader_id, reader in leaders:  # stale leaders too: they must not answer
+            if rng.random() < 0.1:
+                ctx = next(self._seq)
+                self._reads[ctx] = self._max_commit
+                reader.read_index(ctx)
+                self._after_step(reader_id)
+        if rng.random() < 0.05:
+            self._compact(rng.choice(sorted(self.up())))
+        if rng.random() < 0.01:
+            json.dumps(raft.status())
+
+    def _compact(self, node_id: str) -> None:
+        node = self.nodes[node_id]
+        assert node.raft is not None
+        snap_index = node.disk.snapshot.index if node.disk.snapshot else 0
+        if node.sm.index - snap_index < 5:
+            return
+        node.raft.compact(node.sm.index, node.sm.digest)
+        node.disk.save_snapshot(Snapshot(node.sm.index, node.sm.term, node.sm.digest))
+        self._after_step(node_id)
+
+    # -- progress --------------------------------------------------------------------
+
+    def await_progress(self, bound_ticks: int, everywhere: bool = True) -> None:
+        """Within ``bound_ticks`` a leader commits a fresh proposal (and, if
+        ``everywhere``, every node applies it)."""
+        probe: tuple[str, int, int] | None = None
+        data = b"probe-%d" % self.now
+        for _ in range(bound_ticks):
+            self.run_tick(chaos=False)
+            leaders = self.leaders()
+            if probe is not None and not any(probe[:2] == (i, r.term) for i, r in leaders):
+                probe = None  # that leader is gone; propose again to the next one
+            if probe is None and leaders:
+                node_id, raft = leaders[-1]
+                probe = (node_id, raft.term, self.propose(node_id, raft, data))
+            if probe is not None and self._applied(probe[2], data, everywhere):
+                return
+        raise AssertionError(f"no progress within {bound_ticks} ticks after healing")
+
+    def _applied(self, index: int, data: bytes, everywhere: bool) -> bool:
+        entry = self.checker.committed_entry(index)
+        if entry is None or entry.data != data:
+            return False
+        return not everywhere or all(node.sm.index >= index for node in self.nodes.values())
+
+
+def _with_id(cfg: RaftConfig, node_id: str) -> RaftConfig:
+    fields = {k: getattr(cfg, k) for k in cfg.__dataclass_fields__}
+    return RaftConfig(**{**fields, "id": node_id})
+
+
+def _replay_note(test: str, seed: int, cluster: Cluster | None) -> str:
+    trace = "\n  ".join(cluster.trace) if cluster else ""
+    return (
+        f"seed {seed} failed at tick {cluster.now if cluster else 0}\n"
+        f"replay: RAFT_SEED={seed} .venv/bin/python -m pytest "
+        f"tests/property/test_raft_random.py -k {test}\n"
+        f"last events:\n  {trace}"
+    )
+
+
+def _chaos_faults(rng: random.Random) -> Faults:
+    return Faults(
+        loss=rng.choice([0.0, 0.05, 0.2]),
+        duplicate=rng.choice([0.0, 0.05]),
+        max_delay_ticks=rng.choice([0, 1, 3, 8]),
+        partitions=True,
+        partition_rate=rng.choice([0.01, 0.03, 0.06]),
+        crashes=True,
+        crash_rate=rng.choice([0.005, 0.02, 0.04]),
+    )
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_cluster_is_safe_and_recovers(seed: int) -> None:
+    shape = random.Random(seed)
+    voters = shape.choice([3, 5])
+    learner = shape.random() < 0.5
+    cluster: Cluster | None = None
+    try:
+        cluster = Cluster(seed, _chaos_faults(shape), voters, learner)
+        for _ in range(CHAOS_TICKS):
+            cluster.run_tick(chaos=True)
+        cluster.heal()
+        cluster.await_progress(HEAL_BOUND_TICKS)
+    except Exception as e:
+        raise AssertionError(_replay_note("safe_and_recovers", seed, cluster)) from e
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_liveness_under_loss(seed: int) -> None:
+    """10% loss, no partitions or crashes: a leader is elected and commits in a bound."""
+    shape = random.Random(-seed - 1)
+    cluster: Cluster | None = None
+    try:
+        faults = Faults(loss=0.1, max_delay_ticks=shape.choice([0, 2]))
+        cluster = Cluster(seed, faults, shape.choice([3, 5]), shape.random() < 0.5)
+        cluster.await_progress(LOSS_BOUND_TICKS, everywhere=False)
+    except Exception as e:
+        raise AssertionError(_replay_note("liveness_under_loss", seed, cluster)) from e
