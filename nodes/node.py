@@ -35,8 +35,10 @@ from fabric.wire.messages import (
     ReadExtent,
     ReadIndexRequest,
     RepairExtent,
+    StatEgroup,
 )
 from nodes.services.accounting import container_views
+from nodes.services.ec import EcService
 from nodes.services.gateway import Gateway, Offload
 from nodes.services.health import HealthService
 from nodes.services.metadata import MetadataService, RaftObserver
@@ -89,6 +91,9 @@ class Node:
             node_id, config, clock, rng, transport, self.metadata, self.storage, offload or _inline
         )
         self.scanner = Scanner(node_id, clock, self.metadata, self.gateway)
+        self.ec = EcService(node_id, clock, rng, self.metadata, self.gateway)
+        self.gateway.ec = self.ec
+        self.scanner.ec = self.ec
         self.registered = False
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -195,7 +200,9 @@ class Node:
                 return self.health.receive(message)
             case ClusterViewRequest():
                 return ClusterViewReply(await self._leader_view())
-            case AppendExtents() | ReadExtent() | RepairExtent() | DeleteEgroupFiles():
+            case (
+                AppendExtents() | ReadExtent() | RepairExtent() | DeleteEgroupFiles() | StatEgroup()
+            ):
                 return await self.gateway.dispatch_storage(message)
         raise BadRequest(f"unexpected call {type(message).__name__} from {frm}")
 
@@ -251,4 +258,5 @@ class Node:
             "served_by": self.id,
             "nodes": nodes,
             "containers": container_views(self.metadata.state, self.config),
+            "erasure_backend": self.ec.backend,
         }

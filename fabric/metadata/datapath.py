@@ -143,6 +143,51 @@ class RelocateExtents:
     moves: tuple[Move, ...]
 
 
+@register(62)
+@dataclass(frozen=True, slots=True)
+class StripMember:
+    egid: str
+    node: str
+
+
+@register(63)
+@dataclass(frozen=True, slots=True)
+class CommitStrip:
+    """``k`` sealed data groups (one copy each, on ``node``) and ``m`` parity groups.
+
+    Committed after the parity is durable; surplus data replicas are deleted only after.
+    """
+
+    strip_id: str
+    container: str
+    chunk_bytes: int
+    length: int
+    """Bytes of each data group covered by the parity (the longest, in whole chunks)."""
+    data: tuple[StripMember, ...]
+    parity: tuple[StripMember, ...]
+    parity_bytes: int
+    """Size of each parity group."""
+
+
+@register(64)
+@dataclass(frozen=True, slots=True)
+class MoveStripMember:
+    """A lost member was rebuilt on ``to_node``."""
+
+    strip_id: str
+    egid: str
+    from_node: str
+    to_node: str
+
+
+@register(65)
+@dataclass(frozen=True, slots=True)
+class DropStrip:
+    """Forget a strip whose data groups hold no live extent (its files were deleted)."""
+
+    strip_id: str
+
+
 DataCommand = (
     CreateContainer
     | DeleteContainer
@@ -152,9 +197,22 @@ DataCommand = (
     | SealEgroups
     | DropEgroup
     | RelocateExtents
+    | CommitStrip
+    | MoveStripMember
+    | DropStrip
 )
 
-_STATS = ("logical_bytes", "unique_bytes", "stored_bytes", "physical_bytes", "extents", "vdisks")
+_STATS = (
+    "logical_bytes",
+    "unique_bytes",
+    "stored_bytes",
+    "physical_bytes",
+    "extents",
+    "vdisks",
+    "ec_data_bytes",
+    "ec_parity_bytes",
+    "ec_strips",
+)
 
 
 def container_key(name: str) -> str:
@@ -235,6 +293,12 @@ class DataPath:
                     value = self._drop(index, cmd)
                 case RelocateExtents():
                     value = self._relocate(index, cmd)
+                case CommitStrip():
+                    value = self._commit_strip(index, cmd)
+                case MoveStripMember():
+                    value = self._move_member(index, cmd)
+                case DropStrip():
+                    value = self._drop_strip(index, cmd)
         except Refused as r:
             return Result.refuse(r.code, r.message)
         return Result(ok=True, value=value)
@@ -451,7 +515,7 @@ class DataPath:
         eg = self._value(egroup_key(cmd.egid))
         if eg is None:
             raise Refused("not_found", f"no extent group {cmd.egid}")
-        if not eg["sealed"] or eg["extents"]:
+        if not eg["sealed"] or eg["extents"] or eg.get("strip"):
             raise Refused("conflict", f"extent group {cmd.egid} is still in use")
         copies = len(eg["replicas"])
         self._stats_add(
@@ -499,3 +563,112 @@ class DataPath:
             index, eg.container, physical_bytes=(new["live_bytes"] + new["dead_bytes"]) * copies
         )
         return moved
+
+    # --- erasure-coded strips ---------------------------------------------------------------
+    def _commit_strip(self, index: int, cmd: CommitStrip) -> Any:
+        if self.s.get(f"strip/{cmd.strip_id}") is not None:
+            raise Refused("conflict", f"strip {cmd.strip_id} exists")
+        groups = []
+        for member in cmd.data:
+            eg = self._value(egroup_key(member.egid))
+            if (
+                eg is None
+                or not eg["sealed"]
+                or eg.get("strip")
+                or eg["container"] != cmd.container
+                or member.node not in eg["replicas"]
+            ):
+                raise Refused("conflict", f"extent group {member.egid} changed; strip abandoned")
+            groups.append(eg)
+        for member in cmd.parity:
+            if self.s.get(egroup_key(member.egid)) is not None:
+                raise Refused("conflict", f"parity group {member.egid} exists")
+        freed = data_bytes = 0
+        for member, eg in zip(cmd.data, groups, strict=True):
+            size = eg["live_bytes"] + eg["dead_bytes"]
+            freed += size * (len(eg["replicas"]) - 1)
+            data_bytes += size
+            self._put(
+                index,
+                egroup_key(member.egid),
+                {**eg, "replicas": [member.node], "strip": cmd.strip_id},
+            )
+        for member in cmd.parity:
+            self._put(
+                index,
+                egroup_key(member.egid),
+                {
+                    "egid": member.egid,
+                    "container": cmd.container,
+                    "replicas": [member.node],
+                    "owner": "",
+                    "live_bytes": 0,
+                    "dead_bytes": 0,
+                    "extents": 0,
+                    "sealed": True,
+                    "strip": cmd.strip_id,
+                    "parity": True,
+                },
+            )
+        parity = cmd.parity_bytes * len(cmd.parity)
+        self._put(
+            index,
+            f"strip/{cmd.strip_id}",
+            {
+                "id": cmd.strip_id,
+                "container": cmd.container,
+                "k": len(cmd.data),
+                "m": len(cmd.parity),
+                "chunk_bytes": cmd.chunk_bytes,
+                "length": cmd.length,
+                "data": [[m.egid, m.node] for m in cmd.data],
+                "parity": [[m.egid, m.node] for m in cmd.parity],
+                "parity_bytes": cmd.parity_bytes,
+                "data_bytes": data_bytes,
+            },
+        )
+        self._stats_add(
+            index,
+            cmd.container,
+            physical_bytes=parity - freed,
+            ec_data_bytes=data_bytes,
+            ec_parity_bytes=parity,
+            ec_strips=1,
+        )
+        return cmd.strip_id
+
+    def _move_member(self, index: int, cmd: MoveStripMember) -> Any:
+        strip = self._value(f"strip/{cmd.strip_id}")
+        eg = self._value(egroup_key(cmd.egid))
+        if strip is None or eg is None or eg.get("strip") != cmd.strip_id:
+            raise Refused("not_found", f"{cmd.egid} is not in strip {cmd.strip_id}")
+        if eg["replicas"] != [cmd.from_node]:
+            raise Refused("conflict", f"{cmd.egid} no longer lives on {cmd.from_node}")
+        strip = dict(strip)
+        for role in ("data", "parity"):
+            strip[role] = [[g, cmd.to_node if g == cmd.egid else n] for g, n in strip[role]]
+        self._put(index, f"strip/{cmd.strip_id}", strip)
+        self._put(index, egroup_key(cmd.egid), {**eg, "replicas": [cmd.to_node]})
+        return cmd.egid
+
+    def _drop_strip(self, index: int, cmd: DropStrip) -> Any:
+        strip = self._value(f"strip/{cmd.strip_id}")
+        if strip is None:
+            raise Refused("not_found", f"no strip {cmd.strip_id}")
+        groups = [self._value(egroup_key(g)) for g, _ in strip["data"]]
+        if any(eg["extents"] for eg in groups):
+            raise Refused("conflict", f"strip {cmd.strip_id} still holds live extents")
+        for egid, _ in strip["data"] + strip["parity"]:
+            self.s.delete(egroup_key(egid))
+            self._put(index, f"egroup-dropped/{egid}", True)
+        self.s.delete(f"strip/{cmd.strip_id}")
+        parity = strip["parity_bytes"] * len(strip["parity"])
+        self._stats_add(
+            index,
+            strip["container"],
+            physical_bytes=-(strip["data_bytes"] + parity),
+            ec_data_bytes=-strip["data_bytes"],
+            ec_parity_bytes=-parity,
+            ec_strips=-1,
+        )
+        return cmd.strip_id

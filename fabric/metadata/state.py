@@ -24,12 +24,15 @@ import msgpack
 
 from fabric.metadata.commands import Batch, Command, Delete, Put, RegisterNode, SetNodeState
 from fabric.metadata.datapath import (
+    CommitStrip,
     CreateContainer,
     CreateVdisk,
     DataPath,
     DeleteContainer,
     DeleteVdisk,
     DropEgroup,
+    DropStrip,
+    MoveStripMember,
     RelocateExtents,
     SealEgroups,
     WriteExtents,
@@ -98,6 +101,9 @@ class MetadataState:
                 | SealEgroups()
                 | DropEgroup()
                 | RelocateExtents()
+                | CommitStrip()
+                | MoveStripMember()
+                | DropStrip()
             ):
                 return DataPath(self).apply(index, command)
         raise AssertionError(f"unknown command {command!r}")

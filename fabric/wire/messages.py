@@ -135,3 +135,15 @@ class RepairExtent:
 @dataclass(frozen=True, slots=True)
 class DeleteEgroupFiles:
     egid: str
+
+
+@register(56)
+@dataclass(frozen=True, slots=True)
+class StatEgroup:
+    egid: str
+
+
+@register(57)
+@dataclass(frozen=True, slots=True)
+class EgroupStat:
+    size: int

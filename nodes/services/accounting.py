@@ -25,10 +25,26 @@ def resiliency(state: MetadataState, container: str, rf: int) -> int:
     worst = rf - 1
     for _, item in state.scan("egroup/"):
         eg = item.value
-        if eg["container"] != container or not eg["extents"]:
+        if eg["container"] != container or not eg["extents"] or eg.get("strip"):
             continue
         worst = min(worst, sum(1 for r in eg["replicas"] if r in up) - 1)
+    for _, item in state.scan("strip/"):
+        strip = item.value
+        if strip["container"] == container:
+            alive = sum(1 for _, n in strip["data"] + strip["parity"] if n in up)
+            worst = min(worst, alive - strip["k"])
     return worst
+
+
+def pending_ec(state: MetadataState, container: str) -> int:
+    """Extent groups of an EC container still held as replicas (not in a strip yet)."""
+    return sum(
+        1
+        for _, item in state.scan("egroup/")
+        if item.value["container"] == container
+        and not item.value.get("strip")
+        and item.value["extents"]
+    )
 
 
 def container_views(state: MetadataState, config: ClusterConfig) -> list[dict[str, Any]]:
@@ -52,6 +68,14 @@ def container_views(state: MetadataState, config: ClusterConfig) -> list[dict[st
                 "dedup_ratio": _ratio(st["logical_bytes"], st["unique_bytes"]),
                 "compression_ratio": _ratio(st["unique_bytes"], st["stored_bytes"]),
                 "savings_bytes": max(0, st["logical_bytes"] * p["rf"] - st["physical_bytes"]),
+                "dedup_savings_bytes": st["logical_bytes"] - st["unique_bytes"],
+                "compression_savings_bytes": st["unique_bytes"] - st["stored_bytes"],
+                "ec_strips": st.get("ec_strips", 0),
+                "ec_data_bytes": st.get("ec_data_bytes", 0),
+                "ec_parity_bytes": st.get("ec_parity_bytes", 0),
+                "ec_savings_bytes": st.get("ec_data_bytes", 0) * (p["rf"] - 1)
+                - st.get("ec_parity_bytes", 0),
+                "ec_pending_groups": pending_ec(state, c["name"]) if ec else 0,
                 "resiliency": resiliency(state, c["name"], p["rf"]),
             }
         )

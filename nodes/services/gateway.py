@@ -31,7 +31,7 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import xxhash
 
@@ -65,6 +65,7 @@ from fabric.wire.messages import (
     ExtentData,
     ReadExtent,
     RepairExtent,
+    StatEgroup,
 )
 from nodes.services.metadata import MetadataService
 from nodes.services.storage import StorageService
@@ -73,11 +74,16 @@ log = logging.getLogger(__name__)
 
 Offload = Callable[..., Awaitable[Any]]
 
-BATCH_BYTES = 8 * limits.MiB
+
+class EcReader(Protocol):
+    async def read_degraded(self, eg: dict[str, Any], offset: int, length: int) -> bytes: ...
+
+
+BATCH_BYTES = 4 * limits.MiB
 """Extents committed together: one fsync per replica and one Raft entry per batch."""
 BATCHES_IN_FLIGHT = 2
 READ_AHEAD_EXTENTS = 4
-EGROUP_MAX_BYTES = 64 * limits.MiB
+EGROUP_MAX_BYTES = 8 * limits.MiB
 """An extent group is sealed once this full: the unit of EC and of compaction."""
 MAX_VDISK_BYTES = 64 * limits.GiB * 1024
 WRITE_RETRIES = 40
@@ -151,11 +157,14 @@ class Gateway:
         self._stripes = [asyncio.Lock() for _ in range(LOCK_STRIPES)]
         self.stats = WriteStats()
         self._repairs: set[asyncio.Future[None]] = set()
+        self.ec: EcReader | None = None
+        """Set by the node once its EC service exists (reads of erasure-coded groups)."""
 
     # --- lookups (callers did a read_index first) -------------------------------------------
-    def _value(self, key: str) -> Any:
+    def _value(self, key: str, field: str | None = None) -> Any:
         item = self.metadata.state.get(key)
-        return None if item is None else item.value
+        value = None if item is None else item.value
+        return value.get(field) if field and isinstance(value, dict) else value
 
     def container(self, name: str) -> dict[str, Any]:
         record = self._value(container_key(name))
@@ -508,6 +517,8 @@ class Gateway:
                 return await self.storage.repair(msg)
             case DeleteEgroupFiles():
                 return await self.storage.delete(msg)
+            case StatEgroup():
+                return await self.storage.stat(msg)
         raise BadRequest(f"not a storage message: {type(msg).__name__}")
 
     # --- read -------------------------------------------------------------------------------
@@ -592,7 +603,25 @@ class Gateway:
                 self._repairs.add(task)
                 task.add_done_callback(self._repairs.discard)
             return reply.data
+        if eg.get("strip") and self.ec is not None:
+            return await self._read_from_strip(eg, ext, errors)
         raise Unavailable(f"no readable copy of an extent in {ext['egroup']}: " + "; ".join(errors))
+
+    async def _read_from_strip(
+        self, eg: dict[str, Any], ext: dict[str, Any], errors: list[str]
+    ) -> bytes:
+        """Degraded read: rebuild the extent from the strip, then mend its one copy."""
+        assert self.ec is not None
+        data = await self.ec.read_degraded(eg, ext["offset"], ext["stored_len"])
+        if codec.checksum(data) != ext["checksum"]:
+            raise Unavailable(
+                f"extent in {ext['egroup']} unreadable and not rebuildable: " + "; ".join(errors)
+            )
+        if self._value("node/" + eg["replicas"][0], "state") == "UP":
+            task = asyncio.ensure_future(self._repair(eg["replicas"][0], ext, data))
+            self._repairs.add(task)
+            task.add_done_callback(self._repairs.discard)
+        return data
 
     async def _repair(self, node: str, ext: dict[str, Any], stored: bytes) -> None:
         try:

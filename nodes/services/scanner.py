@@ -29,6 +29,7 @@ from fabric.errors import FabricError
 from fabric.metadata.datapath import DropEgroup, Move, RelocateExtents, SealEgroups
 from fabric.ports import Clock, PeerUnreachable
 from fabric.wire.messages import DeleteEgroupFiles
+from nodes.services.ec import EcService
 from nodes.services.gateway import Gateway
 from nodes.services.metadata import MetadataService
 from nodes.services.storage import StorageService
@@ -58,6 +59,7 @@ class Scanner:
         self.metadata = metadata
         self.gateway = gateway
         self.stats = ScanStats()
+        self.ec: EcService | None = None
         self._seen: dict[str, tuple[int, float]] = {}
         """egid -> (record version, when first seen at that version)."""
 
@@ -77,13 +79,15 @@ class Scanner:
         idle: list[str] = []
         for _, item in list(self.metadata.state.scan("egroup/")):
             eg = item.value
+            if eg.get("parity"):
+                continue  # parity lives and dies with its strip
             if not eg["sealed"]:
                 version, since = self._seen.setdefault(eg["egid"], (item.version, now))
                 if version != item.version:
                     self._seen[eg["egid"]] = (item.version, now)
                 elif now - since >= EGROUP_IDLE_S:
                     idle.append(eg["egid"])
-            elif eg["extents"] == 0:
+            elif eg["extents"] == 0 and not eg.get("strip"):
                 await self._collect(eg)
             elif eg["dead_bytes"] > eg["live_bytes"] and eg["dead_bytes"] >= COMPACT_MIN_DEAD_BYTES:
                 await self._compact(eg)
@@ -93,6 +97,8 @@ class Scanner:
                 self.stats.sealed += len(idle)
                 for egid in idle:
                     self._seen.pop(egid, None)
+        if self.ec is not None:
+            await self.ec.scan()
 
     async def _collect(self, eg: dict[str, Any]) -> None:
         nodes = self.metadata.state.nodes()
@@ -121,7 +127,8 @@ class Scanner:
         if not live:
             return
         payloads = [await self.gateway.read_stored(ext) for _, ext in live]
-        target = self.gateway.place_egroup(container, len(eg["replicas"]), set())
+        rf = self.gateway.policy(container).rf  # an EC'd group has one copy; its data gets rf
+        target = self.gateway.place_egroup(container, rf, set())
         offsets = await self.gateway.append_replicas(target, payloads)
         moves = tuple(
             Move(container, extent_id, eg["egid"], off, len(data))

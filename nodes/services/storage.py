@@ -21,9 +21,11 @@ from fabric.wire.messages import (
     AppendExtents,
     AppendReply,
     DeleteEgroupFiles,
+    EgroupStat,
     ExtentData,
     ReadExtent,
     RepairExtent,
+    StatEgroup,
 )
 
 log = logging.getLogger(__name__)
@@ -93,6 +95,16 @@ class StorageService:
             raise Unavailable(f"{self.node_id}: {exc}") from None
         self.bytes_read += len(data)
         return ExtentData(data)
+
+    async def stat(self, msg: StatEgroup) -> EgroupStat:
+        disk = self._where.get(msg.egid)
+        if disk is None:
+            raise NotFound(f"{self.node_id} holds no extent group {msg.egid}")
+        try:
+            size = await disk.size(egroup_file(msg.egid))
+        except DiskFault as exc:
+            raise Unavailable(f"{self.node_id}: {exc}") from None
+        return EgroupStat(size or 0)
 
     async def repair(self, msg: RepairExtent) -> Ack:
         disk = self._where.get(msg.egid)

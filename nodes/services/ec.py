@@ -1,0 +1,366 @@
+"""Erasure coding of cold extent groups (EC-X style): conversion, degraded reads, rebuild.
+
+Theory of operation
+-------------------
+Data lands as RF replicas. For a container with ``ec = k+m``, the leader's scanner
+calls ``scan`` on every pass, which does at most one strip's worth of work:
+
+1. **rebuild** a strip member (data or parity group) whose node is DOWN: each chunk is
+   recomputed from ``k`` survivors onto a node in a fault domain the strip does not use,
+   then ``MoveStripMember`` points metadata at it;
+2. **collect** a strip whose data groups no longer hold a live extent;
+3. **convert**: pick ``k`` sealed groups that stayed unchanged for ``ec_delay_s``, one
+   replica of each in ``k`` distinct fault domains (after checking those copies against
+   the extent checksums), and ``m`` parity nodes in further domains; encode chunk by
+   chunk (bounded memory: ``k + m`` chunks) and append parity, durably; commit
+   ``CommitStrip``; only then delete the surplus data replicas. A crash before the
+   commit leaves the groups replicated as they were (the parity files are unreferenced);
+   a crash after it leaves at most surplus copies, which the owning node sweeps.
+
+A read of an extent in an EC'd group goes to the group's single copy; when that node is
+down or its bytes fail the checksum, ``read_degraded`` rebuilds the chunks that cover
+the extent from any ``k`` of the other members, and the caller repairs the bad copy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from fabric.errors import FabricError, Unavailable
+from fabric.extents import codec, erasure
+from fabric.extents.policy import ContainerPolicy
+from fabric.metadata.datapath import (
+    CommitStrip,
+    DropStrip,
+    MoveStripMember,
+    StripMember,
+    egroup_key,
+)
+from fabric.placement.rendezvous import Candidate, NotEnoughDomains, place
+from fabric.ports import Clock, PeerUnreachable
+from fabric.wire.messages import (
+    AppendExtents,
+    DeleteEgroupFiles,
+    EgroupStat,
+    ExtentData,
+    ReadExtent,
+    RepairExtent,
+    StatEgroup,
+)
+from nodes.services.gateway import Gateway
+from nodes.services.metadata import MetadataService
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20
+"""Erasure-coding granule: k + m chunks are in memory at once during a conversion."""
+
+
+@dataclass
+class EcStats:
+    strips_converted: int = 0
+    strips_rolled_back: int = 0
+    members_rebuilt: int = 0
+    strips_collected: int = 0
+    degraded_reads: int = 0
+    converted_bytes: int = 0
+
+
+class EcService:
+    def __init__(
+        self, node_id: str, clock: Clock, rng: Any, metadata: MetadataService, gateway: Gateway
+    ) -> None:
+        self.node_id = node_id
+        self.clock = clock
+        self.rng = rng
+        self.metadata = metadata
+        self.gateway = gateway
+        self.stats = EcStats()
+        self._cold: dict[str, tuple[int, float]] = {}
+        self.backend = erasure.backend()
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _value(self, key: str) -> Any:
+        item = self.metadata.state.get(key)
+        return None if item is None else item.value
+
+    def _up(self) -> set[str]:
+        return {n for n, r in self.metadata.state.nodes().items() if r.get("state") == "UP"}
+
+    async def _call(self, node: str, msg: Any) -> Any:
+        return await self.gateway.call_storage(node, msg)
+
+    def _layout(self, strip: dict[str, Any]) -> erasure.Layout:
+        return erasure.layout(strip["k"], strip["m"], strip["chunk_bytes"])
+
+    # --- the scanner's entry point ----------------------------------------------------------
+    async def scan(self) -> None:
+        strips = [dict(item.value) for _, item in self.metadata.state.scan("strip/")]
+        up = self._up()
+        for strip in strips:
+            lost = [(g, n) for g, n in strip["data"] + strip["parity"] if n not in up]
+            if lost and len(lost) <= strip["m"]:
+                await self._rebuild(strip, *lost[0])
+                return
+        for strip in strips:
+            groups = [self._value(egroup_key(g)) for g, _ in strip["data"]]
+            if all(eg is not None and eg["extents"] == 0 for eg in groups):
+                await self._collect(strip)
+                return
+        for _, item in list(self.metadata.state.scan("container/")):
+            policy = ContainerPolicy.from_dict(item.value["policy"])
+            if policy.ec_k and await self._convert(item.value["name"], policy):
+                return
+
+    # --- conversion -------------------------------------------------------------------------
+    def _cold_groups(self, container: str, delay_s: float) -> list[dict[str, Any]]:
+        now = self.clock.now()
+        out = []
+        for _, item in self.metadata.state.scan("egroup/"):
+            eg = item.value
+            if eg["container"] != container or not eg["sealed"] or eg.get("strip"):
+                continue
+            if eg["extents"] == 0:
+                continue
+            version, since = self._cold.setdefault(eg["egid"], (item.version, now))
+            if version != item.version:
+                self._cold[eg["egid"]] = (item.version, now)
+            elif now - since >= delay_s:
+                out.append(eg)
+        out.sort(key=lambda eg: (-(eg["live_bytes"] + eg["dead_bytes"]), eg["egid"]))
+        return out
+
+    def _plan(
+        self, container: str, policy: ContainerPolicy
+    ) -> tuple[list[tuple[dict[str, Any], str]], list[str]] | None:
+        domains = self.gateway.fault_domains()
+        up = self._up()
+        chosen: list[tuple[dict[str, Any], str]] = []
+        used: set[str] = set()
+        for eg in self._cold_groups(container, policy.ec_delay_s):
+            for node in sorted(eg["replicas"]):
+                if node in up and domains.get(node) not in used:
+                    chosen.append((eg, node))
+                    used.add(domains[node])
+                    break
+            if len(chosen) == policy.ec_k:
+                break
+        if len(chosen) < policy.ec_k:
+            return None
+        candidates = [
+            Candidate(n, domains[n]) for n in sorted(up) if n in domains and domains[n] not in used
+        ]
+        try:
+            parity = place(chosen[0][0]["egid"], candidates, policy.ec_m)
+        except NotEnoughDomains:
+            return None
+        return chosen, parity
+
+    async def _convert(self, container: str, policy: ContainerPolicy) -> bool:
+        plan = self._plan(container, policy)
+        if plan is None:
+            return False
+        chosen, parity_nodes = plan
+        strip_id = f"st-{self.rng.getrandbits(48):012x}"
+        lay = erasure.layout(policy.ec_k, policy.ec_m, CHUNK_BYTES)
+        parity = [StripMember(f"{strip_id}-p{j}", node) for j, node in enumerate(parity_nodes)]
+        try:
+            for eg, node in chosen:
+                await self._verify_copy(eg, node)
+            sizes = [await self._size(eg["egid"], node) for eg, node in chosen]
+            chunks = -(-max(sizes) // CHUNK_BYTES)
+            for c in range(chunks):
+                data = await asyncio.gather(
+                    *(
+                        self._chunk(eg["egid"], node, c * CHUNK_BYTES, CHUNK_BYTES)
+                        for eg, node in chosen
+                    )
+                )
+                records = await self.gateway.offload(erasure.encode, lay, list(data))
+                await asyncio.gather(
+                    *(
+                        self._call(p.node, AppendExtents(p.egid, (rec,)))
+                        for p, rec in zip(parity, records, strict=True)
+                    )
+                )
+        except (PeerUnreachable, FabricError) as exc:
+            log.warning("EC conversion abandoned: %s", exc)
+            await self._delete_files([(p.egid, p.node) for p in parity])
+            self.stats.strips_rolled_back += 1
+            return False
+        cmd = CommitStrip(
+            strip_id,
+            container,
+            CHUNK_BYTES,
+            chunks * CHUNK_BYTES,
+            tuple(StripMember(eg["egid"], node) for eg, node in chosen),
+            tuple(parity),
+            chunks * lay.parity_record_bytes,
+        )
+        result = await self.metadata.propose(cmd)
+        if not result.ok:
+            log.info("strip %s not committed: %s", strip_id, result.message)
+            await self._delete_files([(p.egid, p.node) for p in parity])
+            self.stats.strips_rolled_back += 1
+            return False
+        # Committed: the single copies plus parity carry the data. Drop the surplus.
+        await self._delete_files(
+            [(eg["egid"], n) for eg, node in chosen for n in eg["replicas"] if n != node]
+        )
+        self.stats.strips_converted += 1
+        self.stats.converted_bytes += sum(sizes)
+        log.info(
+            "strip %s: %d data groups + %d parity on %s",
+            strip_id,
+            len(chosen),
+            len(parity),
+            ",".join(parity_nodes),
+        )
+        return True
+
+    async def _verify_copy(self, eg: dict[str, Any], node: str) -> None:
+        """Make sure the copy that will stay is good: repair it from another if not."""
+        for _, item in self.metadata.state.scan(f"extent/{eg['container']}/"):
+            ext = item.value
+            if ext["egroup"] != eg["egid"]:
+                continue
+            reply = await self._call(node, ReadExtent(eg["egid"], ext["offset"], ext["stored_len"]))
+            assert isinstance(reply, ExtentData)
+            if codec.checksum(reply.data) != ext["checksum"]:
+                good = await self.gateway.read_stored(ext)
+                await self._call(node, RepairExtent(eg["egid"], ext["offset"], good))
+
+    async def _size(self, egid: str, node: str) -> int:
+        reply = await self._call(node, StatEgroup(egid))
+        assert isinstance(reply, EgroupStat)
+        return reply.size
+
+    async def _chunk(self, egid: str, node: str, offset: int, length: int) -> bytes:
+        reply = await self._call(node, ReadExtent(egid, offset, length))
+        assert isinstance(reply, ExtentData)
+        return reply.data
+
+    async def _delete_files(self, files: list[tuple[str, str]]) -> None:
+        for egid, node in files:
+            try:
+                await self._call(node, DeleteEgroupFiles(egid))
+            except (PeerUnreachable, FabricError) as exc:
+                log.info("%s on %s stays until that node sweeps it: %s", egid, node, exc)
+
+    # --- degraded reads and rebuild ---------------------------------------------------------
+    async def _rebuild_chunk(
+        self, strip: dict[str, Any], lay: erasure.Layout, want: int, c: int
+    ) -> bytes:
+        """Fragment ``want`` (with header) of chunk ``c``, from the other members."""
+        k = strip["k"]
+        members = strip["data"] + strip["parity"]
+        reads = []
+        for i, (egid, node) in enumerate(members):
+            if i == want:
+                continue
+            if i < k:
+                reads.append((i, self._chunk(egid, node, c * lay.chunk_bytes, lay.chunk_bytes)))
+            else:
+                size = lay.parity_record_bytes
+                reads.append((i, self._chunk(egid, node, c * size, size)))
+        got = await asyncio.gather(*(r for _, r in reads), return_exceptions=True)
+        data: dict[int, bytes] = {}
+        parity: dict[int, bytes] = {}
+        for (i, _), result in zip(reads, got, strict=True):
+            if isinstance(result, BaseException):
+                if not isinstance(result, PeerUnreachable | FabricError):
+                    raise result
+                continue
+            if i < k:
+                data[i] = result
+            elif len(result) == lay.parity_record_bytes:
+                parity[i - k] = result
+        try:
+            frag: bytes = await self.gateway.offload(erasure.rebuild, lay, data, parity, want)
+        except erasure.ErasureError as exc:
+            raise Unavailable(f"strip {strip['id']}: {exc}") from None
+        return frag
+
+    async def read_degraded(self, eg: dict[str, Any], offset: int, length: int) -> bytes:
+        """Bytes ``[offset, offset + length)`` of an EC'd data group, rebuilt."""
+        strip = self._value(f"strip/{eg['strip']}")
+        if strip is None:
+            raise Unavailable(f"strip {eg['strip']} of {eg['egid']} is gone")
+        lay = self._layout(strip)
+        want = [g for g, _ in strip["data"]].index(eg["egid"])
+        c_size = lay.chunk_bytes
+        out = bytearray()
+        for c in range(offset // c_size, (offset + length - 1) // c_size + 1):
+            frag = await self._rebuild_chunk(strip, lay, want, c)
+            out += frag[lay.header_bytes :]
+        self.stats.degraded_reads += 1
+        start = offset - (offset // c_size) * c_size
+        return bytes(out[start : start + length])
+
+    async def _rebuild(self, strip: dict[str, Any], egid: str, lost_node: str) -> None:
+        members = strip["data"] + strip["parity"]
+        want = [g for g, _ in members].index(egid)
+        domains = self.gateway.fault_domains()
+        used = {domains.get(n) for g, n in members if g != egid}
+        candidates = [
+            Candidate(n, domains[n])
+            for n in sorted(self._up())
+            if n in domains and domains[n] not in used
+        ]
+        try:
+            target = place(f"{strip['id']}/{egid}", candidates, 1)[0]
+        except NotEnoughDomains as exc:
+            log.warning("cannot rebuild %s of strip %s yet: %s", egid, strip["id"], exc)
+            return
+        lay = self._layout(strip)
+        chunks = strip["length"] // lay.chunk_bytes
+        try:
+            await self._call(target, DeleteEgroupFiles(egid))  # a leftover partial copy
+            for c in range(chunks):
+                payload = await self._member_chunk(strip, lay, want, c)
+                await self._call(target, AppendExtents(egid, (payload,)))
+        except (PeerUnreachable, FabricError) as exc:
+            log.warning("rebuild of %s onto %s failed: %s", egid, target, exc)
+            return
+        result = await self.metadata.propose(MoveStripMember(strip["id"], egid, lost_node, target))
+        if result.ok:
+            self.stats.members_rebuilt += 1
+            log.info(
+                "rebuilt %s of strip %s on %s (was on %s)", egid, strip["id"], target, lost_node
+            )
+
+    async def _member_chunk(
+        self, strip: dict[str, Any], lay: erasure.Layout, want: int, c: int
+    ) -> bytes:
+        """What member ``want`` holds for chunk ``c``: data bytes, or a parity record.
+
+        Parity is encoded afresh from the data chunks (rebuilding lost data chunks first),
+        so it needs no surviving parity record for its headers.
+        """
+        k: int = strip["k"]
+        if want < k:
+            frag = await self._rebuild_chunk(strip, lay, want, c)
+            return frag[lay.header_bytes :]
+        data = []
+        for i, (egid, node) in enumerate(strip["data"]):
+            try:
+                data.append(await self._chunk(egid, node, c * lay.chunk_bytes, lay.chunk_bytes))
+            except (PeerUnreachable, FabricError):
+                frag = await self._rebuild_chunk(strip, lay, i, c)
+                data.append(frag[lay.header_bytes :])
+        records: list[bytes] = await self.gateway.offload(erasure.encode, lay, data)
+        record: bytes = records[want - k]
+        return record
+
+    async def _collect(self, strip: dict[str, Any]) -> None:
+        up = self._up()
+        files = [(g, n) for g, n in strip["data"] + strip["parity"]]
+        if any(n not in up for _, n in files):
+            return  # wait until every member can delete its file
+        await self._delete_files(files)
+        result = await self.metadata.propose(DropStrip(strip["id"]))
+        if result.ok:
+            self.stats.strips_collected += 1

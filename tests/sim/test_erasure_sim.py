@@ -1,0 +1,203 @@
+"""Erasure coding on simulated clusters: conversion, degraded reads, rebuild, crashes."""
+
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import pytest
+
+from fabric.errors import BadRequest
+from fabric.extents.policy import ContainerPolicy
+from nodes.simcluster import SimCluster
+from tests.sim.conftest import chunks, started
+
+MiB = 1 << 20
+EC_SEEDS = int(os.environ.get("EC_SEEDS", "24"))
+
+
+async def read_all(sim: SimCluster, via: str, name: str) -> bytes:
+    _, _, stream = await sim.nodes[via].gateway.read(name, 0, None)
+    return b"".join([c async for c in stream])
+
+
+def _leader_state(sim: SimCluster) -> Any:
+    leader = sim.leader()
+    assert leader is not None, "no leader"
+    return sim.nodes[leader].metadata.state
+
+
+async def view(sim: SimCluster, name: str) -> dict[str, Any]:
+    await sim.wait_for(lambda: sim.leader() is not None, 20, "a leader")
+    v = await sim.nodes[sim.leader() or ""].cluster_view()
+    return next(c for c in v["containers"] if c["name"] == name)
+
+
+async def write_cold(sim: SimCluster, data: bytes, k: int = 4, m: int = 2) -> None:
+    g = sim.nodes["n1"].gateway
+    await g.create_container("cold", ContainerPolicy(rf=2, ec_k=k, ec_m=m, ec_delay_s=0))
+    await g.create_vdisk("img", "cold", len(data))
+    await g.write("img", 0, len(data), chunks(data))
+
+
+def recount_physical(sim: SimCluster) -> int:
+    """Physical bytes recomputed from extent-group and strip records (no stats)."""
+    state = _leader_state(sim)
+    total = 0
+    for _, item in state.scan("egroup/"):
+        eg = item.value
+        if not eg.get("parity"):
+            total += (eg["live_bytes"] + eg["dead_bytes"]) * len(eg["replicas"])
+    for _, item in state.scan("strip/"):
+        total += item.value["parity_bytes"] * len(item.value["parity"])
+    return total
+
+
+def test_4_2_costs_one_and_a_half_and_survives_any_two_kills() -> None:
+    sim = started(nodes=7, seed=2)
+    data = random.Random(1).randbytes(64 * MiB)
+    try:
+        sim.run(write_cold(sim, data))
+        sim.run(sim.wait_for(lambda: _pending(sim) == 0, 60, "EC of every group"))
+        c = sim.run(view(sim, "cold"))
+        assert c["ec"] == "4+2" and c["ec_strips"] == 2
+        expected = c["stored_bytes"] * 6 / 4
+        assert abs(c["physical_bytes"] - expected) <= 0.05 * expected
+        assert c["physical_bytes"] == recount_physical(sim)
+        assert c["ec_savings_bytes"] == c["stored_bytes"] * 2 - c["physical_bytes"]
+        rng = random.Random(3)
+        for victims in (rng.sample(sorted(sim.nodes), 2) for _ in range(2)):
+            for v in victims:
+                sim.crash(v)
+            survivor = next(n for n in sorted(sim.nodes))
+            assert sim.run(read_all(sim, survivor, "img")) == data, f"killed {victims}"
+            for v in victims:
+                sim.run(sim.restart(v))
+    finally:
+        sim.close()
+
+
+def _pending(sim: SimCluster) -> int:
+    """Groups of the container still replicated; -1 while there is no leader to ask."""
+    if sim.leader() is None:
+        return -1
+    state = _leader_state(sim)
+    if state.get("container/cold") is None:
+        return -1
+    return sum(
+        1 for _, it in state.scan("egroup/") if it.value["extents"] and not it.value.get("strip")
+    )
+
+
+def test_lost_member_is_rebuilt_on_a_new_domain() -> None:
+    sim = started(nodes=7, seed=5)
+    data = random.Random(5).randbytes(32 * MiB)
+    try:
+        sim.run(write_cold(sim, data, k=2, m=1))
+        sim.run(sim.wait_for(lambda: _pending(sim) == 0, 60, "EC of every group"))
+        state = sim.nodes["n1"].metadata.state
+        strip = next(item.value for _, item in state.scan("strip/"))
+        victim = strip["data"][0][1]
+        if victim == sim.leader():
+            victim = strip["data"][1][1]
+        sim.crash(victim)
+
+        def rebuilt() -> bool:
+            st = sim.nodes[sim.leader() or "n1"].metadata.state
+            return all(
+                victim not in (n for _, n in it.value["data"] + it.value["parity"])
+                for _, it in st.scan("strip/")
+            )
+
+        sim.run(sim.wait_for(rebuilt, 60, f"strips moved off {victim}"))
+        c = sim.run(view(sim, "cold"))
+        assert c["resiliency"] == 1
+        assert sim.run(read_all(sim, sorted(sim.nodes)[0], "img")) == data
+    finally:
+        sim.close()
+
+
+def test_corrupt_data_group_reads_through_reconstruction_and_is_repaired() -> None:
+    sim = started(nodes=5, seed=7)
+    data = random.Random(7).randbytes(16 * MiB)
+    try:
+        sim.run(write_cold(sim, data, k=2, m=1))
+        sim.run(sim.wait_for(lambda: _pending(sim) == 0, 60, "EC of every group"))
+        state = sim.nodes["n1"].metadata.state
+        strip = next(item.value for _, item in state.scan("strip/"))
+        egid, node = strip["data"][0]
+        disk = next(d for d in sim.disks[node] if f"{egid}.eg" in d._files)
+        good = bytes(disk._files[f"{egid}.eg"])
+        disk.corrupt(f"{egid}.eg", 4096)
+        assert sim.run(read_all(sim, node, "img")) == data
+        sim.run(sim.sleep(2))
+        assert bytes(disk._files[f"{egid}.eg"]) == good
+    finally:
+        sim.close()
+
+
+def test_policy_the_cluster_cannot_place_is_refused() -> None:
+    sim = started(nodes=5, seed=1)
+    try:
+        with pytest.raises(BadRequest, match=r"ec 6\+3 needs 9 fault domains.*has 5"):
+            sim.run(
+                sim.nodes["n1"].gateway.create_container(
+                    "wide", ContainerPolicy(rf=2, ec_k=6, ec_m=3)
+                )
+            )
+    finally:
+        sim.close()
+
+
+def test_overwrite_and_delete_of_ec_data_then_strips_are_collected() -> None:
+    sim = started(nodes=5, seed=9)
+    rng = random.Random(9)
+    data, new = rng.randbytes(16 * MiB), rng.randbytes(4 * MiB)
+    try:
+        sim.run(write_cold(sim, data, k=2, m=1))
+        sim.run(sim.wait_for(lambda: _pending(sim) == 0, 60, "EC of every group"))
+
+        async def overwrite() -> None:
+            await sim.nodes["n2"].gateway.write("img", MiB, len(new), chunks(new))
+
+        sim.run(overwrite())
+        expect = data[:MiB] + new + data[5 * MiB :]
+        assert sim.run(read_all(sim, "n3", "img")) == expect
+        sim.run(sim.nodes["n1"].gateway.delete_vdisk("img"))
+        sim.run(sim.wait_for(lambda: recount_physical(sim) == 0, 120, "everything collected"))
+        c = sim.run(view(sim, "cold"))
+        assert c["physical_bytes"] == 0 and c["ec_strips"] == 0
+    finally:
+        sim.close()
+
+
+@pytest.mark.parametrize("seed", range(EC_SEEDS))
+def test_leader_crash_during_conversion_loses_nothing(seed: int) -> None:
+    sim = started(nodes=5, seed=100 + seed)
+    rng = random.Random(seed)
+    data = rng.randbytes(16 * MiB)
+    try:
+        sim.run(write_cold(sim, data, k=2, m=1))
+
+        def parity_written() -> bool:
+            return any(
+                "-p" in path for disks in sim.disks.values() for d in disks for path in d._files
+            )
+
+        # Crash the leader while it converts: parity is being written, and a random
+        # moment later (before, during or after the commit of the strip).
+        sim.run(sim.wait_for(parity_written, 30, "a conversion under way"))
+        sim.run(sim.sleep(rng.uniform(0.0, 0.02)))
+        leader = sim.leader()
+        assert leader is not None
+        sim.crash(leader)
+        sim.run(sim.sleep(rng.uniform(0.0, 2.0)))
+        sim.run(sim.restart(leader))
+        sim.run(sim.wait_for(lambda: _pending(sim) == 0, 120, "EC finished after the crash"))
+        c = sim.run(view(sim, "cold"))
+        assert c["physical_bytes"] == recount_physical(sim), f"seed {seed}: double counted"
+        assert c["stored_bytes"] == 16 * MiB
+        assert sim.run(read_all(sim, "n1", "img")) == data, f"seed {seed}: data lost"
+    finally:
+        sim.close()
