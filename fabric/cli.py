@@ -69,7 +69,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def _print_status(view: dict[str, Any]) -> None:
-    print(f"cluster {view['name']}   leader {view['leader'] or '-'}   dir {view['dir']}")
+    print(
+        f"cluster {view['name']}   leader {view['leader'] or '-'}   dir {view['dir']}"
+        f"   erasure coding: {view.get('erasure_backend', '-')}"
+    )
     rows = [("NODE", "ROLE", "STATE", "ADDRESS", "PID", "DISKS")]
     for n in view["nodes"]:
         rows.append(
@@ -79,14 +82,13 @@ def _print_status(view: dict[str, Any]) -> None:
                 n["state"],
                 n["address"],
                 str(n.get("pid") or "-"),
-                ",".join(
-                    d if isinstance(d, str) else d.get("name", "?") for d in n.get("disks", [])
-                ),
+                _disks(n.get("disks", [])),
             )
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
+    _table(rows)
+    if view.get("containers"):
+        print()
+        _print_containers(view["containers"])
 
 
 def _disks(disks: list[Any]) -> str:
@@ -200,6 +202,8 @@ def _print_containers(views: list[dict[str, Any]]) -> None:
             "PHYSICAL",
             "DEDUP-RATIO",
             "ZSTD-RATIO",
+            "EC-SAVED",
+            "EC-STRIPS/PENDING",
             "RESILIENCY",
         )
     ]
@@ -215,6 +219,8 @@ def _print_containers(views: list[dict[str, Any]]) -> None:
                 _human(c["physical_bytes"]),
                 f"{c['dedup_ratio']:.2f}",
                 f"{c['compression_ratio']:.2f}",
+                _human(c.get("ec_savings_bytes", 0)) if c["ec"] else "-",
+                f"{c.get('ec_strips', 0)}/{c.get('ec_pending_groups', 0)}" if c["ec"] else "-",
                 str(c["resiliency"]),
             )
         )

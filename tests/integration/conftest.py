@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -30,17 +30,14 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def write_config(path: Path, nodes: int) -> Path:
+def write_config(path: Path, nodes: int, voters: int | None = None) -> Path:
+    """A config of ``nodes`` nodes on free loopback ports (``voters``: first N are voters)."""
     cfg = sized_config(parse_config(default_config_text()), nodes)
     ports = free_ports(nodes)
-    cfg = cfg.__class__(
-        cfg.name,
-        tuple(n.__class__(n.id, n.host, p, n.disks) for n, p in zip(cfg.nodes, ports, strict=True)),
-        cfg.voters,
-        cfg.extent_bytes,
-        cfg.fault_domain,
-        cfg.timeouts,
-        cfg.containers,
+    cfg = replace(
+        cfg,
+        nodes=tuple(replace(n, port=p) for n, p in zip(cfg.nodes, ports, strict=True)),
+        voters=cfg.voters if voters is None else tuple(n.id for n in cfg.nodes[:voters]),
     )
     path.write_text(render_config(cfg))
     return path
@@ -89,13 +86,13 @@ class Cluster:
 
 
 @pytest.fixture
-def make_cluster(tmp_path: Path) -> Iterator[Callable[[int], Cluster]]:
+def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     made: list[Cluster] = []
 
-    def make(nodes: int) -> Cluster:
+    def make(nodes: int, voters: int | None = None) -> Cluster:
         root = tmp_path / f"cluster{len(made)}"
         root.mkdir()
-        cluster = Cluster(root / "data", write_config(root / "cluster.toml", nodes))
+        cluster = Cluster(root / "data", write_config(root / "cluster.toml", nodes, voters))
         made.append(cluster)
         return cluster
 
