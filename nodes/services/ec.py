@@ -3,13 +3,13 @@
 Theory of operation
 -------------------
 Data lands as RF replicas. For a container with ``ec = k+m``, the leader's scanner
-calls ``scan`` on every pass, which does at most one strip's worth of work:
+calls ``scan`` on every pass, which does one of these, in this order of priority:
 
 1. **rebuild** a strip member (data or parity group) whose node is DOWN: each chunk is
    recomputed from ``k`` survivors onto a node in a fault domain the strip does not use,
    then ``MoveStripMember`` points metadata at it;
 2. **collect** a strip whose data groups no longer hold a live extent;
-3. **convert**: pick ``k`` sealed groups that stayed unchanged for ``ec_delay_s``, one
+3. **convert** (up to ``STRIPS_PER_PASS`` strips): pick ``k`` sealed groups that stayed unchanged for ``ec_delay_s``, one
    replica of each in ``k`` distinct fault domains (after checking those copies against
    the extent checksums), and ``m`` parity nodes in further domains; encode chunk by
    chunk (bounded memory: ``k + m`` chunks) and append parity, durably; commit
@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 1 << 20
 """Erasure-coding granule: k + m chunks are in memory at once during a conversion."""
+STRIPS_PER_PASS = 16
+"""At most this many strips are converted per scanner pass (per container)."""
 
 
 @dataclass
@@ -112,8 +114,12 @@ class EcService:
                 return
         for _, item in list(self.metadata.state.scan("container/")):
             policy = ContainerPolicy.from_dict(item.value["policy"])
-            if policy.ec_k and await self._convert(item.value["name"], policy):
-                return
+            if not policy.ec_k:
+                continue
+            # Convert while there is cold data, up to a bound so a pass stays short.
+            for _ in range(STRIPS_PER_PASS):
+                if not await self._convert(item.value["name"], policy):
+                    break
 
     # --- conversion -------------------------------------------------------------------------
     def _cold_groups(self, container: str, delay_s: float) -> list[dict[str, Any]]:
