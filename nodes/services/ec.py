@@ -9,13 +9,14 @@ calls ``scan`` on every pass, which does one of these, in this order of priority
    recomputed from ``k`` survivors onto a node in a fault domain the strip does not use,
    then ``MoveStripMember`` points metadata at it;
 2. **collect** a strip whose data groups no longer hold a live extent;
-3. **convert** (up to ``STRIPS_PER_PASS`` strips): pick ``k`` sealed groups that stayed unchanged for ``ec_delay_s``, one
-   replica of each in ``k`` distinct fault domains (after checking those copies against
-   the extent checksums), and ``m`` parity nodes in further domains; encode chunk by
-   chunk (bounded memory: ``k + m`` chunks) and append parity, durably; commit
-   ``CommitStrip``; only then delete the surplus data replicas. A crash before the
-   commit leaves the groups replicated as they were (the parity files are unreferenced);
-   a crash after it leaves at most surplus copies, which the owning node sweeps.
+3. **convert** (up to ``STRIPS_PER_PASS`` strips): pick ``k`` sealed groups that stayed
+   unchanged for ``ec_delay_s``, one replica of each in ``k`` distinct fault domains
+   (after checking those copies against the extent checksums), and ``m`` parity nodes
+   in further domains; encode chunk by chunk (bounded memory: ``k + m`` chunks) and
+   append parity, durably; commit ``CommitStrip``; only then delete the surplus data
+   replicas. A crash before the commit leaves the groups replicated as they were (the
+   parity files are unreferenced); a crash after it leaves at most surplus copies, which
+   the owning node sweeps.
 
 A read of an extent in an EC'd group goes to the group's single copy; when that node is
 down or its bytes fail the checksum, ``read_degraded`` rebuilds the chunks that cover
