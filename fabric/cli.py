@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import sys
 from collections.abc import Callable, Coroutine, Sequence
@@ -284,6 +285,151 @@ async def _read_to(client: FabricClient, args: argparse.Namespace) -> dict[str, 
     return {"vdisk": args.name, "read": n, "output": args.output}
 
 
+# --- images -------------------------------------------------------------------------------
+class Progress:
+    """A progress bar on a terminal, a plain line every 10% (or 5 s) otherwise."""
+
+    def __init__(self, what: str, total: int | None) -> None:
+        self.what = what
+        self.total = total
+        self.done = 0
+        self._bar: Any = None
+        self._last_line = 0.0
+        self._last_tenth = -1
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+
+            self._bar = tqdm(
+                total=total,
+                unit="B",
+                unit_scale=True,
+                unit_divisor=1024,
+                desc=what,
+                file=sys.stderr,
+            )
+
+    def update(self, n: int) -> None:
+        self.done += n
+        if self._bar is not None:
+            self._bar.update(n)
+            return
+        import time
+
+        tenth = self.done * 10 // self.total if self.total else -1
+        now = time.monotonic()
+        if tenth != self._last_tenth or now - self._last_line > 5:
+            self._last_tenth, self._last_line = tenth, now
+            pct = f" ({self.done * 100 // self.total}%)" if self.total else ""
+            total = f" of {_human(self.total)}" if self.total else ""
+            print(f"{self.what}: {_human(self.done)}{total}{pct}", file=sys.stderr)
+
+    def set(self, done: int, total: int | None) -> None:
+        if total and self.total != total:
+            self.total = total
+            if self._bar is not None:
+                self._bar.total = total
+        self.update(done - self.done)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
+def cmd_image(args: argparse.Namespace) -> int:
+    result = _run(_image(args))
+    if args.image_cmd == "list" and not args.json:
+        rows = [("IMAGE", "STATE", "TYPE", "FORMAT", "VIRTUAL", "SOURCE", "STORED", "SHA256")]
+        rows += [
+            (
+                i["name"],
+                i["state"],
+                i["image_type"],
+                i["source_format"] or "-",
+                _human(i["virtual_size"] or 0),
+                _human(i["source_bytes"] or 0),
+                _human(i["stored_bytes"] or 0),
+                (i["source_sha256"] or "-")[:16],
+            )
+            for i in result
+        ]
+        _table(rows)
+    elif result is not None:
+        _print_json(result)
+    return 0
+
+
+async def _image(args: argparse.Namespace) -> Any:
+    async with FabricClient(_client_urls(args), timeout_s=24 * 3600) as client:
+        match args.image_cmd:
+            case "upload":
+                image = await client.create_image(
+                    args.name,
+                    container=args.container,
+                    image_type=args.type,
+                    checksum=args.checksum,
+                )
+                bar = Progress(f"upload {args.name}", os.path.getsize(args.file))
+                try:
+                    return await client.upload_image(image["id"], args.file, bar.update)
+                finally:
+                    bar.close()
+            case "import":
+                image = await client.create_image(
+                    args.name,
+                    container=args.container,
+                    image_type=args.type,
+                    checksum=args.checksum,
+                    source_url=args.url,
+                )
+                if args.no_wait:
+                    return image
+                return await _follow(client, image)
+            case "list":
+                return await client.images()
+            case "show":
+                return await client.image(args.name)
+            case "delete":
+                await client.delete_image(args.name)
+                return {"deleted": args.name}
+            case "download":
+                return await _download(client, args)
+    raise AssertionError(args.image_cmd)
+
+
+async def _follow(client: FabricClient, image: dict[str, Any]) -> dict[str, Any]:
+    bar = Progress(f"import {image['name']}", None)
+    try:
+        while True:
+            task = await client.task(image["task_id"])
+            bar.set(task["bytes_done"], task["bytes_expected"])
+            if task["state"] in ("SUCCEEDED", "FAILED"):
+                break
+            await asyncio.sleep(0.5)
+    finally:
+        bar.close()
+    final = await client.image(image["id"])
+    if task["state"] == "FAILED":
+        raise ApiError(422, "import_failed", task["error"] or "import failed")
+    return final
+
+
+async def _download(client: FabricClient, args: argparse.Namespace) -> dict[str, Any] | None:
+    image = await client.image(args.name)
+    if args.output == "-":
+        await client.download_image(args.name, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return None
+    offset = os.path.getsize(args.output) if args.resume and os.path.exists(args.output) else 0
+    bar = Progress(f"download {args.name}", image["virtual_size"])
+    bar.update(offset)
+    try:
+        with open(args.output, "ab" if offset else "wb") as out:
+            n = await client.download_image(args.name, out, offset, bar.update)
+    finally:
+        bar.close()
+    return {"image": args.name, "output": args.output, "bytes": offset + n, "resumed_at": offset}
+
+
 # --- wiring ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -366,6 +512,28 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--length", type=parse_size, default=None)
     for parser in vd.choices.values():
         parser.set_defaults(fn=cmd_vdisk)
+
+    im = sub.add_parser("image", help="disk and ISO images").add_subparsers(
+        dest="image_cmd", required=True
+    )
+    for verb, what in (("upload", "file"), ("import", "url")):
+        i = im.add_parser(verb, parents=[common], help=f"create an image from a {what}")
+        i.add_argument(what)
+        i.add_argument("--name", required=True)
+        i.add_argument("--container", help="default: the 'images' container (RF2, dedup, zstd)")
+        i.add_argument("--type", choices=("DISK", "ISO"), default=None)
+        i.add_argument("--checksum", help="sha256:HEX or sha1:HEX of the source file")
+        if verb == "import":
+            i.add_argument("--no-wait", action="store_true", help="return once the task started")
+    im.add_parser("list", parents=[common])
+    im.add_parser("show", parents=[common]).add_argument("name")
+    im.add_parser("delete", parents=[common]).add_argument("name")
+    d = im.add_parser("download", parents=[common], help="the raw image, bit-exact")
+    d.add_argument("name")
+    d.add_argument("-o", "--output", required=True, help="file, or - for standard output")
+    d.add_argument("--resume", action="store_true", help="continue a partial download")
+    for parser in im.choices.values():
+        parser.set_defaults(fn=cmd_image)
     return p
 
 

@@ -8,6 +8,8 @@ the server's code and message; nothing else in the project speaks raw HTTP to a 
 from __future__ import annotations
 
 import io
+import os
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any, BinaryIO
 
@@ -194,3 +196,73 @@ class FabricClient:
         buf = io.BytesIO()
         await self.read_vdisk(ref, buf, offset, length)
         return buf.getvalue()
+
+    # --- images -----------------------------------------------------------------------------
+    async def create_image(self, name: str, **fields: Any) -> dict[str, Any]:
+        body = {"name": name, **{k: v for k, v in fields.items() if v is not None}}
+        image: dict[str, Any] = await self.request("POST", "/api/v1/images", json=body)
+        return image
+
+    async def images(self) -> list[dict[str, Any]]:
+        images: list[dict[str, Any]] = await self.request("GET", "/api/v1/images")
+        return images
+
+    async def image(self, ref: str) -> dict[str, Any]:
+        image: dict[str, Any] = await self.request("GET", f"/api/v1/images/{ref}")
+        return image
+
+    async def delete_image(self, ref: str) -> None:
+        await self.request("DELETE", f"/api/v1/images/{ref}")
+
+    async def task(self, task_id: str) -> dict[str, Any]:
+        task: dict[str, Any] = await self.request("GET", f"/api/v1/tasks/{task_id}")
+        return task
+
+    async def upload_image(self, ref: str, path: str,
+                           progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+        """Stream a local image file (any supported format) into image ``ref``."""
+
+        async def body() -> AsyncIterator[bytes]:
+            with open(path, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    if progress:
+                        progress(len(chunk))
+                    yield chunk
+
+        size = os.path.getsize(path)
+        errors = []
+        for url in self.urls:
+            try:
+                async with self.session.put(
+                    f"{url}/api/v1/images/{ref}/file", data=body(),
+                    headers={"Content-Length": str(size),
+                             "Content-Type": "application/octet-stream"},
+                ) as resp:
+                    image: dict[str, Any] = await self._answer(resp)
+                    return image
+            except aiohttp.ClientConnectorError as exc:
+                errors.append(f"{url}: {exc}")
+        raise Unreachable("no node answered: " + "; ".join(errors))
+
+    async def download_image(self, ref: str, out: BinaryIO, offset: int = 0,
+                             progress: Callable[[int], None] | None = None) -> int:
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        errors = []
+        for url in self.urls:
+            n = 0
+            try:
+                async with self.session.get(f"{url}/api/v1/images/{ref}/file",
+                                            headers=headers) as resp:
+                    if resp.status >= 400:
+                        await self._answer(resp)
+                    async for chunk in resp.content.iter_chunked(1 << 20):
+                        out.write(chunk)
+                        n += len(chunk)
+                        if progress:
+                            progress(len(chunk))
+                    return n
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                if n:
+                    raise
+                errors.append(f"{url}: {exc}")
+        raise Unreachable("no node answered: " + "; ".join(errors))

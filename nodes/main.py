@@ -21,8 +21,10 @@ from fabric.config import ClusterConfig, ConfigError, load_config
 from fabric.consensus.wal import CorruptLog
 from nodes.api import build_app
 from nodes.api_data import routes as data_routes
+from nodes.api_images import routes as image_routes
 from nodes.node import Node
 from nodes.runtime import FileDisk, HttpTransport, RealClock, thread_offload
+from nodes.services.images import FileSpill
 
 log = logging.getLogger("fabric.node")
 
@@ -56,8 +58,9 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str) -> int:
         transport,
         list(disks),
         offload=thread_offload,
+        spill_factory=lambda: FileSpill(os.path.join(node_dir, "spill")),
     )
-    app = build_app(node, [*transport.routes(), *data_routes()])
+    app = build_app(node, [*transport.routes(), *data_routes(), *image_routes()])
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, nc.host, nc.port)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from fabric.config import ClusterConfig
@@ -23,6 +23,7 @@ from fabric.consensus.types import (
     VoteResponse,
 )
 from fabric.errors import BadRequest, FabricError
+from fabric.images.base import MemorySpill, ReaderLimits, Spill
 from fabric.metadata.commands import RegisterNode
 from fabric.ports import Clock, Disk, DiskFault, PeerUnreachable, Transport
 from fabric.wire.messages import (
@@ -41,6 +42,7 @@ from nodes.services.accounting import container_views
 from nodes.services.ec import EcService
 from nodes.services.gateway import Gateway, Offload
 from nodes.services.health import HealthService
+from nodes.services.images import ImageService
 from nodes.services.metadata import MetadataService, RaftObserver
 from nodes.services.scanner import Scanner, sweep_orphans
 from nodes.services.storage import StorageService
@@ -66,6 +68,8 @@ class Node:
         observer: RaftObserver | None = None,
         snapshot_every_entries: int | None = None,
         offload: Offload | None = None,
+        spill_factory: Callable[[], Spill] | None = None,
+        reader_limits: ReaderLimits | None = None,
     ) -> None:
         self.config = config
         self.node_config = config.node(node_id)
@@ -94,6 +98,17 @@ class Node:
         self.ec = EcService(node_id, clock, rng, self.metadata, self.gateway)
         self.gateway.ec = self.ec
         self.scanner.ec = self.ec
+        self.images = ImageService(
+            node_id,
+            clock,
+            rng,
+            self.metadata,
+            self.gateway,
+            offload or _inline,
+            spill_factory or MemorySpill,
+            reader_limits or ReaderLimits(),
+        )
+        self.scanner.images = self.images
         self.registered = False
 
     # --- lifecycle --------------------------------------------------------------------------

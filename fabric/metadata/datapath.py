@@ -188,8 +188,18 @@ class DropStrip:
     strip_id: str
 
 
+@register(66)
+@dataclass(frozen=True, slots=True)
+class ResizeVdisk:
+    """Set a vdisk's size (an image whose size was known only at its end, say)."""
+
+    vdisk_id: str
+    size: int
+
+
 DataCommand = (
-    CreateContainer
+    ResizeVdisk
+    | CreateContainer
     | DeleteContainer
     | CreateVdisk
     | DeleteVdisk
@@ -299,6 +309,8 @@ class DataPath:
                     value = self._move_member(index, cmd)
                 case DropStrip():
                     value = self._drop_strip(index, cmd)
+                case ResizeVdisk():
+                    value = self._resize(index, cmd)
         except Refused as r:
             return Result.refuse(r.code, r.message)
         return Result(ok=True, value=value)
@@ -672,3 +684,12 @@ class DataPath:
             ec_strips=-1,
         )
         return cmd.strip_id
+
+    def _resize(self, index: int, cmd: ResizeVdisk) -> Any:
+        vd = self._value(vdisk_key(cmd.vdisk_id))
+        if vd is None:
+            raise Refused("not_found", f"no vdisk {cmd.vdisk_id!r}")
+        if cmd.size <= 0:
+            raise Refused("bad_request", "a vdisk size must be positive")
+        self._put(index, vdisk_key(cmd.vdisk_id), {**vd, "size": cmd.size})
+        return cmd.size

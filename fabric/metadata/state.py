@@ -34,6 +34,7 @@ from fabric.metadata.datapath import (
     DropStrip,
     MoveStripMember,
     RelocateExtents,
+    ResizeVdisk,
     SealEgroups,
     WriteExtents,
 )
@@ -104,6 +105,7 @@ class MetadataState:
                 | CommitStrip()
                 | MoveStripMember()
                 | DropStrip()
+                | ResizeVdisk()
             ):
                 return DataPath(self).apply(index, command)
         raise AssertionError(f"unknown command {command!r}")

@@ -31,6 +31,7 @@ from fabric.ports import Clock, PeerUnreachable
 from fabric.wire.messages import DeleteEgroupFiles
 from nodes.services.ec import EcService
 from nodes.services.gateway import Gateway
+from nodes.services.images import ImageService
 from nodes.services.metadata import MetadataService
 from nodes.services.storage import StorageService
 
@@ -60,6 +61,7 @@ class Scanner:
         self.gateway = gateway
         self.stats = ScanStats()
         self.ec: EcService | None = None
+        self.images: ImageService | None = None
         self._seen: dict[str, tuple[int, float]] = {}
         """egid -> (record version, when first seen at that version)."""
 
@@ -99,6 +101,8 @@ class Scanner:
                     self._seen.pop(egid, None)
         if self.ec is not None:
             await self.ec.scan()
+        if self.images is not None:
+            await self.images.fail_orphans()
 
     async def _collect(self, eg: dict[str, Any]) -> None:
         nodes = self.metadata.state.nodes()

@@ -1,0 +1,78 @@
+"""HTTP routes of the image service (``/api/v1/images``) and tasks (``/api/v1/tasks``)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from fabric.errors import Conflict
+from nodes.api import NODE, json_body
+from nodes.api_data import STREAM_CHUNK_BYTES, parse_range
+
+
+async def create_image(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    image = await request.app[NODE].images.create(body)
+    return web.json_response(image, status=202 if image.get("task_id") else 201)
+
+
+async def list_images(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[NODE].images.catalog())
+
+
+async def get_image(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[NODE].images.get(request.match_info["id"]))
+
+
+async def delete_image(request: web.Request) -> web.Response:
+    await request.app[NODE].images.delete(request.match_info["id"])
+    return web.Response(status=204)
+
+
+async def upload_image(request: web.Request) -> web.Response:
+    async def body() -> AsyncIterator[bytes]:
+        async for chunk in request.content.iter_chunked(STREAM_CHUNK_BYTES):
+            yield chunk
+
+    image = await request.app[NODE].images.upload(request.match_info["id"], body())
+    return web.json_response(image)
+
+
+async def download_image(request: web.Request) -> web.StreamResponse:
+    node = request.app[NODE]
+    image = await node.images.get(request.match_info["id"])
+    if image["state"] != "ACTIVE":
+        raise Conflict(f"image {image['name']!r} is {image['state']}, not ACTIVE")
+    record = node.images.image(image["id"])
+    size = int(image["virtual_size"])
+    rng = parse_range(request.headers.get("Range"), size)
+    offset, length = rng if rng else (0, size)
+    _, length, stream = await node.gateway.read(record["vdisk_id"], offset, length)
+    resp = web.StreamResponse(status=206 if rng else 200)
+    resp.content_type = "application/octet-stream"
+    resp.content_length = length
+    resp.headers["Accept-Ranges"] = "bytes"
+    if rng:
+        resp.headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{size}"
+    await resp.prepare(request)
+    async for chunk in stream:
+        await resp.write(chunk)
+    await resp.write_eof()
+    return resp
+
+
+async def get_task(request: web.Request) -> web.Response:
+    return web.json_response(await request.app[NODE].images.task(request.match_info["id"]))
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/api/v1/images", create_image),
+        web.get("/api/v1/images", list_images),
+        web.get("/api/v1/images/{id}", get_image),
+        web.delete("/api/v1/images/{id}", delete_image),
+        web.put("/api/v1/images/{id}/file", upload_image),
+        web.get("/api/v1/images/{id}/file", download_image),
+        web.get("/api/v1/tasks/{id}", get_task),
+    ]

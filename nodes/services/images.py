@@ -1,0 +1,632 @@
+"""The image service: disk and ISO images in, converted to raw on the fly, stored as vdisks.
+
+Theory of operation
+-------------------
+An image is a catalog record in the replicated metadata (``image/<id>``, its name in
+``image-name/<name>``) plus, once it has bytes, a vdisk in its container. Bytes arrive
+either as an upload (``PUT /api/v1/images/{id}/file``) or from a URL (an import task,
+``task/<id>``), in any supported source format, and take one pass:
+
+    source bytes --> sha256 (worker thread)
+                 --> format reader (fabric/images: detected from the content)
+                 --> raw runs --> ExtentWriter (extent-sized buffers) --> Gateway.write
+
+so nothing is ever staged as a whole: memory holds a few extents and the reader's
+tables; data a format places before its tables goes to a bounded spill file. The image
+turns ACTIVE only after the whole source was read, the reader found it sound, and the
+optional checksum matched. Any failure turns it ERROR with the reason and deletes its
+vdisk, so no half-written image is readable and its extents are collected. An ingest
+owned by a node that dies is failed by the leader's scan (``fail_orphans``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+from fabric.errors import BadRequest, Conflict, FabricError, NotFound, Unprocessable, from_code
+from fabric.extents.policy import ContainerPolicy, check_name
+from fabric.images.base import ImageError, ImageReader, ReaderLimits, Run, Spill
+from fabric.images.detect import HEAD_BYTES, sniff
+from fabric.metadata.commands import Batch, Delete, Put
+from fabric.metadata.datapath import ResizeVdisk, container_key
+from fabric.ports import Clock
+from nodes.services.gateway import Gateway
+from nodes.services.metadata import MetadataService
+
+log = logging.getLogger(__name__)
+
+IMAGE = "image/"
+IMAGE_NAME = "image-name/"
+TASK = "task/"
+DEFAULT_CONTAINER = "images"
+FLUSH_EXTENTS = 8
+"""Extent buffers an ingest holds before writing them out (one gateway batch)."""
+PROGRESS_EVERY_S = 1.0
+MAX_REDIRECTS = 5
+MAX_RESUMES = 5
+STALL_S = 30.0
+"""An import source that sends nothing for this long is treated as dropped."""
+RESUME_BACKOFF_S = 0.5
+
+
+class FileSpill:
+    """The readers' spill area in a temporary file: bounded, deleted when closed."""
+
+    def __init__(self, directory: str) -> None:
+        os.makedirs(directory, exist_ok=True)
+        # Lives as long as one ingest; close() ends it (the OS deletes it even on a crash).
+        self._file = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115
+        self._index: dict[int, tuple[int, int]] = {}
+        self._held = 0
+
+    def put(self, key: int, data: bytes) -> None:
+        pos = self._file.seek(0, os.SEEK_END)
+        self._file.write(data)
+        self._index[key] = (pos, len(data))
+        self._held += len(data)
+
+    def take(self, key: int) -> bytes:
+        pos, length = self._index.pop(key)
+        self._file.seek(pos)
+        self._held -= length
+        return self._file.read(length)
+
+    def keys(self) -> list[int]:
+        return sorted(self._index)
+
+    @property
+    def held_bytes(self) -> int:
+        return self._held
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class ExtentWriter:
+    """Collects raw runs into extent buffers and writes them out in batches.
+
+    Runs mostly come in ascending order; extents behind the lowest one still being
+    filled are flushed. A run for an extent already flushed is written on its own (the
+    gateway merges it into the stored extent).
+    """
+
+    def __init__(self, gateway: Gateway, vdisk_id: str, size: int) -> None:
+        self.gateway = gateway
+        self.vdisk_id = vdisk_id
+        self.size = size
+        self.e = gateway.extent_bytes
+        self._pending: dict[int, bytearray] = {}
+        self._flushed_below = 0
+
+    async def add(self, run: Run) -> None:
+        pos, data = run.offset, memoryview(run.data)
+        while data:
+            index, inner = divmod(pos, self.e)
+            n = min(len(data), self.e - inner)
+            if index < self._flushed_below:
+                await self._write(pos, bytes(data[:n]))
+            else:
+                buf = self._pending.setdefault(index, bytearray(self.e))
+                buf[inner : inner + n] = data[:n]
+            pos += n
+            data = data[n:]
+        if len(self._pending) >= FLUSH_EXTENTS:
+            await self.flush(below=max(self._pending))  # the highest may still be filling
+
+    async def flush(self, below: int | None = None) -> None:
+        """Write every buffered extent with index < ``below`` (all when None)."""
+        ready = sorted(i for i in self._pending if below is None or i < below)
+        while ready:
+            first = ready[0]
+            run = [first]
+            while len(run) < len(ready) and ready[len(run)] == first + len(run):
+                run.append(ready[len(run)])
+            ready = ready[len(run) :]
+            start = first * self.e
+            end = min(self.size, (run[-1] + 1) * self.e)
+            pieces = [bytes(self._pending.pop(i)) for i in run]
+            await self._write(start, b"".join(pieces)[: end - start])
+        self._flushed_below = max(self._flushed_below, 1 << 62 if below is None else below)
+
+    async def _write(self, offset: int, data: bytes) -> None:
+        async def one() -> AsyncIterator[bytes]:
+            yield data
+
+        await self.gateway.write(self.vdisk_id, offset, len(data), one())
+
+
+class ImageService:
+    def __init__(
+        self,
+        node_id: str,
+        clock: Clock,
+        rng: Any,
+        metadata: MetadataService,
+        gateway: Gateway,
+        offload: Callable[..., Any],
+        spill_factory: Callable[[], Spill],
+        limits: ReaderLimits,
+    ) -> None:
+        self.node_id = node_id
+        self.clock = clock
+        self.rng = rng
+        self.metadata = metadata
+        self.gateway = gateway
+        self.offload = offload
+        self.spill_factory = spill_factory
+        self.limits = limits
+        self._busy: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- catalog ----------------------------------------------------------------------------
+    def _value(self, key: str) -> Any:
+        item = self.metadata.state.get(key)
+        return None if item is None else item.value
+
+    def image(self, ref: str) -> dict[str, Any]:
+        record = self._value(IMAGE + ref)
+        if record is None:
+            image_id = self._value(IMAGE_NAME + ref)
+            record = self._value(IMAGE + image_id) if image_id else None
+        if record is None:
+            raise NotFound(f"no image {ref!r}")
+        return dict(record)
+
+    async def get(self, ref: str) -> dict[str, Any]:
+        await self.metadata.read_index()
+        return public(self.image(ref))
+
+    async def catalog(self) -> list[dict[str, Any]]:
+        await self.metadata.read_index()
+        return [public(item.value) for _, item in self.metadata.state.scan(IMAGE)]
+
+    async def task(self, task_id: str) -> dict[str, Any]:
+        await self.metadata.read_index()
+        record = self._value(TASK + task_id)
+        if record is None:
+            raise NotFound(f"no task {task_id!r}")
+        return dict(record)
+
+    async def _update(self, key: str, **fields: Any) -> dict[str, Any]:
+        current = self.metadata.state.get(key)
+        if current is None:
+            raise NotFound(f"{key} is gone")
+        record = {**current.value, **fields}
+        result = await self.metadata.propose(Put(key, record))
+        if not result.ok:
+            raise from_code(result.code, result.message)
+        return dict(record)
+
+    async def create(self, body: dict[str, Any]) -> dict[str, Any]:
+        name = check_name("image", body.get("name"))
+        image_type = body.get("image_type", "DISK")
+        if image_type not in ("DISK", "ISO"):
+            raise BadRequest("image_type must be DISK or ISO")
+        url = body.get("source_url")
+        if url is not None:
+            check_url(url)
+        checksum = parse_checksum(body.get("checksum"))
+        await self.metadata.read_index()
+        container = body.get("container") or await self._default_container()
+        if not isinstance(container, str) or self._value(container_key(container)) is None:
+            raise NotFound(f"no container {container!r}")
+        image_id = f"img-{self.rng.getrandbits(64):016x}"
+        record = {
+            "id": image_id,
+            "name": name,
+            "container": container,
+            "state": "PENDING",
+            "image_type": image_type,
+            "source_format": None,
+            "virtual_size": None,
+            "source_bytes": 0,
+            "stored_bytes": 0,
+            "source_sha256": None,
+            "error": None,
+            "source_url": url,
+            "checksum": checksum,
+            "created": self.clock.wall(),
+            "vdisk_id": None,
+            "node": None,
+            "task_id": None,
+        }
+        ops: list[Put | Delete] = [Put(IMAGE_NAME + name, image_id, expect_version=0)]
+        if url is not None:
+            task_id = f"task-{self.rng.getrandbits(64):016x}"
+            record.update(task_id=task_id, node=self.node_id)
+            ops.append(
+                Put(
+                    TASK + task_id,
+                    {
+                        "id": task_id,
+                        "kind": "image_import",
+                        "image_id": image_id,
+                        "state": "RUNNING",
+                        "progress": 0.0,
+                        "bytes_done": 0,
+                        "bytes_expected": None,
+                        "error": None,
+                        "node": self.node_id,
+                    },
+                )
+            )
+        ops.append(Put(IMAGE + image_id, record, expect_version=0))
+        result = await self.metadata.propose(Batch(tuple(ops)))
+        if not result.ok:
+            if result.code == "conflict":
+                raise Conflict(f"an image named {name!r} already exists")
+            raise from_code(result.code, result.message)
+        if url is not None:
+            task = asyncio.ensure_future(self._import(image_id))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        return public(record)
+
+    async def _default_container(self) -> str:
+        if self._value(container_key(DEFAULT_CONTAINER)) is None:
+            domains = len(set(self.gateway.fault_domains().values()))
+            policy = ContainerPolicy(rf=min(2, domains), dedup=True, compression="zstd")
+            try:
+                await self.gateway.create_container(DEFAULT_CONTAINER, policy)
+            except Conflict:
+                pass  # another node made it first
+        return DEFAULT_CONTAINER
+
+    async def delete(self, ref: str) -> None:
+        await self.metadata.read_index()
+        image = self.image(ref)
+        if image["id"] in self._busy:
+            raise Conflict(f"image {image['name']!r} is being written; wait for it to end")
+        if image.get("vdisk_id"):
+            await self._drop_vdisk(image["vdisk_id"])
+        ops: list[Put | Delete] = [Delete(IMAGE + image["id"]), Delete(IMAGE_NAME + image["name"])]
+        result = await self.metadata.propose(Batch(tuple(ops)))
+        if not result.ok:
+            raise from_code(result.code, result.message)
+
+    async def _drop_vdisk(self, vdisk_id: str) -> None:
+        try:
+            await self.gateway.delete_vdisk(vdisk_id)
+        except NotFound:
+            pass  # already gone
+
+    # --- bytes in ---------------------------------------------------------------------------
+    async def upload(self, ref: str, chunks: AsyncIterator[bytes]) -> dict[str, Any]:
+        await self.metadata.read_index()
+        image = self.image(ref)
+        if image["state"] != "PENDING" or image.get("source_url") or image.get("vdisk_id"):
+            raise Conflict(f"image {image['name']!r} is {image['state']}; upload into a new image")
+        if image["id"] in self._busy:
+            raise Conflict(f"image {image['name']!r} is already being uploaded")
+        image = await self._update(IMAGE + image["id"], node=self.node_id)
+        return await self._ingest(image, chunks, None)
+
+    async def _ingest(
+        self,
+        image: dict[str, Any],
+        chunks: AsyncIterator[bytes],
+        progress: Callable[[int], Any] | None,
+    ) -> dict[str, Any]:
+        self._busy.add(image["id"])
+        spill = self.spill_factory()
+        ingest = Ingest(self, image, spill)
+        try:
+            done = await ingest.run(chunks, progress)
+        except ImageError as exc:
+            await ingest.fail(str(exc))
+            raise Unprocessable(f"image refused: {exc}") from None
+        except ChecksumMismatch as exc:
+            await ingest.fail(str(exc))
+            raise Unprocessable(str(exc)) from None
+        except BaseException as exc:
+            reason = (
+                str(exc)
+                if isinstance(exc, ImportFailed)
+                else (f"ingest failed: {exc or type(exc).__name__}")
+            )
+            await asyncio.shield(ingest.fail(reason))
+            raise
+        finally:
+            self._busy.discard(image["id"])
+            close = getattr(spill, "close", None)
+            if close:
+                close()
+        return public(done)
+
+    # --- URL import -------------------------------------------------------------------------
+    async def _import(self, image_id: str) -> None:
+        image = self.image(image_id)
+        task_key = TASK + image["task_id"]
+        last = [self.clock.now()]
+
+        async def progress(done: int, expected: int | None = None) -> None:
+            if self.clock.now() - last[0] < PROGRESS_EVERY_S:
+                return
+            last[0] = self.clock.now()
+            fields: dict[str, Any] = {"bytes_done": done}
+            if expected:
+                fields.update(
+                    bytes_expected=expected, progress=round(min(done / expected, 0.999), 4)
+                )
+            try:
+                await self._update(task_key, **fields)
+            except FabricError as exc:
+                log.info("progress of %s not recorded: %s", task_key, exc)
+
+        source = UrlSource(image["source_url"], progress)
+        try:
+            done = await self._ingest(image, source.chunks(), None)
+        except (FabricError, ImportFailed) as exc:
+            message = exc.message if isinstance(exc, FabricError) else str(exc)
+            await self._finish_task(task_key, "FAILED", error=message)
+            return
+        except Exception as exc:
+            log.exception("import of %s failed", image_id)
+            await self._finish_task(task_key, "FAILED", error=str(exc))
+            return
+        await self._finish_task(
+            task_key, "SUCCEEDED", progress=1.0, bytes_done=done["source_bytes"]
+        )
+
+    async def _finish_task(self, key: str, state: str, **fields: Any) -> None:
+        try:
+            await self._update(key, state=state, **fields)
+        except FabricError as exc:
+            log.warning("could not record the end of %s: %s", key, exc)
+
+    # --- the leader cleans up after dead nodes ----------------------------------------------
+    async def fail_orphans(self) -> None:
+        """PENDING images and RUNNING tasks owned by a DOWN node are failed cleanly."""
+        nodes = self.metadata.state.nodes()
+        for _, item in list(self.metadata.state.scan(IMAGE)):
+            image = item.value
+            owner = image.get("node")
+            if image["state"] != "PENDING" or not owner:
+                continue
+            if nodes.get(owner, {}).get("state") != "DOWN":
+                continue
+            await Ingest(self, dict(image), None).fail(
+                f"node {owner} serving the {'import' if image.get('source_url') else 'upload'}"
+                " went down; upload or import it again"
+            )
+            if image.get("task_id"):
+                await self._finish_task(
+                    TASK + image["task_id"], "FAILED", error=f"node {owner} went down"
+                )
+
+
+class ChecksumMismatch(Exception):
+    pass
+
+
+class ImportFailed(Exception):
+    """The source URL could not deliver the image (HTTP error, stalled, dropped)."""
+
+
+class Ingest:
+    """One image's pass from source bytes to an ACTIVE (or ERROR) image."""
+
+    def __init__(self, svc: ImageService, image: dict[str, Any], spill: Spill | None) -> None:
+        self.svc = svc
+        self.image = image
+        self.spill = spill
+        self.vdisk_id: str | None = image.get("vdisk_id")
+
+    async def run(
+        self, chunks: AsyncIterator[bytes], progress: Callable[[int], Any] | None
+    ) -> dict[str, Any]:
+        svc = self.svc
+        assert self.spill is not None
+        checksum = self.image.get("checksum")
+        hashes = {"sha256": hashlib.sha256()}
+        if checksum and checksum["type"] != "sha256":
+            hashes[checksum["type"]] = hashlib.new(checksum["type"])
+        head = bytearray()
+        reader: ImageReader | None = None
+        writer: ExtentWriter | None = None
+        source_bytes = 0
+        async for chunk in chunks:
+            for h in hashes.values():
+                await svc.offload(h.update, chunk)
+            source_bytes += len(chunk)
+            if reader is None:
+                head += chunk
+                cls = sniff(bytes(head[:HEAD_BYTES]), at_eof=False)
+                if cls is None:
+                    continue
+                reader = cls(svc.limits, self.spill)
+                chunk, head = bytes(head), bytearray()
+            writer = await self._feed(reader, reader.feed(chunk), writer)
+        if reader is None:
+            if not head:
+                raise ImageError("the image is empty")
+            cls = sniff(bytes(head), at_eof=True)
+            assert cls is not None
+            reader = cls(svc.limits, self.spill)
+            writer = await self._feed(reader, reader.feed(bytes(head)), writer)
+        writer = await self._feed(reader, reader.finish(), writer)
+        size = reader.virtual_size
+        assert size is not None, "a reader finished without a virtual size"
+        if writer is None:
+            writer = await self._writer(reader, size)
+        await writer.flush()
+        if writer.size != size:
+            result = await svc.metadata.propose(ResizeVdisk(writer.vdisk_id, size))
+            if not result.ok:
+                raise from_code(result.code, result.message)
+        digest = hashes["sha256"].hexdigest()
+        if checksum and hashes[checksum["type"]].hexdigest() != checksum["value"]:
+            raise ChecksumMismatch(
+                f"{checksum['type']} of the source is {hashes[checksum['type']].hexdigest()}, "
+                f"expected {checksum['value']}"
+            )
+        vd = svc.gateway.vdisk(writer.vdisk_id)
+        image_type = "ISO" if reader.format == "iso" else self.image["image_type"]
+        return await svc._update(
+            IMAGE + self.image["id"],
+            state="ACTIVE",
+            source_format=reader.format,
+            virtual_size=size,
+            source_bytes=source_bytes,
+            source_sha256=digest,
+            stored_bytes=vd.get("logical_bytes", 0),
+            image_type=image_type,
+            node=None,
+        )
+
+    async def _writer(self, reader: ImageReader, size: int | None) -> ExtentWriter:
+        svc = self.svc
+        # A raw source tells its size only at its end: until then the vdisk is as large
+        # as the limit allows (thin: it costs nothing) and is resized when it is known.
+        vsize = size if size is not None else svc.limits.max_virtual_bytes
+        vd = await svc.gateway.create_vdisk(
+            f"image-{self.image['id']}", self.image["container"], max(1, vsize)
+        )
+        self.vdisk_id = vd["id"]
+        await svc._update(IMAGE + self.image["id"], vdisk_id=vd["id"])
+        return ExtentWriter(svc.gateway, vd["id"], max(1, vsize))
+
+    async def _feed(
+        self, reader: ImageReader, runs: Any, writer: ExtentWriter | None
+    ) -> ExtentWriter | None:
+        for run in runs:
+            if writer is None:
+                writer = await self._writer(reader, reader.virtual_size)
+            await writer.add(run)
+        return writer
+
+    async def fail(self, reason: str) -> None:
+        svc = self.svc
+        log.warning("image %s: %s", self.image.get("name"), reason)
+        if self.vdisk_id:
+            await svc._drop_vdisk(self.vdisk_id)
+        try:
+            await svc._update(
+                IMAGE + self.image["id"], state="ERROR", error=reason, vdisk_id=None, node=None
+            )
+        except FabricError as exc:
+            log.warning("could not mark image %s ERROR: %s", self.image.get("id"), exc)
+
+
+class UrlSource:
+    """Streams a URL, resuming with Range after a dropped connection (bounded)."""
+
+    def __init__(self, url: str, progress: Callable[..., Any]) -> None:
+        self.url = url
+        self.progress = progress
+        self.offset = 0
+        self.expected: int | None = None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=STALL_S)
+        drops = 0
+        async with aiohttp.ClientSession(timeout=timeout) as session:
+            while True:
+                try:
+                    async for chunk in self._request(session):
+                        yield chunk
+                    return
+                except (
+                    aiohttp.ClientPayloadError,
+                    aiohttp.ServerDisconnectedError,
+                    aiohttp.ClientOSError,
+                    TimeoutError,
+                ) as exc:
+                    drops += 1
+                    why = (
+                        (f"stalled: no bytes for {STALL_S:g} s")
+                        if isinstance(exc, TimeoutError)
+                        else str(exc)
+                    )
+                    if drops > MAX_RESUMES:
+                        raise ImportFailed(f"source failed {drops} times, last: {why}") from None
+                    log.info(
+                        "import of %s interrupted at %d bytes (%s); resuming",
+                        self.url,
+                        self.offset,
+                        why,
+                    )
+                    await asyncio.sleep(RESUME_BACKOFF_S * drops)
+
+    async def _request(self, session: aiohttp.ClientSession) -> AsyncIterator[bytes]:
+        headers = {"Range": f"bytes={self.offset}-"} if self.offset else {}
+        try:
+            async with session.get(self.url, headers=headers, max_redirects=MAX_REDIRECTS) as resp:
+                if self.offset and resp.status != 206:
+                    raise ImportFailed(
+                        f"source answered {resp.status} to a Range request; cannot resume"
+                    )
+                if resp.status not in (200, 206):
+                    raise ImportFailed(f"source answered HTTP {resp.status} {resp.reason}")
+                if resp.content_length is not None and self.expected is None:
+                    self.expected = self.offset + resp.content_length
+                async for chunk in resp.content.iter_chunked(1 << 20):
+                    self.offset += len(chunk)
+                    await self.progress(self.offset, self.expected)
+                    yield chunk
+        except aiohttp.TooManyRedirects:
+            raise ImportFailed(f"more than {MAX_REDIRECTS} redirects") from None
+        except aiohttp.InvalidURL as exc:
+            raise ImportFailed(f"invalid URL: {exc}") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise ImportFailed(f"cannot connect: {exc}") from None
+        if self.expected is not None and self.offset < self.expected:
+            raise aiohttp.ClientPayloadError(
+                f"connection closed at {self.offset} of {self.expected} bytes"
+            )
+
+
+def check_url(url: Any) -> str:
+    if not isinstance(url, str):
+        raise BadRequest("source_url must be a string")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise BadRequest(f"source_url must be an http(s) URL, not {url!r}")
+    return url
+
+
+def parse_checksum(raw: Any) -> dict[str, str] | None:
+    if raw is None:
+        return None
+    if isinstance(raw, str) and ":" in raw:
+        kind, value = raw.split(":", 1)
+        raw = {"type": kind, "value": value}
+    if not isinstance(raw, dict) or raw.get("type") not in ("sha256", "sha1"):
+        raise BadRequest('checksum must be {"type": "sha256"|"sha1", "value": HEX}')
+    value = str(raw.get("value", "")).lower()
+    want = 64 if raw["type"] == "sha256" else 40
+    if len(value) != want or any(c not in "0123456789abcdef" for c in value):
+        raise BadRequest(f"checksum value must be {want} hex digits")
+    return {"type": raw["type"], "value": value}
+
+
+_PUBLIC = (
+    "id",
+    "name",
+    "container",
+    "state",
+    "image_type",
+    "source_format",
+    "virtual_size",
+    "source_bytes",
+    "stored_bytes",
+    "source_sha256",
+    "error",
+    "source_url",
+    "checksum",
+    "created",
+    "task_id",
+)
+
+
+def public(image: dict[str, Any]) -> dict[str, Any]:
+    return {k: image.get(k) for k in _PUBLIC}
