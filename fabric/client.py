@@ -218,8 +218,9 @@ class FabricClient:
         task: dict[str, Any] = await self.request("GET", f"/api/v1/tasks/{task_id}")
         return task
 
-    async def upload_image(self, ref: str, path: str,
-                           progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+    async def upload_image(
+        self, ref: str, path: str, progress: Callable[[int], None] | None = None
+    ) -> dict[str, Any]:
         """Stream a local image file (any supported format) into image ``ref``."""
 
         async def body() -> AsyncIterator[bytes]:
@@ -234,9 +235,12 @@ class FabricClient:
         for url in self.urls:
             try:
                 async with self.session.put(
-                    f"{url}/api/v1/images/{ref}/file", data=body(),
-                    headers={"Content-Length": str(size),
-                             "Content-Type": "application/octet-stream"},
+                    f"{url}/api/v1/images/{ref}/file",
+                    data=body(),
+                    headers={
+                        "Content-Length": str(size),
+                        "Content-Type": "application/octet-stream",
+                    },
                 ) as resp:
                     image: dict[str, Any] = await self._answer(resp)
                     return image
@@ -244,15 +248,21 @@ class FabricClient:
                 errors.append(f"{url}: {exc}")
         raise Unreachable("no node answered: " + "; ".join(errors))
 
-    async def download_image(self, ref: str, out: BinaryIO, offset: int = 0,
-                             progress: Callable[[int], None] | None = None) -> int:
+    async def download_image(
+        self,
+        ref: str,
+        out: BinaryIO,
+        offset: int = 0,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         errors = []
         for url in self.urls:
             n = 0
             try:
-                async with self.session.get(f"{url}/api/v1/images/{ref}/file",
-                                            headers=headers) as resp:
+                async with self.session.get(
+                    f"{url}/api/v1/images/{ref}/file", headers=headers
+                ) as resp:
                     if resp.status >= 400:
                         await self._answer(resp)
                     async for chunk in resp.content.iter_chunked(1 << 20):

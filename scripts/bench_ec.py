@@ -56,8 +56,7 @@ class Sink:
         pass
 
 
-async def fabric_ec(urls: list[str], root: str, name: str, ec: str,
-                    src: Path) -> dict[str, Any]:
+async def fabric_ec(urls: list[str], root: str, name: str, ec: str, src: Path) -> dict[str, Any]:
     size = src.stat().st_size
     async with FabricClient(urls, timeout_s=3600) as client:
         await client.create_container(name, rf=2, ec=ec, ec_delay_s=0)
@@ -86,8 +85,11 @@ async def fabric_ec(urls: list[str], root: str, name: str, ec: str,
         degraded_s = time.perf_counter() - t0
         assert n == size
         c = await client.container(name)
-    return {"convert": c["ec_data_bytes"] / MiB / convert_s, "degraded": size / MiB / degraded_s,
-            "overhead": c["physical_bytes"] / max(1, c["stored_bytes"])}
+    return {
+        "convert": c["ec_data_bytes"] / MiB / convert_s,
+        "degraded": size / MiB / degraded_s,
+        "overhead": c["physical_bytes"] / max(1, c["stored_bytes"]),
+    }
 
 
 async def _cluster(urls: list[str]) -> dict[str, Any]:
@@ -116,14 +118,20 @@ def main() -> None:
                 rows.append((f"{k}+{m}", enc, dec, ours))
         finally:
             launcher.down(root, say=lambda _: None)
-    print(f"random data {args.size_mib} MiB per policy, 7 nodes, RF2 then EC; backend "
-          f"{erasure.backend()}")
-    print(f"{'ec':<5}{'pyeclib encode':>16}{'fabric convert':>16}{'ratio':>7}"
-          f"{'pyeclib rebuild':>17}{'degraded read':>15}{'ratio':>7}{'physical/stored':>17}")
+    print(
+        f"random data {args.size_mib} MiB per policy, 7 nodes, RF2 then EC; backend "
+        f"{erasure.backend()}"
+    )
+    print(
+        f"{'ec':<5}{'pyeclib encode':>16}{'fabric convert':>16}{'ratio':>7}"
+        f"{'pyeclib rebuild':>17}{'degraded read':>15}{'ratio':>7}{'physical/stored':>17}"
+    )
     for name, enc, dec, o in rows:
-        print(f"{name:<5}{enc:>11.0f} MB/s{o['convert']:>11.0f} MB/s{o['convert'] / enc:>7.3f}"
-              f"{dec:>12.0f} MB/s{o['degraded']:>10.0f} MB/s{o['degraded'] / dec:>7.3f}"
-              f"{o['overhead']:>17.2f}")
+        print(
+            f"{name:<5}{enc:>11.0f} MB/s{o['convert']:>11.0f} MB/s{o['convert'] / enc:>7.3f}"
+            f"{dec:>12.0f} MB/s{o['degraded']:>10.0f} MB/s{o['degraded'] / dec:>7.3f}"
+            f"{o['overhead']:>17.2f}"
+        )
 
 
 if __name__ == "__main__":
