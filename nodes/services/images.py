@@ -26,7 +26,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -50,6 +50,10 @@ TASK = "task/"
 DEFAULT_CONTAINER = "images"
 FLUSH_EXTENTS = 8
 """Extent buffers an ingest holds before writing them out (one gateway batch)."""
+WRITES_IN_FLIGHT = 2
+"""Batches being stored while the ingest decodes the next source bytes."""
+RUNS_PER_PULL_BYTES = 8 << 20
+"""Raw bytes a reader may produce in one step off the event loop (bounds memory)."""
 PROGRESS_EVERY_S = 1.0
 MAX_REDIRECTS = 5
 MAX_RESUMES = 5
@@ -106,6 +110,7 @@ class ExtentWriter:
         self.e = gateway.extent_bytes
         self._pending: dict[int, bytearray] = {}
         self._flushed_below = 0
+        self._inflight: set[asyncio.Task[None]] = set()
 
     async def add(self, run: Run) -> None:
         pos, data = run.offset, memoryview(run.data)
@@ -134,8 +139,27 @@ class ExtentWriter:
             start = first * self.e
             end = min(self.size, (run[-1] + 1) * self.e)
             pieces = [bytes(self._pending.pop(i)) for i in run]
-            await self._write(start, b"".join(pieces)[: end - start])
+            await self._write_behind(start, b"".join(pieces)[: end - start])
         self._flushed_below = max(self._flushed_below, 1 << 62 if below is None else below)
+        if below is None:
+            await self._drain(0)
+
+    async def _write_behind(self, offset: int, data: bytes) -> None:
+        """Store ``data`` in the background while the next source bytes are decoded."""
+        await self._drain(WRITES_IN_FLIGHT - 1)
+        task = asyncio.ensure_future(self._write(offset, data))
+        self._inflight.add(task)
+
+    async def _drain(self, keep: int) -> None:
+        while len(self._inflight) > keep:
+            done, _ = await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                self._inflight.discard(task)
+                task.result()  # a failed write fails the ingest now
+
+    def cancel(self) -> None:
+        for task in self._inflight:
+            task.cancel()
 
     async def _write(self, offset: int, data: bytes) -> None:
         async def one() -> AsyncIterator[bytes]:
@@ -404,6 +428,18 @@ class ImageService:
                 )
 
 
+def _pull(runs: Iterator[Run], budget: int) -> tuple[list[Run], bool]:
+    """Up to ``budget`` bytes of runs from a reader's generator; (runs, more to come)."""
+    out: list[Run] = []
+    total = 0
+    for run in runs:
+        out.append(run)
+        total += len(run.data)
+        if total >= budget:
+            return out, True
+    return out, False
+
+
 class ChecksumMismatch(Exception):
     pass
 
@@ -420,6 +456,7 @@ class Ingest:
         self.image = image
         self.spill = spill
         self.vdisk_id: str | None = image.get("vdisk_id")
+        self.writer: ExtentWriter | None = None
 
     async def run(
         self, chunks: AsyncIterator[bytes], progress: Callable[[int], Any] | None
@@ -435,17 +472,19 @@ class Ingest:
         writer: ExtentWriter | None = None
         source_bytes = 0
         async for chunk in chunks:
-            for h in hashes.values():
-                await svc.offload(h.update, chunk)
+            # The hashes run in worker threads beside the decoding of the same chunk.
+            hashing = [asyncio.ensure_future(svc.offload(h.update, chunk)) for h in hashes.values()]
             source_bytes += len(chunk)
             if reader is None:
                 head += chunk
                 cls = sniff(bytes(head[:HEAD_BYTES]), at_eof=False)
-                if cls is None:
-                    continue
-                reader = cls(svc.limits, self.spill)
-                chunk, head = bytes(head), bytearray()
-            writer = await self._feed(reader, reader.feed(chunk), writer)
+                if cls is not None:
+                    reader = cls(svc.limits, self.spill)
+                    writer = await self._feed(reader, reader.feed(bytes(head)), writer)
+                    head = bytearray()
+            else:
+                writer = await self._feed(reader, reader.feed(chunk), writer)
+            await asyncio.gather(*hashing)
         if reader is None:
             if not head:
                 raise ImageError("the image is empty")
@@ -496,16 +535,24 @@ class Ingest:
         return ExtentWriter(svc.gateway, vd["id"], max(1, vsize))
 
     async def _feed(
-        self, reader: ImageReader, runs: Any, writer: ExtentWriter | None
+        self, reader: ImageReader, runs: Iterator[Run], writer: ExtentWriter | None
     ) -> ExtentWriter | None:
-        for run in runs:
-            if writer is None:
-                writer = await self._writer(reader, reader.virtual_size)
-            await writer.add(run)
-        return writer
+        # Decoding (inflate, table walks) runs in a worker thread, a bounded batch of
+        # runs at a time, so a chunk of highly compressed clusters never expands at once.
+        while True:
+            batch, more = await self.svc.offload(_pull, runs, RUNS_PER_PULL_BYTES)
+            for run in batch:
+                if writer is None:
+                    writer = await self._writer(reader, reader.virtual_size)
+                    self.writer = writer
+                await writer.add(run)
+            if not more:
+                return writer
 
     async def fail(self, reason: str) -> None:
         svc = self.svc
+        if self.writer is not None:
+            self.writer.cancel()
         log.warning("image %s: %s", self.image.get("name"), reason)
         if self.vdisk_id:
             await svc._drop_vdisk(self.vdisk_id)
