@@ -50,6 +50,8 @@ TASK = "task/"
 DEFAULT_CONTAINER = "images"
 FLUSH_EXTENTS = 8
 """Extent buffers an ingest holds before writing them out (one gateway batch)."""
+REORDER_EXTENTS = 8
+"""How far behind the newest extent a run may still land and be merged in memory."""
 WRITES_IN_FLIGHT = 2
 """Batches being stored while the ingest decodes the next source bytes."""
 RUNS_PER_PULL_BYTES = 8 << 20
@@ -124,8 +126,10 @@ class ExtentWriter:
                 buf[inner : inner + n] = data[:n]
             pos += n
             data = data[n:]
-        if len(self._pending) >= FLUSH_EXTENTS:
-            await self.flush(below=max(self._pending))  # the highest may still be filling
+        if len(self._pending) >= FLUSH_EXTENTS + REORDER_EXTENTS:
+            # Extents well behind the newest are complete: sources written by parallel
+            # writers (qemu-img's coroutines) land slightly out of order, never far.
+            await self.flush(below=max(self._pending) - REORDER_EXTENTS)
 
     async def flush(self, below: int | None = None) -> None:
         """Write every buffered extent with index < ``below`` (all when None)."""
