@@ -41,6 +41,7 @@ from fabric.metadata.datapath import (
     egroup_key,
 )
 from fabric.placement.rendezvous import Candidate, NotEnoughDomains, place
+from fabric.placement.strips import match_groups
 from fabric.ports import Clock, PeerUnreachable
 from fabric.wire.messages import (
     AppendExtents,
@@ -70,6 +71,7 @@ class EcStats:
     strips_collected: int = 0
     degraded_reads: int = 0
     converted_bytes: int = 0
+    copies_made: int = 0
 
 
 class EcService:
@@ -145,18 +147,21 @@ class EcService:
     ) -> tuple[list[tuple[dict[str, Any], str]], list[str]] | None:
         domains = self.gateway.fault_domains()
         up = self._up()
-        chosen: list[tuple[dict[str, Any], str]] = []
-        used: set[str] = set()
-        for eg in self._cold_groups(container, policy.ec_delay_s):
-            for node in sorted(eg["replicas"]):
-                if node in up and domains.get(node) not in used:
-                    chosen.append((eg, node))
-                    used.add(domains[node])
-                    break
-            if len(chosen) == policy.ec_k:
-                break
-        if len(chosen) < policy.ec_k:
+        cold = {eg["egid"]: eg for eg in self._cold_groups(container, policy.ec_delay_s)}
+        # A group keeps one of its own replicas when it can; failing that, its bytes are
+        # copied to another node (listed last, so a matching uses copies only if needed).
+        options = []
+        for egid, eg in cold.items():
+            own = [n for n in sorted(eg["replicas"]) if n in up and n in domains]
+            if not own:
+                continue
+            others = [n for n in sorted(up) if n in domains and n not in eg["replicas"]]
+            options.append((egid, [(n, domains[n]) for n in own + others]))
+        matched = match_groups(options, policy.ec_k)
+        if matched is None:
             return None
+        chosen = [(cold[egid], node) for egid, node in matched]
+        used = {domains[node] for _, node in chosen}
         candidates = [
             Candidate(n, domains[n]) for n in sorted(up) if n in domains and domains[n] not in used
         ]
@@ -176,7 +181,10 @@ class EcService:
         parity = [StripMember(f"{strip_id}-p{j}", node) for j, node in enumerate(parity_nodes)]
         try:
             for eg, node in chosen:
-                await self._verify_copy(eg, node)
+                if node not in eg["replicas"]:
+                    await self._copy_group(eg, node)
+                else:
+                    await self._verify_copy(eg, node)
             sizes = [await self._size(eg["egid"], node) for eg, node in chosen]
             chunks = -(-max(sizes) // CHUNK_BYTES)
             for c in range(chunks):
@@ -195,8 +203,7 @@ class EcService:
                 )
         except (PeerUnreachable, FabricError) as exc:
             log.warning("EC conversion abandoned: %s", exc)
-            await self._delete_files([(p.egid, p.node) for p in parity])
-            self.stats.strips_rolled_back += 1
+            await self._roll_back(chosen, parity)
             return False
         cmd = CommitStrip(
             strip_id,
@@ -210,8 +217,7 @@ class EcService:
         result = await self.metadata.propose(cmd)
         if not result.ok:
             log.info("strip %s not committed: %s", strip_id, result.message)
-            await self._delete_files([(p.egid, p.node) for p in parity])
-            self.stats.strips_rolled_back += 1
+            await self._roll_back(chosen, parity)
             return False
         # Committed: the single copies plus parity carry the data. Drop the surplus.
         await self._delete_files(
@@ -227,6 +233,25 @@ class EcService:
             ",".join(parity_nodes),
         )
         return True
+
+    async def _roll_back(
+        self, chosen: list[tuple[dict[str, Any], str]], parity: list[StripMember]
+    ) -> None:
+        """Delete what an uncommitted strip wrote: parity, and copies made for it."""
+        copies = [(eg["egid"], node) for eg, node in chosen if node not in eg["replicas"]]
+        await self._delete_files([(p.egid, p.node) for p in parity] + copies)
+        self.stats.strips_rolled_back += 1
+
+    async def _copy_group(self, eg: dict[str, Any], node: str) -> None:
+        """Give ``node`` a verified copy of a group, so the strip's copies span domains."""
+        await self._call(node, DeleteEgroupFiles(eg["egid"]))  # a leftover partial copy
+        source = next(n for n in eg["replicas"] if n in self._up())
+        await self._verify_copy(eg, source)
+        size = await self._size(eg["egid"], source)
+        for offset in range(0, size, CHUNK_BYTES):
+            data = await self._chunk(eg["egid"], source, offset, CHUNK_BYTES)
+            await self._call(node, AppendExtents(eg["egid"], (data,)))
+        self.stats.copies_made += 1
 
     async def _verify_copy(self, eg: dict[str, Any], node: str) -> None:
         """Make sure the copy that will stay is good: repair it from another if not."""

@@ -146,11 +146,20 @@ class Scanner:
 
 
 async def sweep_orphans(metadata: MetadataService, storage: StorageService) -> int:
-    """Delete local replicas of groups the cluster dropped while this node was away."""
+    """Delete local replicas the cluster dropped or moved while this node was away."""
     await metadata.read_index()
     swept = 0
     for egid in storage.egroups():
-        if metadata.state.get(f"egroup-dropped/{egid}") is not None:
+        record = metadata.state.get(f"egroup/{egid}")
+        dropped = metadata.state.get(f"egroup-dropped/{egid}") is not None
+        # A sealed group that no longer lists this node (EC kept another copy, or a
+        # member moved while we were away) has no use for our file either.
+        surplus = (
+            record is not None
+            and record.value["sealed"]
+            and (metadata.node_id not in record.value["replicas"])
+        )
+        if dropped or surplus:
             await storage.delete(DeleteEgroupFiles(egid))
             swept += 1
     return swept

@@ -75,3 +75,48 @@ def test_adding_a_node_only_moves_keys_to_it(n: int, rf: int) -> None:
         moved += len(gone)
     # The new node takes about rf/(n+1) of the replicas, not more.
     assert moved <= 300 * rf / (n + 1) * 1.5 + 10
+
+
+@st.composite
+def group_sets(draw: st.DrawFn) -> tuple[list[tuple[str, list[tuple[str, str]]]], int]:
+    domains = draw(st.integers(1, 8))
+    groups = []
+    for g in range(draw(st.integers(0, 10))):
+        replicas = draw(st.lists(st.integers(0, domains - 1), min_size=1, max_size=3, unique=True))
+        groups.append((f"g{g}", [(f"n{d}", f"d{d}") for d in replicas]))
+    return groups, draw(st.integers(1, 6))
+
+
+def _brute_force_possible(groups: list[tuple[str, list[tuple[str, str]]]], k: int) -> bool:
+    from itertools import combinations, product
+
+    for combo in combinations(groups, k):
+        for pick in product(*(g[1] for g in combo)):
+            if len({d for _, d in pick}) == k:
+                return True
+    return False
+
+
+@settings(max_examples=500)
+@given(group_sets())
+def test_strip_matching_finds_k_distinct_domains_whenever_possible(
+    case: tuple[list[tuple[str, list[tuple[str, str]]]], int],
+) -> None:
+    from fabric.placement.strips import match_groups
+
+    groups, k = case
+    got = match_groups(groups, k)
+    assert (got is not None) == _brute_force_possible(groups, k)
+    if got is not None:
+        options = dict(groups)
+        domains = [dict(options[g])[n] for g, n in got]
+        assert len(got) == k and len(set(domains)) == k
+        assert len({g for g, _ in got}) == k
+
+
+def test_strip_matching_beats_greedy() -> None:
+    from fabric.placement.strips import match_groups
+
+    # Greedy would give g0 domain a (its first), then g1 has nothing left.
+    groups = [("g0", [("n1", "a"), ("n2", "b")]), ("g1", [("n1", "a")])]
+    assert sorted(match_groups(groups, 2) or []) == [("g0", "n2"), ("g1", "n1")]
