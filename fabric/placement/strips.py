@@ -36,7 +36,6 @@ def match_groups(
         return False
 
     for gi in range(len(groups)):
-        if augment(gi, set()):
-            if len(choice) == k:
-                return [(groups[i][0], choice[i][0]) for i in sorted(choice)]
+        if augment(gi, set()) and len(choice) == k:
+            return [(groups[i][0], choice[i][0]) for i in sorted(choice)]
     return None

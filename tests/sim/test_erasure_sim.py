@@ -212,7 +212,7 @@ def test_groups_sharing_domains_are_copied_apart_so_every_group_converts() -> No
         data = random.Random(seed).randbytes(24 * MiB)
         try:
             sim.run(write_cold(sim, data, k=3, m=1))
-            sim.run(sim.wait_for(lambda: _pending(sim) == 0, 60, f"seed {seed}: EC of all"))
+            sim.run(sim.wait_for(lambda s=sim: _pending(s) == 0, 60, f"seed {seed}: EC of all"))
             c = sim.run(view(sim, "cold"))
             assert c["physical_bytes"] == recount_physical(sim)
             assert (
