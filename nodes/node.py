@@ -38,7 +38,7 @@ from fabric.wire.messages import (
     RepairExtent,
     StatEgroup,
 )
-from nodes.services.accounting import container_views
+from nodes.services.accounting import cluster_usage, container_views
 from nodes.services.ec import EcService
 from nodes.services.gateway import Gateway, Offload
 from nodes.services.health import HealthService
@@ -263,6 +263,7 @@ class Node:
                 }
             )
         raft = self.metadata.raft
+        containers = container_views(self.metadata.state, self.config)
         return {
             "name": self.config.name,
             "leader": leader,
@@ -272,6 +273,7 @@ class Node:
             "stale": stale,
             "served_by": self.id,
             "nodes": nodes,
-            "containers": container_views(self.metadata.state, self.config),
+            "containers": containers,
+            "usage": cluster_usage(containers, nodes),
             "erasure_backend": self.ec.backend,
         }

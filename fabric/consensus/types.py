@@ -124,9 +124,9 @@ Message = VoteRequest | VoteResponse | AppendRequest | AppendResponse | Snapshot
 class Ready:
     """What the driver must do, in this order, before calling ``Raft.ready()`` again.
 
-    1. persist ``hard_state`` (if not None), ``snapshot`` (if not None, replaces the log
-       up to its index) and append ``entries`` (replacing any persisted entries at the
-       same or later indexes), then fsync;
+    1. persist ``hard_state`` (if not None), ``snapshot`` (if not None, replaces the whole
+       log: entries after it came from an abandoned branch) and append ``entries``
+       (replacing any persisted entries at the same or later indexes), then fsync;
     2. send ``messages``;
     3. apply ``committed`` entries to the state machine in order (and install
        ``snapshot`` into the state machine first, if present);

@@ -80,3 +80,24 @@ def container_views(state: MetadataState, config: ClusterConfig) -> list[dict[st
             }
         )
     return out
+
+
+def cluster_usage(containers: list[dict[str, Any]], nodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Cluster-wide totals: bytes, savings, disk capacity, the weakest resiliency."""
+    total = {
+        k: sum(c[k] for c in containers)
+        for k in (
+            "logical_bytes",
+            "unique_bytes",
+            "stored_bytes",
+            "physical_bytes",
+            "dedup_savings_bytes",
+            "compression_savings_bytes",
+            "ec_savings_bytes",
+        )
+    }
+    disks = [d for n in nodes for d in n.get("disks", []) if isinstance(d, dict)]
+    total["disk_used_bytes"] = sum(d.get("used_bytes", 0) for d in disks)
+    total["disk_capacity_bytes"] = sum(d.get("capacity_bytes", 0) for d in disks)
+    total["resiliency"] = min((c["resiliency"] for c in containers), default=None)
+    return total

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 
 from fabric.client import FabricClient
@@ -16,12 +17,21 @@ def test_metrics_and_openapi_on_every_node(make_cluster: Callable[[int], Cluster
     cluster.fabric("container", "create", "c", "--rf", "2", "--compression", "zstd")
     urls = [n.url for n in load_config(str(cluster.dir / "cluster.toml")).nodes]
 
+    async def scrape(client: FabricClient, url: str) -> str:
+        # Metrics show the node's own applied state: a follower may be a moment behind.
+        deadline = time.monotonic() + 10
+        while True:
+            async with client.session.get(url + "/metrics") as resp:
+                assert resp.status == 200
+                text = await resp.text()
+            if 'container="c"' in text or time.monotonic() > deadline:
+                return text
+            await asyncio.sleep(0.1)
+
     async def go() -> None:
         for url in urls:
             async with FabricClient([url]) as client:
-                async with client.session.get(url + "/metrics") as resp:
-                    text = await resp.text()
-                assert resp.status == 200
+                text = await scrape(client, url)
                 assert 'fabric_container_physical_bytes{container="c"} 0.0' in text
                 assert "fabric_raft_term{node=" in text
                 assert "fabric_node_up{peer=" in text
