@@ -139,25 +139,73 @@ class FabricClient:
         await self.request("DELETE", f"/api/v1/vdisks/{ref}")
 
     async def write_vdisk(self, ref: str, path: str, offset: int = 0) -> int:
-        """Stream a local file into the vdisk at ``offset``.
+        """Stream a local file into the vdisk at ``offset``."""
+        answer = await self._send_file(
+            f"/api/v1/vdisks/{ref}/data", path, params={"offset": str(offset)}
+        )
+        return int(answer["written"])
 
-        Fails over to the next node only if a node cannot be reached at all; the file
-        is opened afresh for each attempt (a stream cannot be replayed).
+    async def _send_file(
+        self,
+        path: str,
+        file: str,
+        params: dict[str, str] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> Any:
+        """PUT a local file as a stream; JSON answer.
+
+        Fails over to the next node only if a node cannot be reached at all: the file is
+        read afresh for each attempt (a stream cannot be replayed).
         """
+
+        async def body() -> AsyncIterator[bytes]:
+            with open(file, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    if progress:
+                        progress(len(chunk))
+                    yield chunk
+
+        headers = {
+            "Content-Length": str(os.path.getsize(file)),
+            "Content-Type": "application/octet-stream",
+        }
         errors = []
         for url in self.urls:
             try:
-                with open(path, "rb") as f:
-                    async with self.session.put(
-                        f"{url}/api/v1/vdisks/{ref}/data",
-                        params={"offset": str(offset)},
-                        data=f,
-                    ) as resp:
-                        answer = await self._answer(resp)
-                return int(answer["written"])
+                async with self.session.put(
+                    url + path, params=params, data=body(), headers=headers
+                ) as resp:
+                    return await self._answer(resp)
             except aiohttp.ClientConnectorError as exc:
                 errors.append(f"{url}: {exc}")
         raise Unreachable("no node answered: " + "; ".join(errors))
+
+    async def _receive(
+        self,
+        path: str,
+        out: BinaryIO,
+        headers: dict[str, str],
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
+        """GET a stream into ``out``; bytes written. Fails over only before any byte."""
+        last: Exception | None = None
+        for url in self.urls:
+            n = 0
+            try:
+                async with self.session.get(url + path, headers=headers) as resp:
+                    if resp.status >= 400:
+                        await self._answer(resp)
+                    async for chunk in resp.content.iter_chunked(1 << 20):
+                        out.write(chunk)
+                        n += len(chunk)
+                        if progress:
+                            progress(len(chunk))
+                    return n
+            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                if n:
+                    raise  # part of the data is out already: another node cannot resume it
+                last = exc
+        raise Unreachable(f"no node answered: {last}")
 
     async def write_vdisk_bytes(self, ref: str, data: bytes, offset: int = 0) -> int:
         answer = await self.request(
@@ -173,24 +221,7 @@ class FabricClient:
         if offset or length is not None:
             end = "" if length is None else str(offset + length - 1)
             headers["Range"] = f"bytes={offset}-{end}"
-        last: Exception | None = None
-        for url in self.urls:
-            n = 0
-            try:
-                async with self.session.get(
-                    f"{url}/api/v1/vdisks/{ref}/data", headers=headers
-                ) as resp:
-                    if resp.status >= 400:
-                        await self._answer(resp)
-                    async for chunk in resp.content.iter_chunked(1 << 20):
-                        out.write(chunk)
-                        n += len(chunk)
-                    return n
-            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-                if n:
-                    raise  # part of the data is out already: another node cannot resume it
-                last = exc
-        raise Unreachable(f"no node answered: {last}")
+        return await self._receive(f"/api/v1/vdisks/{ref}/data", out, headers)
 
     async def read_vdisk_bytes(self, ref: str, offset: int = 0, length: int | None = None) -> bytes:
         buf = io.BytesIO()
@@ -222,31 +253,10 @@ class FabricClient:
         self, ref: str, path: str, progress: Callable[[int], None] | None = None
     ) -> dict[str, Any]:
         """Stream a local image file (any supported format) into image ``ref``."""
-
-        async def body() -> AsyncIterator[bytes]:
-            with open(path, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    if progress:
-                        progress(len(chunk))
-                    yield chunk
-
-        size = os.path.getsize(path)
-        errors = []
-        for url in self.urls:
-            try:
-                async with self.session.put(
-                    f"{url}/api/v1/images/{ref}/file",
-                    data=body(),
-                    headers={
-                        "Content-Length": str(size),
-                        "Content-Type": "application/octet-stream",
-                    },
-                ) as resp:
-                    image: dict[str, Any] = await self._answer(resp)
-                    return image
-            except aiohttp.ClientConnectorError as exc:
-                errors.append(f"{url}: {exc}")
-        raise Unreachable("no node answered: " + "; ".join(errors))
+        image: dict[str, Any] = await self._send_file(
+            f"/api/v1/images/{ref}/file", path, progress=progress
+        )
+        return image
 
     async def download_image(
         self,
@@ -256,23 +266,4 @@ class FabricClient:
         progress: Callable[[int], None] | None = None,
     ) -> int:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
-        errors = []
-        for url in self.urls:
-            n = 0
-            try:
-                async with self.session.get(
-                    f"{url}/api/v1/images/{ref}/file", headers=headers
-                ) as resp:
-                    if resp.status >= 400:
-                        await self._answer(resp)
-                    async for chunk in resp.content.iter_chunked(1 << 20):
-                        out.write(chunk)
-                        n += len(chunk)
-                        if progress:
-                            progress(len(chunk))
-                    return n
-            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-                if n:
-                    raise
-                errors.append(f"{url}: {exc}")
-        raise Unreachable("no node answered: " + "; ".join(errors))
+        return await self._receive(f"/api/v1/images/{ref}/file", out, headers, progress)

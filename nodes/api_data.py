@@ -130,12 +130,24 @@ async def read_vdisk(request: web.Request) -> web.StreamResponse:
     if rng is None and "length" in request.query:
         length = _int_param(request, "length", 0)
     vd, length, stream = await gateway.read(vd["id"], offset, length)
-    resp = web.StreamResponse(status=206 if rng else 200)
+    return await send_stream(request, stream, offset, length, vd["size"], partial=bool(rng))
+
+
+async def send_stream(
+    request: web.Request,
+    stream: AsyncIterator[bytes],
+    offset: int,
+    length: int,
+    size: int,
+    partial: bool,
+) -> web.StreamResponse:
+    """Stream raw bytes ``[offset, offset + length)`` of a ``size``-byte object."""
+    resp = web.StreamResponse(status=206 if partial else 200)
     resp.content_type = "application/octet-stream"
     resp.content_length = length
     resp.headers["Accept-Ranges"] = "bytes"
-    if rng:
-        resp.headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{vd['size']}"
+    if partial:
+        resp.headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{size}"
     await resp.prepare(request)
     async for chunk in stream:
         await resp.write(chunk)

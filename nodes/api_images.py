@@ -8,7 +8,7 @@ from aiohttp import web
 
 from fabric.errors import Conflict
 from nodes.api import NODE, json_body
-from nodes.api_data import STREAM_CHUNK_BYTES, parse_range
+from nodes.api_data import STREAM_CHUNK_BYTES, parse_range, send_stream
 
 
 async def create_image(request: web.Request) -> web.Response:
@@ -49,17 +49,7 @@ async def download_image(request: web.Request) -> web.StreamResponse:
     rng = parse_range(request.headers.get("Range"), size)
     offset, length = rng if rng else (0, size)
     _, length, stream = await node.gateway.read(record["vdisk_id"], offset, length)
-    resp = web.StreamResponse(status=206 if rng else 200)
-    resp.content_type = "application/octet-stream"
-    resp.content_length = length
-    resp.headers["Accept-Ranges"] = "bytes"
-    if rng:
-        resp.headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{size}"
-    await resp.prepare(request)
-    async for chunk in stream:
-        await resp.write(chunk)
-    await resp.write_eof()
-    return resp
+    return await send_stream(request, stream, offset, length, size, partial=bool(rng))
 
 
 async def get_task(request: web.Request) -> web.Response:
