@@ -52,7 +52,7 @@ FLUSH_EXTENTS = 8
 """Extent buffers an ingest holds before writing them out (one gateway batch)."""
 REORDER_EXTENTS = 8
 """How far behind the newest extent a run may still land and be merged in memory."""
-WRITES_IN_FLIGHT = 2
+WRITES_IN_FLIGHT = 4
 """Batches being stored while the ingest decodes the next source bytes."""
 RUNS_PER_PULL_BYTES = 8 << 20
 """Raw bytes a reader may produce in one step off the event loop (bounds memory)."""
