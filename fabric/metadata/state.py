@@ -67,6 +67,8 @@ class MetadataState:
     def __init__(self) -> None:
         self._items: dict[str, Item] = {}
         self.applied_index = 0
+        self._nodes: dict[str, dict[str, Any]] | None = None
+        """Cache of ``nodes()``; dropped whenever a node record changes."""
 
     # --- reads ----------------------------------------------------------------------------
     def get(self, key: str) -> Item | None:
@@ -78,7 +80,12 @@ class MetadataState:
             yield key, self._items[key]
 
     def nodes(self) -> dict[str, dict[str, Any]]:
-        return {key[len(NODE_PREFIX) :]: item.value for key, item in self.scan(NODE_PREFIX)}
+        """Node records by id (read on every replica choice: kept apart, not scanned)."""
+        if self._nodes is None:
+            self._nodes = {
+                key[len(NODE_PREFIX) :]: item.value for key, item in self.scan(NODE_PREFIX)
+            }
+        return self._nodes
 
     # --- writes ---------------------------------------------------------------------------
     def apply(self, index: int, command: Command) -> Result:
@@ -113,9 +120,13 @@ class MetadataState:
     def put(self, index: int, key: str, value: Any) -> None:
         """Low-level write for command handlers: ``key`` now holds ``value`` at ``index``."""
         self._items[key] = Item(index, value)
+        if key.startswith(NODE_PREFIX):
+            self._nodes = None
 
     def delete(self, key: str) -> None:
         self._items.pop(key, None)
+        if key.startswith(NODE_PREFIX):
+            self._nodes = None
 
     def skip(self, index: int) -> None:
         """An entry with no command (a new leader's no-op) was applied at ``index``."""
@@ -140,9 +151,9 @@ class MetadataState:
                 return refusal
         for op in ops:
             if isinstance(op, Put):
-                self._items[op.key] = Item(index, op.value)
+                self.put(index, op.key, op.value)
             else:
-                self._items.pop(op.key, None)
+                self.delete(op.key)
         return Result(ok=True, value=index)
 
     def _register_node(self, index: int, cmd: RegisterNode) -> Result:
@@ -158,6 +169,7 @@ class MetadataState:
             }
         )
         self._items[key] = Item(index, record)
+        self._nodes = None
         return Result(ok=True, value=index)
 
     def _set_node_state(self, index: int, cmd: SetNodeState) -> Result:
@@ -168,6 +180,7 @@ class MetadataState:
         record = dict(old.value)
         record.update({"state": cmd.state, "state_since": cmd.at_wall, "reason": cmd.reason})
         self._items[key] = Item(index, record)
+        self._nodes = None
         return Result(ok=True, value=index)
 
     # --- snapshots ------------------------------------------------------------------------
