@@ -105,7 +105,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="fabric-bench-", dir=os.getcwd()) as tmp_s:
         tmp = Path(tmp_s)
         src = tmp / "random.img"
-        src.write_bytes(random.Random(3).randbytes(args.size_mib * MiB))
+        rng = random.Random(3)
+        with open(src, "wb") as f:
+            for _ in range(args.size_mib):
+                f.write(rng.randbytes(MiB))
         cfg_path = write_config(tmp / "c7.toml", 7, voters=5)
         root = str(tmp / "c7")
         launcher.up(root, str(cfg_path), None, say=lambda _: None)
