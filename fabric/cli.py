@@ -25,11 +25,12 @@ def _print_json(data: Any) -> None:
     sys.stdout.write("\n")
 
 
-def _client_urls(args: argparse.Namespace) -> list[str]:
+def _connect(args: argparse.Namespace, timeout_s: float = 30.0) -> FabricClient:
+    """A client for the cluster of ``--dir``: its nodes, and only that cluster."""
     from nodes.launcher import ClusterDir, resolve_dir
 
     cfg = ClusterDir(resolve_dir(args.dir)).config()
-    return [n.url for n in cfg.nodes]
+    return FabricClient([n.url for n in cfg.nodes], timeout_s, cluster_id=cfg.id)
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -113,7 +114,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
 # --- metadata key space ---------------------------------------------------------------------
 def cmd_kv(args: argparse.Namespace) -> int:
     async def go() -> Any:
-        async with FabricClient(_client_urls(args)) as client:
+        async with _connect(args) as client:
             if args.kv_cmd == "put":
                 try:
                     value = json.loads(args.value)
@@ -162,7 +163,7 @@ def _human(n: float) -> str:
 
 def cmd_container(args: argparse.Namespace) -> int:
     async def go() -> Any:
-        async with FabricClient(_client_urls(args)) as client:
+        async with _connect(args) as client:
             match args.container_cmd:
                 case "create":
                     return await client.create_container(
@@ -236,7 +237,7 @@ def _table(rows: Sequence[Sequence[str]]) -> None:
 
 def cmd_vdisk(args: argparse.Namespace) -> int:
     async def go() -> Any:
-        async with FabricClient(_client_urls(args), timeout_s=3600) as client:
+        async with _connect(args, 3600) as client:
             match args.vdisk_cmd:
                 case "create":
                     return await client.create_vdisk(args.name, args.container, args.size)
@@ -359,7 +360,7 @@ def cmd_image(args: argparse.Namespace) -> int:
 
 
 async def _image(args: argparse.Namespace) -> Any:
-    async with FabricClient(_client_urls(args), timeout_s=24 * 3600) as client:
+    async with _connect(args, 24 * 3600) as client:
         match args.image_cmd:
             case "upload":
                 image = await client.create_image(

@@ -29,14 +29,17 @@ class Unreachable(Exception):
 
 
 class FabricClient:
-    def __init__(self, urls: list[str], timeout_s: float = 30.0) -> None:
+    def __init__(self, urls: list[str], timeout_s: float = 30.0, cluster_id: str = "") -> None:
         assert urls, "a client needs at least one node URL"
         self.urls = list(urls)
+        self.cluster_id = cluster_id
+        """When set, nodes of any other cluster refuse our requests (same ports, say)."""
         self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=2.0)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> FabricClient:
-        self._session = aiohttp.ClientSession(timeout=self.timeout)
+        headers = {"X-Fabric-Cluster": self.cluster_id} if self.cluster_id else {}
+        self._session = aiohttp.ClientSession(timeout=self.timeout, headers=headers)
         return self
 
     async def __aexit__(

@@ -56,6 +56,9 @@ class ClusterConfig:
     fault_domain: str = "node"
     timeouts: Timeouts = Timeouts()
     containers: tuple[dict[str, Any], ...] = ()
+    id: str = ""
+    """Set by the first ``fabric up``: nodes and clients check it, so a command never
+    reaches another cluster that happens to listen on the same ports."""
 
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:
@@ -176,6 +179,7 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
     if not isinstance(cluster, dict):
         raise src.error("cluster", "must be a table")
     name = _get(src, cluster, "name", str, "fabric", "cluster.", "cluster")
+    cluster_id = _get(src, cluster, "id", str, "", "cluster.", "cluster")
     raw_nodes = raw.get("nodes")
     if not isinstance(raw_nodes, list) or not raw_nodes:
         raise src.error("nodes", "at least one [[nodes]] entry is required")
@@ -202,7 +206,9 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
     containers = raw.get("containers", [])
     if not isinstance(containers, list):
         raise src.error("containers", "must be a list of [[containers]] tables")
-    return ClusterConfig(name, nodes, tuple(voters), extent, domain, timeouts, tuple(containers))
+    return ClusterConfig(
+        name, nodes, tuple(voters), extent, domain, timeouts, tuple(containers), cluster_id
+    )
 
 
 def _check_unique(src: _Source, nodes: tuple[NodeConfig, ...]) -> None:
@@ -247,6 +253,7 @@ def render_config(cfg: ClusterConfig) -> str:
     lines = [
         "[cluster]",
         f'name = "{cfg.name}"',
+        *([f'id = "{cfg.id}"'] if cfg.id else []),
         "voters = [" + ", ".join(f'"{v}"' for v in cfg.voters) + "]",
         f"extent_bytes = {cfg.extent_bytes}",
         f'fault_domain = "{cfg.fault_domain}"',

@@ -19,7 +19,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from fabric import limits
-from fabric.errors import BadRequest, FabricError, NotFound, from_code
+from fabric.errors import BadRequest, Conflict, FabricError, NotFound, from_code
 from fabric.metadata.commands import Delete, Put
 from nodes.node import Node
 from nodes.services.accounting import container_views
@@ -34,11 +34,15 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"error": {"code": code, "message": message}}, status=status)
 
 
+CLUSTER_HEADER = "X-Fabric-Cluster"
+
+
 @web.middleware
 async def errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
     try:
+        _check_cluster(request)
         return await handler(request)
     except FabricError as exc:
         return _error(exc.status, exc.code, exc.message)
@@ -52,6 +56,17 @@ async def errors(
     except Exception:
         log.exception("internal error serving %s %s", request.method, request.path)
         return _error(500, "internal", "internal error; see the node's log")
+
+
+def _check_cluster(request: web.Request) -> None:
+    """A request meant for another cluster (same ports, other directory) is refused."""
+    want = request.headers.get(CLUSTER_HEADER)
+    config = request.app[NODE].config
+    if want and config.id and want != config.id:
+        raise Conflict(
+            f"this node serves cluster {config.name!r} (id {config.id}), not {want}; "
+            "another cluster is using these ports"
+        )
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -73,6 +88,8 @@ async def get_health(request: web.Request) -> web.Response:
     return web.json_response(
         {
             "id": node.id,
+            "cluster": node.config.name,
+            "cluster_id": node.config.id,
             "leader": node.metadata.leader,
             "role": raft.role.name.lower() if raft else "starting",
             "term": raft.term if raft else 0,

@@ -20,8 +20,9 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
@@ -126,6 +127,8 @@ def prepare(
     )
     if nodes is not None:
         cfg = sized_config(cfg, nodes)
+    if not cfg.id:
+        cfg = replace(cfg, id=uuid.uuid4().hex[:16])
     os.makedirs(cdir.root, exist_ok=True)
     with open(cdir.config_path, "w") as f:
         f.write(render_config(cfg))
@@ -173,6 +176,12 @@ async def _healthy(session: aiohttp.ClientSession, cfg: ClusterConfig) -> tuple[
     for node, h in zip(cfg.nodes, health, strict=True):
         if h is None:
             return False, f"{node.id} not answering"
+        if cfg.id and h.get("cluster_id") != cfg.id:
+            raise LaunchError(
+                f"{node.address} (node {node.id}) is served by another cluster "
+                f"({h.get('cluster', '?')}, id {h.get('cluster_id') or '-'}); "
+                "stop it or choose other ports"
+            )
         if not h.get("registered"):
             return False, f"{node.id} not registered"
     leaders = {h["leader"] for h in health}

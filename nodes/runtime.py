@@ -30,6 +30,7 @@ from fabric.wire.codec import WireError, decode, encode
 from fabric.wire.messages import ErrorReply
 
 FROM_HEADER = "X-Fabric-From"
+CLUSTER_HEADER = "X-Fabric-Cluster"
 MSGPACK = "application/msgpack"
 
 
@@ -181,6 +182,7 @@ class FileDisk:
 class HttpTransport:
     def __init__(self, node_id: str, config: ClusterConfig) -> None:
         self.node_id = node_id
+        self.cluster_id = config.id
         self.urls = {n.id: n.url for n in config.nodes}
         self._session: aiohttp.ClientSession | None = None
         self._outbox: dict[str, collections.deque[Any]] = {}
@@ -240,7 +242,7 @@ class HttpTransport:
                     await asyncio.sleep(0.05)
 
     def _headers(self) -> dict[str, str]:
-        return {FROM_HEADER: self.node_id, "Content-Type": MSGPACK}
+        return {FROM_HEADER: self.node_id, CLUSTER_HEADER: self.cluster_id, "Content-Type": MSGPACK}
 
     # --- request/response -------------------------------------------------------------------
     async def call(self, peer: str, message: Any, timeout_s: float) -> Any:
@@ -278,6 +280,8 @@ class HttpTransport:
         frm = request.headers.get(FROM_HEADER, "")
         if frm not in self.urls:
             raise web.HTTPForbidden(text=f"unknown sender {frm!r}")
+        if request.headers.get(CLUSTER_HEADER, "") != self.cluster_id:
+            raise web.HTTPForbidden(text="message from a node of another cluster")
         if (request.content_length or 0) > limits.MAX_MESSAGE_BYTES:
             raise web.HTTPRequestEntityTooLarge(
                 max_size=limits.MAX_MESSAGE_BYTES, actual_size=request.content_length or 0

@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 from collections.abc import Callable
+from pathlib import Path
 
 from tests.integration.conftest import Cluster
 
@@ -109,3 +110,20 @@ def test_unknown_node_id_and_malformed_config_are_clear(
     out = cluster.fabric("up", "--config", str(bad), check=False)
     assert out.returncode != 0
     assert "bad.toml" in out.stderr and "not valid TOML" in out.stderr
+
+
+def test_a_second_cluster_on_the_same_ports_is_never_confused_with_the_first(
+    make_cluster: Callable[[int], Cluster], tmp_path: Path
+) -> None:
+    first = make_cluster(3)
+    first.fabric("up", "--config", str(first.config))
+    first.fabric("kv", "put", "owner", '"first"')
+
+    second = Cluster(tmp_path / "second", first.config)  # same ports, another directory
+    out = second.fabric("up", "--config", str(first.config), check=False)
+    assert out.returncode == 1
+    assert "another cluster" in out.stderr or "already in use" in out.stderr
+    # Its commands reach the first cluster's ports, which refuse them.
+    got = second.fabric("kv", "get", "owner", check=False)
+    assert got.returncode == 1 and "another cluster is using these ports" in got.stderr
+    assert first.fabric("kv", "get", "owner").stdout.strip() == '"first"'
