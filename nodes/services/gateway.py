@@ -89,7 +89,7 @@ MAX_VDISK_BYTES = 64 * limits.GiB * 1024
 WRITE_RETRIES = 40
 RETRY_BACKOFF_S = 0.002
 """First retry waits up to this long; each further one up to twice as long (capped)."""
-REPLICA_TIMEOUT_S = 30.0
+REPLICA_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 5.0
 """A replica that does not answer a read this fast is skipped for the next one."""
 LOCK_STRIPES = 1024

@@ -94,6 +94,13 @@ def check_recovered(sim: SimCluster, acked: dict[str, int]) -> None:
         for node in sim.nodes.values():
             await node.metadata.read_index()
             await node.metadata.wait_applied(result.value)
+        # Health changes may still be committing: compare states once every node has
+        # applied the same prefix of the log.
+        await sim.wait_for(
+            lambda: len({n.metadata.state.applied_index for n in sim.nodes.values()}) == 1,
+            20,
+            "every node at the same applied index",
+        )
         states = {nid: n.metadata.state for nid, n in sim.nodes.items()}
         for key, _value in acked.items():
             for nid, state in states.items():
