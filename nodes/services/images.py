@@ -112,7 +112,7 @@ class ExtentWriter:
         self.e = gateway.extent_bytes
         self._pending: dict[int, bytearray] = {}
         self._flushed_below = 0
-        self._inflight: set[asyncio.Task[None]] = set()
+        self._inflight: set[asyncio.Task[Any]] = set()
 
     async def add(self, run: Run) -> None:
         pos, data = run.offset, memoryview(run.data)
@@ -140,18 +140,19 @@ class ExtentWriter:
             while len(run) < len(ready) and ready[len(run)] == first + len(run):
                 run.append(ready[len(run)])
             ready = ready[len(run) :]
-            start = first * self.e
-            end = min(self.size, (run[-1] + 1) * self.e)
-            pieces = [bytes(self._pending.pop(i)) for i in run]
-            await self._write_behind(start, b"".join(pieces)[: end - start])
+            extents = [bytes(self._pending.pop(i)) for i in run]
+            tail = self.size - run[-1] * self.e  # the vdisk's last extent may be short
+            if tail < self.e:
+                extents[-1] = extents[-1][:tail]
+            await self._write_behind(first, extents)
         self._flushed_below = max(self._flushed_below, 1 << 62 if below is None else below)
         if below is None:
             await self._drain(0)
 
-    async def _write_behind(self, offset: int, data: bytes) -> None:
-        """Store ``data`` in the background while the next source bytes are decoded."""
+    async def _write_behind(self, first: int, extents: list[bytes]) -> None:
+        """Store whole extents in the background while the next source bytes are decoded."""
         await self._drain(WRITES_IN_FLIGHT - 1)
-        task = asyncio.ensure_future(self._write(offset, data))
+        task = asyncio.ensure_future(self.gateway.write_extents(self.vdisk_id, first, extents))
         self._inflight.add(task)
 
     async def _drain(self, keep: int) -> None:
