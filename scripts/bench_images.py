@@ -6,8 +6,7 @@ In one run, on a local 3-node cluster (RF2, dedup, zstd; a container per upload)
 for a qcow2 with compressed clusters, a streamOptimized VMDK and a plain qcow2, all made
 from one realistic mixed disk (a quarter each of zeros, a repeated block, text and
 random data):
-* baseline: ``qemu-img convert -O raw`` of the file to a local file, then fsync (median
-  of three runs: a single one is noisy on a shared disk);
+* baseline: ``qemu-img convert -O raw`` of the file to a local file, then fsync;
 * ours: create the image and stream the file through the API until it is ACTIVE
   (converted on the fly, stored RF2 with dedup and zstd);
 with the ratio of the two times, the bytes on the wire against the virtual size, and the
@@ -19,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -75,7 +73,7 @@ def run_size(
         subprocess.run(
             ["qemu-img", "convert", "-f", "raw", "-O", fmt, *opts, str(raw), str(src)], check=True
         )
-        base = statistics.median(qemu_baseline(src, tmp) for _ in range(3))
+        base = qemu_baseline(src, tmp)
         ours, image = asyncio.run(upload(url, src, f"{fmt}{size_mib}{len(rows)}"))
         assert image["state"] == "ACTIVE", image
         rows.append(
