@@ -32,7 +32,15 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-from fabric.errors import BadRequest, Conflict, FabricError, NotFound, Unprocessable, from_code
+from fabric.errors import (
+    BadRequest,
+    Conflict,
+    FabricError,
+    NotFound,
+    Unavailable,
+    Unprocessable,
+    from_code,
+)
 from fabric.extents.policy import ContainerPolicy, check_name
 from fabric.images.base import ImageError, ImageReader, ReaderLimits, Run, Spill
 from fabric.images.detect import HEAD_BYTES, sniff
@@ -58,6 +66,8 @@ RUNS_PER_PULL_BYTES = 8 << 20
 """Raw bytes a reader may produce in one step off the event loop (bounds memory)."""
 PROGRESS_EVERY_S = 1.0
 MAX_REDIRECTS = 5
+MAX_INGESTS = 4
+"""Uploads and imports converting on one node at once (each holds a few dozen MiB)."""
 MAX_RESUMES = 5
 STALL_S = 30.0
 """An import source that sends nothing for this long is treated as dropped."""
@@ -243,6 +253,7 @@ class ImageService:
         url = body.get("source_url")
         if url is not None:
             check_url(url)
+            self._check_capacity()
         checksum = parse_checksum(body.get("checksum"))
         await self.metadata.read_index()
         container = body.get("container") or await self._default_container()
@@ -295,10 +306,18 @@ class ImageService:
                 raise Conflict(f"an image named {name!r} already exists")
             raise from_code(result.code, result.message)
         if url is not None:
+            self._busy.add(image_id)  # holds its slot until the import ends
             task = asyncio.ensure_future(self._import(image_id))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         return public(record)
+
+    def _check_capacity(self) -> None:
+        if len(self._busy) >= MAX_INGESTS:
+            raise Unavailable(
+                f"{self.node_id} is already converting {MAX_INGESTS} images; retry later "
+                "or send this one to another node"
+            )
 
     async def _default_container(self) -> str:
         if self._value(container_key(DEFAULT_CONTAINER)) is None:
@@ -336,6 +355,7 @@ class ImageService:
             raise Conflict(f"image {image['name']!r} is {image['state']}; upload into a new image")
         if image["id"] in self._busy:
             raise Conflict(f"image {image['name']!r} is already being uploaded")
+        self._check_capacity()
         image = await self._update(IMAGE + image["id"], node=self.node_id)
         return await self._ingest(image, chunks, None)
 
@@ -373,6 +393,12 @@ class ImageService:
 
     # --- URL import -------------------------------------------------------------------------
     async def _import(self, image_id: str) -> None:
+        try:
+            await self._run_import(image_id)
+        finally:
+            self._busy.discard(image_id)
+
+    async def _run_import(self, image_id: str) -> None:
         image = self.image(image_id)
         task_key = TASK + image["task_id"]
         last = [self.clock.now()]

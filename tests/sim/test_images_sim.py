@@ -207,3 +207,37 @@ def test_wrong_checksum_ends_in_error_with_nothing_visible(source: Path, tmp_pat
         assert ok["state"] == "ACTIVE" and ok["source_sha256"] == good
     finally:
         sim.close()
+
+
+def test_a_node_converts_a_bounded_number_of_images_at_once(source: Path) -> None:
+    from fabric.errors import Unavailable
+    from nodes.services.images import MAX_INGESTS
+
+    sim = started(nodes=3, seed=25)
+    try:
+        blob = source.read_bytes()
+
+        async def slow() -> AsyncIterator[bytes]:
+            for i in range(0, len(blob), 1 << 20):
+                yield blob[i : i + (1 << 20)]
+                await sim.sleep(1.0)  # a slow client: the upload stays in progress
+
+        async def go() -> None:
+            import asyncio
+
+            svc = sim.nodes["n2"].images
+            images = [await svc.create({"name": f"i{i}"}) for i in range(MAX_INGESTS + 1)]
+            running = [
+                asyncio.ensure_future(svc.upload(im["id"], slow())) for im in images[:MAX_INGESTS]
+            ]
+            await sim.sleep(0.5)
+            with pytest.raises(Unavailable, match="already converting"):
+                await svc.upload(images[-1]["id"], slow())
+            assert all(r["state"] == "ACTIVE" for r in await asyncio.gather(*running))
+            # The refused one kept its place: it uploads fine once a slot is free.
+            done = await svc.upload(images[-1]["id"], file_chunks(source))
+            assert done["state"] == "ACTIVE"
+
+        sim.run(go())
+    finally:
+        sim.close()
