@@ -65,7 +65,9 @@ log = logging.getLogger(__name__)
 
 WAL = "raft.wal"
 SNAP = "raft.snap"
-FORWARD_TIMEOUT_S = 5.0
+FORWARD_TIMEOUT_S = limits.PROPOSAL_TIMEOUT_S + 1.0
+"""Longer than the leader's own wait for a commit: a slow leader answers (done, or timed
+out) before we give up on it, so a forwarded command is rarely proposed twice."""
 
 
 class RaftObserver(Protocol):
