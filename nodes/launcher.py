@@ -192,7 +192,13 @@ async def _healthy(session: aiohttp.ClientSession, cfg: ClusterConfig) -> tuple[
     if view is None:
         return False, "leader view unavailable"
     not_up = [n["id"] for n in view["nodes"] if n["state"] != "UP"]
-    return (not not_up), f"not UP yet: {', '.join(not_up)}"
+    if not_up:
+        return False, f"not UP yet: {', '.join(not_up)}"
+    # Disk reports reach the leader with each node's next health report.
+    unreported = [
+        n["id"] for n in view["nodes"] if not all(isinstance(d, dict) for d in n.get("disks", []))
+    ]
+    return (not unreported), f"no disk report yet from {', '.join(unreported)}"
 
 
 async def wait_healthy(
