@@ -113,6 +113,31 @@ class MemorySpill:
         return self._held
 
 
+class MetadataBudget:
+    """Bytes of image tables a reader holds in memory; ImageError past the limit.
+
+    Every reader that keeps per-cluster or per-grain state charges it here, so a header
+    that claims a huge table is refused before the table is ever built.
+    """
+
+    def __init__(self, fmt: str, limit_bytes: int) -> None:
+        self.fmt = fmt
+        self.limit_bytes = limit_bytes
+        self.used_bytes = 0
+
+    def charge(self, nbytes: int, what: str) -> None:
+        if self.used_bytes + nbytes > self.limit_bytes:
+            raise ImageError(
+                f"{self.fmt}: {what} would need {self.used_bytes + nbytes} bytes of table "
+                f"memory, over the limit of {self.limit_bytes} bytes (max_metadata_bytes)"
+            )
+        self.used_bytes += nbytes
+
+    def release(self, nbytes: int) -> None:
+        self.used_bytes -= nbytes
+        assert self.used_bytes >= 0, f"{self.fmt}: released more table memory than charged"
+
+
 class ImageReader(ABC):
     """A streaming converter from one source format to raw guest runs."""
 

@@ -47,10 +47,17 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from fabric.images.base import ImageError, ImageReader, ReaderLimits, Run, Spill
+from fabric.images.base import (
+    ImageError,
+    ImageReader,
+    MetadataBudget,
+    ReaderLimits,
+    Run,
+    Spill,
+)
 from fabric.images.qcow2_codec import ClusterInflater
 from fabric.images.qcow2_header import MAGIC, Header, parse_header
-from fabric.images.qcow2_plan import ITEM_COST_BYTES, HostPlan, MetadataBudget, describe
+from fabric.images.qcow2_plan import ITEM_COST_BYTES, HostPlan, describe
 from fabric.images.qcow2_runs import RUN_MAX_BYTES, guest_runs, needed_end, stored_runs
 from fabric.images.qcow2_spill import ClusterShelf
 from fabric.images.qcow2_tables import (
@@ -94,7 +101,7 @@ class Qcow2Reader(ImageReader):
         self._inflater: ClusterInflater | None = None
         self._at = 0
         """File offset of the next byte to route (the header buffer is routed late)."""
-        self._budget = MetadataBudget(limits.max_metadata_bytes)
+        self._budget = MetadataBudget(self.format, limits.max_metadata_bytes)
         self._plan = HostPlan(self._budget)
         self._l1_partial = bytearray()
         self._l1_count = 0

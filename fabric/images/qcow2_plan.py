@@ -17,32 +17,12 @@ from __future__ import annotations
 import heapq
 from collections.abc import Iterator
 
-from fabric.images.base import ImageError
+from fabric.images.base import ImageError, MetadataBudget
 from fabric.images.qcow2_tables import Item, Packed, TableRef
 
 ITEM_COST_BYTES = 192
 """What one pending mapping costs in memory, roughly (heap tuple + record)."""
 SECTOR_BYTES = 512
-
-
-class MetadataBudget:
-    """Bytes of image metadata held in memory, refused past ``limit_bytes``."""
-
-    def __init__(self, limit_bytes: int) -> None:
-        self.limit_bytes = limit_bytes
-        self.used_bytes = 0
-
-    def charge(self, nbytes: int, what: str) -> None:
-        if self.used_bytes + nbytes > self.limit_bytes:
-            raise ImageError(
-                f"qcow2: {what} needs more than the metadata limit of "
-                f"{self.limit_bytes} bytes (max_metadata_bytes)"
-            )
-        self.used_bytes += nbytes
-
-    def release(self, nbytes: int) -> None:
-        self.used_bytes -= nbytes
-        assert self.used_bytes >= 0, "metadata budget released more than charged"
 
 
 class HostPlan:

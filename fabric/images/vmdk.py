@@ -51,6 +51,7 @@ from dataclasses import dataclass, field
 from fabric.images.base import (
     ImageError,
     ImageReader,
+    MetadataBudget,
     MiB,
     ReaderLimits,
     Run,
@@ -78,7 +79,6 @@ from fabric.images.vmdk_markers import MarkerStream
 from fabric.images.vmdk_spill import SpillBuffer
 from fabric.images.vmdk_tables import (
     PACKED_BYTES,
-    MetadataBudget,
     allocated_grains,
     plan_grain_tables,
     sort_packed,
@@ -166,7 +166,7 @@ class VmdkReader(ImageReader):
         self._head = bytearray()
         self._text = False
         self._header: SparseHeader | None = None
-        self._budget = MetadataBudget(limits.max_metadata_bytes)
+        self._budget = MetadataBudget(self.format, limits.max_metadata_bytes)
         self._spill = SpillBuffer(spill, limits.max_spill_bytes)
         self._fixed: list[_Item] = []
         self._gt_queue = array("Q")

@@ -31,11 +31,10 @@ import zlib
 from array import array
 from collections.abc import Iterator
 
-from fabric.images.base import ImageError
+from fabric.images.base import ImageError, MetadataBudget
 from fabric.images.vmdk_header import SECTOR_BYTES, SparseHeader, parse_header
 from fabric.images.vmdk_tables import (
     GrainLog,
-    MetadataBudget,
     table_entries,
     u32_array,
     verify_tables,

@@ -19,7 +19,7 @@ from array import array
 from collections.abc import Iterator, Mapping
 from itertools import islice
 
-from fabric.images.base import ImageError
+from fabric.images.base import ImageError, MetadataBudget
 from fabric.images.vmdk_header import GTE_BYTES, SECTOR_BYTES, SparseHeader
 
 GTE_ZEROED = 1
@@ -32,26 +32,6 @@ SORT_RUN_ENTRIES = 1 << 16
 """Entries sorted at once as Python ints before an ``array``-to-``array`` merge."""
 
 assert array("I").itemsize == GTE_BYTES and array("Q").itemsize == PACKED_BYTES
-
-
-class MetadataBudget:
-    """Counts the bytes of table state a reader holds; ImageError past the limit."""
-
-    def __init__(self, limit_bytes: int) -> None:
-        self.limit_bytes = limit_bytes
-        self.used_bytes = 0
-
-    def charge(self, nbytes: int, what: str) -> None:
-        if self.used_bytes + nbytes > self.limit_bytes:
-            raise ImageError(
-                f"vmdk: {what} would need {self.used_bytes + nbytes} bytes of table memory, "
-                f"over the limit of {self.limit_bytes} bytes"
-            )
-        self.used_bytes += nbytes
-
-    def release(self, nbytes: int) -> None:
-        self.used_bytes -= nbytes
-        assert self.used_bytes >= 0, "released more table memory than charged"
 
 
 def u32_array(raw: bytes | bytearray) -> array[int]:

@@ -265,15 +265,11 @@ class DataPath:
         self.s = state
 
     # --- helpers ----------------------------------------------------------------------------
-    def _value(self, key: str) -> Any:
-        item = self.s.get(key)
-        return None if item is None else item.value
-
     def _put(self, index: int, key: str, value: Any) -> None:
         self.s.put(index, key, value)
 
     def _stats_add(self, index: int, container: str, **deltas: int) -> None:
-        record = dict(self._value(container_key(container)))
+        record = dict(self.s.value(container_key(container)))
         stats = dict(record["stats"])
         for name, delta in deltas.items():
             stats[name] = stats.get(name, 0) + delta
@@ -332,7 +328,7 @@ class DataPath:
         return cmd.name
 
     def _delete_container(self, cmd: DeleteContainer) -> Any:
-        record = self._value(container_key(cmd.name))
+        record = self.s.value(container_key(cmd.name))
         if record is None:
             raise Refused("not_found", f"no container {cmd.name!r}")
         if record["stats"]["vdisks"]:
@@ -366,7 +362,7 @@ class DataPath:
         return cmd.vdisk_id
 
     def _delete_vdisk(self, index: int, cmd: DeleteVdisk) -> Any:
-        vd = self._value(vdisk_key(cmd.vdisk_id))
+        vd = self.s.value(vdisk_key(cmd.vdisk_id))
         if vd is None:
             raise Refused("not_found", f"no vdisk {cmd.vdisk_id!r}")
         for key, item in list(self.s.scan(f"vmap/{cmd.vdisk_id}/")):
@@ -382,12 +378,12 @@ class DataPath:
 
     # --- writes -----------------------------------------------------------------------------
     def _check_write(self, cmd: WriteExtents) -> dict[str, Any]:
-        vd = self._value(vdisk_key(cmd.vdisk_id))
+        vd = self.s.value(vdisk_key(cmd.vdisk_id))
         if vd is None:
             raise Refused("not_found", f"no vdisk {cmd.vdisk_id!r}")
         container = vd["container"]
         for eg in cmd.egroups:
-            known = self._value(egroup_key(eg.egid))
+            known = self.s.value(egroup_key(eg.egid))
             if eg.container != container:
                 raise Refused("bad_request", f"egroup {eg.egid} belongs to {eg.container}")
             if known is not None and known["sealed"]:
@@ -402,7 +398,7 @@ class DataPath:
             key = map_key(cmd.vdisk_id, m.index)
             if not 0 <= m.index * 1 < (1 << 40):
                 raise Refused("bad_request", f"extent index {m.index}")
-            if m.expect is not None and (self._value(key) or "") != m.expect:
+            if m.expect is not None and (self.s.value(key) or "") != m.expect:
                 raise Refused("conflict", f"extent {m.index} changed since it was read")
             ref = m.extent_id
             if ref and ref not in new_ids and self.s.get(extent_key(container, ref)) is None:
@@ -441,7 +437,7 @@ class DataPath:
         return len(cmd.maps)
 
     def _add_extent(self, index: int, container: str, e: NewExtent) -> None:
-        eg = dict(self._value(egroup_key(e.egid)))
+        eg = dict(self.s.value(egroup_key(e.egid)))
         copies = len(eg["replicas"])
         self._stats_add(index, container, physical_bytes=e.stored_len * copies)
         if self.s.get(extent_key(container, e.extent_id)) is not None:
@@ -472,7 +468,7 @@ class DataPath:
     def _map(self, index: int, vdisk_id: str, container: str, m: MapWrite) -> int:
         """Point extent ``m.index`` at ``m.extent_id``; return the logical-bytes change."""
         key = map_key(vdisk_id, m.index)
-        old = self._value(key) or ""
+        old = self.s.value(key) or ""
         if old == m.extent_id:
             return 0
         delta = 0
@@ -487,21 +483,21 @@ class DataPath:
 
     def _ref(self, index: int, container: str, extent_id: str) -> int:
         key = extent_key(container, extent_id)
-        ext = dict(self._value(key))
+        ext = dict(self.s.value(key))
         ext["refs"] += 1
         self._put(index, key, ext)
         return int(ext["raw_len"])
 
     def _unref(self, index: int, container: str, extent_id: str) -> int:
         key = extent_key(container, extent_id)
-        ext = dict(self._value(key))
+        ext = dict(self.s.value(key))
         ext["refs"] -= 1
         assert ext["refs"] >= 0, f"extent {extent_id} refcount below zero"
         if ext["refs"]:
             self._put(index, key, ext)
             return int(ext["raw_len"])
         self.s.delete(key)
-        eg = dict(self._value(egroup_key(ext["egroup"])))
+        eg = dict(self.s.value(egroup_key(ext["egroup"])))
         eg["live_bytes"] -= ext["stored_len"]
         eg["dead_bytes"] += ext["stored_len"]
         eg["extents"] -= 1
@@ -518,13 +514,13 @@ class DataPath:
     # --- extent group lifecycle -------------------------------------------------------------
     def _seal(self, index: int, egids: tuple[str, ...]) -> int:
         for egid in egids:
-            eg = self._value(egroup_key(egid))
+            eg = self.s.value(egroup_key(egid))
             if eg is not None and not eg["sealed"]:
                 self._put(index, egroup_key(egid), {**eg, "sealed": True})
         return len(egids)
 
     def _drop(self, index: int, cmd: DropEgroup) -> Any:
-        eg = self._value(egroup_key(cmd.egid))
+        eg = self.s.value(egroup_key(cmd.egid))
         if eg is None:
             raise Refused("not_found", f"no extent group {cmd.egid}")
         if not eg["sealed"] or eg["extents"] or eg.get("strip"):
@@ -554,13 +550,13 @@ class DataPath:
         moved = 0
         for m in cmd.moves:
             key = extent_key(m.container, m.extent_id)
-            ext = self._value(key)
+            ext = self.s.value(key)
             length = m.length
             if ext is None or ext["egroup"] != m.from_egid:
                 # Died or moved meanwhile: the copy we made is dead space.
                 new["dead_bytes"] += length
                 continue
-            old = dict(self._value(egroup_key(m.from_egid)))
+            old = dict(self.s.value(egroup_key(m.from_egid)))
             old["live_bytes"] -= length
             old["dead_bytes"] += length
             old["extents"] -= 1
@@ -582,7 +578,7 @@ class DataPath:
             raise Refused("conflict", f"strip {cmd.strip_id} exists")
         groups = []
         for member in cmd.data:
-            eg = self._value(egroup_key(member.egid))
+            eg = self.s.value(egroup_key(member.egid))
             # The kept copy may be one the converter made on a new domain (durable before
             # this commit), so the node need not be among the group's replicas.
             if (
@@ -651,8 +647,8 @@ class DataPath:
         return cmd.strip_id
 
     def _move_member(self, index: int, cmd: MoveStripMember) -> Any:
-        strip = self._value(f"strip/{cmd.strip_id}")
-        eg = self._value(egroup_key(cmd.egid))
+        strip = self.s.value(f"strip/{cmd.strip_id}")
+        eg = self.s.value(egroup_key(cmd.egid))
         if strip is None or eg is None or eg.get("strip") != cmd.strip_id:
             raise Refused("not_found", f"{cmd.egid} is not in strip {cmd.strip_id}")
         if eg["replicas"] != [cmd.from_node]:
@@ -665,10 +661,10 @@ class DataPath:
         return cmd.egid
 
     def _drop_strip(self, index: int, cmd: DropStrip) -> Any:
-        strip = self._value(f"strip/{cmd.strip_id}")
+        strip = self.s.value(f"strip/{cmd.strip_id}")
         if strip is None:
             raise Refused("not_found", f"no strip {cmd.strip_id}")
-        groups = [self._value(egroup_key(g)) for g, _ in strip["data"]]
+        groups = [self.s.value(egroup_key(g)) for g, _ in strip["data"]]
         if any(eg["extents"] for eg in groups):
             raise Refused("conflict", f"strip {cmd.strip_id} still holds live extents")
         for egid, _ in strip["data"] + strip["parity"]:
@@ -687,7 +683,7 @@ class DataPath:
         return cmd.strip_id
 
     def _resize(self, index: int, cmd: ResizeVdisk) -> Any:
-        vd = self._value(vdisk_key(cmd.vdisk_id))
+        vd = self.s.value(vdisk_key(cmd.vdisk_id))
         if vd is None:
             raise Refused("not_found", f"no vdisk {cmd.vdisk_id!r}")
         if cmd.size <= 0:

@@ -79,6 +79,15 @@ class MetadataState:
         for key in sorted(k for k in self._items if k.startswith(prefix)):
             yield key, self._items[key]
 
+    def value(self, key: str) -> Any:
+        """The value at ``key``, or None."""
+        item = self._items.get(key)
+        return None if item is None else item.value
+
+    def up_nodes(self) -> set[str]:
+        """Ids of the nodes the leader last recorded as UP."""
+        return {n for n, rec in self.nodes().items() if rec.get("state") == "UP"}
+
     def nodes(self) -> dict[str, dict[str, Any]]:
         """Node records by id (read on every replica choice: kept apart, not scanned)."""
         if self._nodes is None:

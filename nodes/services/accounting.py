@@ -21,7 +21,7 @@ def _ratio(a: int, b: int) -> float:
 
 
 def resiliency(state: MetadataState, container: str, rf: int) -> int:
-    up = {n for n, rec in state.nodes().items() if rec.get("state") == "UP"}
+    up = state.up_nodes()
     worst = rf - 1
     for _, item in state.scan("egroup/"):
         eg = item.value

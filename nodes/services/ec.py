@@ -40,7 +40,7 @@ from fabric.metadata.datapath import (
     StripMember,
     egroup_key,
 )
-from fabric.placement.rendezvous import Candidate, NotEnoughDomains, place
+from fabric.placement.rendezvous import NotEnoughDomains, place
 from fabric.placement.strips import match_groups
 from fabric.ports import Clock, PeerUnreachable
 from fabric.wire.messages import (
@@ -88,13 +88,6 @@ class EcService:
         self.backend = erasure.backend()
 
     # --- helpers ----------------------------------------------------------------------------
-    def _value(self, key: str) -> Any:
-        item = self.metadata.state.get(key)
-        return None if item is None else item.value
-
-    def _up(self) -> set[str]:
-        return {n for n, r in self.metadata.state.nodes().items() if r.get("state") == "UP"}
-
     async def _call(self, node: str, msg: Any) -> Any:
         return await self.gateway.call_storage(node, msg)
 
@@ -104,14 +97,14 @@ class EcService:
     # --- the scanner's entry point ----------------------------------------------------------
     async def scan(self) -> None:
         strips = [dict(item.value) for _, item in self.metadata.state.scan("strip/")]
-        up = self._up()
+        up = self.metadata.state.up_nodes()
         for strip in strips:
             lost = [(g, n) for g, n in strip["data"] + strip["parity"] if n not in up]
             if lost and len(lost) <= strip["m"]:
                 await self._rebuild(strip, *lost[0])
                 return
         for strip in strips:
-            groups = [self._value(egroup_key(g)) for g, _ in strip["data"]]
+            groups = [self.metadata.state.value(egroup_key(g)) for g, _ in strip["data"]]
             if all(eg is not None and eg["extents"] == 0 for eg in groups):
                 await self._collect(strip)
                 return
@@ -146,7 +139,7 @@ class EcService:
         self, container: str, policy: ContainerPolicy
     ) -> tuple[list[tuple[dict[str, Any], str]], list[str]] | None:
         domains = self.gateway.fault_domains()
-        up = self._up()
+        up = self.metadata.state.up_nodes()
         cold = {eg["egid"]: eg for eg in self._cold_groups(container, policy.ec_delay_s)}
         # A group keeps one of its own replicas when it can; failing that, its bytes are
         # copied to another node (listed last, so a matching uses copies only if needed).
@@ -162,10 +155,8 @@ class EcService:
             return None
         chosen = [(cold[egid], node) for egid, node in matched]
         used = {domains[node] for _, node in chosen}
-        candidates = [
-            Candidate(n, domains[n]) for n in sorted(up) if n in domains and domains[n] not in used
-        ]
         try:
+            candidates = self.gateway.candidates(excluded_domains=used)
             parity = place(chosen[0][0]["egid"], candidates, policy.ec_m)
         except NotEnoughDomains:
             return None
@@ -245,7 +236,7 @@ class EcService:
     async def _copy_group(self, eg: dict[str, Any], node: str) -> None:
         """Give ``node`` a verified copy of a group, so the strip's copies span domains."""
         await self._call(node, DeleteEgroupFiles(eg["egid"]))  # a leftover partial copy
-        source = next(n for n in eg["replicas"] if n in self._up())
+        source = next(n for n in eg["replicas"] if n in self.metadata.state.up_nodes())
         await self._verify_copy(eg, source)
         size = await self._size(eg["egid"], source)
         for offset in range(0, size, CHUNK_BYTES):
@@ -318,7 +309,7 @@ class EcService:
 
     async def read_degraded(self, eg: dict[str, Any], offset: int, length: int) -> bytes:
         """Bytes ``[offset, offset + length)`` of an EC'd data group, rebuilt."""
-        strip = self._value(f"strip/{eg['strip']}")
+        strip = self.metadata.state.value(f"strip/{eg['strip']}")
         if strip is None:
             raise Unavailable(f"strip {eg['strip']} of {eg['egid']} is gone")
         lay = self._layout(strip)
@@ -336,14 +327,11 @@ class EcService:
         members = strip["data"] + strip["parity"]
         want = [g for g, _ in members].index(egid)
         domains = self.gateway.fault_domains()
-        used = {domains.get(n) for g, n in members if g != egid}
-        candidates = [
-            Candidate(n, domains[n])
-            for n in sorted(self._up())
-            if n in domains and domains[n] not in used
-        ]
+        used = {domains[n] for g, n in members if g != egid and n in domains}
         try:
-            target = place(f"{strip['id']}/{egid}", candidates, 1)[0]
+            target = place(
+                f"{strip['id']}/{egid}", self.gateway.candidates(excluded_domains=used), 1
+            )[0]
         except NotEnoughDomains as exc:
             log.warning("cannot rebuild %s of strip %s yet: %s", egid, strip["id"], exc)
             return
@@ -388,7 +376,7 @@ class EcService:
         return record
 
     async def _collect(self, strip: dict[str, Any]) -> None:
-        up = self._up()
+        up = self.metadata.state.up_nodes()
         files = [(g, n) for g, n in strip["data"] + strip["parity"]]
         if any(n not in up for _, n in files):
             return  # wait until every member can delete its file

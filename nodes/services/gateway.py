@@ -161,13 +161,8 @@ class Gateway:
         """Set by the node once its EC service exists (reads of erasure-coded groups)."""
 
     # --- lookups (callers did a read_index first) -------------------------------------------
-    def _value(self, key: str, field: str | None = None) -> Any:
-        item = self.metadata.state.get(key)
-        value = None if item is None else item.value
-        return value.get(field) if field and isinstance(value, dict) else value
-
     def container(self, name: str) -> dict[str, Any]:
-        record = self._value(container_key(name))
+        record = self.metadata.state.value(container_key(name))
         if record is None:
             raise NotFound(f"no container {name!r}")
         return dict(record)
@@ -177,10 +172,10 @@ class Gateway:
 
     def vdisk(self, ref: str) -> dict[str, Any]:
         """A vdisk by id or by name."""
-        record = self._value(vdisk_key(ref))
+        record = self.metadata.state.value(vdisk_key(ref))
         if record is None:
-            vid = self._value(vdisk_name_key(ref))
-            record = self._value(vdisk_key(vid)) if vid else None
+            vid = self.metadata.state.value(vdisk_name_key(ref))
+            record = self.metadata.state.value(vdisk_key(vid)) if vid else None
         if record is None:
             raise NotFound(f"no vdisk {ref!r}")
         return dict(record)
@@ -392,7 +387,7 @@ class Gateway:
             if p.inner == 0 and len(p.data) == ext_len:
                 planned.append(Planned(p.index, None, raw=p.data))
                 continue
-            old_id = self._value(map_key(vd["id"], p.index)) or ""
+            old_id = self.metadata.state.value(map_key(vd["id"], p.index)) or ""
             old = await self._fetch(vd, p.index) if old_id else None
             raw = bytearray(old if old is not None else bytes(ext_len))
             raw[p.inner : p.inner + len(p.data)] = p.data
@@ -403,7 +398,10 @@ class Gateway:
         for pl in planned:
             if pl.encoded is not None or not pl.extent_id:
                 continue
-            if self._value(extent_key(container, pl.extent_id)) or pl.extent_id in storing:
+            if (
+                self.metadata.state.value(extent_key(container, pl.extent_id))
+                or pl.extent_id in storing
+            ):
                 self.stats.dedup_hits += 1
                 continue
             # A new content id: store its bytes (once, however often the batch repeats it).
@@ -486,17 +484,22 @@ class Gateway:
         self._open[container] = eg
         return eg
 
+    def candidates(
+        self, excluded_nodes: set[str] | None = None, excluded_domains: set[str] | None = None
+    ) -> list[Candidate]:
+        """UP nodes, with their fault domains, that placement may choose from."""
+        domains = self.fault_domains()
+        skip_nodes = excluded_nodes or set()
+        skip_domains = excluded_domains or set()
+        return [
+            Candidate(n, domains[n])
+            for n in sorted(self.metadata.state.up_nodes())
+            if n in domains and n not in skip_nodes and domains[n] not in skip_domains
+        ]
+
     def place_egroup(self, container: str, rf: int, excluded: set[str]) -> NewEgroup:
         """A new extent group on ``rf`` healthy fault domains, this node first if it can."""
-        domains = self.fault_domains()
-        nodes = self.metadata.state.nodes()
-        candidates = [
-            Candidate(node_id, domains[node_id])
-            for node_id in sorted(nodes)
-            if nodes[node_id].get("state") == "UP"
-            and node_id not in excluded
-            and node_id in domains
-        ]
+        candidates = self.candidates(excluded_nodes=excluded)
         egid = f"eg-{self.node_id}-{self.rng.getrandbits(48):012x}"
         prefer = self.node_id if any(c.node == self.node_id for c in candidates) else None
         replicas = place(egid, candidates, rf, prefer=prefer)
@@ -572,10 +575,10 @@ class Gateway:
 
     async def _fetch(self, vd: dict[str, Any], index: int) -> bytes | None:
         """The raw bytes of extent ``index`` of ``vd`` (None for a hole)."""
-        extent_id = self._value(map_key(vd["id"], index))
+        extent_id = self.metadata.state.value(map_key(vd["id"], index))
         if not extent_id:
             return None
-        ext = self._value(extent_key(vd["container"], extent_id))
+        ext = self.metadata.state.value(extent_key(vd["container"], extent_id))
         if ext is None:
             raise Unavailable(f"extent {extent_id} of {vd['name']} vanished; retry the read")
         stored = await self.read_stored(ext)
@@ -585,14 +588,14 @@ class Gateway:
         return raw
 
     def _replica_order(self, replicas: list[str]) -> list[str]:
-        nodes = self.metadata.state.nodes()
-        up = [n for n in replicas if nodes.get(n, {}).get("state") == "UP"]
+        live = self.metadata.state.up_nodes()
+        up = [n for n in replicas if n in live]
         rest = [n for n in replicas if n not in up]
         ordered = sorted(up, key=lambda n: n != self.node_id) + rest
         return ordered
 
     async def read_stored(self, ext: dict[str, Any]) -> bytes:
-        eg = self._value(egroup_key(ext["egroup"]))
+        eg = self.metadata.state.value(egroup_key(ext["egroup"]))
         if eg is None:
             raise Unavailable(f"extent group {ext['egroup']} is gone; retry the read")
         msg = ReadExtent(ext["egroup"], ext["offset"], ext["stored_len"])
@@ -635,7 +638,7 @@ class Gateway:
             raise Unavailable(
                 f"extent in {ext['egroup']} unreadable and not rebuildable: " + "; ".join(errors)
             )
-        if self._value("node/" + eg["replicas"][0], "state") == "UP":
+        if eg["replicas"][0] in self.metadata.state.up_nodes():
             task = asyncio.ensure_future(self._repair(eg["replicas"][0], ext, data))
             self._repairs.add(task)
             task.add_done_callback(self._repairs.discard)

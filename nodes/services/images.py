@@ -207,15 +207,11 @@ class ImageService:
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- catalog ----------------------------------------------------------------------------
-    def _value(self, key: str) -> Any:
-        item = self.metadata.state.get(key)
-        return None if item is None else item.value
-
     def image(self, ref: str) -> dict[str, Any]:
-        record = self._value(IMAGE + ref)
+        record = self.metadata.state.value(IMAGE + ref)
         if record is None:
-            image_id = self._value(IMAGE_NAME + ref)
-            record = self._value(IMAGE + image_id) if image_id else None
+            image_id = self.metadata.state.value(IMAGE_NAME + ref)
+            record = self.metadata.state.value(IMAGE + image_id) if image_id else None
         if record is None:
             raise NotFound(f"no image {ref!r}")
         return dict(record)
@@ -230,7 +226,7 @@ class ImageService:
 
     async def task(self, task_id: str) -> dict[str, Any]:
         await self.metadata.read_index()
-        record = self._value(TASK + task_id)
+        record = self.metadata.state.value(TASK + task_id)
         if record is None:
             raise NotFound(f"no task {task_id!r}")
         return dict(record)
@@ -257,7 +253,10 @@ class ImageService:
         checksum = parse_checksum(body.get("checksum"))
         await self.metadata.read_index()
         container = body.get("container") or await self._default_container()
-        if not isinstance(container, str) or self._value(container_key(container)) is None:
+        if (
+            not isinstance(container, str)
+            or self.metadata.state.value(container_key(container)) is None
+        ):
             raise NotFound(f"no container {container!r}")
         image_id = f"img-{self.rng.getrandbits(64):016x}"
         record = {
@@ -320,7 +319,7 @@ class ImageService:
             )
 
     async def _default_container(self) -> str:
-        if self._value(container_key(DEFAULT_CONTAINER)) is None:
+        if self.metadata.state.value(container_key(DEFAULT_CONTAINER)) is None:
             domains = len(set(self.gateway.fault_domains().values()))
             policy = ContainerPolicy(rf=min(2, domains), dedup=True, compression="zstd")
             try:
