@@ -58,6 +58,13 @@ class FileDisk:
         self.root = root
         os.makedirs(root, exist_ok=True)
         self._handles: dict[str, int] = {}
+        # File sizes kept up to date by our own writes, so that usage() (every health
+        # report) costs one statvfs, not a stat of every extent group file.
+        self._sizes = {
+            n: os.stat(os.path.join(root, n)).st_size
+            for n in os.listdir(root)
+            if not n.endswith(".tmp")
+        }
 
     def _path(self, path: str) -> str:
         assert "/" not in path and path not in ("", ".", ".."), f"bad disk file name {path!r}"
@@ -90,6 +97,7 @@ class FileDisk:
                 os.fsync(f.fileno())
             os.replace(tmp, self._path(path))
             self._sync_dir()
+            self._sizes[path] = len(data)
 
         await self._run(write)
 
@@ -116,7 +124,10 @@ class FileDisk:
         def append() -> int:
             fd = self._handle(path)
             offset = os.fstat(fd).st_size
-            os.write(fd, data)
+            view = memoryview(data)
+            while view:  # os.write may take less than it was given
+                view = view[os.write(fd, view) :]
+            self._sizes[path] = offset + len(data)
             return offset
 
         offset: int = await self._run(append)
@@ -156,6 +167,7 @@ class FileDisk:
     async def delete(self, path: str) -> None:
         def delete() -> None:
             self._close(path)
+            self._sizes.pop(path, None)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self._path(path))
 
@@ -168,7 +180,7 @@ class FileDisk:
     async def usage(self) -> tuple[int, int]:
         def usage() -> tuple[int, int]:
             st = os.statvfs(self.root)
-            used = sum(os.stat(os.path.join(self.root, n)).st_size for n in os.listdir(self.root))
+            used = sum(self._sizes.values())
             return used, used + st.f_bavail * st.f_frsize
 
         result: tuple[int, int] = await self._run(usage)
