@@ -54,6 +54,7 @@ from fabric.wire.messages import (
 )
 from nodes.services.gateway import Gateway
 from nodes.services.metadata import MetadataService
+from nodes.services.quiet import QuietClock
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,8 @@ class EcService:
         self.metadata = metadata
         self.gateway = gateway
         self.stats = EcStats()
-        self._cold: dict[str, tuple[int, float]] = {}
+        self._quiet: dict[str, QuietClock] = {}
+        """Per container: how long each of its sealed groups has stayed unchanged."""
         self.backend = erasure.backend()
 
     # --- helpers ----------------------------------------------------------------------------
@@ -120,18 +122,21 @@ class EcService:
     # --- conversion -------------------------------------------------------------------------
     def _cold_groups(self, container: str, delay_s: float) -> list[dict[str, Any]]:
         now = self.clock.now()
-        out = []
-        for _, item in self.metadata.state.scan("egroup/"):
-            eg = item.value
-            if eg["container"] != container or not eg["sealed"] or eg.get("strip"):
-                continue
-            if eg["extents"] == 0:
-                continue
-            version, since = self._cold.setdefault(eg["egid"], (item.version, now))
-            if version != item.version:
-                self._cold[eg["egid"]] = (item.version, now)
-            elif now - since >= delay_s:
-                out.append(eg)
+        candidates = [
+            item
+            for _, item in self.metadata.state.scan("egroup/")
+            if item.value["container"] == container
+            and item.value["sealed"]
+            and not item.value.get("strip")
+            and item.value["extents"]
+        ]
+        quiet = self._quiet.setdefault(container, QuietClock())
+        quiet.keep_only(item.value["egid"] for item in candidates)
+        out = [
+            item.value
+            for item in candidates
+            if quiet.quiet_for(item.value["egid"], item.version, now) >= delay_s
+        ]
         out.sort(key=lambda eg: (-(eg["live_bytes"] + eg["dead_bytes"]), eg["egid"]))
         return out
 

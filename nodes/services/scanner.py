@@ -33,6 +33,7 @@ from nodes.services.ec import EcService
 from nodes.services.gateway import Gateway
 from nodes.services.images import ImageService
 from nodes.services.metadata import MetadataService
+from nodes.services.quiet import QuietClock
 from nodes.services.storage import StorageService
 
 log = logging.getLogger(__name__)
@@ -62,14 +63,14 @@ class Scanner:
         self.stats = ScanStats()
         self.ec: EcService | None = None
         self.images: ImageService | None = None
-        self._seen: dict[str, tuple[int, float]] = {}
+        self._quiet = QuietClock()
         """egid -> (record version, when first seen at that version)."""
 
     async def run_forever(self) -> None:
         while True:
             await self.clock.sleep(SCAN_EVERY_S)
             if not self.metadata.is_leader:
-                self._seen.clear()
+                self._quiet.clear()
                 continue
             try:
                 await self.scan_once()
@@ -79,15 +80,14 @@ class Scanner:
     async def scan_once(self) -> None:
         now = self.clock.now()
         idle: list[str] = []
-        for _, item in list(self.metadata.state.scan("egroup/")):
+        groups = list(self.metadata.state.scan("egroup/"))
+        self._quiet.keep_only(item.value["egid"] for _, item in groups if not item.value["sealed"])
+        for _, item in groups:
             eg = item.value
             if eg.get("parity"):
                 continue  # parity lives and dies with its strip
             if not eg["sealed"]:
-                version, since = self._seen.setdefault(eg["egid"], (item.version, now))
-                if version != item.version:
-                    self._seen[eg["egid"]] = (item.version, now)
-                elif now - since >= EGROUP_IDLE_S:
+                if self._quiet.quiet_for(eg["egid"], item.version, now) >= EGROUP_IDLE_S:
                     idle.append(eg["egid"])
             elif eg["extents"] == 0 and not eg.get("strip"):
                 await self._collect(eg)
@@ -97,8 +97,6 @@ class Scanner:
             result = await self.metadata.propose(SealEgroups(tuple(idle)))
             if result.ok:
                 self.stats.sealed += len(idle)
-                for egid in idle:
-                    self._seen.pop(egid, None)
         if self.ec is not None:
             await self.ec.scan()
         if self.images is not None:
