@@ -75,9 +75,24 @@ class MetadataState:
         return self._items.get(key)
 
     def scan(self, prefix: str) -> Iterator[tuple[str, Item]]:
-        """Keys under ``prefix`` in sorted order (deterministic for every caller)."""
+        """Keys under ``prefix`` in sorted order (deterministic for every caller).
+
+        Callers may await between items, and commands may apply meanwhile: a key deleted
+        since the scan began is skipped, not an error.
+        """
         for key in sorted(k for k in self._items if k.startswith(prefix)):
-            yield key, self._items[key]
+            item = self._items.get(key)
+            if item is not None:
+                yield key, item
+
+    def extents_in(self, container: str, egid: str) -> list[tuple[str, dict[str, Any]]]:
+        """(extent id, record) of the live extents stored in extent group ``egid``."""
+        prefix = f"extent/{container}/"
+        return [
+            (key[len(prefix) :], item.value)
+            for key, item in self.scan(prefix)
+            if item.value["egroup"] == egid
+        ]
 
     def value(self, key: str) -> Any:
         """The value at ``key``, or None."""

@@ -251,10 +251,7 @@ class EcService:
 
     async def _verify_copy(self, eg: dict[str, Any], node: str) -> None:
         """Make sure the copy that will stay is good: repair it from another if not."""
-        for _, item in self.metadata.state.scan(f"extent/{eg['container']}/"):
-            ext = item.value
-            if ext["egroup"] != eg["egid"]:
-                continue
+        for _, ext in self.metadata.state.extents_in(eg["container"], eg["egid"]):
             reply = await self._call(node, ReadExtent(eg["egid"], ext["offset"], ext["stored_len"]))
             assert isinstance(reply, ExtentData)
             if codec.checksum(reply.data) != ext["checksum"]:

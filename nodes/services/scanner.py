@@ -121,11 +121,7 @@ class Scanner:
 
     async def _compact(self, eg: dict[str, Any]) -> None:
         container = eg["container"]
-        live = [
-            (key.rsplit("/", 1)[1], item.value)
-            for key, item in self.metadata.state.scan(f"extent/{container}/")
-            if item.value["egroup"] == eg["egid"]
-        ]
+        live = self.metadata.state.extents_in(container, eg["egid"])
         if not live:
             return
         payloads = [await self.gateway.read_stored(ext) for _, ext in live]

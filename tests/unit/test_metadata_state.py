@@ -40,3 +40,15 @@ def test_snapshot_restores_identical_state() -> None:
     r = MetadataState.restore(s.snapshot())
     assert r.snapshot() == s.snapshot()
     assert r.applied_index == 50
+
+
+def test_a_scan_survives_keys_deleted_while_it_is_paused() -> None:
+    s = MetadataState()
+    for i in range(1, 6):
+        s.apply(i, Put(f"k{i}", i))
+    seen = []
+    for key, _item in s.scan("k"):
+        seen.append(key)
+        if key == "k2":
+            s.apply(6, Delete("k4"))  # a command applied while a caller awaited
+    assert seen == ["k1", "k2", "k3", "k5"]
