@@ -27,7 +27,7 @@ from typing import Any
 from fabric import limits
 from fabric.errors import FabricError
 from fabric.metadata.datapath import DropEgroup, Move, RelocateExtents, SealEgroups
-from fabric.ports import Clock, PeerUnreachable
+from fabric.ports import Clock, DiskFault, PeerUnreachable
 from fabric.wire.messages import DeleteEgroupFiles
 from nodes.services.ec import EcService
 from nodes.services.gateway import Gateway
@@ -74,7 +74,9 @@ class Scanner:
                 continue
             try:
                 await self.scan_once()
-            except FabricError as exc:
+            except (FabricError, PeerUnreachable, DiskFault) as exc:
+                # An operating fault (a node died mid-compaction, say): the next pass
+                # starts over from the metadata. A bug still propagates and is logged.
                 log.warning("scan interrupted: %s", exc)
 
     async def scan_once(self) -> None:
