@@ -28,6 +28,9 @@ PROPOSAL_TIMEOUT_S = 10.0
 MAX_PENDING_PROPOSALS = 20_000
 """Proposals waiting for commit on one node; beyond it new ones are refused (back-pressure)."""
 
+MAX_VDISK_BYTES = 64 * 1024 * GiB
+"""Largest vdisk (64 TiB): also bounds extent indexes in block maps."""
+
 # --- cluster ------------------------------------------------------------------------------
 MAX_NODES = 15
 MIN_NODES = 1

@@ -192,13 +192,13 @@ class NodeCollector(Collector):
             "fabric_node_up", "1 if the node is UP in the replicated metadata", labels=["peer"]
         )
         for peer, record in node.metadata.state.nodes().items():
-            states.add_metric([peer], int(record.get("state") == "UP"))
+            states.add_metric([peer], int(record.state == "UP"))
         yield states
         yield from self._containers()
         yield from self._io()
 
     def _containers(self) -> Iterator[GaugeMetricFamily]:
-        views = container_views(self.node.metadata.state, self.node.config)
+        views = container_views(self.node.metadata.state)
         for field, doc in (
             ("logical_bytes", "Bytes written by users, holes excluded"),
             ("unique_bytes", "Logical bytes after dedup"),

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from fabric.errors import BadRequest, NotFound
 from fabric.extents.policy import policy_from_request
+from fabric.metadata.records import to_json
 from nodes.api import NODE, json_body
 from nodes.services.accounting import container_views
 
@@ -19,7 +20,7 @@ _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 def _views(request: web.Request) -> list[dict[str, Any]]:
     node = request.app[NODE]
-    return container_views(node.metadata.state, node.config)
+    return container_views(node.metadata.state)
 
 
 async def create_container(request: web.Request) -> web.Response:
@@ -60,15 +61,16 @@ async def create_vdisk(request: web.Request) -> web.Response:
     if not isinstance(body["container"], str):
         raise BadRequest("container must be a string")
     vd = await request.app[NODE].gateway.create_vdisk(body["name"], body["container"], body["size"])
-    return web.json_response(vd, status=201)
+    return web.json_response(to_json(vd), status=201)
 
 
 async def list_vdisks(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[NODE].gateway.vdisks())
+    return web.json_response([to_json(vd) for vd in await request.app[NODE].gateway.vdisks()])
 
 
 async def get_vdisk(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[NODE].gateway.get_vdisk(request.match_info["id"]))
+    vd = await request.app[NODE].gateway.get_vdisk(request.match_info["id"])
+    return web.json_response(to_json(vd))
 
 
 async def delete_vdisk(request: web.Request) -> web.Response:
@@ -125,12 +127,12 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 async def read_vdisk(request: web.Request) -> web.StreamResponse:
     gateway = request.app[NODE].gateway
     vd = await gateway.get_vdisk(request.match_info["id"])
-    rng = parse_range(request.headers.get("Range"), vd["size"])
+    rng = parse_range(request.headers.get("Range"), vd.size)
     offset, length = rng if rng else (_int_param(request, "offset", 0), None)
     if rng is None and "length" in request.query:
         length = _int_param(request, "length", 0)
-    vd, length, stream = await gateway.read(vd["id"], offset, length)
-    return await send_stream(request, stream, offset, length, vd["size"], partial=bool(rng))
+    vd, length, stream = await gateway.read(vd.id, offset, length)
+    return await send_stream(request, stream, offset, length, vd.size, partial=bool(rng))
 
 
 async def send_stream(

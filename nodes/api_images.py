@@ -45,10 +45,11 @@ async def download_image(request: web.Request) -> web.StreamResponse:
     if image["state"] != "ACTIVE":
         raise Conflict(f"image {image['name']!r} is {image['state']}, not ACTIVE")
     record = node.images.image(image["id"])
-    size = int(image["virtual_size"])
+    assert record.vdisk_id is not None and record.virtual_size is not None, "ACTIVE image"
+    size = record.virtual_size
     rng = parse_range(request.headers.get("Range"), size)
     offset, length = rng if rng else (0, size)
-    _, length, stream = await node.gateway.read(record["vdisk_id"], offset, length)
+    _, length, stream = await node.gateway.read(record.vdisk_id, offset, length)
     return await send_stream(request, stream, offset, length, size, partial=bool(rng))
 
 

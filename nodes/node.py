@@ -31,6 +31,7 @@ from fabric.wire.messages import (
     ClusterViewReply,
     ClusterViewRequest,
     DeleteEgroupFiles,
+    ListEgroups,
     NodeReport,
     ProposeRequest,
     ReadExtent,
@@ -94,10 +95,8 @@ class Node:
         self.gateway = Gateway(
             node_id, config, clock, rng, transport, self.metadata, self.storage, offload or _inline
         )
-        self.scanner = Scanner(node_id, clock, self.metadata, self.gateway)
         self.ec = EcService(node_id, clock, rng, self.metadata, self.gateway)
         self.gateway.ec = self.ec
-        self.scanner.ec = self.ec
         self.images = ImageService(
             node_id,
             clock,
@@ -108,7 +107,7 @@ class Node:
             spill_factory or MemorySpill,
             reader_limits or ReaderLimits(),
         )
-        self.scanner.images = self.images
+        self.scanner = Scanner(node_id, clock, self.metadata, self.gateway, self.ec, self.images)
         self.registered = False
 
     # --- lifecycle --------------------------------------------------------------------------
@@ -216,7 +215,12 @@ class Node:
             case ClusterViewRequest():
                 return ClusterViewReply(await self._leader_view())
             case (
-                AppendExtents() | ReadExtent() | RepairExtent() | DeleteEgroupFiles() | StatEgroup()
+                AppendExtents()
+                | ReadExtent()
+                | RepairExtent()
+                | DeleteEgroupFiles()
+                | StatEgroup()
+                | ListEgroups()
             ):
                 return await self.gateway.dispatch_storage(message)
         raise BadRequest(f"unexpected call {type(message).__name__} from {frm}")
@@ -244,7 +248,7 @@ class Node:
         registered = self.metadata.state.nodes()
         nodes = []
         for nc in self.config.nodes:
-            record = registered.get(nc.id, {})
+            record = registered.get(nc.id)
             live = self.health.reports.get(nc.id, {}) if leader == self.id else {}
             role = (
                 "leader"
@@ -256,14 +260,14 @@ class Node:
                     "id": nc.id,
                     "address": nc.address,
                     "role": role,
-                    "state": record.get("state", "DOWN") if record else "DOWN",
-                    "state_reason": record.get("reason", "never registered" if not record else ""),
+                    "state": record.state if record else "DOWN",
+                    "state_reason": record.reason if record else "never registered",
                     "disks": live.get("disks", list(nc.disks)),
                     "labels": dict(nc.labels),
                 }
             )
         raft = self.metadata.raft
-        containers = container_views(self.metadata.state, self.config)
+        containers = container_views(self.metadata.state)
         return {
             "name": self.config.name,
             "leader": leader,

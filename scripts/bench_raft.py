@@ -79,7 +79,7 @@ def simulated_commits(cfg: ClusterConfig, commands: int, concurrency: int) -> fl
 
         async def worker(w: int) -> None:
             for i in range(commands // concurrency):
-                await leader.metadata.propose(Put(f"bench/{w}/{i % 100}", i))
+                await leader.metadata.propose(Put(f"kv/bench/{w}/{i % 100}", i))
 
         async def run() -> None:
             await asyncio.gather(*(worker(w) for w in range(concurrency)))

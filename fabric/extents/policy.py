@@ -40,6 +40,23 @@ class ContainerPolicy:
         return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
 
 
+def check_policy(p: ContainerPolicy) -> ContainerPolicy:
+    """Raise BadRequest unless every field of ``p`` is in range."""
+    if not 1 <= p.rf <= MAX_RF:
+        raise BadRequest(f"rf must be 1..{MAX_RF}")
+    if p.compression not in ("none", "zstd"):
+        raise BadRequest("compression must be 'none' or 'zstd'")
+    if not 1 <= p.compression_level <= MAX_ZSTD_LEVEL:
+        raise BadRequest(f"compression_level must be 1..{MAX_ZSTD_LEVEL}")
+    if not 0 <= p.min_saving_ratio < 1:
+        raise BadRequest("min_saving_ratio must be in [0, 1)")
+    if (p.ec_k == 0) != (p.ec_m == 0) or not (0 <= p.ec_k <= 16 and 0 <= p.ec_m <= 8):
+        raise BadRequest(f"ec {p.ec_k}+{p.ec_m}: k must be 1..16 and m 1..8")
+    if not 0 <= p.ec_delay_s < float("inf"):
+        raise BadRequest("ec_delay_s must be a non-negative number of seconds")
+    return p
+
+
 def check_name(kind: str, name: Any) -> str:
     if not isinstance(name, str) or not _NAME.match(name):
         raise BadRequest(f"{kind} name must be 1-64 letters, digits, '.', '_' or '-'")

@@ -4,6 +4,9 @@ Commands are frozen dataclasses registered with the wire codec; the leader encod
 command into a log entry and every node decodes and applies it in log order, so they
 must be deterministic: no clock, no randomness, no iteration over unordered sets. Times
 that matter (a node's health transition) travel inside the command.
+
+Tags are part of the durable log format: a tag is never reused or renumbered, and a
+command's fields only ever grow at the end with defaults.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fabric.metadata.datapath import DataCommand
+from fabric.metadata.records import EgroupIntent, ImageRecord, StripMember, TaskRecord
 from fabric.wire.codec import register
 
 
@@ -57,7 +60,260 @@ class SetNodeState:
     reason: str = ""
 
 
-Command = Put | Delete | Batch | RegisterNode | SetNodeState | DataCommand
+# --- the data path (containers, vdisks, extents, extent groups, strips) ------------------
+@register(30)
+@dataclass(frozen=True, slots=True)
+class CreateContainer:
+    name: str
+    policy: dict[str, Any]
+    at_wall: float
+
+
+@register(31)
+@dataclass(frozen=True, slots=True)
+class DeleteContainer:
+    name: str
+
+
+@register(32)
+@dataclass(frozen=True, slots=True)
+class CreateVdisk:
+    vdisk_id: str
+    name: str
+    container: str
+    size: int
+    at_wall: float
+
+
+@register(33)
+@dataclass(frozen=True, slots=True)
+class DeleteVdisk:
+    vdisk_id: str
+
+
+@register(34)
+@dataclass(frozen=True, slots=True)
+class NewEgroup:
+    egid: str
+    container: str
+    replicas: tuple[str, ...]
+    owner: str
+
+
+@register(35)
+@dataclass(frozen=True, slots=True)
+class NewExtent:
+    extent_id: str
+    egid: str
+    offset: int
+    stored_len: int
+    raw_len: int
+    compressed: bool
+    checksum: int
+
+
+@register(36)
+@dataclass(frozen=True, slots=True)
+class MapWrite:
+    index: int
+    expect: str | None
+    """The extent id the writer read there ("" for a hole), or None for a blind write."""
+    extent_id: str
+    """The extent to map ("" makes a hole)."""
+
+
+@register(37)
+@dataclass(frozen=True, slots=True)
+class WriteExtents:
+    vdisk_id: str
+    egroups: tuple[NewEgroup, ...]
+    extents: tuple[NewExtent, ...]
+    maps: tuple[MapWrite, ...]
+    seal: tuple[str, ...] = ()
+    """Extent groups the writer has filled: no new extent may land in them."""
+    claimed: bool = False
+    """Each new group was claimed (``RegisterIntents``) and must still be: a claim that
+    expired had its files deleted. (Release 0.1 wrote no claims: False.)"""
+
+
+@register(38)
+@dataclass(frozen=True, slots=True)
+class SealEgroups:
+    egids: tuple[str, ...]
+
+
+@register(39)
+@dataclass(frozen=True, slots=True)
+class DropEgroup:
+    """Forget a sealed group with no live extent (its files were deleted)."""
+
+    egid: str
+
+
+@register(60)
+@dataclass(frozen=True, slots=True)
+class Move:
+    container: str
+    extent_id: str
+    from_egid: str
+    offset: int
+    """Where the extent now lies in the new group."""
+    length: int
+
+
+@register(61)
+@dataclass(frozen=True, slots=True)
+class RelocateExtents:
+    """Compaction: live extents copied out of a mostly-dead group into ``egroup``.
+
+    A move applies only if the extent still lives in ``from_egid`` (it may have died or
+    moved meanwhile); the copy is then dead space in the new group.
+    """
+
+    egroup: NewEgroup
+    moves: tuple[Move, ...]
+    claimed: bool = False
+    """``egroup`` was claimed and must still be (see ``WriteExtents.claimed``)."""
+
+
+@register(63)
+@dataclass(frozen=True, slots=True)
+class CommitStrip:
+    """``k`` sealed data groups (one copy each, on ``node``) and ``m`` parity groups.
+
+    Committed after the parity is durable; surplus data replicas are deleted only after.
+    """
+
+    strip_id: str
+    container: str
+    chunk_bytes: int
+    length: int
+    """Bytes of each data group covered by the parity (the longest, in whole chunks)."""
+    data: tuple[StripMember, ...]
+    parity: tuple[StripMember, ...]
+    parity_bytes: int
+    """Size of each parity group."""
+    claimed: bool = False
+    """Its parity files (and copies) were claimed under the strip id and must still be."""
+
+
+@register(64)
+@dataclass(frozen=True, slots=True)
+class MoveStripMember:
+    """A lost member was rebuilt on ``to_node``."""
+
+    strip_id: str
+    egid: str
+    from_node: str
+    to_node: str
+    claimed: bool = False
+    """The rebuilt file was claimed as ``<strip_id>/<egid>`` and must still be."""
+
+
+@register(65)
+@dataclass(frozen=True, slots=True)
+class DropStrip:
+    """Forget a strip whose data groups hold no live extent (its files were deleted)."""
+
+    strip_id: str
+
+
+@register(66)
+@dataclass(frozen=True, slots=True)
+class ResizeVdisk:
+    """Set a vdisk's size (an image whose size was known only at its end, say)."""
+
+    vdisk_id: str
+    size: int
+
+
+
+
+# --- garbage collection of files written before their metadata ---------------------------
+@register(100)
+@dataclass(frozen=True, slots=True)
+class RegisterIntents:
+    """Files are about to be written for these groups: claim them before the first byte."""
+
+    intents: tuple[EgroupIntent, ...]
+
+
+@register(101)
+@dataclass(frozen=True, slots=True)
+class DropIntent:
+    """The claim ``intent_id`` is over and its uncommitted files are deleted."""
+
+    intent_id: str
+
+
+@register(102)
+@dataclass(frozen=True, slots=True)
+class PruneTombstones:
+    """No disk holds a file of these dropped groups any more: forget them."""
+
+    egids: tuple[str, ...]
+
+
+# --- the image catalog -------------------------------------------------------------------
+@register(70)
+@dataclass(frozen=True, slots=True)
+class CreateImage:
+    """A PENDING image with a unique name, and the import task that fills it, if any."""
+
+    image: ImageRecord
+    task: TaskRecord | None = None
+
+
+@register(71)
+@dataclass(frozen=True, slots=True)
+class UpdateImage:
+    """Compare-and-set: store ``image`` if the current one is in ``expect_state``.
+
+    The move ``expect_state -> image.state`` must be legal (``fabric.metadata.lifecycle``);
+    so of two racing updates from PENDING (the owner's ACTIVE, the leader's orphan sweep's
+    ERROR) exactly one applies and the other is refused.
+    """
+
+    image: ImageRecord
+    expect_state: str
+
+
+@register(72)
+@dataclass(frozen=True, slots=True)
+class DeleteImage:
+    image_id: str
+
+
+@register(73)
+@dataclass(frozen=True, slots=True)
+class UpdateTask:
+    """Compare-and-set on a task, like ``UpdateImage``."""
+
+    task: TaskRecord
+    expect_state: str
+
+
+KvCommand = Put | Delete | Batch
+NodeCommand = RegisterNode | SetNodeState
+DataCommand = (
+    CreateContainer
+    | DeleteContainer
+    | CreateVdisk
+    | DeleteVdisk
+    | ResizeVdisk
+    | WriteExtents
+    | SealEgroups
+    | DropEgroup
+    | RelocateExtents
+    | CommitStrip
+    | MoveStripMember
+    | DropStrip
+    | RegisterIntents
+    | DropIntent
+    | PruneTombstones
+)
+CatalogCommand = CreateImage | UpdateImage | DeleteImage | UpdateTask
+Command = KvCommand | NodeCommand | DataCommand | CatalogCommand
 
 register(20)(Put)
 register(21)(Delete)

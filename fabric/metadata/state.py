@@ -3,44 +3,62 @@
 Theory of operation
 -------------------
 The state is a versioned key space: each key maps to ``(version, value)`` where
-``value`` is plain data (dicts, lists, str, int, bytes) and ``version`` is the Raft
-index of the command that last wrote it. Typed commands (``RegisterNode``,
-``SetNodeState``, and later containers, vdisks, extents, images) are translated into
-key-space writes here, so a snapshot is just the key space and every node that applies
-the same log holds byte-identical state.
+``value`` is a typed record (``fabric.metadata.records``; the prefix of the key says
+which, see ``fabric.metadata.keys``) and ``version`` is the Raft index of the command
+that last wrote it. Commands (``fabric.metadata.commands``) are translated into
+key-space writes by their handlers (``datapath``, ``catalog`` and the small ones here),
+so a snapshot is just the key space and every node that applies the same log holds
+byte-identical state. Beside the key space it keeps ``Indexes`` (derived, rebuilt on
+restore) so readers never scan everything.
 
-``apply`` never raises for a command that is merely refused (a version conflict, an
-unknown node): the refusal is the command's *result*, returned to whoever proposed it.
-It raises only for a bug (an index going backwards).
+``apply`` is total. A command is checked (``validate.problem``) before its handler
+runs; a malformed or unknown command, or an entry that does not decode, is refused
+with code ``bad_command`` like any other refusal (a version conflict, an unknown
+node): the refusal is the command's *result*, returned to whoever proposed it. Only a
+broken invariant of our own code raises, as ``InvariantBroken`` naming the index.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-import msgpack
-
-from fabric.metadata.commands import Batch, Command, Delete, Put, RegisterNode, SetNodeState
-from fabric.metadata.datapath import (
-    CommitStrip,
-    CreateContainer,
-    CreateVdisk,
-    DataPath,
-    DeleteContainer,
-    DeleteVdisk,
-    DropEgroup,
-    DropStrip,
-    MoveStripMember,
-    RelocateExtents,
-    ResizeVdisk,
-    SealEgroups,
-    WriteExtents,
+from fabric.errors import BadRequest
+from fabric.metadata import catalog, keys, legacy, validate
+from fabric.metadata.commands import (
+    Batch,
+    CatalogCommand,
+    Command,
+    DataCommand,
+    Delete,
+    Put,
+    RegisterNode,
+    SetNodeState,
 )
+from fabric.metadata.indexes import Indexes
+from fabric.metadata.records import (
+    ContainerRecord,
+    EgroupRecord,
+    ExtentRecord,
+    ImageRecord,
+    NodeRecord,
+    StripRecord,
+    TaskRecord,
+    VdiskRecord,
+)
+from fabric.metadata.refusal import Refused
+from fabric.wire.codec import WireError, decode, loads, pack
 
-SNAPSHOT_FORMAT = 1
-NODE_PREFIX = "node/"
+log = logging.getLogger(__name__)
+
+SNAPSHOT_FORMAT = 2
+"""1: release 0.1, records as plain maps; 2: typed records through the wire codec."""
+
+
+class InvariantBroken(AssertionError):
+    """Our own code broke an invariant while applying a command: stop, never go on."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,55 +84,166 @@ class Item:
 class MetadataState:
     def __init__(self) -> None:
         self._items: dict[str, Item] = {}
+        self._spaces: dict[str, dict[str, Item]] = {}
+        """namespace -> its keys: a prefix scan looks at one namespace, not everything."""
         self.applied_index = 0
-        self._nodes: dict[str, dict[str, Any]] | None = None
+        self.idx = Indexes()
+        self.refused_malformed = 0
+        """Entries refused as malformed (a forged or corrupt command)."""
+        self._nodes: dict[str, NodeRecord] | None = None
         """Cache of ``nodes()``; dropped whenever a node record changes."""
 
-    # --- reads ----------------------------------------------------------------------------
+    # --- generic reads ----------------------------------------------------------------------
     def get(self, key: str) -> Item | None:
         return self._items.get(key)
-
-    def scan(self, prefix: str) -> Iterator[tuple[str, Item]]:
-        """Keys under ``prefix`` in sorted order (deterministic for every caller).
-
-        Callers may await between items, and commands may apply meanwhile: a key deleted
-        since the scan began is skipped, not an error.
-        """
-        for key in sorted(k for k in self._items if k.startswith(prefix)):
-            item = self._items.get(key)
-            if item is not None:
-                yield key, item
-
-    def extents_in(self, container: str, egid: str) -> list[tuple[str, dict[str, Any]]]:
-        """(extent id, record) of the live extents stored in extent group ``egid``."""
-        prefix = f"extent/{container}/"
-        return [
-            (key[len(prefix) :], item.value)
-            for key, item in self.scan(prefix)
-            if item.value["egroup"] == egid
-        ]
 
     def value(self, key: str) -> Any:
         """The value at ``key``, or None."""
         item = self._items.get(key)
         return None if item is None else item.value
 
-    def up_nodes(self) -> set[str]:
-        """Ids of the nodes the leader last recorded as UP."""
-        return {n for n, rec in self.nodes().items() if rec.get("state") == "UP"}
+    def version(self, key: str) -> int:
+        item = self._items.get(key)
+        return 0 if item is None else item.version
 
-    def nodes(self) -> dict[str, dict[str, Any]]:
-        """Node records by id (read on every replica choice: kept apart, not scanned)."""
+    def scan(self, prefix: str) -> Iterator[tuple[str, Item]]:
+        """Keys under ``prefix`` in sorted order (deterministic for every caller).
+
+        Costs the size of the prefix's namespace. Callers may await between items, and
+        commands may apply meanwhile: a key deleted since the scan began is skipped.
+        """
+        space = self._spaces.get(keys.namespace(prefix), {})
+        for key in sorted(k for k in space if k.startswith(prefix)):
+            item = self._items.get(key)
+            if item is not None:
+                yield key, item
+
+    # --- typed reads ------------------------------------------------------------------------
+    def nodes(self) -> dict[str, NodeRecord]:
+        """Node records by id (read on every replica choice: cached, not scanned)."""
         if self._nodes is None:
             self._nodes = {
-                key[len(NODE_PREFIX) :]: item.value for key, item in self.scan(NODE_PREFIX)
+                key[len(keys.NODE) :]: item.value for key, item in self.scan(keys.NODE)
             }
         return self._nodes
 
-    # --- writes ---------------------------------------------------------------------------
+    def up_nodes(self) -> set[str]:
+        """Ids of the nodes the leader last recorded as UP."""
+        return {n for n, rec in self.nodes().items() if rec.state == "UP"}
+
+    def container(self, name: str) -> ContainerRecord | None:
+        value: ContainerRecord | None = self.value(keys.container_key(name))
+        return value
+
+    def containers(self) -> list[ContainerRecord]:
+        return [item.value for _, item in self.scan(keys.CONTAINER)]
+
+    def vdisk(self, vdisk_id: str) -> VdiskRecord | None:
+        value: VdiskRecord | None = self.value(keys.vdisk_key(vdisk_id))
+        return value
+
+    def vdisk_by_ref(self, ref: str) -> VdiskRecord | None:
+        """A vdisk by id, else by name."""
+        found = self.vdisk(ref)
+        if found is None:
+            vdisk_id = self.value(keys.vdisk_name_key(ref))
+            found = self.vdisk(vdisk_id) if isinstance(vdisk_id, str) else None
+        return found
+
+    def vdisks(self) -> list[VdiskRecord]:
+        return [item.value for _, item in self.scan(keys.VDISK)]
+
+    def map_entry(self, vdisk_id: str, index: int) -> str:
+        """The extent id mapped at ``index`` ("" for a hole)."""
+        return self.idx.block_maps.get(vdisk_id, {}).get(index, "")
+
+    def block_map(self, vdisk_id: str) -> dict[int, str]:
+        return dict(self.idx.block_maps.get(vdisk_id, {}))
+
+    def extent(self, container: str, extent_id: str) -> ExtentRecord | None:
+        value: ExtentRecord | None = self.value(keys.extent_key(container, extent_id))
+        return value
+
+    def extents_in(self, egid: str) -> list[tuple[str, ExtentRecord]]:
+        """(extent id, record) of the live extents stored in extent group ``egid``."""
+        out = []
+        for key in sorted(self.idx.extents_in.get(egid, ())):
+            _, extent_id = keys.extent_ref(key)
+            out.append((extent_id, self._items[key].value))
+        return out
+
+    def egroup(self, egid: str) -> EgroupRecord | None:
+        value: EgroupRecord | None = self.value(keys.egroup_key(egid))
+        return value
+
+    def egroups(self, egids: Any) -> list[EgroupRecord]:
+        """The records of ``egids`` that exist, in egid order."""
+        found = (self.egroup(g) for g in sorted(egids))
+        return [eg for eg in found if eg is not None]
+
+    def strip(self, strip_id: str) -> StripRecord | None:
+        value: StripRecord | None = self.value(keys.strip_key(strip_id))
+        return value
+
+    def image(self, image_id: str) -> ImageRecord | None:
+        value: ImageRecord | None = self.value(keys.image_key(image_id))
+        return value
+
+    def image_by_ref(self, ref: str) -> ImageRecord | None:
+        found = self.image(ref)
+        if found is None:
+            image_id = self.value(keys.image_name_key(ref))
+            found = self.image(image_id) if isinstance(image_id, str) else None
+        return found
+
+    def images(self) -> list[ImageRecord]:
+        return [item.value for _, item in self.scan(keys.IMAGE)]
+
+    def task(self, task_id: str) -> TaskRecord | None:
+        value: TaskRecord | None = self.value(keys.task_key(task_id))
+        return value
+
+    # --- applying commands ------------------------------------------------------------------
+    def apply_entry(self, index: int, data: bytes) -> tuple[Command | None, Result]:
+        """Decode and apply a log entry's bytes; an entry that does not decode is refused."""
+        try:
+            command = decode(data)
+        except WireError as exc:
+            self._advance(index)
+            return None, self._malformed(index, f"undecodable command: {exc}")
+        return command, self.apply(index, command)
+
     def apply(self, index: int, command: Command) -> Result:
-        assert index > self.applied_index, f"apply {index} after {self.applied_index}"
+        self._advance(index)
+        reason = validate.problem(command)
+        if reason is not None:
+            return self._malformed(index, reason)
+        try:
+            return self._dispatch(index, command)
+        except Refused as r:
+            return Result.refuse(r.code, r.message)
+        except BadRequest as exc:
+            return self._malformed(index, exc.message)
+        except Exception as exc:
+            raise InvariantBroken(
+                f"applying index {index} ({type(command).__name__}) broke an invariant: {exc!r}"
+            ) from exc
+
+    def skip(self, index: int) -> None:
+        """An entry with no command (a new leader's no-op) was applied at ``index``."""
+        self._advance(index)
+
+    def _advance(self, index: int) -> None:
+        if index <= self.applied_index:
+            raise InvariantBroken(f"apply {index} after {self.applied_index}")
         self.applied_index = index
+
+    def _malformed(self, index: int, reason: str) -> Result:
+        self.refused_malformed += 1
+        log.warning("metadata entry %d refused as malformed: %s", index, reason)
+        return Result.refuse("bad_command", reason)
+
+    def _dispatch(self, index: int, command: Command) -> Result:
         match command:
             case Put() | Delete():
                 return self._apply_batch(index, (command,))
@@ -124,101 +253,107 @@ class MetadataState:
                 return self._register_node(index, command)
             case SetNodeState():
                 return self._set_node_state(index, command)
-            case (
-                CreateContainer()
-                | DeleteContainer()
-                | CreateVdisk()
-                | DeleteVdisk()
-                | WriteExtents()
-                | SealEgroups()
-                | DropEgroup()
-                | RelocateExtents()
-                | CommitStrip()
-                | MoveStripMember()
-                | DropStrip()
-                | ResizeVdisk()
-            ):
-                return DataPath(self).apply(index, command)
-        raise AssertionError(f"unknown command {command!r}")
+        if isinstance(command, CatalogCommand):
+            return Result(ok=True, value=catalog.apply(self, index, command))
+        if isinstance(command, DataCommand):
+            from fabric.metadata.datapath import DataPath
 
+            return Result(ok=True, value=DataPath(self).apply(index, command))
+        raise BadRequest(f"unknown command {type(command).__name__}")
+
+    # --- low-level writes, for command handlers ---------------------------------------------
     def put(self, index: int, key: str, value: Any) -> None:
-        """Low-level write for command handlers: ``key`` now holds ``value`` at ``index``."""
-        self._items[key] = Item(index, value)
-        if key.startswith(NODE_PREFIX):
+        """``key`` now holds ``value`` at ``index``."""
+        space = keys.namespace(key)
+        expected = keys.VALUE_TYPES.get(space)
+        assert space in keys.VALUE_TYPES, f"no key space for {key!r}"
+        assert expected is None or isinstance(value, expected), f"{key!r}: {type(value)}"
+        old = self._items.get(key)
+        item = Item(index, value)
+        self._items[key] = item
+        self._spaces.setdefault(space, {})[key] = item
+        self.idx.update(key, None if old is None else old.value, value)
+        if space == keys.NODE:
             self._nodes = None
 
     def delete(self, key: str) -> None:
-        self._items.pop(key, None)
-        if key.startswith(NODE_PREFIX):
+        old = self._items.pop(key, None)
+        if old is None:
+            return
+        space = keys.namespace(key)
+        self._spaces[space].pop(key, None)
+        self.idx.update(key, old.value, None)
+        if space == keys.NODE:
             self._nodes = None
 
-    def skip(self, index: int) -> None:
-        """An entry with no command (a new leader's no-op) was applied at ``index``."""
-        assert index > self.applied_index, f"skip {index} after {self.applied_index}"
-        self.applied_index = index
-
-    def _check(self, op: Put | Delete) -> Result | None:
-        if op.expect_version is None:
-            return None
-        current = self._items.get(op.key)
-        have = current.version if current else 0
-        if have != op.expect_version:
-            return Result.refuse(
-                "conflict", f"{op.key}: version is {have}, expected {op.expect_version}"
+    # --- the small commands -----------------------------------------------------------------
+    def _check(self, op: Put | Delete) -> tuple[Put | Delete, Any]:
+        """Refuse ``op`` if its precondition fails; else (op, the value to store)."""
+        if op.expect_version is not None and self.version(op.key) != op.expect_version:
+            raise Refused(
+                "conflict",
+                f"{op.key}: version is {self.version(op.key)}, expected {op.expect_version}",
             )
-        return None
+        if keys.namespace(op.key) == keys.KV or isinstance(op, Delete):
+            return op, op.value if isinstance(op, Put) else None
+        # A release-0.1 catalog write: typed, and held to today's state moves.
+        value = legacy.convert(op.key, op.value)
+        catalog.check_legacy_move(self, op.key, value)
+        return op, value
 
     def _apply_batch(self, index: int, ops: tuple[Put | Delete, ...]) -> Result:
-        for op in ops:
-            refusal = self._check(op)
-            if refusal:
-                return refusal
-        for op in ops:
+        checked = [self._check(op) for op in ops]
+        for op, value in checked:
             if isinstance(op, Put):
-                self.put(index, op.key, op.value)
+                self.put(index, op.key, value)
             else:
                 self.delete(op.key)
         return Result(ok=True, value=index)
 
     def _register_node(self, index: int, cmd: RegisterNode) -> Result:
-        key = NODE_PREFIX + cmd.node_id
-        old = self._items.get(key)
-        record = dict(old.value) if old else {"state": "UP", "state_since": 0.0, "reason": ""}
-        record.update(
-            {
-                "id": cmd.node_id,
-                "address": cmd.address,
-                "disks": list(cmd.disks),
-                "labels": dict(cmd.labels),
-            }
+        key = keys.node_key(cmd.node_id)
+        old: NodeRecord | None = self.value(key)
+        fields: dict[str, Any] = {
+            "address": cmd.address,
+            "disks": cmd.disks,
+            "labels": dict(cmd.labels),
+        }
+        record = (
+            replace(old, **fields) if old is not None else NodeRecord(id=cmd.node_id, **fields)
         )
-        self._items[key] = Item(index, record)
-        self._nodes = None
+        self.put(index, key, record)
         return Result(ok=True, value=index)
 
     def _set_node_state(self, index: int, cmd: SetNodeState) -> Result:
-        key = NODE_PREFIX + cmd.node_id
-        old = self._items.get(key)
+        key = keys.node_key(cmd.node_id)
+        old: NodeRecord | None = self.value(key)
         if old is None:
             return Result.refuse("not_found", f"node {cmd.node_id} never registered")
-        record = dict(old.value)
-        record.update({"state": cmd.state, "state_since": cmd.at_wall, "reason": cmd.reason})
-        self._items[key] = Item(index, record)
-        self._nodes = None
+        self.put(
+            index,
+            key,
+            replace(old, state=cmd.state, state_since=cmd.at_wall, reason=cmd.reason),
+        )
         return Result(ok=True, value=index)
 
-    # --- snapshots ------------------------------------------------------------------------
+    # --- snapshots --------------------------------------------------------------------------
     def snapshot(self) -> bytes:
         items = [[k, self._items[k].version, self._items[k].value] for k in sorted(self._items)]
-        out: bytes = msgpack.packb([SNAPSHOT_FORMAT, self.applied_index, items], use_bin_type=True)
-        return out
+        return pack([SNAPSHOT_FORMAT, self.applied_index, items])
 
     @classmethod
     def restore(cls, data: bytes) -> MetadataState:
-        fmt, applied, items = msgpack.unpackb(data, raw=False, strict_map_key=False)
-        if fmt != SNAPSHOT_FORMAT:
+        """A state from ``snapshot()`` bytes of this release or of release 0.1."""
+        decoded = loads(data)
+        if isinstance(decoded, list) and len(decoded) == 2 and isinstance(decoded[1], list):
+            decoded = decoded[1]  # [wire version, body]: format 2 and later
+        fmt, applied, items = decoded
+        if fmt not in (1, SNAPSHOT_FORMAT):
             raise ValueError(f"metadata snapshot format {fmt}, expected {SNAPSHOT_FORMAT}")
         state = cls()
         state.applied_index = applied
-        state._items = {k: Item(v, val) for k, v, val in items}
+        for key, version, value in items:
+            typed = legacy.convert(key, value) if fmt == 1 else value
+            state.put(version, key, typed)
+        state.applied_index = applied
         return state

@@ -33,19 +33,42 @@ class WireError(Exception):
 _Converter = Callable[[Any], Any]
 _by_tag: dict[int, tuple[type, tuple[_Converter, ...]]] = {}
 _by_type: dict[type, int] = {}
+_required: dict[int, int] = {}
+"""tag -> fields without a default: an older sender may omit the trailing others."""
 
 
 def _identity(value: Any) -> Any:
     return value
 
 
+def _expect(kind: type | tuple[type, ...], what: str) -> _Converter:
+    def check(v: Any) -> Any:
+        # bool is an int to Python, never to us: a flag is not a count.
+        if not isinstance(v, kind) or (isinstance(v, bool) and kind in (int, float, (int, float))):
+            raise WireError(f"expected {what}, got {type(v).__name__}")
+        return v
+
+    return check
+
+
+def _float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        raise WireError(f"expected a number, got {type(v).__name__}")
+    return float(v)
+
+
 def _converter(hint: Any) -> _Converter:
-    """How to turn a decoded msgpack value back into the hinted Python type."""
+    """How to check a decoded msgpack value and turn it into the hinted Python type.
+
+    Every field of every message is checked: a peer's bytes are never trusted because
+    they decoded (a string where a count belongs, a list where bytes belong).
+    """
     origin = typing.get_origin(hint)
     if origin is tuple:
         args = typing.get_args(hint)
         inner = _converter(args[0]) if args else _identity
-        return lambda v: tuple(inner(x) for x in v)
+        seq = _expect(list, "a list")
+        return lambda v: tuple(inner(x) for x in seq(v))
     if origin in (typing.Union, types.UnionType):
         options = [a for a in typing.get_args(hint) if a is not type(None)]
         if len(options) == 1:
@@ -53,12 +76,27 @@ def _converter(hint: Any) -> _Converter:
             return lambda v: None if v is None else conv(v)
         return _identity
     if origin is dict:
-        _, value_hint = typing.get_args(hint)
+        key_hint, value_hint = typing.get_args(hint)
+        key = _converter(key_hint)
         conv = _converter(value_hint)
-        return lambda v: {k: conv(x) for k, x in v.items()}
+        mapping = _expect(dict, "a map")
+        return lambda v: {key(k): conv(x) for k, x in mapping(v).items()}
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
-        return hint
+        return lambda v: _enum(hint, v)
+    if hint is float:
+        return _float
+    if hint in (int, str, bytes, bool):
+        return _expect(hint, hint.__name__)
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return _expect(hint, hint.__name__)
     return _identity
+
+
+def _enum(cls: type[enum.Enum], v: Any) -> Any:
+    try:
+        return cls(v)
+    except ValueError:
+        raise WireError(f"{v!r} is not a {cls.__name__}") from None
 
 
 def register(tag: int) -> Callable[[type], type]:
@@ -76,8 +114,15 @@ def register_class(cls: type, tag: int) -> None:
     assert tag not in _by_tag, f"wire tag {tag} used by {_by_tag[tag][0]} and {cls}"
     assert cls not in _by_type, f"{cls} registered twice"
     hints = typing.get_type_hints(cls)
-    convs = tuple(_converter(hints[f.name]) for f in dataclasses.fields(cls))
+    fields = dataclasses.fields(cls)
+    convs = tuple(_converter(hints[f.name]) for f in fields)
+    required = sum(
+        1
+        for f in fields
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    )
     _by_tag[tag] = (cls, convs)
+    _required[tag] = required
     _by_type[cls] = tag
 
 
@@ -102,11 +147,11 @@ def _build(items: list[Any]) -> Any:
         raise WireError(f"unknown message tag {items[0]}")
     cls, convs = entry
     values = items[1:]
-    if len(values) != len(convs):
+    if not _required[items[0]] <= len(values) <= len(convs):
         raise WireError(f"{cls.__name__}: {len(values)} fields, expected {len(convs)}")
     try:
-        return cls(*(conv(v) for conv, v in zip(convs, values, strict=True)))
-    except (TypeError, ValueError) as exc:
+        return cls(*(conv(v) for conv, v in zip(convs, values, strict=False)))
+    except (TypeError, ValueError, WireError) as exc:
         raise WireError(f"{cls.__name__}: {exc}") from exc
 
 
@@ -128,6 +173,24 @@ def _unpack(data: bytes) -> Any:
         raise
     except Exception as exc:  # msgpack raises several unrelated types for bad bytes
         raise WireError(f"undecodable message: {exc}") from exc
+
+
+def pack(value: Any) -> bytes:
+    """Encode plain data holding registered records, with no size limit (snapshots)."""
+    return _packer_bytes([WIRE_VERSION, value])
+
+
+def loads(data: bytes) -> Any:
+    """Decode msgpack that may hold registered records, with no envelope check."""
+    return _unpack(data)
+
+
+def unpack(data: bytes) -> Any:
+    """Decode what ``pack`` made; raise WireError for anything else."""
+    items = _unpack(data)
+    if not isinstance(items, list) or len(items) != 2 or items[0] != WIRE_VERSION:
+        raise WireError("not a versioned value")
+    return items[1]
 
 
 def encode(message: Any) -> bytes:

@@ -147,3 +147,15 @@ class StatEgroup:
 @dataclass(frozen=True, slots=True)
 class EgroupStat:
     size: int
+
+
+@register(58)
+@dataclass(frozen=True, slots=True)
+class ListEgroups:
+    """Which extent-group files does this node hold? (the scanner's orphan sweep)"""
+
+
+@register(59)
+@dataclass(frozen=True, slots=True)
+class EgroupList:
+    egids: tuple[str, ...]

@@ -6,13 +6,17 @@
 * physical: bytes on disks, every replica counted, dead space not yet reclaimed included;
 * resiliency: how many more node failures every extent group of the container survives
   right now (replicas on UP nodes minus one; the lowest over its groups).
+
+Totals are kept by the state machine as data changes, and resiliency comes from its
+indexes: a view costs the number of containers plus the groups on nodes that are not
+UP, never the number of groups.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from typing import Any
 
-from fabric.config import ClusterConfig
 from fabric.metadata.state import MetadataState
 
 
@@ -20,63 +24,66 @@ def _ratio(a: int, b: int) -> float:
     return round(a / b, 3) if b else 1.0
 
 
-def resiliency(state: MetadataState, container: str, rf: int) -> int:
+def resiliency(state: MetadataState) -> dict[str, int]:
+    """container -> further node failures all of its data survives now (absent: no data)."""
+    idx = state.idx
+    worst: dict[str, int] = {}
+    for container, counts in idx.replica_counts.items():
+        if counts:
+            worst[container] = min(counts) - 1
+    for container, widths in idx.strip_widths.items():
+        if widths:
+            floor = min(members - k for members, k in widths)
+            worst[container] = min(worst.get(container, floor), floor)
     up = state.up_nodes()
-    worst = rf - 1
-    for _, item in state.scan("egroup/"):
-        eg = item.value
-        if eg["container"] != container or not eg["extents"] or eg.get("strip"):
-            continue
-        worst = min(worst, sum(1 for r in eg["replicas"] if r in up) - 1)
-    for _, item in state.scan("strip/"):
-        strip = item.value
-        if strip["container"] == container:
-            alive = sum(1 for _, n in strip["data"] + strip["parity"] if n in up)
-            worst = min(worst, alive - strip["k"])
+    down_replicas: defaultdict[str, int] = defaultdict(int)
+    down_members: defaultdict[str, int] = defaultdict(int)
+    for node in [n for n in idx.egroups_on if n not in up]:
+        for egid in idx.egroups_on[node]:
+            down_replicas[egid] += 1
+    for node in [n for n in idx.strips_on if n not in up]:
+        for strip_id in idx.strips_on[node]:
+            down_members[strip_id] += 1
+    for eg in state.egroups(down_replicas):
+        if eg.extents and not eg.strip and not eg.parity:
+            left = len(eg.replicas) - down_replicas[eg.egid] - 1
+            worst[eg.container] = min(worst.get(eg.container, left), left)
+    for strip_id, down in sorted(down_members.items()):
+        strip = state.strip(strip_id)
+        if strip is not None:
+            left = len(strip.members) - down - strip.k
+            worst[strip.container] = min(worst.get(strip.container, left), left)
     return worst
 
 
-def pending_ec(state: MetadataState, container: str) -> int:
-    """Extent groups of an EC container still held as replicas (not in a strip yet)."""
-    return sum(
-        1
-        for _, item in state.scan("egroup/")
-        if item.value["container"] == container
-        and not item.value.get("strip")
-        and item.value["extents"]
-    )
-
-
-def container_views(state: MetadataState, config: ClusterConfig) -> list[dict[str, Any]]:
+def container_views(state: MetadataState) -> list[dict[str, Any]]:
     out = []
-    for _, item in state.scan("container/"):
-        c = item.value
-        p, st = c["policy"], c["stats"]
-        ec = f"{p['ec_k']}+{p['ec_m']}" if p.get("ec_k") else None
+    worst = resiliency(state)
+    for c in state.containers():
+        p, st = c.policy, c.stats
         out.append(
             {
-                "name": c["name"],
-                "rf": p["rf"],
-                "ec": ec,
-                "dedup": p["dedup"],
-                "compression": p["compression"],
-                "vdisks": st["vdisks"],
-                "logical_bytes": st["logical_bytes"],
-                "unique_bytes": st["unique_bytes"],
-                "stored_bytes": st["stored_bytes"],
-                "physical_bytes": st["physical_bytes"],
-                "dedup_ratio": _ratio(st["logical_bytes"], st["unique_bytes"]),
-                "compression_ratio": _ratio(st["unique_bytes"], st["stored_bytes"]),
-                "savings_bytes": max(0, st["logical_bytes"] * p["rf"] - st["physical_bytes"]),
-                "dedup_savings_bytes": st["logical_bytes"] - st["unique_bytes"],
-                "compression_savings_bytes": st["unique_bytes"] - st["stored_bytes"],
-                "ec_strips": st.get("ec_strips", 0),
-                "ec_data_bytes": st.get("ec_data_bytes", 0),
-                "ec_parity_bytes": st.get("ec_parity_bytes", 0),
-                "ec_savings_bytes": st.get("ec_data_bytes", 0) * (p["rf"] - 1)
-                - st.get("ec_parity_bytes", 0),
-                "ec_pending_groups": pending_ec(state, c["name"]) if ec else 0,
-                "resiliency": resiliency(state, c["name"], p["rf"]),
+                "name": c.name,
+                "rf": p.rf,
+                "ec": p.ec,
+                "dedup": p.dedup,
+                "compression": p.compression,
+                "vdisks": st.vdisks,
+                "logical_bytes": st.logical_bytes,
+                "unique_bytes": st.unique_bytes,
+                "stored_bytes": st.stored_bytes,
+                "physical_bytes": st.physical_bytes,
+                "dedup_ratio": _ratio(st.logical_bytes, st.unique_bytes),
+                "compression_ratio": _ratio(st.unique_bytes, st.stored_bytes),
+                "savings_bytes": max(0, st.logical_bytes * p.rf - st.physical_bytes),
+                "dedup_savings_bytes": st.logical_bytes - st.unique_bytes,
+                "compression_savings_bytes": st.unique_bytes - st.stored_bytes,
+                "ec_strips": st.ec_strips,
+                "ec_data_bytes": st.ec_data_bytes,
+                "ec_parity_bytes": st.ec_parity_bytes,
+                "ec_savings_bytes": st.ec_data_bytes * (p.rf - 1) - st.ec_parity_bytes,
+                "ec_pending_groups": len(state.idx.ec_pending.get(c.name, ())) if p.ec else 0,
+                "resiliency": min(p.rf - 1, worst.get(c.name, p.rf - 1)),
             }
         )
     return out

@@ -33,13 +33,9 @@ from typing import Any
 from fabric.errors import FabricError, Unavailable
 from fabric.extents import codec, erasure
 from fabric.extents.policy import ContainerPolicy
-from fabric.metadata.datapath import (
-    CommitStrip,
-    DropStrip,
-    MoveStripMember,
-    StripMember,
-    egroup_key,
-)
+from fabric.metadata import keys
+from fabric.metadata.commands import CommitStrip, DropIntent, DropStrip, MoveStripMember
+from fabric.metadata.records import EgroupIntent, EgroupRecord, StripMember, StripRecord
 from fabric.placement.rendezvous import NotEnoughDomains, place
 from fabric.placement.strips import match_groups
 from fabric.ports import Clock, PeerUnreachable
@@ -93,67 +89,71 @@ class EcService:
     async def _call(self, node: str, msg: Any) -> Any:
         return await self.gateway.call_storage(node, msg)
 
-    def _layout(self, strip: dict[str, Any]) -> erasure.Layout:
-        return erasure.layout(strip["k"], strip["m"], strip["chunk_bytes"])
+    def _layout(self, strip: StripRecord) -> erasure.Layout:
+        return erasure.layout(strip.k, strip.m, strip.chunk_bytes)
 
     # --- the scanner's entry point ----------------------------------------------------------
     async def scan(self) -> None:
-        strips = [dict(item.value) for _, item in self.metadata.state.scan("strip/")]
-        up = self.metadata.state.up_nodes()
-        for strip in strips:
-            lost = [(g, n) for g, n in strip["data"] + strip["parity"] if n not in up]
-            if lost and len(lost) <= strip["m"]:
-                await self._rebuild(strip, *lost[0])
-                return
-        for strip in strips:
-            groups = [self.metadata.state.value(egroup_key(g)) for g, _ in strip["data"]]
-            if all(eg is not None and eg["extents"] == 0 for eg in groups):
-                await self._collect(strip)
-                return
-        for _, item in list(self.metadata.state.scan("container/")):
-            policy = ContainerPolicy.from_dict(item.value["policy"])
-            if not policy.ec_k:
+        state = self.metadata.state
+        up = state.up_nodes()
+        # Only strips with a member on a node that is not UP can need a rebuild.
+        suspects = sorted(
+            {s for node, ids in state.idx.strips_on.items() if node not in up for s in ids}
+        )
+        for strip_id in suspects:
+            strip = state.strip(strip_id)
+            if strip is None:
                 continue
+            lost = [m for m in strip.members if m.node not in up]
+            if lost and len(lost) <= strip.m:
+                await self._rebuild(strip, lost[0].egid, lost[0].node)
+                return
+        for container in state.containers():
+            if not container.policy.ec_k:
+                continue
+            for strip_id in sorted(state.idx.strips_of.get(container.name, ())):
+                strip = state.strip(strip_id)
+                if strip is None:
+                    continue
+                groups = state.egroups(m.egid for m in strip.data)
+                if len(groups) == len(strip.data) and all(eg.extents == 0 for eg in groups):
+                    await self._collect(strip)
+                    return
             # Convert while there is cold data, up to a bound so a pass stays short.
             for _ in range(STRIPS_PER_PASS):
-                if not await self._convert(item.value["name"], policy):
+                if not await self._convert(container.name, container.policy):
                     break
 
     # --- conversion -------------------------------------------------------------------------
-    def _cold_groups(self, container: str, delay_s: float) -> list[dict[str, Any]]:
+    def _cold_groups(self, container: str, delay_s: float) -> list[EgroupRecord]:
         now = self.clock.now()
-        candidates = [
-            item
-            for _, item in self.metadata.state.scan("egroup/")
-            if item.value["container"] == container
-            and item.value["sealed"]
-            and not item.value.get("strip")
-            and item.value["extents"]
-        ]
+        state = self.metadata.state
+        pending = state.egroups(state.idx.ec_pending.get(container, ()))
+        candidates = [eg for eg in pending if eg.sealed]
         quiet = self._quiet.setdefault(container, QuietClock())
-        quiet.keep_only(item.value["egid"] for item in candidates)
+        quiet.keep_only(eg.egid for eg in candidates)
         out = [
-            item.value
-            for item in candidates
-            if quiet.quiet_for(item.value["egid"], item.version, now) >= delay_s
+            eg
+            for eg in candidates
+            if quiet.quiet_for(eg.egid, state.version(keys.egroup_key(eg.egid)), now) >= delay_s
         ]
-        out.sort(key=lambda eg: (-(eg["live_bytes"] + eg["dead_bytes"]), eg["egid"]))
+        out.sort(key=lambda eg: (-eg.size, eg.egid))
         return out
 
     def _plan(
         self, container: str, policy: ContainerPolicy
-    ) -> tuple[list[tuple[dict[str, Any], str]], list[str]] | None:
+    ) -> tuple[list[tuple[EgroupRecord, str]], list[str]] | None:
         domains = self.gateway.fault_domains()
         up = self.metadata.state.up_nodes()
-        cold = {eg["egid"]: eg for eg in self._cold_groups(container, policy.ec_delay_s)}
+        cold = {eg.egid: eg for eg in self._cold_groups(container, policy.ec_delay_s)}
         # A group keeps one of its own replicas when it can; failing that, its bytes are
         # copied to another node (listed last, so a matching uses copies only if needed).
         options = []
         for egid, eg in cold.items():
-            own = [n for n in sorted(eg["replicas"]) if n in up and n in domains]
+            own = [n for n in sorted(eg.replicas) if n in up and n in domains]
             if not own:
                 continue
-            others = [n for n in sorted(up) if n in domains and n not in eg["replicas"]]
+            others = [n for n in sorted(up) if n in domains and n not in eg.replicas]
             options.append((egid, [(n, domains[n]) for n in own + others]))
         matched = match_groups(options, policy.ec_k)
         if matched is None:
@@ -162,7 +162,7 @@ class EcService:
         used = {domains[node] for _, node in chosen}
         try:
             candidates = self.gateway.candidates(excluded_domains=used)
-            parity = place(chosen[0][0]["egid"], candidates, policy.ec_m)
+            parity = place(chosen[0][0].egid, candidates, policy.ec_m)
         except NotEnoughDomains:
             return None
         return chosen, parity
@@ -175,18 +175,24 @@ class EcService:
         strip_id = f"st-{self.rng.getrandbits(48):012x}"
         lay = erasure.layout(policy.ec_k, policy.ec_m, CHUNK_BYTES)
         parity = [StripMember(f"{strip_id}-p{j}", node) for j, node in enumerate(parity_nodes)]
+        copies = [StripMember(eg.egid, node) for eg, node in chosen if node not in eg.replicas]
+        # Claim the parity files and the copies before their first byte: if this leader
+        # dies mid-conversion, the next one finds them claimed and collects them.
+        await self.gateway.claim_files(
+            EgroupIntent(strip_id, container, tuple(parity + copies), self.node_id)
+        )
         try:
             for eg, node in chosen:
-                if node not in eg["replicas"]:
+                if node not in eg.replicas:
                     await self._copy_group(eg, node)
                 else:
                     await self._verify_copy(eg, node)
-            sizes = [await self._size(eg["egid"], node) for eg, node in chosen]
+            sizes = [await self._size(eg.egid, node) for eg, node in chosen]
             chunks = -(-max(sizes) // CHUNK_BYTES)
             for c in range(chunks):
                 data = await asyncio.gather(
                     *(
-                        self._chunk(eg["egid"], node, c * CHUNK_BYTES, CHUNK_BYTES)
+                        self._chunk(eg.egid, node, c * CHUNK_BYTES, CHUNK_BYTES)
                         for eg, node in chosen
                     )
                 )
@@ -199,25 +205,26 @@ class EcService:
                 )
         except (PeerUnreachable, FabricError) as exc:
             log.warning("EC conversion abandoned: %s", exc)
-            await self._roll_back(chosen, parity)
+            await self._roll_back(strip_id, chosen, parity)
             return False
         cmd = CommitStrip(
             strip_id,
             container,
             CHUNK_BYTES,
             chunks * CHUNK_BYTES,
-            tuple(StripMember(eg["egid"], node) for eg, node in chosen),
+            tuple(StripMember(eg.egid, node) for eg, node in chosen),
             tuple(parity),
             chunks * lay.parity_record_bytes,
+            claimed=True,
         )
         result = await self.metadata.propose(cmd)
         if not result.ok:
             log.info("strip %s not committed: %s", strip_id, result.message)
-            await self._roll_back(chosen, parity)
+            await self._roll_back(strip_id, chosen, parity)
             return False
         # Committed: the single copies plus parity carry the data. Drop the surplus.
         await self._delete_files(
-            [(eg["egid"], n) for eg, node in chosen for n in eg["replicas"] if n != node]
+            [(eg.egid, n) for eg, node in chosen for n in eg.replicas if n != node]
         )
         self.stats.strips_converted += 1
         self.stats.converted_bytes += sum(sizes)
@@ -231,32 +238,36 @@ class EcService:
         return True
 
     async def _roll_back(
-        self, chosen: list[tuple[dict[str, Any], str]], parity: list[StripMember]
+        self, strip_id: str, chosen: list[tuple[EgroupRecord, str]], parity: list[StripMember]
     ) -> None:
         """Delete what an uncommitted strip wrote: parity, and copies made for it."""
-        copies = [(eg["egid"], node) for eg, node in chosen if node not in eg["replicas"]]
+        copies = [(eg.egid, node) for eg, node in chosen if node not in eg.replicas]
         await self._delete_files([(p.egid, p.node) for p in parity] + copies)
         self.stats.strips_rolled_back += 1
+        try:
+            await self.metadata.propose(DropIntent(strip_id))
+        except FabricError as exc:
+            log.info("claim %s stays until it expires: %s", strip_id, exc)
 
-    async def _copy_group(self, eg: dict[str, Any], node: str) -> None:
+    async def _copy_group(self, eg: EgroupRecord, node: str) -> None:
         """Give ``node`` a verified copy of a group, so the strip's copies span domains."""
-        await self._call(node, DeleteEgroupFiles(eg["egid"]))  # a leftover partial copy
-        source = next(n for n in eg["replicas"] if n in self.metadata.state.up_nodes())
+        await self._call(node, DeleteEgroupFiles(eg.egid))  # a leftover partial copy
+        source = next(n for n in eg.replicas if n in self.metadata.state.up_nodes())
         await self._verify_copy(eg, source)
-        size = await self._size(eg["egid"], source)
+        size = await self._size(eg.egid, source)
         for offset in range(0, size, CHUNK_BYTES):
-            data = await self._chunk(eg["egid"], source, offset, CHUNK_BYTES)
-            await self._call(node, AppendExtents(eg["egid"], (data,)))
+            data = await self._chunk(eg.egid, source, offset, CHUNK_BYTES)
+            await self._call(node, AppendExtents(eg.egid, (data,)))
         self.stats.copies_made += 1
 
-    async def _verify_copy(self, eg: dict[str, Any], node: str) -> None:
+    async def _verify_copy(self, eg: EgroupRecord, node: str) -> None:
         """Make sure the copy that will stay is good: repair it from another if not."""
-        for _, ext in self.metadata.state.extents_in(eg["container"], eg["egid"]):
-            reply = await self._call(node, ReadExtent(eg["egid"], ext["offset"], ext["stored_len"]))
+        for _, ext in self.metadata.state.extents_in(eg.egid):
+            reply = await self._call(node, ReadExtent(eg.egid, ext.offset, ext.stored_len))
             assert isinstance(reply, ExtentData)
-            if codec.checksum(reply.data) != ext["checksum"]:
+            if codec.checksum(reply.data) != ext.checksum:
                 good = await self.gateway.read_stored(ext)
-                await self._call(node, RepairExtent(eg["egid"], ext["offset"], good))
+                await self._call(node, RepairExtent(eg.egid, ext.offset, good))
 
     async def _size(self, egid: str, node: str) -> int:
         reply = await self._call(node, StatEgroup(egid))
@@ -277,13 +288,12 @@ class EcService:
 
     # --- degraded reads and rebuild ---------------------------------------------------------
     async def _rebuild_chunk(
-        self, strip: dict[str, Any], lay: erasure.Layout, want: int, c: int
+        self, strip: StripRecord, lay: erasure.Layout, want: int, c: int
     ) -> bytes:
         """Fragment ``want`` (with header) of chunk ``c``, from the other members."""
-        k = strip["k"]
-        members = strip["data"] + strip["parity"]
+        k = strip.k
         reads = []
-        for i, (egid, node) in enumerate(members):
+        for i, (egid, node) in enumerate((m.egid, m.node) for m in strip.members):
             if i == want:
                 continue
             if i < k:
@@ -306,16 +316,16 @@ class EcService:
         try:
             frag: bytes = await self.gateway.offload(erasure.rebuild, lay, data, parity, want)
         except erasure.ErasureError as exc:
-            raise Unavailable(f"strip {strip['id']}: {exc}") from None
+            raise Unavailable(f"strip {strip.id}: {exc}") from None
         return frag
 
-    async def read_degraded(self, eg: dict[str, Any], offset: int, length: int) -> bytes:
+    async def read_degraded(self, eg: EgroupRecord, offset: int, length: int) -> bytes:
         """Bytes ``[offset, offset + length)`` of an EC'd data group, rebuilt."""
-        strip = self.metadata.state.value(f"strip/{eg['strip']}")
+        strip = self.metadata.state.strip(eg.strip)
         if strip is None:
-            raise Unavailable(f"strip {eg['strip']} of {eg['egid']} is gone")
+            raise Unavailable(f"strip {eg.strip} of {eg.egid} is gone")
         lay = self._layout(strip)
-        want = [g for g, _ in strip["data"]].index(eg["egid"])
+        want = [m.egid for m in strip.data].index(eg.egid)
         c_size = lay.chunk_bytes
         out = bytearray()
         for c in range(offset // c_size, (offset + length - 1) // c_size + 1):
@@ -325,20 +335,25 @@ class EcService:
         start = offset - (offset // c_size) * c_size
         return bytes(out[start : start + length])
 
-    async def _rebuild(self, strip: dict[str, Any], egid: str, lost_node: str) -> None:
-        members = strip["data"] + strip["parity"]
-        want = [g for g, _ in members].index(egid)
+    async def _rebuild(self, strip: StripRecord, egid: str, lost_node: str) -> None:
+        members = strip.members
+        want = [m.egid for m in members].index(egid)
         domains = self.gateway.fault_domains()
-        used = {domains[n] for g, n in members if g != egid and n in domains}
+        used = {domains[m.node] for m in members if m.egid != egid and m.node in domains}
         try:
-            target = place(
-                f"{strip['id']}/{egid}", self.gateway.candidates(excluded_domains=used), 1
-            )[0]
+            target = place(f"{strip.id}/{egid}", self.gateway.candidates(excluded_domains=used), 1)[
+                0
+            ]
         except NotEnoughDomains as exc:
-            log.warning("cannot rebuild %s of strip %s yet: %s", egid, strip["id"], exc)
+            log.warning("cannot rebuild %s of strip %s yet: %s", egid, strip.id, exc)
             return
         lay = self._layout(strip)
-        chunks = strip["length"] // lay.chunk_bytes
+        chunks = strip.length // lay.chunk_bytes
+        claim = f"{strip.id}/{egid}"
+        if self.metadata.state.get(keys.intent_key(claim)) is None:
+            await self.gateway.claim_files(
+                EgroupIntent(claim, strip.container, (StripMember(egid, target),), self.node_id)
+            )
         try:
             await self._call(target, DeleteEgroupFiles(egid))  # a leftover partial copy
             for c in range(chunks):
@@ -347,27 +362,27 @@ class EcService:
         except (PeerUnreachable, FabricError) as exc:
             log.warning("rebuild of %s onto %s failed: %s", egid, target, exc)
             return
-        result = await self.metadata.propose(MoveStripMember(strip["id"], egid, lost_node, target))
+        result = await self.metadata.propose(
+            MoveStripMember(strip.id, egid, lost_node, target, claimed=True)
+        )
         if result.ok:
             self.stats.members_rebuilt += 1
-            log.info(
-                "rebuilt %s of strip %s on %s (was on %s)", egid, strip["id"], target, lost_node
-            )
+            log.info("rebuilt %s of strip %s on %s (was on %s)", egid, strip.id, target, lost_node)
 
     async def _member_chunk(
-        self, strip: dict[str, Any], lay: erasure.Layout, want: int, c: int
+        self, strip: StripRecord, lay: erasure.Layout, want: int, c: int
     ) -> bytes:
         """What member ``want`` holds for chunk ``c``: data bytes, or a parity record.
 
         Parity is encoded afresh from the data chunks (rebuilding lost data chunks first),
         so it needs no surviving parity record for its headers.
         """
-        k: int = strip["k"]
+        k = strip.k
         if want < k:
             frag = await self._rebuild_chunk(strip, lay, want, c)
             return frag[lay.header_bytes :]
         data = []
-        for i, (egid, node) in enumerate(strip["data"]):
+        for i, (egid, node) in enumerate((m.egid, m.node) for m in strip.data):
             try:
                 data.append(await self._chunk(egid, node, c * lay.chunk_bytes, lay.chunk_bytes))
             except (PeerUnreachable, FabricError):
@@ -377,12 +392,12 @@ class EcService:
         record: bytes = records[want - k]
         return record
 
-    async def _collect(self, strip: dict[str, Any]) -> None:
+    async def _collect(self, strip: StripRecord) -> None:
         up = self.metadata.state.up_nodes()
-        files = [(g, n) for g, n in strip["data"] + strip["parity"]]
+        files = [(m.egid, m.node) for m in strip.members]
         if any(n not in up for _, n in files):
             return  # wait until every member can delete its file
         await self._delete_files(files)
-        result = await self.metadata.propose(DropStrip(strip["id"]))
+        result = await self.metadata.propose(DropStrip(strip.id))
         if result.ok:
             self.stats.strips_collected += 1

@@ -40,7 +40,7 @@ from fabric.config import ClusterConfig
 from fabric.errors import BadRequest, Conflict, FabricError, NotFound, Unavailable, from_code
 from fabric.extents import codec
 from fabric.extents.policy import ContainerPolicy, check_name
-from fabric.metadata.datapath import (
+from fabric.metadata.commands import (
     CreateContainer,
     CreateVdisk,
     DeleteContainer,
@@ -48,13 +48,16 @@ from fabric.metadata.datapath import (
     MapWrite,
     NewEgroup,
     NewExtent,
+    RegisterIntents,
     WriteExtents,
-    container_key,
-    egroup_key,
-    extent_key,
-    map_key,
-    vdisk_key,
-    vdisk_name_key,
+)
+from fabric.metadata.records import (
+    ContainerRecord,
+    EgroupIntent,
+    EgroupRecord,
+    ExtentRecord,
+    StripMember,
+    VdiskRecord,
 )
 from fabric.placement.rendezvous import Candidate, place
 from fabric.ports import Clock, PeerUnreachable, Transport
@@ -63,6 +66,7 @@ from fabric.wire.messages import (
     AppendReply,
     DeleteEgroupFiles,
     ExtentData,
+    ListEgroups,
     ReadExtent,
     RepairExtent,
     StatEgroup,
@@ -76,7 +80,7 @@ Offload = Callable[..., Awaitable[Any]]
 
 
 class EcReader(Protocol):
-    async def read_degraded(self, eg: dict[str, Any], offset: int, length: int) -> bytes: ...
+    async def read_degraded(self, eg: EgroupRecord, offset: int, length: int) -> bytes: ...
 
 
 BATCH_BYTES = 4 * limits.MiB
@@ -85,7 +89,6 @@ BATCHES_IN_FLIGHT = 2
 READ_AHEAD_EXTENTS = 4
 EGROUP_MAX_BYTES = 8 * limits.MiB
 """An extent group is sealed once this full: the unit of EC and of compaction."""
-MAX_VDISK_BYTES = 64 * limits.GiB * 1024
 WRITE_RETRIES = 40
 RETRY_BACKOFF_S = 0.002
 """First retry waits up to this long; each further one up to twice as long (capped)."""
@@ -99,6 +102,8 @@ LOCK_STRIPES = 1024
 class OpenEgroup:
     record: NewEgroup
     size: int = 0
+    claimed: bool = False
+    """Its files are claimed in metadata (``RegisterIntents``), so appends may begin."""
 
 
 @dataclass
@@ -161,24 +166,21 @@ class Gateway:
         """Set by the node once its EC service exists (reads of erasure-coded groups)."""
 
     # --- lookups (callers did a read_index first) -------------------------------------------
-    def container(self, name: str) -> dict[str, Any]:
-        record = self.metadata.state.value(container_key(name))
+    def container(self, name: str) -> ContainerRecord:
+        record = self.metadata.state.container(name)
         if record is None:
             raise NotFound(f"no container {name!r}")
-        return dict(record)
+        return record
 
     def policy(self, container: str) -> ContainerPolicy:
-        return ContainerPolicy.from_dict(self.container(container)["policy"])
+        return self.container(container).policy
 
-    def vdisk(self, ref: str) -> dict[str, Any]:
+    def vdisk(self, ref: str) -> VdiskRecord:
         """A vdisk by id or by name."""
-        record = self.metadata.state.value(vdisk_key(ref))
-        if record is None:
-            vid = self.metadata.state.value(vdisk_name_key(ref))
-            record = self.metadata.state.value(vdisk_key(vid)) if vid else None
+        record = self.metadata.state.vdisk_by_ref(ref)
         if record is None:
             raise NotFound(f"no vdisk {ref!r}")
-        return dict(record)
+        return record
 
     def fault_domains(self) -> dict[str, str]:
         """node id -> its fault domain at the configured level."""
@@ -189,7 +191,7 @@ class Gateway:
         }
 
     # --- containers -------------------------------------------------------------------------
-    async def create_container(self, name: str, policy: ContainerPolicy) -> dict[str, Any]:
+    async def create_container(self, name: str, policy: ContainerPolicy) -> ContainerRecord:
         check_name("container", name)
         domains = len(set(self.fault_domains().values()))
         if policy.rf > domains:
@@ -215,15 +217,16 @@ class Gateway:
         if not result.ok:
             raise from_code(result.code, result.message)
 
-    async def containers(self) -> list[dict[str, Any]]:
+    async def containers(self) -> list[ContainerRecord]:
         await self.metadata.read_index()
-        return [dict(item.value) for _, item in self.metadata.state.scan("container/")]
+        return self.metadata.state.containers()
 
     # --- vdisks -----------------------------------------------------------------------------
-    async def create_vdisk(self, name: str, container: str, size: int) -> dict[str, Any]:
+    async def create_vdisk(self, name: str, container: str, size: int) -> VdiskRecord:
         check_name("vdisk", name)
-        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= MAX_VDISK_BYTES:
-            raise BadRequest(f"size must be 1..{MAX_VDISK_BYTES} bytes")
+        top = limits.MAX_VDISK_BYTES
+        if not isinstance(size, int) or isinstance(size, bool) or not 0 < size <= top:
+            raise BadRequest(f"size must be 1..{top} bytes")
         vdisk_id = f"vd-{self.rng.getrandbits(64):016x}"
         result = await self.metadata.propose(
             CreateVdisk(vdisk_id, name, container, size, self.clock.wall())
@@ -235,26 +238,25 @@ class Gateway:
     async def delete_vdisk(self, ref: str) -> None:
         await self.metadata.read_index()
         vd = self.vdisk(ref)
-        result = await self.metadata.propose(DeleteVdisk(vd["id"]))
+        result = await self.metadata.propose(DeleteVdisk(vd.id))
         if not result.ok:
             raise from_code(result.code, result.message)
 
-    async def vdisks(self) -> list[dict[str, Any]]:
+    async def vdisks(self) -> list[VdiskRecord]:
         await self.metadata.read_index()
-        return [dict(item.value) for _, item in self.metadata.state.scan("vdisk/")]
+        return self.metadata.state.vdisks()
 
-    async def get_vdisk(self, ref: str) -> dict[str, Any]:
+    async def get_vdisk(self, ref: str) -> VdiskRecord:
         await self.metadata.read_index()
         return self.vdisk(ref)
 
     # --- write ------------------------------------------------------------------------------
-    def check_range(self, vd: dict[str, Any], offset: int, length: int) -> None:
+    def check_range(self, vd: VdiskRecord, offset: int, length: int) -> None:
         if offset < 0 or length < 0:
             raise BadRequest(f"offset and length must not be negative ({offset}, {length})")
-        if offset + length > vd["size"]:
+        if offset + length > vd.size:
             raise BadRequest(
-                f"{offset + length} bytes is past the end of vdisk {vd['name']!r} "
-                f"({vd['size']} bytes)"
+                f"{offset + length} bytes is past the end of vdisk {vd.name!r} ({vd.size} bytes)"
             )
 
     async def write(self, ref: str, offset: int, length: int, chunks: AsyncIterator[bytes]) -> int:
@@ -280,9 +282,9 @@ class Gateway:
 
         return await self._write_pieces(vd, pieces())
 
-    async def _write_pieces(self, vd: dict[str, Any], pieces: AsyncIterator[Piece]) -> int:
+    async def _write_pieces(self, vd: VdiskRecord, pieces: AsyncIterator[Piece]) -> int:
         """Commit pieces in batches, ``BATCHES_IN_FLIGHT`` at once; bytes written."""
-        policy = self.policy(vd["container"])
+        policy = self.policy(vd.container)
         inflight: set[asyncio.Task[None]] = set()
         batch: list[Piece] = []
         batch_bytes = 0
@@ -306,7 +308,7 @@ class Gateway:
     async def _launch(
         self,
         inflight: set[asyncio.Task[None]],
-        vd: dict[str, Any],
+        vd: VdiskRecord,
         policy: ContainerPolicy,
         batch: list[Piece],
     ) -> None:
@@ -340,14 +342,14 @@ class Gateway:
         if buf:
             yield Piece(pos // e, pos % e, bytes(buf))
 
-    def _extent_len(self, vd: dict[str, Any], index: int) -> int:
-        return min(self.extent_bytes, int(vd["size"]) - index * self.extent_bytes)
+    def _extent_len(self, vd: VdiskRecord, index: int) -> int:
+        return min(self.extent_bytes, vd.size - index * self.extent_bytes)
 
     async def _commit_batch(
-        self, vd: dict[str, Any], policy: ContainerPolicy, batch: list[Piece]
+        self, vd: VdiskRecord, policy: ContainerPolicy, batch: list[Piece]
     ) -> None:
         partial = [p for p in batch if p.inner or len(p.data) != self._extent_len(vd, p.index)]
-        locks = sorted({self._stripe(vd["id"], p.index) for p in partial})
+        locks = sorted({self._stripe(vd.id, p.index) for p in partial})
         for i in locks:
             await self._stripes[i].acquire()
         try:
@@ -379,7 +381,7 @@ class Gateway:
         return xxhash.xxh3_64_intdigest(f"{vdisk_id}/{index}".encode()) % LOCK_STRIPES
 
     async def _plan(
-        self, vd: dict[str, Any], policy: ContainerPolicy, batch: list[Piece]
+        self, vd: VdiskRecord, policy: ContainerPolicy, batch: list[Piece]
     ) -> list[Planned]:
         planned = []
         for p in batch:
@@ -387,21 +389,18 @@ class Gateway:
             if p.inner == 0 and len(p.data) == ext_len:
                 planned.append(Planned(p.index, None, raw=p.data))
                 continue
-            old_id = self.metadata.state.value(map_key(vd["id"], p.index)) or ""
+            old_id = self.metadata.state.map_entry(vd.id, p.index)
             old = await self._fetch(vd, p.index) if old_id else None
             raw = bytearray(old if old is not None else bytes(ext_len))
             raw[p.inner : p.inner + len(p.data)] = p.data
             planned.append(Planned(p.index, old_id, raw=bytes(raw)))
         await self.offload(_classify, planned, policy)
-        container = vd["container"]
+        container = vd.container
         storing: set[str] = set()
         for pl in planned:
             if pl.encoded is not None or not pl.extent_id:
                 continue
-            if (
-                self.metadata.state.value(extent_key(container, pl.extent_id))
-                or pl.extent_id in storing
-            ):
+            if self.metadata.state.extent(container, pl.extent_id) or pl.extent_id in storing:
                 self.stats.dedup_hits += 1
                 continue
             # A new content id: store its bytes (once, however often the batch repeats it).
@@ -413,7 +412,7 @@ class Gateway:
         return planned
 
     async def _store_and_commit(
-        self, vd: dict[str, Any], policy: ContainerPolicy, planned: list[Planned]
+        self, vd: VdiskRecord, policy: ContainerPolicy, planned: list[Planned]
     ) -> tuple[str, str] | None:
         to_store = [pl for pl in planned if pl.encoded is not None]
         egroups: tuple[NewEgroup, ...] = ()
@@ -421,7 +420,7 @@ class Gateway:
         seal: tuple[str, ...] = ()
         if to_store:
             eg, offsets, seal = await self._append(
-                vd["container"], policy.rf, [pl.encoded.stored for pl in to_store if pl.encoded]
+                vd.container, policy.rf, [pl.encoded.stored for pl in to_store if pl.encoded]
             )
             egroups = (eg,)
             for pl, off in zip(to_store, offsets, strict=True):
@@ -440,12 +439,12 @@ class Gateway:
                 )
         maps = tuple(MapWrite(pl.index, pl.expect, pl.extent_id) for pl in planned)
         self.stats.holes += sum(1 for pl in planned if not pl.extent_id)
-        cmd = WriteExtents(vd["id"], egroups, tuple(extents), maps, seal)
+        cmd = WriteExtents(vd.id, egroups, tuple(extents), maps, seal, claimed=True)
         result = await self.metadata.propose(cmd)
         if result.ok:
             return None
         if result.code == "egroup_sealed":
-            self._open.pop(vd["container"], None)
+            self._open.pop(vd.container, None)
         return result.code, result.message
 
     # --- extent groups ----------------------------------------------------------------------
@@ -459,6 +458,9 @@ class Gateway:
                 eg = self._open.get(container)
                 if eg is None or set(eg.record.replicas) & excluded:
                     eg = self._new_egroup(container, rf, excluded)
+                if not eg.claimed:
+                    await self.claim(eg.record)
+                    eg.claimed = True
                 try:
                     offsets = await self.append_replicas(eg.record, payloads)
                 except (PeerUnreachable, FabricError) as exc:
@@ -505,6 +507,17 @@ class Gateway:
         replicas = place(egid, candidates, rf, prefer=prefer)
         return NewEgroup(egid, container, tuple(replicas), self.node_id)
 
+    async def claim(self, eg: NewEgroup) -> None:
+        """Claim a new group's files before its first byte (data without metadata is
+        then either committed or collected, never left behind)."""
+        files = tuple(StripMember(eg.egid, node) for node in eg.replicas)
+        await self.claim_files(EgroupIntent(eg.egid, eg.container, files, self.node_id))
+
+    async def claim_files(self, intent: EgroupIntent) -> None:
+        result = await self.metadata.propose(RegisterIntents((intent,)))
+        if not result.ok:
+            raise from_code(result.code, result.message)
+
     async def append_replicas(self, eg: NewEgroup, payloads: list[bytes]) -> list[int]:
         msg = AppendExtents(eg.egid, tuple(payloads))
         replies = await asyncio.gather(
@@ -540,21 +553,23 @@ class Gateway:
                 return await self.storage.delete(msg)
             case StatEgroup():
                 return await self.storage.stat(msg)
+            case ListEgroups():
+                return self.storage.list()
         raise BadRequest(f"not a storage message: {type(msg).__name__}")
 
     # --- read -------------------------------------------------------------------------------
     async def read(
         self, ref: str, offset: int, length: int | None
-    ) -> tuple[dict[str, Any], int, AsyncIterator[bytes]]:
+    ) -> tuple[VdiskRecord, int, AsyncIterator[bytes]]:
         """(vdisk, length, stream of the bytes); range checks happen before streaming."""
         await self.metadata.read_index()
         vd = self.vdisk(ref)
         if length is None:
-            length = max(0, vd["size"] - offset)
+            length = max(0, vd.size - offset)
         self.check_range(vd, offset, length)
         return vd, length, self._stream(vd, offset, length)
 
-    async def _stream(self, vd: dict[str, Any], offset: int, length: int) -> AsyncIterator[bytes]:
+    async def _stream(self, vd: VdiskRecord, offset: int, length: int) -> AsyncIterator[bytes]:
         e = self.extent_bytes
         if length == 0:
             return
@@ -573,35 +588,35 @@ class Gateway:
             for task in pending.values():
                 task.cancel()
 
-    async def _fetch(self, vd: dict[str, Any], index: int) -> bytes | None:
+    async def _fetch(self, vd: VdiskRecord, index: int) -> bytes | None:
         """The raw bytes of extent ``index`` of ``vd`` (None for a hole)."""
-        extent_id = self.metadata.state.value(map_key(vd["id"], index))
+        extent_id = self.metadata.state.map_entry(vd.id, index)
         if not extent_id:
             return None
-        ext = self.metadata.state.value(extent_key(vd["container"], extent_id))
+        ext = self.metadata.state.extent(vd.container, extent_id)
         if ext is None:
-            raise Unavailable(f"extent {extent_id} of {vd['name']} vanished; retry the read")
+            raise Unavailable(f"extent {extent_id} of {vd.name} vanished; retry the read")
         stored = await self.read_stored(ext)
         raw: bytes = await self.offload(
-            codec.decode, stored, ext["compressed"], ext["raw_len"], ext["checksum"]
+            codec.decode, stored, ext.compressed, ext.raw_len, ext.checksum
         )
         return raw
 
-    def _replica_order(self, replicas: list[str]) -> list[str]:
+    def _replica_order(self, replicas: tuple[str, ...]) -> list[str]:
         live = self.metadata.state.up_nodes()
         up = [n for n in replicas if n in live]
         rest = [n for n in replicas if n not in up]
         ordered = sorted(up, key=lambda n: n != self.node_id) + rest
         return ordered
 
-    async def read_stored(self, ext: dict[str, Any]) -> bytes:
-        eg = self.metadata.state.value(egroup_key(ext["egroup"]))
+    async def read_stored(self, ext: ExtentRecord) -> bytes:
+        eg = self.metadata.state.egroup(ext.egroup)
         if eg is None:
-            raise Unavailable(f"extent group {ext['egroup']} is gone; retry the read")
-        msg = ReadExtent(ext["egroup"], ext["offset"], ext["stored_len"])
+            raise Unavailable(f"extent group {ext.egroup} is gone; retry the read")
+        msg = ReadExtent(ext.egroup, ext.offset, ext.stored_len)
         bad: list[str] = []
         errors: list[str] = []
-        for node in self._replica_order(eg["replicas"]):
+        for node in self._replica_order(eg.replicas):
             try:
                 reply = await self.call_storage(node, msg)
             except (PeerUnreachable, FabricError) as exc:
@@ -609,11 +624,11 @@ class Gateway:
                 self.stats.degraded_reads += 1
                 continue
             assert isinstance(reply, ExtentData)
-            if codec.checksum(reply.data) != ext["checksum"]:
+            if codec.checksum(reply.data) != ext.checksum:
                 log.warning(
                     "checksum mismatch for extent at %s:%d on %s",
-                    ext["egroup"],
-                    ext["offset"],
+                    ext.egroup,
+                    ext.offset,
                     node,
                 )
                 errors.append(f"{node}: checksum mismatch")
@@ -624,32 +639,32 @@ class Gateway:
                 self._repairs.add(task)
                 task.add_done_callback(self._repairs.discard)
             return reply.data
-        if eg.get("strip") and self.ec is not None:
+        if eg.strip and self.ec is not None:
             return await self._read_from_strip(eg, ext, errors)
-        raise Unavailable(f"no readable copy of an extent in {ext['egroup']}: " + "; ".join(errors))
+        raise Unavailable(f"no readable copy of an extent in {ext.egroup}: " + "; ".join(errors))
 
     async def _read_from_strip(
-        self, eg: dict[str, Any], ext: dict[str, Any], errors: list[str]
+        self, eg: EgroupRecord, ext: ExtentRecord, errors: list[str]
     ) -> bytes:
         """Degraded read: rebuild the extent from the strip, then mend its one copy."""
         assert self.ec is not None
-        data = await self.ec.read_degraded(eg, ext["offset"], ext["stored_len"])
-        if codec.checksum(data) != ext["checksum"]:
+        data = await self.ec.read_degraded(eg, ext.offset, ext.stored_len)
+        if codec.checksum(data) != ext.checksum:
             raise Unavailable(
-                f"extent in {ext['egroup']} unreadable and not rebuildable: " + "; ".join(errors)
+                f"extent in {ext.egroup} unreadable and not rebuildable: " + "; ".join(errors)
             )
-        if eg["replicas"][0] in self.metadata.state.up_nodes():
-            task = asyncio.ensure_future(self._repair(eg["replicas"][0], ext, data))
+        if eg.replicas[0] in self.metadata.state.up_nodes():
+            task = asyncio.ensure_future(self._repair(eg.replicas[0], ext, data))
             self._repairs.add(task)
             task.add_done_callback(self._repairs.discard)
         return data
 
-    async def _repair(self, node: str, ext: dict[str, Any], stored: bytes) -> None:
+    async def _repair(self, node: str, ext: ExtentRecord, stored: bytes) -> None:
         try:
-            await self.call_storage(node, RepairExtent(ext["egroup"], ext["offset"], stored))
+            await self.call_storage(node, RepairExtent(ext.egroup, ext.offset, stored))
             self.stats.repairs += 1
         except (PeerUnreachable, FabricError) as exc:
-            log.warning("could not repair %s on %s: %s", ext["egroup"], node, exc)
+            log.warning("could not repair %s on %s: %s", ext.egroup, node, exc)
 
 
 def _classify(planned: list[Planned], policy: ContainerPolicy) -> None:

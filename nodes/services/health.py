@@ -98,9 +98,9 @@ class HealthService:
         now = self.clock.now()
         for node_id, record in self.metadata.state.nodes().items():
             state, reason = self.desired_state(node_id, now)
-            if state == record.get("state"):
+            if state == record.state:
                 continue
-            log.info("node %s: %s -> %s (%s)", node_id, record.get("state"), state, reason)
+            log.info("node %s: %s -> %s (%s)", node_id, record.state, state, reason)
             try:
                 await self.metadata.propose(SetNodeState(node_id, state, self.clock.wall(), reason))
             except FabricError as exc:

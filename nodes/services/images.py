@@ -27,6 +27,7 @@ import logging
 import os
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -44,17 +45,20 @@ from fabric.errors import (
 from fabric.extents.policy import ContainerPolicy, check_name
 from fabric.images.base import ImageError, ImageReader, ReaderLimits, Run, Spill
 from fabric.images.detect import HEAD_BYTES, sniff
-from fabric.metadata.commands import Batch, Delete, Put
-from fabric.metadata.datapath import ResizeVdisk, container_key
+from fabric.metadata.commands import (
+    CreateImage,
+    DeleteImage,
+    ResizeVdisk,
+    UpdateImage,
+    UpdateTask,
+)
+from fabric.metadata.records import Checksum, ImageRecord, TaskRecord, to_json
 from fabric.ports import Clock
 from nodes.services.gateway import Gateway
 from nodes.services.metadata import MetadataService
 
 log = logging.getLogger(__name__)
 
-IMAGE = "image/"
-IMAGE_NAME = "image-name/"
-TASK = "task/"
 DEFAULT_CONTAINER = "images"
 FLUSH_EXTENTS = 8
 """Extent buffers an ingest holds before writing them out (one gateway batch)."""
@@ -207,14 +211,11 @@ class ImageService:
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- catalog ----------------------------------------------------------------------------
-    def image(self, ref: str) -> dict[str, Any]:
-        record = self.metadata.state.value(IMAGE + ref)
-        if record is None:
-            image_id = self.metadata.state.value(IMAGE_NAME + ref)
-            record = self.metadata.state.value(IMAGE + image_id) if image_id else None
+    def image(self, ref: str) -> ImageRecord:
+        record = self.metadata.state.image_by_ref(ref)
         if record is None:
             raise NotFound(f"no image {ref!r}")
-        return dict(record)
+        return record
 
     async def get(self, ref: str) -> dict[str, Any]:
         await self.metadata.read_index()
@@ -222,24 +223,37 @@ class ImageService:
 
     async def catalog(self) -> list[dict[str, Any]]:
         await self.metadata.read_index()
-        return [public(item.value) for _, item in self.metadata.state.scan(IMAGE)]
+        return [public(image) for image in self.metadata.state.images()]
 
     async def task(self, task_id: str) -> dict[str, Any]:
         await self.metadata.read_index()
-        record = self.metadata.state.value(TASK + task_id)
+        record = self.metadata.state.task(task_id)
         if record is None:
             raise NotFound(f"no task {task_id!r}")
-        return dict(record)
+        return to_json(record)
 
-    async def _update(self, key: str, **fields: Any) -> dict[str, Any]:
-        current = self.metadata.state.get(key)
+    async def update_image(
+        self, image_id: str, expect: str = "PENDING", **fields: Any
+    ) -> ImageRecord:
+        """Compare-and-set: change the image if it is still in state ``expect``."""
+        current = self.metadata.state.image(image_id)
         if current is None:
-            raise NotFound(f"{key} is gone")
-        record = {**current.value, **fields}
-        result = await self.metadata.propose(Put(key, record))
+            raise NotFound(f"image {image_id} is gone")
+        record = replace(current, **fields)
+        result = await self.metadata.propose(UpdateImage(record, expect))
         if not result.ok:
             raise from_code(result.code, result.message)
-        return dict(record)
+        return record
+
+    async def update_task(self, task_id: str, **fields: Any) -> TaskRecord:
+        current = self.metadata.state.task(task_id)
+        if current is None:
+            raise NotFound(f"task {task_id} is gone")
+        record = replace(current, **fields)
+        result = await self.metadata.propose(UpdateTask(record, "RUNNING"))
+        if not result.ok:
+            raise from_code(result.code, result.message)
+        return record
 
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
         name = check_name("image", body.get("name"))
@@ -253,62 +267,38 @@ class ImageService:
         checksum = parse_checksum(body.get("checksum"))
         await self.metadata.read_index()
         container = body.get("container") or await self._default_container()
-        if (
-            not isinstance(container, str)
-            or self.metadata.state.value(container_key(container)) is None
-        ):
+        if not isinstance(container, str) or self.metadata.state.container(container) is None:
             raise NotFound(f"no container {container!r}")
         image_id = f"img-{self.rng.getrandbits(64):016x}"
-        record = {
-            "id": image_id,
-            "name": name,
-            "container": container,
-            "state": "PENDING",
-            "image_type": image_type,
-            "source_format": None,
-            "virtual_size": None,
-            "source_bytes": 0,
-            "stored_bytes": 0,
-            "source_sha256": None,
-            "error": None,
-            "source_url": url,
-            "checksum": checksum,
-            "created": self.clock.wall(),
-            "vdisk_id": None,
-            "node": None,
-            "task_id": None,
-        }
-        ops: list[Put | Delete] = [Put(IMAGE_NAME + name, image_id, expect_version=0)]
+        task: TaskRecord | None = None
         if url is not None:
-            task_id = f"task-{self.rng.getrandbits(64):016x}"
-            record.update(task_id=task_id, node=self.node_id)
-            ops.append(
-                Put(
-                    TASK + task_id,
-                    {
-                        "id": task_id,
-                        "kind": "image_import",
-                        "image_id": image_id,
-                        "state": "RUNNING",
-                        "progress": 0.0,
-                        "bytes_done": 0,
-                        "bytes_expected": None,
-                        "error": None,
-                        "node": self.node_id,
-                    },
-                )
+            task = TaskRecord(
+                id=f"task-{self.rng.getrandbits(64):016x}",
+                kind="image_import",
+                image_id=image_id,
+                state="RUNNING",
+                node=self.node_id,
             )
-        ops.append(Put(IMAGE + image_id, record, expect_version=0))
-        result = await self.metadata.propose(Batch(tuple(ops)))
+        record = ImageRecord(
+            id=image_id,
+            name=name,
+            container=container,
+            state="PENDING",
+            image_type=image_type,
+            created=self.clock.wall(),
+            source_url=url,
+            checksum=checksum,
+            node=self.node_id if task else None,
+            task_id=task.id if task else None,
+        )
+        result = await self.metadata.propose(CreateImage(record, task))
         if not result.ok:
-            if result.code == "conflict":
-                raise Conflict(f"an image named {name!r} already exists")
             raise from_code(result.code, result.message)
         if url is not None:
             self._busy.add(image_id)  # holds its slot until the import ends
-            task = asyncio.ensure_future(self._import(image_id))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            job = asyncio.ensure_future(self._import(image_id))
+            self._tasks.add(job)
+            job.add_done_callback(self._tasks.discard)
         return public(record)
 
     def _check_capacity(self) -> None:
@@ -319,7 +309,7 @@ class ImageService:
             )
 
     async def _default_container(self) -> str:
-        if self.metadata.state.value(container_key(DEFAULT_CONTAINER)) is None:
+        if self.metadata.state.container(DEFAULT_CONTAINER) is None:
             domains = len(set(self.gateway.fault_domains().values()))
             policy = ContainerPolicy(rf=min(2, domains), dedup=True, compression="zstd")
             try:
@@ -331,12 +321,11 @@ class ImageService:
     async def delete(self, ref: str) -> None:
         await self.metadata.read_index()
         image = self.image(ref)
-        if image["id"] in self._busy:
-            raise Conflict(f"image {image['name']!r} is being written; wait for it to end")
-        if image.get("vdisk_id"):
-            await self._drop_vdisk(image["vdisk_id"])
-        ops: list[Put | Delete] = [Delete(IMAGE + image["id"]), Delete(IMAGE_NAME + image["name"])]
-        result = await self.metadata.propose(Batch(tuple(ops)))
+        if image.id in self._busy:
+            raise Conflict(f"image {image.name!r} is being written; wait for it to end")
+        if image.vdisk_id:
+            await self._drop_vdisk(image.vdisk_id)
+        result = await self.metadata.propose(DeleteImage(image.id))
         if not result.ok:
             raise from_code(result.code, result.message)
 
@@ -350,21 +339,21 @@ class ImageService:
     async def upload(self, ref: str, chunks: AsyncIterator[bytes]) -> dict[str, Any]:
         await self.metadata.read_index()
         image = self.image(ref)
-        if image["state"] != "PENDING" or image.get("source_url") or image.get("vdisk_id"):
-            raise Conflict(f"image {image['name']!r} is {image['state']}; upload into a new image")
-        if image["id"] in self._busy:
-            raise Conflict(f"image {image['name']!r} is already being uploaded")
+        if image.state != "PENDING" or image.source_url or image.vdisk_id:
+            raise Conflict(f"image {image.name!r} is {image.state}; upload into a new image")
+        if image.id in self._busy:
+            raise Conflict(f"image {image.name!r} is already being uploaded")
         self._check_capacity()
-        image = await self._update(IMAGE + image["id"], node=self.node_id)
+        image = await self.update_image(image.id, node=self.node_id)
         return await self._ingest(image, chunks, None)
 
     async def _ingest(
         self,
-        image: dict[str, Any],
+        image: ImageRecord,
         chunks: AsyncIterator[bytes],
         progress: Callable[[int], Any] | None,
     ) -> dict[str, Any]:
-        self._busy.add(image["id"])
+        self._busy.add(image.id)
         spill = self.spill_factory()
         ingest = Ingest(self, image, spill)
         try:
@@ -384,7 +373,7 @@ class ImageService:
             await asyncio.shield(ingest.fail(reason))
             raise
         finally:
-            self._busy.discard(image["id"])
+            self._busy.discard(image.id)
             close = getattr(spill, "close", None)
             if close:
                 close()
@@ -399,7 +388,8 @@ class ImageService:
 
     async def _run_import(self, image_id: str) -> None:
         image = self.image(image_id)
-        task_key = TASK + image["task_id"]
+        assert image.task_id is not None and image.source_url is not None
+        task_id = image.task_id
         last = [self.clock.now()]
 
         async def progress(done: int, expected: int | None = None) -> None:
@@ -412,49 +402,58 @@ class ImageService:
                     bytes_expected=expected, progress=round(min(done / expected, 0.999), 4)
                 )
             try:
-                await self._update(task_key, **fields)
+                await self.update_task(task_id, **fields)
             except FabricError as exc:
-                log.info("progress of %s not recorded: %s", task_key, exc)
+                log.info("progress of %s not recorded: %s", task_id, exc)
 
-        source = UrlSource(image["source_url"], progress)
+        source = UrlSource(image.source_url, progress)
         try:
             done = await self._ingest(image, source.chunks(), None)
         except (FabricError, ImportFailed) as exc:
             message = exc.message if isinstance(exc, FabricError) else str(exc)
-            await self._finish_task(task_key, "FAILED", error=message)
+            await self._finish_task(task_id, "FAILED", error=message)
             return
         except Exception as exc:
             log.exception("import of %s failed", image_id)
-            await self._finish_task(task_key, "FAILED", error=str(exc))
+            await self._finish_task(task_id, "FAILED", error=str(exc))
             return
         await self._finish_task(
-            task_key, "SUCCEEDED", progress=1.0, bytes_done=done["source_bytes"]
+            task_id,
+            "SUCCEEDED",
+            progress=1.0,
+            bytes_done=done["source_bytes"],
+            bytes_expected=done["source_bytes"],
         )
 
-    async def _finish_task(self, key: str, state: str, **fields: Any) -> None:
+    async def _finish_task(self, task_id: str, state: str, **fields: Any) -> None:
         try:
-            await self._update(key, state=state, **fields)
+            await self.update_task(task_id, state=state, **fields)
         except FabricError as exc:
-            log.warning("could not record the end of %s: %s", key, exc)
+            log.warning("could not record the end of task %s: %s", task_id, exc)
 
     # --- the leader cleans up after dead nodes ----------------------------------------------
     async def fail_orphans(self) -> None:
-        """PENDING images and RUNNING tasks owned by a DOWN node are failed cleanly."""
-        nodes = self.metadata.state.nodes()
-        for _, item in list(self.metadata.state.scan(IMAGE)):
-            image = item.value
-            owner = image.get("node")
-            if image["state"] != "PENDING" or not owner:
+        """PENDING images and RUNNING tasks owned by a DOWN node are failed cleanly.
+
+        The ERROR is committed first, as a compare-and-set from PENDING: if the owner made
+        the image ACTIVE meanwhile, the sweep is refused and leaves it (and its vdisk)
+        alone; only a sweep that won deletes the vdisk.
+        """
+        state = self.metadata.state
+        nodes = state.nodes()
+        for image in [state.image(i) for i in sorted(state.idx.pending_images)]:
+            if image is None or image.state != "PENDING" or not image.node:
                 continue
-            if nodes.get(owner, {}).get("state") != "DOWN":
+            owner = nodes.get(image.node)
+            if owner is None or owner.state != "DOWN":
                 continue
-            await Ingest(self, dict(image), None).fail(
-                f"node {owner} serving the {'import' if image.get('source_url') else 'upload'}"
-                " went down; upload or import it again"
+            what = "import" if image.source_url else "upload"
+            await Ingest(self, image, None).fail(
+                f"node {image.node} serving the {what} went down; upload or import it again"
             )
-            if image.get("task_id"):
+            if image.task_id:
                 await self._finish_task(
-                    TASK + image["task_id"], "FAILED", error=f"node {owner} went down"
+                    image.task_id, "FAILED", error=f"node {image.node} went down"
                 )
 
 
@@ -481,22 +480,22 @@ class ImportFailed(Exception):
 class Ingest:
     """One image's pass from source bytes to an ACTIVE (or ERROR) image."""
 
-    def __init__(self, svc: ImageService, image: dict[str, Any], spill: Spill | None) -> None:
+    def __init__(self, svc: ImageService, image: ImageRecord, spill: Spill | None) -> None:
         self.svc = svc
         self.image = image
         self.spill = spill
-        self.vdisk_id: str | None = image.get("vdisk_id")
+        self.vdisk_id: str | None = image.vdisk_id
         self.writer: ExtentWriter | None = None
 
     async def run(
         self, chunks: AsyncIterator[bytes], progress: Callable[[int], Any] | None
-    ) -> dict[str, Any]:
+    ) -> ImageRecord:
         svc = self.svc
         assert self.spill is not None
-        checksum = self.image.get("checksum")
+        checksum = self.image.checksum
         hashes = {"sha256": hashlib.sha256()}
-        if checksum and checksum["type"] != "sha256":
-            hashes[checksum["type"]] = hashlib.new(checksum["type"])
+        if checksum and checksum.type != "sha256":
+            hashes[checksum.type] = hashlib.new(checksum.type)
         head = bytearray()
         reader: ImageReader | None = None
         writer: ExtentWriter | None = None
@@ -533,22 +532,23 @@ class Ingest:
             if not result.ok:
                 raise from_code(result.code, result.message)
         digest = hashes["sha256"].hexdigest()
-        if checksum and hashes[checksum["type"]].hexdigest() != checksum["value"]:
+        if checksum and hashes[checksum.type].hexdigest() != checksum.value:
             raise ChecksumMismatch(
-                f"{checksum['type']} of the source is {hashes[checksum['type']].hexdigest()}, "
-                f"expected {checksum['value']}"
+                f"{checksum.type} of the source is {hashes[checksum.type].hexdigest()}, "
+                f"expected {checksum.value}"
             )
         vd = svc.gateway.vdisk(writer.vdisk_id)
-        image_type = "ISO" if reader.format == "iso" else self.image["image_type"]
-        return await svc._update(
-            IMAGE + self.image["id"],
+        image_type = "ISO" if reader.format == "iso" else self.image.image_type
+        return await svc.update_image(
+            self.image.id,
             state="ACTIVE",
             source_format=reader.format,
             virtual_size=size,
             source_bytes=source_bytes,
             source_sha256=digest,
-            stored_bytes=vd.get("logical_bytes", 0),
+            stored_bytes=vd.logical_bytes,
             image_type=image_type,
+            vdisk_id=writer.vdisk_id,
             node=None,
         )
 
@@ -558,11 +558,11 @@ class Ingest:
         # as the limit allows (thin: it costs nothing) and is resized when it is known.
         vsize = size if size is not None else svc.limits.max_virtual_bytes
         vd = await svc.gateway.create_vdisk(
-            f"image-{self.image['id']}", self.image["container"], max(1, vsize)
+            f"image-{self.image.id}", self.image.container, max(1, vsize)
         )
-        self.vdisk_id = vd["id"]
-        await svc._update(IMAGE + self.image["id"], vdisk_id=vd["id"])
-        return ExtentWriter(svc.gateway, vd["id"], max(1, vsize))
+        self.vdisk_id = vd.id
+        await svc.update_image(self.image.id, vdisk_id=vd.id)
+        return ExtentWriter(svc.gateway, vd.id, max(1, vsize))
 
     async def _feed(
         self, reader: ImageReader, runs: Iterator[Run], writer: ExtentWriter | None
@@ -580,18 +580,27 @@ class Ingest:
                 return writer
 
     async def fail(self, reason: str) -> None:
+        """Turn the image ERROR (compare-and-set from PENDING), then drop what it wrote.
+
+        If the image turned ACTIVE meanwhile (this is the leader's sweep and the owner
+        finished first) it is left alone, vdisk and all.
+        """
         svc = self.svc
         if self.writer is not None:
             self.writer.cancel()
-        log.warning("image %s: %s", self.image.get("name"), reason)
-        if self.vdisk_id:
-            await svc._drop_vdisk(self.vdisk_id)
+        log.warning("image %s: %s", self.image.name, reason)
         try:
-            await svc._update(
-                IMAGE + self.image["id"], state="ERROR", error=reason, vdisk_id=None, node=None
+            await svc.update_image(
+                self.image.id, state="ERROR", error=reason, vdisk_id=None, node=None
             )
         except FabricError as exc:
-            log.warning("could not mark image %s ERROR: %s", self.image.get("id"), exc)
+            log.warning("could not mark image %s ERROR: %s", self.image.id, exc)
+        current = svc.metadata.state.image(self.image.id)
+        if current is not None and current.state == "ACTIVE":
+            return
+        for vdisk_id in {self.vdisk_id, self.image.vdisk_id} - {None}:
+            assert vdisk_id is not None
+            await svc._drop_vdisk(vdisk_id)
 
 
 class UrlSource:
@@ -671,7 +680,7 @@ def check_url(url: Any) -> str:
     return url
 
 
-def parse_checksum(raw: Any) -> dict[str, str] | None:
+def parse_checksum(raw: Any) -> Checksum | None:
     if raw is None:
         return None
     if isinstance(raw, str) and ":" in raw:
@@ -683,7 +692,7 @@ def parse_checksum(raw: Any) -> dict[str, str] | None:
     want = 64 if raw["type"] == "sha256" else 40
     if len(value) != want or any(c not in "0123456789abcdef" for c in value):
         raise BadRequest(f"checksum value must be {want} hex digits")
-    return {"type": raw["type"], "value": value}
+    return Checksum(raw["type"], value)
 
 
 _PUBLIC = (
@@ -705,5 +714,6 @@ _PUBLIC = (
 )
 
 
-def public(image: dict[str, Any]) -> dict[str, Any]:
-    return {k: image.get(k) for k in _PUBLIC}
+def public(image: ImageRecord) -> dict[str, Any]:
+    record = to_json(image)
+    return {k: record[k] for k in _PUBLIC}

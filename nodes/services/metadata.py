@@ -54,11 +54,12 @@ from fabric.consensus.wal import (
     encode_hard_state,
     encode_snapshot,
 )
-from fabric.errors import FabricError, Timeout, Unavailable
+from fabric.errors import BadRequest, FabricError, Timeout, Unavailable
+from fabric.metadata import validate
 from fabric.metadata.commands import Command
 from fabric.metadata.state import MetadataState, Result
 from fabric.ports import Clock, Disk, PeerUnreachable, Transport
-from fabric.wire.codec import decode, encode
+from fabric.wire.codec import WireError, decode, encode
 from fabric.wire.messages import ProposeReply, ProposeRequest, ReadIndexReply, ReadIndexRequest
 
 log = logging.getLogger(__name__)
@@ -175,6 +176,9 @@ class MetadataService:
 
     async def propose(self, command: Command) -> Result:
         """Commit ``command`` through the leader; return what applying it produced."""
+        problem = validate.problem(command)
+        if problem is not None:
+            raise BadRequest(problem)
         data = encode(command)
         if len(data) > limits.MAX_COMMAND_BYTES:
             raise FabricError(f"metadata command of {len(data)} bytes is too large")
@@ -219,6 +223,13 @@ class MetadataService:
         """A follower forwarded a proposal: commit it here if we lead."""
         if not self.is_leader:
             raise Unavailable(f"{self.node_id} is not the leader")
+        # A peer's bytes: checked before they reach the log (apply checks them again).
+        try:
+            problem = validate.problem(decode(request.command))
+        except WireError as exc:
+            problem = f"undecodable command: {exc}"
+        if problem is not None:
+            raise BadRequest(problem)
         try:
             result = await self._propose_local(request.command)
         except NotLeader as exc:
@@ -335,11 +346,12 @@ class MetadataService:
             self.state.skip(entry.index)
             result = Result(ok=True)
         else:
-            command = decode(entry.data)
-            result = self.state.apply(entry.index, command)
+            # Total: an entry that does not decode or is malformed comes back refused.
+            command, result = self.state.apply_entry(entry.index, entry.data)
             self.commits += 1
-            for hook in self._apply_hooks:
-                hook(entry.index, command, result)
+            if command is not None:
+                for hook in self._apply_hooks:
+                    hook(entry.index, command, result)
         waiting = self._proposals.get(entry.index)
         if waiting is not None:
             term, future = waiting

@@ -1,34 +1,53 @@
-"""The leader's background scanner: seal idle extent groups, collect empty ones, compact.
+"""The leader's background scanner: a list of jobs, each with its own budget per pass.
 
 Theory of operation
 -------------------
-Every ``SCAN_EVERY_S`` the metadata leader walks the extent groups:
+Every ``SCAN_EVERY_S`` the metadata leader runs its jobs in order. Each reads the state
+machine's indexes (``fabric.metadata.indexes``), so a pass costs the work it finds,
+not the number of groups stored:
 
-* an open group whose record has not changed for ``EGROUP_IDLE_S`` is sealed (its
-  writer went quiet or died; the next write there is refused and goes to a new group);
-* a sealed group with no live extent has its replica files deleted, then is dropped
-  from metadata (a replica on a DOWN node keeps its file until that node comes back and
-  sweeps it: ``sweep_orphans``);
-* a sealed group more dead than live (overwritten and deleted extents) is compacted: its
-  live extents are copied into a new group on healthy domains and moved there by one
-  ``RelocateExtents`` (a move applies only if the extent still lives where it was read),
-  after which the old group is empty and collected on the next pass.
+* **seal**: an open group whose record has not changed for ``EGROUP_IDLE_S`` is sealed
+  (its writer went quiet or died; the next write there is refused and goes elsewhere);
+* **collect**: a sealed group with no live extent has its replica files deleted, then
+  is dropped from metadata (a replica on a DOWN node keeps its file until that node
+  comes back and sweeps it: ``sweep_orphans``);
+* **compact**: a sealed group more dead than live has its live extents copied into a
+  new group (claimed first, like any new group) and moved there by one
+  ``RelocateExtents``; the old group is then empty and collected on a later pass;
+* **intents**: a claim on files (``EgroupIntent``) still open after ``INTENT_TIMEOUT_S``
+  belongs to a writer that died between its appends and its commit: its files are
+  deleted and the claim dropped (leaving a tombstone, so a late commit is refused);
+* **files**: every ``FILE_SWEEP_EVERY_S`` each UP node lists its group files; a file
+  that is tombstoned, a surplus copy, or unknown to the metadata for a grace period is
+  deleted; tombstones no disk can hold any more are pruned;
+* then erasure coding (``EcService.scan``) and the image catalog's orphans.
 
-Only the leader scans, so two scanners never race; a new leader starts over from the
-replicated metadata.
+So after a pass with every node UP, the bytes on the disks are exactly what the
+metadata references or claims. Only the leader scans, so two scanners never race; a
+new leader starts over from the replicated metadata.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from fabric import limits
 from fabric.errors import FabricError
-from fabric.metadata.datapath import DropEgroup, Move, RelocateExtents, SealEgroups
+from fabric.metadata import keys
+from fabric.metadata.commands import (
+    DropEgroup,
+    DropIntent,
+    Move,
+    PruneTombstones,
+    RelocateExtents,
+    SealEgroups,
+)
+from fabric.metadata.records import EgroupIntent, EgroupRecord
+from fabric.metadata.state import MetadataState
 from fabric.ports import Clock, DiskFault, PeerUnreachable
-from fabric.wire.messages import DeleteEgroupFiles
+from fabric.wire.messages import DeleteEgroupFiles, EgroupList, ListEgroups
 from nodes.services.ec import EcService
 from nodes.services.gateway import Gateway
 from nodes.services.images import ImageService
@@ -41,6 +60,16 @@ log = logging.getLogger(__name__)
 SCAN_EVERY_S = 1.0
 EGROUP_IDLE_S = 5.0
 COMPACT_MIN_DEAD_BYTES = 1 * limits.MiB
+COLLECT_PER_PASS = 64
+COMPACT_PER_PASS = 4
+INTENTS_PER_PASS = 64
+INTENT_TIMEOUT_S = 60.0
+"""A claim older than this belongs to a writer that died or gave up (a write batch
+takes seconds; its replica calls time out after ``REPLICA_TIMEOUT_S``)."""
+FILE_SWEEP_EVERY_S = 30.0
+UNKNOWN_FILE_GRACE_S = 60.0
+"""A file no record or claim knows is deleted only after it stayed unknown this long."""
+PRUNE_PER_PASS = 1024
 
 
 @dataclass
@@ -50,111 +79,245 @@ class ScanStats:
     compacted: int = 0
     extents_moved: int = 0
     bytes_reclaimed: int = 0
+    intents_expired: int = 0
+    files_swept: int = 0
+    tombstones_pruned: int = 0
 
 
 class Scanner:
     def __init__(
-        self, node_id: str, clock: Clock, metadata: MetadataService, gateway: Gateway
+        self,
+        node_id: str,
+        clock: Clock,
+        metadata: MetadataService,
+        gateway: Gateway,
+        ec: EcService,
+        images: ImageService,
     ) -> None:
         self.node_id = node_id
         self.clock = clock
         self.metadata = metadata
         self.gateway = gateway
+        self.ec = ec
+        self.images = images
         self.stats = ScanStats()
-        self.ec: EcService | None = None
-        self.images: ImageService | None = None
-        self._quiet = QuietClock()
-        """egid -> (record version, when first seen at that version)."""
+        self._idle = QuietClock()
+        """Open groups: how long each record has stayed at its version."""
+        self._claims = QuietClock()
+        """Intents: how long each has stayed open."""
+        self._unknown: dict[tuple[str, str], float] = {}
+        """(node, egid) of files no record knows -> when first seen so."""
+        self._last_sweep = float("-inf")
+        self.jobs: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("seal", self._seal_idle),
+            ("collect", self._collect_empty),
+            ("compact", self._compact_dead),
+            ("intents", self._expire_intents),
+            ("files", self._sweep_files),
+            ("ec", self.ec.scan),
+            ("images", self.images.fail_orphans),
+        ]
+
+    @property
+    def state(self) -> MetadataState:
+        return self.metadata.state
 
     async def run_forever(self) -> None:
         while True:
             await self.clock.sleep(SCAN_EVERY_S)
             if not self.metadata.is_leader:
-                self._quiet.clear()
+                self._idle.clear()
+                self._claims.clear()
+                self._unknown.clear()
                 continue
+            await self.scan_once()
+
+    async def scan_once(self) -> None:
+        for name, job in self.jobs:
             try:
-                await self.scan_once()
+                await job()
             except (FabricError, PeerUnreachable, DiskFault) as exc:
                 # An operating fault (a node died mid-compaction, say): the next pass
                 # starts over from the metadata. A bug still propagates and is logged.
-                log.warning("scan interrupted: %s", exc)
+                log.warning("scanner job %s interrupted: %s", name, exc)
 
-    async def scan_once(self) -> None:
+    # --- seal -------------------------------------------------------------------------------
+    async def _seal_idle(self) -> None:
         now = self.clock.now()
-        idle: list[str] = []
-        groups = list(self.metadata.state.scan("egroup/"))
-        self._quiet.keep_only(item.value["egid"] for _, item in groups if not item.value["sealed"])
-        for _, item in groups:
-            eg = item.value
-            if eg.get("parity"):
-                continue  # parity lives and dies with its strip
-            if not eg["sealed"]:
-                if self._quiet.quiet_for(eg["egid"], item.version, now) >= EGROUP_IDLE_S:
-                    idle.append(eg["egid"])
-            elif eg["extents"] == 0 and not eg.get("strip"):
-                await self._collect(eg)
-            elif eg["dead_bytes"] > eg["live_bytes"] and eg["dead_bytes"] >= COMPACT_MIN_DEAD_BYTES:
-                await self._compact(eg)
+        open_groups = sorted(self.state.idx.open_egroups)
+        self._idle.keep_only(open_groups)
+        idle = [
+            egid
+            for egid in open_groups
+            if self._idle.quiet_for(egid, self.state.version(keys.egroup_key(egid)), now)
+            >= EGROUP_IDLE_S
+        ]
         if idle:
             result = await self.metadata.propose(SealEgroups(tuple(idle)))
             if result.ok:
                 self.stats.sealed += len(idle)
-        if self.ec is not None:
-            await self.ec.scan()
-        if self.images is not None:
-            await self.images.fail_orphans()
 
-    async def _collect(self, eg: dict[str, Any]) -> None:
-        nodes = self.metadata.state.nodes()
-        for node in eg["replicas"]:
-            try:
-                await self.gateway.call_storage(node, DeleteEgroupFiles(eg["egid"]))
-            except (PeerUnreachable, FabricError) as exc:
-                if nodes.get(node, {}).get("state") != "DOWN":
-                    log.info("collect %s later: %s", eg["egid"], exc)
-                    return  # try again next pass, once the replica answers
-        result = await self.metadata.propose(DropEgroup(eg["egid"]))
+    # --- collect ----------------------------------------------------------------------------
+    async def _collect_empty(self) -> None:
+        for eg in self.state.egroups(self.state.idx.collectable)[:COLLECT_PER_PASS]:
+            await self._collect(eg)
+
+    async def _collect(self, eg: EgroupRecord) -> None:
+        if not await self._delete_files(eg.egid, eg.replicas):
+            return  # try again next pass, once the replica answers
+        result = await self.metadata.propose(DropEgroup(eg.egid))
         if result.ok:
             self.stats.dropped += 1
-            self.stats.bytes_reclaimed += (eg["live_bytes"] + eg["dead_bytes"]) * len(
-                eg["replicas"]
-            )
-            log.info("collected extent group %s", eg["egid"])
+            self.stats.bytes_reclaimed += eg.size * len(eg.replicas)
+            log.info("collected extent group %s", eg.egid)
 
-    async def _compact(self, eg: dict[str, Any]) -> None:
-        container = eg["container"]
-        live = self.metadata.state.extents_in(container, eg["egid"])
+    async def _delete_files(self, egid: str, nodes: tuple[str, ...]) -> bool:
+        """Delete ``egid``'s file on each node; False if a node that is not DOWN missed it
+        (a DOWN node deletes its copy itself when it comes back)."""
+        records = self.state.nodes()
+        for node in nodes:
+            try:
+                await self.gateway.call_storage(node, DeleteEgroupFiles(egid))
+            except (PeerUnreachable, FabricError) as exc:
+                known = records.get(node)
+                if known is None or known.state != "DOWN":
+                    log.info("delete of %s on %s later: %s", egid, node, exc)
+                    return False
+        return True
+
+    # --- compact ----------------------------------------------------------------------------
+    async def _compact_dead(self) -> None:
+        groups = [
+            eg
+            for eg in self.state.egroups(self.state.idx.compactable)
+            if eg.dead_bytes >= COMPACT_MIN_DEAD_BYTES and eg.extents
+        ]
+        for eg in groups[:COMPACT_PER_PASS]:
+            await self._compact(eg)
+
+    async def _compact(self, eg: EgroupRecord) -> None:
+        live = self.state.extents_in(eg.egid)
         if not live:
             return
         payloads = [await self.gateway.read_stored(ext) for _, ext in live]
-        rf = self.gateway.policy(container).rf  # an EC'd group has one copy; its data gets rf
-        target = self.gateway.place_egroup(container, rf, set())
+        rf = self.gateway.policy(eg.container).rf  # an EC'd group has one copy; its data gets rf
+        target = self.gateway.place_egroup(eg.container, rf, set())
+        await self.gateway.claim(target)
         offsets = await self.gateway.append_replicas(target, payloads)
         moves = tuple(
-            Move(container, extent_id, eg["egid"], off, len(data))
+            Move(eg.container, extent_id, eg.egid, off, len(data))
             for (extent_id, _), off, data in zip(live, offsets, payloads, strict=True)
         )
-        result = await self.metadata.propose(RelocateExtents(target, moves))
+        result = await self.metadata.propose(RelocateExtents(target, moves, claimed=True))
         if result.ok:
             self.stats.compacted += 1
             self.stats.extents_moved += int(result.value)
-            log.info("compacted %s into %s (%d extents)", eg["egid"], target.egid, result.value)
+            log.info("compacted %s into %s (%d extents)", eg.egid, target.egid, result.value)
+
+    # --- intents ----------------------------------------------------------------------------
+    async def _expire_intents(self) -> None:
+        now = self.clock.now()
+        intents = list(self.state.scan(keys.EGROUP_INTENT))
+        self._claims.keep_only(key for key, _ in intents)
+        expired = [
+            item.value
+            for key, item in intents
+            if self._claims.quiet_for(key, item.version, now) >= INTENT_TIMEOUT_S
+        ]
+        for intent in expired[:INTENTS_PER_PASS]:
+            await self._expire(intent)
+
+    async def _expire(self, intent: EgroupIntent) -> None:
+        for f in intent.files:
+            eg = self.state.egroup(f.egid)
+            if eg is not None and f.node in eg.replicas:
+                continue  # the file made it into the metadata: it is data now
+            if not await self._delete_files(f.egid, (f.node,)):
+                return
+        result = await self.metadata.propose(DropIntent(intent.id))
+        if result.ok:
+            self.stats.intents_expired += 1
+            log.info("claim %s of %s expired; its files are deleted", intent.id, intent.owner)
+
+    # --- files ------------------------------------------------------------------------------
+    async def _sweep_files(self) -> None:
+        now = self.clock.now()
+        if now - self._last_sweep < FILE_SWEEP_EVERY_S:
+            return
+        self._last_sweep = now
+        await self.metadata.read_index()
+        listed: dict[str, tuple[str, ...]] = {}
+        for node in sorted(self.state.up_nodes()):
+            try:
+                reply = await self.gateway.call_storage(node, ListEgroups())
+            except (PeerUnreachable, FabricError) as exc:
+                log.info("file sweep skips %s: %s", node, exc)
+                continue
+            assert isinstance(reply, EgroupList)
+            listed[node] = reply.egids
+        seen_unknown: set[tuple[str, str]] = set()
+        held: set[str] = set()
+        for node, egids in listed.items():
+            for egid in egids:
+                verdict = self._file_verdict(node, egid)
+                if verdict == "keep":
+                    held.add(egid)
+                    continue
+                if verdict == "unknown":
+                    seen_unknown.add((node, egid))
+                    first = self._unknown.setdefault((node, egid), now)
+                    if now - first < UNKNOWN_FILE_GRACE_S:
+                        held.add(egid)
+                        continue
+                if await self._delete_files(egid, (node,)):
+                    self.stats.files_swept += 1
+                else:
+                    held.add(egid)
+        self._unknown = {k: v for k, v in self._unknown.items() if k in seen_unknown}
+        everyone = {n.id for n in self.gateway.config.nodes}
+        if set(listed) == everyone:
+            await self._prune_tombstones(held)
+
+    def _file_verdict(self, node: str, egid: str) -> str:
+        """"keep", "garbage" or "unknown" for ``node``'s file of ``egid``."""
+        if self.state.idx.intents_on.get((egid, node)):
+            return "keep"  # claimed: a writer is at work (or its claim will expire)
+        if self.state.get(keys.dropped_key(egid)) is not None:
+            return "garbage"
+        eg = self.state.egroup(egid)
+        if eg is None:
+            return "unknown"
+        if node in eg.replicas:
+            return "keep"
+        # A surplus copy (EC kept another, a member moved) once the group is sealed.
+        return "garbage" if eg.sealed else "keep"
+
+    async def _prune_tombstones(self, held: set[str]) -> None:
+        """Every node listed its files: tombstones of groups no disk holds can go."""
+        gone = [
+            key[len(keys.EGROUP_DROPPED) :]
+            for key, _ in self.state.scan(keys.EGROUP_DROPPED)
+            if key[len(keys.EGROUP_DROPPED) :] not in held
+        ][:PRUNE_PER_PASS]
+        if gone:
+            result = await self.metadata.propose(PruneTombstones(tuple(gone)))
+            if result.ok:
+                self.stats.tombstones_pruned += int(result.value)
 
 
 async def sweep_orphans(metadata: MetadataService, storage: StorageService) -> int:
     """Delete local replicas the cluster dropped or moved while this node was away."""
     await metadata.read_index()
+    state = metadata.state
     swept = 0
     for egid in storage.egroups():
-        record = metadata.state.get(f"egroup/{egid}")
-        dropped = metadata.state.get(f"egroup-dropped/{egid}") is not None
+        if state.idx.intents_on.get((egid, metadata.node_id)):
+            continue
+        record = state.egroup(egid)
+        dropped = state.get(keys.dropped_key(egid)) is not None
         # A sealed group that no longer lists this node (EC kept another copy, or a
         # member moved while we were away) has no use for our file either.
-        surplus = (
-            record is not None
-            and record.value["sealed"]
-            and (metadata.node_id not in record.value["replicas"])
-        )
+        surplus = record is not None and record.sealed and metadata.node_id not in record.replicas
         if dropped or surplus:
             await storage.delete(DeleteEgroupFiles(egid))
             swept += 1

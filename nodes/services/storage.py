@@ -21,6 +21,7 @@ from fabric.wire.messages import (
     AppendExtents,
     AppendReply,
     DeleteEgroupFiles,
+    EgroupList,
     EgroupStat,
     ExtentData,
     ReadExtent,
@@ -61,6 +62,9 @@ class StorageService:
 
     def egroups(self) -> list[str]:
         return sorted(self._where)
+
+    def list(self) -> EgroupList:
+        return EgroupList(tuple(self.egroups()))
 
     def _disk_for_new(self, egid: str) -> Disk:
         # Spread groups over disks by hash: stable, and balanced without statting files.

@@ -36,7 +36,7 @@ def recount_physical(sim: SimCluster) -> int:
     total = 0
     for _, item in sim.nodes[leader].metadata.state.scan("egroup/"):
         eg = item.value
-        total += (eg["live_bytes"] + eg["dead_bytes"]) * len(eg["replicas"])
+        total += eg.size * len(eg.replicas)
     return total
 
 

@@ -107,7 +107,7 @@ def test_rf2_survives_a_crashed_node_for_reads_and_new_writes() -> None:
             assert await read_all(sim, "n3", "v", 0, len(data)) == data
             # Once n2 is DOWN, new writes place their two replicas on n1 and n3.
             await sim.wait_for(
-                lambda: sim.nodes["n1"].metadata.state.nodes()["n2"]["state"] == "DOWN",
+                lambda: sim.nodes["n1"].metadata.state.nodes()["n2"].state == "DOWN",
                 20,
                 "n2 marked DOWN",
             )
@@ -131,7 +131,7 @@ def test_write_fails_clearly_when_rf_domains_are_not_healthy() -> None:
             await g.create_vdisk("v", "c", MiB)
             sim.crash("n3")
             await sim.wait_for(
-                lambda: sim.nodes["n1"].metadata.state.nodes()["n3"]["state"] == "DOWN",
+                lambda: sim.nodes["n1"].metadata.state.nodes()["n3"].state == "DOWN",
                 20,
                 "n3 marked DOWN",
             )

@@ -47,10 +47,10 @@ def recount_physical(sim: SimCluster) -> int:
     total = 0
     for _, item in state.scan("egroup/"):
         eg = item.value
-        if not eg.get("parity"):
-            total += (eg["live_bytes"] + eg["dead_bytes"]) * len(eg["replicas"])
+        if not eg.parity:
+            total += eg.size * len(eg.replicas)
     for _, item in state.scan("strip/"):
-        total += item.value["parity_bytes"] * len(item.value["parity"])
+        total += item.value.parity_bytes * len(item.value.parity)
     return total
 
 
@@ -85,9 +85,7 @@ def _pending(sim: SimCluster) -> int:
     state = _leader_state(sim)
     if state.get("container/cold") is None:
         return -1
-    return sum(
-        1 for _, it in state.scan("egroup/") if it.value["extents"] and not it.value.get("strip")
-    )
+    return sum(1 for _, it in state.scan("egroup/") if it.value.extents and not it.value.strip)
 
 
 def test_lost_member_is_rebuilt_on_a_new_domain() -> None:
@@ -98,15 +96,15 @@ def test_lost_member_is_rebuilt_on_a_new_domain() -> None:
         sim.run(sim.wait_for(lambda: _pending(sim) == 0, 60, "EC of every group"))
         state = _leader_state(sim)
         strip = next(item.value for _, item in state.scan("strip/"))
-        victim = strip["data"][0][1]
+        victim = strip.data[0].node
         if victim == sim.leader():
-            victim = strip["data"][1][1]
+            victim = strip.data[1].node
         sim.crash(victim)
 
         def rebuilt() -> bool:
             st = sim.nodes[sim.leader() or "n1"].metadata.state
             return all(
-                victim not in (n for _, n in it.value["data"] + it.value["parity"])
+                victim not in (m.node for m in it.value.members)
                 for _, it in st.scan("strip/")
             )
 
@@ -126,7 +124,7 @@ def test_corrupt_data_group_reads_through_reconstruction_and_is_repaired() -> No
         sim.run(sim.wait_for(lambda: _pending(sim) == 0, 60, "EC of every group"))
         state = _leader_state(sim)
         strip = next(item.value for _, item in state.scan("strip/"))
-        egid, node = strip["data"][0]
+        egid, node = strip.data[0].egid, strip.data[0].node
         disk = next(d for d in sim.disks[node] if f"{egid}.eg" in d._files)
         good = bytes(disk._files[f"{egid}.eg"])
         disk.corrupt(f"{egid}.eg", 4096)

@@ -58,7 +58,8 @@ def download(sim: SimCluster, name: str) -> bytes:
     async def go() -> bytes:
         node = sim.nodes["n3"]
         image = await node.images.get(name)
-        vdisk = node.images.image(image["id"])["vdisk_id"]
+        vdisk = node.images.image(image["id"]).vdisk_id
+        assert vdisk is not None
         _, _, stream = await node.gateway.read(vdisk, 0, image["virtual_size"])
         return b"".join([c async for c in stream])
 
@@ -184,7 +185,7 @@ def test_every_refusal_is_clear_and_leaves_nothing(source: Path, tmp_path: Path)
             image = sim.run(sim.nodes["n1"].images.get(f"bad-{label}"))
             assert image["state"] == "ERROR" and image["error"], label
             vdisks = sim.run(sim.nodes["n1"].gateway.vdisks())
-            assert not [v for v in vdisks if v["name"].startswith("image-")], label
+            assert not [v for v in vdisks if v.name.startswith("image-")], label
         c = sim.run(sim.nodes["n1"].cluster_view())["containers"][0]
         assert c["logical_bytes"] == 0 and c["vdisks"] == 0
         sim.run(sim.sleep(30))  # seal, then collect what the refused uploads stored

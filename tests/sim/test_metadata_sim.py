@@ -72,7 +72,7 @@ async def scenario(sim: SimCluster, rng: random.Random) -> dict[str, int]:
         elif roll < 0.48:
             sim.net.loss = rng.choice((0.0, 0.05, 0.2))
         for _ in range(rng.randint(0, 3)):
-            key = f"k{rng.randrange(20)}"
+            key = f"kv/k{rng.randrange(20)}"
             via = rng.choice(sorted(sim.nodes))
             writers.append(asyncio.create_task(_write(sim, via, key, step, acked)))
         await sim.sleep(STEP_S)
@@ -89,7 +89,7 @@ def check_recovered(sim: SimCluster, acked: dict[str, int]) -> None:
     async def final() -> None:
         await sim.wait_for(lambda: sim.leader() is not None, 20, "a leader after healing")
         probe = sim.nodes[sorted(sim.nodes)[0]]
-        result = await probe.metadata.propose(Put("final", 1))
+        result = await probe.metadata.propose(Put("kv/final", 1))
         assert result.ok, f"seed {sim.seed}: commit after healing failed: {result}"
         for node in sim.nodes.values():
             await node.metadata.read_index()

@@ -1,0 +1,116 @@
+"""Applying the image catalog's commands: images, their unique names, import tasks.
+
+Keys: ``image/<id>`` (``ImageRecord``), ``image-name/<name>`` (its id), ``task/<id>``
+(``TaskRecord``). Every update is compare-and-set on the record's state and must be a
+legal move (``fabric.metadata.lifecycle``); the id, name and container of an image
+never change.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from fabric.metadata import keys
+from fabric.metadata.commands import (
+    CatalogCommand,
+    CreateImage,
+    DeleteImage,
+    UpdateImage,
+    UpdateTask,
+)
+from fabric.metadata.lifecycle import (
+    IMAGE_INITIAL,
+    TASK_INITIAL,
+    image_move_ok,
+    task_move_ok,
+)
+from fabric.metadata.records import ImageRecord, TaskRecord
+from fabric.metadata.refusal import Refused
+
+if TYPE_CHECKING:
+    from fabric.metadata.state import MetadataState
+
+
+def apply(state: MetadataState, index: int, cmd: CatalogCommand) -> Any:
+    match cmd:
+        case CreateImage():
+            return _create(state, index, cmd)
+        case UpdateImage():
+            return _update_image(state, index, cmd)
+        case DeleteImage():
+            return _delete(state, cmd)
+        case UpdateTask():
+            return _update_task(state, index, cmd)
+
+
+def _create(state: MetadataState, index: int, cmd: CreateImage) -> str:
+    image = cmd.image
+    if state.get(keys.image_name_key(image.name)) is not None:
+        raise Refused("conflict", f"an image named {image.name!r} already exists")
+    if state.get(keys.image_key(image.id)) is not None:
+        raise Refused("conflict", f"image id {image.id} exists")
+    if state.container(image.container) is None:
+        raise Refused("not_found", f"no container {image.container!r}")
+    if cmd.task is not None:
+        if state.get(keys.task_key(cmd.task.id)) is not None:
+            raise Refused("conflict", f"task id {cmd.task.id} exists")
+        if cmd.task.image_id != image.id or cmd.task.state != TASK_INITIAL:
+            raise Refused("bad_command", "the task of a new image must be RUNNING for it")
+        state.put(index, keys.task_key(cmd.task.id), cmd.task)
+    state.put(index, keys.image_name_key(image.name), image.id)
+    state.put(index, keys.image_key(image.id), image)
+    return image.id
+
+
+def _update_image(state: MetadataState, index: int, cmd: UpdateImage) -> str:
+    new = cmd.image
+    old = state.image(new.id)
+    if old is None:
+        raise Refused("not_found", f"no image {new.id}")
+    if (old.name, old.container) != (new.name, new.container):
+        raise Refused("bad_command", f"image {new.id}: name and container never change")
+    if old.state != cmd.expect_state:
+        raise Refused("conflict", f"image {old.name!r} is {old.state}, not {cmd.expect_state}")
+    if not image_move_ok(old.state, new.state):
+        raise Refused("conflict", f"image {old.name!r} cannot go from {old.state} to {new.state}")
+    state.put(index, keys.image_key(new.id), new)
+    return new.state
+
+
+def _delete(state: MetadataState, cmd: DeleteImage) -> str:
+    image = state.image(cmd.image_id)
+    if image is None:
+        raise Refused("not_found", f"no image {cmd.image_id}")
+    state.delete(keys.image_key(image.id))
+    if state.value(keys.image_name_key(image.name)) == image.id:
+        state.delete(keys.image_name_key(image.name))
+    return image.id
+
+
+def _update_task(state: MetadataState, index: int, cmd: UpdateTask) -> str:
+    new = cmd.task
+    old = state.task(new.id)
+    if old is None:
+        raise Refused("not_found", f"no task {new.id}")
+    if (old.image_id, old.kind) != (new.image_id, new.kind):
+        raise Refused("bad_command", f"task {new.id}: its image and kind never change")
+    if old.state != cmd.expect_state:
+        raise Refused("conflict", f"task {new.id} is {old.state}, not {cmd.expect_state}")
+    if not task_move_ok(old.state, new.state):
+        raise Refused("conflict", f"task {new.id} cannot go from {old.state} to {new.state}")
+    state.put(index, keys.task_key(new.id), new)
+    return new.state
+
+
+def check_legacy_move(state: MetadataState, key: str, value: Any) -> None:
+    """A release-0.1 raw write of a catalog record obeys today's state moves too."""
+    if isinstance(value, ImageRecord):
+        old = state.image(value.id)
+        ok = value.state == IMAGE_INITIAL if old is None else image_move_ok(old.state, value.state)
+        if not ok or key != keys.image_key(value.id):
+            raise Refused("conflict", f"{key}: not a legal image change")
+    elif isinstance(value, TaskRecord):
+        prev = state.task(value.id)
+        ok = value.state == TASK_INITIAL if prev is None else task_move_ok(prev.state, value.state)
+        if not ok or key != keys.task_key(value.id):
+            raise Refused("conflict", f"{key}: not a legal task change")

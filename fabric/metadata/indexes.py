@@ -1,0 +1,158 @@
+"""Indexes the metadata state machine keeps beside its key space.
+
+Every reader that used to scan the whole key space (the scanner, accounting, the cluster
+view, ``/metrics``) asks one of these instead, so its cost follows its answer, not the
+size of the store. They are derived data: ``MetadataState`` updates them on every put
+and delete from the old and new value of the key, and rebuilds them when it restores a
+snapshot; nothing else writes them, and they are never persisted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from fabric.metadata import keys
+from fabric.metadata.records import (
+    EgroupIntent,
+    EgroupRecord,
+    ExtentRecord,
+    ImageRecord,
+    StripRecord,
+)
+
+
+def _live_replicated(eg: EgroupRecord) -> bool:
+    """A group whose resiliency is its replica count: holds data, not erasure coded."""
+    return eg.extents > 0 and not eg.strip and not eg.parity
+
+
+class Indexes:
+    def __init__(self) -> None:
+        self.egroups_of: defaultdict[str, set[str]] = defaultdict(set)
+        """container -> egids."""
+        self.open_egroups: set[str] = set()
+        """Groups that are not sealed (still written by their owner)."""
+        self.collectable: set[str] = set()
+        """Sealed groups with no live extent, not part of a strip."""
+        self.compactable: set[str] = set()
+        """Sealed groups more dead than live (parity excluded)."""
+        self.ec_pending: defaultdict[str, set[str]] = defaultdict(set)
+        """container -> groups holding data that are not in a strip yet."""
+        self.egroups_on: defaultdict[str, set[str]] = defaultdict(set)
+        """node -> egids with a replica there."""
+        self.replica_counts: defaultdict[str, Counter[int]] = defaultdict(Counter)
+        """container -> how many live replicated groups have each replica count."""
+        self.extents_in: defaultdict[str, set[str]] = defaultdict(set)
+        """egid -> extent keys of the live extents stored in it."""
+        self.strips_of: defaultdict[str, set[str]] = defaultdict(set)
+        """container -> strip ids."""
+        self.strips_on: defaultdict[str, set[str]] = defaultdict(set)
+        """node -> strip ids with a member there."""
+        self.strip_widths: defaultdict[str, Counter[tuple[int, int]]] = defaultdict(Counter)
+        """container -> Counter of (members, k) over its strips."""
+        self.block_maps: defaultdict[str, dict[int, str]] = defaultdict(dict)
+        """vdisk id -> extent index -> extent id."""
+        self.pending_images: set[str] = set()
+        self.intents_on: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
+        """(egid, node) -> ids of the intents that claim that file."""
+
+    # --- maintenance ------------------------------------------------------------------------
+    def update(self, key: str, old: Any, new: Any) -> None:
+        """``key`` changed from ``old`` to ``new`` (None: absent)."""
+        space = keys.namespace(key)
+        if space == keys.EGROUP:
+            self._egroup(old, new)
+        elif space == keys.EXTENT:
+            self._extent(key, old, new)
+        elif space == keys.VMAP:
+            vdisk_id, index = keys.map_index(key)
+            if new is None:
+                block_map = self.block_maps[vdisk_id]
+                block_map.pop(index, None)
+                if not block_map:
+                    del self.block_maps[vdisk_id]
+            else:
+                self.block_maps[vdisk_id][index] = new
+        elif space == keys.STRIP:
+            self._strip(old, new)
+        elif space == keys.IMAGE:
+            self._image(old, new)
+        elif space == keys.EGROUP_INTENT:
+            self._intent(old, new)
+
+    def _egroup(self, old: EgroupRecord | None, new: EgroupRecord | None) -> None:
+        if old is not None:
+            egid = old.egid
+            self._discard(self.egroups_of, old.container, egid)
+            self.open_egroups.discard(egid)
+            self.collectable.discard(egid)
+            self.compactable.discard(egid)
+            self._discard(self.ec_pending, old.container, egid)
+            for node in old.replicas:
+                self._discard(self.egroups_on, node, egid)
+            if _live_replicated(old):
+                counts = self.replica_counts[old.container]
+                counts[len(old.replicas)] -= 1
+                if counts[len(old.replicas)] <= 0:
+                    del counts[len(old.replicas)]
+        if new is None:
+            return
+        egid = new.egid
+        self.egroups_of[new.container].add(egid)
+        for node in new.replicas:
+            self.egroups_on[node].add(egid)
+        if not new.sealed:
+            self.open_egroups.add(egid)
+        elif new.extents == 0 and not new.strip and not new.parity:
+            self.collectable.add(egid)
+        elif new.dead_bytes > new.live_bytes and not new.parity:
+            self.compactable.add(egid)
+        if new.extents and not new.strip and not new.parity:
+            self.ec_pending[new.container].add(egid)
+        if _live_replicated(new):
+            self.replica_counts[new.container][len(new.replicas)] += 1
+
+    def _extent(self, key: str, old: ExtentRecord | None, new: ExtentRecord | None) -> None:
+        if old is not None:
+            self._discard(self.extents_in, old.egroup, key)
+        if new is not None:
+            self.extents_in[new.egroup].add(key)
+
+    def _strip(self, old: StripRecord | None, new: StripRecord | None) -> None:
+        if old is not None:
+            self._discard(self.strips_of, old.container, old.id)
+            for member in old.members:
+                self._discard(self.strips_on, member.node, old.id)
+            widths = self.strip_widths[old.container]
+            widths[(len(old.members), old.k)] -= 1
+            if widths[(len(old.members), old.k)] <= 0:
+                del widths[(len(old.members), old.k)]
+        if new is not None:
+            self.strips_of[new.container].add(new.id)
+            for member in new.members:
+                self.strips_on[member.node].add(new.id)
+            self.strip_widths[new.container][(len(new.members), new.k)] += 1
+
+    def _image(self, old: ImageRecord | None, new: ImageRecord | None) -> None:
+        if old is not None:
+            self.pending_images.discard(old.id)
+        if new is not None and new.state == "PENDING":
+            self.pending_images.add(new.id)
+
+    def _intent(self, old: EgroupIntent | None, new: EgroupIntent | None) -> None:
+        if old is not None:
+            for f in old.files:
+                self._discard(self.intents_on, (f.egid, f.node), old.id)
+        if new is not None:
+            for f in new.files:
+                self.intents_on[(f.egid, f.node)].add(new.id)
+
+    @staticmethod
+    def _discard(index: defaultdict[Any, set[Any]], key: Any, value: Any) -> None:
+        members = index.get(key)
+        if members is None:
+            return
+        members.discard(value)
+        if not members:
+            del index[key]

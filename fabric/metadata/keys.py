@@ -1,0 +1,153 @@
+"""The key layout of the metadata key space: every prefix is spelled here and nowhere else.
+
+Keys sort so that a prefix scan is a range: ``vmap/<vdisk>/<index:010d>`` keeps a block
+map in offset order. ``VALUE_TYPES`` says what kind of value each prefix holds; the
+state machine refuses anything else.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fabric.metadata.records import (
+    ContainerRecord,
+    EgroupIntent,
+    EgroupRecord,
+    ExtentRecord,
+    ImageRecord,
+    NodeRecord,
+    StripRecord,
+    TaskRecord,
+    VdiskRecord,
+)
+
+NODE = "node/"
+CONTAINER = "container/"
+VDISK = "vdisk/"
+VDISK_NAME = "vdisk-name/"
+VMAP = "vmap/"
+EXTENT = "extent/"
+EGROUP = "egroup/"
+EGROUP_INTENT = "egroup-intent/"
+EGROUP_DROPPED = "egroup-dropped/"
+STRIP = "strip/"
+IMAGE = "image/"
+IMAGE_NAME = "image-name/"
+TASK = "task/"
+KV = "kv/"
+
+VALUE_TYPES: dict[str, type | tuple[type, ...] | None] = {
+    NODE: NodeRecord,
+    CONTAINER: ContainerRecord,
+    VDISK: VdiskRecord,
+    VDISK_NAME: str,
+    VMAP: str,
+    EXTENT: ExtentRecord,
+    EGROUP: EgroupRecord,
+    EGROUP_INTENT: EgroupIntent,
+    EGROUP_DROPPED: int,
+    STRIP: StripRecord,
+    IMAGE: ImageRecord,
+    IMAGE_NAME: str,
+    TASK: TaskRecord,
+    KV: None,
+}
+"""Prefix -> the type of its values (None: user JSON data, checked by ``json_like``)."""
+
+
+def namespace(key: str) -> str:
+    """The prefix of ``key`` (up to and including its first "/"), or "" if it has none."""
+    cut = key.find("/")
+    return key[: cut + 1] if cut > 0 else ""
+
+
+def node_key(node_id: str) -> str:
+    return NODE + node_id
+
+
+def container_key(name: str) -> str:
+    return CONTAINER + name
+
+
+def vdisk_key(vdisk_id: str) -> str:
+    return VDISK + vdisk_id
+
+
+def vdisk_name_key(name: str) -> str:
+    return VDISK_NAME + name
+
+
+def map_prefix(vdisk_id: str) -> str:
+    return f"{VMAP}{vdisk_id}/"
+
+
+def map_key(vdisk_id: str, index: int) -> str:
+    return f"{VMAP}{vdisk_id}/{index:010d}"
+
+
+def map_index(key: str) -> tuple[str, int]:
+    """(vdisk id, extent index) of a block-map key."""
+    vdisk_id, _, index = key[len(VMAP) :].rpartition("/")
+    return vdisk_id, int(index)
+
+
+def extent_key(container: str, extent_id: str) -> str:
+    return f"{EXTENT}{container}/{extent_id}"
+
+
+def extent_ref(key: str) -> tuple[str, str]:
+    """(container, extent id) of an extent key."""
+    container, _, extent_id = key[len(EXTENT) :].partition("/")
+    return container, extent_id
+
+
+def egroup_key(egid: str) -> str:
+    return EGROUP + egid
+
+
+def intent_key(egid: str) -> str:
+    return EGROUP_INTENT + egid
+
+
+def dropped_key(egid: str) -> str:
+    return EGROUP_DROPPED + egid
+
+
+def strip_key(strip_id: str) -> str:
+    return STRIP + strip_id
+
+
+def image_key(image_id: str) -> str:
+    return IMAGE + image_id
+
+
+def image_name_key(name: str) -> str:
+    return IMAGE_NAME + name
+
+
+def task_key(task_id: str) -> str:
+    return TASK + task_id
+
+
+def kv_key(key: str) -> str:
+    return KV + key
+
+
+MAX_JSON_DEPTH = 32
+
+
+def json_like(value: Any, depth: int = 0) -> bool:
+    """True if ``value`` is plain JSON data: what the user's ``kv/`` space may hold."""
+    if depth > MAX_JSON_DEPTH:
+        return False
+    if value is None or isinstance(value, str | bool):
+        return True
+    if isinstance(value, int):
+        return -(2**63) <= value < 2**64
+    if isinstance(value, float):
+        return value == value and value not in (float("inf"), float("-inf"))
+    if isinstance(value, list):
+        return all(json_like(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and json_like(v, depth + 1) for k, v in value.items())
+    return False

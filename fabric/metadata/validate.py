@@ -1,0 +1,175 @@
+"""Is a command well formed? Checked when it is proposed and again when it is applied.
+
+The wire codec already checked every field's type when the log entry was decoded; this
+module checks what types cannot say: counts and offsets are not negative, names are
+names, states are states, a policy is a policy, a raw key-space write stays in the
+user's ``kv/`` space (or is a legacy catalog write, see ``fabric.metadata.legacy``).
+A malformed command is refused as a result, so no log entry can stop the state machine.
+
+``problem`` returns a reason or None; it never raises for any input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from fabric import limits
+from fabric.errors import BadRequest
+from fabric.extents.policy import ContainerPolicy, check_name, check_policy
+from fabric.metadata import keys
+from fabric.metadata.commands import (
+    Batch,
+    CommitStrip,
+    CreateContainer,
+    CreateImage,
+    CreateVdisk,
+    Delete,
+    Put,
+    RegisterNode,
+    SetNodeState,
+    UpdateImage,
+    UpdateTask,
+    WriteExtents,
+)
+from fabric.metadata.records import (
+    IMAGE_STATES,
+    IMAGE_TYPES,
+    NODE_STATES,
+    TASK_STATES,
+    ImageRecord,
+    TaskRecord,
+)
+
+MAX_INT = 2**64 - 1
+MAX_TEXT_BYTES = 8 * limits.KiB
+"""Longest string field of a command (error messages and URLs included)."""
+LEGACY_SPACES = (keys.IMAGE, keys.IMAGE_NAME, keys.TASK)
+"""Where release 0.1 wrote catalog records with raw Puts; its logs still replay."""
+
+
+def problem(command: Any) -> str | None:
+    """Why ``command`` is malformed, or None when it is well formed."""
+    if not dataclasses.is_dataclass(command) or isinstance(command, type):
+        return f"not a command: {type(command).__name__}"
+    try:
+        _fields(command, depth=0)
+        _specific(command)
+    except BadRequest as exc:
+        return f"{type(command).__name__}: {exc.message}"
+    return None
+
+
+def _fields(obj: Any, depth: int) -> None:
+    """Numbers in range and strings bounded, everywhere inside a command."""
+    if depth > 6:
+        raise BadRequest("nested too deep")
+    for field in dataclasses.fields(obj):
+        if isinstance(obj, Put) and field.name == "value":
+            continue  # user data (negative numbers and all): checked by _raw_key
+        _value(field.name, getattr(obj, field.name), depth)
+
+
+def _value(name: str, value: Any, depth: int) -> None:
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, int):
+        if not 0 <= value <= MAX_INT:
+            raise BadRequest(f"{name} out of range: {value}")
+    elif isinstance(value, float):
+        if not math.isfinite(value) or value < 0:
+            raise BadRequest(f"{name} must be a finite non-negative number")
+    elif isinstance(value, str):
+        if len(value) > MAX_TEXT_BYTES:
+            raise BadRequest(f"{name} longer than {MAX_TEXT_BYTES} characters")
+    elif isinstance(value, tuple):
+        for item in value:
+            _value(name, item, depth + 1)
+    elif dataclasses.is_dataclass(value) and not isinstance(value, type):
+        _fields(value, depth + 1)
+
+
+def _specific(command: Any) -> None:
+    match command:
+        case Put() | Delete():
+            _raw_key(command)
+        case Batch(commands):
+            if not commands:
+                raise BadRequest("an empty batch")
+            for op in commands:
+                if not isinstance(op, Put | Delete):
+                    raise BadRequest(f"a batch holds only Put and Delete, not {type(op).__name__}")
+                _raw_key(op)
+        case RegisterNode():
+            check_name("node", command.node_id)
+        case SetNodeState():
+            if command.state not in NODE_STATES:
+                raise BadRequest(f"node state {command.state!r}")
+        case CreateContainer():
+            check_name("container", command.name)
+            policy_from_record(command.policy)
+        case CreateVdisk():
+            check_name("vdisk", command.name)
+            if not 0 < command.size <= limits.MAX_VDISK_BYTES:
+                raise BadRequest(f"vdisk size {command.size}")
+        case WriteExtents():
+            for m in command.maps:
+                if m.index >= limits.MAX_VDISK_BYTES:
+                    raise BadRequest(f"extent index {m.index}")
+        case CommitStrip():
+            if not command.data or not command.parity or command.chunk_bytes <= 0:
+                raise BadRequest("a strip needs data, parity and a chunk size")
+        case CreateImage():
+            image(command.image)
+            if command.image.state != "PENDING":
+                raise BadRequest("a new image is PENDING")
+            if command.task is not None:
+                task(command.task)
+        case UpdateImage():
+            image(command.image)
+        case UpdateTask():
+            task(command.task)
+
+
+def _raw_key(op: Put | Delete) -> None:
+    if not op.key or len(op.key.encode()) > limits.MAX_KEY_BYTES + len(keys.KV):
+        raise BadRequest("key length")
+    space = keys.namespace(op.key)
+    if space == keys.KV:
+        if isinstance(op, Put) and not keys.json_like(op.value):
+            raise BadRequest("a kv value must be plain JSON data")
+        return
+    if space not in LEGACY_SPACES:
+        raise BadRequest(f"raw writes may only address {keys.KV!r} keys, not {op.key!r}")
+
+
+def policy_from_record(data: dict[str, Any]) -> ContainerPolicy:
+    """The policy a CreateContainer carries, checked like a user's request."""
+    unknown = set(data) - set(ContainerPolicy.__dataclass_fields__)
+    if unknown:
+        raise BadRequest(f"unknown policy field {sorted(unknown)[0]!r}")
+    try:
+        policy = ContainerPolicy.from_dict(data)
+    except TypeError as exc:
+        raise BadRequest(str(exc)) from None
+    check_policy(policy)
+    return policy
+
+
+def image(record: ImageRecord) -> None:
+    check_name("image", record.name)
+    check_name("container", record.container)
+    if record.state not in IMAGE_STATES:
+        raise BadRequest(f"image state {record.state!r}")
+    if record.image_type not in IMAGE_TYPES:
+        raise BadRequest(f"image type {record.image_type!r}")
+    if record.checksum is not None and record.checksum.type not in ("sha256", "sha1"):
+        raise BadRequest(f"checksum type {record.checksum.type!r}")
+
+
+def task(record: TaskRecord) -> None:
+    if record.state not in TASK_STATES:
+        raise BadRequest(f"task state {record.state!r}")
+    if not 0.0 <= record.progress <= 1.0:
+        raise BadRequest("task progress must be within 0..1")
