@@ -162,6 +162,10 @@ class MetadataService:
         self._raft().step(message)
         self._wake.set()
 
+    def wake(self) -> None:
+        """Have the driver take Raft's Ready now (for callers that drove Raft directly)."""
+        self._wake.set()
+
     @property
     def leader(self) -> str | None:
         return self.raft.leader if self.raft else None
