@@ -227,8 +227,6 @@ class ResizeVdisk:
     size: int
 
 
-
-
 # --- garbage collection of files written before their metadata ---------------------------
 @register(100)
 @dataclass(frozen=True, slots=True)

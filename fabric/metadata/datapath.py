@@ -454,9 +454,7 @@ class DataPath:
             self._claimed(f"{cmd.strip_id}/{cmd.egid}")
 
         def moved(members: tuple[Any, ...]) -> tuple[Any, ...]:
-            return tuple(
-                replace(m, node=cmd.to_node) if m.egid == cmd.egid else m for m in members
-            )
+            return tuple(replace(m, node=cmd.to_node) if m.egid == cmd.egid else m for m in members)
 
         strip = replace(strip, data=moved(strip.data), parity=moved(strip.parity))
         self.s.put(index, keys.strip_key(cmd.strip_id), strip)

@@ -122,9 +122,7 @@ class MetadataState:
     def nodes(self) -> dict[str, NodeRecord]:
         """Node records by id (read on every replica choice: cached, not scanned)."""
         if self._nodes is None:
-            self._nodes = {
-                key[len(keys.NODE) :]: item.value for key, item in self.scan(keys.NODE)
-            }
+            self._nodes = {key[len(keys.NODE) :]: item.value for key, item in self.scan(keys.NODE)}
         return self._nodes
 
     def up_nodes(self) -> set[str]:
@@ -318,9 +316,7 @@ class MetadataState:
             "disks": cmd.disks,
             "labels": dict(cmd.labels),
         }
-        record = (
-            replace(old, **fields) if old is not None else NodeRecord(id=cmd.node_id, **fields)
-        )
+        record = replace(old, **fields) if old is not None else NodeRecord(id=cmd.node_id, **fields)
         self.put(index, key, record)
         return Result(ok=True, value=index)
 

@@ -279,7 +279,7 @@ class Scanner:
             await self._prune_tombstones(held)
 
     def _file_verdict(self, node: str, egid: str) -> str:
-        """"keep", "garbage" or "unknown" for ``node``'s file of ``egid``."""
+        """ "keep", "garbage" or "unknown" for ``node``'s file of ``egid``."""
         if self.state.idx.intents_on.get((egid, node)):
             return "keep"  # claimed: a writer is at work (or its claim will expire)
         if self.state.get(keys.dropped_key(egid)) is not None:

@@ -26,7 +26,8 @@ def unpack_release_cluster(root: Path) -> Cluster:
         tar.extractall(root, filter="data")
     config = root / "c" / "cluster.toml"
     ports = iter(free_ports(3))
-    config.write_text(re.sub(r"port = 739\d", lambda _: f"port = {next(ports)}", config.read_text()))
+    text = re.sub(r"port = 739\d", lambda _: f"port = {next(ports)}", config.read_text())
+    config.write_text(text)
     return Cluster(root / "c", config)
 
 

@@ -82,7 +82,7 @@ def test_files_of_uncommitted_writes_are_collected(seed: int) -> None:
         sim.run(setup())
 
         async def workload() -> None:
-            for step in range(12):
+            for _step in range(12):
                 via = rng.choice(sorted(n for n in sim.nodes if n != sim.leader()))
                 crash_after_appends(sim, via, rng)
                 data = rng.randbytes(MiB) * rng.randint(1, 3)

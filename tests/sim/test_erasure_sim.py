@@ -104,8 +104,7 @@ def test_lost_member_is_rebuilt_on_a_new_domain() -> None:
         def rebuilt() -> bool:
             st = sim.nodes[sim.leader() or "n1"].metadata.state
             return all(
-                victim not in (m.node for m in it.value.members)
-                for _, it in st.scan("strip/")
+                victim not in (m.node for m in it.value.members) for _, it in st.scan("strip/")
             )
 
         sim.run(sim.wait_for(rebuilt, 60, f"strips moved off {victim}"))
