@@ -51,6 +51,11 @@ class Indexes:
         """node -> strip ids with a member there."""
         self.strip_widths: defaultdict[str, Counter[tuple[int, int]]] = defaultdict(Counter)
         """container -> Counter of (members, k) over its strips."""
+        self.strip_live_groups: Counter[str] = Counter()
+        """strip id -> its data groups that still hold a live extent."""
+        self.empty_strips: set[str] = set()
+        """Strips whose data groups hold nothing: the EC job collects them."""
+        self._strips: set[str] = set()
         self.block_maps: defaultdict[str, dict[int, str]] = defaultdict(dict)
         """vdisk id -> extent index -> extent id."""
         self.pending_images: set[str] = set()
@@ -91,6 +96,8 @@ class Indexes:
             self._discard(self.ec_pending, old.container, egid)
             for node in old.replicas:
                 self._discard(self.egroups_on, node, egid)
+            if old.strip and not old.parity and old.extents:
+                self._strip_live(old.strip, -1)
             if _live_replicated(old):
                 counts = self.replica_counts[old.container]
                 counts[len(old.replicas)] -= 1
@@ -99,6 +106,8 @@ class Indexes:
         if new is None:
             return
         egid = new.egid
+        if new.strip and not new.parity and new.extents:
+            self._strip_live(new.strip, +1)
         self.egroups_of[new.container].add(egid)
         for node in new.replicas:
             self.egroups_on[node].add(egid)
@@ -119,8 +128,19 @@ class Indexes:
         if new is not None:
             self.extents_in[new.egroup].add(key)
 
+    def _strip_live(self, strip_id: str, delta: int) -> None:
+        self.strip_live_groups[strip_id] += delta
+        if self.strip_live_groups[strip_id] <= 0:
+            del self.strip_live_groups[strip_id]
+            if strip_id in self._strips:
+                self.empty_strips.add(strip_id)
+        else:
+            self.empty_strips.discard(strip_id)
+
     def _strip(self, old: StripRecord | None, new: StripRecord | None) -> None:
         if old is not None:
+            self._strips.discard(old.id)
+            self.empty_strips.discard(old.id)
             self._discard(self.strips_of, old.container, old.id)
             for member in old.members:
                 self._discard(self.strips_on, member.node, old.id)
@@ -129,6 +149,9 @@ class Indexes:
             if widths[(len(old.members), old.k)] <= 0:
                 del widths[(len(old.members), old.k)]
         if new is not None:
+            self._strips.add(new.id)
+            if not self.strip_live_groups.get(new.id):
+                self.empty_strips.add(new.id)
             self.strips_of[new.container].add(new.id)
             for member in new.members:
                 self.strips_on[member.node].add(new.id)

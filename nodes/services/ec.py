@@ -36,6 +36,7 @@ from fabric.extents.policy import ContainerPolicy
 from fabric.metadata import keys
 from fabric.metadata.commands import CommitStrip, DropIntent, DropStrip, MoveStripMember
 from fabric.metadata.records import EgroupIntent, EgroupRecord, StripMember, StripRecord
+from fabric.metadata.state import MetadataState
 from fabric.placement.rendezvous import NotEnoughDomains, place
 from fabric.placement.strips import match_groups
 from fabric.ports import Clock, PeerUnreachable
@@ -58,6 +59,14 @@ CHUNK_BYTES = 1 << 20
 """Erasure-coding granule: k + m chunks are in memory at once during a conversion."""
 STRIPS_PER_PASS = 16
 """At most this many strips are converted per scanner pass (per container)."""
+
+
+def rebuild_suspects(state: MetadataState) -> list[StripRecord]:
+    """Strips with a member on a node that is not UP: only these can need a rebuild."""
+    up = state.up_nodes()
+    ids = {s for node, held in state.idx.strips_on.items() if node not in up for s in held}
+    found = (state.strip(i) for i in sorted(ids))
+    return [strip for strip in found if strip is not None]
 
 
 @dataclass
@@ -96,29 +105,19 @@ class EcService:
     async def scan(self) -> None:
         state = self.metadata.state
         up = state.up_nodes()
-        # Only strips with a member on a node that is not UP can need a rebuild.
-        suspects = sorted(
-            {s for node, ids in state.idx.strips_on.items() if node not in up for s in ids}
-        )
-        for strip_id in suspects:
-            strip = state.strip(strip_id)
-            if strip is None:
-                continue
+        for strip in rebuild_suspects(state):
             lost = [m for m in strip.members if m.node not in up]
             if lost and len(lost) <= strip.m:
                 await self._rebuild(strip, lost[0].egid, lost[0].node)
                 return
+        for strip_id in sorted(state.idx.empty_strips):
+            empty = state.strip(strip_id)
+            if empty is not None and len(state.egroups(m.egid for m in empty.data)) == empty.k:
+                await self._collect(empty)
+                return
         for container in state.containers():
             if not container.policy.ec_k:
                 continue
-            for strip_id in sorted(state.idx.strips_of.get(container.name, ())):
-                strip = state.strip(strip_id)
-                if strip is None:
-                    continue
-                groups = state.egroups(m.egid for m in strip.data)
-                if len(groups) == len(strip.data) and all(eg.extents == 0 for eg in groups):
-                    await self._collect(strip)
-                    return
             # Convert while there is cold data, up to a bound so a pass stays short.
             for _ in range(STRIPS_PER_PASS):
                 if not await self._convert(container.name, container.policy):

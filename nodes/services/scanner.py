@@ -144,13 +144,12 @@ class Scanner:
     # --- seal -------------------------------------------------------------------------------
     async def _seal_idle(self) -> None:
         now = self.clock.now()
-        open_groups = sorted(self.state.idx.open_egroups)
-        self._idle.keep_only(open_groups)
+        watched = open_groups(self.state)
+        self._idle.keep_only(egid for egid, _ in watched)
         idle = [
             egid
-            for egid in open_groups
-            if self._idle.quiet_for(egid, self.state.version(keys.egroup_key(egid)), now)
-            >= EGROUP_IDLE_S
+            for egid, version in watched
+            if self._idle.quiet_for(egid, version, now) >= EGROUP_IDLE_S
         ]
         if idle:
             result = await self.metadata.propose(SealEgroups(tuple(idle)))
@@ -159,7 +158,7 @@ class Scanner:
 
     # --- collect ----------------------------------------------------------------------------
     async def _collect_empty(self) -> None:
-        for eg in self.state.egroups(self.state.idx.collectable)[:COLLECT_PER_PASS]:
+        for eg in to_collect(self.state):
             await self._collect(eg)
 
     async def _collect(self, eg: EgroupRecord) -> None:
@@ -187,12 +186,7 @@ class Scanner:
 
     # --- compact ----------------------------------------------------------------------------
     async def _compact_dead(self) -> None:
-        groups = [
-            eg
-            for eg in self.state.egroups(self.state.idx.compactable)
-            if eg.dead_bytes >= COMPACT_MIN_DEAD_BYTES and eg.extents
-        ]
-        for eg in groups[:COMPACT_PER_PASS]:
+        for eg in to_compact(self.state):
             await self._compact(eg)
 
     async def _compact(self, eg: EgroupRecord) -> None:
@@ -303,6 +297,40 @@ class Scanner:
             result = await self.metadata.propose(PruneTombstones(tuple(gone)))
             if result.ok:
                 self.stats.tombstones_pruned += int(result.value)
+
+
+# --- what each job would work on: pure reads of the state machine's indexes ---------------
+def to_collect(state: MetadataState) -> list[EgroupRecord]:
+    return state.egroups(sorted(state.idx.collectable)[:COLLECT_PER_PASS])
+
+
+def to_compact(state: MetadataState) -> list[EgroupRecord]:
+    groups = [
+        eg
+        for eg in state.egroups(state.idx.compactable)
+        if eg.dead_bytes >= COMPACT_MIN_DEAD_BYTES and eg.extents
+    ]
+    return groups[:COMPACT_PER_PASS]
+
+
+def open_groups(state: MetadataState) -> list[tuple[str, int]]:
+    """(egid, record version) of the groups the seal job watches."""
+    return [(g, state.version(keys.egroup_key(g))) for g in sorted(state.idx.open_egroups)]
+
+
+def claims(state: MetadataState) -> list[tuple[str, int]]:
+    """(key, version) of the open claims the intents job watches."""
+    return [(key, item.version) for key, item in state.scan(keys.EGROUP_INTENT)]
+
+
+def pass_reads(state: MetadataState) -> int:
+    """Everything one scanner pass reads when it finds no work (the benchmark's unit)."""
+    from nodes.services.ec import rebuild_suspects
+
+    found = len(to_collect(state)) + len(to_compact(state))
+    found += len(open_groups(state)) + len(claims(state)) + len(rebuild_suspects(state))
+    found += sum(len(state.idx.ec_pending.get(c.name, ())) for c in state.containers())
+    return found + len(state.idx.pending_images)
 
 
 async def sweep_orphans(metadata: MetadataService, storage: StorageService) -> int:
