@@ -345,7 +345,7 @@ class MetadataService:
                     log.error(
                         "raft WAL on %s cannot be written, out of service: %s", self.disk.name, exc
                     )
-                    self._fail_proposals(f"{self.node_id} is out of service: {exc}; retry")
+                    self._fail_waiters(f"{self.node_id} is out of service: {exc}; retry")
                 self.wal_fault = f"raft WAL cannot be written: {exc}"
                 await self.clock.sleep(wait_s)
                 wait_s = min(2 * wait_s, limits.WAL_RETRY_BACKOFF_MAX_S)
@@ -355,10 +355,12 @@ class MetadataService:
                 self.wal_fault = None
             return
 
-    def _fail_proposals(self, why: str) -> None:
-        """Proposers waiting here learn now that it may take long (their entry may still
-        commit: the outcome is unknown, as after a timeout) and can try another leader."""
-        for _, future in self._proposals.values():
+    def _fail_waiters(self, why: str) -> None:
+        """Proposers and readers waiting here learn now that it may take long (an entry
+        may still commit: the outcome is unknown, as after a timeout) and can try another
+        leader."""
+        futures = [f for _, f in self._proposals.values()] + list(self._reads.values())
+        for future in futures:
             if not future.done():
                 future.set_exception(Unavailable(why))
 
