@@ -88,6 +88,9 @@ def _print_status(view: dict[str, Any]) -> None:
             )
         )
     _table(rows)
+    for n in view["nodes"]:
+        if n["state"] != "UP" and n.get("state_reason"):
+            print(f"  {n['id']} is {n['state']}: {n['state_reason']}")
     if view.get("containers"):
         print()
         _print_containers(view["containers"])

@@ -27,6 +27,12 @@ PROPOSAL_TIMEOUT_S = 10.0
 """How long a proposal or linearizable read may wait for commit before failing."""
 MAX_PENDING_PROPOSALS = 20_000
 """Proposals waiting for commit on one node; beyond it new ones are refused (back-pressure)."""
+WAL_RETRY_BACKOFF_MIN_S = 0.05
+"""First wait before a Raft WAL write that failed (a full disk, say) is tried again."""
+WAL_RETRY_BACKOFF_MAX_S = 2.0
+"""Longest wait between WAL retries: space that returns is noticed within this long."""
+COMPACTION_RETRY_S = 30.0
+"""After a snapshot could not be written, the log grows this long before the next try."""
 
 MAX_VDISK_BYTES = 64 * 1024 * GiB
 """Largest vdisk (64 TiB): also bounds extent indexes in block maps."""
@@ -39,6 +45,15 @@ STARTUP_TIMEOUT_S = 60.0
 """``fabric up`` gives up when the cluster is not healthy after this long."""
 SHUTDOWN_GRACE_S = 10.0
 """``fabric down`` sends SIGKILL to a node still running after this long."""
+
+# --- supervision of a node's background tasks ---------------------------------------------
+TASK_RESTART_BACKOFF_MIN_S = 0.1
+"""First wait before a task that stopped on an operating fault is started again."""
+TASK_RESTART_BACKOFF_MAX_S = 5.0
+"""The wait doubles with each restart in a row up to this, so a fault that persists
+costs a log line every few seconds, not a busy loop."""
+TASK_STABLE_AFTER_S = 60.0
+"""A task that ran this long before failing is restarted after the minimum wait again."""
 
 # --- HTTP API -----------------------------------------------------------------------------
 MAX_JSON_BODY_BYTES = 1 * MiB

@@ -35,6 +35,8 @@ def _error(status: int, code: str, message: str) -> web.Response:
 
 
 CLUSTER_HEADER = "X-Fabric-Cluster"
+STATUS_PATHS = frozenset({"/api/v1/health", "/api/v1/cluster", "/api/v1/openapi.json", "/metrics"})
+"""Served even by a node out of service: they are how an operator learns why."""
 
 
 @web.middleware
@@ -43,6 +45,8 @@ async def errors(
 ) -> web.StreamResponse:
     try:
         _check_cluster(request)
+        if request.path not in STATUS_PATHS and not request.path.startswith("/internal/"):
+            request.app[NODE].check_in_service()  # at once, not after a 10 s timeout
         return await handler(request)
     except FabricError as exc:
         return _error(exc.status, exc.code, exc.message)
@@ -95,6 +99,8 @@ async def get_health(request: web.Request) -> web.Response:
             "term": raft.term if raft else 0,
             "registered": node.registered,
             "applied_index": node.metadata.state.applied_index,
+            "problems": node.problems(),
+            "task_restarts": node.restarts,
         }
     )
 

@@ -4,6 +4,16 @@ The same ``Node`` runs as a real process (``nodes.main`` with ``nodes.runtime``)
 inside the simulator (``nodes.simcluster`` with ``fabric.sim``); it never knows which.
 It owns every task it starts, so ``stop()`` (a clean shutdown) and the simulator's
 crash both end all of them.
+
+No background task dies silently. Each runs under ``_supervised``: one that stops on
+an operating fault (``FabricError``, ``PeerUnreachable``, ``DiskFault``) is logged and
+started again after a backoff on the node's clock; anything else is a bug, and a bug,
+or a task that ends when it should not, takes the node out of service for good (until
+restarted): its Raft halts (no vote, no acknowledgement), the client API and the
+Raft and storage-write calls of peers are refused, and the reason goes to the log,
+``problems()`` (``/api/v1/health``) and the node's report, which the leader records
+as DEGRADED with that reason (``fabric status``). A Raft WAL that cannot be written
+takes the node out of service the same way, but only until the write succeeds again.
 """
 
 from __future__ import annotations
@@ -14,6 +24,7 @@ import random
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+from fabric import limits
 from fabric.config import ClusterConfig
 from fabric.consensus.types import (
     AppendRequest,
@@ -22,7 +33,7 @@ from fabric.consensus.types import (
     VoteRequest,
     VoteResponse,
 )
-from fabric.errors import BadRequest, FabricError
+from fabric.errors import BadRequest, FabricError, Unavailable
 from fabric.images.base import MemorySpill, ReaderLimits, Spill
 from fabric.metadata.commands import RegisterNode
 from fabric.ports import Clock, Disk, DiskFault, PeerUnreachable, Transport
@@ -51,6 +62,10 @@ from nodes.services.storage import StorageService
 log = logging.getLogger(__name__)
 
 VIEW_TIMEOUT_S = 3.0
+OPERATING_FAULTS = (FabricError, PeerUnreachable, DiskFault)
+"""What a supervised task may stop on and be started again after; anything else is a bug."""
+LEADER_DUTIES = ("health-monitor", "scanner")
+"""Tasks that act only through a working Raft: stopped when the node goes out of service."""
 
 
 async def _inline(fn: Any, *args: Any) -> Any:
@@ -109,6 +124,11 @@ class Node:
         )
         self.scanner = Scanner(node_id, clock, self.metadata, self.gateway, self.ec, self.images)
         self.registered = False
+        self.fault: str | None = None
+        """Why a bug took this node out of service, for good (until restarted)."""
+        self.restarts: dict[str, int] = {}
+        """Restarts after operating faults, by task name (shown in ``/api/v1/health``)."""
+        self._duties: dict[str, asyncio.Task[Any]] = {}
 
     # --- lifecycle --------------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
@@ -127,12 +147,92 @@ class Node:
         await self.metadata.open()
         await self.storage.open()
         self.transport.serve(self._on_call, self._on_message)
-        self.spawn(self.metadata.run(), "raft-driver")
-        self.spawn(self.metadata.tick_forever(), "raft-ticker")
-        self.spawn(self.health.report_forever(), "health-report")
-        self.spawn(self.health.monitor_forever(), "health-monitor")
-        self.spawn(self._register(), "register")
-        self.spawn(self.scanner.run_forever(), "scanner")
+        self.supervise("raft-driver", self.metadata.run, drives_raft=True)
+        self.supervise("raft-ticker", self.metadata.tick_forever)
+        self.supervise("health-report", self.health.report_forever)
+        self.supervise("health-monitor", self.health.monitor_forever)
+        self.supervise("register", self._register, finishes=True)
+        self.supervise("scanner", self.scanner.run_forever)
+
+    def supervise(
+        self,
+        name: str,
+        run: Callable[[], Coroutine[Any, Any, None]],
+        finishes: bool = False,
+        drives_raft: bool = False,
+    ) -> None:
+        """Run ``run()`` as a background task under supervision. ``finishes``: it may
+        return (its job done) rather than run until cancelled. ``drives_raft``: it
+        performs Raft's Readies, so no fault of it can be retried (see ``_supervised``)."""
+        task = self.spawn(self._supervised(name, run, finishes, drives_raft), name)
+        self._duties[name] = task
+
+    async def _supervised(
+        self,
+        name: str,
+        run: Callable[[], Coroutine[Any, Any, None]],
+        finishes: bool,
+        drives_raft: bool,
+    ) -> None:
+        wait_s = limits.TASK_RESTART_BACKOFF_MIN_S
+        while True:
+            started = self.clock.now()
+            try:
+                await run()
+            except OPERATING_FAULTS as exc:
+                if drives_raft and self.metadata.halted is None:
+                    # It stopped halfway through a Ready: a new driver would skip the rest
+                    # of it (persist, send, apply), so consensus cannot go on from here.
+                    self.take_out_of_service(f"task {name} stopped: {exc!r}", exc)
+                else:
+                    self.restarts[name] = self.restarts.get(name, 0) + 1
+                    log.warning("task %s stopped, restarting in %g s: %r", name, wait_s, exc)
+            except Exception as exc:
+                self.take_out_of_service(f"task {name} crashed: {exc!r}", exc)
+                if not drives_raft:
+                    return
+                # Halted now, the driver only drains Raft: run it again so that what Raft
+                # produces does not pile up.
+            else:
+                if finishes:
+                    return
+                self.take_out_of_service(f"task {name} ended", None)
+                return
+            if self.clock.now() - started >= limits.TASK_STABLE_AFTER_S:
+                wait_s = limits.TASK_RESTART_BACKOFF_MIN_S
+            await self.clock.sleep(wait_s)
+            wait_s = min(2 * wait_s, limits.TASK_RESTART_BACKOFF_MAX_S)
+
+    def take_out_of_service(self, reason: str, exc: BaseException | None) -> None:
+        """Stop voting and serving, for good (until the process restarts), and say why."""
+        log.error("node %s out of service: %s", self.id, reason, exc_info=exc)
+        if self.fault is not None:
+            return  # the first reason is the one to fix; later ones follow from it
+        self.fault = reason
+        self.metadata.halt(reason)
+        current = asyncio.current_task()
+        for name in LEADER_DUTIES:
+            task = self._duties.get(name)
+            if task is not None and task is not current:
+                task.cancel()
+
+    @property
+    def out_of_service(self) -> str | None:
+        """Why this node serves no client and takes no part in consensus; None if it does."""
+        if self.fault is not None:
+            return self.fault
+        return self.metadata.wal_fault
+
+    def problems(self) -> list[str]:
+        """What keeps this node from full service right now, in words for an operator."""
+        reason = self.out_of_service
+        return [] if reason is None else [f"out of service: {reason}"]
+
+    def check_in_service(self) -> None:
+        """Refuse (Unavailable, with the reason) work this node cannot do while out."""
+        reason = self.out_of_service
+        if reason is not None:
+            raise Unavailable(f"node {self.id} is out of service: {reason}")
 
     async def stop(self) -> None:
         tasks = list(self._tasks)
@@ -167,7 +267,8 @@ class Node:
                 return
 
     async def _local_report(self) -> tuple[str, dict[str, Any]]:
-        """UP, or DEGRADED with a reason when a disk cannot be used."""
+        """UP, or DEGRADED with a reason when a disk cannot be used or the node is out
+        of service."""
         disks: list[dict[str, Any]] = []
         failed: list[str] = []
         for disk in self.disks:
@@ -184,8 +285,11 @@ class Node:
             except DiskFault as exc:
                 failed.append(disk.name)
                 disks.append({"name": disk.name, "state": "FAILED", "error": str(exc)})
+        problems = self.problems()
         if failed:
-            return "DEGRADED", {"disks": disks, "reason": f"disk failed: {', '.join(failed)}"}
+            problems.append(f"disk failed: {', '.join(failed)}")
+        if problems:
+            return "DEGRADED", {"disks": disks, "reason": "; ".join(problems)}
         return "UP", {"disks": disks}
 
     # --- incoming traffic -------------------------------------------------------------------
@@ -207,21 +311,22 @@ class Node:
     async def _on_call(self, frm: str, message: Any) -> Any:
         match message:
             case ProposeRequest():
+                self.check_in_service()
                 return await self.metadata.serve_forwarded(message)
             case ReadIndexRequest():
+                self.check_in_service()
                 return await self.metadata.serve_read_index()
             case NodeReport():
+                self.check_in_service()
                 return self.health.receive(message)
             case ClusterViewRequest():
+                self.check_in_service()
                 return ClusterViewReply(await self._leader_view())
-            case (
-                AppendExtents()
-                | ReadExtent()
-                | RepairExtent()
-                | DeleteEgroupFiles()
-                | StatEgroup()
-                | ListEgroups()
-            ):
+            case AppendExtents() | RepairExtent():
+                # New data is placed elsewhere; what this node holds stays readable.
+                self.check_in_service()
+                return await self.gateway.dispatch_storage(message)
+            case ReadExtent() | DeleteEgroupFiles() | StatEgroup() | ListEgroups():
                 return await self.gateway.dispatch_storage(message)
         raise BadRequest(f"unexpected call {type(message).__name__} from {frm}")
 
@@ -231,8 +336,9 @@ class Node:
         leader = self.metadata.leader
         try:
             if leader == self.id:
-                return await self._leader_view()
-            if leader is not None:
+                if self.out_of_service is None:
+                    return await self._leader_view()
+            elif leader is not None:
                 reply = await self.transport.call(leader, ClusterViewRequest(), VIEW_TIMEOUT_S)
                 assert isinstance(reply, ClusterViewReply)
                 return reply.view

@@ -2,7 +2,8 @@
 
 Appends stay volatile until ``sync``; ``crash()`` cuts every file back to what was
 synced, as a power loss would. ``write_atomic`` is durable at once (it stands for
-write-temp, fsync, rename). A failed disk raises ``DiskFault`` on every operation.
+write-temp, fsync, rename). A failed disk raises ``DiskFault`` on every operation; a
+``full`` one on every write (reads still work), until space is freed.
 """
 
 from __future__ import annotations
@@ -17,10 +18,16 @@ class SimDisk:
         self._files: dict[str, bytearray] = {}
         self._synced: dict[str, int] = {}
         self.failed = False
+        self.full = False
 
     def _check(self) -> None:
         if self.failed:
             raise DiskFault(f"disk {self.name} has failed")
+
+    def _check_space(self) -> None:
+        self._check()
+        if self.full:
+            raise DiskFault(f"disk {self.name}: no space left on device")
 
     async def read(self, path: str) -> bytes | None:
         self._check()
@@ -28,12 +35,12 @@ class SimDisk:
         return None if data is None else bytes(data)
 
     async def write_atomic(self, path: str, data: bytes) -> None:
-        self._check()
+        self._check_space()
         self._files[path] = bytearray(data)
         self._synced[path] = len(data)
 
     async def append(self, path: str, data: bytes) -> int:
-        self._check()
+        self._check_space()
         f = self._files.setdefault(path, bytearray())
         self._synced.setdefault(path, 0)
         offset = len(f)
@@ -41,7 +48,7 @@ class SimDisk:
         return offset
 
     async def write_at(self, path: str, offset: int, data: bytes) -> None:
-        self._check()
+        self._check_space()
         f = self._files.get(path)
         if f is None or offset + len(data) > len(f):
             raise DiskFault(f"disk {self.name}: write past the end of {path}")

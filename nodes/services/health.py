@@ -53,15 +53,23 @@ class HealthService:
     async def report_forever(self) -> None:
         every_s = self.config.timeouts.node_heartbeat_ms / 1000
         while True:
-            leader = self.metadata.leader
-            if leader == self.node_id:
-                self.receive(await self._report())
-            elif leader is not None:
-                try:
-                    await self.transport.call(leader, await self._report(), every_s * 3)
-                except (PeerUnreachable, FabricError):
-                    pass  # the leader is gone or busy; the next report tries again
+            report = await self._report()
+            try:
+                await self._send(report, every_s * 3)
+            except (PeerUnreachable, FabricError) as exc:
+                # Leadership moved, or the leader is gone or busy: the next report goes
+                # to whoever leads then. Giving up here would leave a live node DOWN.
+                log.debug("node report not delivered: %s", exc)
             await self.clock.sleep(every_s)
+
+    async def _send(self, report: NodeReport, timeout_s: float) -> None:
+        # The leader is looked up only now that the report is built: building it waits
+        # on the disks, and leadership may have moved meanwhile.
+        leader = self.metadata.leader
+        if leader == self.node_id:
+            self.receive(report)
+        elif leader is not None:
+            await self.transport.call(leader, report, timeout_s)
 
     def receive(self, report: NodeReport) -> Ack:
         if not self.metadata.is_leader:

@@ -20,7 +20,10 @@ that are never stale.
 Durable files on the node's first disk: ``raft.wal`` (hard states and entries, see
 ``fabric.consensus.wal``) and ``raft.snap`` (the latest state-machine snapshot). A
 corrupt log stops the node at start with ``CorruptLog``; it never serves state it
-cannot trust.
+cannot trust. A WAL that cannot be written (a full disk) holds the Ready in step 1:
+nothing of it is sent, ``wal_fault`` says why, and the write is retried until it
+succeeds. ``halt`` takes the node out of consensus for good (a bug elsewhere): Readies
+are then drained and dropped, so it never speaks for state it may not have kept.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ from fabric.errors import BadRequest, FabricError, Timeout, Unavailable
 from fabric.metadata import validate
 from fabric.metadata.commands import Command
 from fabric.metadata.state import MetadataState, Result
-from fabric.ports import Clock, Disk, PeerUnreachable, Transport
+from fabric.ports import Clock, Disk, DiskFault, PeerUnreachable, Transport
 from fabric.wire.codec import WireError, decode, encode
 from fabric.wire.messages import ProposeReply, ProposeRequest, ReadIndexReply, ReadIndexRequest
 
@@ -80,6 +83,13 @@ class RaftObserver(Protocol):
 
 
 class MetadataService:
+    wal_fault: str | None = None
+    """Why the last Raft WAL write failed, while the driver retries it; None when written."""
+    halted: str | None = None
+    """Why this node left consensus for good (see ``halt``); None while it takes part."""
+    _compact_after_s = 0.0
+    """Clock time before which no snapshot is tried again, after one could not be written."""
+
     def __init__(
         self,
         node_id: str,
@@ -141,14 +151,26 @@ class MetadataService:
             self.observer.observe_snapshot(self.node_id, self._snapshot_index)
 
     async def run(self) -> None:
-        """The driver loop; runs until cancelled."""
+        """The driver loop; runs until cancelled (restarting it is safe only once halted:
+        a Ready it was performing would be lost)."""
         raft = self._raft()
         while True:
             await self._wake.wait()
             self._wake.clear()
             while raft.has_ready():
-                await self._handle(raft.ready())
-                self._observe()
+                rd = raft.ready()
+                if self.halted is None:
+                    await self._handle(rd)
+                    self._observe()
+
+    def halt(self, reason: str) -> None:
+        """Leave consensus until the process restarts: from now on nothing is persisted,
+        sent or applied. Raft still steps what arrives, so ``leader`` keeps naming the
+        real leader (the node reports to it why it is out); dropping every Ready unsent is
+        the same to the others as losing each message, which Raft tolerates."""
+        if self.halted is None:
+            self.halted = reason
+            self._wake.set()
 
     async def tick_forever(self) -> None:
         tick_s = self.config.timeouts.tick_ms / 1000
@@ -298,6 +320,8 @@ class MetadataService:
     # --- performing a Ready -----------------------------------------------------------------
     async def _handle(self, rd: Ready) -> None:
         await self._persist(rd)
+        if self.halted is not None:
+            return  # halted before the Ready was durable: nothing of it may leave
         for message in rd.messages:
             self.transport.send(message.to, message)
         if rd.snapshot is not None:
@@ -309,10 +333,53 @@ class MetadataService:
             if future is not None and not future.done():
                 future.set_result(rs.index)
         self._wake_applied()
-        if self.state.applied_index - self._snapshot_index >= self.snapshot_every_entries:
-            await self._compact()
+        due = self.state.applied_index - self._snapshot_index >= self.snapshot_every_entries
+        if due and self.clock.now() >= self._compact_after_s:
+            try:
+                await self._compact()
+            except DiskFault as exc:
+                # Both files are replaced atomically, so a failure leaves a WAL that still
+                # opens; the log just grows until the next try.
+                self._compact_after_s = self.clock.now() + limits.COMPACTION_RETRY_S
+                log.warning(
+                    "raft log not compacted (next try in %g s): %s", limits.COMPACTION_RETRY_S, exc
+                )
 
     async def _persist(self, rd: Ready) -> None:
+        """Make ``rd``'s state durable: until then nothing of it may be sent or applied.
+
+        A failed write (a full disk, say) sets ``wal_fault``, which takes the node out of
+        service, and is retried with growing waits until it succeeds or the node halts.
+        """
+        wait_s = limits.WAL_RETRY_BACKOFF_MIN_S
+        while self.halted is None:
+            try:
+                await self._write_ready(rd)
+            except DiskFault as exc:
+                if self.wal_fault is None:
+                    log.error(
+                        "raft WAL on %s cannot be written, out of service: %s", self.disk.name, exc
+                    )
+                    self._fail_waiters(f"{self.node_id} is out of service: {exc}; retry")
+                self.wal_fault = f"raft WAL cannot be written: {exc}"
+                await self.clock.sleep(wait_s)
+                wait_s = min(2 * wait_s, limits.WAL_RETRY_BACKOFF_MAX_S)
+                continue
+            if self.wal_fault is not None:
+                log.warning("raft WAL on %s written again, back in service", self.disk.name)
+                self.wal_fault = None
+            return
+
+    def _fail_waiters(self, why: str) -> None:
+        """Proposers and readers waiting here learn now that it may take long (an entry
+        may still commit: the outcome is unknown, as after a timeout) and can try another
+        leader."""
+        futures = [f for _, f in self._proposals.values()] + list(self._reads.values())
+        for future in futures:
+            if not future.done():
+                future.set_exception(Unavailable(why))
+
+    async def _write_ready(self, rd: Ready) -> None:
         if rd.snapshot is not None:
             # An installed snapshot replaces the whole log: rewrite the WAL from scratch.
             await self.disk.write_atomic(SNAP, encode_snapshot(rd.snapshot))
@@ -330,7 +397,11 @@ class MetadataService:
             self._persisted = [e for e in self._persisted if e.index < first]
             self._persisted.extend(rd.entries)
             chunks.extend(encode_entry(e) for e in rd.entries)
-        if chunks:
+        if self.wal_fault is not None:
+            # The failed append may have left a torn record at the tail: appending after
+            # it would bury it mid-log, where it reads as corruption. Write it all anew.
+            await self._rewrite_wal()
+        elif chunks:
             await self.disk.append(WAL, b"".join(chunks))
             await self.disk.sync(WAL)
 
