@@ -57,3 +57,12 @@ TASK_STABLE_AFTER_S = 60.0
 
 # --- HTTP API -----------------------------------------------------------------------------
 MAX_JSON_BODY_BYTES = 1 * MiB
+
+# --- URL import ---------------------------------------------------------------------------
+IMPORT_CONNECT_TIMEOUT_S = 10.0
+IMPORT_STALL_S = 30.0
+"""An import source that sends nothing for this long is treated as dropped (and resumed)."""
+IMPORT_MAX_REDIRECTS = 5
+IMPORT_MAX_RESUMES = 5
+IMPORT_RESUME_BACKOFF_S = 0.5
+"""Wait before resume number n: n times this."""

@@ -9,7 +9,9 @@ them: ``nodes.runtime`` (real processes, sockets, files with fsync) and ``fabric
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -103,6 +105,35 @@ class Offload(Protocol):
     """
 
     async def __call__(self, fn: Callable[..., Any], *args: Any) -> Any: ...
+
+
+class SourceFailed(Exception):
+    """A URL source failed for good: an HTTP error, a bad URL, too many redirects."""
+
+
+class SourceDropped(Exception):
+    """A URL source's connection broke or stalled midway: resume it with a Range request."""
+
+
+@dataclass(frozen=True, slots=True)
+class SourceHead:
+    status: int
+    reason: str
+    content_length: int | None
+    """Bytes the response announced (from the requested offset), if it said."""
+
+
+class Fetcher(Protocol):
+    """Reads http(s) URLs for URL import (real sockets, or simulated sources)."""
+
+    def get(
+        self, url: str, offset: int
+    ) -> AbstractAsyncContextManager[tuple[SourceHead, AsyncIterator[bytes]]]:
+        """The response to a GET from byte ``offset`` (a Range request when > 0).
+
+        Raises ``SourceFailed`` or ``SourceDropped``; the chunk iterator raises
+        ``SourceDropped`` when the connection breaks or sends nothing for too long.
+        """
 
 
 class Spawner(Protocol):

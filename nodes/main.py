@@ -23,7 +23,7 @@ from nodes.api import build_app
 from nodes.api_data import routes as data_routes
 from nodes.api_images import routes as image_routes
 from nodes.node import Node
-from nodes.runtime import FileDisk, HttpTransport, RealClock, thread_offload
+from nodes.runtime import FileDisk, HttpFetcher, HttpTransport, RealClock, thread_offload
 from nodes.services.images import FileSpill
 
 log = logging.getLogger("fabric.node")
@@ -50,6 +50,7 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str) -> int:
     nc = config.node(node_id)
     transport = HttpTransport(node_id, config)
     disks = [FileDisk(d, disk_root(node_dir, d)) for d in nc.disks]
+    fetcher = HttpFetcher()
     node = Node(
         config,
         node_id,
@@ -58,6 +59,7 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str) -> int:
         transport,
         list(disks),
         offload=thread_offload,
+        fetcher=fetcher,
         spill_factory=lambda: FileSpill(os.path.join(node_dir, "spill")),
     )
     app = build_app(node, [*transport.routes(), *data_routes(), *image_routes()])
@@ -94,6 +96,7 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str) -> int:
     log.info("node %s stopping", node_id)
     await node.stop()
     await transport.close()
+    await fetcher.close()
     await runner.cleanup()
     for disk in disks:
         disk.close()

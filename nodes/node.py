@@ -36,7 +36,7 @@ from fabric.consensus.types import (
 from fabric.errors import BadRequest, FabricError, Unavailable
 from fabric.images.base import MemorySpill, ReaderLimits, Spill
 from fabric.metadata.commands import RegisterNode
-from fabric.ports import Clock, Disk, DiskFault, PeerUnreachable, Transport
+from fabric.ports import Clock, Disk, DiskFault, Fetcher, PeerUnreachable, Transport
 from fabric.wire.messages import (
     AppendExtents,
     ClusterViewReply,
@@ -86,6 +86,7 @@ class Node:
         offload: Offload | None = None,
         spill_factory: Callable[[], Spill] | None = None,
         reader_limits: ReaderLimits | None = None,
+        fetcher: Fetcher | None = None,
     ) -> None:
         self.config = config
         self.node_config = config.node(node_id)
@@ -121,6 +122,7 @@ class Node:
             offload or _inline,
             spill_factory or MemorySpill,
             reader_limits or ReaderLimits(),
+            fetcher,
         )
         self.scanner = Scanner(node_id, clock, self.metadata, self.gateway, self.ec, self.images)
         self.registered = False

@@ -17,6 +17,7 @@ import collections
 import contextlib
 import os
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -25,7 +26,15 @@ from aiohttp import web
 from fabric import limits
 from fabric.config import ClusterConfig
 from fabric.errors import FabricError, from_code
-from fabric.ports import DiskFault, Handler, OneWayHandler, PeerUnreachable
+from fabric.ports import (
+    DiskFault,
+    Handler,
+    OneWayHandler,
+    PeerUnreachable,
+    SourceDropped,
+    SourceFailed,
+    SourceHead,
+)
 from fabric.wire.codec import WireError, decode, encode
 from fabric.wire.messages import ErrorReply
 
@@ -322,3 +331,60 @@ class HttpTransport:
         except FabricError as exc:
             reply = ErrorReply(exc.code, exc.message)
         return web.Response(body=encode(reply), content_type=MSGPACK)
+
+
+class HttpFetcher:
+    """URL import's reads over real sockets (aiohttp), mapped onto the fetch port's errors."""
+
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            timeout = aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=limits.IMPORT_CONNECT_TIMEOUT_S,
+                sock_read=limits.IMPORT_STALL_S,
+            )
+            self._session = aiohttp.ClientSession(timeout=timeout)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    @contextlib.asynccontextmanager
+    async def get(
+        self, url: str, offset: int
+    ) -> AsyncIterator[tuple[SourceHead, AsyncIterator[bytes]]]:
+        headers = {"Range": f"bytes={offset}-"} if offset else {}
+        try:
+            async with self._client().get(
+                url, headers=headers, max_redirects=limits.IMPORT_MAX_REDIRECTS
+            ) as resp:
+                head = SourceHead(resp.status, resp.reason or "", resp.content_length)
+                yield head, _chunks(resp)
+        except aiohttp.TooManyRedirects:
+            raise SourceFailed(f"more than {limits.IMPORT_MAX_REDIRECTS} redirects") from None
+        except aiohttp.InvalidURL as exc:
+            raise SourceFailed(f"invalid URL: {exc}") from None
+        except aiohttp.ClientConnectorError as exc:
+            raise SourceFailed(f"cannot connect: {exc}") from None
+        except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+            raise SourceDropped(str(exc)) from None
+        except aiohttp.ClientOSError as exc:
+            raise SourceDropped(str(exc)) from None
+        except TimeoutError:
+            raise SourceDropped(f"stalled: no bytes for {limits.IMPORT_STALL_S:g} s") from None
+
+
+async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    try:
+        async for chunk in resp.content.iter_chunked(1 << 20):
+            yield chunk
+    except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
+        raise SourceDropped(str(exc)) from None
+    except aiohttp.ClientOSError as exc:
+        raise SourceDropped(str(exc)) from None
+    except TimeoutError:
+        raise SourceDropped(f"stalled: no bytes for {limits.IMPORT_STALL_S:g} s") from None

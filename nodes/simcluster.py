@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from fabric.config import ClusterConfig
 from fabric.consensus.types import Role
 from fabric.sim.disk import SimDisk
+from fabric.sim.http import SimHttp
 from fabric.sim.loop import SimClock, VirtualLoop
 from fabric.sim.network import SimNetwork
 from nodes.node import Node
@@ -45,6 +46,8 @@ class SimCluster:
         self.observer = observer
         self.snapshot_every_entries = snapshot_every_entries
         self.disks = {n.id: [SimDisk(f"{n.id}/{d}") for d in n.disks] for n in config.nodes}
+        self.http = SimHttp(self.clock)
+        """The URL sources every node's imports read from."""
         self.nodes: dict[str, Node] = {}
 
     def __enter__(self) -> SimCluster:
@@ -80,6 +83,7 @@ class SimCluster:
             list(self.disks[node_id]),
             self.observer,
             self.snapshot_every_entries,
+            fetcher=self.http,
         )
         holder.append(node)
         await node.start()

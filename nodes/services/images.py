@@ -31,8 +31,7 @@ from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
-
+from fabric import limits
 from fabric.errors import (
     BadRequest,
     Conflict,
@@ -53,7 +52,7 @@ from fabric.metadata.commands import (
     UpdateTask,
 )
 from fabric.metadata.records import Checksum, ImageRecord, TaskRecord, to_json
-from fabric.ports import Clock
+from fabric.ports import Clock, Fetcher, SourceDropped, SourceFailed
 from nodes.services.gateway import Gateway
 from nodes.services.metadata import MetadataService
 
@@ -69,13 +68,8 @@ WRITES_IN_FLIGHT = 4
 RUNS_PER_PULL_BYTES = 8 << 20
 """Raw bytes a reader may produce in one step off the event loop (bounds memory)."""
 PROGRESS_EVERY_S = 1.0
-MAX_REDIRECTS = 5
 MAX_INGESTS = 4
 """Uploads and imports converting on one node at once (each holds a few dozen MiB)."""
-MAX_RESUMES = 5
-STALL_S = 30.0
-"""An import source that sends nothing for this long is treated as dropped."""
-RESUME_BACKOFF_S = 0.5
 
 
 class FileSpill:
@@ -197,7 +191,8 @@ class ImageService:
         gateway: Gateway,
         offload: Callable[..., Any],
         spill_factory: Callable[[], Spill],
-        limits: ReaderLimits,
+        reader_limits: ReaderLimits,
+        fetcher: Fetcher | None,
     ) -> None:
         self.node_id = node_id
         self.clock = clock
@@ -206,7 +201,8 @@ class ImageService:
         self.gateway = gateway
         self.offload = offload
         self.spill_factory = spill_factory
-        self.limits = limits
+        self.limits = reader_limits
+        self.fetcher = fetcher
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -263,6 +259,8 @@ class ImageService:
         url = body.get("source_url")
         if url is not None:
             check_url(url)
+            if self.fetcher is None:
+                raise BadRequest("this node's runtime has no HTTP client for URL import")
             self._check_capacity()
         checksum = parse_checksum(body.get("checksum"))
         await self.metadata.read_index()
@@ -406,7 +404,8 @@ class ImageService:
             except FabricError as exc:
                 log.info("progress of %s not recorded: %s", task_id, exc)
 
-        source = UrlSource(image.source_url, progress)
+        assert self.fetcher is not None, "create() refuses URL imports without a fetcher"
+        source = UrlSource(self.fetcher, self.clock, image.source_url, progress)
         try:
             done = await self._ingest(image, source.chunks(), None)
         except (FabricError, ImportFailed) as exc:
@@ -604,71 +603,55 @@ class Ingest:
 
 
 class UrlSource:
-    """Streams a URL, resuming with Range after a dropped connection (bounded)."""
+    """Streams a URL through the runtime's fetcher, resuming with Range after a drop."""
 
-    def __init__(self, url: str, progress: Callable[..., Any]) -> None:
+    def __init__(
+        self, fetcher: Fetcher, clock: Clock, url: str, progress: Callable[..., Any]
+    ) -> None:
+        self.fetcher = fetcher
+        self.clock = clock
         self.url = url
         self.progress = progress
         self.offset = 0
         self.expected: int | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=STALL_S)
         drops = 0
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            while True:
-                try:
-                    async for chunk in self._request(session):
-                        yield chunk
-                    return
-                except (
-                    aiohttp.ClientPayloadError,
-                    aiohttp.ServerDisconnectedError,
-                    aiohttp.ClientOSError,
-                    TimeoutError,
-                ) as exc:
-                    drops += 1
-                    why = (
-                        (f"stalled: no bytes for {STALL_S:g} s")
-                        if isinstance(exc, TimeoutError)
-                        else str(exc)
-                    )
-                    if drops > MAX_RESUMES:
-                        raise ImportFailed(f"source failed {drops} times, last: {why}") from None
-                    log.info(
-                        "import of %s interrupted at %d bytes (%s); resuming",
-                        self.url,
-                        self.offset,
-                        why,
-                    )
-                    await asyncio.sleep(RESUME_BACKOFF_S * drops)
-
-    async def _request(self, session: aiohttp.ClientSession) -> AsyncIterator[bytes]:
-        headers = {"Range": f"bytes={self.offset}-"} if self.offset else {}
-        try:
-            async with session.get(self.url, headers=headers, max_redirects=MAX_REDIRECTS) as resp:
-                if self.offset and resp.status != 206:
-                    raise ImportFailed(
-                        f"source answered {resp.status} to a Range request; cannot resume"
-                    )
-                if resp.status not in (200, 206):
-                    raise ImportFailed(f"source answered HTTP {resp.status} {resp.reason}")
-                if resp.content_length is not None and self.expected is None:
-                    self.expected = self.offset + resp.content_length
-                async for chunk in resp.content.iter_chunked(1 << 20):
-                    self.offset += len(chunk)
-                    await self.progress(self.offset, self.expected)
+        while True:
+            try:
+                async for chunk in self._request():
                     yield chunk
-        except aiohttp.TooManyRedirects:
-            raise ImportFailed(f"more than {MAX_REDIRECTS} redirects") from None
-        except aiohttp.InvalidURL as exc:
-            raise ImportFailed(f"invalid URL: {exc}") from None
-        except aiohttp.ClientConnectorError as exc:
-            raise ImportFailed(f"cannot connect: {exc}") from None
+                return
+            except SourceDropped as exc:
+                drops += 1
+                if drops > limits.IMPORT_MAX_RESUMES:
+                    raise ImportFailed(f"source failed {drops} times, last: {exc}") from None
+                log.info(
+                    "import of %s interrupted at %d bytes (%s); resuming",
+                    self.url,
+                    self.offset,
+                    exc,
+                )
+                await self.clock.sleep(limits.IMPORT_RESUME_BACKOFF_S * drops)
+            except SourceFailed as exc:
+                raise ImportFailed(str(exc)) from None
+
+    async def _request(self) -> AsyncIterator[bytes]:
+        async with self.fetcher.get(self.url, self.offset) as (head, body):
+            if self.offset and head.status != 206:
+                raise ImportFailed(
+                    f"source answered {head.status} to a Range request; cannot resume"
+                )
+            if head.status not in (200, 206):
+                raise ImportFailed(f"source answered HTTP {head.status} {head.reason}")
+            if head.content_length is not None and self.expected is None:
+                self.expected = self.offset + head.content_length
+            async for chunk in body:
+                self.offset += len(chunk)
+                await self.progress(self.offset, self.expected)
+                yield chunk
         if self.expected is not None and self.offset < self.expected:
-            raise aiohttp.ClientPayloadError(
-                f"connection closed at {self.offset} of {self.expected} bytes"
-            )
+            raise SourceDropped(f"connection closed at {self.offset} of {self.expected} bytes")
 
 
 def check_url(url: Any) -> str:
