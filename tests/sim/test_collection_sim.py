@@ -5,8 +5,8 @@ Writers claim a new extent group's files (``RegisterIntents``) before the first 
 Here the node coordinating a write is crashed (power loss) right after its appends
 landed on the replicas and before its ``WriteExtents`` commits, over many seeds. Once
 everything is back and the claims have timed out, every extent-group file on every
-simulated disk must belong to a group record that lists that node, and every replica a
-record lists must be there. Replay with ``GC_SEED=<seed>``.
+simulated disk must belong to a group record that lists that node, every replica a
+record lists must be there, and no tombstone is left (no disk can hold its file). Replay with ``GC_SEED=<seed>``.
 """
 
 from __future__ import annotations
@@ -107,10 +107,11 @@ def test_files_of_uncommitted_writes_are_collected(seed: int) -> None:
                 if sim.leader() is not None:
                     state = sim.nodes[sim.leader() or ""].metadata.state
                     claims = [key for key, _ in state.scan(keys.EGROUP_INTENT)]
+                    tombstones = [key for key, _ in state.scan(keys.EGROUP_DROPPED)]
                     on_disk, wanted = await files_on_disks(sim), referenced(sim)
-                    if not claims and on_disk == wanted:
+                    if not claims and not tombstones and on_disk == wanted:
                         return
-                    diff = f"claims {claims}; " + "; ".join(
+                    diff = f"claims {claims}; tombstones {tombstones}; " + "; ".join(
                         f"{n}: extra {sorted(on_disk[n] - wanted.get(n, set()))} "
                         f"missing {sorted(wanted.get(n, set()) - on_disk[n])}"
                         for n in sorted(on_disk)
