@@ -349,10 +349,13 @@ class EcService:
         lay = self._layout(strip)
         chunks = strip.length // lay.chunk_bytes
         claim = f"{strip.id}/{egid}"
-        if self.metadata.state.get(keys.intent_key(claim)) is None:
-            await self.gateway.claim_files(
-                EgroupIntent(claim, strip.container, (StripMember(egid, target),), self.node_id)
-            )
+        if self.metadata.state.get(keys.intent_key(claim)) is not None:
+            # An earlier attempt's claim may name another target: end it (its partial
+            # file is then a surplus copy, which the file sweep deletes) and claim anew.
+            await self.metadata.propose(DropIntent(claim))
+        await self.gateway.claim_files(
+            EgroupIntent(claim, strip.container, (StripMember(egid, target),), self.node_id)
+        )
         try:
             await self._call(target, DeleteEgroupFiles(egid))  # a leftover partial copy
             for c in range(chunks):
