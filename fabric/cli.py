@@ -2,7 +2,8 @@
 
 Every command finds its cluster through ``--dir``, else ``$FABRIC_DIR``, else
 ``./fabric-data``. Commands that print data take ``--json``. Exit codes: 0 success,
-1 the cluster said no (or could not be reached), 2 bad usage or input.
+1 the cluster said no (or could not be reached, or a transfer broke off), 2 bad usage or
+input.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from fabric.client import ApiError, FabricClient, Unreachable
+from fabric.client import ApiError, BrokenStream, FabricClient, Unreachable
 from fabric.config import ConfigError
 
 
@@ -280,9 +281,16 @@ async def _read_to(client: FabricClient, args: argparse.Namespace) -> dict[str, 
     if args.output == "-":
         n = await client.read_vdisk(args.name, sys.stdout.buffer, args.offset, args.length)
         sys.stdout.buffer.flush()
-    else:
+        return {"vdisk": args.name, "read": n, "output": args.output}
+    try:
         with open(args.output, "wb") as out:
             n = await client.read_vdisk(args.name, out, args.offset, args.length)
+    except BaseException:
+        # A partial file of the right name would look like a good copy.
+        if os.path.isfile(args.output):
+            os.unlink(args.output)
+            print(f"removed the partial {args.output}", file=sys.stderr)
+        raise
     return {"vdisk": args.name, "read": n, "output": args.output}
 
 
@@ -426,6 +434,9 @@ async def _download(client: FabricClient, args: argparse.Namespace) -> dict[str,
     try:
         with open(args.output, "ab" if offset else "wb") as out:
             n = await client.download_image(args.name, out, offset, bar.update)
+    except BrokenStream as exc:
+        # The partial file stays for --resume; the message says it is partial.
+        raise BrokenStream(f"{exc}; {args.output} is partial (continue with --resume)") from exc
     finally:
         bar.close()
     return {"image": args.name, "output": args.output, "bytes": offset + n, "resumed_at": offset}
@@ -551,7 +562,7 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as exc:
         print(f"error: {exc.message} ({exc.code})", file=sys.stderr)
         return 1
-    except Unreachable as exc:
+    except (Unreachable, BrokenStream) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
