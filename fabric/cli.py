@@ -3,7 +3,8 @@
 Every command finds its cluster through ``--dir``, else ``$FABRIC_DIR``, else
 ``./fabric-data``. Commands that print data take ``--json``. Exit codes: 0 success,
 1 the cluster said no (or could not be reached, or a transfer broke off), 2 bad usage or
-input.
+input, 6 ``fabric up`` started the cluster without some nodes (named, with the reason);
+``fabric node run`` exits with the codes of ``nodes.launcher.EXIT_REASONS``.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from fabric.client import ApiError, BrokenStream, FabricClient, Unreachable
-from fabric.config import ConfigError
+from fabric.config import ClusterConfig, ConfigError
 
 
 def _print_json(data: Any) -> None:
@@ -39,18 +40,33 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 # --- cluster lifecycle ----------------------------------------------------------------------
+EXIT_PARTIAL_START = 6
+"""``fabric up``: some nodes could not start; the others run, healthy, with a leader."""
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    from nodes.launcher import ClusterDir, resolve_dir, status, up
+    from nodes.launcher import PartialStart, resolve_dir, up
 
     root = resolve_dir(args.dir)
-    cfg = up(root, args.config, args.nodes)
+    try:
+        cfg = up(root, args.config, args.nodes)
+    except PartialStart as exc:
+        _print_up(root, exc.config)
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return EXIT_PARTIAL_START
+    _print_up(root, cfg)
+    return 0
+
+
+def _print_up(root: str, cfg: ClusterConfig) -> None:
+    from nodes.launcher import ClusterDir, status
+
     cdir = ClusterDir(root)
     print()
     _print_status(status(root))
     print()
     for node in cfg.nodes:
         print(f"  {node.id}: API {node.url}/api/v1   log {cdir.log_path(node.id)}")
-    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:

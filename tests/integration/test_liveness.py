@@ -13,6 +13,7 @@ import json
 import os
 import random
 import signal
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -178,3 +179,35 @@ async def test_a_busy_node_is_waited_for_and_a_hung_one_passed_over(
             with pytest.raises(InDoubt, match="may or may not have been applied"):
                 await client.create_container("c", rf=1)
             assert not spare.calls
+
+
+# --- a node that cannot start -----------------------------------------------------------------
+def test_up_starts_every_node_it_can_and_names_the_one_that_cannot(
+    make_cluster: Callable[[int], Cluster],
+) -> None:
+    cluster = make_cluster(3)
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", node_port(cluster, 1)))  # n2's port
+        squatter.listen()
+        elapsed, code, stdout, err = timed(cluster, "up", "--config", str(cluster.config))
+        assert code == 6, f"{stdout}\n{err}"
+        assert elapsed < 30, f"fabric up took {elapsed:.1f} s"
+        assert "node n2 failed to start: its address is already in use" in err
+        assert str(cluster.dir / "nodes" / "n2" / "node.log") in err
+        assert "address already in use" in err.split("node.log", 1)[1]  # the log's tail
+        assert "running without n2" in err
+
+        # The other two are a quorum: they run, elect a leader and serve.
+        view = cluster.status()
+        nodes = {n["id"]: n for n in view["nodes"]}
+        assert view["leader"] in ("n1", "n3")
+        assert nodes["n1"]["state"] == nodes["n3"]["state"] == "UP"
+        assert nodes["n1"]["pid"] and nodes["n3"]["pid"]
+        assert nodes["n2"]["state"] == "DOWN" and nodes["n2"]["pid"] is None
+        cluster.fabric("kv", "put", "k", "1")
+
+    # With its port free, another `up` starts just the missing node.
+    out = cluster.fabric("up")
+    assert "starting 1 of 3 nodes" in out.stdout
+    assert {n["state"] for n in cluster.status()["nodes"]} == {"UP"}
+    assert cluster.fabric("kv", "get", "k").stdout.strip() == "1"
