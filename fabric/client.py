@@ -128,11 +128,20 @@ class FabricClient:
                 watch.moved()
                 return await self._answer(resp)
 
-        return await self._each_node(method, attempt)
+        # A streamed body is spent by the first attempt: it cannot go to another node.
+        replayable = isinstance(kwargs.get("data"), None | bytes | bytearray | str)
+        return await self._each_node(method, attempt, repeatable=replayable)
 
     # --- moving on from a node that cannot serve ------------------------------------------
-    async def _each_node(self, method: str, attempt: Callable[[str, _Watch], Awaitable[T]]) -> T:
-        """``attempt`` on the first node that serves it (see the module's docstring)."""
+    async def _each_node(
+        self,
+        method: str,
+        attempt: Callable[[str, _Watch], Awaitable[T]],
+        repeatable: bool = True,
+    ) -> T:
+        """``attempt`` on the first node that serves it (see the module's docstring).
+
+        ``repeatable``: the request can be sent again as it was (no spent stream)."""
         errors = []
         for url in list(self.urls):
             watch = _Watch()
@@ -147,7 +156,7 @@ class FabricClient:
                         f"{url}: {why} after {watch.delivered} of "
                         f"{'?' if watch.expected is None else watch.expected} bytes"
                     ) from exc
-                if method not in IDEMPOTENT_METHODS:
+                if method not in IDEMPOTENT_METHODS or not repeatable:
                     raise InDoubt(
                         f"{url}: {why} after the {method} request was sent; it may or may "
                         "not have been applied"

@@ -28,7 +28,10 @@ from tests.integration.conftest import Cluster, free_ports
 
 MiB = 1 << 20
 QUICK_S = 10.0
-"""What "at once" means for a command that must fail or move on, on a loaded machine."""
+"""What "at once" means for a command that must fail, on a loaded machine."""
+PASS_OVER_S = 15.0
+"""A command that meets a paused node first: the progress and probe timeouts (5 s) on
+top of its own work; it used to wait 31 s, or an hour."""
 
 
 def timed(cluster: Cluster, *args: str) -> tuple[float, int, str, str]:
@@ -117,7 +120,7 @@ def test_a_paused_node_is_passed_over_by_every_command(
         ):
             elapsed, code, stdout, err = timed(cluster, *args)
             assert code == 0, f"fabric {' '.join(args)} exited {code}: {err}"
-            assert elapsed < QUICK_S, f"fabric {' '.join(args)} took {elapsed:.1f} s"
+            assert elapsed < PASS_OVER_S, f"fabric {' '.join(args)} took {elapsed:.1f} s"
             if args[0] == "status":
                 assert json.loads(stdout)["leader"] in ("n2", "n3")
         back = tmp_path / "back.bin"
@@ -162,10 +165,10 @@ async def test_a_busy_node_is_waited_for_and_a_hung_one_passed_over(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Short periods keep the story quick; the rule is the same at any scale.
-    monkeypatch.setattr(limits, "CLIENT_PROGRESS_TIMEOUT_S", 0.3)
-    monkeypatch.setattr(limits, "CLIENT_PROBE_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(limits, "CLIENT_PROGRESS_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(limits, "CLIENT_PROBE_TIMEOUT_S", 1.0)
     hung = StandIn(answer_after_s=None, health=False)
-    busy = StandIn(answer_after_s=2.0, health=True)  # a long commit or conversion
+    busy = StandIn(answer_after_s=3.0, health=True)  # a long commit or conversion
     spare = StandIn(answer_after_s=0, health=True)
     async with hung.serving() as h, busy.serving() as b, spare.serving() as s:
         async with FabricClient([h, b, s]) as client:
