@@ -8,7 +8,9 @@ It knows every node's URL and moves on to the next node when one cannot serve:
   its health on a second connection. No answer within ``CLIENT_PROBE_TIMEOUT_S`` means
   the node is hung (paused, wedged): the request goes to the next node if sending it
   again is safe (an idempotent method, GET/PUT/DELETE); a POST that may have reached
-  the hung node raises ``InDoubt`` instead. A node that answers the probe is busy, not
+  the hung node raises ``InDoubt`` instead. So that a hung node seldom gets one, a
+  request that is not safe to repeat goes only to a node that has answered this
+  client, or a health probe just before. A node that answers the probe is busy, not
   hung, so a long operation (an image conversion, a slow commit) keeps waiting, bounded
   only by the client's total timeout: progress is about bytes moving, not total time.
 * a streamed answer that breaks off (a body shorter than its ``Content-Length``, or a
@@ -102,6 +104,9 @@ class FabricClient:
         self.timeout = aiohttp.ClientTimeout(
             total=timeout_s, sock_connect=limits.CLIENT_CONNECT_TIMEOUT_S
         )
+        self._serving: set[str] = set()
+        """Nodes that answered this client: a request that is not safe to repeat may go
+        to them without a probe first."""
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> FabricClient:
@@ -142,11 +147,18 @@ class FabricClient:
         """``attempt`` on the first node that serves it (see the module's docstring).
 
         ``repeatable``: the request can be sent again as it was (no spent stream)."""
+        repeatable = repeatable and method in IDEMPOTENT_METHODS
         errors = []
         for url in list(self.urls):
             watch = _Watch()
             try:
-                return await self._watched(url, watch, attempt(url, watch))
+                if not repeatable and url not in self._serving and not await self._probe(url):
+                    errors.append(f"{url}: did not answer a health probe")
+                    self._demote(url)
+                    continue
+                result = await self._watched(url, watch, attempt(url, watch))
+                self._serving.add(url)
+                return result
             except _NOT_SENT as exc:
                 errors.append(f"{url}: {exc or type(exc).__name__}")
             except (_Hung, *_BROKEN) as exc:
@@ -156,7 +168,7 @@ class FabricClient:
                         f"{url}: {why} after {watch.delivered} of "
                         f"{'?' if watch.expected is None else watch.expected} bytes"
                     ) from exc
-                if method not in IDEMPOTENT_METHODS or not repeatable:
+                if not repeatable:
                     raise InDoubt(
                         f"{url}: {why} after the {method} request was sent; it may or may "
                         "not have been applied"
@@ -203,11 +215,13 @@ class FabricClient:
         try:
             async with self.session.get(url + "/api/v1/health", timeout=timeout) as resp:
                 await resp.read()
-                return True  # any answer, even an error, shows the node is serving
+            self._serving.add(url)
+            return True  # any answer, even an error, shows the node is serving
         except (aiohttp.ClientError, TimeoutError):
             return False
 
     def _demote(self, url: str) -> None:
+        self._serving.discard(url)
         self.urls.remove(url)
         self.urls.append(url)
 

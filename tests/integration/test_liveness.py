@@ -116,6 +116,7 @@ def test_a_paused_node_is_passed_over_by_every_command(
         for args in (
             ("kv", "put", "k", '"v"'),
             ("vdisk", "write", "v", str(data)),
+            ("container", "create", "after", "--rf", "2"),  # not safe to repeat: probed first
             ("status", "--json"),
         ):
             elapsed, code, stdout, err = timed(cluster, *args)
@@ -131,20 +132,24 @@ def test_a_paused_node_is_passed_over_by_every_command(
 
 
 class StandIn:
-    """A node stand-in on loopback whose answers are late (busy) or never come (hung)."""
+    """A node stand-in on loopback: it answers requests late (busy) or never (hung), and
+    answers health probes always, never, or only the first few (it hangs after them)."""
 
-    def __init__(self, answer_after_s: float | None, health: bool) -> None:
+    def __init__(self, answer_after_s: float | None, probes_answered: int | None) -> None:
         self.answer_after_s = answer_after_s
-        self.health = health
+        self.probes_answered = probes_answered
         self.calls: list[str] = []
 
     async def handle(self, request: web.Request) -> web.Response:
         self.calls.append(f"{request.method} {request.path}")
-        is_probe = request.path == "/api/v1/health"
-        if self.answer_after_s is None and not (is_probe and self.health):
-            await asyncio.Event().wait()  # hung: the request is taken, never answered
-        if not is_probe:
-            await asyncio.sleep(self.answer_after_s or 0)
+        if request.path == "/api/v1/health":
+            probes = self.calls.count("GET /api/v1/health")
+            if self.probes_answered is not None and probes > self.probes_answered:
+                await asyncio.Event().wait()  # hung: the request is taken, never answered
+        elif self.answer_after_s is None:
+            await asyncio.Event().wait()
+        else:
+            await asyncio.sleep(self.answer_after_s)
         return web.json_response({"version": 7, "name": "c"})
 
     @asynccontextmanager
@@ -167,21 +172,34 @@ async def test_a_busy_node_is_waited_for_and_a_hung_one_passed_over(
     # Short periods keep the story quick; the rule is the same at any scale.
     monkeypatch.setattr(limits, "CLIENT_PROGRESS_TIMEOUT_S", 0.5)
     monkeypatch.setattr(limits, "CLIENT_PROBE_TIMEOUT_S", 1.0)
-    hung = StandIn(answer_after_s=None, health=False)
-    busy = StandIn(answer_after_s=3.0, health=True)  # a long commit or conversion
-    spare = StandIn(answer_after_s=0, health=True)
-    async with hung.serving() as h, busy.serving() as b, spare.serving() as s:
+    hung = StandIn(answer_after_s=None, probes_answered=0)
+    busy = StandIn(answer_after_s=3.0, probes_answered=None)  # a long commit or conversion
+    spare = StandIn(answer_after_s=0, probes_answered=None)
+    pausing = StandIn(answer_after_s=None, probes_answered=1)  # hangs after one probe
+    async with (
+        hung.serving() as h,
+        busy.serving() as b,
+        spare.serving() as s,
+        pausing.serving() as p,
+    ):
         async with FabricClient([h, b, s]) as client:
             assert await client.kv_put("k", 1) == 7
             assert busy.calls.count("PUT /api/v1/kv/k") == 1
             assert not spare.calls, "a busy node that answers its probe is not left"
             assert client.urls == [b, s, h], "the hung node is tried last from now on"
 
-        # A POST that reached a hung node is not sent again: it may have been applied.
+        # A create is not safe to repeat: it goes only to a node that answers a probe.
         async with FabricClient([h, s]) as client:
+            assert (await client.create_container("c", rf=1))["name"] == "c"
+        assert "POST /api/v1/containers" not in hung.calls
+        assert spare.calls.count("POST /api/v1/containers") == 1
+
+        # A node that hangs after taking it leaves the create in doubt: never sent twice.
+        async with FabricClient([p, s]) as client:
             with pytest.raises(InDoubt, match="may or may not have been applied"):
-                await client.create_container("c", rf=1)
-            assert not spare.calls
+                await client.create_container("d", rf=1)
+        assert pausing.calls.count("POST /api/v1/containers") == 1
+        assert spare.calls.count("POST /api/v1/containers") == 1
 
 
 # --- a node that cannot start -----------------------------------------------------------------
