@@ -2,7 +2,9 @@
 
 Every command finds its cluster through ``--dir``, else ``$FABRIC_DIR``, else
 ``./fabric-data``. Commands that print data take ``--json``. Exit codes: 0 success,
-1 the cluster said no (or could not be reached), 2 bad usage or input.
+1 the cluster said no (or could not be reached, or a transfer broke off), 2 bad usage or
+input, 6 ``fabric up`` started the cluster without some nodes (named, with the reason);
+``fabric node run`` exits with the codes of ``nodes.launcher.EXIT_REASONS``.
 """
 
 from __future__ import annotations
@@ -16,8 +18,8 @@ import sys
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from fabric.client import ApiError, FabricClient, Unreachable
-from fabric.config import ConfigError
+from fabric.client import ApiError, BrokenStream, FabricClient, Unreachable
+from fabric.config import ClusterConfig, ConfigError
 
 
 def _print_json(data: Any) -> None:
@@ -38,18 +40,33 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 # --- cluster lifecycle ----------------------------------------------------------------------
+EXIT_PARTIAL_START = 6
+"""``fabric up``: some nodes could not start; the others run, healthy, with a leader."""
+
+
 def cmd_up(args: argparse.Namespace) -> int:
-    from nodes.launcher import ClusterDir, resolve_dir, status, up
+    from nodes.launcher import PartialStart, resolve_dir, up
 
     root = resolve_dir(args.dir)
-    cfg = up(root, args.config, args.nodes)
+    try:
+        cfg = up(root, args.config, args.nodes)
+    except PartialStart as exc:
+        _print_up(root, exc.config)
+        print(f"\nerror: {exc}", file=sys.stderr)
+        return EXIT_PARTIAL_START
+    _print_up(root, cfg)
+    return 0
+
+
+def _print_up(root: str, cfg: ClusterConfig) -> None:
+    from nodes.launcher import ClusterDir, status
+
     cdir = ClusterDir(root)
     print()
     _print_status(status(root))
     print()
     for node in cfg.nodes:
         print(f"  {node.id}: API {node.url}/api/v1   log {cdir.log_path(node.id)}")
-    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -283,9 +300,16 @@ async def _read_to(client: FabricClient, args: argparse.Namespace) -> dict[str, 
     if args.output == "-":
         n = await client.read_vdisk(args.name, sys.stdout.buffer, args.offset, args.length)
         sys.stdout.buffer.flush()
-    else:
+        return {"vdisk": args.name, "read": n, "output": args.output}
+    try:
         with open(args.output, "wb") as out:
             n = await client.read_vdisk(args.name, out, args.offset, args.length)
+    except BaseException:
+        # A partial file of the right name would look like a good copy.
+        if os.path.isfile(args.output):
+            os.unlink(args.output)
+            print(f"removed the partial {args.output}", file=sys.stderr)
+        raise
     return {"vdisk": args.name, "read": n, "output": args.output}
 
 
@@ -429,6 +453,9 @@ async def _download(client: FabricClient, args: argparse.Namespace) -> dict[str,
     try:
         with open(args.output, "ab" if offset else "wb") as out:
             n = await client.download_image(args.name, out, offset, bar.update)
+    except BrokenStream as exc:
+        # The partial file stays for --resume; the message says it is partial.
+        raise BrokenStream(f"{exc}; {args.output} is partial (continue with --resume)") from exc
     finally:
         bar.close()
     return {"image": args.name, "output": args.output, "bytes": offset + n, "resumed_at": offset}
@@ -554,7 +581,7 @@ def main(argv: list[str] | None = None) -> int:
     except ApiError as exc:
         print(f"error: {exc.message} ({exc.code})", file=sys.stderr)
         return 1
-    except Unreachable as exc:
+    except (Unreachable, BrokenStream) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -1,19 +1,51 @@
 """The Python client of the fabric's HTTP API, used by the CLI, the tests and services.
 
-It knows every node's URL and fails over: a request that cannot reach one node (refused,
-timed out) goes to the next. An answer with an error body raises ``ApiError`` carrying
-the server's code and message; nothing else in the project speaks raw HTTP to a cluster.
+It knows every node's URL and moves on to the next node when one cannot serve:
+
+* a node that refuses the connection, or does not accept it within
+  ``CLIENT_CONNECT_TIMEOUT_S``, is skipped: nothing reached it.
+* a node that moves no byte either way for ``CLIENT_PROGRESS_TIMEOUT_S`` is asked for
+  its health on a second connection. No answer within ``CLIENT_PROBE_TIMEOUT_S`` means
+  the node is hung (paused, wedged): the request goes to the next node if sending it
+  again is safe (an idempotent method, GET/PUT/DELETE); a POST that may have reached
+  the hung node raises ``InDoubt`` instead. So that a hung node seldom gets one, a
+  request that is not safe to repeat goes only to a node that has answered this
+  client, or a health probe just before. A node that answers the probe is busy, not
+  hung, so a long operation (an image conversion, a slow commit) keeps waiting, bounded
+  only by the client's total timeout: progress is about bytes moving, not total time.
+* a streamed answer that breaks off (a body shorter than its ``Content-Length``, or a
+  node that stops sending) raises ``BrokenStream`` with how many bytes arrived; another
+  node cannot resume it.
+
+A node that failed moves to the back of the list, so the client's later requests do not
+wait for it again. An answer with an error body raises ``ApiError`` carrying the
+server's code and message; nothing else in the project speaks raw HTTP to a cluster.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
-from collections.abc import AsyncIterator, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import aiohttp
+
+from fabric import limits
+
+T = TypeVar("T")
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
+"""Methods whose request may be sent again to another node when one hangs."""
+STREAM_CHUNK_BYTES = 1 << 20
+
+# Failures that happen before the request reached the node: any request may move on.
+_NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+# Failures after it may have: only a request that is safe to repeat moves on.
+_BROKEN = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 
 
 class ApiError(Exception):
@@ -28,13 +60,53 @@ class Unreachable(Exception):
     """No node of the cluster answered."""
 
 
+class InDoubt(Unreachable):
+    """A node failed a request that is not safe to repeat, after the request was sent.
+
+    The request may or may not have been applied; the caller must look before retrying.
+    """
+
+
+class BrokenStream(Exception):
+    """A streamed answer broke off after the node answered; the message says how far."""
+
+
+class _Hung(Exception):
+    """The node moved no byte for a while and did not answer a health probe."""
+
+
+class _Watch:
+    """One attempt on one node: when a byte last moved, and what reached the caller."""
+
+    def __init__(self) -> None:
+        self.last_s = time.monotonic()
+        self.delivered = 0
+        """Bytes of a streamed answer already handed to the caller: no other node may
+        take over from here."""
+        self.expected: int | None = None
+        """The answer's Content-Length, once its headers arrived."""
+
+    def moved(self, delivered: int = 0) -> None:
+        self.last_s = time.monotonic()
+        self.delivered += delivered
+
+    def idle_s(self) -> float:
+        return time.monotonic() - self.last_s
+
+
 class FabricClient:
     def __init__(self, urls: list[str], timeout_s: float = 30.0, cluster_id: str = "") -> None:
         assert urls, "a client needs at least one node URL"
         self.urls = list(urls)
+        """Nodes in the order they are tried; a node that fails moves to the back."""
         self.cluster_id = cluster_id
         """When set, nodes of any other cluster refuse our requests (same ports, say)."""
-        self.timeout = aiohttp.ClientTimeout(total=timeout_s, sock_connect=2.0)
+        self.timeout = aiohttp.ClientTimeout(
+            total=timeout_s, sock_connect=limits.CLIENT_CONNECT_TIMEOUT_S
+        )
+        self._serving: set[str] = set()
+        """Nodes that answered this client: a request that is not safe to repeat may go
+        to them without a probe first."""
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> FabricClient:
@@ -55,14 +127,103 @@ class FabricClient:
 
     async def request(self, method: str, path: str, **kwargs: Any) -> Any:
         """JSON answer of the first node that answers; ApiError for an error answer."""
+
+        async def attempt(url: str, watch: _Watch) -> Any:
+            async with self.session.request(method, url + path, **kwargs) as resp:
+                watch.moved()
+                return await self._answer(resp)
+
+        # A streamed body is spent by the first attempt: it cannot go to another node.
+        replayable = isinstance(kwargs.get("data"), None | bytes | bytearray | str)
+        return await self._each_node(method, attempt, repeatable=replayable)
+
+    # --- moving on from a node that cannot serve ------------------------------------------
+    async def _each_node(
+        self,
+        method: str,
+        attempt: Callable[[str, _Watch], Awaitable[T]],
+        repeatable: bool = True,
+    ) -> T:
+        """``attempt`` on the first node that serves it (see the module's docstring).
+
+        ``repeatable``: the request can be sent again as it was (no spent stream)."""
+        repeatable = repeatable and method in IDEMPOTENT_METHODS
         errors = []
-        for url in self.urls:
+        for url in list(self.urls):
+            watch = _Watch()
             try:
-                async with self.session.request(method, url + path, **kwargs) as resp:
-                    return await self._answer(resp)
-            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
+                if not repeatable and url not in self._serving and not await self._probe(url):
+                    errors.append(f"{url}: did not answer a health probe")
+                    self._demote(url)
+                    continue
+                result = await self._watched(url, watch, attempt(url, watch))
+                self._serving.add(url)
+                return result
+            except _NOT_SENT as exc:
                 errors.append(f"{url}: {exc or type(exc).__name__}")
+            except (_Hung, *_BROKEN) as exc:
+                why = _describe(exc)
+                if watch.delivered or isinstance(exc, aiohttp.ClientPayloadError):
+                    raise BrokenStream(
+                        f"{url}: {why} after {watch.delivered} of "
+                        f"{'?' if watch.expected is None else watch.expected} bytes"
+                    ) from exc
+                if not repeatable:
+                    raise InDoubt(
+                        f"{url}: {why} after the {method} request was sent; it may or may "
+                        "not have been applied"
+                    ) from exc
+                errors.append(f"{url}: {why}")
+            self._demote(url)
         raise Unreachable("no node answered: " + "; ".join(errors))
+
+    async def _watched(self, url: str, watch: _Watch, attempt: Awaitable[T]) -> T:
+        """``attempt``'s result, unless the node goes quiet and fails a health probe."""
+        task = asyncio.ensure_future(attempt)
+        try:
+            while not task.done():
+                quiet_s = limits.CLIENT_PROGRESS_TIMEOUT_S - watch.idle_s()
+                if quiet_s > 0:
+                    await asyncio.wait({task}, timeout=quiet_s)
+                elif await self._alive(url, task):
+                    watch.moved()  # busy, not hung: wait another progress period
+                else:
+                    raise _Hung(
+                        f"moved no byte for {watch.idle_s():.0f} s and did not answer a "
+                        f"health probe in {limits.CLIENT_PROBE_TIMEOUT_S:.0f} s"
+                    )
+            return task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.wait({task})
+            if not task.cancelled():
+                task.exception()  # retrieved here when we raise something else
+
+    async def _alive(self, url: str, task: asyncio.Future[Any]) -> bool:
+        """Does the node answer a health probe (or finish ``task`` meanwhile)?"""
+        probe = asyncio.ensure_future(self._probe(url))
+        await asyncio.wait({task, probe}, return_when=asyncio.FIRST_COMPLETED)
+        if probe.done():
+            return probe.result()
+        probe.cancel()
+        await asyncio.wait({probe})
+        return True
+
+    async def _probe(self, url: str) -> bool:
+        timeout = aiohttp.ClientTimeout(total=limits.CLIENT_PROBE_TIMEOUT_S)
+        try:
+            async with self.session.get(url + "/api/v1/health", timeout=timeout) as resp:
+                await resp.read()
+            self._serving.add(url)
+            return True  # any answer, even an error, shows the node is serving
+        except (aiohttp.ClientError, TimeoutError):
+            return False
+
+    def _demote(self, url: str) -> None:
+        self._serving.discard(url)
+        self.urls.remove(url)
+        self.urls.append(url)
 
     @staticmethod
     async def _answer(resp: aiohttp.ClientResponse) -> Any:
@@ -157,31 +318,35 @@ class FabricClient:
     ) -> Any:
         """PUT a local file as a stream; JSON answer.
 
-        Fails over to the next node only if a node cannot be reached at all: the file is
-        read afresh for each attempt (a stream cannot be replayed).
+        The file is read afresh for each node tried (a stream cannot be replayed);
+        ``progress`` hears of each byte once, however many nodes were tried.
         """
-
-        async def body() -> AsyncIterator[bytes]:
-            with open(file, "rb") as f:
-                while chunk := f.read(1 << 20):
-                    if progress:
-                        progress(len(chunk))
-                    yield chunk
-
         headers = {
             "Content-Length": str(os.path.getsize(file)),
             "Content-Type": "application/octet-stream",
         }
-        errors = []
-        for url in self.urls:
-            try:
-                async with self.session.put(
-                    url + path, params=params, data=body(), headers=headers
-                ) as resp:
-                    return await self._answer(resp)
-            except aiohttp.ClientConnectorError as exc:
-                errors.append(f"{url}: {exc}")
-        raise Unreachable("no node answered: " + "; ".join(errors))
+        reported = 0
+
+        async def body(watch: _Watch) -> AsyncIterator[bytes]:
+            nonlocal reported
+            pos = 0
+            with open(file, "rb") as f:
+                while chunk := f.read(STREAM_CHUNK_BYTES):
+                    watch.moved()  # the node took the previous chunk
+                    yield chunk
+                    pos += len(chunk)
+                    if progress and pos > reported:
+                        progress(pos - reported)
+                        reported = pos
+
+        async def attempt(url: str, watch: _Watch) -> Any:
+            async with self.session.put(
+                url + path, params=params, data=body(watch), headers=headers
+            ) as resp:
+                watch.moved()
+                return await self._answer(resp)
+
+        return await self._each_node("PUT", attempt)
 
     async def _receive(
         self,
@@ -190,25 +355,30 @@ class FabricClient:
         headers: dict[str, str],
         progress: Callable[[int], None] | None = None,
     ) -> int:
-        """GET a stream into ``out``; bytes written. Fails over only before any byte."""
-        last: Exception | None = None
-        for url in self.urls:
-            n = 0
-            try:
-                async with self.session.get(url + path, headers=headers) as resp:
-                    if resp.status >= 400:
-                        await self._answer(resp)
-                    async for chunk in resp.content.iter_chunked(1 << 20):
-                        out.write(chunk)
-                        n += len(chunk)
-                        if progress:
-                            progress(len(chunk))
-                    return n
-            except (aiohttp.ClientConnectionError, TimeoutError) as exc:
-                if n:
-                    raise  # part of the data is out already: another node cannot resume it
-                last = exc
-        raise Unreachable(f"no node answered: {last}")
+        """GET a stream into ``out``; bytes written.
+
+        Moves on to another node only before the first byte; a body shorter than its
+        ``Content-Length`` raises ``BrokenStream``.
+        """
+
+        async def attempt(url: str, watch: _Watch) -> int:
+            async with self.session.get(url + path, headers=headers) as resp:
+                watch.moved()
+                if resp.status >= 400:
+                    await self._answer(resp)
+                watch.expected = resp.content_length
+                async for chunk in resp.content.iter_chunked(STREAM_CHUNK_BYTES):
+                    out.write(chunk)
+                    watch.moved(len(chunk))
+                    if progress:
+                        progress(len(chunk))
+            if watch.expected is not None and watch.delivered != watch.expected:
+                raise BrokenStream(
+                    f"{url}: connection closed after {watch.delivered} of {watch.expected} bytes"
+                )
+            return watch.delivered
+
+        return await self._each_node("GET", attempt)
 
     async def write_vdisk_bytes(self, ref: str, data: bytes, offset: int = 0) -> int:
         answer = await self.request(
@@ -270,3 +440,14 @@ class FabricClient:
     ) -> int:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         return await self._receive(f"/api/v1/images/{ref}/file", out, headers, progress)
+
+
+def _describe(exc: BaseException) -> str:
+    """How a node failed, in the words of the module's docstring."""
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "connection closed"
+    if isinstance(exc, _Hung):
+        return f"node hung: {exc}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__

@@ -66,3 +66,14 @@ IMPORT_MAX_REDIRECTS = 5
 IMPORT_MAX_RESUMES = 5
 IMPORT_RESUME_BACKOFF_S = 0.5
 """Wait before resume number n: n times this."""
+
+# --- client -------------------------------------------------------------------------------
+CLIENT_CONNECT_TIMEOUT_S = 2.0
+"""A node that does not accept a connection in this long is skipped for the next one."""
+CLIENT_PROGRESS_TIMEOUT_S = 3.0
+"""No byte moved either way for this long: the client probes the node's health."""
+CLIENT_PROBE_TIMEOUT_S = 2.0
+"""A node that does not answer that probe in this long is hung: the client moves on.
+
+A node that answers is working on a long request (a conversion, a commit): the
+request goes on waiting, bounded only by its own total timeout."""

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import AsyncIterator
 from typing import Any
 
 from aiohttp import web
 
-from fabric.errors import BadRequest, NotFound
+from fabric.errors import BadRequest, FabricError, NotFound
 from fabric.extents.policy import policy_from_request
 from fabric.metadata.records import to_json
 from nodes.api import NODE, json_body
 from nodes.services.accounting import container_views
+
+log = logging.getLogger(__name__)
 
 STREAM_CHUNK_BYTES = 1 << 20
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
@@ -143,7 +146,13 @@ async def send_stream(
     size: int,
     partial: bool,
 ) -> web.StreamResponse:
-    """Stream raw bytes ``[offset, offset + length)`` of a ``size``-byte object."""
+    """Stream raw bytes ``[offset, offset + length)`` of a ``size``-byte object.
+
+    Once the status and ``Content-Length`` are out, an error can no longer be answered:
+    if the stream fails (every copy of an extent bad or gone), the connection is closed
+    so the client sees a body shorter than announced, and fails at once instead of
+    waiting for bytes that will never come.
+    """
     resp = web.StreamResponse(status=206 if partial else 200)
     resp.content_type = "application/octet-stream"
     resp.content_length = length
@@ -151,10 +160,31 @@ async def send_stream(
     if partial:
         resp.headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{size}"
     await resp.prepare(request)
-    async for chunk in stream:
-        await resp.write(chunk)
+    sent = 0
+    try:
+        async for chunk in stream:
+            await resp.write(chunk)
+            sent += len(chunk)
+    except ConnectionError:
+        raise  # the client went away: there is nobody left to tell
+    except Exception as exc:
+        _abort(request, resp, exc, f"after {sent} of {length} bytes")
+        return resp
     await resp.write_eof()
     return resp
+
+
+def _abort(request: web.Request, resp: web.StreamResponse, exc: Exception, where: str) -> None:
+    """Close a response whose headers are out; the short body tells the client it failed."""
+    what = f"{request.method} {request.path}"
+    if isinstance(exc, FabricError):
+        log.warning("%s failed %s: %s; closing the connection", what, where, exc.message)
+    else:
+        log.exception("%s failed %s; closing the connection", what, where)
+    resp.force_close()
+    # Returning an error response now would write its status line into the body.
+    if request.transport is not None:
+        request.transport.close()
 
 
 def routes() -> list[web.RouteDef]:

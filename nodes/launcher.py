@@ -9,6 +9,13 @@ A cluster directory holds everything of one local cluster::
 
 ``up`` on an existing directory restarts the same cluster from its own cluster.toml;
 ``down`` stops every node (SIGTERM, then SIGKILL after a grace period).
+
+``up`` starts every node it can. A node whose process exits while ``up`` waits is
+named with its reason and log tail; if the voters that did start are a majority, ``up``
+waits for the cluster to be healthy without it and raises ``PartialStart``, leaving the
+started nodes running (another ``up`` starts just the missing ones). Without such a
+majority no leader can be elected: ``up`` stops what it started and raises
+``LaunchError``, as it does when the cluster is not healthy in time.
 """
 
 from __future__ import annotations
@@ -32,6 +39,7 @@ from fabric import limits
 from fabric.config import (
     ClusterConfig,
     ConfigError,
+    NodeConfig,
     default_config_text,
     load_config,
     parse_config,
@@ -51,6 +59,36 @@ EXIT_REASONS = {
 
 class LaunchError(Exception):
     """The cluster could not be started or stopped; the message says which node and why."""
+
+
+@dataclass(frozen=True)
+class StartFailure:
+    """A node whose process exited while ``up`` waited for it."""
+
+    node_id: str
+    reason: str
+    log_path: str
+    log_tail: str
+
+    def __str__(self) -> str:
+        return (
+            f"node {self.node_id} failed to start: {self.reason}\n"
+            f"  log: {self.log_path}\n{self.log_tail}"
+        )
+
+
+class PartialStart(LaunchError):
+    """The cluster is healthy without the nodes that could not start; the others run."""
+
+    def __init__(self, config: ClusterConfig, failures: tuple[StartFailure, ...]) -> None:
+        assert failures, "a partial start names the nodes that did not start"
+        self.config = config
+        self.failures = failures
+        names = ", ".join(f.node_id for f in failures)
+        super().__init__(
+            "\n".join(map(str, failures)) + f"\nthe cluster is running without {names}; "
+            "fix the cause and run `fabric up` again to start the missing nodes"
+        )
 
 
 @dataclass(frozen=True)
@@ -170,10 +208,12 @@ async def _get(session: aiohttp.ClientSession, url: str) -> Any:
         return None
 
 
-async def _healthy(session: aiohttp.ClientSession, cfg: ClusterConfig) -> tuple[bool, str]:
-    """(healthy, what is still missing)."""
-    health = await asyncio.gather(*(_get(session, n.url + "/api/v1/health") for n in cfg.nodes))
-    for node, h in zip(cfg.nodes, health, strict=True):
+async def _healthy(
+    session: aiohttp.ClientSession, cfg: ClusterConfig, expected: list[NodeConfig]
+) -> tuple[bool, str]:
+    """(healthy with the ``expected`` nodes, what is still missing)."""
+    health = await asyncio.gather(*(_get(session, n.url + "/api/v1/health") for n in expected))
+    for node, h in zip(expected, health, strict=True):
         if h is None:
             return False, f"{node.id} not answering"
         if cfg.id and h.get("cluster_id") != cfg.id:
@@ -191,12 +231,14 @@ async def _healthy(session: aiohttp.ClientSession, cfg: ClusterConfig) -> tuple[
     view = await _get(session, leader.url + "/api/v1/cluster")
     if view is None:
         return False, "leader view unavailable"
-    not_up = [n["id"] for n in view["nodes"] if n["state"] != "UP"]
+    ids = {n.id for n in expected}
+    nodes = [n for n in view["nodes"] if n["id"] in ids]
+    not_up = [n["id"] for n in nodes if n["state"] != "UP"]
     if not_up:
         return False, f"not UP yet: {', '.join(not_up)}"
     # Disk reports reach the leader with each node's next health report.
     unreported = [
-        n["id"] for n in view["nodes"] if not all(isinstance(d, dict) for d in n.get("disks", []))
+        n["id"] for n in nodes if not all(isinstance(d, dict) for d in n.get("disks", []))
     ]
     return (not unreported), f"no disk report yet from {', '.join(unreported)}"
 
@@ -206,25 +248,47 @@ async def wait_healthy(
     cfg: ClusterConfig,
     procs: dict[str, subprocess.Popen[bytes]],
     timeout_s: float,
-) -> None:
+) -> tuple[StartFailure, ...]:
+    """Wait until the cluster is healthy with every node that started; those that did not.
+
+    Raises ``LaunchError`` when too few voters started to elect a leader, or on timeout.
+    """
     deadline = time.monotonic() + timeout_s
     missing = "starting"
+    failed: dict[str, StartFailure] = {}
     async with aiohttp.ClientSession() as session:
         while time.monotonic() < deadline:
             for node_id, proc in procs.items():
                 code = proc.poll()
-                if code is not None:
-                    why = EXIT_REASONS.get(code, f"exit code {code}")
-                    raise LaunchError(
-                        f"node {node_id} failed to start: {why}\n"
-                        f"  log: {cdir.log_path(node_id)}\n{log_tail(cdir.log_path(node_id))}"
-                    )
-            healthy, missing = await _healthy(session, cfg)
+                if code is not None and node_id not in failed:
+                    failed[node_id] = _start_failure(cdir, node_id, code)
+            _check_quorum(cfg, failed)
+            expected = [n for n in cfg.nodes if n.id not in failed]
+            healthy, missing = await _healthy(session, cfg, expected)
             if healthy:
-                return
+                return tuple(failed.values())
             await asyncio.sleep(POLL_S)
     logs = "\n".join(f"  {n.id}: {cdir.log_path(n.id)}" for n in cfg.nodes)
-    raise LaunchError(f"cluster not healthy after {timeout_s:.0f} s ({missing})\n{logs}")
+    failures = "".join(f"{f}\n" for f in failed.values())
+    raise LaunchError(f"{failures}cluster not healthy after {timeout_s:.0f} s ({missing})\n{logs}")
+
+
+def _start_failure(cdir: ClusterDir, node_id: str, code: int) -> StartFailure:
+    why = EXIT_REASONS.get(code, f"exit code {code}")
+    log = cdir.log_path(node_id)
+    return StartFailure(node_id, why, log, log_tail(log))
+
+
+def _check_quorum(cfg: ClusterConfig, failed: dict[str, StartFailure]) -> None:
+    """Raise when the voters that started can never elect a leader."""
+    started = [v for v in cfg.voters if v not in failed]
+    if len(started) > len(cfg.voters) // 2:
+        return
+    failures = "\n".join(map(str, failed.values()))
+    raise LaunchError(
+        f"{failures}\nonly {len(started)} of {len(cfg.voters)} voters could start: "
+        "no leader can be elected"
+    )
 
 
 def up(
@@ -234,6 +298,11 @@ def up(
     say: Callable[[str], None] = print,
     timeout_s: float = limits.STARTUP_TIMEOUT_S,
 ) -> ClusterConfig:
+    """Start the cluster of ``root``; its config once every node is UP.
+
+    Raises ``PartialStart`` (nodes left running) or ``LaunchError`` (nothing left
+    running that this call started): see the module's docstring.
+    """
     cdir = ClusterDir(root)
     try:
         cfg = prepare(cdir, config_file, nodes, say)
@@ -246,11 +315,18 @@ def up(
             procs[node.id] = spawn(cdir, node.id)
     say(f"cluster {cfg.name!r} in {cdir.root}: starting {len(procs)} of {len(cfg.nodes)} nodes")
     try:
-        asyncio.run(wait_healthy(cdir, cfg, procs, timeout_s))
+        failures = asyncio.run(wait_healthy(cdir, cfg, procs, timeout_s))
     except LaunchError:
         _stop(cdir, list(procs), say=lambda _: None)
         raise
-    say(f"healthy in {time.monotonic() - started:.1f} s")
+    elapsed = f"{time.monotonic() - started:.1f} s"
+    if failures:
+        for f in failures:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(cdir.pid_path(f.node_id))
+        say(f"healthy in {elapsed} without {', '.join(f.node_id for f in failures)}")
+        raise PartialStart(cfg, failures)
+    say(f"healthy in {elapsed}")
     return cfg
 
 

@@ -62,15 +62,18 @@ def test_down_then_up_restarts_the_same_cluster_with_its_metadata(
 
 def test_port_in_use_names_the_node_and_its_log(make_cluster: Callable[[int], Cluster]) -> None:
     cluster = make_cluster(3)
-    port = int(cluster.config.read_text().split("port = ")[2].split()[0])  # n2's port
-    with socket.socket() as squatter:
-        squatter.bind(("127.0.0.1", port))
+    ports = cluster.config.read_text().split("port = ")
+    with socket.socket() as squatter, socket.socket() as squatter2:
+        squatter.bind(("127.0.0.1", int(ports[2].split()[0])))  # n2's port
         squatter.listen()
+        squatter2.bind(("127.0.0.1", int(ports[3].split()[0])))  # n3's: no quorum is left
+        squatter2.listen()
         out = cluster.fabric("up", "--config", str(cluster.config), check=False)
     assert out.returncode == 1
     assert "node n2 failed to start: its address is already in use" in out.stderr
     assert str(cluster.dir / "nodes" / "n2" / "node.log") in out.stderr
-    # Nothing is left running after a failed start.
+    assert "only 1 of 3 voters could start" in out.stderr
+    # Nothing is left running after a start that cannot elect a leader.
     assert all(n["pid"] is None for n in cluster.status()["nodes"])
 
 
@@ -87,7 +90,7 @@ def test_corrupt_raft_log_refuses_to_start_and_peers_rebuild_it(
     data[30] ^= 0xFF
     wal.write_bytes(bytes(data))
     out = cluster.fabric("up", check=False)
-    assert out.returncode == 1
+    assert out.returncode == 6  # n1 and n3 run without it
     assert "node n2 failed to start: its durable state is corrupt" in out.stderr
     assert "checksum mismatch" in out.stderr
 
