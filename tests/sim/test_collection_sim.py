@@ -6,7 +6,8 @@ Here the node coordinating a write is crashed (power loss) right after its appen
 landed on the replicas and before its ``WriteExtents`` commits, over many seeds. Once
 everything is back and the claims have timed out, every extent-group file on every
 simulated disk must belong to a group record that lists that node, every replica a
-record lists must be there, and no tombstone is left (no disk can hold its file). Replay with ``GC_SEED=<seed>``.
+record lists must be there, and no tombstone is left (no disk can hold its file).
+Replay with ``GC_SEED=<seed>``.
 """
 
 from __future__ import annotations
