@@ -8,6 +8,14 @@ builds the node again from what its disks kept.
     with SimCluster(config, seed=7) as sim:
         sim.run(sim.start_all())
         sim.run(sim.sleep(5.0))        # five virtual seconds, a few ms of CPU
+
+Every cluster runs the whole Raft checker set (``sim.checker``, see
+``fabric.sim.checkers``) while it runs: election safety, each vote sent granted at most
+once per term (across restarts), state-machine safety and in-order apply, leader
+completeness against the new leader's durable log, and identical state-machine digests
+at sampled indexes. The first violation stops the simulation: the ``sim.run`` in
+progress raises it, with the seed. ``check_disks`` compares the simulated disks with
+the metadata once a run has settled.
 """
 
 from __future__ import annotations
@@ -17,16 +25,35 @@ import random
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+import xxhash
+
 from fabric.config import ClusterConfig
-from fabric.consensus.types import Role
+from fabric.consensus.types import (
+    AppendRequest,
+    AppendResponse,
+    Entry,
+    Role,
+    SnapshotRequest,
+    VoteRequest,
+    VoteResponse,
+)
+from fabric.consensus.wal import decode_snapshot, decode_wal
+from fabric.sim.checkers import DiskAudit, DiskMismatch, RaftChecker, SafetyViolation, check_disks
 from fabric.sim.disk import SimDisk
 from fabric.sim.http import SimHttp
 from fabric.sim.loop import SimClock, VirtualLoop
 from fabric.sim.network import SimNetwork
+from fabric.sim.records import referenced
 from nodes.node import Node
-from nodes.services.metadata import RaftObserver
+from nodes.services.metadata import SNAP, WAL, RaftObserver
+from nodes.services.storage import SUFFIX, egroup_file
 
 T = TypeVar("T")
+
+DIGEST_EVERY_ENTRIES = 4
+"""Every node's state machine is hashed after each index that is a multiple of this: a
+full snapshot per applied entry would make long runs quadratic."""
+_RAFT_MESSAGES = (VoteRequest, VoteResponse, AppendRequest, AppendResponse, SnapshotRequest)
 
 
 class SimCluster:
@@ -36,6 +63,7 @@ class SimCluster:
         seed: int,
         observer: RaftObserver | None = None,
         snapshot_every_entries: int | None = None,
+        digest_every_entries: int = DIGEST_EVERY_ENTRIES,
     ) -> None:
         self.config = config
         self.seed = seed
@@ -43,12 +71,18 @@ class SimCluster:
         self.loop = VirtualLoop()
         self.net = SimNetwork(random.Random(self.rng.getrandbits(64)))
         self.clock = SimClock()
-        self.observer = observer
         self.snapshot_every_entries = snapshot_every_entries
         self.disks = {n.id: [SimDisk(f"{n.id}/{d}") for d in n.disks] for n in config.nodes}
         self.http = SimHttp(self.clock)
         """The URL sources every node's imports read from."""
         self.nodes: dict[str, Node] = {}
+        self.checker = RaftChecker()
+        self.violation: SafetyViolation | None = None
+        """The first safety violation seen; every later ``run`` raises it."""
+        self._built: dict[str, Node] = {}
+        """The latest Node object of each id, from before its start (its Raft reports in)."""
+        self.observer = _Checks(self, observer, digest_every_entries)
+        self.net.watchers.append(self.observer.sent)
 
     def __enter__(self) -> SimCluster:
         return self
@@ -67,7 +101,31 @@ class SimCluster:
         self.loop.close()
 
     def run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self.loop.run_until_complete(coro)
+        """Run ``coro`` to its end on virtual time; raise the first safety violation any
+        checker saw meanwhile (or before), whatever ``coro`` did."""
+        if self.violation is not None:
+            coro.close()
+            raise self.violation
+        try:
+            result = self.loop.run_until_complete(coro)
+        except BaseException as exc:
+            if self.violation is not None:
+                raise self.violation from exc
+            raise
+        if self.violation is not None:
+            raise self.violation
+        return result
+
+    def guard(self, check: Callable[[], None]) -> None:
+        """Run one checker step; on a violation, record it and stop the loop, so the
+        ``run`` in progress ends with it instead of waiting out its deadlines."""
+        try:
+            check()
+        except SafetyViolation as exc:
+            if self.violation is None:
+                self.violation = SafetyViolation(f"seed {self.seed}: {exc}")
+                self.loop.stop()
+            raise
 
     # --- membership -------------------------------------------------------------------------
     async def start_node(self, node_id: str) -> Node:
@@ -86,6 +144,7 @@ class SimCluster:
             fetcher=self.http,
         )
         holder.append(node)
+        self._built[node_id] = node
         await node.start()
         self.nodes[node_id] = node
         return node
@@ -129,3 +188,78 @@ class SimCluster:
             if raft is not None and is_leader and (best is None or raft.term > best[0]):
                 best = (raft.term, node_id)
         return best[1] if best else None
+
+    def metadata_disk(self, node_id: str) -> SimDisk:
+        """The disk that holds ``node_id``'s Raft log and snapshot (its first)."""
+        return self.disks[node_id][0]
+
+    def check_disks(self, strict: bool = False) -> DiskAudit:
+        """The bytes on every simulated disk against the leader's metadata: each copy of a
+        group in use is on its node and every extent matches its checksum (raises
+        ``DiskMismatch``). Group files no record references are returned, or fail in
+        ``strict`` mode. Call it once the run has settled."""
+        leader = self.leader()
+        if leader is None:
+            raise AssertionError(f"seed {self.seed}: no leader to read the metadata from")
+        state = self.nodes[leader].metadata.state
+        try:
+            return check_disks(
+                referenced(state), self.disks, egroup_file, lambda p: p.endswith(SUFFIX), strict
+            )
+        except DiskMismatch as exc:
+            raise DiskMismatch(f"seed {self.seed}: {exc}") from None
+
+
+class _Checks:
+    """What every node's Raft reports to: feeds ``sim.checker``, and adds the checks that
+    look inside a node (its durable log, its state machine)."""
+
+    def __init__(self, sim: SimCluster, extra: RaftObserver | None, digest_every: int) -> None:
+        assert digest_every >= 1, "digest_every_entries must be positive"
+        self.sim = sim
+        self.extra = extra
+        self.digest_every = digest_every
+        self._leaders_checked: set[tuple[str, int]] = set()
+
+    def observe_leader(self, node: str, term: int) -> None:
+        self.sim.guard(lambda: self.sim.checker.observe_leader(node, term))
+        if (node, term) not in self._leaders_checked:
+            self._leaders_checked.add((node, term))
+            self.sim.guard(lambda: self._check_leader_log(node, term))
+        if self.extra:
+            self.extra.observe_leader(node, term)
+
+    def observe_applied(self, node: str, entry: Entry) -> None:
+        # Called just before ``entry`` is applied: the state is the one after the index
+        # before it, which every node must agree on.
+        before = entry.index - 1
+        built = self.sim._built.get(node)
+        if built is not None and before > 0 and before % self.digest_every == 0:
+            state = built.metadata.state
+            if state.applied_index == before:
+                digest = xxhash.xxh3_128_digest(state.snapshot())
+                self.sim.guard(lambda: self.sim.checker.observe_state(node, before, digest))
+        self.sim.guard(lambda: self.sim.checker.observe_applied(node, entry))
+        if self.extra:
+            self.extra.observe_applied(node, entry)
+
+    def observe_snapshot(self, node: str, index: int) -> None:
+        self.sim.checker.observe_snapshot(node, index)
+        if self.extra:
+            self.extra.observe_snapshot(node, index)
+
+    def sent(self, frm: str, to: str, message: Any) -> None:
+        if isinstance(message, _RAFT_MESSAGES):
+            self.sim.guard(lambda: self.sim.checker.observe_sent(message))
+
+    def _check_leader_log(self, node: str, term: int) -> None:
+        """Leader completeness on what the new leader has on disk: a log that holds a
+        committed entry only in memory would lose it to a crash. A node reports after
+        performing a Ready, and a simulated disk completes its writes without yielding to
+        the loop, so every entry Raft handed out is on disk by then."""
+        disk = self.sim.metadata_disk(node)
+        snap = disk.contents(SNAP)
+        snapshot_index = decode_snapshot(snap).index if snap else 0
+        wal = decode_wal(disk.contents(WAL) or b"")
+        entries = {e.index: e for e in wal.entries}
+        self.sim.checker.check_leader_log(node, term, entries, snapshot_index)

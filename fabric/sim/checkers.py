@@ -15,17 +15,30 @@ Raft paper) is broken:
 
 Entries count as committed once any node applied them. The checker keeps one record per
 index ever applied, so a harness should bound its run length.
+
+``check_disks`` compares the bytes on the simulated disks with what metadata references
+(read through ``fabric.sim.records``): every copy of an extent group in use exists on its
+node and each of its extents hashes to its checksum. Files no record references (and no
+open intent claims) are returned, or fail the check in strict mode.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from fabric.consensus.types import Entry, Message, VoteResponse
+from fabric.extents.codec import checksum
+from fabric.sim.disk import SimDisk
+from fabric.sim.records import GroupCopies, Referenced
 
 
 class SafetyViolation(AssertionError):
     """A Raft safety property was broken; the message names the node, index and term."""
+
+
+class DiskMismatch(AssertionError):
+    """The simulated disks do not hold what metadata references."""
 
 
 class RaftChecker:
@@ -119,3 +132,83 @@ class RaftChecker:
 
 def _describe(entry: Entry) -> str:
     return f"term {entry.term} {entry.kind.name} {entry.data[:32]!r}"
+
+
+# --- bytes on disk against metadata ----------------------------------------------------------
+MAX_PROBLEMS_SHOWN = 12
+"""A failure lists this many problems in full and counts the rest."""
+
+
+@dataclass(frozen=True, slots=True)
+class DiskAudit:
+    copies: int
+    """Copies of extent groups in use that were checked."""
+    extents: int
+    """Extent copies whose bytes were checked against their checksum."""
+    unreferenced: tuple[str, ...]
+    """``node:disk:path`` of group files that no record places on that node and no open
+    intent claims: garbage."""
+    claimed: tuple[str, ...]
+    """``node:disk:path`` of group files only an open intent accounts for (a write in
+    flight, or a dead writer's, collected once the claim times out)."""
+
+
+def check_disks(
+    referenced: Referenced,
+    disks: Mapping[str, Sequence[SimDisk]],
+    file_of: Callable[[str], str],
+    is_group_file: Callable[[str], bool],
+    strict: bool = False,
+) -> DiskAudit:
+    """Check every copy that ``referenced`` places on a node of ``disks`` (node id -> its
+    disks; ``file_of(egid)`` names a group's file); raise ``DiskMismatch`` listing every
+    problem. Call it once a run has settled: a write or a collection in flight is not a
+    problem, but the files it leaves are reported as unreferenced."""
+    problems = [f"{e.key} is in {e.egid}, which has no record" for e in referenced.dangling]
+    placed: set[tuple[str, str]] = set()
+    copies = extents = 0
+    for group in referenced.groups:
+        for node in group.replicas:
+            placed.add((node, file_of(group.egid)))
+            if not group.in_use:
+                continue
+            if node not in disks:
+                problems.append(f"{group.egid} has a copy on {node}, not a node of the cluster")
+                continue
+            copies += 1
+            extents += len(group.extents)
+            problems.extend(_check_copy(group, node, disks[node], file_of(group.egid)))
+    claims = {(node, file_of(egid)) for egid, node in referenced.claimed}
+    unplaced = [
+        (f"{node}:{disk.name}:{path}", (node, path) in claims)
+        for node, node_disks in sorted(disks.items())
+        for disk in node_disks
+        for path in disk.files()
+        if is_group_file(path) and (node, path) not in placed
+    ]
+    unreferenced = tuple(where for where, claimed in unplaced if not claimed)
+    if strict:
+        problems.extend(f"{where} is referenced by no record" for where in unreferenced)
+    if problems:
+        shown = "\n  ".join(problems[:MAX_PROBLEMS_SHOWN])
+        more = len(problems) - MAX_PROBLEMS_SHOWN
+        tail = f"\n  ... and {more} more" if more > 0 else ""
+        raise DiskMismatch(f"{len(problems)} disk problem(s):\n  {shown}{tail}")
+    return DiskAudit(copies, extents, unreferenced, tuple(w for w, claimed in unplaced if claimed))
+
+
+def _check_copy(group: GroupCopies, node: str, disks: Sequence[SimDisk], path: str) -> list[str]:
+    found = [(disk, data) for disk in disks if (data := disk.contents(path)) is not None]
+    if not found:
+        return [f"{group.egid} has no file on {node}"]
+    if len(found) > 1:
+        return [f"{group.egid} has a file on {len(found)} disks of {node}"]
+    disk, data = found[0]
+    where = f"{group.egid} on {disk.name}"
+    if len(data) < group.min_bytes:
+        return [f"{where} is {len(data)} bytes, metadata needs {group.min_bytes}"]
+    return [
+        f"{where}: {e.key} at {e.offset}+{e.stored_len} does not match its checksum"
+        for e in group.extents
+        if checksum(data[e.offset : e.offset + e.stored_len]) != e.checksum
+    ]

@@ -84,6 +84,20 @@ class SimDisk:
         self._check()
         return sum(len(f) for f in self._files.values()), self.capacity_bytes
 
+    # --- inspection by tests and checkers (no fault applies: they are not the node) -------
+    def files(self) -> list[str]:
+        """Every path on the disk, sorted."""
+        return sorted(self._files)
+
+    def contents(self, path: str) -> bytes | None:
+        """What a read of ``path`` returns now (synced or not), or None if there is no file."""
+        data = self._files.get(path)
+        return None if data is None else bytes(data)
+
+    def synced_bytes(self, path: str) -> int | None:
+        """How many bytes of ``path`` survive a crash, or None if there is no file."""
+        return self._synced.get(path) if path in self._files else None
+
     # --- what the simulator does to disks ---------------------------------------------------
     def crash(self) -> None:
         """Power loss: every file keeps only what was synced."""

@@ -30,6 +30,9 @@ class SimNetwork:
         self.sent = 0
         self.dropped = 0
         self.bytes_sent = 0
+        self.watchers: list[Callable[[str, str, Any], None]] = []
+        """Called with (sender, receiver, message) for every message sent, as it is sent
+        (delivered or not): how checkers see what nodes say."""
 
     def transport(self, node_id: str, spawn: Callable[[Any], Any]) -> SimTransport:
         t = SimTransport(node_id, self, spawn)
@@ -55,6 +58,10 @@ class SimNetwork:
         self.blocked.clear()
 
     # --- delivery ---------------------------------------------------------------------------
+    def watch(self, frm: str, to: str, message: Any) -> None:
+        for watcher in self.watchers:
+            watcher(frm, to, message)
+
     def deliver(self, frm: str, to: str, payload: bytes, fn: Callable[[Any], None]) -> None:
         """Deliver ``payload`` to ``fn`` after a random latency, unless lost or cut."""
         self.sent += 1
@@ -96,6 +103,7 @@ class SimTransport:
             if target._on_message is not None:
                 target._on_message(self.node_id, msg)
 
+        self.net.watch(self.node_id, peer, message)
         self.net.deliver(self.node_id, peer, encode(message), arrive)
 
     async def call(self, peer: str, message: Any, timeout_s: float) -> Any:
@@ -110,6 +118,7 @@ class SimTransport:
             target = self.net.endpoints[peer]
             target._spawn(target._serve_call(self.node_id, msg, answer))
 
+        self.net.watch(self.node_id, peer, message)
         self.net.deliver(self.node_id, peer, encode(message), arrive)
         try:
             result = await asyncio.wait_for(reply, timeout_s)
