@@ -3,10 +3,10 @@
 Each seed runs the real node code (metadata service, health, Raft) for five nodes on
 virtual time, while a random fault schedule crashes and restarts nodes (power loss:
 unsynced log appends vanish), partitions the network, and drops messages, and clients
-write through random nodes. A ``RaftChecker`` watches every leader and every applied
-entry as it happens (election safety, state-machine safety, in-order apply). At the end
-everything heals and the cluster must elect a leader, commit, and still hold every
-write it acknowledged.
+write through random nodes. The cluster's ``RaftChecker`` watches every leader, vote,
+applied entry and sampled state digest as it happens (see ``nodes.simcluster``). At the
+end everything heals and the cluster must elect a leader, commit, and hold, for every
+key, the value of its last acknowledged write or of a write that may have come after it.
 
 A failure prints its seed; replay exactly that run with
 ``SIM_SEED=<seed> pytest tests/sim/test_metadata_sim.py``.
@@ -17,14 +17,16 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+from dataclasses import dataclass
 
 import pytest
 import xxhash
 
 from fabric.config import ClusterConfig, default_config_text, parse_config
 from fabric.errors import FabricError
-from fabric.metadata.commands import Put
-from fabric.sim.checkers import RaftChecker
+from fabric.metadata.commands import Command, Put
+from fabric.metadata.state import Result
+from nodes.services.metadata import MetadataService
 from nodes.simcluster import SimCluster
 
 SEEDS = (
@@ -40,21 +42,45 @@ def config() -> ClusterConfig:
     return parse_config(default_config_text())
 
 
-async def _write(sim: SimCluster, via: str, key: str, value: int, acked: dict[str, int]) -> None:
+@dataclass(frozen=True, slots=True)
+class Write:
+    key: str
+    value: int
+    start: float
+    end: float
+    """When the client heard back: acknowledged, or failed (then in doubt)."""
+    acked: bool
+
+
+async def _write(sim: SimCluster, via: str, key: str, value: int, log: list[Write]) -> None:
     node = sim.nodes.get(via)
     if node is None:
         return
+    start = sim.loop.time()
     try:
-        result = await node.metadata.propose(Put(key, value))
+        acked = (await node.metadata.propose(Put(key, value))).ok
     except FabricError:
-        return  # not acknowledged: the client would retry; nothing is promised
-    if result.ok:
-        acked[key] = value
+        acked = False  # the client would retry; the write may or may not have landed
+    log.append(Write(key, value, start, sim.loop.time(), acked))
 
 
-async def scenario(sim: SimCluster, rng: random.Random) -> dict[str, int]:
+def allowed_values(writes: list[Write]) -> set[int | None]:
+    """What a key may hold at the end: the value of any write not followed by an
+    acknowledged write that began after it ended (None: the key is absent).
+
+    A failed write's command was proposed, if at all, before the failure reached the
+    client, and Raft commits in log order; so it may land after any write that
+    overlapped it, but never after one that began once it had failed."""
+    acked = [w for w in writes if w.acked]
+    out: set[int | None] = {w.value for w in writes if not any(a.start > w.end for a in acked)}
+    if not acked:
+        out.add(None)
+    return out
+
+
+async def scenario(sim: SimCluster, rng: random.Random) -> list[Write]:
     ids = [n.id for n in sim.config.nodes]
-    acked: dict[str, int] = {}
+    log: list[Write] = []
     writers: list[asyncio.Task[None]] = []
     for step in range(STEPS):
         roll = rng.random()
@@ -74,18 +100,18 @@ async def scenario(sim: SimCluster, rng: random.Random) -> dict[str, int]:
         for _ in range(rng.randint(0, 3)):
             key = f"kv/k{rng.randrange(20)}"
             via = rng.choice(sorted(sim.nodes))
-            writers.append(asyncio.create_task(_write(sim, via, key, step, acked)))
-        await sim.sleep(STEP_S)
+            writers.append(asyncio.create_task(_write(sim, via, key, step, log)))
+        await sim.sleep(STEP_S)  # the workload's pacing
     # Heal everything: the cluster must recover and keep what it acknowledged.
     sim.net.heal()
     sim.net.loss = 0.0
     for node_id in sorted(set(ids) - set(sim.nodes)):
         await sim.restart(node_id)
     await asyncio.gather(*writers)
-    return acked
+    return log
 
 
-def check_recovered(sim: SimCluster, acked: dict[str, int]) -> None:
+def check_recovered(sim: SimCluster, log: list[Write]) -> None:
     async def final() -> None:
         await sim.wait_for(lambda: sim.leader() is not None, 20, "a leader after healing")
         probe = sim.nodes[sorted(sim.nodes)[0]]
@@ -102,12 +128,20 @@ def check_recovered(sim: SimCluster, acked: dict[str, int]) -> None:
             "every node at the same applied index",
         )
         states = {nid: n.metadata.state for nid, n in sim.nodes.items()}
-        for key, _value in acked.items():
-            for nid, state in states.items():
+        by_key: dict[str, list[Write]] = {}
+        for w in log:
+            by_key.setdefault(w.key, []).append(w)
+        for key, writes in sorted(by_key.items()):
+            allowed = allowed_values(writes)
+            for nid, state in sorted(states.items()):
                 item = state.get(key)
-                assert item is not None, f"seed {sim.seed}: acknowledged {key} lost on {nid}"
-        # Acknowledged keys may since have been overwritten by later (also acknowledged or
-        # in-doubt) writes, but every node must hold the very same state.
+                got = None if item is None else item.value
+                assert got in allowed, (
+                    f"seed {sim.seed}: {key} on {nid} holds {got}, allowed "
+                    f"{sorted(map(str, allowed))}; acknowledged writes (value, start, end): "
+                    f"{[(w.value, w.start, w.end) for w in writes if w.acked]}"
+                )
+        # Every node must hold the very same state.
         digests = {
             nid: xxhash.xxh3_64_hexdigest(_canonical(s))
             for nid, s in states.items()
@@ -127,20 +161,45 @@ def _canonical(state: object) -> bytes:
     return snap.snapshot()
 
 
+def run_seed(seed: int) -> None:
+    with SimCluster(config(), seed, snapshot_every_entries=40) as sim:
+        sim.run(sim.start_all())
+        log = sim.run(scenario(sim, random.Random(seed)))
+        assert any(w.acked for w in log), f"seed {seed}: no write was acknowledged"
+        check_recovered(sim, log)
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_raft_safety_under_faults(seed: int) -> None:
-    checker = RaftChecker()
-    with SimCluster(config(), seed, observer=checker, snapshot_every_entries=40) as sim:
-        try:
-            sim.run(sim.start_all())
-            acked = sim.run(scenario(sim, random.Random(seed)))
-            check_recovered(sim, acked)
-        except AssertionError as exc:
-            pytest.fail(
-                f"seed {seed}: {exc}\n  replay: SIM_SEED={seed} "
-                "pytest tests/sim/test_metadata_sim.py",
-                pytrace=False,
-            )
+    try:
+        run_seed(seed)
+    except AssertionError as exc:
+        pytest.fail(
+            f"seed {seed}: {exc}\n  replay: SIM_SEED={seed} pytest tests/sim/test_metadata_sim.py",
+            pytrace=False,
+        )
+
+
+MUTATION_SEEDS = range(3)
+
+
+@pytest.mark.parametrize("seed", MUTATION_SEEDS)
+def test_check_fires_when_a_node_acknowledges_overwrites_it_never_commits(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mutation: n2 answers ok to an overwrite without proposing it. The final value
+    check must see that an acknowledged value is gone."""
+    real = MetadataService.propose
+
+    async def lying_propose(self: MetadataService, command: Command) -> Result:
+        overwrite = isinstance(command, Put) and self.state.get(command.key) is not None
+        if self.node_id == "n2" and overwrite:
+            return Result(ok=True, value=self.state.applied_index)
+        return await real(self, command)
+
+    monkeypatch.setattr(MetadataService, "propose", lying_propose)
+    with pytest.raises(AssertionError, match=r"k\d+ on n\d holds"):
+        run_seed(seed)
 
 
 def test_same_seed_replays_the_same_run() -> None:
