@@ -9,6 +9,8 @@ import pytest
 
 from fabric.errors import BadRequest, Conflict, NotFound, Unavailable
 from fabric.extents.policy import ContainerPolicy
+from fabric.metadata import keys
+from fabric.metadata.records import EgroupRecord
 from nodes.simcluster import SimCluster
 from tests.sim.conftest import chunks, started
 
@@ -80,12 +82,12 @@ def test_corrupt_replica_is_read_around_and_rewritten(sim: SimCluster) -> None:
 
     sim.run(go())
     # Flip a byte of the writer's own (local, read-first) replica on its disk.
-    disk, path = next((d, p) for d in sim.disks["n1"] for p in d._files if p.endswith(".eg"))
-    good = bytes(disk._files[path])
+    disk, path = next((d, p) for d in sim.disks["n1"] for p in d.files() if p.endswith(".eg"))
+    good = disk.contents(path)
     disk.corrupt(path, 1000)
     assert sim.run(read_all(sim, "n1", "v")) == data
-    sim.run(sim.sleep(1.0))  # the repair runs in the background
-    assert bytes(disk._files[path]) == good
+    # The repair runs in the background.
+    sim.run(sim.wait_for(lambda: disk.contents(path) == good, 10, "the bad copy rewritten"))
     assert sim.nodes["n1"].gateway.stats.repairs >= 1
 
 
@@ -244,12 +246,29 @@ def test_restarted_cluster_serves_its_containers_at_once() -> None:
 
 def _disk_bytes(sim: SimCluster) -> int:
     return sum(
-        len(f)
+        len(d.contents(p) or b"")
         for disks in sim.disks.values()
         for d in disks
-        for p, f in d._files.items()
+        for p in d.files()
         if p.endswith(".eg")
     )
+
+
+def _groups(sim: SimCluster) -> list[EgroupRecord] | None:
+    """The leader's extent group records (None while there is no leader)."""
+    leader = sim.leader()
+    if leader is None:
+        return None
+    return [item.value for _, item in sim.nodes[leader].metadata.state.scan(keys.EGROUP)]
+
+
+def _all_sealed_and_compacted(sim: SimCluster) -> bool:
+    groups = _groups(sim)
+    return bool(groups) and all(eg.sealed and not eg.dead_bytes for eg in groups or ())
+
+
+def _no_groups(sim: SimCluster) -> bool:
+    return _groups(sim) == []
 
 
 def test_dead_space_is_compacted_and_deleted_data_is_collected(sim: SimCluster) -> None:
@@ -261,14 +280,16 @@ def test_dead_space_is_compacted_and_deleted_data_is_collected(sim: SimCluster) 
         await g.create_container("c", ContainerPolicy(rf=2))
         await g.create_vdisk("v", "c", 8 * MiB)
         await g.write("v", 0, len(first), chunks(first))
-        await sim.sleep(10)  # the writer goes quiet: its group is sealed
+        # The writer goes quiet: its group is sealed.
+        await sim.wait_for(lambda: _all_sealed_and_compacted(sim), 30, "the first group sealed")
         await g.write("v", 0, len(second), chunks(second))  # 6 of 8 extents now dead
-        await sim.sleep(15)  # seal, compact, collect
+        # Seal the second group, compact the first one into a third, collect the first.
+        await sim.wait_for(lambda: _all_sealed_and_compacted(sim), 60, "the dead space compacted")
         compacted = await container_view(sim, "c")
         on_disk = _disk_bytes(sim)
         assert await read_all(sim, "n4", "v") == second + first[6 * MiB :]
         await g.delete_vdisk("v")
-        await sim.sleep(15)
+        await sim.wait_for(lambda: _no_groups(sim), 60, "every group collected")
         return compacted, await container_view(sim, "c"), on_disk, _disk_bytes(sim)
 
     compacted, deleted, on_disk, after = sim.run(go())

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from fabric.errors import Unprocessable
+from fabric.sim.records import physical_bytes
 from nodes.simcluster import SimCluster
 from tests.imagekit import make_mixed_raw, needs_qemu, qemu_img
 from tests.sim.conftest import started
@@ -188,7 +189,12 @@ def test_every_refusal_is_clear_and_leaves_nothing(source: Path, tmp_path: Path)
             assert not [v for v in vdisks if v.name.startswith("image-")], label
         c = sim.run(sim.nodes["n1"].cluster_view())["containers"][0]
         assert c["logical_bytes"] == 0 and c["vdisks"] == 0
-        sim.run(sim.sleep(30))  # seal, then collect what the refused uploads stored
+
+        def collected() -> bool:  # sealed, then collected: what the refused uploads stored
+            leader = sim.leader()
+            return leader is not None and physical_bytes(sim.nodes[leader].metadata.state) == 0
+
+        sim.run(sim.wait_for(collected, 60, "what the refused uploads stored collected"))
         c = sim.run(sim.nodes["n1"].cluster_view())["containers"][0]
         assert c["physical_bytes"] == 0
     finally:
@@ -217,8 +223,10 @@ def test_a_node_converts_a_bounded_number_of_images_at_once(source: Path) -> Non
     sim = started(nodes=3, seed=25)
     try:
         blob = source.read_bytes()
+        reading: list[int] = []
 
         async def slow() -> AsyncIterator[bytes]:
+            reading.append(1)
             for i in range(0, len(blob), 1 << 20):
                 yield blob[i : i + (1 << 20)]
                 await sim.sleep(1.0)  # a slow client: the upload stays in progress
@@ -231,7 +239,7 @@ def test_a_node_converts_a_bounded_number_of_images_at_once(source: Path) -> Non
             running = [
                 asyncio.ensure_future(svc.upload(im["id"], slow())) for im in images[:MAX_INGESTS]
             ]
-            await sim.sleep(0.5)
+            await sim.wait_for(lambda: len(reading) == MAX_INGESTS, 10, "every upload reading")
             with pytest.raises(Unavailable, match="already converting"):
                 await svc.upload(images[-1]["id"], slow())
             assert all(r["state"] == "ACTIVE" for r in await asyncio.gather(*running))
