@@ -123,6 +123,8 @@ def test_files_of_uncommitted_writes_are_collected(seed: int) -> None:
                 await asyncio.sleep(1.0)
 
         sim.run(until_clean())
+        # And the bytes too: every copy in use holds its extents, nothing else is left.
+        sim.check_disks(strict=True)
     except AssertionError as exc:
         pytest.fail(f"{exc}\n  replay: GC_SEED={seed} pytest {__file__}", pytrace=False)
     finally:
