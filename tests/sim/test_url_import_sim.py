@@ -8,7 +8,6 @@ own conversion; a source that keeps dropping fails the task and leaves no vdisk.
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +22,22 @@ pytestmark = pytest.mark.qemu
 URL = "http://127.0.0.1:8080/images/disk.qcow2"
 
 
+IMPORT_DEADLINE_S = 600.0
+"""Virtual seconds an import may take, its resumes and their backoff included."""
+
+
 async def import_and_wait(sim: SimCluster, name: str, via: str = "n2") -> dict[str, Any]:
     svc = sim.nodes[via].images
     image = await svc.create({"name": name, "source_url": URL})
-    assert image["task_id"], f"seed {sim.seed}: no task"
-    while True:
-        task = await svc.task(image["task_id"])
-        if task["state"] != "RUNNING":
-            return task
-        await asyncio.sleep(0.5)
+    task_id = image["task_id"]
+    assert task_id, f"seed {sim.seed}: no task"
+
+    def ended() -> bool:
+        task = sim.nodes[via].metadata.state.task(task_id)
+        return task is not None and task.state != "RUNNING"
+
+    await sim.wait_for(ended, IMPORT_DEADLINE_S, f"the import of {name} to end")
+    return await svc.task(task_id)
 
 
 async def download(sim: SimCluster, name: str) -> bytes:
