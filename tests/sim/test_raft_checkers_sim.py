@@ -17,7 +17,7 @@ from fabric.consensus.types import Entry, Ready
 from fabric.metadata.commands import Put
 from fabric.sim.checkers import SafetyViolation
 from nodes.services.metadata import MetadataService
-from nodes.simcluster import SimCluster
+from nodes.simcluster import DIGEST_EVERY_ENTRIES, SimCluster
 from tests.sim.conftest import config
 
 SETTLE_S = 20.0
@@ -154,7 +154,7 @@ def test_a_state_machine_that_diverges_is_seen_by_its_digest(
         assert leader is not None
 
         async def commit() -> None:
-            for i in range(2 * sim.observer.digest_every + 2):
+            for i in range(2 * DIGEST_EVERY_ENTRIES + 2):
                 result = await sim.nodes[leader].metadata.propose(Put(f"kv/k{i}", i))
                 assert result.ok, result
             for node in sim.nodes.values():
