@@ -197,6 +197,9 @@ def test_leader_crash_during_conversion_loses_nothing(seed: int) -> None:
         assert c["stored_bytes"] == 16 * MiB
         assert sim.run(read_all(sim, "n1", "img")) == data, f"seed {seed}: data lost"
         sim.check_disks()
+    except AssertionError as exc:
+        test = f"{__file__}::test_leader_crash_during_conversion_loses_nothing[{seed}]"
+        pytest.fail(f"EC seed {seed}: {exc}\n  replay: pytest '{test}'", pytrace=False)
     finally:
         sim.close()
 
