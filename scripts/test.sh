@@ -7,5 +7,7 @@ scripts/setup.sh --with-qemu
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+# The architecture (pyproject.toml, [tool.importlinter]): the core imports no I/O or nodes.
+.venv/bin/lint-imports --no-cache --no-logo
 # pytest exits 5 when it collected no test: with `set -e` that fails the run, as it should.
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

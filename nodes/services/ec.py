@@ -16,7 +16,9 @@ calls ``scan`` on every pass, which does one of these, in this order of priority
    append parity, durably; commit ``CommitStrip``; only then delete the surplus data
    replicas. A crash before the commit leaves the groups replicated as they were (the
    parity files are unreferenced); a crash after it leaves at most surplus copies, which
-   the owning node sweeps.
+   the owning node sweeps. Fewer than ``k`` cold groups make no strip: they stay
+   replicated until more groups cool (so a writer must fill its groups, not leave
+   half-full ones behind: see ``Gateway._append``).
 
 A read of an extent in an EC'd group goes to the group's single copy; when that node is
 down or its bytes fail the checksum, ``read_degraded`` rebuilds the chunks that cover

@@ -49,6 +49,7 @@ from fabric.metadata.commands import (
     NewEgroup,
     NewExtent,
     RegisterIntents,
+    SealEgroups,
     WriteExtents,
 )
 from fabric.metadata.records import (
@@ -104,6 +105,9 @@ class OpenEgroup:
     size: int = 0
     claimed: bool = False
     """Its files are claimed in metadata (``RegisterIntents``), so appends may begin."""
+    unanswered: int = 0
+    """Batches appended here whose ``WriteExtents`` has not been answered yet."""
+    full: bool = False
 
 
 @dataclass
@@ -300,6 +304,7 @@ class Gateway:
             if batch:
                 await self._launch(inflight, vd, policy, batch)
             await _drain(inflight)
+            await self._seal_filled(vd.container)
         finally:
             for task in inflight:
                 task.cancel()
@@ -418,10 +423,12 @@ class Gateway:
         egroups: tuple[NewEgroup, ...] = ()
         extents: list[NewExtent] = []
         seal: tuple[str, ...] = ()
+        opened: OpenEgroup | None = None
         if to_store:
-            eg, offsets, seal = await self._append(
+            opened, offsets, seal = await self._append(
                 vd.container, policy.rf, [pl.encoded.stored for pl in to_store if pl.encoded]
             )
+            eg = opened.record
             egroups = (eg,)
             for pl, off in zip(to_store, offsets, strict=True):
                 enc = pl.encoded
@@ -440,17 +447,40 @@ class Gateway:
         maps = tuple(MapWrite(pl.index, pl.expect, pl.extent_id) for pl in planned)
         self.stats.holes += sum(1 for pl in planned if not pl.extent_id)
         cmd = WriteExtents(vd.id, egroups, tuple(extents), maps, seal, claimed=True)
-        result = await self.metadata.propose(cmd)
+        try:
+            result = await self.metadata.propose(cmd)
+        finally:
+            if opened is not None:
+                opened.unanswered -= 1
+                if opened.full and opened.unanswered == 0:
+                    self._to_seal.setdefault(vd.container, set()).add(opened.record.egid)
         if result.ok:
             return None
-        if result.code == "egroup_sealed":
-            self._open.pop(vd.container, None)
+        if result.code == "egroup_sealed" and self._open.get(vd.container) is opened:
+            # Forget the refused group only: by now the open group may be a newer one,
+            # which would otherwise be left half full.
+            del self._open[vd.container]
         return result.code, result.message
+
+    async def _seal_filled(self, container: str) -> None:
+        """Seal the groups this write filled that no later batch of it carried a seal for."""
+        seal = self._to_seal.pop(container, set())
+        if not seal:
+            return
+        try:
+            result = await self.metadata.propose(SealEgroups(tuple(sorted(seal))))
+        except FabricError as exc:
+            result_ok, why = False, str(exc)
+        else:
+            result_ok, why = result.ok, result.message
+        if not result_ok:
+            # The data is committed; the scanner seals an idle group in a few seconds.
+            log.info("sealing %s left to the scanner: %s", ",".join(sorted(seal)), why)
 
     # --- extent groups ----------------------------------------------------------------------
     async def _append(
         self, container: str, rf: int, payloads: list[bytes]
-    ) -> tuple[NewEgroup, list[int], tuple[str, ...]]:
+    ) -> tuple[OpenEgroup, list[int], tuple[str, ...]]:
         lock = self._append_locks.setdefault(container, asyncio.Lock())
         excluded: set[str] = set()
         async with lock:
@@ -469,11 +499,20 @@ class Gateway:
                     self._abandon(container, eg)
                     continue
                 eg.size += sum(len(p) for p in payloads)
+                eg.unanswered += 1
                 seal = tuple(sorted(self._to_seal.pop(container, set())))
                 if eg.size >= EGROUP_MAX_BYTES:
+                    # Full: no further batch goes here, but it is sealed only once every
+                    # batch appended here has been answered (then by the next batch, or at
+                    # the end of the write). Sealed by the batch that filled it, it could
+                    # be sealed before an earlier batch still in flight committed (Raft
+                    # orders the two as they reach the leader): that batch was refused
+                    # and rewritten into a new group, and a sequential write left
+                    # half-full groups; EC with k = 2 then had no partner for the last
+                    # one, replicated for good (test_erasure_sim: 17 of 1,000 seeds).
                     self._open.pop(container, None)
-                    seal = (*seal, eg.record.egid)
-                return eg.record, offsets, seal
+                    eg.full = True
+                return eg, offsets, seal
         raise Unavailable(f"could not store {len(payloads)} extents on {rf} healthy replicas")
 
     def _abandon(self, container: str, eg: OpenEgroup) -> None:

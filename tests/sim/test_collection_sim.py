@@ -120,7 +120,7 @@ def test_files_of_uncommitted_writes_are_collected(seed: int) -> None:
                     )
                 if sim.loop.time() >= deadline:
                     raise AssertionError(f"seed {sim.seed}: disks differ from metadata: {diff}")
-                await asyncio.sleep(1.0)
+                await sim.sleep(1.0)
 
         sim.run(until_clean())
         # And the bytes too: every copy in use holds its extents, nothing else is left.

@@ -269,7 +269,7 @@ def test_check_fires_when_metadata_is_committed_before_the_data(
         ends[eg.egid] = start + sum(map(len, payloads))
 
         async def store_later() -> None:
-            await asyncio.sleep(DATA_LAG_S)
+            await self.clock.sleep(DATA_LAG_S)
             node = holder[0].nodes.get(self.node_id)
             if node is None or node.gateway is not self:
                 return  # the writer crashed meanwhile: the bytes are gone with it

@@ -15,7 +15,18 @@ from nodes.simcluster import SimCluster
 from tests.sim.conftest import chunks, started
 
 MiB = 1 << 20
-EC_SEEDS = int(os.environ.get("EC_SEEDS", "24"))
+# Seeds 150..946 once left a sequential write with three extent groups (two half full):
+# two write batches into one group committed out of order, the one that filled and
+# sealed it first, so the other was rewritten elsewhere; EC with k = 2 then never found
+# a partner for the last group (nodes/services/gateway.py, Gateway._append). The
+# leader crash was not involved. Found by EC_SEEDS=1000; kept here so CI covers them.
+EC_REGRESSION_SEEDS = [150, 189, 211, 228, 324, 383, 391, 403, 429, 452, 488, 523, 641, 718]
+EC_REGRESSION_SEEDS += [730, 942, 946]
+EC_SEEDS = (
+    [int(os.environ["EC_SEED"])]
+    if "EC_SEED" in os.environ
+    else sorted(set(range(int(os.environ.get("EC_SEEDS", "24")))) | set(EC_REGRESSION_SEEDS))
+)
 
 
 async def read_all(sim: SimCluster, via: str, name: str) -> bytes:
@@ -169,7 +180,7 @@ def test_overwrite_and_delete_of_ec_data_then_strips_are_collected() -> None:
         sim.close()
 
 
-@pytest.mark.parametrize("seed", range(EC_SEEDS))
+@pytest.mark.parametrize("seed", EC_SEEDS)
 def test_leader_crash_during_conversion_loses_nothing(seed: int) -> None:
     sim = started(nodes=5, seed=100 + seed)
     rng = random.Random(seed)
@@ -198,8 +209,8 @@ def test_leader_crash_during_conversion_loses_nothing(seed: int) -> None:
         assert sim.run(read_all(sim, "n1", "img")) == data, f"seed {seed}: data lost"
         sim.check_disks()
     except AssertionError as exc:
-        test = f"{__file__}::test_leader_crash_during_conversion_loses_nothing[{seed}]"
-        pytest.fail(f"EC seed {seed}: {exc}\n  replay: pytest '{test}'", pytrace=False)
+        replay = f"EC_SEED={seed} pytest tests/sim/test_erasure_sim.py -k conversion_loses_nothing"
+        pytest.fail(f"test seed {seed}: {exc}\n  replay: {replay}", pytrace=False)
     finally:
         sim.close()
 
