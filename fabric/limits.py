@@ -77,3 +77,19 @@ CLIENT_PROBE_TIMEOUT_S = 2.0
 
 A node that answers is working on a long request (a conversion, a commit): the
 request goes on waiting, bounded only by its own total timeout."""
+
+# --- data path ----------------------------------------------------------------------------
+WRITE_BATCH_BYTES = 4 * MiB
+"""Extents committed together: one fsync per replica and one Raft entry per batch."""
+WRITE_BATCHES_IN_FLIGHT = 2
+WRITE_RETRIES = 40
+WRITE_RETRY_BACKOFF_S = 0.002
+"""First retry waits up to this long; each further one up to twice as long (capped)."""
+WRITE_LOCK_STRIPES = 1024
+"""Locks serialising read-modify-writes of one extent on one node (hashed stripes)."""
+EGROUP_MAX_BYTES = 8 * MiB
+"""An extent group is sealed once this full: the unit of EC and of compaction."""
+READ_AHEAD_EXTENTS = 4
+REPLICA_TIMEOUT_S = 10.0
+READ_TIMEOUT_S = 5.0
+"""A replica that does not answer a read this fast is skipped for the next one."""

@@ -220,22 +220,22 @@ class NodeCollector(Collector):
     def _io(self) -> Iterator[CounterMetricFamily]:
         node = self.node
         counters = {
-            "fabric_write_batches": ("Write batches committed", node.gateway.stats.batches),
+            "fabric_write_batches": ("Write batches committed", node.writer.stats.batches),
             "fabric_write_retries": (
                 "Write batches redone after a conflict",
-                node.gateway.stats.retries,
+                node.writer.stats.retries,
             ),
             "fabric_dedup_hits": (
                 "Extents stored as a reference to existing content",
-                node.gateway.stats.dedup_hits,
+                node.writer.stats.dedup_hits,
             ),
             "fabric_degraded_reads": (
                 "Extent reads that skipped an unreachable replica",
-                node.gateway.stats.degraded_reads,
+                node.reader.stats.degraded_reads,
             ),
             "fabric_replica_repairs": (
                 "Bad extent copies rewritten from a good one",
-                node.gateway.stats.repairs,
+                node.reader.stats.repairs,
             ),
             "fabric_storage_written_bytes": (
                 "Bytes appended to local extent groups",

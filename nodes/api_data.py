@@ -32,7 +32,7 @@ async def create_container(request: web.Request) -> web.Response:
     name = body.get("name")
     if not isinstance(name, str):
         raise BadRequest("body needs a container 'name'")
-    await request.app[NODE].gateway.create_container(name, policy)
+    await request.app[NODE].catalog.create_container(name, policy)
     view = next(v for v in _views(request) if v["name"] == name)
     return web.json_response(view, status=201)
 
@@ -52,7 +52,7 @@ async def get_container(request: web.Request) -> web.Response:
 
 
 async def delete_container(request: web.Request) -> web.Response:
-    await request.app[NODE].gateway.delete_container(request.match_info["name"])
+    await request.app[NODE].catalog.delete_container(request.match_info["name"])
     return web.Response(status=204)
 
 
@@ -63,21 +63,21 @@ async def create_vdisk(request: web.Request) -> web.Response:
             raise BadRequest(f"body needs {field!r}")
     if not isinstance(body["container"], str):
         raise BadRequest("container must be a string")
-    vd = await request.app[NODE].gateway.create_vdisk(body["name"], body["container"], body["size"])
+    vd = await request.app[NODE].catalog.create_vdisk(body["name"], body["container"], body["size"])
     return web.json_response(to_json(vd), status=201)
 
 
 async def list_vdisks(request: web.Request) -> web.Response:
-    return web.json_response([to_json(vd) for vd in await request.app[NODE].gateway.vdisks()])
+    return web.json_response([to_json(vd) for vd in await request.app[NODE].catalog.vdisks()])
 
 
 async def get_vdisk(request: web.Request) -> web.Response:
-    vd = await request.app[NODE].gateway.get_vdisk(request.match_info["id"])
+    vd = await request.app[NODE].catalog.get_vdisk(request.match_info["id"])
     return web.json_response(to_json(vd))
 
 
 async def delete_vdisk(request: web.Request) -> web.Response:
-    await request.app[NODE].gateway.delete_vdisk(request.match_info["id"])
+    await request.app[NODE].catalog.delete_vdisk(request.match_info["id"])
     return web.Response(status=204)
 
 
@@ -101,9 +101,7 @@ async def write_vdisk(request: web.Request) -> web.Response:
         async for chunk in request.content.iter_chunked(STREAM_CHUNK_BYTES):
             yield chunk
 
-    written = await request.app[NODE].gateway.write(
-        request.match_info["id"], offset, length, body()
-    )
+    written = await request.app[NODE].writer.write(request.match_info["id"], offset, length, body())
     return web.json_response({"written": written, "offset": offset})
 
 
@@ -128,13 +126,13 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 
 
 async def read_vdisk(request: web.Request) -> web.StreamResponse:
-    gateway = request.app[NODE].gateway
-    vd = await gateway.get_vdisk(request.match_info["id"])
+    node = request.app[NODE]
+    vd = await node.catalog.get_vdisk(request.match_info["id"])
     rng = parse_range(request.headers.get("Range"), vd.size)
     offset, length = rng if rng else (_int_param(request, "offset", 0), None)
     if rng is None and "length" in request.query:
         length = _int_param(request, "length", 0)
-    vd, length, stream = await gateway.read(vd.id, offset, length)
+    vd, length, stream = await node.reader.read(vd.id, offset, length)
     return await send_stream(request, stream, offset, length, vd.size, partial=bool(rng))
 
 

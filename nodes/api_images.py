@@ -18,7 +18,7 @@ async def create_image(request: web.Request) -> web.Response:
 
 
 async def list_images(request: web.Request) -> web.Response:
-    return web.json_response(await request.app[NODE].images.catalog())
+    return web.json_response(await request.app[NODE].images.listing())
 
 
 async def get_image(request: web.Request) -> web.Response:
@@ -49,7 +49,7 @@ async def download_image(request: web.Request) -> web.StreamResponse:
     size = record.virtual_size
     rng = parse_range(request.headers.get("Range"), size)
     offset, length = rng if rng else (0, size)
-    _, length, stream = await node.gateway.read(record.vdisk_id, offset, length)
+    _, length, stream = await node.reader.read(record.vdisk_id, offset, length)
     return await send_stream(request, stream, offset, length, size, partial=bool(rng))
 
 

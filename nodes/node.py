@@ -51,13 +51,17 @@ from fabric.wire.messages import (
     StatEgroup,
 )
 from nodes.services.accounting import cluster_usage, container_views
+from nodes.services.catalog import Catalog
 from nodes.services.ec import EcService
-from nodes.services.gateway import Gateway, Offload
 from nodes.services.health import HealthService
 from nodes.services.images import ImageService
 from nodes.services.metadata import MetadataService, RaftObserver
+from nodes.services.reader import ReadCoordinator
+from nodes.services.replicas import ReplicaClient
 from nodes.services.scanner import Scanner, sweep_orphans
 from nodes.services.storage import StorageService
+from nodes.services.strips import Offload, StripReader
+from nodes.services.writer import WriteCoordinator
 
 log = logging.getLogger(__name__)
 
@@ -107,24 +111,59 @@ class Node:
         self.health = HealthService(
             node_id, config, clock, transport, self.metadata, self._local_report
         )
+        work = offload or _inline
+        # Built in dependency order, each from the ones before it: nothing is wired later.
         self.storage = StorageService(node_id, disks)
-        self.gateway = Gateway(
-            node_id, config, clock, rng, transport, self.metadata, self.storage, offload or _inline
+        self.replicas = ReplicaClient(node_id, transport, self.storage, self.metadata)
+        self.catalog = Catalog(node_id, config, clock, rng, self.metadata)
+        self.strips = StripReader(self.metadata, self.replicas, work)
+        self.reader = ReadCoordinator(
+            node_id, config, self.metadata, self.catalog, self.replicas, self.strips, work
         )
-        self.ec = EcService(node_id, clock, rng, self.metadata, self.gateway)
-        self.gateway.ec = self.ec
+        self.writer = WriteCoordinator(
+            node_id,
+            config,
+            clock,
+            rng,
+            self.metadata,
+            self.catalog,
+            self.replicas,
+            self.reader,
+            work,
+        )
+        self.ec = EcService(
+            node_id,
+            clock,
+            rng,
+            self.metadata,
+            self.catalog,
+            self.replicas,
+            self.reader,
+            self.strips,
+            work,
+        )
         self.images = ImageService(
             node_id,
             clock,
             rng,
             self.metadata,
-            self.gateway,
-            offload or _inline,
+            self.catalog,
+            self.writer,
+            work,
             spill_factory or MemorySpill,
             reader_limits or ReaderLimits(),
             fetcher,
         )
-        self.scanner = Scanner(node_id, clock, self.metadata, self.gateway, self.ec, self.images)
+        self.scanner = Scanner(
+            node_id,
+            clock,
+            self.metadata,
+            self.catalog,
+            self.replicas,
+            self.reader,
+            self.ec,
+            self.images,
+        )
         self.registered = False
         self.fault: str | None = None
         """Why a bug took this node out of service, for good (until restarted)."""
@@ -327,9 +366,9 @@ class Node:
             case AppendExtents() | RepairExtent():
                 # New data is placed elsewhere; what this node holds stays readable.
                 self.check_in_service()
-                return await self.gateway.dispatch_storage(message)
+                return await self.storage.handle(message)
             case ReadExtent() | DeleteEgroupFiles() | StatEgroup() | ListEgroups():
-                return await self.gateway.dispatch_storage(message)
+                return await self.storage.handle(message)
         raise BadRequest(f"unexpected call {type(message).__name__} from {frm}")
 
     # --- the cluster as users see it --------------------------------------------------------

@@ -32,7 +32,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from fabric.errors import FabricError, Unavailable
+from fabric.errors import FabricError
 from fabric.extents import codec, erasure
 from fabric.extents.policy import ContainerPolicy
 from fabric.metadata import keys
@@ -51,9 +51,12 @@ from fabric.wire.messages import (
     RepairExtent,
     StatEgroup,
 )
-from nodes.services.gateway import Gateway
+from nodes.services.catalog import Catalog
 from nodes.services.metadata import MetadataService
 from nodes.services.quiet import QuietClock
+from nodes.services.reader import ReadCoordinator
+from nodes.services.replicas import ReplicaClient
+from nodes.services.strips import Offload, StripReader, layout_of
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +87,26 @@ class EcStats:
 
 class EcService:
     def __init__(
-        self, node_id: str, clock: Clock, rng: Any, metadata: MetadataService, gateway: Gateway
+        self,
+        node_id: str,
+        clock: Clock,
+        rng: Any,
+        metadata: MetadataService,
+        catalog: Catalog,
+        replicas: ReplicaClient,
+        reader: ReadCoordinator,
+        strips: StripReader,
+        offload: Offload,
     ) -> None:
         self.node_id = node_id
         self.clock = clock
         self.rng = rng
         self.metadata = metadata
-        self.gateway = gateway
+        self.catalog = catalog
+        self.replicas = replicas
+        self.reader = reader
+        self.strips = strips
+        self.offload = offload
         self.stats = EcStats()
         self._quiet: dict[str, QuietClock] = {}
         """Per container: how long each of its sealed groups has stayed unchanged."""
@@ -98,10 +114,10 @@ class EcService:
 
     # --- helpers ----------------------------------------------------------------------------
     async def _call(self, node: str, msg: Any) -> Any:
-        return await self.gateway.call_storage(node, msg)
+        return await self.replicas.call_storage(node, msg)
 
     def _layout(self, strip: StripRecord) -> erasure.Layout:
-        return erasure.layout(strip.k, strip.m, strip.chunk_bytes)
+        return layout_of(strip)
 
     # --- the scanner's entry point ----------------------------------------------------------
     async def scan(self) -> None:
@@ -144,7 +160,7 @@ class EcService:
     def _plan(
         self, container: str, policy: ContainerPolicy
     ) -> tuple[list[tuple[EgroupRecord, str]], list[str]] | None:
-        domains = self.gateway.fault_domains()
+        domains = self.catalog.fault_domains()
         up = self.metadata.state.up_nodes()
         cold = {eg.egid: eg for eg in self._cold_groups(container, policy.ec_delay_s)}
         # A group keeps one of its own replicas when it can; failing that, its bytes are
@@ -162,7 +178,7 @@ class EcService:
         chosen = [(cold[egid], node) for egid, node in matched]
         used = {domains[node] for _, node in chosen}
         try:
-            candidates = self.gateway.candidates(excluded_domains=used)
+            candidates = self.catalog.candidates(excluded_domains=used)
             parity = place(chosen[0][0].egid, candidates, policy.ec_m)
         except NotEnoughDomains:
             return None
@@ -179,7 +195,7 @@ class EcService:
         copies = [StripMember(eg.egid, node) for eg, node in chosen if node not in eg.replicas]
         # Claim the parity files and the copies before their first byte: if this leader
         # dies mid-conversion, the next one finds them claimed and collects them.
-        await self.gateway.claim_files(
+        await self.replicas.claim_files(
             EgroupIntent(strip_id, container, tuple(parity + copies), self.node_id)
         )
         try:
@@ -193,11 +209,11 @@ class EcService:
             for c in range(chunks):
                 data = await asyncio.gather(
                     *(
-                        self._chunk(eg.egid, node, c * CHUNK_BYTES, CHUNK_BYTES)
+                        self.strips.chunk(eg.egid, node, c * CHUNK_BYTES, CHUNK_BYTES)
                         for eg, node in chosen
                     )
                 )
-                records = await self.gateway.offload(erasure.encode, lay, list(data))
+                records = await self.offload(erasure.encode, lay, list(data))
                 await asyncio.gather(
                     *(
                         self._call(p.node, AppendExtents(p.egid, (rec,)))
@@ -257,7 +273,7 @@ class EcService:
         await self._verify_copy(eg, source)
         size = await self._size(eg.egid, source)
         for offset in range(0, size, CHUNK_BYTES):
-            data = await self._chunk(eg.egid, source, offset, CHUNK_BYTES)
+            data = await self.strips.chunk(eg.egid, source, offset, CHUNK_BYTES)
             await self._call(node, AppendExtents(eg.egid, (data,)))
         self.stats.copies_made += 1
 
@@ -267,18 +283,13 @@ class EcService:
             reply = await self._call(node, ReadExtent(eg.egid, ext.offset, ext.stored_len))
             assert isinstance(reply, ExtentData)
             if codec.checksum(reply.data) != ext.checksum:
-                good = await self.gateway.read_stored(ext)
+                good = await self.reader.read_stored(ext)
                 await self._call(node, RepairExtent(eg.egid, ext.offset, good))
 
     async def _size(self, egid: str, node: str) -> int:
         reply = await self._call(node, StatEgroup(egid))
         assert isinstance(reply, EgroupStat)
         return reply.size
-
-    async def _chunk(self, egid: str, node: str, offset: int, length: int) -> bytes:
-        reply = await self._call(node, ReadExtent(egid, offset, length))
-        assert isinstance(reply, ExtentData)
-        return reply.data
 
     async def _delete_files(self, files: list[tuple[str, str]]) -> None:
         for egid, node in files:
@@ -288,61 +299,13 @@ class EcService:
                 log.info("%s on %s stays until that node sweeps it: %s", egid, node, exc)
 
     # --- degraded reads and rebuild ---------------------------------------------------------
-    async def _rebuild_chunk(
-        self, strip: StripRecord, lay: erasure.Layout, want: int, c: int
-    ) -> bytes:
-        """Fragment ``want`` (with header) of chunk ``c``, from the other members."""
-        k = strip.k
-        reads = []
-        for i, (egid, node) in enumerate((m.egid, m.node) for m in strip.members):
-            if i == want:
-                continue
-            if i < k:
-                reads.append((i, self._chunk(egid, node, c * lay.chunk_bytes, lay.chunk_bytes)))
-            else:
-                size = lay.parity_record_bytes
-                reads.append((i, self._chunk(egid, node, c * size, size)))
-        got = await asyncio.gather(*(r for _, r in reads), return_exceptions=True)
-        data: dict[int, bytes] = {}
-        parity: dict[int, bytes] = {}
-        for (i, _), result in zip(reads, got, strict=True):
-            if isinstance(result, BaseException):
-                if not isinstance(result, PeerUnreachable | FabricError):
-                    raise result
-                continue
-            if i < k:
-                data[i] = result
-            elif len(result) == lay.parity_record_bytes:
-                parity[i - k] = result
-        try:
-            frag: bytes = await self.gateway.offload(erasure.rebuild, lay, data, parity, want)
-        except erasure.ErasureError as exc:
-            raise Unavailable(f"strip {strip.id}: {exc}") from None
-        return frag
-
-    async def read_degraded(self, eg: EgroupRecord, offset: int, length: int) -> bytes:
-        """Bytes ``[offset, offset + length)`` of an EC'd data group, rebuilt."""
-        strip = self.metadata.state.strip(eg.strip)
-        if strip is None:
-            raise Unavailable(f"strip {eg.strip} of {eg.egid} is gone")
-        lay = self._layout(strip)
-        want = [m.egid for m in strip.data].index(eg.egid)
-        c_size = lay.chunk_bytes
-        out = bytearray()
-        for c in range(offset // c_size, (offset + length - 1) // c_size + 1):
-            frag = await self._rebuild_chunk(strip, lay, want, c)
-            out += frag[lay.header_bytes :]
-        self.stats.degraded_reads += 1
-        start = offset - (offset // c_size) * c_size
-        return bytes(out[start : start + length])
-
     async def _rebuild(self, strip: StripRecord, egid: str, lost_node: str) -> None:
         members = strip.members
         want = [m.egid for m in members].index(egid)
-        domains = self.gateway.fault_domains()
+        domains = self.catalog.fault_domains()
         used = {domains[m.node] for m in members if m.egid != egid and m.node in domains}
         try:
-            target = place(f"{strip.id}/{egid}", self.gateway.candidates(excluded_domains=used), 1)[
+            target = place(f"{strip.id}/{egid}", self.catalog.candidates(excluded_domains=used), 1)[
                 0
             ]
         except NotEnoughDomains as exc:
@@ -355,7 +318,7 @@ class EcService:
             # An earlier attempt's claim may name another target: end it (its partial
             # file is then a surplus copy, which the file sweep deletes) and claim anew.
             await self.metadata.propose(DropIntent(claim))
-        await self.gateway.claim_files(
+        await self.replicas.claim_files(
             EgroupIntent(claim, strip.container, (StripMember(egid, target),), self.node_id)
         )
         try:
@@ -383,16 +346,18 @@ class EcService:
         """
         k = strip.k
         if want < k:
-            frag = await self._rebuild_chunk(strip, lay, want, c)
+            frag = await self.strips.rebuild_chunk(strip, lay, want, c)
             return frag[lay.header_bytes :]
         data = []
         for i, (egid, node) in enumerate((m.egid, m.node) for m in strip.data):
             try:
-                data.append(await self._chunk(egid, node, c * lay.chunk_bytes, lay.chunk_bytes))
+                data.append(
+                    await self.strips.chunk(egid, node, c * lay.chunk_bytes, lay.chunk_bytes)
+                )
             except (PeerUnreachable, FabricError):
-                frag = await self._rebuild_chunk(strip, lay, i, c)
+                frag = await self.strips.rebuild_chunk(strip, lay, i, c)
                 data.append(frag[lay.header_bytes :])
-        records: list[bytes] = await self.gateway.offload(erasure.encode, lay, data)
+        records: list[bytes] = await self.offload(erasure.encode, lay, data)
         record: bytes = records[want - k]
         return record
 

@@ -53,14 +53,15 @@ from fabric.metadata.commands import (
 )
 from fabric.metadata.records import Checksum, ImageRecord, TaskRecord, to_json
 from fabric.ports import Clock, Fetcher, SourceDropped, SourceFailed
-from nodes.services.gateway import Gateway
+from nodes.services.catalog import Catalog
 from nodes.services.metadata import MetadataService
+from nodes.services.writer import WriteCoordinator
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTAINER = "images"
 FLUSH_EXTENTS = 8
-"""Extent buffers an ingest holds before writing them out (one gateway batch)."""
+"""Extent buffers an ingest holds before writing them out (one write batch)."""
 REORDER_EXTENTS = 8
 """How far behind the newest extent a run may still land and be merged in memory."""
 WRITES_IN_FLIGHT = 4
@@ -110,14 +111,14 @@ class ExtentWriter:
 
     Runs mostly come in ascending order; extents behind the lowest one still being
     filled are flushed. A run for an extent already flushed is written on its own (the
-    gateway merges it into the stored extent).
+    write coordinator merges it into the stored extent).
     """
 
-    def __init__(self, gateway: Gateway, vdisk_id: str, size: int) -> None:
-        self.gateway = gateway
+    def __init__(self, writer: WriteCoordinator, vdisk_id: str, size: int) -> None:
+        self.writer = writer
         self.vdisk_id = vdisk_id
         self.size = size
-        self.e = gateway.extent_bytes
+        self.e = writer.extent_bytes
         self._pending: dict[int, bytearray] = {}
         self._flushed_below = 0
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -160,7 +161,7 @@ class ExtentWriter:
     async def _write_behind(self, first: int, extents: list[bytes]) -> None:
         """Store whole extents in the background while the next source bytes are decoded."""
         await self._drain(WRITES_IN_FLIGHT - 1)
-        task = asyncio.ensure_future(self.gateway.write_extents(self.vdisk_id, first, extents))
+        task = asyncio.ensure_future(self.writer.write_extents(self.vdisk_id, first, extents))
         self._inflight.add(task)
 
     async def _drain(self, keep: int) -> None:
@@ -178,7 +179,7 @@ class ExtentWriter:
         async def one() -> AsyncIterator[bytes]:
             yield data
 
-        await self.gateway.write(self.vdisk_id, offset, len(data), one())
+        await self.writer.write(self.vdisk_id, offset, len(data), one())
 
 
 class ImageService:
@@ -188,7 +189,8 @@ class ImageService:
         clock: Clock,
         rng: Any,
         metadata: MetadataService,
-        gateway: Gateway,
+        catalog: Catalog,
+        writer: WriteCoordinator,
         offload: Callable[..., Any],
         spill_factory: Callable[[], Spill],
         reader_limits: ReaderLimits,
@@ -198,7 +200,8 @@ class ImageService:
         self.clock = clock
         self.rng = rng
         self.metadata = metadata
-        self.gateway = gateway
+        self.catalog = catalog
+        self.writer = writer
         self.offload = offload
         self.spill_factory = spill_factory
         self.limits = reader_limits
@@ -217,7 +220,7 @@ class ImageService:
         await self.metadata.read_index()
         return public(self.image(ref))
 
-    async def catalog(self) -> list[dict[str, Any]]:
+    async def listing(self) -> list[dict[str, Any]]:
         await self.metadata.read_index()
         return [public(image) for image in self.metadata.state.images()]
 
@@ -308,10 +311,10 @@ class ImageService:
 
     async def _default_container(self) -> str:
         if self.metadata.state.container(DEFAULT_CONTAINER) is None:
-            domains = len(set(self.gateway.fault_domains().values()))
+            domains = len(set(self.catalog.fault_domains().values()))
             policy = ContainerPolicy(rf=min(2, domains), dedup=True, compression="zstd")
             try:
-                await self.gateway.create_container(DEFAULT_CONTAINER, policy)
+                await self.catalog.create_container(DEFAULT_CONTAINER, policy)
             except Conflict:
                 pass  # another node made it first
         return DEFAULT_CONTAINER
@@ -329,7 +332,7 @@ class ImageService:
 
     async def _drop_vdisk(self, vdisk_id: str) -> None:
         try:
-            await self.gateway.delete_vdisk(vdisk_id)
+            await self.catalog.delete_vdisk(vdisk_id)
         except NotFound:
             pass  # already gone
 
@@ -536,7 +539,7 @@ class Ingest:
                 f"{checksum.type} of the source is {hashes[checksum.type].hexdigest()}, "
                 f"expected {checksum.value}"
             )
-        vd = svc.gateway.vdisk(writer.vdisk_id)
+        vd = svc.catalog.vdisk(writer.vdisk_id)
         image_type = "ISO" if reader.format == "iso" else self.image.image_type
         return await svc.update_image(
             self.image.id,
@@ -556,12 +559,12 @@ class Ingest:
         # A raw source tells its size only at its end: until then the vdisk is as large
         # as the limit allows (thin: it costs nothing) and is resized when it is known.
         vsize = size if size is not None else svc.limits.max_virtual_bytes
-        vd = await svc.gateway.create_vdisk(
+        vd = await svc.catalog.create_vdisk(
             f"image-{self.image.id}", self.image.container, max(1, vsize)
         )
         self.vdisk_id = vd.id
         await svc.update_image(self.image.id, vdisk_id=vd.id)
-        return ExtentWriter(svc.gateway, vd.id, max(1, vsize))
+        return ExtentWriter(svc.writer, vd.id, max(1, vsize))
 
     async def _feed(
         self, reader: ImageReader, runs: Iterator[Run], writer: ExtentWriter | None

@@ -48,11 +48,13 @@ from fabric.metadata.records import EgroupIntent, EgroupRecord
 from fabric.metadata.state import MetadataState
 from fabric.ports import Clock, DiskFault, PeerUnreachable
 from fabric.wire.messages import DeleteEgroupFiles, EgroupList, ListEgroups
+from nodes.services.catalog import Catalog
 from nodes.services.ec import EcService
-from nodes.services.gateway import Gateway
 from nodes.services.images import ImageService
 from nodes.services.metadata import MetadataService
 from nodes.services.quiet import QuietClock
+from nodes.services.reader import ReadCoordinator
+from nodes.services.replicas import ReplicaClient
 from nodes.services.storage import StorageService
 
 log = logging.getLogger(__name__)
@@ -90,14 +92,18 @@ class Scanner:
         node_id: str,
         clock: Clock,
         metadata: MetadataService,
-        gateway: Gateway,
+        catalog: Catalog,
+        replicas: ReplicaClient,
+        reader: ReadCoordinator,
         ec: EcService,
         images: ImageService,
     ) -> None:
         self.node_id = node_id
         self.clock = clock
         self.metadata = metadata
-        self.gateway = gateway
+        self.catalog = catalog
+        self.replicas = replicas
+        self.reader = reader
         self.ec = ec
         self.images = images
         self.stats = ScanStats()
@@ -176,7 +182,7 @@ class Scanner:
         records = self.state.nodes()
         for node in nodes:
             try:
-                await self.gateway.call_storage(node, DeleteEgroupFiles(egid))
+                await self.replicas.call_storage(node, DeleteEgroupFiles(egid))
             except (PeerUnreachable, FabricError) as exc:
                 known = records.get(node)
                 if known is None or known.state != "DOWN":
@@ -193,11 +199,11 @@ class Scanner:
         live = self.state.extents_in(eg.egid)
         if not live:
             return
-        payloads = [await self.gateway.read_stored(ext) for _, ext in live]
-        rf = self.gateway.policy(eg.container).rf  # an EC'd group has one copy; its data gets rf
-        target = self.gateway.place_egroup(eg.container, rf, set())
-        await self.gateway.claim(target)
-        offsets = await self.gateway.append_replicas(target, payloads)
+        payloads = [await self.reader.read_stored(ext) for _, ext in live]
+        rf = self.catalog.policy(eg.container).rf  # an EC'd group has one copy; its data gets rf
+        target = self.catalog.place_egroup(eg.container, rf, set())
+        await self.replicas.claim(target)
+        offsets = await self.replicas.append_replicas(target, payloads)
         moves = tuple(
             Move(eg.container, extent_id, eg.egid, off, len(data))
             for (extent_id, _), off, data in zip(live, offsets, payloads, strict=True)
@@ -243,7 +249,7 @@ class Scanner:
         listed: dict[str, tuple[str, ...]] = {}
         for node in sorted(self.state.up_nodes()):
             try:
-                reply = await self.gateway.call_storage(node, ListEgroups())
+                reply = await self.replicas.call_storage(node, ListEgroups())
             except (PeerUnreachable, FabricError) as exc:
                 log.info("file sweep skips %s: %s", node, exc)
                 continue
@@ -268,7 +274,7 @@ class Scanner:
                 else:
                     held.add(egid)
         self._unknown = {k: v for k, v in self._unknown.items() if k in seen_unknown}
-        everyone = {n.id for n in self.gateway.config.nodes}
+        everyone = {n.id for n in self.catalog.config.nodes}
         if set(listed) == everyone:
             await self._prune_tombstones(held)
 

@@ -1,7 +1,7 @@
 """The storage service: this node's replicas of extent groups, one file each on a disk.
 
 An extent group replica is an append-only file ``<egid>.eg`` on one of the node's disks.
-Its owner (the gateway that writes the group) appends batches of stored extents to
+Its owner (the write coordinator that writes the group) appends batches of stored extents to
 every replica in the same order, so offsets agree across replicas; each batch is one
 append and one fsync (group commit). The node knows nothing of extents: metadata says
 which bytes at which offset are which extent and what their checksum is.
@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import xxhash
 
-from fabric.errors import NotFound, Unavailable
+from fabric.errors import BadRequest, NotFound, Unavailable
 from fabric.ports import Disk, DiskFault
 from fabric.wire.messages import (
     Ack,
@@ -24,6 +25,7 @@ from fabric.wire.messages import (
     EgroupList,
     EgroupStat,
     ExtentData,
+    ListEgroups,
     ReadExtent,
     RepairExtent,
     StatEgroup,
@@ -69,6 +71,23 @@ class StorageService:
     def _disk_for_new(self, egid: str) -> Disk:
         # Spread groups over disks by hash: stable, and balanced without statting files.
         return min(self.disks, key=lambda d: xxhash.xxh3_64_intdigest(f"{egid}/{d.name}".encode()))
+
+    async def handle(self, msg: Any) -> Any:
+        """Serve one call to this node's replicas (from a peer, or from this node)."""
+        match msg:
+            case AppendExtents():
+                return await self.append(msg)
+            case ReadExtent():
+                return await self.read(msg)
+            case RepairExtent():
+                return await self.repair(msg)
+            case DeleteEgroupFiles():
+                return await self.delete(msg)
+            case StatEgroup():
+                return await self.stat(msg)
+            case ListEgroups():
+                return self.list()
+        raise BadRequest(f"not a storage message: {type(msg).__name__}")
 
     async def append(self, msg: AppendExtents) -> AppendReply:
         lock = self._locks.setdefault(msg.egid, asyncio.Lock())

@@ -57,8 +57,8 @@ def referenced(sim: SimCluster) -> dict[str, set[str]]:
 
 def crash_after_appends(sim: SimCluster, node_id: str, rng: random.Random) -> None:
     """Power-loss ``node_id`` right after some of its appends land (before the commit)."""
-    gateway = sim.nodes[node_id].gateway
-    original: Callable[..., Awaitable[Any]] = gateway.append_replicas
+    replicas = sim.nodes[node_id].replicas
+    original: Callable[..., Awaitable[Any]] = replicas.append_replicas
 
     async def append_then_maybe_crash(eg: Any, payloads: list[bytes]) -> list[int]:
         offsets: list[int] = await original(eg, payloads)
@@ -66,7 +66,7 @@ def crash_after_appends(sim: SimCluster, node_id: str, rng: random.Random) -> No
             sim.crash(node_id)  # cancels this very task: the commit never happens
         return offsets
 
-    gateway.append_replicas = append_then_maybe_crash  # type: ignore[method-assign]
+    replicas.append_replicas = append_then_maybe_crash  # type: ignore[method-assign]
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -76,9 +76,9 @@ def test_files_of_uncommitted_writes_are_collected(seed: int) -> None:
     try:
 
         async def setup() -> None:
-            g = sim.nodes["n1"].gateway
-            await g.create_container("c", ContainerPolicy(rf=2))
-            await g.create_vdisk("v", "c", 64 * MiB)
+            g = sim.nodes["n1"]
+            await g.catalog.create_container("c", ContainerPolicy(rf=2))
+            await g.catalog.create_vdisk("v", "c", 64 * MiB)
 
         sim.run(setup())
 
@@ -90,7 +90,7 @@ def test_files_of_uncommitted_writes_are_collected(seed: int) -> None:
                 offset = rng.randrange(0, 60) * MiB
                 try:
                     await asyncio.wait_for(
-                        sim.nodes[via].gateway.write("v", offset, len(data), chunks(data)), 60
+                        sim.nodes[via].writer.write("v", offset, len(data), chunks(data)), 60
                     )
                 except (FabricError, asyncio.CancelledError, KeyError, TimeoutError):
                     pass  # the writer died mid-write: not acknowledged

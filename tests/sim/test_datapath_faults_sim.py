@@ -29,8 +29,9 @@ from fabric.ports import PeerUnreachable
 from fabric.sim.checkers import DiskMismatch
 from fabric.sim.disk import SimDisk
 from fabric.sim.records import physical_bytes
-from nodes.services.gateway import Gateway
+from nodes.services.replicas import ReplicaClient
 from nodes.services.storage import SUFFIX
+from nodes.services.writer import WriteCoordinator
 from nodes.simcluster import SimCluster
 from tests.sim.conftest import chunks, started
 
@@ -68,7 +69,7 @@ async def workload(sim: SimCluster, rng: random.Random) -> dict[int, list[Write]
     async def write(index: int, data: bytes) -> None:
         via = rng.choice(sorted(sim.nodes))
         try:
-            await sim.nodes[via].gateway.write("v", index * MiB, MiB, chunks(data))
+            await sim.nodes[via].writer.write("v", index * MiB, MiB, chunks(data))
         except (FabricError, PeerUnreachable):
             history[index].append((data, False))  # an operating fault: not acknowledged
             return
@@ -112,7 +113,7 @@ def _name(data: bytes) -> str:
 
 
 async def read_extent(sim: SimCluster, via: str, index: int) -> bytes:
-    _, _, stream = await sim.nodes[via].gateway.read("v", index * MiB, MiB)
+    _, _, stream = await sim.nodes[via].reader.read("v", index * MiB, MiB)
     return b"".join([c async for c in stream])
 
 
@@ -155,9 +156,9 @@ def run_scenario(seed: int, prepare: Callable[[SimCluster], None] | None = None)
             prepare(sim)
 
         async def setup() -> None:
-            g = sim.nodes["n1"].gateway
-            await g.create_container("c", ContainerPolicy(rf=2, compression="zstd"))
-            await g.create_vdisk("v", "c", EXTENTS * MiB)
+            g = sim.nodes["n1"]
+            await g.catalog.create_container("c", ContainerPolicy(rf=2, compression="zstd"))
+            await g.catalog.create_vdisk("v", "c", EXTENTS * MiB)
 
         sim.run(setup())
         history = sim.run(workload(sim, rng))
@@ -214,11 +215,11 @@ MUTATION_SEED = 0
 def test_check_fires_when_writes_are_acknowledged_but_never_stored(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    real = Gateway.write
+    real = WriteCoordinator.write
     calls = itertools.count()
 
     async def lying_write(
-        self: Gateway, ref: str, offset: int, length: int, body: AsyncIterator[bytes]
+        self: WriteCoordinator, ref: str, offset: int, length: int, body: AsyncIterator[bytes]
     ) -> int:
         if next(calls) % 3 == 2:
             async for _ in body:
@@ -226,7 +227,7 @@ def test_check_fires_when_writes_are_acknowledged_but_never_stored(
             return length
         return await real(self, ref, offset, length, body)
 
-    monkeypatch.setattr(Gateway, "write", lying_write)
+    monkeypatch.setattr(WriteCoordinator, "write", lying_write)
     with pytest.raises(AssertionError, match="acknowledged write lost"):
         run_scenario(MUTATION_SEED)
 
@@ -249,29 +250,29 @@ def test_check_fires_when_appends_are_acknowledged_before_fsync(
 
 
 DATA_LAG_S = 1.0
-"""How long after its metadata commit the mutated gateway stores a batch's bytes."""
+"""How long after its metadata commit the mutated writer stores a batch's bytes."""
 
 
 def test_check_fires_when_metadata_is_committed_before_the_data(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A gateway that hands out the offsets of an append at once and stores the bytes a
+    """A writer that hands out the offsets of an append at once and stores the bytes a
     second later: its metadata commit comes first, and a crash in between (the writer's,
     or the power cut at the end) leaves metadata pointing at bytes that never landed."""
-    real = Gateway.append_replicas
+    real = ReplicaClient.append_replicas
     ends: dict[str, int] = {}
     holder: list[SimCluster] = []
     later: set[asyncio.Future[None]] = set()
 
-    async def commit_first(self: Gateway, eg: NewEgroup, payloads: list[bytes]) -> list[int]:
+    async def commit_first(self: ReplicaClient, eg: NewEgroup, payloads: list[bytes]) -> list[int]:
         start = ends.get(eg.egid, 0)
         offsets = list(itertools.accumulate(map(len, payloads[:-1]), initial=start))
         ends[eg.egid] = start + sum(map(len, payloads))
 
         async def store_later() -> None:
-            await self.clock.sleep(DATA_LAG_S)
+            await holder[0].clock.sleep(DATA_LAG_S)
             node = holder[0].nodes.get(self.node_id)
-            if node is None or node.gateway is not self:
+            if node is None or node.replicas is not self:
                 return  # the writer crashed meanwhile: the bytes are gone with it
             try:
                 await real(self, eg, payloads)
@@ -283,7 +284,7 @@ def test_check_fires_when_metadata_is_committed_before_the_data(
         task.add_done_callback(later.discard)
         return offsets
 
-    monkeypatch.setattr(Gateway, "append_replicas", commit_first)
+    monkeypatch.setattr(ReplicaClient, "append_replicas", commit_first)
     with pytest.raises(AssertionError) as failed:
         run_scenario(MUTATION_SEED, prepare=holder.append)
     assert "is unreadable" in str(failed.value)  # the read check

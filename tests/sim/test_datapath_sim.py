@@ -20,7 +20,7 @@ MiB = 1 << 20
 async def read_all(
     sim: SimCluster, via: str, name: str, offset: int = 0, length: int | None = None
 ) -> bytes:
-    _, _, stream = await sim.nodes[via].gateway.read(name, offset, length)
+    _, _, stream = await sim.nodes[via].reader.read(name, offset, length)
     return b"".join([c async for c in stream])
 
 
@@ -33,11 +33,11 @@ def test_same_64mib_twice_with_dedup_costs_one_copy_times_rf(sim: SimCluster) ->
     data = random.Random(1).randbytes(64 * MiB)
 
     async def go() -> dict[str, Any]:
-        g = sim.nodes["n2"].gateway
-        await g.create_container("gold", ContainerPolicy(rf=2, dedup=True))
+        g = sim.nodes["n2"]
+        await g.catalog.create_container("gold", ContainerPolicy(rf=2, dedup=True))
         for name in ("a", "b"):
-            await g.create_vdisk(name, "gold", 64 * MiB)
-            await g.write(name, 0, len(data), chunks(data))
+            await g.catalog.create_vdisk(name, "gold", 64 * MiB)
+            await g.writer.write(name, 0, len(data), chunks(data))
         assert await read_all(sim, "n3", "b") == data
         return await container_view(sim, "gold")
 
@@ -54,13 +54,13 @@ def test_compressible_data_shows_its_zstd_ratio_and_zeros_cost_nothing(sim: SimC
     text = text[: 16 * MiB]
 
     async def go() -> tuple[dict[str, Any], dict[str, Any]]:
-        g = sim.nodes["n1"].gateway
-        await g.create_container("logs", ContainerPolicy(rf=2, compression="zstd"))
-        await g.create_vdisk("l", "logs", 64 * MiB)
-        await g.write("l", 0, len(text), chunks(text))
-        await g.create_container("thin", ContainerPolicy(rf=3))
-        await g.create_vdisk("z", "thin", 64 * MiB)
-        await g.write("z", 0, 32 * MiB, chunks(bytes(32 * MiB)))
+        g = sim.nodes["n1"]
+        await g.catalog.create_container("logs", ContainerPolicy(rf=2, compression="zstd"))
+        await g.catalog.create_vdisk("l", "logs", 64 * MiB)
+        await g.writer.write("l", 0, len(text), chunks(text))
+        await g.catalog.create_container("thin", ContainerPolicy(rf=3))
+        await g.catalog.create_vdisk("z", "thin", 64 * MiB)
+        await g.writer.write("z", 0, 32 * MiB, chunks(bytes(32 * MiB)))
         assert await read_all(sim, "n4", "l", 0, len(text)) == text
         assert await read_all(sim, "n4", "z") == bytes(64 * MiB)
         return await container_view(sim, "logs"), await container_view(sim, "thin")
@@ -75,10 +75,10 @@ def test_corrupt_replica_is_read_around_and_rewritten(sim: SimCluster) -> None:
     data = random.Random(2).randbytes(3 * MiB)
 
     async def go() -> None:
-        g = sim.nodes["n1"].gateway
-        await g.create_container("c", ContainerPolicy(rf=2))
-        await g.create_vdisk("v", "c", 3 * MiB)
-        await g.write("v", 0, len(data), chunks(data))
+        g = sim.nodes["n1"]
+        await g.catalog.create_container("c", ContainerPolicy(rf=2))
+        await g.catalog.create_vdisk("v", "c", 3 * MiB)
+        await g.writer.write("v", 0, len(data), chunks(data))
 
     sim.run(go())
     # Flip a byte of the writer's own (local, read-first) replica on its disk.
@@ -88,7 +88,7 @@ def test_corrupt_replica_is_read_around_and_rewritten(sim: SimCluster) -> None:
     assert sim.run(read_all(sim, "n1", "v")) == data
     # The repair runs in the background.
     sim.run(sim.wait_for(lambda: disk.contents(path) == good, 10, "the bad copy rewritten"))
-    assert sim.nodes["n1"].gateway.stats.repairs >= 1
+    assert sim.nodes["n1"].reader.stats.repairs >= 1
 
 
 def test_rf2_survives_a_crashed_node_for_reads_and_new_writes() -> None:
@@ -97,10 +97,12 @@ def test_rf2_survives_a_crashed_node_for_reads_and_new_writes() -> None:
     try:
 
         async def write() -> None:
-            g = sim.nodes["n2"].gateway
-            await g.create_container("c", ContainerPolicy(rf=2, dedup=True, compression="zstd"))
-            await g.create_vdisk("v", "c", 20 * MiB)
-            await g.write("v", 0, len(data), chunks(data))
+            g = sim.nodes["n2"]
+            await g.catalog.create_container(
+                "c", ContainerPolicy(rf=2, dedup=True, compression="zstd")
+            )
+            await g.catalog.create_vdisk("v", "c", 20 * MiB)
+            await g.writer.write("v", 0, len(data), chunks(data))
 
         sim.run(write())
         sim.crash("n2")
@@ -113,7 +115,7 @@ def test_rf2_survives_a_crashed_node_for_reads_and_new_writes() -> None:
                 20,
                 "n2 marked DOWN",
             )
-            await sim.nodes["n1"].gateway.write("v", 11 * MiB, 5, chunks(b"after"))
+            await sim.nodes["n1"].writer.write("v", 11 * MiB, 5, chunks(b"after"))
             assert await read_all(sim, "n3", "v", 11 * MiB, 5) == b"after"
             c = await container_view(sim, "c")
             assert c["resiliency"] == 0  # the first extents have one live copy left
@@ -128,9 +130,9 @@ def test_write_fails_clearly_when_rf_domains_are_not_healthy() -> None:
     try:
 
         async def go() -> None:
-            g = sim.nodes["n1"].gateway
-            await g.create_container("c", ContainerPolicy(rf=3))
-            await g.create_vdisk("v", "c", MiB)
+            g = sim.nodes["n1"]
+            await g.catalog.create_container("c", ContainerPolicy(rf=3))
+            await g.catalog.create_vdisk("v", "c", MiB)
             sim.crash("n3")
             await sim.wait_for(
                 lambda: sim.nodes["n1"].metadata.state.nodes()["n3"].state == "DOWN",
@@ -138,7 +140,7 @@ def test_write_fails_clearly_when_rf_domains_are_not_healthy() -> None:
                 "n3 marked DOWN",
             )
             with pytest.raises(Unavailable, match="needs 3 fault domains, only 2 healthy"):
-                await g.write("v", 0, 4096, chunks(b"x" * 4096))
+                await g.writer.write("v", 0, 4096, chunks(b"x" * 4096))
             assert (await container_view(sim, "c"))["physical_bytes"] == 0
 
         sim.run(go())
@@ -148,12 +150,12 @@ def test_write_fails_clearly_when_rf_domains_are_not_healthy() -> None:
 
 def test_partial_and_concurrent_writes_to_one_extent_are_all_kept(sim: SimCluster) -> None:
     async def go() -> bytes:
-        await sim.nodes["n1"].gateway.create_container("c", ContainerPolicy(rf=2))
-        await sim.nodes["n1"].gateway.create_vdisk("v", "c", 2 * MiB)
+        await sim.nodes["n1"].catalog.create_container("c", ContainerPolicy(rf=2))
+        await sim.nodes["n1"].catalog.create_vdisk("v", "c", 2 * MiB)
         import asyncio
 
         writes = [
-            sim.nodes[f"n{1 + i % 5}"].gateway.write(
+            sim.nodes[f"n{1 + i % 5}"].writer.write(
                 "v", 1000 + i * 10, 10, chunks(bytes([65 + i]) * 10)
             )
             for i in range(20)
@@ -170,17 +172,17 @@ def test_overwrite_and_delete_release_every_reference(sim: SimCluster) -> None:
     a, b = rng.randbytes(4 * MiB), rng.randbytes(4 * MiB)
 
     async def go() -> tuple[dict[str, Any], dict[str, Any]]:
-        g = sim.nodes["n3"].gateway
-        await g.create_container("c", ContainerPolicy(rf=2, dedup=True))
-        await g.create_vdisk("v", "c", 4 * MiB)
-        await g.create_vdisk("w", "c", 4 * MiB)
-        await g.write("v", 0, len(a), chunks(a))
-        await g.write("w", 0, len(a), chunks(a))  # shares every extent with v
-        await g.write("v", 0, len(b), chunks(b))  # v moves on; w still holds a
+        g = sim.nodes["n3"]
+        await g.catalog.create_container("c", ContainerPolicy(rf=2, dedup=True))
+        await g.catalog.create_vdisk("v", "c", 4 * MiB)
+        await g.catalog.create_vdisk("w", "c", 4 * MiB)
+        await g.writer.write("v", 0, len(a), chunks(a))
+        await g.writer.write("w", 0, len(a), chunks(a))  # shares every extent with v
+        await g.writer.write("v", 0, len(b), chunks(b))  # v moves on; w still holds a
         mid = await container_view(sim, "c")
         assert await read_all(sim, "n1", "w") == a
-        await g.delete_vdisk("v")
-        await g.delete_vdisk("w")
+        await g.catalog.delete_vdisk("v")
+        await g.catalog.delete_vdisk("w")
         return mid, await container_view(sim, "c")
 
     mid, end = sim.run(go())
@@ -190,21 +192,21 @@ def test_overwrite_and_delete_release_every_reference(sim: SimCluster) -> None:
 
 def test_bad_requests_are_refused_and_change_nothing(sim: SimCluster) -> None:
     async def go() -> None:
-        g = sim.nodes["n1"].gateway
-        await g.create_container("c", ContainerPolicy(rf=2))
-        await g.create_vdisk("v", "c", MiB)
-        await g.write("v", 0, 4, chunks(b"keep"))
+        g = sim.nodes["n1"]
+        await g.catalog.create_container("c", ContainerPolicy(rf=2))
+        await g.catalog.create_vdisk("v", "c", MiB)
+        await g.writer.write("v", 0, 4, chunks(b"keep"))
         before = await container_view(sim, "c")
         with pytest.raises(BadRequest, match="past the end"):
-            await g.write("v", MiB - 2, 4, chunks(b"oops"))
+            await g.writer.write("v", MiB - 2, 4, chunks(b"oops"))
         with pytest.raises(BadRequest, match="must not be negative"):
-            await g.write("v", -1, 4, chunks(b"oops"))
+            await g.writer.write("v", -1, 4, chunks(b"oops"))
         with pytest.raises(NotFound, match="no vdisk 'nope'"):
-            await g.write("nope", 0, 4, chunks(b"oops"))
+            await g.writer.write("nope", 0, 4, chunks(b"oops"))
         with pytest.raises(NotFound, match="no container 'nope'"):
-            await g.create_vdisk("x", "nope", MiB)
+            await g.catalog.create_vdisk("x", "nope", MiB)
         with pytest.raises(Conflict, match="already exists"):
-            await g.create_vdisk("v", "c", MiB)
+            await g.catalog.create_vdisk("v", "c", MiB)
         with pytest.raises(BadRequest, match="rf 3 needs 3 fault domains"):
             await _rf_too_wide(sim)
         assert await container_view(sim, "c") == before
@@ -217,18 +219,19 @@ async def _rf_too_wide(sim: SimCluster) -> None:
     """A two-rack config cannot hold three rack-disjoint replicas."""
     from dataclasses import replace
 
-    g = sim.nodes["n1"].gateway
+    catalog = sim.nodes["n1"].catalog
     nodes = tuple(
-        replace(n, labels={"rack": "r1" if i < 3 else "r2"}) for i, n in enumerate(g.config.nodes)
+        replace(n, labels={"rack": "r1" if i < 3 else "r2"})
+        for i, n in enumerate(catalog.config.nodes)
     )
-    g.config = replace(g.config, nodes=nodes, fault_domain="rack")
-    await g.create_container("wide", ContainerPolicy(rf=3))
+    catalog.config = replace(catalog.config, nodes=nodes, fault_domain="rack")
+    await catalog.create_container("wide", ContainerPolicy(rf=3))
 
 
 def test_restarted_cluster_serves_its_containers_at_once() -> None:
     sim = started(nodes=3, seed=8)
     try:
-        sim.run(sim.nodes["n1"].gateway.create_container("c", ContainerPolicy(rf=2)))
+        sim.run(sim.nodes["n1"].catalog.create_container("c", ContainerPolicy(rf=2)))
         for node_id in ("n1", "n2", "n3"):
             sim.crash(node_id)
         for node_id in ("n1", "n2", "n3"):
@@ -276,19 +279,19 @@ def test_dead_space_is_compacted_and_deleted_data_is_collected(sim: SimCluster) 
     first, second = rng.randbytes(8 * MiB), rng.randbytes(6 * MiB)
 
     async def go() -> tuple[dict[str, Any], dict[str, Any], int, int]:
-        g = sim.nodes["n1"].gateway
-        await g.create_container("c", ContainerPolicy(rf=2))
-        await g.create_vdisk("v", "c", 8 * MiB)
-        await g.write("v", 0, len(first), chunks(first))
+        g = sim.nodes["n1"]
+        await g.catalog.create_container("c", ContainerPolicy(rf=2))
+        await g.catalog.create_vdisk("v", "c", 8 * MiB)
+        await g.writer.write("v", 0, len(first), chunks(first))
         # The writer goes quiet: its group is sealed.
         await sim.wait_for(lambda: _all_sealed_and_compacted(sim), 30, "the first group sealed")
-        await g.write("v", 0, len(second), chunks(second))  # 6 of 8 extents now dead
+        await g.writer.write("v", 0, len(second), chunks(second))  # 6 of 8 extents now dead
         # Seal the second group, compact the first one into a third, collect the first.
         await sim.wait_for(lambda: _all_sealed_and_compacted(sim), 60, "the dead space compacted")
         compacted = await container_view(sim, "c")
         on_disk = _disk_bytes(sim)
         assert await read_all(sim, "n4", "v") == second + first[6 * MiB :]
-        await g.delete_vdisk("v")
+        await g.catalog.delete_vdisk("v")
         await sim.wait_for(lambda: _no_groups(sim), 60, "every group collected")
         return compacted, await container_view(sim, "c"), on_disk, _disk_bytes(sim)
 

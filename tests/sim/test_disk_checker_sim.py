@@ -18,10 +18,10 @@ def test_flipped_byte_lost_copy_and_stray_file_are_each_reported(sim: SimCluster
     data = random.Random(4).randbytes(3 * MiB)
 
     async def write() -> None:
-        g = sim.nodes["n1"].gateway
-        await g.create_container("c", ContainerPolicy(rf=2))
-        await g.create_vdisk("v", "c", len(data))
-        await g.write("v", 0, len(data), chunks(data))
+        g = sim.nodes["n1"]
+        await g.catalog.create_container("c", ContainerPolicy(rf=2))
+        await g.catalog.create_vdisk("v", "c", len(data))
+        await g.writer.write("v", 0, len(data), chunks(data))
 
     sim.run(write())
     audit = sim.check_disks(strict=True)

@@ -18,7 +18,7 @@ MiB = 1 << 20
 # Seeds 150..946 once left a sequential write with three extent groups (two half full):
 # two write batches into one group committed out of order, the one that filled and
 # sealed it first, so the other was rewritten elsewhere; EC with k = 2 then never found
-# a partner for the last group (nodes/services/gateway.py, Gateway._append). The
+# a partner for the last group (nodes/services/writer.py, WriteCoordinator._append). The
 # leader crash was not involved. Found by EC_SEEDS=1000; kept here so CI covers them.
 EC_REGRESSION_SEEDS = [150, 189, 211, 228, 324, 383, 391, 403, 429, 452, 488, 523, 641, 718]
 EC_REGRESSION_SEEDS += [730, 942, 946]
@@ -30,7 +30,7 @@ EC_SEEDS = (
 
 
 async def read_all(sim: SimCluster, via: str, name: str) -> bytes:
-    _, _, stream = await sim.nodes[via].gateway.read(name, 0, None)
+    _, _, stream = await sim.nodes[via].reader.read(name, 0, None)
     return b"".join([c async for c in stream])
 
 
@@ -47,10 +47,10 @@ async def view(sim: SimCluster, name: str) -> dict[str, Any]:
 
 
 async def write_cold(sim: SimCluster, data: bytes, k: int = 4, m: int = 2) -> None:
-    g = sim.nodes["n1"].gateway
-    await g.create_container("cold", ContainerPolicy(rf=2, ec_k=k, ec_m=m, ec_delay_s=0))
-    await g.create_vdisk("img", "cold", len(data))
-    await g.write("img", 0, len(data), chunks(data))
+    g = sim.nodes["n1"]
+    await g.catalog.create_container("cold", ContainerPolicy(rf=2, ec_k=k, ec_m=m, ec_delay_s=0))
+    await g.catalog.create_vdisk("img", "cold", len(data))
+    await g.writer.write("img", 0, len(data), chunks(data))
 
 
 def recount_physical(sim: SimCluster) -> int:
@@ -149,7 +149,7 @@ def test_policy_the_cluster_cannot_place_is_refused() -> None:
     try:
         with pytest.raises(BadRequest, match=r"ec 6\+3 needs 9 fault domains.*has 5"):
             sim.run(
-                sim.nodes["n1"].gateway.create_container(
+                sim.nodes["n1"].catalog.create_container(
                     "wide", ContainerPolicy(rf=2, ec_k=6, ec_m=3)
                 )
             )
@@ -166,12 +166,12 @@ def test_overwrite_and_delete_of_ec_data_then_strips_are_collected() -> None:
         sim.run(sim.wait_for(lambda: _pending(sim) == 0, 60, "EC of every group"))
 
         async def overwrite() -> None:
-            await sim.nodes["n2"].gateway.write("img", MiB, len(new), chunks(new))
+            await sim.nodes["n2"].writer.write("img", MiB, len(new), chunks(new))
 
         sim.run(overwrite())
         expect = data[:MiB] + new + data[5 * MiB :]
         assert sim.run(read_all(sim, "n3", "img")) == expect
-        sim.run(sim.nodes["n1"].gateway.delete_vdisk("img"))
+        sim.run(sim.nodes["n1"].catalog.delete_vdisk("img"))
         sim.run(sim.wait_for(lambda: recount_physical(sim) == 0, 120, "everything collected"))
         c = sim.run(view(sim, "cold"))
         assert c["physical_bytes"] == 0 and c["ec_strips"] == 0

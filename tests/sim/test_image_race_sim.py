@@ -62,7 +62,7 @@ def test_active_and_the_orphan_sweep_resolve_one_way(sweep_first: bool) -> None:
     try:
         outcome, image = sim.run(race(sim, sweep_first))
         leader = sim.nodes[sim.leader() or ""]
-        vdisks = sim.run(leader.gateway.vdisks())
+        vdisks = sim.run(leader.catalog.vdisks())
         if sweep_first:
             assert isinstance(outcome, str), f"seed {sim.seed}: the upload won after the sweep"
             assert image["state"] == "ERROR"
@@ -72,7 +72,7 @@ def test_active_and_the_orphan_sweep_resolve_one_way(sweep_first: bool) -> None:
             assert image["state"] == "ACTIVE", f"seed {sim.seed}: the sweep undid an ACTIVE"
             record = leader.images.image("racer")
             assert record.vdisk_id is not None
-            _, _, stream = sim.run(leader.gateway.read(record.vdisk_id, 0, len(RAW)))
+            _, _, stream = sim.run(leader.reader.read(record.vdisk_id, 0, len(RAW)))
 
             async def read() -> bytes:
                 return b"".join([c async for c in stream])

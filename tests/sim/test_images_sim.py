@@ -61,7 +61,7 @@ def download(sim: SimCluster, name: str) -> bytes:
         image = await node.images.get(name)
         vdisk = node.images.image(image["id"]).vdisk_id
         assert vdisk is not None
-        _, _, stream = await node.gateway.read(vdisk, 0, image["virtual_size"])
+        _, _, stream = await node.reader.read(vdisk, 0, image["virtual_size"])
         return b"".join([c async for c in stream])
 
     return sim.run(go())
@@ -185,7 +185,7 @@ def test_every_refusal_is_clear_and_leaves_nothing(source: Path, tmp_path: Path)
             assert fragment.lower() in err.value.message.lower(), (label, err.value.message)
             image = sim.run(sim.nodes["n1"].images.get(f"bad-{label}"))
             assert image["state"] == "ERROR" and image["error"], label
-            vdisks = sim.run(sim.nodes["n1"].gateway.vdisks())
+            vdisks = sim.run(sim.nodes["n1"].catalog.vdisks())
             assert not [v for v in vdisks if v.name.startswith("image-")], label
         c = sim.run(sim.nodes["n1"].cluster_view())["containers"][0]
         assert c["logical_bytes"] == 0 and c["vdisks"] == 0
@@ -208,7 +208,7 @@ def test_wrong_checksum_ends_in_error_with_nothing_visible(source: Path, tmp_pat
             upload(sim, source, "liar", checksum={"type": "sha256", "value": "0" * 64})
         image = sim.run(sim.nodes["n1"].images.get("liar"))
         assert image["state"] == "ERROR"
-        assert not sim.run(sim.nodes["n1"].gateway.vdisks())
+        assert not sim.run(sim.nodes["n1"].catalog.vdisks())
         good = hashlib.sha256(source.read_bytes()).hexdigest()
         ok = upload(sim, source, "honest", checksum=f"sha256:{good}")
         assert ok["state"] == "ACTIVE" and ok["source_sha256"] == good

@@ -45,7 +45,7 @@ async def download(sim: SimCluster, name: str) -> bytes:
     image = await node.images.get(name)
     record = node.images.image(image["id"])
     assert record.vdisk_id is not None and record.virtual_size is not None
-    _, _, stream = await node.gateway.read(record.vdisk_id, 0, record.virtual_size)
+    _, _, stream = await node.reader.read(record.vdisk_id, 0, record.virtual_size)
     return b"".join([c async for c in stream])
 
 
@@ -85,7 +85,7 @@ def test_a_source_that_keeps_dropping_fails_the_task_and_leaves_nothing(
         assert task["state"] == "FAILED" and "failed 6 times" in task["error"], task
         image = sim.run(sim.nodes["n1"].images.get("flaky"))
         assert image["state"] == "ERROR"
-        vdisks = sim.run(sim.nodes["n1"].gateway.vdisks())
+        vdisks = sim.run(sim.nodes["n1"].catalog.vdisks())
         assert not [v for v in vdisks if v.name.startswith("image-")]
     finally:
         sim.close()

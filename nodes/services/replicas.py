@@ -1,0 +1,70 @@
+"""Calls to the extent-group replicas on any node (this one included), and file claims.
+
+A call to this node goes straight to its ``StorageService``; any other goes over the
+transport with a timeout that depends on the call (a read that is slow is skipped for
+another copy sooner than an append is given up). New files are claimed in metadata
+(``RegisterIntents``) before their first byte, so a writer that dies leaves nothing
+the scanner cannot find.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fabric import limits
+from fabric.errors import FabricError, Unavailable, from_code
+from fabric.metadata.commands import NewEgroup, RegisterIntents
+from fabric.metadata.records import EgroupIntent, StripMember
+from fabric.ports import PeerUnreachable, Transport
+from fabric.wire.messages import AppendExtents, AppendReply, ReadExtent
+from nodes.services.metadata import MetadataService
+from nodes.services.storage import StorageService
+
+
+class ReplicaClient:
+    def __init__(
+        self,
+        node_id: str,
+        transport: Transport,
+        storage: StorageService,
+        metadata: MetadataService,
+    ) -> None:
+        self.node_id = node_id
+        self.transport = transport
+        self.storage = storage
+        self.metadata = metadata
+
+    async def claim(self, eg: NewEgroup) -> None:
+        """Claim a new group's files before its first byte (data without metadata is
+        then either committed or collected, never left behind)."""
+        files = tuple(StripMember(eg.egid, node) for node in eg.replicas)
+        await self.claim_files(EgroupIntent(eg.egid, eg.container, files, self.node_id))
+
+    async def claim_files(self, intent: EgroupIntent) -> None:
+        result = await self.metadata.propose(RegisterIntents((intent,)))
+        if not result.ok:
+            raise from_code(result.code, result.message)
+
+    async def append_replicas(self, eg: NewEgroup, payloads: list[bytes]) -> list[int]:
+        msg = AppendExtents(eg.egid, tuple(payloads))
+        replies = await asyncio.gather(
+            *(self.call_storage(node, msg) for node in eg.replicas), return_exceptions=True
+        )
+        offsets: list[tuple[int, ...]] = []
+        for node, reply in zip(eg.replicas, replies, strict=True):
+            if isinstance(reply, BaseException):
+                if isinstance(reply, PeerUnreachable | FabricError):
+                    raise PeerUnreachable(node, str(reply))
+                raise reply
+            assert isinstance(reply, AppendReply)
+            offsets.append(reply.offsets)
+        if any(o != offsets[0] for o in offsets):
+            raise Unavailable(f"replicas of {eg.egid} disagree on offsets")
+        return list(offsets[0])
+
+    async def call_storage(self, node: str, msg: Any) -> Any:
+        if node == self.node_id:
+            return await self.storage.handle(msg)
+        timeout = limits.READ_TIMEOUT_S if isinstance(msg, ReadExtent) else limits.REPLICA_TIMEOUT_S
+        return await self.transport.call(node, msg, timeout)
