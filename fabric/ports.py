@@ -141,11 +141,26 @@ class Spawner(Protocol):
         """Run ``coro`` as a task owned by the node; cancelled when the node stops."""
 
 
-class Runtime(Protocol):
-    """Everything a node needs from its surroundings."""
+async def run_inline(fn: Callable[..., Any], *args: Any) -> Any:
+    """The simulator's ``Offload``: pure work runs where it is called, in event order."""
+    return fn(*args)
 
-    node_id: str
+
+@dataclass(frozen=True)
+class Runtime:
+    """Everything a node gets from its surroundings, handed over once at construction.
+
+    ``nodes.runtime`` builds the real one (asyncio clock, aiohttp, files with fsync, a
+    worker thread, an HTTP client); ``nodes.simcluster`` the simulated one (virtual
+    clock, ``SimNetwork``, ``SimDisk``s, inline work, ``SimHttp``), from one seed.
+    """
+
     clock: Clock
     rng: random.Random
     transport: Transport
     disks: list[Disk]
+    offload: Offload = run_inline
+    fetcher: Fetcher | None = None
+    """URL import's HTTP client (None: this runtime refuses URL imports)."""
+    spill_factory: Callable[[], Any] | None = None
+    """The image readers' spill area (None: in memory, bounded by the readers' limits)."""

@@ -19,6 +19,7 @@ from aiohttp import web
 
 from fabric.config import ClusterConfig, ConfigError, load_config
 from fabric.consensus.wal import CorruptLog
+from fabric.ports import Runtime
 from nodes.api import build_app
 from nodes.api_data import routes as data_routes
 from nodes.api_images import routes as image_routes
@@ -51,17 +52,16 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str) -> int:
     transport = HttpTransport(node_id, config)
     disks = [FileDisk(d, disk_root(node_dir, d)) for d in nc.disks]
     fetcher = HttpFetcher()
-    node = Node(
-        config,
-        node_id,
-        RealClock(),
-        random.Random(),
-        transport,
-        list(disks),
+    runtime = Runtime(
+        clock=RealClock(),
+        rng=random.Random(),
+        transport=transport,
+        disks=list(disks),
         offload=thread_offload,
         fetcher=fetcher,
         spill_factory=lambda: FileSpill(os.path.join(node_dir, "spill")),
     )
+    node = Node(config, node_id, runtime)
     app = build_app(node, [*transport.routes(), *data_routes(), *image_routes()])
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()

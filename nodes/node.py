@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -34,9 +33,9 @@ from fabric.consensus.types import (
     VoteResponse,
 )
 from fabric.errors import BadRequest, FabricError, Unavailable
-from fabric.images.base import MemorySpill, ReaderLimits, Spill
+from fabric.images.base import MemorySpill, ReaderLimits
 from fabric.metadata.commands import RegisterNode
-from fabric.ports import Clock, Disk, DiskFault, Fetcher, PeerUnreachable, Transport
+from fabric.ports import DiskFault, PeerUnreachable, Runtime
 from fabric.wire.messages import (
     AppendExtents,
     ClusterViewReply,
@@ -60,7 +59,7 @@ from nodes.services.reader import ReadCoordinator
 from nodes.services.replicas import ReplicaClient
 from nodes.services.scanner import Scanner, sweep_orphans
 from nodes.services.storage import StorageService
-from nodes.services.strips import Offload, StripReader
+from nodes.services.strips import StripReader
 from nodes.services.writer import WriteCoordinator
 
 log = logging.getLogger(__name__)
@@ -72,33 +71,24 @@ LEADER_DUTIES = ("health-monitor", "scanner")
 """Tasks that act only through a working Raft: stopped when the node goes out of service."""
 
 
-async def _inline(fn: Any, *args: Any) -> Any:
-    return fn(*args)
-
-
 class Node:
     def __init__(
         self,
         config: ClusterConfig,
         node_id: str,
-        clock: Clock,
-        rng: random.Random,
-        transport: Transport,
-        disks: list[Disk],
+        runtime: Runtime,
         observer: RaftObserver | None = None,
         snapshot_every_entries: int | None = None,
-        offload: Offload | None = None,
-        spill_factory: Callable[[], Spill] | None = None,
         reader_limits: ReaderLimits | None = None,
-        fetcher: Fetcher | None = None,
     ) -> None:
         self.config = config
         self.node_config = config.node(node_id)
         self.id = node_id
-        self.clock = clock
-        self.rng = rng
-        self.transport = transport
-        self.disks = disks
+        self.runtime = runtime
+        self.clock = clock = runtime.clock
+        self.rng = rng = runtime.rng
+        self.transport = transport = runtime.transport
+        self.disks = disks = runtime.disks
         self._tasks: set[asyncio.Task[Any]] = set()
         extra = (
             {}
@@ -111,7 +101,7 @@ class Node:
         self.health = HealthService(
             node_id, config, clock, transport, self.metadata, self._local_report
         )
-        work = offload or _inline
+        work = runtime.offload
         # Built in dependency order, each from the ones before it: nothing is wired later.
         self.storage = StorageService(node_id, disks)
         self.replicas = ReplicaClient(node_id, transport, self.storage, self.metadata)
@@ -150,9 +140,9 @@ class Node:
             self.catalog,
             self.writer,
             work,
-            spill_factory or MemorySpill,
+            runtime.spill_factory or MemorySpill,
             reader_limits or ReaderLimits(),
-            fetcher,
+            runtime.fetcher,
         )
         self.scanner = Scanner(
             node_id,

@@ -38,6 +38,7 @@ from fabric.consensus.types import (
     VoteResponse,
 )
 from fabric.consensus.wal import decode_snapshot, decode_wal
+from fabric.ports import Runtime
 from fabric.sim.checkers import DiskAudit, DiskMismatch, RaftChecker, SafetyViolation, check_disks
 from fabric.sim.disk import SimDisk
 from fabric.sim.http import SimHttp
@@ -132,17 +133,14 @@ class SimCluster:
         assert node_id not in self.nodes, f"{node_id} is already running"
         holder: list[Node] = []
         transport = self.net.transport(node_id, lambda coro: holder[0].spawn(coro, "rpc"))
-        node = Node(
-            self.config,
-            node_id,
-            self.clock,
-            random.Random(self.rng.getrandbits(64)),
-            transport,
-            list(self.disks[node_id]),
-            self.observer,
-            self.snapshot_every_entries,
+        runtime = Runtime(
+            clock=self.clock,
+            rng=random.Random(self.rng.getrandbits(64)),
+            transport=transport,
+            disks=list(self.disks[node_id]),
             fetcher=self.http,
         )
+        node = Node(self.config, node_id, runtime, self.observer, self.snapshot_every_entries)
         holder.append(node)
         self._built[node_id] = node
         await node.start()

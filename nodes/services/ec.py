@@ -41,7 +41,7 @@ from fabric.metadata.records import EgroupIntent, EgroupRecord, StripMember, Str
 from fabric.metadata.state import MetadataState
 from fabric.placement.rendezvous import NotEnoughDomains, place
 from fabric.placement.strips import match_groups
-from fabric.ports import Clock, PeerUnreachable
+from fabric.ports import Clock, Offload, PeerUnreachable
 from fabric.wire.messages import (
     AppendExtents,
     DeleteEgroupFiles,
@@ -56,7 +56,7 @@ from nodes.services.metadata import MetadataService
 from nodes.services.quiet import QuietClock
 from nodes.services.reader import ReadCoordinator
 from nodes.services.replicas import ReplicaClient
-from nodes.services.strips import Offload, StripReader, layout_of
+from nodes.services.strips import StripReader, layout_of
 
 log = logging.getLogger(__name__)
 

@@ -15,16 +15,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 from fabric import limits
 from fabric.config import ClusterConfig
 from fabric.errors import FabricError, Unavailable
 from fabric.extents import codec
 from fabric.metadata.records import EgroupRecord, ExtentRecord, VdiskRecord
-from fabric.ports import PeerUnreachable
+from fabric.ports import Offload, PeerUnreachable
 from fabric.wire.messages import ExtentData, ReadExtent, RepairExtent
 from nodes.services.catalog import Catalog
 from nodes.services.metadata import MetadataService
@@ -32,8 +31,6 @@ from nodes.services.replicas import ReplicaClient
 from nodes.services.strips import StripReader
 
 log = logging.getLogger(__name__)
-
-Offload = Callable[..., Awaitable[Any]]
 
 
 @dataclass

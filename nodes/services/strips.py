@@ -9,19 +9,15 @@ service's member rebuild uses the same chunk reconstruction.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from fabric.errors import FabricError, Unavailable
 from fabric.extents import erasure
 from fabric.metadata.records import EgroupRecord, StripRecord
-from fabric.ports import PeerUnreachable
+from fabric.ports import Offload, PeerUnreachable
 from fabric.wire.messages import ExtentData, ReadExtent
 from nodes.services.metadata import MetadataService
 from nodes.services.replicas import ReplicaClient
-
-Offload = Callable[..., Awaitable[Any]]
 
 
 def layout_of(strip: StripRecord) -> erasure.Layout:

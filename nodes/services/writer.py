@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,15 +38,13 @@ from fabric.extents import codec
 from fabric.extents.policy import ContainerPolicy
 from fabric.metadata.commands import MapWrite, NewEgroup, NewExtent, SealEgroups, WriteExtents
 from fabric.metadata.records import VdiskRecord
-from fabric.ports import Clock, PeerUnreachable
+from fabric.ports import Clock, Offload, PeerUnreachable
 from nodes.services.catalog import Catalog
 from nodes.services.metadata import MetadataService
 from nodes.services.reader import ReadCoordinator
 from nodes.services.replicas import ReplicaClient
 
 log = logging.getLogger(__name__)
-
-Offload = Callable[..., Awaitable[Any]]
 
 
 @dataclass
