@@ -26,9 +26,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fabric.client import FabricClient
 from fabric.config import load_config
-from nodes import launcher
+from shell import launcher
+from shell.client import FabricClient
 from tests.integration.conftest import write_config
 
 MiB = 1 << 20

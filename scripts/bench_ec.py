@@ -27,10 +27,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fabric.client import FabricClient
 from fabric.config import load_config
 from fabric.extents import erasure
-from nodes import launcher
+from shell import launcher
+from shell.client import FabricClient
 from tests.integration.conftest import write_config
 
 MiB = 1 << 20

@@ -26,10 +26,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fabric.client import FabricClient
 from fabric.config import load_config
-from nodes import launcher
 from scripts.bench_datapath import make_mixed, peak_rss_mib
+from shell import launcher
+from shell.client import FabricClient
 from tests.integration.conftest import write_config
 
 MiB = 1 << 20

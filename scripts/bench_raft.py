@@ -28,12 +28,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from fabric.client import ApiError, FabricClient, Unreachable
 from fabric.config import ClusterConfig, load_config
 from fabric.errors import FabricError
 from fabric.metadata.commands import Put
-from nodes import launcher
 from nodes.simcluster import SimCluster
+from shell import launcher
+from shell.client import ApiError, FabricClient, Unreachable
 from tests.integration.conftest import write_config
 
 

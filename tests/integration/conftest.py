@@ -52,7 +52,7 @@ class Cluster:
         self, *args: str, check: bool = True, timeout: float = 90
     ) -> subprocess.CompletedProcess[str]:
         out = subprocess.run(
-            [sys.executable, "-m", "fabric.cli", *args, "--dir", str(self.dir)],
+            [sys.executable, "-m", "shell.cli", *args, "--dir", str(self.dir)],
             capture_output=True,
             text=True,
             timeout=timeout,

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fabric.client import ApiError, FabricClient
 from fabric.config import load_config
+from shell.client import ApiError, FabricClient
 from tests.integration.conftest import Cluster
 
 MiB = 1 << 20

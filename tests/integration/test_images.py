@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from fabric.client import ApiError, FabricClient
 from fabric.config import load_config
+from shell.client import ApiError, FabricClient
 from tests.imagekit import make_mixed_raw, needs_qemu, qemu_img
 from tests.integration.conftest import Cluster, free_ports
 

@@ -23,7 +23,7 @@ import pytest
 from aiohttp import web
 
 from fabric import limits
-from fabric.client import FabricClient, InDoubt
+from shell.client import FabricClient, InDoubt
 from tests.integration.conftest import Cluster, free_ports
 
 MiB = 1 << 20

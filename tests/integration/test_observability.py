@@ -6,8 +6,8 @@ import asyncio
 import time
 from collections.abc import Callable
 
-from fabric.client import FabricClient
 from fabric.config import load_config
+from shell.client import FabricClient
 from tests.integration.conftest import Cluster
 
 

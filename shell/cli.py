@@ -4,7 +4,7 @@ Every command finds its cluster through ``--dir``, else ``$FABRIC_DIR``, else
 ``./fabric-data``. Commands that print data take ``--json``. Exit codes: 0 success,
 1 the cluster said no (or could not be reached, or a transfer broke off), 2 bad usage or
 input, 6 ``fabric up`` started the cluster without some nodes (named, with the reason);
-``fabric node run`` exits with the codes of ``nodes.launcher.EXIT_REASONS``.
+``fabric node run`` exits with the codes of ``shell.launcher.EXIT_REASONS``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,13 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from fabric.client import ApiError, BrokenStream, FabricClient, Unreachable
 from fabric.config import ClusterConfig, ConfigError
+from shell.client import ApiError, BrokenStream, FabricClient, Unreachable
+from shell.launcher import ClusterDir, LaunchError, PartialStart, down, resolve_dir, status, up
 
 
 def _print_json(data: Any) -> None:
@@ -29,8 +31,6 @@ def _print_json(data: Any) -> None:
 
 def _connect(args: argparse.Namespace, timeout_s: float = 30.0) -> FabricClient:
     """A client for the cluster of ``--dir``: its nodes, and only that cluster."""
-    from nodes.launcher import ClusterDir, resolve_dir
-
     cfg = ClusterDir(resolve_dir(args.dir)).config()
     return FabricClient([n.url for n in cfg.nodes], timeout_s, cluster_id=cfg.id)
 
@@ -45,8 +45,6 @@ EXIT_PARTIAL_START = 6
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from nodes.launcher import PartialStart, resolve_dir, up
-
     root = resolve_dir(args.dir)
     try:
         cfg = up(root, args.config, args.nodes)
@@ -59,8 +57,6 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _print_up(root: str, cfg: ClusterConfig) -> None:
-    from nodes.launcher import ClusterDir, status
-
     cdir = ClusterDir(root)
     print()
     _print_status(status(root))
@@ -70,15 +66,11 @@ def _print_up(root: str, cfg: ClusterConfig) -> None:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from nodes.launcher import down, resolve_dir
-
     down(resolve_dir(args.dir))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from nodes.launcher import resolve_dir, status
-
     view = status(resolve_dir(args.dir))
     if args.json:
         _print_json(view)
@@ -126,6 +118,8 @@ def _disks(disks: list[Any]) -> str:
 
 
 def cmd_node_run(args: argparse.Namespace) -> int:
+    # The node process's whole stack (services, aiohttp server) loads only here, so
+    # every other command starts without it.
     from nodes.main import run_node
 
     return run_node(args.config, args.id, args.node_dir)
@@ -341,8 +335,6 @@ class Progress:
         if self._bar is not None:
             self._bar.update(n)
             return
-        import time
-
         tenth = self.done * 10 // self.total if self.total else -1
         now = time.monotonic()
         if tenth != self._last_tenth or now - self._last_line > 5:
@@ -569,8 +561,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nodes.launcher import LaunchError
-
     args = build_parser().parse_args(argv)
     fn: Callable[[argparse.Namespace], int] = args.fn
     try:

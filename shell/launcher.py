@@ -180,7 +180,7 @@ def spawn(cdir: ClusterDir, node_id: str) -> subprocess.Popen[bytes]:
             [
                 sys.executable,
                 "-m",
-                "fabric.cli",
+                "shell.cli",
                 "node",
                 "run",
                 "--config",
