@@ -93,3 +93,46 @@ READ_AHEAD_EXTENTS = 4
 REPLICA_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 5.0
 """A replica that does not answer a read this fast is skipped for the next one."""
+
+# --- the leader's scanner ------------------------------------------------------------------
+SCAN_EVERY_S = 1.0
+EGROUP_IDLE_S = 5.0
+COMPACT_MIN_DEAD_BYTES = 1 * MiB
+COLLECT_GROUPS_PER_PASS = 64
+COMPACT_GROUPS_PER_PASS = 4
+EXPIRE_CLAIMS_PER_PASS = 64
+CLAIM_TIMEOUT_S = 60.0
+"""A claim older than this belongs to a writer that died or gave up (a write batch
+takes seconds; its replica calls time out after ``REPLICA_TIMEOUT_S``)."""
+FILE_SWEEP_EVERY_S = 30.0
+UNKNOWN_FILE_GRACE_S = 60.0
+"""A file no record or claim knows is deleted only after it stayed unknown this long."""
+PRUNE_TOMBSTONES_PER_PASS = 1024
+
+# --- erasure coding ------------------------------------------------------------------------
+EC_CHUNK_BYTES = 1 << 20
+"""Erasure-coding granule: k + m chunks are in memory at once during a conversion."""
+EC_STRIPS_PER_PASS = 16
+"""At most this many strips are converted per scanner pass (per container)."""
+
+# --- image ingest --------------------------------------------------------------------------
+INGEST_FLUSH_EXTENTS = 8
+"""Extent buffers an ingest holds before writing them out (one write batch)."""
+INGEST_REORDER_EXTENTS = 8
+"""How far behind the newest extent a run may still land and be merged in memory."""
+INGEST_PULL_BYTES = 8 << 20
+"""Raw bytes a reader may produce in one step off the event loop (bounds memory)."""
+INGEST_WRITES_IN_FLIGHT = 4
+"""Batches being stored while the ingest decodes the next source bytes."""
+IMPORT_PROGRESS_EVERY_S = 1.0
+MAX_INGESTS = 4
+"""Uploads and imports converting on one node at once (each holds a few dozen MiB)."""
+
+# --- health --------------------------------------------------------------------------------
+HEALTH_MONITOR_EVERY_S = 0.2
+
+# --- HTTP streaming ------------------------------------------------------------------------
+STREAM_CHUNK_BYTES = 1 << 20
+
+# --- cluster view --------------------------------------------------------------------------
+CLUSTER_VIEW_TIMEOUT_S = 3.0

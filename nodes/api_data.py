@@ -9,6 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
+from fabric import limits
 from fabric.errors import BadRequest, FabricError, NotFound
 from fabric.extents.policy import policy_from_request
 from fabric.metadata.records import to_json
@@ -17,7 +18,6 @@ from nodes.services.accounting import container_views
 
 log = logging.getLogger(__name__)
 
-STREAM_CHUNK_BYTES = 1 << 20
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
@@ -98,7 +98,7 @@ async def write_vdisk(request: web.Request) -> web.Response:
         raise web.HTTPLengthRequired(text="a vdisk write needs Content-Length")
 
     async def body() -> AsyncIterator[bytes]:
-        async for chunk in request.content.iter_chunked(STREAM_CHUNK_BYTES):
+        async for chunk in request.content.iter_chunked(limits.STREAM_CHUNK_BYTES):
             yield chunk
 
     written = await request.app[NODE].writer.write(request.match_info["id"], offset, length, body())

@@ -6,9 +6,10 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from fabric import limits
 from fabric.errors import Conflict
 from nodes.api import NODE, json_body
-from nodes.api_data import STREAM_CHUNK_BYTES, parse_range, send_stream
+from nodes.api_data import parse_range, send_stream
 
 
 async def create_image(request: web.Request) -> web.Response:
@@ -32,7 +33,7 @@ async def delete_image(request: web.Request) -> web.Response:
 
 async def upload_image(request: web.Request) -> web.Response:
     async def body() -> AsyncIterator[bytes]:
-        async for chunk in request.content.iter_chunked(STREAM_CHUNK_BYTES):
+        async for chunk in request.content.iter_chunked(limits.STREAM_CHUNK_BYTES):
             yield chunk
 
     image = await request.app[NODE].images.upload(request.match_info["id"], body())

@@ -64,7 +64,6 @@ from nodes.services.writer import WriteCoordinator
 
 log = logging.getLogger(__name__)
 
-VIEW_TIMEOUT_S = 3.0
 OPERATING_FAULTS = (FabricError, PeerUnreachable, DiskFault)
 """What a supervised task may stop on and be started again after; anything else is a bug."""
 LEADER_DUTIES = ("health-monitor", "scanner")
@@ -370,7 +369,9 @@ class Node:
                 if self.out_of_service is None:
                     return await self._leader_view()
             elif leader is not None:
-                reply = await self.transport.call(leader, ClusterViewRequest(), VIEW_TIMEOUT_S)
+                reply = await self.transport.call(
+                    leader, ClusterViewRequest(), limits.CLUSTER_VIEW_TIMEOUT_S
+                )
                 assert isinstance(reply, ClusterViewReply)
                 return reply.view
         except (PeerUnreachable, FabricError) as exc:

@@ -9,7 +9,7 @@ calls ``scan`` on every pass, which does one of these, in this order of priority
    recomputed from ``k`` survivors onto a node in a fault domain the strip does not use,
    then ``MoveStripMember`` points metadata at it;
 2. **collect** a strip whose data groups no longer hold a live extent;
-3. **convert** (up to ``STRIPS_PER_PASS`` strips): pick ``k`` sealed groups that stayed
+3. **convert** (up to ``limits.EC_STRIPS_PER_PASS`` strips): pick ``k`` sealed groups that stayed
    unchanged for ``ec_delay_s``, one replica of each in ``k`` distinct fault domains
    (after checking those copies against the extent checksums), and ``m`` parity nodes
    in further domains; encode chunk by chunk (bounded memory: ``k + m`` chunks) and
@@ -32,6 +32,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+from fabric import limits
 from fabric.errors import FabricError
 from fabric.extents import codec, erasure
 from fabric.extents.policy import ContainerPolicy
@@ -59,11 +60,6 @@ from nodes.services.replicas import ReplicaClient
 from nodes.services.strips import StripReader, layout_of
 
 log = logging.getLogger(__name__)
-
-CHUNK_BYTES = 1 << 20
-"""Erasure-coding granule: k + m chunks are in memory at once during a conversion."""
-STRIPS_PER_PASS = 16
-"""At most this many strips are converted per scanner pass (per container)."""
 
 
 def rebuild_suspects(state: MetadataState) -> list[StripRecord]:
@@ -137,7 +133,7 @@ class EcService:
             if not container.policy.ec_k:
                 continue
             # Convert while there is cold data, up to a bound so a pass stays short.
-            for _ in range(STRIPS_PER_PASS):
+            for _ in range(limits.EC_STRIPS_PER_PASS):
                 if not await self._convert(container.name, container.policy):
                     break
 
@@ -190,7 +186,7 @@ class EcService:
             return False
         chosen, parity_nodes = plan
         strip_id = f"st-{self.rng.getrandbits(48):012x}"
-        lay = erasure.layout(policy.ec_k, policy.ec_m, CHUNK_BYTES)
+        lay = erasure.layout(policy.ec_k, policy.ec_m, limits.EC_CHUNK_BYTES)
         parity = [StripMember(f"{strip_id}-p{j}", node) for j, node in enumerate(parity_nodes)]
         copies = [StripMember(eg.egid, node) for eg, node in chosen if node not in eg.replicas]
         # Claim the parity files and the copies before their first byte: if this leader
@@ -205,11 +201,13 @@ class EcService:
                 else:
                     await self._verify_copy(eg, node)
             sizes = [await self._size(eg.egid, node) for eg, node in chosen]
-            chunks = -(-max(sizes) // CHUNK_BYTES)
+            chunks = -(-max(sizes) // limits.EC_CHUNK_BYTES)
             for c in range(chunks):
                 data = await asyncio.gather(
                     *(
-                        self.strips.chunk(eg.egid, node, c * CHUNK_BYTES, CHUNK_BYTES)
+                        self.strips.chunk(
+                            eg.egid, node, c * limits.EC_CHUNK_BYTES, limits.EC_CHUNK_BYTES
+                        )
                         for eg, node in chosen
                     )
                 )
@@ -227,8 +225,8 @@ class EcService:
         cmd = CommitStrip(
             strip_id,
             container,
-            CHUNK_BYTES,
-            chunks * CHUNK_BYTES,
+            limits.EC_CHUNK_BYTES,
+            chunks * limits.EC_CHUNK_BYTES,
             tuple(StripMember(eg.egid, node) for eg, node in chosen),
             tuple(parity),
             chunks * lay.parity_record_bytes,
@@ -272,8 +270,8 @@ class EcService:
         source = next(n for n in eg.replicas if n in self.metadata.state.up_nodes())
         await self._verify_copy(eg, source)
         size = await self._size(eg.egid, source)
-        for offset in range(0, size, CHUNK_BYTES):
-            data = await self.strips.chunk(eg.egid, source, offset, CHUNK_BYTES)
+        for offset in range(0, size, limits.EC_CHUNK_BYTES):
+            data = await self.strips.chunk(eg.egid, source, offset, limits.EC_CHUNK_BYTES)
             await self._call(node, AppendExtents(eg.egid, (data,)))
         self.stats.copies_made += 1
 

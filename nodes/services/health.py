@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from fabric import limits
 from fabric.config import ClusterConfig
 from fabric.errors import FabricError, Unavailable
 from fabric.metadata.commands import SetNodeState
@@ -22,8 +23,6 @@ from fabric.wire.messages import Ack, NodeReport
 from nodes.services.metadata import MetadataService
 
 log = logging.getLogger(__name__)
-
-MONITOR_EVERY_S = 0.2
 
 
 class HealthService:
@@ -90,7 +89,7 @@ class HealthService:
 
     async def monitor_forever(self) -> None:
         while True:
-            await self.clock.sleep(MONITOR_EVERY_S)
+            await self.clock.sleep(limits.HEALTH_MONITOR_EVERY_S)
             if not self.metadata.is_leader:
                 self._led_since_term = None
                 continue

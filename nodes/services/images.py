@@ -60,17 +60,6 @@ from nodes.services.writer import WriteCoordinator
 log = logging.getLogger(__name__)
 
 DEFAULT_CONTAINER = "images"
-FLUSH_EXTENTS = 8
-"""Extent buffers an ingest holds before writing them out (one write batch)."""
-REORDER_EXTENTS = 8
-"""How far behind the newest extent a run may still land and be merged in memory."""
-WRITES_IN_FLIGHT = 4
-"""Batches being stored while the ingest decodes the next source bytes."""
-RUNS_PER_PULL_BYTES = 8 << 20
-"""Raw bytes a reader may produce in one step off the event loop (bounds memory)."""
-PROGRESS_EVERY_S = 1.0
-MAX_INGESTS = 4
-"""Uploads and imports converting on one node at once (each holds a few dozen MiB)."""
 
 
 class FileSpill:
@@ -135,10 +124,10 @@ class ExtentWriter:
                 buf[inner : inner + n] = data[:n]
             pos += n
             data = data[n:]
-        if len(self._pending) >= FLUSH_EXTENTS + REORDER_EXTENTS:
+        if len(self._pending) >= limits.INGEST_FLUSH_EXTENTS + limits.INGEST_REORDER_EXTENTS:
             # Extents well behind the newest are complete: sources written by parallel
             # writers (qemu-img's coroutines) land slightly out of order, never far.
-            await self.flush(below=max(self._pending) - REORDER_EXTENTS)
+            await self.flush(below=max(self._pending) - limits.INGEST_REORDER_EXTENTS)
 
     async def flush(self, below: int | None = None) -> None:
         """Write every buffered extent with index < ``below`` (all when None)."""
@@ -160,7 +149,7 @@ class ExtentWriter:
 
     async def _write_behind(self, first: int, extents: list[bytes]) -> None:
         """Store whole extents in the background while the next source bytes are decoded."""
-        await self._drain(WRITES_IN_FLIGHT - 1)
+        await self._drain(limits.INGEST_WRITES_IN_FLIGHT - 1)
         task = asyncio.ensure_future(self.writer.write_extents(self.vdisk_id, first, extents))
         self._inflight.add(task)
 
@@ -303,9 +292,9 @@ class ImageService:
         return public(record)
 
     def _check_capacity(self) -> None:
-        if len(self._busy) >= MAX_INGESTS:
+        if len(self._busy) >= limits.MAX_INGESTS:
             raise Unavailable(
-                f"{self.node_id} is already converting {MAX_INGESTS} images; retry later "
+                f"{self.node_id} is already converting {limits.MAX_INGESTS} images; retry later "
                 "or send this one to another node"
             )
 
@@ -394,7 +383,7 @@ class ImageService:
         last = [self.clock.now()]
 
         async def progress(done: int, expected: int | None = None) -> None:
-            if self.clock.now() - last[0] < PROGRESS_EVERY_S:
+            if self.clock.now() - last[0] < limits.IMPORT_PROGRESS_EVERY_S:
                 return
             last[0] = self.clock.now()
             fields: dict[str, Any] = {"bytes_done": done}
@@ -572,7 +561,7 @@ class Ingest:
         # Decoding (inflate, table walks) runs in a worker thread, a bounded batch of
         # runs at a time, so a chunk of highly compressed clusters never expands at once.
         while True:
-            batch, more = await self.svc.offload(_pull, runs, RUNS_PER_PULL_BYTES)
+            batch, more = await self.svc.offload(_pull, runs, limits.INGEST_PULL_BYTES)
             for run in batch:
                 if writer is None:
                     writer = await self._writer(reader, reader.virtual_size)

@@ -2,11 +2,11 @@
 
 Theory of operation
 -------------------
-Every ``SCAN_EVERY_S`` the metadata leader runs its jobs in order. Each reads the state
+Every ``limits.SCAN_EVERY_S`` the metadata leader runs its jobs in order. Each reads the state
 machine's indexes (``fabric.metadata.indexes``), so a pass costs the work it finds,
 not the number of groups stored:
 
-* **seal**: an open group whose record has not changed for ``EGROUP_IDLE_S`` is sealed
+* **seal**: an open group whose record has not changed for ``limits.EGROUP_IDLE_S`` is sealed
   (its writer went quiet or died; the next write there is refused and goes elsewhere);
 * **collect**: a sealed group with no live extent has its replica files deleted, then
   is dropped from metadata (a replica on a DOWN node keeps its file until that node
@@ -14,10 +14,10 @@ not the number of groups stored:
 * **compact**: a sealed group more dead than live has its live extents copied into a
   new group (claimed first, like any new group) and moved there by one
   ``RelocateExtents``; the old group is then empty and collected on a later pass;
-* **intents**: a claim on files (``EgroupIntent``) still open after ``INTENT_TIMEOUT_S``
+* **intents**: a claim on files (``EgroupIntent``) still open after ``limits.CLAIM_TIMEOUT_S``
   belongs to a writer that died between its appends and its commit: its files are
   deleted and the claim dropped (leaving a tombstone, so a late commit is refused);
-* **files**: every ``FILE_SWEEP_EVERY_S`` each UP node lists its group files; a file
+* **files**: every ``limits.FILE_SWEEP_EVERY_S`` each UP node lists its group files; a file
   that is tombstoned, a surplus copy, or unknown to the metadata for a grace period is
   deleted; tombstones no disk can hold any more are pruned;
 * then erasure coding (``EcService.scan``) and the image catalog's orphans.
@@ -58,20 +58,6 @@ from nodes.services.replicas import ReplicaClient
 from nodes.services.storage import StorageService
 
 log = logging.getLogger(__name__)
-
-SCAN_EVERY_S = 1.0
-EGROUP_IDLE_S = 5.0
-COMPACT_MIN_DEAD_BYTES = 1 * limits.MiB
-COLLECT_PER_PASS = 64
-COMPACT_PER_PASS = 4
-INTENTS_PER_PASS = 64
-INTENT_TIMEOUT_S = 60.0
-"""A claim older than this belongs to a writer that died or gave up (a write batch
-takes seconds; its replica calls time out after ``REPLICA_TIMEOUT_S``)."""
-FILE_SWEEP_EVERY_S = 30.0
-UNKNOWN_FILE_GRACE_S = 60.0
-"""A file no record or claim knows is deleted only after it stayed unknown this long."""
-PRUNE_PER_PASS = 1024
 
 
 @dataclass
@@ -130,7 +116,7 @@ class Scanner:
 
     async def run_forever(self) -> None:
         while True:
-            await self.clock.sleep(SCAN_EVERY_S)
+            await self.clock.sleep(limits.SCAN_EVERY_S)
             if not self.metadata.is_leader:
                 self._idle.clear()
                 self._claims.clear()
@@ -155,7 +141,7 @@ class Scanner:
         idle = [
             egid
             for egid, version in watched
-            if self._idle.quiet_for(egid, version, now) >= EGROUP_IDLE_S
+            if self._idle.quiet_for(egid, version, now) >= limits.EGROUP_IDLE_S
         ]
         if idle:
             result = await self.metadata.propose(SealEgroups(tuple(idle)))
@@ -222,9 +208,9 @@ class Scanner:
         expired = [
             item.value
             for key, item in intents
-            if self._claims.quiet_for(key, item.version, now) >= INTENT_TIMEOUT_S
+            if self._claims.quiet_for(key, item.version, now) >= limits.CLAIM_TIMEOUT_S
         ]
-        for intent in expired[:INTENTS_PER_PASS]:
+        for intent in expired[: limits.EXPIRE_CLAIMS_PER_PASS]:
             await self._expire(intent)
 
     async def _expire(self, intent: EgroupIntent) -> None:
@@ -242,7 +228,7 @@ class Scanner:
     # --- files ------------------------------------------------------------------------------
     async def _sweep_files(self) -> None:
         now = self.clock.now()
-        if now - self._last_sweep < FILE_SWEEP_EVERY_S:
+        if now - self._last_sweep < limits.FILE_SWEEP_EVERY_S:
             return
         self._last_sweep = now
         await self.metadata.read_index()
@@ -266,7 +252,7 @@ class Scanner:
                 if verdict == "unknown":
                     seen_unknown.add((node, egid))
                     first = self._unknown.setdefault((node, egid), now)
-                    if now - first < UNKNOWN_FILE_GRACE_S:
+                    if now - first < limits.UNKNOWN_FILE_GRACE_S:
                         held.add(egid)
                         continue
                 if await self._delete_files(egid, (node,)):
@@ -298,7 +284,7 @@ class Scanner:
             key[len(keys.EGROUP_DROPPED) :]
             for key, _ in self.state.scan(keys.EGROUP_DROPPED)
             if key[len(keys.EGROUP_DROPPED) :] not in held
-        ][:PRUNE_PER_PASS]
+        ][: limits.PRUNE_TOMBSTONES_PER_PASS]
         if gone:
             result = await self.metadata.propose(PruneTombstones(tuple(gone)))
             if result.ok:
@@ -307,16 +293,16 @@ class Scanner:
 
 # --- what each job would work on: pure reads of the state machine's indexes ---------------
 def to_collect(state: MetadataState) -> list[EgroupRecord]:
-    return state.egroups(sorted(state.idx.collectable)[:COLLECT_PER_PASS])
+    return state.egroups(sorted(state.idx.collectable)[: limits.COLLECT_GROUPS_PER_PASS])
 
 
 def to_compact(state: MetadataState) -> list[EgroupRecord]:
     groups = [
         eg
         for eg in state.egroups(state.idx.compactable)
-        if eg.dead_bytes >= COMPACT_MIN_DEAD_BYTES and eg.extents
+        if eg.dead_bytes >= limits.COMPACT_MIN_DEAD_BYTES and eg.extents
     ]
-    return groups[:COMPACT_PER_PASS]
+    return groups[: limits.COMPACT_GROUPS_PER_PASS]
 
 
 def open_groups(state: MetadataState) -> list[tuple[str, int]]:

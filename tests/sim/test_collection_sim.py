@@ -22,8 +22,8 @@ import pytest
 
 from fabric.errors import FabricError
 from fabric.extents.policy import ContainerPolicy
+from fabric.limits import CLAIM_TIMEOUT_S, FILE_SWEEP_EVERY_S, UNKNOWN_FILE_GRACE_S
 from fabric.metadata import keys
-from nodes.services.scanner import FILE_SWEEP_EVERY_S, INTENT_TIMEOUT_S, UNKNOWN_FILE_GRACE_S
 from nodes.simcluster import SimCluster
 from tests.sim.conftest import chunks, started
 
@@ -99,7 +99,7 @@ def test_files_of_uncommitted_writes_are_collected(seed: int) -> None:
                 await sim.sleep(rng.uniform(0.1, 2.0))
 
         sim.run(workload())
-        settle = INTENT_TIMEOUT_S + FILE_SWEEP_EVERY_S * 2 + UNKNOWN_FILE_GRACE_S + 30
+        settle = CLAIM_TIMEOUT_S + FILE_SWEEP_EVERY_S * 2 + UNKNOWN_FILE_GRACE_S + 30
 
         async def until_clean() -> None:
             deadline = sim.loop.time() + settle

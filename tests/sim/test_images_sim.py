@@ -218,7 +218,7 @@ def test_wrong_checksum_ends_in_error_with_nothing_visible(source: Path, tmp_pat
 
 def test_a_node_converts_a_bounded_number_of_images_at_once(source: Path) -> None:
     from fabric.errors import Unavailable
-    from nodes.services.images import MAX_INGESTS
+    from fabric.limits import MAX_INGESTS
 
     sim = started(nodes=3, seed=25)
     try:
