@@ -22,6 +22,12 @@ from fabric.metadata.records import (
 )
 
 
+def _count(counter: Counter[Any], key: Any, delta: int) -> None:
+    counter[key] += delta
+    if counter[key] <= 0:
+        del counter[key]
+
+
 def _live_replicated(eg: EgroupRecord) -> bool:
     """A group whose resiliency is its replica count: holds data, not erasure coded."""
     return eg.extents > 0 and not eg.strip and not eg.parity
@@ -43,6 +49,11 @@ class Indexes:
         """node -> egids with a replica there."""
         self.replica_counts: defaultdict[str, Counter[int]] = defaultdict(Counter)
         """container -> how many live replicated groups have each replica count."""
+        self.replica_counts_on: defaultdict[str, defaultdict[str, Counter[int]]] = defaultdict(
+            lambda: defaultdict(Counter)
+        )
+        """node -> container -> replica counts of the live replicated groups on that node:
+        what one node's loss does to resiliency, without visiting its groups."""
         self.extents_in: defaultdict[str, set[str]] = defaultdict(set)
         """egid -> extent keys of the live extents stored in it."""
         self.strips_of: defaultdict[str, set[str]] = defaultdict(set)
@@ -51,6 +62,10 @@ class Indexes:
         """node -> strip ids with a member there."""
         self.strip_widths: defaultdict[str, Counter[tuple[int, int]]] = defaultdict(Counter)
         """container -> Counter of (members, k) over its strips."""
+        self.strip_widths_on: defaultdict[str, defaultdict[str, Counter[tuple[int, int]]]] = (
+            defaultdict(lambda: defaultdict(Counter))
+        )
+        """node -> container -> (members, k) of the strips with a member there."""
         self.strip_live_groups: Counter[str] = Counter()
         """strip id -> its data groups that still hold a live extent."""
         self.empty_strips: set[str] = set()
@@ -99,10 +114,9 @@ class Indexes:
             if old.strip and not old.parity and old.extents:
                 self._strip_live(old.strip, -1)
             if _live_replicated(old):
-                counts = self.replica_counts[old.container]
-                counts[len(old.replicas)] -= 1
-                if counts[len(old.replicas)] <= 0:
-                    del counts[len(old.replicas)]
+                _count(self.replica_counts[old.container], len(old.replicas), -1)
+                for node in old.replicas:
+                    _count(self.replica_counts_on[node][old.container], len(old.replicas), -1)
         if new is None:
             return
         egid = new.egid
@@ -120,7 +134,9 @@ class Indexes:
         if new.extents and not new.strip and not new.parity:
             self.ec_pending[new.container].add(egid)
         if _live_replicated(new):
-            self.replica_counts[new.container][len(new.replicas)] += 1
+            _count(self.replica_counts[new.container], len(new.replicas), +1)
+            for node in new.replicas:
+                _count(self.replica_counts_on[node][new.container], len(new.replicas), +1)
 
     def _extent(self, key: str, old: ExtentRecord | None, new: ExtentRecord | None) -> None:
         if old is not None:
@@ -144,10 +160,10 @@ class Indexes:
             self._discard(self.strips_of, old.container, old.id)
             for member in old.members:
                 self._discard(self.strips_on, member.node, old.id)
-            widths = self.strip_widths[old.container]
-            widths[(len(old.members), old.k)] -= 1
-            if widths[(len(old.members), old.k)] <= 0:
-                del widths[(len(old.members), old.k)]
+            width = (len(old.members), old.k)
+            _count(self.strip_widths[old.container], width, -1)
+            for node in {m.node for m in old.members}:
+                _count(self.strip_widths_on[node][old.container], width, -1)
         if new is not None:
             self._strips.add(new.id)
             if not self.strip_live_groups.get(new.id):
@@ -155,7 +171,10 @@ class Indexes:
             self.strips_of[new.container].add(new.id)
             for member in new.members:
                 self.strips_on[member.node].add(new.id)
-            self.strip_widths[new.container][(len(new.members), new.k)] += 1
+            width = (len(new.members), new.k)
+            _count(self.strip_widths[new.container], width, +1)
+            for node in {m.node for m in new.members}:
+                _count(self.strip_widths_on[node][new.container], width, +1)
 
     def _image(self, old: ImageRecord | None, new: ImageRecord | None) -> None:
         if old is not None:

@@ -36,6 +36,20 @@ def resiliency(state: MetadataState) -> dict[str, int]:
             floor = min(members - k for members, k in widths)
             worst[container] = min(worst.get(container, floor), floor)
     up = state.up_nodes()
+    lost = sorted(
+        {n for n in idx.egroups_on if n not in up} | {n for n in idx.strips_on if n not in up}
+    )
+    if len(lost) == 1:
+        # One node lost: each of its groups has one copy fewer; no group need be visited.
+        for container, counts in idx.replica_counts_on.get(lost[0], {}).items():
+            if counts:
+                left = min(counts) - 2
+                worst[container] = min(worst.get(container, left), left)
+        for container, widths in idx.strip_widths_on.get(lost[0], {}).items():
+            if widths:
+                left = min(members - k for members, k in widths) - 1
+                worst[container] = min(worst.get(container, left), left)
+        return worst
     down_replicas: defaultdict[str, int] = defaultdict(int)
     down_members: defaultdict[str, int] = defaultdict(int)
     for node in [n for n in idx.egroups_on if n not in up]:
