@@ -37,6 +37,7 @@ from fabric.metadata.commands import (
     RegisterNode,
     SetNodeState,
 )
+from fabric.metadata.datapath import DataPath
 from fabric.metadata.indexes import Indexes
 from fabric.metadata.records import (
     ContainerRecord,
@@ -254,8 +255,6 @@ class MetadataState:
         if isinstance(command, CatalogCommand):
             return Result(ok=True, value=catalog.apply(self, index, command))
         if isinstance(command, DataCommand):
-            from fabric.metadata.datapath import DataPath
-
             return Result(ok=True, value=DataPath(self).apply(index, command))
         raise BadRequest(f"unknown command {type(command).__name__}")
 
