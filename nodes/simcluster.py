@@ -65,7 +65,10 @@ class SimCluster:
         observer: RaftObserver | None = None,
         snapshot_every_entries: int | None = None,
         digest_every_entries: int = DIGEST_EVERY_ENTRIES,
+        checks: bool = True,
     ) -> None:
+        """``checks=False`` runs no checker: only for benchmarks that time the protocol
+        itself (the checkers' digests cost more than the protocol they watch)."""
         self.config = config
         self.seed = seed
         self.rng = random.Random(seed)
@@ -82,8 +85,11 @@ class SimCluster:
         """The first safety violation seen; every later ``run`` raises it."""
         self._built: dict[str, Node] = {}
         """The latest Node object of each id, from before its start (its Raft reports in)."""
-        self.observer = _Checks(self, observer, digest_every_entries)
-        self.net.watchers.append(self.observer.sent)
+        self.observer: RaftObserver | None = observer
+        if checks:
+            watched = _Checks(self, observer, digest_every_entries)
+            self.net.watchers.append(watched.sent)
+            self.observer = watched
 
     def __enter__(self) -> SimCluster:
         return self

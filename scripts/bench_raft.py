@@ -72,7 +72,8 @@ async def loopback_commits(cfg: ClusterConfig, seconds: float, concurrency: int)
 
 
 def simulated_commits(cfg: ClusterConfig, commands: int, concurrency: int) -> float:
-    with SimCluster(cfg, seed=1) as sim:
+    # No checkers: this times the protocol (the tests run them on every simulation).
+    with SimCluster(cfg, seed=1, checks=False) as sim:
         sim.run(sim.start_all())
         sim.run(sim.wait_for(lambda: sim.leader() is not None, 10, "leader"))
         leader = sim.nodes[sim.leader() or ""]

@@ -78,9 +78,8 @@ class Indexes:
         """(egid, node) -> ids of the intents that claim that file."""
 
     # --- maintenance ------------------------------------------------------------------------
-    def update(self, key: str, old: Any, new: Any) -> None:
-        """``key`` changed from ``old`` to ``new`` (None: absent)."""
-        space = keys.namespace(key)
+    def update(self, space: str, key: str, old: Any, new: Any) -> None:
+        """``key`` (in namespace ``space``) changed from ``old`` to ``new`` (None: absent)."""
         if space == keys.EGROUP:
             self._egroup(old, new)
         elif space == keys.EXTENT:

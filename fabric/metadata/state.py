@@ -269,7 +269,7 @@ class MetadataState:
         item = Item(index, value)
         self._items[key] = item
         self._spaces.setdefault(space, {})[key] = item
-        self.idx.update(key, None if old is None else old.value, value)
+        self.idx.update(space, key, None if old is None else old.value, value)
         if space == keys.NODE:
             self._nodes = None
 
@@ -279,7 +279,7 @@ class MetadataState:
             return
         space = keys.namespace(key)
         self._spaces[space].pop(key, None)
-        self.idx.update(key, old.value, None)
+        self.idx.update(space, key, old.value, None)
         if space == keys.NODE:
             self._nodes = None
 

@@ -54,21 +54,34 @@ def problem(command: Any) -> str | None:
     if not dataclasses.is_dataclass(command) or isinstance(command, type):
         return f"not a command: {type(command).__name__}"
     try:
-        _fields(command, depth=0)
-        _specific(command)
+        if isinstance(command, Put | Delete):
+            _raw_op(command)  # the hot path (every kv write): checked directly
+        else:
+            _fields(command, depth=0)
+            _specific(command)
     except BadRequest as exc:
         return f"{type(command).__name__}: {exc.message}"
     return None
+
+
+_FIELD_NAMES: dict[type, tuple[str, ...]] = {}
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    names = _FIELD_NAMES.get(cls)
+    if names is None:
+        names = _FIELD_NAMES[cls] = tuple(f.name for f in dataclasses.fields(cls))
+    return names
 
 
 def _fields(obj: Any, depth: int) -> None:
     """Numbers in range and strings bounded, everywhere inside a command."""
     if depth > 6:
         raise BadRequest("nested too deep")
-    for field in dataclasses.fields(obj):
-        if isinstance(obj, Put) and field.name == "value":
+    for name in _names(type(obj)):
+        if isinstance(obj, Put) and name == "value":
             continue  # user data (negative numbers and all): checked by _raw_key
-        _value(field.name, getattr(obj, field.name), depth)
+        _value(name, getattr(obj, name), depth)
 
 
 def _value(name: str, value: Any, depth: int) -> None:
@@ -88,19 +101,27 @@ def _value(name: str, value: Any, depth: int) -> None:
             _value(name, item, depth + 1)
     elif dataclasses.is_dataclass(value) and not isinstance(value, type):
         _fields(value, depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _value(name, key, depth + 1)
+            _value(name, item, depth + 1)
+
+
+def _raw_op(op: Put | Delete) -> None:
+    if op.expect_version is not None and not 0 <= op.expect_version <= MAX_INT:
+        raise BadRequest(f"expect_version out of range: {op.expect_version}")
+    _raw_key(op)
 
 
 def _specific(command: Any) -> None:
     match command:
-        case Put() | Delete():
-            _raw_key(command)
         case Batch(commands):
             if not commands:
                 raise BadRequest("an empty batch")
             for op in commands:
                 if not isinstance(op, Put | Delete):
                     raise BadRequest(f"a batch holds only Put and Delete, not {type(op).__name__}")
-                _raw_key(op)
+                _raw_op(op)
         case RegisterNode():
             check_name("node", command.node_id)
         case SetNodeState():

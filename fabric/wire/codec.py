@@ -34,6 +34,8 @@ _Converter = Callable[[Any], Any]
 _by_tag: dict[int, tuple[type, tuple[_Converter, ...]]] = {}
 _by_type: dict[type, int] = {}
 _required: dict[int, int] = {}
+_names: dict[int, tuple[str, ...]] = {}
+"""tag -> its field names, in order (read on every encode)."""
 """tag -> fields without a default: an older sender may omit the trailing others."""
 
 
@@ -123,6 +125,7 @@ def register_class(cls: type, tag: int) -> None:
     )
     _by_tag[tag] = (cls, convs)
     _required[tag] = required
+    _names[tag] = tuple(f.name for f in fields)
     _by_type[cls] = tag
 
 
@@ -130,7 +133,7 @@ def _default(obj: Any) -> Any:
     tag = _by_type.get(type(obj))
     if tag is None:
         raise TypeError(f"cannot encode {type(obj).__name__}: not a registered message")
-    fields = [getattr(obj, f.name) for f in dataclasses.fields(obj)]
+    fields = [getattr(obj, name) for name in _names[tag]]
     return msgpack.ExtType(_EXT_DATACLASS, _packer_bytes([tag, *fields]))
 
 

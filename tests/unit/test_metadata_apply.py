@@ -173,3 +173,10 @@ def test_a_release_0_1_snapshot_restores_into_typed_records() -> None:
     # Restored once, it snapshots in today's format and restores identically.
     again = MetadataState.restore(s.snapshot())
     assert again.snapshot() == s.snapshot()
+
+
+def test_user_data_in_kv_may_be_any_json_even_inside_a_batch() -> None:
+    s = fresh()
+    batch = Batch((Put("kv/a", -5), Put("kv/b", {"x": -1.5, "y": [None, True]})))
+    assert s.apply(3, batch).ok
+    assert s.value("kv/a") == -5 and s.value("kv/b") == {"x": -1.5, "y": [None, True]}
