@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Long runs: every seeded suite at about 40x its CI seed count, spread over the cores.
 #
-#   scripts/soak.sh [SCALE]      SCALE 1 (default): 40x CI, thousands of seeds (hours on
+#   scripts/soak.sh [SCALE]      SCALE 1 (default): 40x CI, thousands of seeds (~40 min on
 #                                2 cores); SCALE 0.1: a tenth of that, for a quick run
 #
 # A seeded suite is a test file that reads its seed count from an environment variable
