@@ -35,8 +35,6 @@ def _live_replicated(eg: EgroupRecord) -> bool:
 
 class Indexes:
     def __init__(self) -> None:
-        self.egroups_of: defaultdict[str, set[str]] = defaultdict(set)
-        """container -> egids."""
         self.open_egroups: set[str] = set()
         """Groups that are not sealed (still written by their owner)."""
         self.collectable: set[str] = set()
@@ -56,8 +54,6 @@ class Indexes:
         what one node's loss does to resiliency, without visiting its groups."""
         self.extents_in: defaultdict[str, set[str]] = defaultdict(set)
         """egid -> extent keys of the live extents stored in it."""
-        self.strips_of: defaultdict[str, set[str]] = defaultdict(set)
-        """container -> strip ids."""
         self.strips_on: defaultdict[str, set[str]] = defaultdict(set)
         """node -> strip ids with a member there."""
         self.strip_widths: defaultdict[str, Counter[tuple[int, int]]] = defaultdict(Counter)
@@ -103,7 +99,6 @@ class Indexes:
     def _egroup(self, old: EgroupRecord | None, new: EgroupRecord | None) -> None:
         if old is not None:
             egid = old.egid
-            self._discard(self.egroups_of, old.container, egid)
             self.open_egroups.discard(egid)
             self.collectable.discard(egid)
             self.compactable.discard(egid)
@@ -121,7 +116,6 @@ class Indexes:
         egid = new.egid
         if new.strip and not new.parity and new.extents:
             self._strip_live(new.strip, +1)
-        self.egroups_of[new.container].add(egid)
         for node in new.replicas:
             self.egroups_on[node].add(egid)
         if not new.sealed:
@@ -156,7 +150,6 @@ class Indexes:
         if old is not None:
             self._strips.discard(old.id)
             self.empty_strips.discard(old.id)
-            self._discard(self.strips_of, old.container, old.id)
             for member in old.members:
                 self._discard(self.strips_on, member.node, old.id)
             width = (len(old.members), old.k)
@@ -167,7 +160,6 @@ class Indexes:
             self._strips.add(new.id)
             if not self.strip_live_groups.get(new.id):
                 self.empty_strips.add(new.id)
-            self.strips_of[new.container].add(new.id)
             for member in new.members:
                 self.strips_on[member.node].add(new.id)
             width = (len(new.members), new.k)

@@ -28,6 +28,7 @@ from fabric.metadata.records import (
     VdiskRecord,
 )
 from fabric.metadata.validate import policy_from_record
+from fabric.wire.codec import WireError, pack, unpack
 
 T = TypeVar("T")
 
@@ -46,30 +47,17 @@ def convert(key: str, value: Any) -> Any:
 def _typed(cls: type[T], raw: Any, **overrides: Any) -> T:
     if not isinstance(raw, dict):
         raise TypeError(f"{cls.__name__} must be a map")
-    names = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values = {k: v for k, v in raw.items() if k in names}
     values.update(overrides)
-    record = cls(**values)
-    for name, field in names.items():
-        _check(name, field.type, getattr(record, name))
-    return record
-
-
-_SIMPLE = {"str": str, "int": int, "float": (int, float), "bool": bool}
-
-
-def _check(name: str, hint: Any, value: Any) -> None:
-    """The handful of field types records use, checked as the wire codec would."""
-    text = str(hint)
-    if text.endswith(" | None"):
-        if value is None:
-            return
-        text = text[: -len(" | None")]
-    kind: Any = _SIMPLE.get(text)
-    if kind is not None and (
-        not isinstance(value, kind) or (isinstance(value, bool) and text != "bool")
-    ):
-        raise TypeError(f"{name} must be {text}, not {type(value).__name__}")
+    # Through the wire codec and back: the same field-by-field type checks a peer's
+    # bytes get (a bool is no count, a list no string), and ints where floats belong
+    # come back as floats.
+    try:
+        checked: T = unpack(pack(cls(**values)))
+    except WireError as exc:
+        raise TypeError(str(exc)) from None
+    return checked
 
 
 def _str(value: Any) -> str:

@@ -76,7 +76,6 @@ class EcStats:
     strips_rolled_back: int = 0
     members_rebuilt: int = 0
     strips_collected: int = 0
-    degraded_reads: int = 0
     converted_bytes: int = 0
     copies_made: int = 0
 
@@ -290,11 +289,8 @@ class EcService:
         return reply.size
 
     async def _delete_files(self, files: list[tuple[str, str]]) -> None:
-        for egid, node in files:
-            try:
-                await self._call(node, DeleteEgroupFiles(egid))
-            except (PeerUnreachable, FabricError) as exc:
-                log.info("%s on %s stays until that node sweeps it: %s", egid, node, exc)
+        for egid, node, why in await self.replicas.delete_files(files):
+            log.info("%s on %s stays until the file sweep finds it: %s", egid, node, why)
 
     # --- degraded reads and rebuild ---------------------------------------------------------
     async def _rebuild(self, strip: StripRecord, egid: str, lost_node: str) -> None:

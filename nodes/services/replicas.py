@@ -10,6 +10,7 @@ the scanner cannot find.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from typing import Any
 
 from fabric import limits
@@ -17,7 +18,7 @@ from fabric.errors import FabricError, Unavailable, from_code
 from fabric.metadata.commands import NewEgroup, RegisterIntents
 from fabric.metadata.records import EgroupIntent, StripMember
 from fabric.ports import PeerUnreachable, Transport
-from fabric.wire.messages import AppendExtents, AppendReply, ReadExtent
+from fabric.wire.messages import AppendExtents, AppendReply, DeleteEgroupFiles, ReadExtent
 from nodes.services.metadata import MetadataService
 from nodes.services.storage import StorageService
 
@@ -68,3 +69,14 @@ class ReplicaClient:
             return await self.storage.handle(msg)
         timeout = limits.READ_TIMEOUT_S if isinstance(msg, ReadExtent) else limits.REPLICA_TIMEOUT_S
         return await self.transport.call(node, msg, timeout)
+
+    async def delete_files(self, files: Iterable[tuple[str, str]]) -> list[tuple[str, str, str]]:
+        """Delete each ``(egid, node)`` group file; return ``(egid, node, why)`` of those
+        that could not be deleted now (the node did not answer or refused)."""
+        failed = []
+        for egid, node in files:
+            try:
+                await self.call_storage(node, DeleteEgroupFiles(egid))
+            except (PeerUnreachable, FabricError) as exc:
+                failed.append((egid, node, str(exc)))
+        return failed

@@ -49,7 +49,7 @@ from fabric.metadata.state import MetadataState
 from fabric.ports import Clock, DiskFault, PeerUnreachable
 from fabric.wire.messages import DeleteEgroupFiles, EgroupList, ListEgroups
 from nodes.services.catalog import Catalog
-from nodes.services.ec import EcService
+from nodes.services.ec import EcService, rebuild_suspects
 from nodes.services.images import ImageService
 from nodes.services.metadata import MetadataService
 from nodes.services.quiet import QuietClock
@@ -166,14 +166,11 @@ class Scanner:
         """Delete ``egid``'s file on each node; False if a node that is not DOWN missed it
         (a DOWN node deletes its copy itself when it comes back)."""
         records = self.state.nodes()
-        for node in nodes:
-            try:
-                await self.replicas.call_storage(node, DeleteEgroupFiles(egid))
-            except (PeerUnreachable, FabricError) as exc:
-                known = records.get(node)
-                if known is None or known.state != "DOWN":
-                    log.info("delete of %s on %s later: %s", egid, node, exc)
-                    return False
+        for _, node, why in await self.replicas.delete_files((egid, n) for n in nodes):
+            known = records.get(node)
+            if known is None or known.state != "DOWN":
+                log.info("delete of %s on %s later: %s", egid, node, why)
+                return False
         return True
 
     # --- compact ----------------------------------------------------------------------------
@@ -317,8 +314,6 @@ def claims(state: MetadataState) -> list[tuple[str, int]]:
 
 def pass_reads(state: MetadataState) -> int:
     """Everything one scanner pass reads when it finds no work (the benchmark's unit)."""
-    from nodes.services.ec import rebuild_suspects
-
     found = len(to_collect(state)) + len(to_compact(state))
     found += len(open_groups(state)) + len(claims(state)) + len(rebuild_suspects(state))
     found += sum(len(state.idx.ec_pending.get(c.name, ())) for c in state.containers())

@@ -180,3 +180,23 @@ def test_user_data_in_kv_may_be_any_json_even_inside_a_batch() -> None:
     batch = Batch((Put("kv/a", -5), Put("kv/b", {"x": -1.5, "y": [None, True]})))
     assert s.apply(3, batch).ok
     assert s.value("kv/a") == -5 and s.value("kv/b") == {"x": -1.5, "y": [None, True]}
+
+
+@pytest.mark.parametrize(
+    "key,value",
+    [
+        (
+            "vdisk/vd-1",
+            {"id": "vd-1", "name": "v", "container": "c", "size": "big", "created": 1.0},
+        ),
+        ("vdisk/vd-1", {"id": "vd-1", "name": "v", "container": "c", "size": True, "created": 1.0}),
+        ("node/n1", {"id": "n1", "address": 7, "disks": ["d"], "labels": {}}),
+        ("egroup/eg", {"egid": "eg", "container": "c", "replicas": [1], "owner": "n1"}),
+    ],
+)
+def test_a_release_0_1_record_of_the_wrong_shape_is_refused(key: str, value: Any) -> None:
+    from fabric.errors import BadRequest
+    from fabric.metadata import legacy
+
+    with pytest.raises(BadRequest, match=r"not a release-0\.1 record"):
+        legacy.convert(key, value)
