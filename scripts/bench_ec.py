@@ -31,7 +31,7 @@ from fabric.config import load_config
 from fabric.extents import erasure
 from shell import launcher
 from shell.client import FabricClient
-from tests.integration.conftest import write_config
+from scripts.benchkit import write_config
 
 MiB = 1 << 20
 

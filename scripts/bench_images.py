@@ -30,7 +30,7 @@ from fabric.config import load_config
 from scripts.bench_datapath import make_mixed, peak_rss_mib
 from shell import launcher
 from shell.client import FabricClient
-from tests.integration.conftest import write_config
+from scripts.benchkit import write_config
 
 MiB = 1 << 20
 FORMATS = [

@@ -34,7 +34,7 @@ from fabric.metadata.commands import Put
 from nodes.simcluster import SimCluster
 from shell import launcher
 from shell.client import ApiError, FabricClient, Unreachable
-from tests.integration.conftest import write_config
+from scripts.benchkit import write_config
 
 
 def fsync_appends_per_s(directory: str, seconds: float = 2.0) -> float:
