@@ -29,9 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fabric.config import load_config
 from fabric.extents import erasure
+from scripts.benchkit import write_config
 from shell import launcher
 from shell.client import FabricClient
-from scripts.benchkit import write_config
 
 MiB = 1 << 20
 

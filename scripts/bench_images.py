@@ -28,9 +28,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from fabric.config import load_config
 from scripts.bench_datapath import make_mixed, peak_rss_mib
+from scripts.benchkit import write_config
 from shell import launcher
 from shell.client import FabricClient
-from scripts.benchkit import write_config
 
 MiB = 1 << 20
 FORMATS = [

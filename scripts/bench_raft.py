@@ -32,9 +32,9 @@ from fabric.config import ClusterConfig, load_config
 from fabric.errors import FabricError
 from fabric.metadata.commands import Put
 from nodes.simcluster import SimCluster
+from scripts.benchkit import write_config
 from shell import launcher
 from shell.client import ApiError, FabricClient, Unreachable
-from scripts.benchkit import write_config
 
 
 def fsync_appends_per_s(directory: str, seconds: float = 2.0) -> float:

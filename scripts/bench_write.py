@@ -44,18 +44,14 @@ async def put(urls: list[str], container: str, name: str, src: Path) -> None:
         await client.write_vdisk(name, str(src))
 
 
-async def fabric_write(
-    urls: list[str], rf: int, srcs: list[Path], tag: str
-) -> float:
+async def fabric_write(urls: list[str], rf: int, srcs: list[Path], tag: str) -> float:
     """MB/s of all ``srcs`` written at once, one client each, into fresh vdisks."""
     container = f"rf{rf}"
     async with FabricClient(urls) as client:
         if not any(c["name"] == container for c in await client.containers()):
             await client.create_container(container, rf=rf)
     t0 = time.perf_counter()
-    await asyncio.gather(
-        *(put(urls, container, f"{tag}-{i}", src) for i, src in enumerate(srcs))
-    )
+    await asyncio.gather(*(put(urls, container, f"{tag}-{i}", src) for i, src in enumerate(srcs)))
     seconds = time.perf_counter() - t0
     async with FabricClient(urls) as client:
         for i in range(len(srcs)):
