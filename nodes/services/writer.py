@@ -51,8 +51,8 @@ log = logging.getLogger(__name__)
 class OpenEgroup:
     record: NewEgroup
     size: int = 0
-    claimed: bool = False
-    """Its files are claimed in metadata (``RegisterIntents``), so appends may begin."""
+    claimed_at: float = 0.0
+    """When its files were claimed in metadata (``RegisterIntents``), before any append."""
     unanswered: int = 0
     """Batches appended here whose ``WriteExtents`` has not been answered yet."""
     full: bool = False
@@ -108,6 +108,8 @@ class WriteCoordinator:
         self.extent_bytes = config.extent_bytes
         self._open: dict[str, OpenEgroup] = {}
         self._to_seal: dict[str, set[str]] = {}
+        self._spares: dict[str, list[OpenEgroup]] = {}
+        """Groups claimed ahead, per container, not yet opened."""
         self._append_locks: dict[str, asyncio.Lock] = {}
         self._stripes = [asyncio.Lock() for _ in range(limits.WRITE_LOCK_STRIPES)]
         self.stats = WriteStats()
@@ -362,10 +364,7 @@ class WriteCoordinator:
             async with lock:
                 eg = self._open.get(container)
                 if eg is None or set(eg.record.replicas) & excluded:
-                    eg = self._new_egroup(container, rf, excluded)
-                if not eg.claimed:
-                    await self.replicas.claim(eg.record)
-                    eg.claimed = True
+                    eg = await self._next_egroup(container, rf, excluded)
                 at = eg.size
                 eg.size += size
                 eg.unanswered += 1
@@ -397,10 +396,32 @@ class WriteCoordinator:
             del self._open[container]
         self._to_seal.setdefault(container, set()).add(eg.record.egid)
 
-    def _new_egroup(self, container: str, rf: int, excluded: set[str]) -> OpenEgroup:
-        eg = OpenEgroup(self.catalog.place_egroup(container, rf, excluded))
-        self._open[container] = eg
-        return eg
+    async def _next_egroup(self, container: str, rf: int, excluded: set[str]) -> OpenEgroup:
+        """The container's next open group, claimed before its first byte.
+
+        Groups are placed and claimed ``limits.CLAIM_AHEAD_GROUPS`` at a time, in one
+        commit: a long write then waits for a claim once per that many groups instead of
+        stalling every batch in flight behind a commit at each new group. A spare claim
+        too old to be sure it is still standing (the leader expires an idle claim after
+        ``limits.CLAIM_TIMEOUT_S``) or on an excluded node is left to expire."""
+        now = self.clock.now()
+        spares = self._spares.setdefault(container, [])
+        while spares:
+            eg = spares.pop(0)
+            fresh = now - eg.claimed_at < limits.CLAIM_TIMEOUT_S / 4
+            if fresh and not set(eg.record.replicas) & excluded:
+                self._open[container] = eg
+                return eg
+        count = 1 if excluded else limits.CLAIM_AHEAD_GROUPS
+        groups = [
+            OpenEgroup(self.catalog.place_egroup(container, rf, excluded)) for _ in range(count)
+        ]
+        await self.replicas.claim_many([g.record for g in groups])
+        for g in groups:
+            g.claimed_at = now
+        spares.extend(groups[1:])
+        self._open[container] = groups[0]
+        return groups[0]
 
 
 def _classify(pl: Planned, policy: ContainerPolicy) -> None:
