@@ -116,12 +116,18 @@ EC_STRIPS_PER_PASS = 16
 """At most this many strips are converted per scanner pass (per container)."""
 
 # --- image ingest --------------------------------------------------------------------------
-INGEST_FLUSH_EXTENTS = 8
-"""Extent buffers an ingest holds before writing them out (one write batch)."""
+INGEST_BATCH_EXTENTS = 8
+"""Consecutive extents an ingest hands to the vdisk writer at once (one write batch)."""
+INGEST_BRIDGE_EXTENTS = 2
+"""A gap of at most this many all-zero extents does not split a write batch."""
 INGEST_REORDER_EXTENTS = 8
 """How far behind the newest extent a run may still land and be merged in memory."""
 INGEST_PULL_BYTES = 8 << 20
 """Raw bytes a reader may produce in one step off the event loop (bounds memory)."""
+INGEST_READ_AHEAD_BYTES = 8 << 20
+"""Source bytes received ahead of the decoder while it works."""
+INGEST_PINNED_BYTES = 32 << 20
+"""Source and inflated buffers that views of pending extents may keep alive."""
 INGEST_WRITES_IN_FLIGHT = 4
 """Batches being stored while the ingest decodes the next source bytes."""
 IMPORT_PROGRESS_EVERY_S = 1.0
