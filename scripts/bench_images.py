@@ -12,7 +12,8 @@ format. Then, per format, ``--pairs`` times in alternation:
 The table gives the median time of each, their rates in MB/s (10^6 bytes a second) of
 *virtual* disk, the median of the per-pair ratios ours/qemu-img beside the target
 (compressed sources <= 1.3x, uncompressed <= 1.5x), the bytes on the wire against the
-virtual size, and the receiving node's peak RSS.
+virtual size, the CPU seconds each side used (qemu-img's; ours: the client's and every
+node's), and the receiving node's peak RSS.
 """
 
 from __future__ import annotations
@@ -82,9 +83,22 @@ def make_mixed(path: Path, size: int) -> None:
                 f.write(bytes(MiB) if kind == 0 else dup if kind == 1 else rng.randbytes(MiB))
 
 
-def qemu_baseline(src: Path, fmt: Format, tmp: Path) -> float:
-    """Seconds for ``qemu-img convert -O raw`` of ``src`` to a local file, then fsync."""
+def cpu_s(pids: list[int]) -> float:
+    """CPU seconds used so far by this process, its waited-for children and ``pids``."""
+    me = os.times()
+    total = me.user + me.system + me.children_user + me.children_system
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def qemu_baseline(src: Path, fmt: Format, tmp: Path) -> tuple[float, float]:
+    """Seconds for ``qemu-img convert -O raw`` of ``src`` to a local file, then fsync;
+    and the CPU seconds that took."""
     out = tmp / "qemu-out.raw"
+    c0 = cpu_s([])
     t0 = time.perf_counter()
     subprocess.run(
         ["qemu-img", "convert", "-f", fmt.qemu_format, "-O", "raw", str(src), str(out)],
@@ -94,8 +108,9 @@ def qemu_baseline(src: Path, fmt: Format, tmp: Path) -> float:
     os.fsync(fd)
     os.close(fd)
     elapsed = time.perf_counter() - t0
+    cpu = cpu_s([]) - c0
     out.unlink()
-    return elapsed
+    return elapsed, cpu
 
 
 async def upload(url: str, src: Path, name: str) -> tuple[float, dict[str, object]]:
@@ -116,6 +131,8 @@ class Row:
     fmt: Format
     base_s: list[float]
     ours_s: list[float]
+    base_cpu_s: list[float]
+    ours_cpu_s: list[float]
     wire_bytes: int
     virtual_bytes: int
     rss_mib: float
@@ -126,26 +143,34 @@ class Row:
         return statistics.median(o / b for o, b in zip(self.ours_s, self.base_s, strict=True))
 
 
-def run_format(fmt: Format, raw: Path, tmp: Path, url: str, pid: int, pairs: int) -> Row:
+def run_format(fmt: Format, raw: Path, tmp: Path, url: str, pids: list[int], pairs: int) -> Row:
     src = tmp / f"src.{fmt.qemu_format}"
     convert = ["qemu-img", "convert", "-f", "raw", "-O", fmt.qemu_format, *fmt.options]
     subprocess.run([*convert, str(raw), str(src)], check=True)
     base: list[float] = []
     ours: list[float] = []
+    base_cpu: list[float] = []
+    ours_cpu: list[float] = []
     virtual = 0
     for i in range(pairs):
         # Alternate which goes first, so a drift in the machine's load hits both alike.
         order = ("base", "ours") if i % 2 == 0 else ("ours", "base")
         for which in order:
             if which == "base":
-                base.append(qemu_baseline(src, fmt, tmp))
+                seconds, cpu = qemu_baseline(src, fmt, tmp)
+                base.append(seconds)
+                base_cpu.append(cpu)
             else:
                 name = f"{fmt.label.replace(' ', '-')}-{i}"
+                c0 = cpu_s(pids)
                 seconds, image = asyncio.run(upload(url, src, name))
+                ours_cpu.append(cpu_s(pids) - c0)
                 assert image["state"] == "ACTIVE", image
                 virtual = int(str(image["virtual_size"]))
                 ours.append(seconds)
-    row = Row(fmt, base, ours, src.stat().st_size, virtual, peak_rss_mib(pid))
+    row = Row(
+        fmt, base, ours, base_cpu, ours_cpu, src.stat().st_size, virtual, peak_rss_mib(pids[0])
+    )
     src.unlink()
     return row
 
@@ -160,8 +185,13 @@ def print_table(rows: list[Row], size_mib: int, pairs: int) -> None:
         "ratio = median of ours/qemu-img per pair"
     )
     print(
+        "CPU s: qemu-img's, and ours: the client's and all nodes' (the machine has "
+        f"{os.cpu_count()} cores)"
+    )
+    print(
         f"{'source':<22}{'qemu-img':>10}{'ours':>9}{'qemu MB/s':>11}{'ours MB/s':>11}"
-        f"{'ratio':>7}{'target':>8}{'':>5}{'wire/virtual':>14}{'node peak RSS':>15}"
+        f"{'ratio':>7}{'target':>8}{'':>5}{'qemu CPU':>10}{'ours CPU':>10}"
+        f"{'wire/virtual':>14}{'node peak RSS':>15}"
     )
     for r in rows:
         base, ours = statistics.median(r.base_s), statistics.median(r.ours_s)
@@ -170,6 +200,7 @@ def print_table(rows: list[Row], size_mib: int, pairs: int) -> None:
             f"{r.fmt.label:<22}{base:>9.2f}s{ours:>8.2f}s"
             f"{r.virtual_bytes / MB / base:>11.0f}{r.virtual_bytes / MB / ours:>11.0f}"
             f"{r.ratio:>7.2f}{r.fmt.target:>7.1f}x{ok:>5}"
+            f"{statistics.median(r.base_cpu_s):>9.2f}s{statistics.median(r.ours_cpu_s):>9.2f}s"
             f"{r.wire_bytes / r.virtual_bytes:>14.2f}{r.rss_mib:>11.0f} MiB"
         )
 
@@ -192,9 +223,11 @@ def main() -> None:
         make_mixed(raw, args.size_mib * MiB)
         with local_cluster(tmp, 3) as cfg:
             node = cfg.nodes[0]
-            pid = node_pids(str(tmp / "c3"))[node.id]
-            print(f"receiving node pid {pid}", file=sys.stderr, flush=True)
-            rows = [run_format(f, raw, tmp, node.url, pid, args.pairs) for f in formats]
+            pids = node_pids(str(tmp / "c3"))
+            # The receiving node first: its peak RSS is the one reported.
+            order = [pids[node.id], *(p for n, p in pids.items() if n != node.id)]
+            print(f"receiving node pid {order[0]}", file=sys.stderr, flush=True)
+            rows = [run_format(f, raw, tmp, node.url, order, args.pairs) for f in formats]
     print_table(rows, args.size_mib, args.pairs)
 
 
