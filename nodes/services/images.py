@@ -538,7 +538,7 @@ class Ingest:
         assert reader is not None, "the decoder finished without a reader"
         size = reader.virtual_size
         assert size is not None, "a reader finished without a virtual size"
-        store = self.store or await self._store(size)
+        store = self.store or await self._store(max(1, size))  # a vdisk has a byte at least
         await store.drain()
         if store.size != size:
             result = await svc.metadata.propose(ResizeVdisk(store.vdisk_id, size))
