@@ -119,7 +119,9 @@ class MetadataService:
         self.state = MetadataState()
         self.raft: Raft | None = None
         self._wake = asyncio.Event()
-        self._proposals: dict[int, tuple[int, asyncio.Future[Result]]] = {}
+        self._proposals: dict[int, tuple[int, asyncio.Future[Result], float]] = {}
+        """Log index -> (term, future, deadline) of this leader's waiting proposers, oldest
+        first: one timeout sweep per tick instead of a timer per proposal."""
         self._reads: dict[int, asyncio.Future[int]] = {}
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._read_ctx = itertools.count(1)
@@ -191,6 +193,18 @@ class MetadataService:
             await self.clock.sleep(tick_s)
             self._raft().tick()
             self._wake.set()
+            self._expire_proposals()
+
+    def _expire_proposals(self) -> None:
+        now = self.clock.now()
+        while self._proposals:
+            index = next(iter(self._proposals))
+            _, future, deadline = self._proposals[index]
+            if deadline > now:
+                return  # deadlines grow in insertion order: the rest are younger
+            del self._proposals[index]
+            if not future.done():
+                future.set_exception(Timeout("metadata change not committed in time"))
 
     # --- inputs -----------------------------------------------------------------------------
     def step(self, message: Message) -> None:
@@ -241,14 +255,18 @@ class MetadataService:
             raise Unavailable("too many metadata changes in flight; retry")
         index = raft.propose(data)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._proposals[index] = (raft.term, future)
+        stale = self._proposals.pop(index, None)
+        if stale is not None and not stale[1].done():
+            # Our log lost that index with an old term: its proposer hears it now.
+            stale[1].set_exception(Unavailable("leadership changed before commit; retry"))
+        deadline = self.clock.now() + limits.PROPOSAL_TIMEOUT_S
+        self._proposals[index] = (raft.term, future, deadline)
         self._wake.set()
         try:
-            return await asyncio.wait_for(future, limits.PROPOSAL_TIMEOUT_S)
-        except TimeoutError:
-            raise Timeout("metadata change not committed in time") from None
+            return await future
         finally:
-            self._proposals.pop(index, None)
+            if self._proposals.get(index, (0, None))[1] is future:
+                del self._proposals[index]
 
     async def _forward(self, leader: str, data: bytes) -> Result:
         reply = await self.transport.call(leader, ProposeRequest(data), FORWARD_TIMEOUT_S)
@@ -396,7 +414,7 @@ class MetadataService:
         """Proposers and readers waiting here learn now that it may take long (an entry
         may still commit: the outcome is unknown, as after a timeout) and can try another
         leader."""
-        futures = [f for _, f in self._proposals.values()] + list(self._reads.values())
+        futures = [f for _, f, _ in self._proposals.values()] + list(self._reads.values())
         for future in futures:
             if not future.done():
                 future.set_exception(Unavailable(why))
@@ -447,7 +465,7 @@ class MetadataService:
         if self.observer:
             self.observer.observe_snapshot(self.node_id, snapshot.index)
         for index in [i for i in self._proposals if i <= snapshot.index]:
-            _, future = self._proposals[index]
+            _, future, _ = self._proposals[index]
             if not future.done():
                 future.set_exception(Unavailable("outcome unknown after a snapshot; retry"))
 
@@ -466,7 +484,7 @@ class MetadataService:
                     hook(entry.index, command, result)
         waiting = self._proposals.get(entry.index)
         if waiting is not None:
-            term, future = waiting
+            term, future, _ = waiting
             if future.done():
                 return
             if term == entry.term:
