@@ -108,18 +108,24 @@ class ExtentStore:
     every batch before it has landed, so the merge reads what the batch wrote.
     """
 
-    def __init__(self, writer: WriteCoordinator, vdisk_id: str, size: int) -> None:
+    def __init__(
+        self, writer: WriteCoordinator, vdisk_id: str, size: int, slots: asyncio.Semaphore
+    ) -> None:
         self.writer = writer
         self.vdisk_id = vdisk_id
         self.size = size
+        self._slots = slots
         self._inflight: set[asyncio.Task[Any]] = set()
 
     async def put(self, batch: ExtentBatch) -> None:
-        """Start storing ``batch``; waits only while the in-flight window is full."""
+        """Start storing ``batch``; waits only while this ingest's window, or the node's
+        window shared by all ingests (``slots``), is full."""
         await self._drain(limits.INGEST_WRITES_IN_FLIGHT - 1)
+        await self._slots.acquire()
         task = asyncio.ensure_future(
             self.writer.write_extents(self.vdisk_id, batch.first, batch.extents)
         )
+        task.add_done_callback(lambda _: self._slots.release())
         self._inflight.add(task)
 
     async def merge(self, run: Run) -> None:
@@ -221,6 +227,8 @@ class ImageService:
         self.fetcher = fetcher
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self.write_slots = asyncio.Semaphore(limits.INGEST_NODE_WRITES_IN_FLIGHT)
+        """Extent batches being stored, all ingests together: bounds the node's memory."""
 
     # --- catalog ----------------------------------------------------------------------------
     def image(self, ref: str) -> ImageRecord:
@@ -587,7 +595,7 @@ class Ingest:
         vd = await svc.catalog.create_vdisk(f"image-{self.image.id}", self.image.container, size)
         self.vdisk_id = vd.id
         await svc.update_image(self.image.id, vdisk_id=vd.id)
-        self.store = ExtentStore(svc.writer, vd.id, size)
+        self.store = ExtentStore(svc.writer, vd.id, size, svc.write_slots)
         return self.store
 
     async def fail(self, reason: str) -> None:

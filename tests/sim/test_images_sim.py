@@ -279,3 +279,45 @@ def test_an_upload_whose_body_breaks_off_ends_in_error_and_leaves_nothing(
         assert not sim.run(sim.nodes["n1"].catalog.vdisks()), f"seed {sim.seed}"
     finally:
         sim.close()
+
+
+def test_concurrent_uploads_share_one_window_of_writes_in_flight() -> None:
+    """Each ingest keeps a few extent batches being stored; all of a node's ingests
+    together keep at most INGEST_NODE_WRITES_IN_FLIGHT, which bounds the node's memory."""
+    import asyncio
+
+    from fabric import limits
+
+    sim = started(nodes=3, seed=27)
+    try:
+        node = sim.nodes["n2"]
+        real = node.writer.write_extents
+        inflight: list[int] = [0, 0]  # now, most
+
+        async def slow_write(ref: str, first: int, extents: list[bytes]) -> int:
+            inflight[0] += 1
+            inflight[1] = max(inflight)
+            try:
+                await sim.sleep(0.5)  # a slow disk: batches pile up if nothing bounds them
+                return await real(ref, first, extents)
+            finally:
+                inflight[0] -= 1
+
+        node.writer.write_extents = slow_write  # type: ignore[method-assign]
+        disk = bytes(range(1, 256)) * (40 * MiB // 255)  # 40 MiB, no zero extent
+
+        async def body() -> AsyncIterator[bytes]:
+            for i in range(0, len(disk), MiB):
+                yield disk[i : i + MiB]
+
+        async def go() -> list[dict[str, Any]]:
+            images = [await node.images.create({"name": f"w{i}"}) for i in range(4)]
+            return await asyncio.gather(*(node.images.upload(im["id"], body()) for im in images))
+
+        done = sim.run(go())
+        assert all(d["state"] == "ACTIVE" for d in done), f"seed {sim.seed}"
+        assert (
+            limits.INGEST_WRITES_IN_FLIGHT < inflight[1] <= limits.INGEST_NODE_WRITES_IN_FLIGHT
+        ), f"seed {sim.seed}: {inflight[1]} batches in flight at most"
+    finally:
+        sim.close()
