@@ -77,6 +77,8 @@ class EcStats:
     members_rebuilt: int = 0
     strips_collected: int = 0
     converted_bytes: int = 0
+    convert_seconds: float = 0.0
+    """Time spent in conversions that wrote a strip (committed or rolled back)."""
     copies_made: int = 0
 
 
@@ -133,8 +135,15 @@ class EcService:
                 continue
             # Convert while there is cold data, up to a bound so a pass stays short.
             for _ in range(limits.EC_STRIPS_PER_PASS):
-                if not await self._convert(container.name, container.policy):
+                if not await self._timed_convert(container.name, container.policy):
                     break
+
+    async def _timed_convert(self, container: str, policy: ContainerPolicy) -> bool:
+        started, attempts = self.clock.now(), self.stats.strips_rolled_back
+        done = await self._convert(container, policy)
+        if done or self.stats.strips_rolled_back != attempts:
+            self.stats.convert_seconds += self.clock.now() - started
+        return done
 
     # --- conversion -------------------------------------------------------------------------
     def _cold_groups(self, container: str, delay_s: float) -> list[EgroupRecord]:
