@@ -111,9 +111,20 @@ PRUNE_TOMBSTONES_PER_PASS = 1024
 
 # --- erasure coding ------------------------------------------------------------------------
 EC_CHUNK_BYTES = 1 << 20
-"""Erasure-coding granule: k + m chunks are in memory at once during a conversion."""
+"""Erasure-coding granule: one pyeclib call encodes or rebuilds one chunk of each member."""
+EC_WINDOW_BYTES = 4 * MiB
+"""Bytes of each member moved per call while converting, rebuilding or reading degraded
+(a whole number of chunks). A conversion holds about 2 (k + m) windows at once: one
+being encoded and written while the next is read."""
 EC_STRIPS_PER_PASS = 16
 """At most this many strips are converted per scanner pass (per container)."""
+EC_TAIL_QUIET_S = 10.0
+"""A container's last cold groups, too few for a strip of k, are packed into a strip of
+their own once every group of it still replicated stayed unchanged this long beyond
+``ec_delay_s`` (it stopped growing: no partner group is on its way)."""
+EC_DEGRADED_CACHE_WINDOWS = 8
+"""Windows of rebuilt data a node keeps for degraded reads (consecutive extents share a
+window; one window ahead is rebuilt while the current one is read)."""
 
 # --- image ingest --------------------------------------------------------------------------
 INGEST_FLUSH_EXTENTS = 8

@@ -112,19 +112,31 @@ class ReadCoordinator:
         ordered = sorted(up, key=lambda n: n != self.node_id) + rest
         return ordered
 
+    def _is_down(self, node: str) -> bool:
+        record = self.metadata.state.nodes().get(node)
+        return record is not None and record.state == "DOWN"
+
     async def read_stored(self, ext: ExtentRecord) -> bytes:
         eg = self.metadata.state.egroup(ext.egroup)
         if eg is None:
             raise Unavailable(f"extent group {ext.egroup} is gone; retry the read")
         msg = ReadExtent(ext.egroup, ext.offset, ext.stored_len)
         bad: list[str] = []
+        failing: list[str] = []
         errors: list[str] = []
         for node in self._replica_order(eg.replicas):
+            if eg.strip and self._is_down(node):
+                # Its one copy is known lost: rebuild at once rather than wait on a node
+                # that may hang until the read timeout.
+                errors.append(f"{node}: DOWN")
+                continue
             try:
                 reply = await self.replicas.call_storage(node, msg)
             except (PeerUnreachable, FabricError) as exc:
                 errors.append(f"{node}: {exc}")
                 self.stats.degraded_reads += 1
+                if isinstance(exc, FabricError):
+                    failing.append(node)  # it answered: its copy may be mended
                 continue
             assert isinstance(reply, ExtentData)
             if codec.checksum(reply.data) != ext.checksum:
@@ -143,19 +155,22 @@ class ReadCoordinator:
                 task.add_done_callback(self._repairs.discard)
             return reply.data
         if eg.strip:
-            return await self._read_from_strip(eg, ext, errors)
+            return await self._read_from_strip(eg, ext, errors, bad + failing)
         raise Unavailable(f"no readable copy of an extent in {ext.egroup}: " + "; ".join(errors))
 
     async def _read_from_strip(
-        self, eg: EgroupRecord, ext: ExtentRecord, errors: list[str]
+        self, eg: EgroupRecord, ext: ExtentRecord, errors: list[str], answered: list[str]
     ) -> bytes:
-        """Degraded read: rebuild the extent from the strip, then mend its one copy."""
+        """Degraded read: rebuild the extent from the strip, then mend its one copy if its
+        node ``answered`` (with bad bytes or an error); a node that did not answer is left
+        to the member rebuild if it stays away."""
         data = await self.strips.read_degraded(eg, ext.offset, ext.stored_len)
         if codec.checksum(data) != ext.checksum:
+            self.strips.forget(eg)
             raise Unavailable(
                 f"extent in {ext.egroup} unreadable and not rebuildable: " + "; ".join(errors)
             )
-        if eg.replicas[0] in self.metadata.state.up_nodes():
+        if eg.replicas[0] in answered:
             task = asyncio.ensure_future(self._repair(eg.replicas[0], ext, data))
             self._repairs.add(task)
             task.add_done_callback(self._repairs.discard)
