@@ -81,7 +81,11 @@ request goes on waiting, bounded only by its own total timeout."""
 # --- data path ----------------------------------------------------------------------------
 WRITE_BATCH_BYTES = 4 * MiB
 """Extents committed together: one fsync per replica and one Raft entry per batch."""
-WRITE_BATCHES_IN_FLIGHT = 2
+WRITE_BATCHES_IN_FLIGHT = 4
+APPEND_ORDER_WAIT_S = 5.0
+"""How long a replica holds a batch that arrived before the bytes reserved ahead of it
+(batches of one group are in flight at once); then it refuses, and the writer moves on
+to a new group."""
 WRITE_RETRIES = 40
 WRITE_RETRY_BACKOFF_S = 0.002
 """First retry waits up to this long; each further one up to twice as long (capped)."""

@@ -9,7 +9,7 @@ them: ``nodes.runtime`` (real processes, sockets, files with fsync) and ``fabric
 from __future__ import annotations
 
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -79,6 +79,9 @@ class Disk(Protocol):
 
     async def append(self, path: str, data: bytes) -> int:
         """Append and return the offset it landed at (durable after ``sync``)."""
+
+    async def append_parts(self, path: str, parts: Sequence[bytes]) -> int:
+        """``append`` of ``parts`` one after another, without joining them first."""
 
     async def write_at(self, path: str, offset: int, data: bytes) -> None:
         """Overwrite bytes inside an existing file, durably (used to repair a bad copy)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -9,7 +10,6 @@ from typing import Any
 
 from aiohttp import web
 
-from fabric import limits
 from fabric.errors import BadRequest, FabricError, NotFound
 from fabric.extents.policy import policy_from_request
 from fabric.metadata.records import to_json
@@ -97,11 +97,25 @@ async def write_vdisk(request: web.Request) -> web.Response:
     if length is None:
         raise web.HTTPLengthRequired(text="a vdisk write needs Content-Length")
 
-    async def body() -> AsyncIterator[bytes]:
-        async for chunk in request.content.iter_chunked(limits.STREAM_CHUNK_BYTES):
-            yield chunk
+    node = request.app[NODE]
+    extent = node.config.extent_bytes
 
-    written = await request.app[NODE].writer.write(request.match_info["id"], offset, length, body())
+    async def body() -> AsyncIterator[bytes]:
+        # Whole extents, read straight from the socket's buffers: the writer takes them
+        # as they are instead of re-cutting (copying) the stream.
+        pos, end = offset, offset + length
+        while pos < end:
+            want = min(extent - pos % extent, end - pos)
+            try:
+                chunk = await request.content.readexactly(want)
+            except asyncio.IncompleteReadError as exc:
+                if exc.partial:
+                    yield exc.partial
+                return
+            yield chunk
+            pos += want
+
+    written = await node.writer.write(request.match_info["id"], offset, length, body())
     return web.json_response({"written": written, "offset": offset})
 
 

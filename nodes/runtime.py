@@ -17,7 +17,7 @@ import collections
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
@@ -35,12 +35,22 @@ from fabric.ports import (
     SourceFailed,
     SourceHead,
 )
-from fabric.wire.codec import WireError, decode, encode
+from fabric.wire.codec import (
+    MAX_BULK_PARTS,
+    WireError,
+    decode,
+    decode_parts,
+    encode,
+    encode_parts,
+)
 from fabric.wire.messages import ErrorReply
 
 FROM_HEADER = "X-Fabric-From"
 CLUSTER_HEADER = "X-Fabric-Cluster"
+PARTS_HEADER = "X-Fabric-Parts"
+"""Sizes of the header and the raw bulk parts that follow it (``encode_parts``)."""
 MSGPACK = "application/msgpack"
+_IOV_MAX = 1024  # Linux's limit on buffers in one writev
 
 
 class RealClock:
@@ -140,6 +150,23 @@ class FileDisk:
             return offset
 
         offset: int = await self._run(append)
+        return offset
+
+    async def append_parts(self, path: str, parts: Sequence[bytes]) -> int:
+        def append_parts() -> int:
+            fd = self._handle(path)
+            offset = os.fstat(fd).st_size
+            views = [memoryview(p) for p in parts if p]
+            while views:  # os.writev may take less than it was given
+                done = os.writev(fd, views[:_IOV_MAX])
+                while views and done >= len(views[0]):
+                    done -= len(views.pop(0))
+                if done:
+                    views[0] = views[0][done:]
+            self._sizes[path] = offset + sum(map(len, parts))
+            return offset
+
+        offset: int = await self._run(append_parts)
         return offset
 
     async def write_at(self, path: str, offset: int, data: bytes) -> None:
@@ -270,11 +297,19 @@ class HttpTransport:
         url = self.urls.get(peer)
         if url is None:
             raise PeerUnreachable(peer, "not in the cluster config")
+        header, parts = encode_parts(message)
+        headers = self._headers()
+        data: bytes | AsyncIterator[bytes] = header
+        if parts:
+            # Bulk bytes go raw after the header, never joined or packed into one buffer.
+            headers[PARTS_HEADER] = ",".join(map(str, (len(header), *map(len, parts))))
+            headers["Content-Length"] = str(len(header) + sum(map(len, parts)))
+            data = _body_of(header, parts)
         try:
             async with self.session().post(
                 url + "/internal/v1/call",
-                data=encode(message),
-                headers=self._headers(),
+                data=data,
+                headers=headers,
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as resp:
                 body = await resp.read()
@@ -308,9 +343,18 @@ class HttpTransport:
                 max_size=limits.MAX_MESSAGE_BYTES, actual_size=request.content_length or 0
             )
         try:
-            return frm, decode(await request.read())
+            layout = request.headers.get(PARTS_HEADER)
+            if layout is None:
+                return frm, decode(await request.read())
+            sizes = _part_sizes(layout, request.content_length)
+            read = request.content.readexactly
+            header = await read(sizes[0])
+            parts = [await read(n) for n in sizes[1:]]
+            return frm, decode_parts(header, tuple(parts))
         except WireError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
+        except asyncio.IncompleteReadError:
+            raise web.HTTPBadRequest(text="body shorter than its parts") from None
 
     async def _serve_messages(self, request: web.Request) -> web.Response:
         frm, batch = await self._body(request)
@@ -331,6 +375,25 @@ class HttpTransport:
         except FabricError as exc:
             reply = ErrorReply(exc.code, exc.message)
         return web.Response(body=encode(reply), content_type=MSGPACK)
+
+
+async def _body_of(header: bytes, parts: tuple[bytes, ...]) -> AsyncIterator[bytes]:
+    yield header
+    for part in parts:
+        yield part
+
+
+def _part_sizes(layout: str, content_length: int | None) -> list[int]:
+    """The sizes in an ``X-Fabric-Parts`` header, held to the body's announced length."""
+    try:
+        sizes = [int(n) for n in layout.split(",")]
+    except ValueError:
+        raise WireError(f"bad {PARTS_HEADER} {layout[:80]!r}") from None
+    if not 1 < len(sizes) <= MAX_BULK_PARTS + 1 or min(sizes) < 0:
+        raise WireError(f"bad {PARTS_HEADER}: {len(sizes)} sizes")
+    if sum(sizes) != content_length:
+        raise WireError(f"{PARTS_HEADER} adds up to {sum(sizes)}, body is {content_length}")
+    return sizes
 
 
 class HttpFetcher:

@@ -8,6 +8,8 @@ write-temp, fsync, rename). A failed disk raises ``DiskFault`` on every operatio
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from fabric.ports import DiskFault
 
 
@@ -46,6 +48,9 @@ class SimDisk:
         offset = len(f)
         f += data
         return offset
+
+    async def append_parts(self, path: str, parts: Sequence[bytes]) -> int:
+        return await self.append(path, b"".join(parts))
 
     async def write_at(self, path: str, offset: int, data: bytes) -> None:
         self._check_space()

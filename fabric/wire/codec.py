@@ -214,3 +214,40 @@ def decode(data: bytes) -> Any:
     if items[0] != WIRE_VERSION:
         raise WireError(f"wire version {items[0]!r}, this node speaks {WIRE_VERSION}")
     return items[1]
+
+
+# --- bulk bytes beside the header ------------------------------------------------------------
+# A message class may name one ``tuple[bytes, ...]`` field in ``__bulk__``: transports that
+# can (HTTP) send those parts raw after the msgpack header instead of packed inside it, so
+# megabytes of extent data are neither copied into msgpack's buffer nor out of it again.
+MAX_BULK_PARTS = 4096
+
+
+def bulk_field(message: Any) -> str | None:
+    field: str | None = getattr(type(message), "__bulk__", None)
+    return field
+
+
+def encode_parts(message: Any) -> tuple[bytes, tuple[bytes, ...]]:
+    """(header, parts): the message with its bulk field emptied, and that field's bytes."""
+    field = bulk_field(message)
+    if field is None:
+        return encode(message), ()
+    parts: tuple[bytes, ...] = getattr(message, field)
+    total = sum(map(len, parts))
+    if len(parts) > MAX_BULK_PARTS or total > MAX_MESSAGE_BYTES:
+        raise ValueError(f"{len(parts)} parts of {total} bytes exceed the message limits")
+    return encode(dataclasses.replace(message, **{field: ()})), parts
+
+
+def decode_parts(header: bytes, parts: tuple[bytes, ...]) -> Any:
+    """The message ``encode_parts`` split; WireError if the parts do not belong to it."""
+    message = decode(header)
+    field = bulk_field(message)
+    if field is None:
+        if parts:
+            raise WireError(f"{type(message).__name__} carries no bulk parts")
+        return message
+    if getattr(message, field) != ():
+        raise WireError(f"{type(message).__name__}: bulk field {field} inside the header")
+    return dataclasses.replace(message, **{field: parts})

@@ -8,7 +8,7 @@ wire format: never reuse or renumber one.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from fabric.consensus import types as raft
 from fabric.wire.codec import register, register_class
@@ -97,8 +97,12 @@ class ClusterViewReply:
 class AppendExtents:
     """Append stored extents to an extent group replica and fsync once for all of them."""
 
+    __bulk__: ClassVar[str] = "payloads"
     egid: str
     payloads: tuple[bytes, ...]
+    at: int = -1
+    """Where the first payload must land (the writer reserved the range, so batches
+    in flight reach the file in order whatever order they arrive in); -1: at the end."""
 
 
 @register(51)

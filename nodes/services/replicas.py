@@ -47,8 +47,11 @@ class ReplicaClient:
         if not result.ok:
             raise from_code(result.code, result.message)
 
-    async def append_replicas(self, eg: NewEgroup, payloads: list[bytes]) -> list[int]:
-        msg = AppendExtents(eg.egid, tuple(payloads))
+    async def append_replicas(
+        self, eg: NewEgroup, payloads: list[bytes], at: int = -1
+    ) -> list[int]:
+        """Append at offset ``at`` (reserved by the caller) on every replica, durably."""
+        msg = AppendExtents(eg.egid, tuple(payloads), at)
         replies = await asyncio.gather(
             *(self.call_storage(node, msg) for node in eg.replicas), return_exceptions=True
         )

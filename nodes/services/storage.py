@@ -1,21 +1,27 @@
 """The storage service: this node's replicas of extent groups, one file each on a disk.
 
 An extent group replica is an append-only file ``<egid>.eg`` on one of the node's disks.
-Its owner (the write coordinator that writes the group) appends batches of stored extents to
-every replica in the same order, so offsets agree across replicas; each batch is one
-append and one fsync (group commit). The node knows nothing of extents: metadata says
-which bytes at which offset are which extent and what their checksum is.
+Its owner (the write coordinator that writes the group) reserves each batch's range and
+sends the batch to every replica with its offset, so offsets agree across replicas and
+several batches can be in flight at once: a batch that arrives early waits (bounded)
+for the bytes before it. A batch is answered once every byte up to its end is fsynced;
+fsyncs are shared (group commit: one runs at a time per file and covers all that was
+written before it started). After a failed write or fsync the replica refuses further
+appends, since bytes before them may be lost. The node knows nothing of extents:
+metadata says which bytes at which offset are which extent and what their checksum is.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass, field
 from typing import Any
 
 import xxhash
 
-from fabric.errors import BadRequest, NotFound, Unavailable
+from fabric import limits
+from fabric.errors import BadRequest, Conflict, NotFound, Unavailable
 from fabric.ports import Disk, DiskFault
 from fabric.wire.messages import (
     Ack,
@@ -40,12 +46,24 @@ def egroup_file(egid: str) -> str:
     return egid + SUFFIX
 
 
+@dataclass
+class Tail:
+    """The end of one replica file as appends see it."""
+
+    lock: asyncio.Condition = field(default_factory=asyncio.Condition)
+    end: int = -1
+    """Bytes written (-1 until read from the disk)."""
+    synced: int = 0
+    syncing: asyncio.Event | None = None
+    broken: str = ""
+
+
 class StorageService:
     def __init__(self, node_id: str, disks: list[Disk]) -> None:
         self.node_id = node_id
         self.disks = disks
         self._where: dict[str, Disk] = {}
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._tails: dict[str, Tail] = {}
         self.bytes_written = 0
         self.bytes_read = 0
         self.repairs = 0
@@ -90,23 +108,82 @@ class StorageService:
         raise BadRequest(f"not a storage message: {type(msg).__name__}")
 
     async def append(self, msg: AppendExtents) -> AppendReply:
-        lock = self._locks.setdefault(msg.egid, asyncio.Lock())
-        async with lock:
-            disk = self._where.get(msg.egid) or self._disk_for_new(msg.egid)
-            path = egroup_file(msg.egid)
+        tail = self._tails.setdefault(msg.egid, Tail())
+        disk = self._where.get(msg.egid) or self._disk_for_new(msg.egid)
+        path = egroup_file(msg.egid)
+        size = sum(map(len, msg.payloads))
+        async with tail.lock:
+            if tail.end < 0:
+                tail.end = tail.synced = await self._size(disk, path)
+            if msg.at >= 0 and tail.end < msg.at and not tail.broken:
+                try:
+                    await asyncio.wait_for(
+                        tail.lock.wait_for(lambda: tail.end >= msg.at or bool(tail.broken)),
+                        limits.APPEND_ORDER_WAIT_S,
+                    )
+                except TimeoutError:
+                    raise Unavailable(
+                        f"{self.node_id}: the bytes before offset {msg.at} of {msg.egid} "
+                        f"did not come within {limits.APPEND_ORDER_WAIT_S:g} s"
+                    ) from None
+            if tail.broken:
+                raise Unavailable(f"{self.node_id}: extent group {msg.egid}: {tail.broken}")
+            start = tail.end if msg.at < 0 else msg.at
+            if start != tail.end:
+                raise Conflict(f"{self.node_id}: offset {msg.at} of {msg.egid} is taken")
             try:
-                start = await disk.append(path, b"".join(msg.payloads))
-                await disk.sync(path)
+                landed = await disk.append_parts(path, msg.payloads)
             except DiskFault as exc:
+                self._break(tail, str(exc))
                 raise Unavailable(f"{self.node_id}: {exc}") from None
             self._where[msg.egid] = disk
+            if landed != start:
+                self._break(tail, f"append landed at {landed}, not {start}")
+                raise Unavailable(f"{self.node_id}: extent group {msg.egid}: {tail.broken}")
+            tail.end = landed + size
+            tail.lock.notify_all()
+        await self._sync(tail, disk, path, start + size)
         offsets = []
         pos = start
         for payload in msg.payloads:
             offsets.append(pos)
             pos += len(payload)
-        self.bytes_written += pos - start
+        self.bytes_written += size
         return AppendReply(tuple(offsets))
+
+    async def _size(self, disk: Disk, path: str) -> int:
+        try:
+            return await disk.size(path) or 0
+        except DiskFault as exc:
+            raise Unavailable(f"{self.node_id}: {exc}") from None
+
+    async def _sync(self, tail: Tail, disk: Disk, path: str, end: int) -> None:
+        """Return once bytes ``[0, end)`` are durable: one fsync at a time, each covering
+        everything written before it began (concurrent batches share it)."""
+        while tail.synced < end:
+            if tail.broken:
+                raise Unavailable(f"{self.node_id}: {path}: {tail.broken}")
+            if tail.syncing is not None:
+                await tail.syncing.wait()
+                continue
+            target, tail.syncing = tail.end, asyncio.Event()
+            try:
+                await disk.sync(path)
+                tail.synced = max(tail.synced, target)
+            except DiskFault as exc:
+                async with tail.lock:
+                    self._break(tail, str(exc))
+                raise Unavailable(f"{self.node_id}: {exc}") from None
+            finally:
+                tail.syncing.set()
+                tail.syncing = None
+
+    @staticmethod
+    def _break(tail: Tail, why: str) -> None:
+        """Refuse the group's further appends (the caller holds ``tail.lock``): bytes
+        before them may be lost, so they must not be answered as durable."""
+        tail.broken = why or "a write failed"
+        tail.lock.notify_all()
 
     async def read(self, msg: ReadExtent) -> ExtentData:
         disk = self._where.get(msg.egid)
@@ -143,7 +220,10 @@ class StorageService:
 
     async def delete(self, msg: DeleteEgroupFiles) -> Ack:
         disk = self._where.pop(msg.egid, None)
-        self._locks.pop(msg.egid, None)
+        tail = self._tails.pop(msg.egid, None)
+        if tail is not None:
+            async with tail.lock:
+                self._break(tail, "deleted")
         if disk is not None:
             await disk.delete(egroup_file(msg.egid))
         return Ack()

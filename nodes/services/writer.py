@@ -184,13 +184,19 @@ class WriteCoordinator:
         pos = offset
         end = offset + length
         async for chunk in chunks:
+            inner = pos % e
+            if not buf and len(chunk) == min(e - inner, end - pos):
+                # The stream is cut at extent boundaries already: no copy.
+                yield Piece(pos // e, inner, chunk)
+                pos += len(chunk)
+                continue
             buf += chunk
             while buf:
                 inner = pos % e
                 want = min(e - inner, end - pos)
                 if want <= 0 or len(buf) < want:
                     break
-                yield Piece(pos // e, inner, bytes(buf[:want]))
+                yield Piece(pos // e, inner, bytes(memoryview(buf)[:want]))
                 del buf[:want]
                 pos += want
             if pos + len(buf) > end:
@@ -332,26 +338,25 @@ class WriteCoordinator:
     async def _append(
         self, container: str, rf: int, payloads: list[bytes]
     ) -> tuple[OpenEgroup, list[int], tuple[str, ...]]:
+        """Append a batch to the container's open group on all its replicas.
+
+        The range is reserved under the lock and the bytes sent outside it, so the next
+        batch's transfer overlaps this one's write and fsync (the replicas put each batch
+        at its reserved offset, whatever order they arrive in)."""
         lock = self._append_locks.setdefault(container, asyncio.Lock())
+        size = sum(map(len, payloads))
         excluded: set[str] = set()
-        async with lock:
-            for _ in range(3):
+        for _ in range(3):
+            async with lock:
                 eg = self._open.get(container)
                 if eg is None or set(eg.record.replicas) & excluded:
                     eg = self._new_egroup(container, rf, excluded)
                 if not eg.claimed:
                     await self.replicas.claim(eg.record)
                     eg.claimed = True
-                try:
-                    offsets = await self.replicas.append_replicas(eg.record, payloads)
-                except (PeerUnreachable, FabricError) as exc:
-                    log.warning("append to extent group %s failed: %s", eg.record.egid, exc)
-                    excluded.add(getattr(exc, "peer", "") or "")
-                    self._abandon(container, eg)
-                    continue
-                eg.size += sum(len(p) for p in payloads)
+                at = eg.size
+                eg.size += size
                 eg.unanswered += 1
-                seal = tuple(sorted(self._to_seal.pop(container, set())))
                 if eg.size >= limits.EGROUP_MAX_BYTES:
                     # Full: no further batch goes here, but it is sealed only once every
                     # batch appended here has been answered (then by the next batch, or at
@@ -363,7 +368,16 @@ class WriteCoordinator:
                     # one, replicated for good (test_erasure_sim: 17 of 1,000 seeds).
                     self._open.pop(container, None)
                     eg.full = True
-                return eg, offsets, seal
+            try:
+                offsets = await self.replicas.append_replicas(eg.record, payloads, at)
+            except (PeerUnreachable, FabricError) as exc:
+                log.warning("append to extent group %s failed: %s", eg.record.egid, exc)
+                eg.unanswered -= 1
+                excluded.add(getattr(exc, "peer", "") or "")
+                self._abandon(container, eg)
+                continue
+            seal = tuple(sorted(self._to_seal.pop(container, set())))
+            return eg, offsets, seal
         raise Unavailable(f"could not store {len(payloads)} extents on {rf} healthy replicas")
 
     def _abandon(self, container: str, eg: OpenEgroup) -> None:

@@ -60,8 +60,8 @@ def crash_after_appends(sim: SimCluster, node_id: str, rng: random.Random) -> No
     replicas = sim.nodes[node_id].replicas
     original: Callable[..., Awaitable[Any]] = replicas.append_replicas
 
-    async def append_then_maybe_crash(eg: Any, payloads: list[bytes]) -> list[int]:
-        offsets: list[int] = await original(eg, payloads)
+    async def append_then_maybe_crash(eg: Any, payloads: list[bytes], at: int = -1) -> list[int]:
+        offsets: list[int] = await original(eg, payloads, at)
         if rng.random() < 0.5 and node_id in sim.nodes:
             sim.crash(node_id)  # cancels this very task: the commit never happens
         return offsets

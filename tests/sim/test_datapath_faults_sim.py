@@ -264,8 +264,10 @@ def test_check_fires_when_metadata_is_committed_before_the_data(
     holder: list[SimCluster] = []
     later: set[asyncio.Future[None]] = set()
 
-    async def commit_first(self: ReplicaClient, eg: NewEgroup, payloads: list[bytes]) -> list[int]:
-        start = ends.get(eg.egid, 0)
+    async def commit_first(
+        self: ReplicaClient, eg: NewEgroup, payloads: list[bytes], at: int = -1
+    ) -> list[int]:
+        start = at if at >= 0 else ends.get(eg.egid, 0)
         offsets = list(itertools.accumulate(map(len, payloads[:-1]), initial=start))
         ends[eg.egid] = start + sum(map(len, payloads))
 
@@ -275,7 +277,7 @@ def test_check_fires_when_metadata_is_committed_before_the_data(
             if node is None or node.replicas is not self:
                 return  # the writer crashed meanwhile: the bytes are gone with it
             try:
-                await real(self, eg, payloads)
+                await real(self, eg, payloads, at)
             except (FabricError, PeerUnreachable):
                 pass
 
