@@ -228,7 +228,7 @@ class EcService:
 
     async def _append(self, node: str, egid: str, payloads: Sequence[bytes], at: int) -> None:
         """Append ``payloads`` to ``egid`` on ``node`` (one fsync), which must land at ``at``."""
-        reply = await self._call(node, AppendExtents(egid, tuple(payloads)))
+        reply = await self._call(node, AppendExtents(egid, tuple(payloads), at))
         assert isinstance(reply, AppendReply)
         if reply.offsets and reply.offsets[0] != at:
             raise Unavailable(f"{egid} on {node}: appended at {reply.offsets[0]}, not {at}")
