@@ -55,6 +55,17 @@ costs a log line every few seconds, not a busy loop."""
 TASK_STABLE_AFTER_S = 60.0
 """A task that ran this long before failing is restarted after the minimum wait again."""
 
+# --- a node's memory allocator (glibc) -----------------------------------------------------
+NODE_HEAP_BUFFER_BYTES = 32 * MiB
+"""Buffers up to this size come from the heap, not from a fresh mapping each time."""
+NODE_HEAP_KEEP_BYTES = 64 * MiB
+"""Free heap an arena keeps for the next buffers before handing memory back."""
+NODE_HEAP_GROW_BYTES = 16 * MiB
+"""The heap grows by at least this much at a time."""
+NODE_MALLOC_ARENAS = 2
+"""Arenas (each may keep ``NODE_HEAP_KEEP_BYTES`` free): the event loop's and the
+worker threads'."""
+
 # --- HTTP API -----------------------------------------------------------------------------
 MAX_JSON_BODY_BYTES = 1 * MiB
 
