@@ -338,3 +338,54 @@ def test_the_tail_of_a_4_2_container_is_packed_four_ways() -> None:
         assert sim.run(read_all(sim, next(iter(sorted(sim.nodes))), "img")) == data
     finally:
         sim.close()
+
+
+async def wait_closely(sim: SimCluster, predicate: Any, timeout_s: float, what: str) -> None:
+    """``sim.wait_for``, looking every virtual millisecond: a claim may live only a few."""
+    deadline = sim.loop.time() + timeout_s
+    while not predicate():
+        assert sim.loop.time() < deadline, f"seed {sim.seed}: {what} not reached in time"
+        await sim.sleep(0.001)
+
+
+PACK_SEEDS = EC_SEEDS[: max(4, len(EC_SEEDS) // 4)]
+
+
+@pytest.mark.parametrize("seed", PACK_SEEDS)
+def test_leader_crash_while_packing_the_tail_loses_nothing(seed: int) -> None:
+    sim = started(nodes=5, seed=500 + seed)
+    rng = random.Random(seed)
+    data = rng.randbytes(24 * MiB)
+    try:
+        sim.run(write_cold(sim, data, k=2, m=1))
+
+        def packing() -> bool:
+            """The tail's packed members are claimed (their bytes follow, then the commit)."""
+            state = sim.nodes[sim.leader() or "n1"].metadata.state
+            claims = [item.value for _, item in state.scan("egroup-intent/")]
+            return any(f.egid.endswith("-d0") for claim in claims for f in claim.files)
+
+        # Crash the leader while it writes the packed members and their parity, at a
+        # random moment before, during or after the commit.
+        sim.run(wait_closely(sim, packing, 60, "the tail being packed"))
+        sim.run(sim.sleep(rng.uniform(0.0, 0.03)))
+        leader = sim.leader()
+        assert leader is not None
+        sim.crash(leader)
+        sim.run(sim.sleep(rng.uniform(0.0, 2.0)))
+        sim.run(sim.restart(leader))
+        sim.run(sim.wait_for(lambda: settled(sim), 180, "packing finished after the crash"))
+        c = sim.run(view(sim, "cold"))
+        assert c["physical_bytes"] == c["stored_bytes"] * 3 // 2 + header_bytes(sim)
+        assert sim.run(read_all(sim, "n1", "img")) == data, "data lost"
+        # Files of an attempt the crash cut short are claimed: collected when it expires.
+        sim.run(
+            sim.wait_for(lambda: not list(_leader_state(sim).scan("egroup-intent/")), 120, "claims")
+        )
+        sim.run(sim.wait_for(lambda: not sim.check_disks().unreferenced, 120, "strays swept"))
+        sim.check_disks(strict=True)
+    except AssertionError as exc:
+        replay = f"EC_SEED={seed} pytest tests/sim/test_erasure_sim.py -k while_packing"
+        pytest.fail(f"test seed {seed}: {exc}\n  replay: {replay}", pytrace=False)
+    finally:
+        sim.close()
