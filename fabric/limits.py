@@ -108,6 +108,10 @@ READ_AHEAD_EXTENTS = 4
 REPLICA_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 5.0
 """A replica that does not answer a read this fast is skipped for the next one."""
+READ_PASS_OVER_S = 1.0
+"""A node that left a read unanswered is tried after the others (and an erasure-coded
+group's one copy on it is rebuilt from its strip instead) for this long: until the
+leader marks a dead node DOWN, reads do not each wait on it first."""
 
 # --- the leader's scanner ------------------------------------------------------------------
 SCAN_EVERY_S = 1.0
