@@ -137,6 +137,9 @@ EC_WINDOW_BYTES = 4 * MiB
 being encoded and written while the next is read."""
 EC_STRIPS_PER_PASS = 16
 """At most this many strips are converted per scanner pass (per container)."""
+EC_CONVERSIONS_IN_FLIGHT = 2
+"""Strips converted at once: one's reads overlap another's encoding and commits (each
+holds its windows: about 2 (k + m) EC_WINDOW_BYTES)."""
 EC_TAIL_QUIET_S = 10.0
 """A container's last cold groups, too few for a strip of k, are packed into a strip of
 their own once every group of it still replicated stayed unchanged this long beyond

@@ -252,19 +252,50 @@ class EcService:
                 continue
             # Convert while there is cold data, up to a bound so a pass stays short; what
             # is left when no strip of k can be made any more is the tail, to pack.
-            converted = 0
-            while converted < limits.EC_STRIPS_PER_PASS:
-                if not await self._timed(self._convert(container.name, container.policy)):
-                    await self._timed(self._pack(container.name, container.policy))
-                    break
-                converted += 1
+            name, policy = container.name, container.policy
+            if await self._timed(self._convert_some(name, policy)) < limits.EC_STRIPS_PER_PASS:
+                await self._timed(self._pack(name, policy))
 
-    async def _timed(self, work: Awaitable[bool]) -> bool:
+    async def _timed(self, work: Awaitable[int]) -> int:
+        """``work``'s result; its time counts as converting if it wrote a strip."""
         started, attempts = self.clock.now(), self.stats.strips_rolled_back
         done = await work
         if done or self.stats.strips_rolled_back != attempts:
             self.stats.convert_seconds += self.clock.now() - started
         return done
+
+    async def _convert_some(self, container: str, policy: ContainerPolicy) -> int:
+        """Strips converted, ``EC_CONVERSIONS_IN_FLIGHT`` at a time (one's reads overlap
+        another's encoding, commit and deletes), until no more can be made or
+        ``EC_STRIPS_PER_PASS`` were tried."""
+        busy: set[str] = set()
+        running: set[asyncio.Task[bool]] = set()
+        tried = converted = 0
+        failed = False
+        try:
+            while tried < limits.EC_STRIPS_PER_PASS and not failed:
+                plan = self._plan(container, policy, busy)
+                if plan is None:
+                    break
+                busy.update(eg.egid for eg, _ in plan[0])
+                running.add(asyncio.ensure_future(self._convert(container, policy, plan)))
+                tried += 1
+                if len(running) >= limits.EC_CONVERSIONS_IN_FLIGHT:
+                    done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    finished = [t.result() for t in done]
+                    converted += sum(finished)
+                    failed = not all(finished)  # try again on a later pass
+        except BaseException:
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
+            raise
+        ends: list[bool | BaseException] = await asyncio.gather(*running, return_exceptions=True)
+        for result in ends:
+            if isinstance(result, BaseException):
+                raise result
+            converted += result
+        return converted
 
     # --- conversion -------------------------------------------------------------------------
     def _cold_groups(self, container: str, delay_s: float) -> list[EgroupRecord]:
@@ -283,11 +314,17 @@ class EcService:
         return out
 
     def _plan(
-        self, container: str, policy: ContainerPolicy
+        self, container: str, policy: ContainerPolicy, busy: set[str]
     ) -> tuple[list[tuple[EgroupRecord, str]], list[str]] | None:
+        """``k`` cold groups not ``busy`` in another conversion, the node whose copy each
+        keeps, and ``m`` parity nodes; None if no strip can be made now."""
         domains = self.catalog.fault_domains()
         up = self.metadata.state.up_nodes()
-        cold = {eg.egid: eg for eg in self._cold_groups(container, policy.ec_delay_s)}
+        cold = {
+            eg.egid: eg
+            for eg in self._cold_groups(container, policy.ec_delay_s)
+            if eg.egid not in busy
+        }
         # A group keeps one of its own replicas when it can; failing that, its bytes are
         # copied to another node (listed last, so a matching uses copies only if needed).
         options = []
@@ -320,10 +357,12 @@ class EcService:
             for eg, node in chosen
         ]
 
-    async def _convert(self, container: str, policy: ContainerPolicy) -> bool:
-        plan = self._plan(container, policy)
-        if plan is None:
-            return False
+    async def _convert(
+        self,
+        container: str,
+        policy: ContainerPolicy,
+        plan: tuple[list[tuple[EgroupRecord, str]], list[str]],
+    ) -> bool:
         chosen, parity_nodes = plan
         columns = self._columns(chosen)
         lay = erasure.layout(policy.ec_k, policy.ec_m, limits.EC_CHUNK_BYTES)
@@ -514,7 +553,7 @@ class EcService:
         parity = [StripMember(f"{strip_id}-p{j}", n) for j, n in enumerate(nodes[k:])]
         return lay, bins, parity
 
-    async def _pack(self, container: str, policy: ContainerPolicy) -> bool:
+    async def _pack(self, container: str, policy: ContainerPolicy) -> int:
         strip_id = f"st-{self.rng.getrandbits(48):012x}"
         plan = self._pack_plan(container, policy, strip_id)
         if plan is None:
