@@ -133,13 +133,16 @@ EC_CHUNK_BYTES = 1 << 20
 """Erasure-coding granule: one pyeclib call encodes or rebuilds one chunk of each member."""
 EC_WINDOW_BYTES = 4 * MiB
 """Bytes of each member moved per call while converting, rebuilding or reading degraded
-(a whole number of chunks). A conversion holds about 2 (k + m) windows at once: one
-being encoded and written while the next is read."""
+(a whole number of chunks). A conversion holds about (2k + 3m) windows at once: k being
+encoded while the next k are read, and the parity of up to EC_APPENDS_IN_FLIGHT + 1
+windows."""
 EC_STRIPS_PER_PASS = 16
 """At most this many strips are converted per scanner pass (per container)."""
+EC_APPENDS_IN_FLIGHT = 2
+"""Windows of parity a conversion has on their way to the disks at once."""
 EC_CONVERSIONS_IN_FLIGHT = 2
 """Strips converted at once: one's reads overlap another's encoding and commits (each
-holds its windows: about 2 (k + m) EC_WINDOW_BYTES)."""
+holds its own windows, see EC_WINDOW_BYTES)."""
 EC_TAIL_QUIET_S = 10.0
 """A container's last cold groups, too few for a strip of k, are packed into a strip of
 their own once every group of it still replicated stayed unchanged this long beyond

@@ -440,7 +440,7 @@ class EcService:
             )
 
         upcoming: asyncio.Future[list[bytes]] | None = read(0)
-        appending: asyncio.Future[Any] | None = None
+        appending: deque[asyncio.Future[Any]] = deque()
         try:
             for i, c0 in enumerate(starts):
                 assert upcoming is not None
@@ -455,9 +455,10 @@ class EcService:
                 bad, records = await self.offload(_window_job, lay, data, checks, n)
                 if bad:
                     await self._repair_columns(columns, bad)
-                if appending is not None:
-                    await appending  # in order: one append in flight per parity file
-                appending = asyncio.ensure_future(
+                if len(appending) >= limits.EC_APPENDS_IN_FLIGHT:
+                    await appending.popleft()
+                # The parity nodes put appends in offset order and share their fsyncs.
+                appending.append(
                     asyncio.gather(
                         *(
                             self._append(p.node, p.egid, recs, c0 * lay.parity_record_bytes)
@@ -465,14 +466,15 @@ class EcService:
                         )
                     )
                 )
-            if appending is not None:
-                await appending
+            while appending:
+                await appending.popleft()
             short = [e for col in columns for e in col.pending]
             if short:
                 await self._repair_columns(columns, short)
         finally:
             await _drop(upcoming)
-            await _drop(appending)
+            for fut in appending:
+                await _drop(fut)
 
     async def _repair_columns(self, columns: list[_Column], bad: list[ExtentRecord]) -> None:
         """Mend the kept copies whose extents failed their checksum, and give up the strip."""
@@ -504,7 +506,9 @@ class EcService:
         self.stats.copies_made += 1
 
     async def _delete_files(self, files: list[tuple[str, str]]) -> None:
-        for egid, node, why in await self.replicas.delete_files(files):
+        """Delete the files on their nodes all at once; one that stays is the sweep's."""
+        failed = await asyncio.gather(*(self.replicas.delete_files([f]) for f in files))
+        for egid, node, why in (f for fs in failed for f in fs):
             log.info("%s on %s stays until the file sweep finds it: %s", egid, node, why)
 
     # --- packing the tail -------------------------------------------------------------------
