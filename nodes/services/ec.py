@@ -25,8 +25,9 @@ calls ``scan`` on every pass, which does one of these, in this order of priority
    domains (fewer when there are fewer extents), parity is written beside them, and
    one ``CommitPackedStrip`` moves the extents and records the strip. The emptied
    groups are then collected by the scanner like any empty group. So every cold byte
-   ends at ``(k + m) / k``, give or take the padding of one strip (see
-   ``pack_overhead_bytes``); a pack is skipped when it would not save space.
+   ends at ``(k + m) / k``, plus pyeclib's headers and, per parity member, at most one
+   chunk of rounding and one extent of imbalance; a pack that would not save space is
+   not made.
 
 A crash before a commit leaves the groups replicated as they were (the new files are
 claimed under the strip id, and the claim's expiry collects them); a crash after it
@@ -85,15 +86,6 @@ def rebuild_suspects(state: MetadataState) -> list[StripRecord]:
     ids = {s for node, held in state.idx.strips_on.items() if node not in up for s in held}
     found = (state.strip(i) for i in sorted(ids))
     return [strip for strip in found if strip is not None]
-
-
-def pack_overhead_bytes(lay: erasure.Layout, lengths: Sequence[int]) -> int:
-    """Physical bytes a strip of data members of ``lengths`` costs beyond the ideal
-    ``sum * (k + m) / k``: its parity is as long as the longest member rounded up to
-    whole chunks, and each parity chunk carries ``k + 1`` pyeclib headers."""
-    chunks = -(-max(lengths) // lay.chunk_bytes)
-    parity = lay.m * chunks * lay.parity_record_bytes
-    return parity - -(-sum(lengths) * lay.m // lay.k)
 
 
 @dataclass
@@ -522,8 +514,8 @@ class EcService:
         return cold if len(cold) == len(pending) else []
 
     def _pack_plan(
-        self, container: str, policy: ContainerPolicy, strip_id: str
-    ) -> tuple[erasure.Layout, list[_Bin], list[StripMember]] | None:
+        self, container: str, policy: ContainerPolicy
+    ) -> tuple[str, erasure.Layout, list[_Bin], list[StripMember]] | None:
         """``k`` bins of the tail's live extents (in group and offset order, for sequential
         reads), on ``k + m`` fault domains; None if that would not save space."""
         state = self.metadata.state
@@ -538,14 +530,16 @@ class EcService:
             return None  # one extent cannot be split: it stays replicated
         runs = pack_extents([ext.stored_len for _, ext in extents], k)
         lay = erasure.layout(k, policy.ec_m, limits.EC_CHUNK_BYTES)
-        lengths = [sum(extents[i][1].stored_len for i in run) for run in runs]
-        projected = sum(lengths) + sum(lengths) * lay.m // k + pack_overhead_bytes(lay, lengths)
-        if projected >= sum(eg.size * len(eg.replicas) for eg in tail):
+        longest = max(sum(extents[i][1].stored_len for i in run) for run in runs)
+        parity_bytes = lay.m * -(-longest // lay.chunk_bytes) * lay.parity_record_bytes
+        live = sum(ext.stored_len for _, ext in extents)
+        if live + parity_bytes >= sum(eg.size * len(eg.replicas) for eg in tail):
             return None
         try:
-            nodes = place(strip_id, self.catalog.candidates(), k + policy.ec_m)
+            nodes = place(f"pack/{tail[0].egid}", self.catalog.candidates(), k + policy.ec_m)
         except NotEnoughDomains:
             return None
+        strip_id = f"st-{self.rng.getrandbits(48):012x}"
         bins = []
         for j, run in enumerate(runs):
             at, placed = 0, []
@@ -555,14 +549,13 @@ class EcService:
                 at += ext.stored_len
             bins.append(_Bin(StripMember(f"{strip_id}-d{j}", nodes[j]), placed))
         parity = [StripMember(f"{strip_id}-p{j}", n) for j, n in enumerate(nodes[k:])]
-        return lay, bins, parity
+        return strip_id, lay, bins, parity
 
     async def _pack(self, container: str, policy: ContainerPolicy) -> int:
-        strip_id = f"st-{self.rng.getrandbits(48):012x}"
-        plan = self._pack_plan(container, policy, strip_id)
+        plan = self._pack_plan(container, policy)
         if plan is None:
             return False
-        lay, bins, parity = plan
+        strip_id, lay, bins, parity = plan
         files = [b.member for b in bins] + parity
         chunks = -(-max(b.length for b in bins) // lay.chunk_bytes)
         intent = EgroupIntent(strip_id, container, tuple(files), self.node_id)

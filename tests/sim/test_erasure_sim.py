@@ -276,7 +276,7 @@ def test_a_small_container_ends_at_k_plus_m_over_k_and_reads_back_degraded(seed:
     padding is pyeclib's headers: physical = 1.5 x stored + ``header_bytes`` (2,880
     bytes here, 1.5001x). In general a strip may also pay, per parity member, up to one
     chunk for rounding its longest member up and one extent of imbalance between its
-    members (``nodes.services.ec.pack_overhead_bytes``)."""
+    members (packing keeps them within one extent of each other)."""
     sim = started(nodes=5, seed=seed)
     data = random.Random(seed).randbytes(24 * MiB)
     try:
