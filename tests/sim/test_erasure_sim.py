@@ -389,3 +389,34 @@ def test_leader_crash_while_packing_the_tail_loses_nothing(seed: int) -> None:
         pytest.fail(f"test seed {seed}: {exc}\n  replay: {replay}", pytrace=False)
     finally:
         sim.close()
+
+
+def test_a_corrupt_copy_met_while_converting_is_mended_before_it_is_coded() -> None:
+    """Conversion keeps one copy of each group and checks every extent on the bytes it
+    encodes: a copy with a flipped byte is repaired from its other replica and the strip
+    is made on a later pass, from the mended copy. The writer's node holds a replica of
+    every group, and a strip keeps at least one of those: all of them are corrupted."""
+    sim = started(nodes=5, seed=31)
+    data = random.Random(31).randbytes(16 * MiB)
+    try:
+        g = sim.nodes["n1"]
+        policy = ContainerPolicy(rf=2, ec_k=2, ec_m=1, ec_delay_s=20.0)
+        sim.run(g.catalog.create_container("cold", policy))
+        sim.run(g.catalog.create_vdisk("img", "cold", len(data)))
+        sim.run(g.writer.write("img", 0, len(data), chunks(data)))
+        state = _leader_state(sim)
+        flipped = 0
+        for _, item in state.scan("egroup/"):
+            for disk in sim.disks["n1"]:
+                path = f"{item.value.egid}.eg"
+                if path in disk.files():
+                    disk.corrupt(path, 3 * MiB + 17)
+                    flipped += 1
+        assert flipped == 2, "the writer holds a replica of each of the two groups"
+        sim.run(sim.wait_for(lambda: _pending(sim) == 0, 120, "EC of every group"))
+        repaired = sum(n.ec.stats.extents_repaired for n in sim.nodes.values())
+        assert repaired >= 1, "no kept copy was corrupt: the test lost its point"
+        assert sim.run(read_all(sim, "n2", "img")) == data
+        sim.check_disks()  # every kept copy matches its checksums on disk
+    finally:
+        sim.close()
