@@ -93,6 +93,8 @@ request goes on waiting, bounded only by its own total timeout."""
 WRITE_BATCH_BYTES = 4 * MiB
 """Extents committed together: one fsync per replica and one Raft entry per batch."""
 WRITE_BATCHES_IN_FLIGHT = 4
+CLAIM_AHEAD_GROUPS = 4
+"""New extent groups a writer places and claims in one commit (the rest wait as spares)."""
 APPEND_ORDER_WAIT_S = 5.0
 """How long a replica holds a batch that arrived before the bytes reserved ahead of it
 (batches of one group are in flight at once); then it refuses, and the writer moves on

@@ -16,6 +16,7 @@ import random
 import signal
 import sys
 
+import uvloop
 from aiohttp import web
 
 from fabric import limits
@@ -150,4 +151,7 @@ def run_node(config_path: str, node_id: str, node_dir: str | None) -> int:
     if lock is None:
         log.critical("another process is running node %s in %s", node_id, node_dir)
         return EXIT_LOCKED
-    return asyncio.run(serve(config, node_id, node_dir))
+    # uvloop: the same asyncio API on libuv, with cheaper socket and callback handling
+    # (the write path spends much of its time moving bytes between sockets and files).
+    result: int = uvloop.run(serve(config, node_id, node_dir))
+    return result

@@ -7,7 +7,8 @@ neither a gain), each round measures, back to back:
 * the limit: the same bytes written to RF files at once, one thread each, every 4 MiB
   fdatasync'ed (what the fabric promises per batch), in MB/s of source bytes;
 * one client streaming the file into a vdisk (``PUT /api/v1/vdisks/{id}/data``);
-* ``--clients`` clients at once, each streaming its share into a vdisk of its own.
+* ``--clients`` clients at once, each streaming its share into a vdisk of its own
+  through a different node (client i starts at node i mod 3).
 The table gives the median MB/s over the rounds and the ratios to the limit; then the
 peak RSS of each node. Rates are MB/s (10^6 bytes a second).
 """
@@ -51,7 +52,13 @@ async def fabric_write(urls: list[str], rf: int, srcs: list[Path], tag: str) -> 
         if not any(c["name"] == container for c in await client.containers()):
             await client.create_container(container, rf=rf)
     t0 = time.perf_counter()
-    await asyncio.gather(*(put(urls, container, f"{tag}-{i}", src) for i, src in enumerate(srcs)))
+    # Each client starts at another node, as VMs on different hosts would.
+    await asyncio.gather(
+        *(
+            put(urls[i % len(urls) :] + urls[: i % len(urls)], container, f"{tag}-{i}", src)
+            for i, src in enumerate(srcs)
+        )
+    )
     seconds = time.perf_counter() - t0
     async with FabricClient(urls) as client:
         for i in range(len(srcs)):

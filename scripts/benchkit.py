@@ -101,6 +101,41 @@ def random_file(path: Path, size_mib: int, seed: int = 3) -> Path:
     return path
 
 
+def make_mixed(path: Path, size: int) -> None:
+    """Quarter each: zeros, one repeated random MiB, compressible text, random."""
+    rng = random.Random(7)
+    dup = rng.randbytes(MiB)
+    with open(path, "wb") as f:
+        for i in range(size // MiB):
+            kind = i % 4
+            if kind == 2:  # text that differs per extent: it compresses but does not dedup
+                lines = (
+                    b"%010d the quick brown fox jumps over the lazy dog\n" % (i * 99_991 + n)
+                    for n in range(MiB // 50 + 1)
+                )
+                f.write(b"".join(lines)[:MiB])
+            else:
+                f.write(bytes(MiB) if kind == 0 else dup if kind == 1 else rng.randbytes(MiB))
+
+
+def disk_read_limit(paths: list[Path]) -> float:
+    """MB/s reading ``paths`` at once, one thread each (cold if ``drop_caches`` could)."""
+
+    def read(p: Path) -> None:
+        with open(p, "rb") as f:
+            while f.read(4 * MiB):
+                pass
+
+    drop_caches()
+    threads = [threading.Thread(target=read, args=(p,)) for p in paths]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(p.stat().st_size for p in paths) / MB / (time.perf_counter() - t0)
+
+
 def drop_caches() -> bool:
     """Empty the page cache (root only), so reads come from the disk: the honest limit."""
     try:

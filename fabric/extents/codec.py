@@ -62,12 +62,26 @@ def _compressor(level: int) -> zstandard.ZstdCompressor:
     return zstandard.ZstdCompressor(level=level)
 
 
+COMPRESS_PROBE_BYTES = 64 << 10
+"""A larger extent is compressed only if its first this many bytes compress well enough:
+incompressible data (already compressed, encrypted, random) then costs a 64 KiB attempt,
+not a whole failed one."""
+
+
 def encode(raw: bytes, policy: ContainerPolicy) -> Encoded:
-    if policy.compression == "zstd":
+    if policy.compression == "zstd" and _worth_compressing(raw, policy):
         packed = _compressor(policy.compression_level).compress(raw)
         if len(packed) <= len(raw) * (1 - policy.min_saving_ratio):
             return Encoded(packed, True, len(raw), checksum(packed))
     return Encoded(raw, False, len(raw), checksum(raw))
+
+
+def _worth_compressing(raw: bytes, policy: ContainerPolicy) -> bool:
+    if len(raw) < 2 * COMPRESS_PROBE_BYTES:
+        return True
+    probe = memoryview(raw)[:COMPRESS_PROBE_BYTES]
+    packed = _compressor(policy.compression_level).compress(probe)
+    return len(packed) <= COMPRESS_PROBE_BYTES * (1 - policy.min_saving_ratio)
 
 
 def decode(stored: bytes, compressed: bool, raw_len: int, expect_checksum: int) -> bytes:

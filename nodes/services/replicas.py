@@ -39,11 +39,24 @@ class ReplicaClient:
     async def claim(self, eg: NewEgroup) -> None:
         """Claim a new group's files before its first byte (data without metadata is
         then either committed or collected, never left behind)."""
-        files = tuple(StripMember(eg.egid, node) for node in eg.replicas)
-        await self.claim_files(EgroupIntent(eg.egid, eg.container, files, self.node_id))
+        await self.claim_many([eg])
 
-    async def claim_files(self, intent: EgroupIntent) -> None:
-        result = await self.metadata.propose(RegisterIntents((intent,)))
+    async def claim_many(self, egroups: Iterable[NewEgroup]) -> None:
+        """Claim the files of several new groups in one commit."""
+        await self.claim_files(
+            *(
+                EgroupIntent(
+                    eg.egid,
+                    eg.container,
+                    tuple(StripMember(eg.egid, node) for node in eg.replicas),
+                    self.node_id,
+                )
+                for eg in egroups
+            )
+        )
+
+    async def claim_files(self, *intents: EgroupIntent) -> None:
+        result = await self.metadata.propose(RegisterIntents(intents))
         if not result.ok:
             raise from_code(result.code, result.message)
 

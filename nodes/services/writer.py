@@ -51,8 +51,8 @@ log = logging.getLogger(__name__)
 class OpenEgroup:
     record: NewEgroup
     size: int = 0
-    claimed: bool = False
-    """Its files are claimed in metadata (``RegisterIntents``), so appends may begin."""
+    claimed_at: float = 0.0
+    """When its files were claimed in metadata (``RegisterIntents``), before any append."""
     unanswered: int = 0
     """Batches appended here whose ``WriteExtents`` has not been answered yet."""
     full: bool = False
@@ -108,6 +108,8 @@ class WriteCoordinator:
         self.extent_bytes = config.extent_bytes
         self._open: dict[str, OpenEgroup] = {}
         self._to_seal: dict[str, set[str]] = {}
+        self._spares: dict[str, list[OpenEgroup]] = {}
+        """Groups claimed ahead, per container, not yet opened."""
         self._append_locks: dict[str, asyncio.Lock] = {}
         self._stripes = [asyncio.Lock() for _ in range(limits.WRITE_LOCK_STRIPES)]
         self.stats = WriteStats()
@@ -126,9 +128,15 @@ class WriteCoordinator:
 
     async def write_extents(self, ref: str, first: int, extents: list[bytes]) -> int:
         """Store whole extents ``first``, ``first + 1``, ... (the last may be the vdisk's
-        short tail): the image service's path, with no re-cutting of the bytes."""
-        await self.metadata.read_index()
-        vd = self.catalog.vdisk(ref)
+        short tail): the image service's path, with no re-cutting of the bytes.
+
+        Its caller made the vdisk through this node, so this node's state has it: no read
+        index (a round trip to the leader) per call; the commit checks the vdisk anyway."""
+        try:
+            vd = self.catalog.vdisk(ref)
+        except FabricError:
+            await self.metadata.read_index()
+            vd = self.catalog.vdisk(ref)
         self.catalog.check_range(vd, first * self.extent_bytes, sum(map(len, extents)))
 
         async def pieces() -> AsyncIterator[Piece]:
@@ -256,9 +264,10 @@ class WriteCoordinator:
             raw = bytearray(old if old is not None else bytes(ext_len))
             raw[p.inner : p.inner + len(p.data)] = p.data
             planned.append(Planned(p.index, old_id, raw=bytes(raw)))
-        await self.offload(_classify, planned, policy)
+        # One extent per call, all at once: hashing and compression release the GIL.
+        await asyncio.gather(*(self.offload(_classify, pl, policy) for pl in planned))
         container = vd.container
-        storing: set[str] = set()
+        storing: dict[str, Planned] = {}
         for pl in planned:
             if pl.encoded is not None or not pl.extent_id:
                 continue
@@ -266,8 +275,13 @@ class WriteCoordinator:
                 self.stats.dedup_hits += 1
                 continue
             # A new content id: store its bytes (once, however often the batch repeats it).
-            storing.add(pl.extent_id)
+            storing[pl.extent_id] = pl
+
+        async def encode(pl: Planned) -> None:
             pl.encoded = await self.offload(codec.encode, pl.raw, policy)
+
+        # At once: compression releases the GIL, so the extents of a batch share the cores.
+        await asyncio.gather(*map(encode, storing.values()))
         for pl in planned:
             if pl.encoded is not None and not pl.extent_id:
                 pl.extent_id = f"u{self.rng.getrandbits(96):024x}"
@@ -350,10 +364,7 @@ class WriteCoordinator:
             async with lock:
                 eg = self._open.get(container)
                 if eg is None or set(eg.record.replicas) & excluded:
-                    eg = self._new_egroup(container, rf, excluded)
-                if not eg.claimed:
-                    await self.replicas.claim(eg.record)
-                    eg.claimed = True
+                    eg = await self._next_egroup(container, rf, excluded)
                 at = eg.size
                 eg.size += size
                 eg.unanswered += 1
@@ -385,21 +396,42 @@ class WriteCoordinator:
             del self._open[container]
         self._to_seal.setdefault(container, set()).add(eg.record.egid)
 
-    def _new_egroup(self, container: str, rf: int, excluded: set[str]) -> OpenEgroup:
-        eg = OpenEgroup(self.catalog.place_egroup(container, rf, excluded))
-        self._open[container] = eg
-        return eg
+    async def _next_egroup(self, container: str, rf: int, excluded: set[str]) -> OpenEgroup:
+        """The container's next open group, claimed before its first byte.
+
+        Groups are placed and claimed ``limits.CLAIM_AHEAD_GROUPS`` at a time, in one
+        commit: a long write then waits for a claim once per that many groups instead of
+        stalling every batch in flight behind a commit at each new group. A spare claim
+        too old to be sure it is still standing (the leader expires an idle claim after
+        ``limits.CLAIM_TIMEOUT_S``) or on an excluded node is left to expire."""
+        now = self.clock.now()
+        spares = self._spares.setdefault(container, [])
+        while spares:
+            eg = spares.pop(0)
+            fresh = now - eg.claimed_at < limits.CLAIM_TIMEOUT_S / 4
+            if fresh and not set(eg.record.replicas) & excluded:
+                self._open[container] = eg
+                return eg
+        count = 1 if excluded else limits.CLAIM_AHEAD_GROUPS
+        groups = [
+            OpenEgroup(self.catalog.place_egroup(container, rf, excluded)) for _ in range(count)
+        ]
+        await self.replicas.claim_many([g.record for g in groups])
+        for g in groups:
+            g.claimed_at = now
+        spares.extend(groups[1:])
+        self._open[container] = groups[0]
+        return groups[0]
 
 
-def _classify(planned: list[Planned], policy: ContainerPolicy) -> None:
-    """Holes, dedup ids, and compression of new extents (runs off the event loop)."""
-    for pl in planned:
-        if codec.is_zero(pl.raw):
-            pl.extent_id = ""
-        elif policy.dedup:
-            pl.extent_id = "h" + codec.content_id(pl.raw)
-        else:
-            pl.encoded = codec.encode(pl.raw, policy)
+def _classify(pl: Planned, policy: ContainerPolicy) -> None:
+    """A hole, a dedup id, or (without dedup) the stored form (runs off the event loop)."""
+    if codec.is_zero(pl.raw):
+        pl.extent_id = ""
+    elif policy.dedup:
+        pl.extent_id = "h" + codec.content_id(pl.raw)
+    else:
+        pl.encoded = codec.encode(pl.raw, policy)
 
 
 async def _drain(tasks: set[asyncio.Task[None]]) -> None:

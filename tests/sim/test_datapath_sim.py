@@ -301,3 +301,40 @@ def test_dead_space_is_compacted_and_deleted_data_is_collected(sim: SimCluster) 
     assert deleted["physical_bytes"] == 0 and after == 0
     scanners = [n.scanner.stats for n in sim.nodes.values()]
     assert sum(s.compacted for s in scanners) >= 1 and sum(s.dropped for s in scanners) >= 2
+
+
+def test_a_long_write_claims_its_groups_a_few_at_a_time_and_never_uses_a_stale_claim(
+    sim: SimCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fabric import limits
+    from nodes.services.replicas import ReplicaClient
+
+    claims: list[int] = []
+    real = ReplicaClient.claim_files
+
+    async def counted(self: ReplicaClient, *intents: Any) -> None:
+        claims.append(len(intents))
+        await real(self, *intents)
+
+    monkeypatch.setattr(ReplicaClient, "claim_files", counted)
+    # Five groups' worth: two claim commits, and spare claims left over.
+    data = random.Random(4).randbytes(5 * limits.EGROUP_MAX_BYTES)
+    groups = 5
+
+    async def go() -> None:
+        g = sim.nodes["n1"]
+        await g.catalog.create_container("c", ContainerPolicy(rf=2))
+        await g.catalog.create_vdisk("v", "c", 96 * MiB)
+        await g.writer.write("v", 0, len(data), chunks(data))
+        assert len(claims) == -(-groups // limits.CLAIM_AHEAD_GROUPS)  # commits, rounded up
+        assert sum(claims) >= groups
+        # Spare claims older than a quarter of the claim timeout are not trusted: the
+        # next write claims afresh, and its data is readable.
+        await sim.sleep(limits.CLAIM_TIMEOUT_S / 4 + 1)
+        before = len(claims)
+        await g.writer.write("v", len(data), 8 * MiB, chunks(data[: 8 * MiB]))
+        assert len(claims) == before + 1
+        end = len(data) + 8 * MiB
+        assert await read_all(sim, "n3", "v", 0, end) == data + data[: 8 * MiB]
+
+    sim.run(go())

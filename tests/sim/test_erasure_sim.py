@@ -220,7 +220,9 @@ def test_groups_sharing_domains_are_copied_apart_so_every_group_converts() -> No
     """3+1 on 4 nodes from one writer: every group is (writer, X), and three groups can
     only span three domains if some copies move; the converter copies them."""
     copies = 0
-    for seed in range(6):
+    # Seeds whose placements include groups that share domains (three of these six
+    # need copies with groups claimed four at a time; the guard below says if none does).
+    for seed in range(5, 11):
         sim = started(nodes=4, seed=300 + seed)
         data = random.Random(seed).randbytes(24 * MiB)
         try:
