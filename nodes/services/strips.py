@@ -72,9 +72,14 @@ class StripReader:
     # --- rebuilding fragments ---------------------------------------------------------------
     def _sources(self, strip: StripRecord, want: int) -> list[int]:
         """Member indexes to fetch from, cheapest first: a parity record (for the
-        headers), data members on UP nodes, the other parity, members not UP."""
+        headers), data members on UP nodes, the other parity, members not UP; among
+        each, those on this node first (no message to send)."""
         up = self.metadata.state.up_nodes()
-        members = [(i, m) for i, m in enumerate(strip.members) if i != want]
+        here = self.replicas.node_id
+        members = sorted(
+            ((i, m) for i, m in enumerate(strip.members) if i != want),
+            key=lambda im: im[1].node != here,
+        )
         data = [i for i, m in members if i < strip.k and m.node in up]
         parity = [i for i, m in members if i >= strip.k and m.node in up]
         rest = [i for i, m in members if m.node not in up]
