@@ -1,6 +1,6 @@
 """Erasure-coding benchmark: pyeclib alone (the limit) beside the fabric's EC work, in one run.
 
-    .venv/bin/python scripts/bench_ec.py [--size-mib 256] [--policies 4+2,2+1]
+    .venv/bin/python scripts/bench_ec.py [--size-mib 256] [--policies 4+2,2+1] [--rounds 1]
 
 Per policy, on a local 7-node cluster (5 voters), with random data (no dedup or
 compression gain possible), rates in MB/s (10^6 bytes a second):
@@ -18,11 +18,16 @@ compression gain possible), rates in MB/s (10^6 bytes a second):
   spent inside conversions, not the time the scanner slept between passes or waited for
   groups to cool). The ratio to pyeclib encode is taken with this rate. Beside it, for
   reference, the wall-clock rate: the same bytes over the time from the start of the
-  write until no group of the container is left replicated (bounded by the write rate).
+  write until no group of the container is left replicated (bounded by the write rate;
+  a tail packed at the end first waits ``limits.EC_TAIL_QUIET_S``).
 * **read**: the whole vdisk read once with every node up, then again after killing the
   node (not the leader) that holds the most data groups, so the extents on it are
   rebuilt from their strips. The degraded-read ratio is that rate over pyeclib rebuild.
 * **physical/stored** after conversion (ideal: (k+m)/k), and every node's peak RSS.
+
+With ``--rounds N`` every measurement is repeated N times (fresh vdisks, the killed
+node brought back in between) and each column shows the median over the rounds: for
+the ratio columns, the median of each round's ratio.
 """
 
 from __future__ import annotations
@@ -164,10 +169,17 @@ def data_holder(root: str, candidates: list[str]) -> str:
 
 
 async def fabric_ec(
-    urls: list[str], ids: list[str], root: str, row: Row, k: int, m: int, src: Path
+    urls: list[str],
+    ids: list[str],
+    root: str,
+    row: Row,
+    k: int,
+    m: int,
+    src: Path,
+    tag: str,
+    rss: dict[str, float],
 ) -> None:
     size = src.stat().st_size
-    tag = f"{k}{m}"
     async with FabricClient(urls, timeout_s=3600) as client:
         await client.create_container(f"rf2-{tag}", rf=2)
         await client.create_container(f"ec-{tag}", rf=2, ec=f"{k}+{m}", ec_delay_s=0)
@@ -193,17 +205,23 @@ async def fabric_ec(
     row.overhead = c["physical_bytes"] / max(1, c["stored_bytes"])
     row.read = await read_rate(urls, f"ec-{tag}", size)
     victim = data_holder(root, [n for n in ids if n != leader])
-    pid = launcher.ClusterDir(root).pid(victim)
-    assert pid is not None
-    os.kill(pid, signal.SIGKILL)
+    for node, pid in node_pids(root).items():
+        rss[node] = max(rss.get(node, 0.0), peak_rss_mib(pid))
+    victim_pid = launcher.ClusterDir(root).pid(victim)
+    assert victim_pid is not None
+    os.kill(victim_pid, signal.SIGKILL)
     alive = [u for u, n in zip(urls, ids, strict=True) if n != victim]
     row.degraded = await read_rate(alive, f"ec-{tag}", size)
+    for node, pid in node_pids(root).items():
+        rss[node] = max(rss.get(node, 0.0), peak_rss_mib(pid))
+    async with FabricClient(alive) as client:
+        await client.delete_vdisk(f"ec-{tag}")  # the next round starts from empty disks
 
 
 def _col(head: str, sub: str, get: Callable[[Row], float], ratio: bool = False) -> Any:
     width = 10
     fmt = f">{width}.2f" if ratio else f">{width}.0f"
-    return (head, sub, width, lambda r: format(get(r), fmt))
+    return (head, sub, width, lambda rs: format(statistics.median(map(get, rs)), fmt))
 
 
 COLUMNS = [
@@ -227,9 +245,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mib", type=int, default=256)
     ap.add_argument("--policies", default="4+2,2+1")
+    ap.add_argument("--rounds", type=int, default=1)
     args = ap.parse_args()
     policies = [tuple(int(x) for x in p.split("+")) for p in args.policies.split(",")]
-    rows = []
+    rows: dict[str, list[Row]] = {f"{k}+{m}": [] for k, m in policies}
+    rss: dict[str, float] = {}
     with tempfile.TemporaryDirectory(prefix="fabric-bench-", dir=os.getcwd()) as tmp_s:
         tmp = Path(tmp_s)
         src = random_file(tmp / "random.img", args.size_mib)
@@ -237,20 +257,20 @@ def main() -> None:
             urls = [n.url for n in cfg.nodes]
             ids = [n.id for n in cfg.nodes]
             root = cluster_root(tmp, 7)
-            for k, m in policies:
-                row = Row(f"{k}+{m}", *library(k, m))
-                asyncio.run(fabric_ec(urls, ids, root, row, k, m, src))
-                launcher.up(root, None, None, say=lambda _: None)  # bring the victim back
-                rows.append(row)
-            rss = {n: peak_rss_mib(pid) for n, pid in node_pids(root).items()}
+            for r in range(args.rounds):
+                for k, m in policies:
+                    row = Row(f"{k}+{m}", *library(k, m))
+                    asyncio.run(fabric_ec(urls, ids, root, row, k, m, src, f"{k}{m}r{r}", rss))
+                    launcher.up(root, None, None, say=lambda _: None)  # the victim is back
+                    rows[row.policy].append(row)
     print(
         f"random data, {args.size_mib} MiB per policy, 7 nodes, RF2 landing; backend "
-        f"{erasure.backend()}; rates in MB/s (10^6 B/s)"
+        f"{erasure.backend()}; rates in MB/s (10^6 B/s); median of {args.rounds} round(s)"
     )
     print("".join(f"{a:>{w}}" for a, _, w, _ in COLUMNS))
     print("".join(f"{b:>{w}}" for _, b, w, _ in COLUMNS))
-    for r in rows:
-        print(f"{r.policy:>{COLUMNS[0][2]}}" + "".join(cell(r) for *_, cell in COLUMNS[1:]))
+    for policy, rounds in rows.items():
+        print(f"{policy:>{COLUMNS[0][2]}}" + "".join(cell(rounds) for *_, cell in COLUMNS[1:]))
     print(
         "targets: EC write >= 0.8x RF2 write; convert (busy) >= 0.3x pyeclib encode; "
         "degraded read >= 0.3x pyeclib rebuild"
