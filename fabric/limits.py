@@ -135,11 +135,14 @@ EC_CHUNK_BYTES = 1 << 20
 """Erasure-coding granule: one pyeclib call encodes or rebuilds one chunk of each member."""
 EC_WINDOW_BYTES = 4 * MiB
 """Bytes of each member moved per call while converting, rebuilding or reading degraded
-(a whole number of chunks). A conversion holds about (2k + 3m) windows at once: k being
-encoded while the next k are read, and the parity of up to EC_APPENDS_IN_FLIGHT + 1
-windows."""
+(a whole number of chunks; less for wide strips, see EC_CONVERSION_BYTES). A conversion
+holds about (2k + 3m) windows at once: k being encoded while the next k are read, and
+the parity of up to EC_APPENDS_IN_FLIGHT + 1 windows."""
 EC_STRIPS_PER_PASS = 16
 """At most this many strips are converted per scanner pass (per container)."""
+EC_CONVERSION_BYTES = 64 * MiB
+"""Memory one conversion may hold in windows: a wide strip gets narrower windows (down to
+one chunk), so EC_CONVERSIONS_IN_FLIGHT of them stay well inside a node's RSS bound."""
 EC_APPENDS_IN_FLIGHT = 2
 """Windows of parity a conversion has on their way to the disks at once."""
 EC_CONVERSIONS_IN_FLIGHT = 2

@@ -40,8 +40,13 @@ def layout_of(strip: StripRecord) -> erasure.Layout:
 
 
 def window_chunks(lay: erasure.Layout) -> int:
-    """Chunks per window of ``lay`` (a strip made with another chunk size still works)."""
-    return max(1, limits.EC_WINDOW_BYTES // lay.chunk_bytes)
+    """Chunks per window of ``lay``: ``EC_WINDOW_BYTES`` of each member, fewer for a wide
+    strip, so that the (2k + 3m) windows a conversion holds stay within
+    ``EC_CONVERSION_BYTES`` (and a strip made with another chunk size still works)."""
+    member_bytes = min(
+        limits.EC_WINDOW_BYTES, limits.EC_CONVERSION_BYTES // (2 * lay.k + 3 * lay.m)
+    )
+    return max(1, member_bytes // lay.chunk_bytes)
 
 
 @dataclass
