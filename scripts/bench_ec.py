@@ -22,7 +22,8 @@ compression gain possible), rates in MB/s (10^6 bytes a second):
   a tail packed at the end first waits ``limits.EC_TAIL_QUIET_S``).
 * **read**: the whole vdisk read once with every node up, then again after killing the
   node (not the leader) that holds the most data groups, so the extents on it are
-  rebuilt from their strips. The degraded-read ratio is that rate over pyeclib rebuild.
+  rebuilt from their strips. The degraded-read ratio is that rate over pyeclib rebuild;
+  beside it, over the healthy read (a whole-vdisk read cannot beat that one).
 * **physical/stored** after conversion (ideal: (k+m)/k), and every node's peak RSS.
 
 With ``--rounds N`` every measurement is repeated N times (fresh vdisks, the killed
@@ -237,6 +238,7 @@ COLUMNS = [
     _col("read", "healthy", lambda r: r.read),
     _col("read", "degraded", lambda r: r.degraded),
     _col("degraded/", "rebuild", lambda r: r.degraded / r.rebuild, ratio=True),
+    _col("degraded/", "healthy", lambda r: r.degraded / r.read, ratio=True),
     _col("physical/", "stored", lambda r: r.overhead, ratio=True),
 ]
 
