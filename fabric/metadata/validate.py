@@ -161,7 +161,10 @@ def _packed(command: CommitPackedStrip) -> None:
         raise BadRequest("a strip needs data, parity and a chunk size")
     if command.length % command.chunk_bytes or command.length <= 0:
         raise BadRequest("a strip covers a whole number of chunks")
-    for packed in command.extents:
+    if command.parity_bytes <= 0:
+        raise BadRequest("a strip's parity groups hold its parity")
+    ends: dict[int, int] = {}
+    for packed in sorted(command.extents, key=lambda p: (p.member, p.move.offset)):
         move = packed.move
         if not 0 <= packed.member < len(command.data):
             raise BadRequest(f"packed extent names data member {packed.member}")
@@ -169,6 +172,9 @@ def _packed(command: CommitPackedStrip) -> None:
             raise BadRequest("a packed extent moves within its container")
         if move.offset < 0 or move.length <= 0 or move.offset + move.length > command.length:
             raise BadRequest(f"packed extent at {move.offset}+{move.length} outside the strip")
+        if move.offset < ends.get(packed.member, 0):
+            raise BadRequest(f"packed extents overlap at {move.offset} of member {packed.member}")
+        ends[packed.member] = move.offset + move.length
 
 
 def _raw_key(op: Put | Delete) -> None:

@@ -148,6 +148,16 @@ def test_a_packed_strip_that_cannot_apply_is_refused_and_changes_nothing(
             {"extents": (PackedExtent(0, Move("x", "e0", "eg-1", 0, MiB)),)},
         ),
         ("a length not in whole chunks", {"length": MiB + 1}),
+        (
+            "two extents in one place",
+            {
+                "extents": (
+                    PackedExtent(0, Move("c", "e0", "eg-1", 0, MiB)),
+                    PackedExtent(0, Move("c", "e1", "eg-1", MiB // 2, MiB)),
+                )
+            },
+        ),
+        ("no parity bytes", {"parity_bytes": 0}),
         ("no parity", {"parity": ()}),
     ],
 )
