@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from fabric import limits
 from fabric.errors import Conflict
 from nodes.api import NODE, json_body
 from nodes.api_data import parse_range, send_stream
@@ -33,8 +32,11 @@ async def delete_image(request: web.Request) -> web.Response:
 
 async def upload_image(request: web.Request) -> web.Response:
     async def body() -> AsyncIterator[bytes]:
-        async for chunk in request.content.iter_chunked(limits.STREAM_CHUNK_BYTES):
-            yield chunk
+        # The buffers as they came off the socket: re-cutting them into fixed sizes would
+        # copy the whole upload on the event loop; the ingest batches them anyway.
+        async for chunk, _ in request.content.iter_chunks():
+            if chunk:
+                yield chunk
 
     image = await request.app[NODE].images.upload(request.match_info["id"], body())
     return web.json_response(image)

@@ -9,19 +9,21 @@ input, 6 ``fabric up`` started the cluster without some nodes (named, with the r
 
 from __future__ import annotations
 
+# Start-up time is part of the interface: `fabric --help` and `fabric status` load only
+# argparse, the config and the stdlib. Each command imports what it needs (the HTTP
+# client and asyncio, the launcher, tqdm, the node) when it runs; a test holds the line.
 import argparse
-import asyncio
 import json
 import os
 import re
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from fabric.config import ClusterConfig, ConfigError
-from shell.client import ApiError, BrokenStream, FabricClient, Unreachable
-from shell.launcher import ClusterDir, LaunchError, PartialStart, down, resolve_dir, status, up
+if TYPE_CHECKING:
+    from fabric.config import ClusterConfig
+    from shell.client import FabricClient
 
 
 def _print_json(data: Any) -> None:
@@ -31,11 +33,16 @@ def _print_json(data: Any) -> None:
 
 def _connect(args: argparse.Namespace, timeout_s: float = 30.0) -> FabricClient:
     """A client for the cluster of ``--dir``: its nodes, and only that cluster."""
+    from shell.client import FabricClient
+    from shell.launcher import ClusterDir, resolve_dir
+
     cfg = ClusterDir(resolve_dir(args.dir)).config()
     return FabricClient([n.url for n in cfg.nodes], timeout_s, cluster_id=cfg.id)
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
+    import asyncio
+
     return asyncio.run(coro)
 
 
@@ -45,6 +52,8 @@ EXIT_PARTIAL_START = 6
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from shell.launcher import PartialStart, resolve_dir, up
+
     root = resolve_dir(args.dir)
     try:
         cfg = up(root, args.config, args.nodes)
@@ -57,6 +66,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def _print_up(root: str, cfg: ClusterConfig) -> None:
+    from shell.launcher import ClusterDir, status
+
     cdir = ClusterDir(root)
     print()
     _print_status(status(root))
@@ -66,11 +77,15 @@ def _print_up(root: str, cfg: ClusterConfig) -> None:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from shell.launcher import down, resolve_dir
+
     down(resolve_dir(args.dir))
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from shell.launcher import resolve_dir, status
+
     view = status(resolve_dir(args.dir))
     if args.json:
         _print_json(view)
@@ -417,6 +432,10 @@ async def _image(args: argparse.Namespace) -> Any:
 
 
 async def _follow(client: FabricClient, image: dict[str, Any]) -> dict[str, Any]:
+    import asyncio
+
+    from shell.client import ApiError
+
     bar = Progress(f"import {image['name']}", None)
     try:
         while True:
@@ -434,6 +453,8 @@ async def _follow(client: FabricClient, image: dict[str, Any]) -> dict[str, Any]
 
 
 async def _download(client: FabricClient, args: argparse.Namespace) -> dict[str, Any] | None:
+    from shell.client import BrokenStream
+
     image = await client.image(args.name)
     if args.output == "-":
         await client.download_image(args.name, sys.stdout.buffer)
@@ -565,22 +586,46 @@ def main(argv: list[str] | None = None) -> int:
     fn: Callable[[argparse.Namespace], int] = args.fn
     try:
         return fn(args)
-    except (ConfigError, LaunchError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2 if isinstance(exc, ConfigError) else 1
-    except ApiError as exc:
-        print(f"error: {exc.message} ({exc.code})", file=sys.stderr)
-        return 1
-    except (Unreachable, BrokenStream) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         return 0  # the reader of our output went away (| head): not an error of ours
-    except OSError as exc:
+    except Exception as exc:
+        code = _exit_code(exc)
+        if code is None:
+            raise
+        return code
+
+
+def _exit_code(exc: Exception) -> int | None:
+    """Report an operating error and return its exit code; None for a bug (re-raised).
+
+    The error types load here, on failure only, so that no command pays for the
+    modules of the others.
+    """
+    from fabric.config import ConfigError
+
+    if isinstance(exc, ConfigError):
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from shell.launcher import LaunchError
+
+    if isinstance(exc, LaunchError):
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if "shell.client" in sys.modules:  # only a command that loaded the client can raise these
+        from shell.client import ApiError, BrokenStream, Unreachable
+
+        if isinstance(exc, ApiError):
+            print(f"error: {exc.message} ({exc.code})", file=sys.stderr)
+            return 1
+        if isinstance(exc, (Unreachable, BrokenStream)):
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    if isinstance(exc, OSError):
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
         return 2
+    return None
 
 
 if __name__ == "__main__":

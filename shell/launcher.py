@@ -20,20 +20,24 @@ majority no leader can be elected: ``up`` stops what it started and raises
 
 from __future__ import annotations
 
-import asyncio
+# `fabric status` loads this module and must start at once: aiohttp, asyncio, subprocess,
+# uuid and psutil load inside the functions of `up` and `down` that need them.
 import contextlib
+import json
 import os
 import signal
-import subprocess
+import socket
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
-import aiohttp
-import psutil
+if TYPE_CHECKING:
+    import subprocess
+
+    import aiohttp
 
 from fabric import limits
 from fabric.config import (
@@ -123,14 +127,36 @@ class ClusterDir:
                 pid = int(f.read().strip())
         except (OSError, ValueError):
             return None
+        cmd = _live_cmdline(pid)
+        return pid if cmd is not None and "node" in cmd and node_id in cmd else None
+
+
+def _live_cmdline(pid: int) -> list[str] | None:
+    """The command line of process ``pid``, None if there is none or it is a zombie.
+
+    Read from /proc where there is one: psutil takes longer to load than ``fabric
+    status`` takes to run, so it is the fallback for other systems.
+    """
+    if os.path.isdir("/proc/self"):
         try:
-            proc = psutil.Process(pid)
-            cmd = proc.cmdline()
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                return None
-        except psutil.Error:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                state = f.read().rpartition(b")")[2].split()[:1]
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read()
+        except OSError:
             return None
-        return pid if "node" in cmd and node_id in cmd else None
+        if state == [b"Z"]:
+            return None
+        return [arg.decode(errors="replace") for arg in cmdline.split(b"\0") if arg]
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+        return list(proc.cmdline())
+    except psutil.Error:
+        return None
 
 
 def resolve_dir(arg: str | None) -> str:
@@ -166,6 +192,8 @@ def prepare(
     if nodes is not None:
         cfg = sized_config(cfg, nodes)
     if not cfg.id:
+        import uuid
+
         cfg = replace(cfg, id=uuid.uuid4().hex[:16])
     os.makedirs(cdir.root, exist_ok=True)
     with open(cdir.config_path, "w") as f:
@@ -174,6 +202,8 @@ def prepare(
 
 
 def spawn(cdir: ClusterDir, node_id: str) -> subprocess.Popen[bytes]:
+    import subprocess
+
     os.makedirs(cdir.node_dir(node_id), exist_ok=True)
     with open(cdir.log_path(node_id), "ab") as logf:
         proc = subprocess.Popen(
@@ -201,6 +231,8 @@ def spawn(cdir: ClusterDir, node_id: str) -> subprocess.Popen[bytes]:
 
 
 async def _get(session: aiohttp.ClientSession, url: str) -> Any:
+    import aiohttp
+
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
             return await resp.json() if resp.status == 200 else None
@@ -208,10 +240,45 @@ async def _get(session: aiohttp.ClientSession, url: str) -> Any:
         return None
 
 
+STATUS_ANSWER_MAX_BYTES = 64 << 20
+"""A node's cluster view is far smaller; more is not an answer from our node."""
+
+
+def _get_now(url: str, timeout_s: float = 2.0) -> Any:
+    """GET a node's JSON over a plain HTTP/1.0 socket; None if it gives no 200 answer.
+
+    ``fabric status`` asks one question of a node on this machine: loading aiohttp and
+    asyncio, or even http.client (with ssl and the email parser), costs more than the
+    question takes, and the command must start at once.
+    """
+    parts = urlsplit(url)
+    request = f"GET {parts.path or '/'} HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode()
+    answer = bytearray()
+    try:
+        with socket.create_connection((parts.hostname, parts.port), timeout=timeout_s) as sock:
+            sock.sendall(request)
+            while chunk := sock.recv(1 << 16):  # HTTP/1.0: the node closes when done
+                answer += chunk
+                if len(answer) > STATUS_ANSWER_MAX_BYTES:
+                    return None
+    except OSError:
+        return None
+    head, blank, body = bytes(answer).partition(b"\r\n\r\n")
+    status_line = head.split(b"\r\n", 1)[0].split()
+    if not blank or len(status_line) < 2 or status_line[1] != b"200":
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
+
+
 async def _healthy(
     session: aiohttp.ClientSession, cfg: ClusterConfig, expected: list[NodeConfig]
 ) -> tuple[bool, str]:
     """(healthy with the ``expected`` nodes, what is still missing)."""
+    import asyncio
+
     health = await asyncio.gather(*(_get(session, n.url + "/api/v1/health") for n in expected))
     for node, h in zip(expected, health, strict=True):
         if h is None:
@@ -253,6 +320,10 @@ async def wait_healthy(
 
     Raises ``LaunchError`` when too few voters started to elect a leader, or on timeout.
     """
+    import asyncio
+
+    import aiohttp
+
     deadline = time.monotonic() + timeout_s
     missing = "starting"
     failed: dict[str, StartFailure] = {}
@@ -314,6 +385,8 @@ def up(
         if cdir.pid(node.id) is None:
             procs[node.id] = spawn(cdir, node.id)
     say(f"cluster {cfg.name!r} in {cdir.root}: starting {len(procs)} of {len(cfg.nodes)} nodes")
+    import asyncio
+
     try:
         failures = asyncio.run(wait_healthy(cdir, cfg, procs, timeout_s))
     except LaunchError:
@@ -362,15 +435,14 @@ def down(root: str, say: Callable[[str], None] = print) -> None:
     _stop(cdir, [n.id for n in cfg.nodes], say)
 
 
-async def _status(cdir: ClusterDir, cfg: ClusterConfig) -> dict[str, Any]:
+def _status(cdir: ClusterDir, cfg: ClusterConfig) -> dict[str, Any]:
     view: dict[str, Any] | None = None
-    async with aiohttp.ClientSession() as session:
-        for node in cfg.nodes:
-            if cdir.pid(node.id) is None:
-                continue
-            view = await _get(session, node.url + "/api/v1/cluster")
-            if view is not None and view.get("leader") is not None:
-                break
+    for node in cfg.nodes:
+        if cdir.pid(node.id) is None:
+            continue
+        view = _get_now(node.url + "/api/v1/cluster")
+        if view is not None and view.get("leader") is not None:
+            break
     if view is None:
         view = {
             "name": cfg.name,
@@ -399,4 +471,4 @@ async def _status(cdir: ClusterDir, cfg: ClusterConfig) -> dict[str, Any]:
 
 def status(root: str) -> dict[str, Any]:
     cdir = ClusterDir(root)
-    return asyncio.run(_status(cdir, cdir.config()))
+    return _status(cdir, cdir.config())

@@ -15,6 +15,14 @@ messages to send, then committed entries to apply, then reads to answer (in that
 see ``types.Ready``). Messages produced while stepping are only released through
 ``ready()``, so nothing leaves the node before the state it depends on is durable.
 
+Pipelining: what does not depend on this Ready's write may overlap it. A leader's
+appends and heartbeats go out first (``early_messages``) whenever its term and vote are
+durable already, so its own fsync runs while followers receive and fsync the same
+entries; committed entries that earlier Readies persisted are applied first
+(``early_apply``), so clients hear back while the next batch is written. Proposals that
+arrive while a Ready is performed wait in the log and leave together in the next one
+(group commit: one fsync per batch on every node).
+
 Roles (``Role``) and their transitions::
 
     FOLLOWER --election timeout--> PRE_CANDIDATE --majority pre-votes--> CANDIDATE
@@ -44,7 +52,11 @@ one.
 
 Commit (§5.4.2): the leader commits the highest index held by a majority of voters only
 if that entry is of its own term; a new leader appends a NOOP to get there. The leader
-counts its own log only up to what was handed out for persistence.
+counts its own log only up to what it knows durable (``_durable``): the entries handed
+out by Readies before the last one, since calling ``ready()`` again is the driver's word
+that the previous Ready was persisted. Followers' acknowledgements may arrive while the
+leader still writes the same entries; they commit them only with a majority of
+followers, or at the next ``ready()``.
 
 Read index (§6.4 of the thesis): a leader that committed an entry of its term records
 ``(read_seq, ctx, commit)`` and sends heartbeats tagged with ``read_seq``; once a
@@ -112,6 +124,8 @@ class Raft:
         self._vote = restored.hard_state.vote
         self._handed_state = restored.hard_state
         """The hard state the driver last persisted."""
+        self._durable = self._log.stable
+        """Our log is durable up to here: what Readies before the last one handed out."""
         self._role = self._follower_role()
         self._leader: str | None = None
         self._election_elapsed = 0
@@ -166,6 +180,10 @@ class Raft:
     @property
     def learners(self) -> tuple[str, ...]:
         return self._cfg.learners
+
+    def term_at(self, index: int) -> int | None:
+        """The term of our entry at ``index``, or None when it is compacted or beyond."""
+        return self._log.term_at(index)
 
     def status(self) -> dict[str, object]:
         return {
@@ -247,19 +265,35 @@ class Raft:
             or self._read_states
             or self._log.has_pending()
             or self._hard_state() != self._handed_state
-            or (self._tracker is not None and (self._commit_dirty or self._can_replicate()))
+            or (self._tracker is not None and self._leader_has_ready())
         )
 
+    def _leader_has_ready(self) -> bool:
+        # A Ready whose write completed may let the leader's own log count towards commit.
+        return self._commit_dirty or self._durable < self._log.stable or self._can_replicate()
+
     def ready(self) -> Ready:
-        rd = Ready(snapshot=self._log.take_snapshot(), entries=self._log.take_unstable())
-        if self._role is Role.LEADER:
+        self._durable = self._log.stable  # the driver persisted every earlier Ready
+        leader = self._role is Role.LEADER
+        if leader:
             self._maybe_commit()
+        rd = Ready(snapshot=self._log.take_snapshot(), entries=self._log.take_unstable())
+        if leader:
             self._replicate()
         rd.committed = self._log.take_committed()
-        hard_state = self._hard_state()
-        if hard_state != self._handed_state:
+        rd.early_apply = rd.snapshot is None and (
+            not rd.committed or rd.committed[-1].index <= self._durable
+        )
+        hard_state, handed = self._hard_state(), self._handed_state
+        same_term = (hard_state.term, hard_state.vote) == (handed.term, handed.vote)
+        rd.must_sync = bool(rd.entries) or rd.snapshot is not None or not same_term
+        if hard_state != handed:
             rd.hard_state = self._handed_state = hard_state
-        rd.messages, self._msgs = self._msgs, []
+        msgs, self._msgs = self._msgs, []
+        if leader and same_term:
+            rd.early_messages = [m for m in msgs if isinstance(m, AppendRequest | SnapshotRequest)]
+            msgs = [m for m in msgs if not isinstance(m, AppendRequest | SnapshotRequest)]
+        rd.messages = msgs
         rd.read_states, self._read_states = self._read_states, []
         return rd
 
@@ -491,7 +525,7 @@ class Raft:
 
     def _maybe_commit(self) -> None:
         assert self._tracker is not None
-        index = self._tracker.committed_index(self._log.stable)
+        index = self._tracker.committed_index(min(self._durable, self._log.stable))
         if index <= self._log.commit or self._log.term_at(index) != self._term:
             return  # §5.4.2: never commit an older term's entry by counting replicas
         first_in_term = self._log.term_at(self._log.commit) != self._term

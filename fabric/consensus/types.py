@@ -124,13 +124,19 @@ Message = VoteRequest | VoteResponse | AppendRequest | AppendResponse | Snapshot
 class Ready:
     """What the driver must do, in this order, before calling ``Raft.ready()`` again.
 
+    0. send ``early_messages`` at once, and if ``early_apply``, do steps 3 and 4 now;
     1. persist ``hard_state`` (if not None), ``snapshot`` (if not None, replaces the whole
        log: entries after it came from an abandoned branch) and append ``entries``
-       (replacing any persisted entries at the same or later indexes), then fsync;
+       (replacing any persisted entries at the same or later indexes), then fsync (a
+       Ready that only moved ``commit`` need not be written at all: see ``must_sync``);
     2. send ``messages``;
     3. apply ``committed`` entries to the state machine in order (and install
        ``snapshot`` into the state machine first, if present);
     4. answer ``read_states`` once the applied index reaches theirs.
+
+    Calling ``ready()`` again tells Raft that step 1 is done: a leader counts its own log
+    towards a commit only up to what earlier Readies handed out, so an entry is committed
+    only once a majority of voters fsynced it, however the steps overlap.
     """
 
     hard_state: HardState | None = None
@@ -139,6 +145,17 @@ class Ready:
     messages: list[Message] = field(default_factory=list)
     committed: list[Entry] = field(default_factory=list)
     read_states: list[ReadState] = field(default_factory=list)
+    early_messages: list[Message] = field(default_factory=list)
+    """A leader's appends and heartbeats, whose term and vote are durable already: they
+    depend on nothing this Ready persists, so the leader's own write overlaps their round
+    trip (§10.2.1 of Ongaro's thesis)."""
+    early_apply: bool = False
+    """Every entry in ``committed`` was persisted by an earlier Ready (no snapshot comes
+    with them): the driver may apply them and answer reads while it writes this one."""
+    must_sync: bool = False
+    """Step 1 changes what a restart must see (entries, a snapshot, term or vote); when
+    False only ``commit`` moved, which a restarted node learns again from its leader, so
+    the driver may keep it until its next write."""
 
     def empty(self) -> bool:
         return not (
@@ -146,6 +163,7 @@ class Ready:
             or self.snapshot
             or self.entries
             or self.messages
+            or self.early_messages
             or self.committed
             or self.read_states
         )

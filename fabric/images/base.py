@@ -49,12 +49,37 @@ class UnsupportedImage(ImageError):
     """The image is well formed but uses a feature the service refuses."""
 
 
+RunData = bytes | memoryview
+"""A run's bytes: ``bytes``, or a read-only view of bytes that nobody changes (a piece of
+a chunk the reader was fed, or of a cluster it inflated), so it can be kept as it is."""
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
-    """Guest bytes ``data`` at guest byte ``offset`` of the raw disk."""
+    """Guest bytes ``data`` at guest byte ``offset`` of the raw disk.
+
+    Readers hand out views rather than copies: every copy of a gigabyte costs a gigabyte
+    of fresh memory, and on a busy node page faults are most of what a copy costs.
+    """
 
     offset: int
-    data: bytes
+    data: RunData
+
+
+ZERO_BLOCK = bytes(2 * MiB)
+"""Compared against, never written: untouched zero pages cost no memory."""
+
+
+def is_zero(data: RunData) -> bool:
+    """Whether ``data`` holds only zero bytes (memcmp speed: stops at the first non-zero)."""
+    view = memoryview(data)
+    step = len(ZERO_BLOCK)
+    return all(ZERO_BLOCK.startswith(view[at : at + step]) for at in range(0, len(view), step))
+
+
+def frozen_bytes(data: bytes | bytearray | memoryview) -> bytes:
+    """``data`` as bytes that cannot change under the views a reader keeps of it."""
+    return data if type(data) is bytes else bytes(data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,7 +182,10 @@ class ImageReader(ABC):
 
     @abstractmethod
     def feed(self, data: bytes) -> Iterator[Run]:
-        """Consume the next source bytes; yield the runs they complete."""
+        """Consume the next source bytes; yield the runs they complete.
+
+        Runs may be views of ``data`` (which is copied first if it is not ``bytes``).
+        """
 
     @abstractmethod
     def finish(self) -> Iterator[Run]:

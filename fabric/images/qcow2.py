@@ -54,6 +54,7 @@ from fabric.images.base import (
     ReaderLimits,
     Run,
     Spill,
+    frozen_bytes,
 )
 from fabric.images.qcow2_codec import ClusterInflater
 from fabric.images.qcow2_header import MAGIC, Header, parse_header
@@ -123,7 +124,7 @@ class Qcow2Reader(ImageReader):
 
     def feed(self, data: bytes) -> Iterator[Run]:
         self.position += len(data)
-        view = memoryview(data)
+        view = memoryview(frozen_bytes(data))
         if self._header is None:
             view = self._take_header(view)
             if self._header is None:

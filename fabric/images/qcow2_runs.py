@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from fabric.images.base import Run
+from fabric.images.base import Run, is_zero
 from fabric.images.qcow2_tables import DataRun, mask_spans
 
 RUN_MAX_BYTES = 1024 * 1024
@@ -12,12 +12,15 @@ RUN_MAX_BYTES = 1024 * 1024
 
 
 def guest_runs(guest: int, data: memoryview, virtual_bytes: int) -> Iterator[Run]:
-    """Runs of at most RUN_MAX_BYTES for ``data`` at ``guest``; all-zero runs are dropped."""
+    """Runs of at most RUN_MAX_BYTES for ``data`` at ``guest``; all-zero runs are dropped.
+
+    The runs are views of ``data`` (a fed chunk or an inflated cluster), not copies.
+    """
     end = min(guest + len(data), virtual_bytes)
     for at in range(guest, end, RUN_MAX_BYTES):
-        chunk = bytes(data[at - guest : min(end, at + RUN_MAX_BYTES) - guest])
-        if chunk.count(0) != len(chunk):
-            yield Run(at, chunk)
+        piece = data[at - guest : min(end, at + RUN_MAX_BYTES) - guest]
+        if not is_zero(piece):
+            yield Run(at, piece)
 
 
 def stored_runs(

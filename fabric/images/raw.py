@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from fabric.images.base import ImageReader, ReaderLimits, Run, Spill
+from fabric.images.base import ImageReader, ReaderLimits, Run, Spill, frozen_bytes
 from fabric.images.vhd_format import DISK_FIXED, FOOTER_BYTES, parse_footer
 from fabric.images.vhd_runs import RunBuffer
 
@@ -44,16 +44,28 @@ class RawReader(ImageReader):
         return self._size
 
     def feed(self, data: bytes) -> Iterator[Run]:
+        data = frozen_bytes(data)
         self.position += len(data)
         if self.position > self.limits.max_virtual_bytes + FOOTER_BYTES:
             self.check_virtual_size(self.position)
         keep = FOOTER_BYTES if self.strips_vhd_footer else 0
-        pending = self._held + data
-        cut = max(0, len(pending) - keep)
-        self._held = pending[cut:]
-        if cut:
-            yield from self._runs.add(self._emitted, memoryview(pending)[:cut])
-            self._emitted += cut
+        if len(data) < keep:
+            pending = self._held + data
+            cut = len(pending) - keep
+            if cut > 0:
+                yield from self._pass(memoryview(pending)[:cut])
+            self._held = pending[max(cut, 0) :]
+            return
+        # The held bytes and all but the last ``keep`` of ``data`` are disk bytes: they
+        # pass on as views of ``data``, which is never joined to the held bytes.
+        if self._held:
+            yield from self._pass(memoryview(self._held))
+        yield from self._pass(memoryview(data)[: len(data) - keep])
+        self._held = data[len(data) - keep :]
+
+    def _pass(self, view: memoryview) -> Iterator[Run]:
+        yield from self._runs.add(self._emitted, view)
+        self._emitted += len(view)
 
     def finish(self) -> Iterator[Run]:
         if self._is_fixed_vhd_footer(self._held):

@@ -39,7 +39,7 @@ import bisect
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 
-from fabric.images.base import ImageError, ReaderLimits, Run, Spill
+from fabric.images.base import ImageError, ReaderLimits, Run, Spill, frozen_bytes
 from fabric.images.vhd_format import SectorMask
 from fabric.images.vhd_runs import RunBuffer
 from fabric.images.vhd_spill import SpillLog
@@ -167,7 +167,7 @@ class Walker:
     def feed(self, data: bytes) -> Iterator[Run]:
         """Route the next bytes of the file; yield the guest runs they complete."""
         yield from self._settle()
-        view = memoryview(data).cast("B")
+        view = memoryview(frozen_bytes(data))
         while view:
             n = yield from self._step(view)
             view = view[n:]

@@ -30,8 +30,9 @@ it with a footer and an end-of-stream marker (``gdOffset = GD_AT_END``).
    checks the tables against where the grain markers really were (``vmdk_markers``).
    With the tables at the front, as every real writer lays them out, the spill only ever
    holds the redundant directory; a hostile layout is bounded by ``max_spill_bytes``.
-4. **Runs.** Grains come out as ``(guest offset, data)``; all-zero grains are dropped,
-   guest-contiguous ones are merged up to ``RUN_MERGE_BYTES``.
+4. **Runs.** Grains come out as ``(guest offset, data)``, views of the fed bytes where
+   they lie whole in one chunk (``vhd_runs.RunBuffer``): all-zero grains are dropped,
+   small guest-contiguous ones are merged, no run exceeds ``RUN_MERGE_BYTES``.
 5. **Finish.** Anything still expected (an item, a grain, the end-of-stream marker of a
    streamed-table image) lies past the end of the file: ImageError "truncated". qemu
    reads zeros past EOF; we refuse.
@@ -55,9 +56,12 @@ from fabric.images.base import (
     MiB,
     ReaderLimits,
     Run,
+    RunData,
     Spill,
     UnsupportedImage,
+    frozen_bytes,
 )
+from fabric.images.vhd_runs import RunBuffer
 from fabric.images.vmdk_descriptor import (
     TEXT_DESCRIPTOR_MAX_BYTES,
     Descriptor,
@@ -127,33 +131,6 @@ class _Item:
         return f"the {self.kind.value}{suffix} at byte {self.start}"
 
 
-class RunCoalescer:
-    """Merges guest-contiguous pieces into runs of at most ``max_bytes``."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self._max_bytes = max_bytes
-        self._offset = 0
-        self._buf = bytearray()
-
-    def add(self, offset: int, data: bytes) -> Run | None:
-        """Take a piece; return a run that is complete because of it, if any."""
-        contiguous = offset == self._offset + len(self._buf)
-        if self._buf and contiguous and len(self._buf) + len(data) <= self._max_bytes:
-            self._buf += data
-            return None
-        run = self.flush()
-        self._offset = offset
-        self._buf += data
-        return run
-
-    def flush(self) -> Run | None:
-        if not self._buf:
-            return None
-        run = Run(self._offset, bytes(self._buf))
-        self._buf.clear()
-        return run
-
-
 class VmdkReader(ImageReader):
     """monolithicSparse and streamOptimized VMDK to raw runs; see the module docstring."""
 
@@ -177,15 +154,14 @@ class VmdkReader(ImageReader):
         self._allocated = array("Q")
         self._grains: SparseGrains | None = None
         self._markers: MarkerStream | None = None
-        self._runs = RunCoalescer(RUN_MERGE_BYTES)
-        self._zeros = memoryview(b"")
+        self._runs = RunBuffer(RUN_MERGE_BYTES)
 
     @property
     def virtual_size(self) -> int | None:
         return self._header.virtual_bytes if self._header else None
 
     def feed(self, data: bytes) -> Iterator[Run]:
-        view = memoryview(data)
+        view = memoryview(frozen_bytes(data))
         while view:
             used = yield from self._step(view)
             view = view[used:]
@@ -211,9 +187,7 @@ class VmdkReader(ImageReader):
         else:
             assert self._grains is not None, "the map closes before the file can end"
             self._grains.finish(self.position)
-        run = self._runs.flush()
-        if run is not None:
-            yield run
+        yield from self._runs.flush()
 
     # -- the dispatcher ----------------------------------------------------------------
 
@@ -257,12 +231,8 @@ class VmdkReader(ImageReader):
             for guest, grain in self._grains.feed(offset, data):
                 yield from self._emit(guest, grain)
 
-    def _emit(self, offset: int, data: bytes) -> Iterator[Run]:
-        if self._zeros[: len(data)] == data:
-            return
-        run = self._runs.add(offset, data)
-        if run is not None:
-            yield run
+    def _emit(self, offset: int, data: RunData) -> Iterator[Run]:
+        yield from self._runs.add(offset, data)  # all-zero grains are dropped there
 
     # -- the header --------------------------------------------------------------------
 
@@ -293,7 +263,8 @@ class VmdkReader(ImageReader):
         self.check_virtual_size(header.virtual_bytes)
         check_grain_count(header)
         self._header = header
-        self._zeros = memoryview(bytes(header.grain_bytes))
+        # Zero granules are whole grains: a grain is stored whole or not at all.
+        self._runs = RunBuffer(RUN_MERGE_BYTES, header.grain_bytes)
         self._fixed.append(self._descriptor_item(header))
         if header.gd_at_end:
             if not header.has_markers:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from array import array
 from collections.abc import Iterator
 
-from fabric.images.base import ImageError
+from fabric.images.base import ImageError, RunData
 from fabric.images.vmdk_header import SECTOR_BYTES, SparseHeader
 from fabric.images.vmdk_tables import unpack
 
@@ -33,8 +33,12 @@ class SparseGrains:
         self._last_end = 0  # file offset just past the last grain gathered
         self._last_guest = 0  # and its guest offset
 
-    def feed(self, offset: int, data: bytes | memoryview) -> Iterator[tuple[int, bytes]]:
-        """Consume file bytes ``data`` at ``offset``; yield completed grains."""
+    def feed(self, offset: int, data: bytes | memoryview) -> Iterator[tuple[int, RunData]]:
+        """Consume file bytes ``data`` at ``offset``; yield completed grains.
+
+        A grain that lies whole in ``data`` leaves as a view of it: ``data`` must be
+        bytes, or a view of bytes, that nobody changes.
+        """
         view = memoryview(data)
         pos = 0
         while pos < len(view):
@@ -49,14 +53,20 @@ class SparseGrains:
                 continue
             if offset + pos != self._start + len(self._buf):
                 raise self._overlap_error()
-            take = min(len(view) - pos, self._need - len(self._buf))
-            self._buf += view[pos : pos + take]
-            pos += take
-            if len(self._buf) == self._need:
-                yield self._guest_offset(), bytes(self._buf)
-                self._last_end, self._last_guest = self._start + self._need, self._guest_offset()
-                self._index = -1
+            if not self._buf and len(view) - pos >= self._need:
+                grain: RunData = view[pos : pos + self._need]
+                pos += self._need
+            else:
+                take = min(len(view) - pos, self._need - len(self._buf))
+                self._buf += view[pos : pos + take]
+                pos += take
+                if len(self._buf) < self._need:
+                    continue
+                grain = bytes(self._buf)
                 self._buf.clear()
+            yield self._guest_offset(), grain
+            self._last_end, self._last_guest = self._start + self._need, self._guest_offset()
+            self._index = -1
 
     def finish(self, end_bytes: int) -> None:
         """The file ended at ``end_bytes``: refuse if a grain is still incomplete."""

@@ -19,7 +19,8 @@ list exactly those grains (qemu reads through the tables, so an image they disag
 with would convert differently there). The stream must end with an end-of-stream marker
 when its tables are in the stream; qemu 7 writes front-table images without one.
 
-Memory: one marker head, one inflated grain (at most a grain), the marker log and, for
+Memory: one marker head, one grain's compressed bytes (at most two grains, and only when
+a chunk boundary cuts them), one inflated grain, the marker log and, for
 in-stream tables, the tables themselves -- charged to the reader's metadata budget.
 """
 
@@ -31,7 +32,7 @@ import zlib
 from array import array
 from collections.abc import Iterator
 
-from fabric.images.base import ImageError, MetadataBudget
+from fabric.images.base import ImageError, MetadataBudget, RunData
 from fabric.images.vmdk_header import SECTOR_BYTES, SparseHeader, parse_header
 from fabric.images.vmdk_tables import (
     GrainLog,
@@ -85,15 +86,15 @@ class MarkerStream:
         self._padding = False
         self._grain_index = 0
         self._grain_end = 0
-        self._inflater = zlib.decompressobj()
+        self._zbuf = bytearray()  # a grain's compressed bytes, when a chunk cuts them
         self._log = GrainLog(header, budget)
         self._stream_tables: dict[int, array[int]] = {}
         self._gd: array[int] | None = None
         self._gd_sector = 0
         self._footer_seen = False
 
-    def feed(self, data: bytes | memoryview) -> Iterator[tuple[int, bytes]]:
-        """Consume the next file bytes; yield completed grains."""
+    def feed(self, data: bytes | memoryview) -> Iterator[tuple[int, RunData]]:
+        """Consume the next file bytes; yield completed grains (bytes, or views of them)."""
         view = memoryview(data)
         while view:
             used, grain = self._step(view)
@@ -118,7 +119,7 @@ class MarkerStream:
             )
         verify_tables(self._front_tables, self._log.tables, self._header, end_bytes)
 
-    def _step(self, view: memoryview) -> tuple[int, tuple[int, bytes] | None]:
+    def _step(self, view: memoryview) -> tuple[int, tuple[int, RunData] | None]:
         match self._phase:
             case _Phase.HEAD:
                 return self._gather_head(view), None
@@ -173,35 +174,41 @@ class MarkerStream:
             raise ImageError(f"vmdk: {where} claims {size} compressed bytes, more than a grain")
         self._grain_index = lba // header.grain_sectors
         self._log.record(self._grain_index, self._marker_at // SECTOR_BYTES)
-        self._inflater = zlib.decompressobj()
         self._remaining = size
         self._grain_end = self._marker_at + GRAIN_HEAD_BYTES + size
         self._phase = _Phase.GRAIN
 
-    def _inflate(self, view: memoryview) -> tuple[int, tuple[int, bytes] | None]:
+    def _inflate(self, view: memoryview) -> tuple[int, tuple[int, RunData] | None]:
         used = min(len(view), self._remaining)
-        room = self._header.grain_bytes - len(self._buf)
-        try:
-            self._buf += self._inflater.decompress(view[:used], room + 1)
-        except zlib.error as exc:
-            raise self._grain_error(f"does not inflate ({exc})") from None
-        if len(self._buf) > self._header.grain_bytes:
-            raise self._grain_error("inflates to more than a grain")
         self._remaining -= used
+        if not self._zbuf and not self._remaining:
+            return used, self._end_grain(view[:used])  # the whole grain is here: no copy
+        self._zbuf += view[:used]  # at most MAX_COMPRESSED_GRAINS grains (checked)
         if self._remaining:
             return used, None
-        return used, self._end_grain()
+        grain = self._end_grain(self._zbuf)
+        self._zbuf = bytearray()
+        return used, grain
 
-    def _end_grain(self) -> tuple[int, bytes]:
-        if not self._inflater.eof:
+    def _end_grain(self, compressed: bytes | bytearray | memoryview) -> tuple[int, RunData]:
+        """Inflate one grain's compressed bytes (all of them, at once: one call, no copies)."""
+        grain_bytes = self._header.grain_bytes
+        inflater = zlib.decompressobj()
+        try:
+            # One byte more than a grain tells a bomb from a full grain; no more is made.
+            out = inflater.decompress(compressed, grain_bytes + 1)
+        except zlib.error as exc:
+            raise self._grain_error(f"does not inflate ({exc})") from None
+        if len(out) > grain_bytes:
+            raise self._grain_error("inflates to more than a grain")
+        if not inflater.eof:
             raise self._grain_error("is cut short (incomplete zlib stream)")
         need = self._header.grain_needed_bytes(self._grain_index)
-        if len(self._buf) < need:
-            raise self._grain_error(f"inflates to {len(self._buf)} bytes, expected {need}")
-        data = bytes(self._buf[:need])
-        self._buf.clear()
+        if len(out) < need:
+            raise self._grain_error(f"inflates to {len(out)} bytes, expected {need}")
         self._skip(-self._grain_end % SECTOR_BYTES, padding=True)
-        return self._grain_index * self._header.grain_bytes, data
+        data = out if len(out) == need else memoryview(out)[:need]
+        return self._grain_index * grain_bytes, data
 
     def _grain_error(self, problem: str) -> ImageError:
         offset = self._grain_index * self._header.grain_bytes

@@ -11,6 +11,9 @@ Raft paper) is broken:
 * in-order apply: each node applies index after index, with no gap, except that
   installing a snapshot (or restarting from one) moves it to the snapshot index;
 * leader completeness: a leader's log holds every entry known to be committed;
+* commit durability: an entry a node counts as committed is on the disks of a majority of
+  voters (a leader that pipelines its own write must not count its copy before it is
+  written);
 * optionally, state digests: every node's state machine is identical after index i.
 
 Entries count as committed once any node applied them. The checker keeps one record per
@@ -128,6 +131,27 @@ class RaftChecker:
                     f"leader completeness: {node}, leader in term {term}, has {have} at "
                     f"committed index {index}, where {first} applied {_describe(known)}"
                 )
+
+    def check_commit_durable(
+        self, node: str, index: int, term: int, disks: Mapping[str, tuple[int, Mapping[int, Entry]]]
+    ) -> None:
+        """Commit durability: ``node`` counts ``index`` (an entry of ``term``) as committed;
+        ``disks`` maps every voter to what a crash would leave of its log: its snapshot
+        index and its entries after it by index. A majority must hold the entry."""
+        holders = sorted(
+            voter
+            for voter, (snapshot_index, entries) in disks.items()
+            if index <= snapshot_index or _term(entries.get(index)) == term
+        )
+        if len(holders) <= len(disks) // 2:
+            raise SafetyViolation(
+                f"commit durability: {node} counts index {index} (term {term}) as committed, "
+                f"but only {holders or 'no voter'} of {sorted(disks)} have it on disk"
+            )
+
+
+def _term(entry: Entry | None) -> int | None:
+    return None if entry is None else entry.term
 
 
 def _describe(entry: Entry) -> str:

@@ -3,14 +3,16 @@
 Appends stay volatile until ``sync``; ``crash()`` cuts every file back to what was
 synced, as a power loss would. ``write_atomic`` is durable at once (it stands for
 write-temp, fsync, rename). A failed disk raises ``DiskFault`` on every operation; a
-``full`` one on every write (reads still work), until space is freed.
+``full`` one on every write (reads still work), until space is freed. A ``slow`` disk's
+``sync`` takes virtual time, so a crash can land while it runs: the writes it was asked to
+make durable are then lost.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fabric.ports import DiskFault
+from fabric.ports import Clock, DiskFault
 
 
 class SimDisk:
@@ -21,6 +23,11 @@ class SimDisk:
         self._synced: dict[str, int] = {}
         self.failed = False
         self.full = False
+        self._slow: tuple[Clock, float] | None = None
+
+    def slow(self, clock: Clock, sync_s: float) -> None:
+        """From now on every ``sync`` takes ``sync_s`` seconds of ``clock``."""
+        self._slow = (clock, sync_s)
 
     def _check(self) -> None:
         if self.failed:
@@ -61,8 +68,16 @@ class SimDisk:
 
     async def sync(self, path: str) -> None:
         self._check()
-        if path in self._files:
-            self._synced[path] = len(self._files[path])
+        f = self._files.get(path)
+        if f is None:
+            return
+        size = len(f)  # what this sync was asked to make durable
+        if self._slow is not None:
+            clock, sync_s = self._slow
+            await clock.sleep(sync_s)
+            if self._files.get(path) is not f:
+                return  # replaced or deleted meanwhile
+        self._synced[path] = max(self._synced.get(path, 0), min(size, len(f)))
 
     async def pread(self, path: str, offset: int, length: int) -> bytes:
         self._check()

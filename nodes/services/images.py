@@ -7,12 +7,18 @@ An image is a catalog record in the replicated metadata (``image/<id>``, its nam
 either as an upload (``PUT /api/v1/images/{id}/file``) or from a URL (an import task,
 ``task/<id>``), in any supported source format, and take one pass:
 
-    source bytes --> sha256 (worker thread)
-                 --> format reader (fabric/images: detected from the content)
-                 --> raw runs --> ExtentWriter (extent-sized buffers) --> Gateway.write
+    source bytes --> ReadAhead (receives while the rest works)
+                 --> sha256 (worker thread)
+                 --> Decoder (worker thread; fabric/images/assembly.py): format reader
+                     (detected from the content) --> raw runs --> whole extents
+                 --> ExtentStore --> WriteCoordinator.write_extents (a few batches in
+                     flight while the next chunks decode)
 
 so nothing is ever staged as a whole: memory holds a few extents and the reader's
-tables; data a format places before its tables goes to a bounded spill file. The image
+tables; data a format places before its tables goes to a bounded spill file. The event
+loop only moves chunks and batches; every byte-level step runs in worker threads
+(zlib, hashlib and zstd release the GIL), and the bytes are copied once, when the
+pieces of an extent are joined. The image
 turns ACTIVE only after the whole source was read, the reader found it sound, and the
 optional checksum matched. Any failure turns it ERROR with the reason and deletes its
 vdisk, so no half-written image is readable and its extents are collected. An ingest
@@ -26,7 +32,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -42,8 +48,8 @@ from fabric.errors import (
     from_code,
 )
 from fabric.extents.policy import ContainerPolicy, check_name
-from fabric.images.base import ImageError, ImageReader, ReaderLimits, Run, Spill
-from fabric.images.detect import HEAD_BYTES, sniff
+from fabric.images.assembly import Decoder, ExtentBatch, Step
+from fabric.images.base import ImageError, ReaderLimits, Run, Spill
 from fabric.metadata.commands import (
     CreateImage,
     DeleteImage,
@@ -95,63 +101,38 @@ class FileSpill:
         self._file.close()
 
 
-class ExtentWriter:
-    """Collects raw runs into extent buffers and writes them out in batches.
+class ExtentStore:
+    """Stores an ingest's extent batches in the background, a bounded number at once.
 
-    Runs mostly come in ascending order; extents behind the lowest one still being
-    filled are flushed. A run for an extent already flushed is written on its own (the
-    write coordinator merges it into the stored extent).
+    A late run (for an extent already handed out) is merged into the stored extent once
+    every batch before it has landed, so the merge reads what the batch wrote.
     """
 
     def __init__(self, writer: WriteCoordinator, vdisk_id: str, size: int) -> None:
         self.writer = writer
         self.vdisk_id = vdisk_id
         self.size = size
-        self.e = writer.extent_bytes
-        self._pending: dict[int, bytearray] = {}
-        self._flushed_below = 0
         self._inflight: set[asyncio.Task[Any]] = set()
 
-    async def add(self, run: Run) -> None:
-        pos, data = run.offset, memoryview(run.data)
-        while data:
-            index, inner = divmod(pos, self.e)
-            n = min(len(data), self.e - inner)
-            if index < self._flushed_below:
-                await self._write(pos, bytes(data[:n]))
-            else:
-                buf = self._pending.setdefault(index, bytearray(self.e))
-                buf[inner : inner + n] = data[:n]
-            pos += n
-            data = data[n:]
-        if len(self._pending) >= limits.INGEST_FLUSH_EXTENTS + limits.INGEST_REORDER_EXTENTS:
-            # Extents well behind the newest are complete: sources written by parallel
-            # writers (qemu-img's coroutines) land slightly out of order, never far.
-            await self.flush(below=max(self._pending) - limits.INGEST_REORDER_EXTENTS)
-
-    async def flush(self, below: int | None = None) -> None:
-        """Write every buffered extent with index < ``below`` (all when None)."""
-        ready = sorted(i for i in self._pending if below is None or i < below)
-        while ready:
-            first = ready[0]
-            run = [first]
-            while len(run) < len(ready) and ready[len(run)] == first + len(run):
-                run.append(ready[len(run)])
-            ready = ready[len(run) :]
-            extents = [bytes(self._pending.pop(i)) for i in run]
-            tail = self.size - run[-1] * self.e  # the vdisk's last extent may be short
-            if tail < self.e:
-                extents[-1] = extents[-1][:tail]
-            await self._write_behind(first, extents)
-        self._flushed_below = max(self._flushed_below, 1 << 62 if below is None else below)
-        if below is None:
-            await self._drain(0)
-
-    async def _write_behind(self, first: int, extents: list[bytes]) -> None:
-        """Store whole extents in the background while the next source bytes are decoded."""
+    async def put(self, batch: ExtentBatch) -> None:
+        """Start storing ``batch``; waits only while the in-flight window is full."""
         await self._drain(limits.INGEST_WRITES_IN_FLIGHT - 1)
-        task = asyncio.ensure_future(self.writer.write_extents(self.vdisk_id, first, extents))
+        task = asyncio.ensure_future(
+            self.writer.write_extents(self.vdisk_id, batch.first, batch.extents)
+        )
         self._inflight.add(task)
+
+    async def merge(self, run: Run) -> None:
+        await self._drain(0)
+        data = bytes(run.data)
+
+        async def one() -> AsyncIterator[bytes]:
+            yield data
+
+        await self.writer.write(self.vdisk_id, run.offset, len(data), one())
+
+    async def drain(self) -> None:
+        await self._drain(0)
 
     async def _drain(self, keep: int) -> None:
         while len(self._inflight) > keep:
@@ -164,11 +145,54 @@ class ExtentWriter:
         for task in self._inflight:
             task.cancel()
 
-    async def _write(self, offset: int, data: bytes) -> None:
-        async def one() -> AsyncIterator[bytes]:
-            yield data
 
-        await self.writer.write(self.vdisk_id, offset, len(data), one())
+class ReadAhead:
+    """Receives a stream's chunks ahead of the ingest, up to ``limit_bytes`` held.
+
+    The upload keeps flowing while a step decodes; the ingest takes all that arrived
+    meanwhile in one go (one worker-thread hop for many chunks).
+    """
+
+    def __init__(self, chunks: AsyncIterator[bytes], limit_bytes: int) -> None:
+        self._chunks = chunks
+        self._limit = limit_bytes
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._ended = False
+        self._error: BaseException | None = None
+        self._arrived = asyncio.Event()
+        self._room = asyncio.Event()
+        self._task = asyncio.ensure_future(self._receive())
+
+    async def _receive(self) -> None:
+        try:
+            async for chunk in self._chunks:
+                self._held.append(chunk)
+                self._held_bytes += len(chunk)
+                self._arrived.set()
+                while self._held_bytes >= self._limit:
+                    self._room.clear()
+                    await self._room.wait()
+        except BaseException as exc:
+            # Handed to the ingest by take(): the failure is the upload's, not this task's.
+            self._error = exc
+        finally:
+            self._ended = True
+            self._arrived.set()
+
+    async def take(self) -> list[bytes]:
+        """Every chunk received and not yet taken (at least one); [] at the end."""
+        while not self._held and not self._ended:
+            self._arrived.clear()
+            await self._arrived.wait()
+        if not self._held and self._error is not None:
+            raise self._error
+        chunks, self._held, self._held_bytes = self._held, [], 0
+        self._room.set()
+        return chunks
+
+    def close(self) -> None:
+        self._task.cancel()
 
 
 class ImageService:
@@ -448,16 +472,10 @@ class ImageService:
                 )
 
 
-def _pull(runs: Iterator[Run], budget: int) -> tuple[list[Run], bool]:
-    """Up to ``budget`` bytes of runs from a reader's generator; (runs, more to come)."""
-    out: list[Run] = []
-    total = 0
-    for run in runs:
-        out.append(run)
-        total += len(run.data)
-        if total >= budget:
-            return out, True
-    return out, False
+def _hash(hashes: list[Any], chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        for h in hashes:
+            h.update(chunk)
 
 
 class ChecksumMismatch(Exception):
@@ -476,7 +494,7 @@ class Ingest:
         self.image = image
         self.spill = spill
         self.vdisk_id: str | None = image.vdisk_id
-        self.writer: ExtentWriter | None = None
+        self.store: ExtentStore | None = None
 
     async def run(
         self, chunks: AsyncIterator[bytes], progress: Callable[[int], Any] | None
@@ -487,39 +505,43 @@ class Ingest:
         hashes = {"sha256": hashlib.sha256()}
         if checksum and checksum.type != "sha256":
             hashes[checksum.type] = hashlib.new(checksum.type)
-        head = bytearray()
-        reader: ImageReader | None = None
-        writer: ExtentWriter | None = None
+        decoder = Decoder(
+            svc.limits,
+            self.spill,
+            svc.writer.extent_bytes,
+            reorder_extents=limits.INGEST_REORDER_EXTENTS,
+            batch_extents=limits.INGEST_BATCH_EXTENTS,
+            bridge_extents=limits.INGEST_BRIDGE_EXTENTS,
+            pin_limit_bytes=limits.INGEST_PINNED_BYTES,
+        )
+        source = ReadAhead(chunks, limits.INGEST_READ_AHEAD_BYTES)
         source_bytes = 0
-        async for chunk in chunks:
-            # The hashes run in worker threads beside the decoding of the same chunk.
-            hashing = [asyncio.ensure_future(svc.offload(h.update, chunk)) for h in hashes.values()]
-            source_bytes += len(chunk)
-            if reader is None:
-                head += chunk
-                cls = sniff(bytes(head[:HEAD_BYTES]), at_eof=False)
-                if cls is not None:
-                    reader = cls(svc.limits, self.spill)
-                    writer = await self._feed(reader, reader.feed(bytes(head)), writer)
-                    head = bytearray()
-            else:
-                writer = await self._feed(reader, reader.feed(chunk), writer)
-            await asyncio.gather(*hashing)
-        if reader is None:
-            if not head:
-                raise ImageError("the image is empty")
-            cls = sniff(bytes(head), at_eof=True)
-            assert cls is not None
-            reader = cls(svc.limits, self.spill)
-            writer = await self._feed(reader, reader.feed(bytes(head)), writer)
-        writer = await self._feed(reader, reader.finish(), writer)
+        hashing: asyncio.Future[None] | None = None
+        try:
+            while chunks_in := await source.take():
+                source_bytes += sum(map(len, chunks_in))
+                # The hashes of these chunks run in a worker thread beside their decoding.
+                if hashing is not None:
+                    await hashing
+                hashing = asyncio.ensure_future(svc.offload(_hash, [*hashes.values()], chunks_in))
+                decoder.feed(chunks_in)
+                await self._decode(decoder)
+            decoder.finish()
+            await self._decode(decoder)
+            if hashing is not None:
+                await hashing
+        finally:
+            source.close()
+            if hashing is not None:
+                hashing.cancel()
+        reader = decoder.reader
+        assert reader is not None, "the decoder finished without a reader"
         size = reader.virtual_size
         assert size is not None, "a reader finished without a virtual size"
-        if writer is None:
-            writer = await self._writer(reader, size)
-        await writer.flush()
-        if writer.size != size:
-            result = await svc.metadata.propose(ResizeVdisk(writer.vdisk_id, size))
+        store = self.store or await self._store(max(1, size))  # a vdisk has a byte at least
+        await store.drain()
+        if store.size != size:
+            result = await svc.metadata.propose(ResizeVdisk(store.vdisk_id, size))
             if not result.ok:
                 raise from_code(result.code, result.message)
         digest = hashes["sha256"].hexdigest()
@@ -528,7 +550,7 @@ class Ingest:
                 f"{checksum.type} of the source is {hashes[checksum.type].hexdigest()}, "
                 f"expected {checksum.value}"
             )
-        vd = svc.catalog.vdisk(writer.vdisk_id)
+        vd = svc.catalog.vdisk(store.vdisk_id)
         image_type = "ISO" if reader.format == "iso" else self.image.image_type
         return await svc.update_image(
             self.image.id,
@@ -539,36 +561,34 @@ class Ingest:
             source_sha256=digest,
             stored_bytes=vd.logical_bytes,
             image_type=image_type,
-            vdisk_id=writer.vdisk_id,
+            vdisk_id=store.vdisk_id,
             node=None,
         )
 
-    async def _writer(self, reader: ImageReader, size: int | None) -> ExtentWriter:
+    async def _decode(self, decoder: Decoder) -> None:
+        """Decode what the decoder was fed, a bounded step at a time in a worker thread,
+        and start storing each step's extents while the next step decodes."""
+        while True:
+            step: Step = await self.svc.offload(decoder.step, limits.INGEST_PULL_BYTES)
+            size = decoder.size_bytes  # known from the first run on
+            if size is not None:
+                # The vdisk exists (and the image names it) as soon as bytes convert.
+                store = self.store or await self._store(size)
+                for batch in step.batches:
+                    await store.put(batch)
+                for run in step.late:
+                    await store.merge(run)
+            if not step.more:
+                return
+
+    async def _store(self, size: int) -> ExtentStore:
+        """The image's vdisk, created at its first extent (or at the end, if it has none)."""
         svc = self.svc
-        # A raw source tells its size only at its end: until then the vdisk is as large
-        # as the limit allows (thin: it costs nothing) and is resized when it is known.
-        vsize = size if size is not None else svc.limits.max_virtual_bytes
-        vd = await svc.catalog.create_vdisk(
-            f"image-{self.image.id}", self.image.container, max(1, vsize)
-        )
+        vd = await svc.catalog.create_vdisk(f"image-{self.image.id}", self.image.container, size)
         self.vdisk_id = vd.id
         await svc.update_image(self.image.id, vdisk_id=vd.id)
-        return ExtentWriter(svc.writer, vd.id, max(1, vsize))
-
-    async def _feed(
-        self, reader: ImageReader, runs: Iterator[Run], writer: ExtentWriter | None
-    ) -> ExtentWriter | None:
-        # Decoding (inflate, table walks) runs in a worker thread, a bounded batch of
-        # runs at a time, so a chunk of highly compressed clusters never expands at once.
-        while True:
-            batch, more = await self.svc.offload(_pull, runs, limits.INGEST_PULL_BYTES)
-            for run in batch:
-                if writer is None:
-                    writer = await self._writer(reader, reader.virtual_size)
-                    self.writer = writer
-                await writer.add(run)
-            if not more:
-                return writer
+        self.store = ExtentStore(svc.writer, vd.id, size)
+        return self.store
 
     async def fail(self, reason: str) -> None:
         """Turn the image ERROR (compare-and-set from PENDING), then drop what it wrote.
@@ -577,8 +597,8 @@ class Ingest:
         finished first) it is left alone, vdisk and all.
         """
         svc = self.svc
-        if self.writer is not None:
-            self.writer.cancel()
+        if self.store is not None:
+            self.store.cancel()
         log.warning("image %s: %s", self.image.name, reason)
         try:
             await svc.update_image(

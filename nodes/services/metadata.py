@@ -12,6 +12,13 @@ One loop owns it: whenever something happened (a tick, a message, a proposal), i
 3. apply committed entries to ``MetadataState`` and wake the proposers waiting on them;
 4. answer linearizable reads whose index is now applied.
 
+What does not depend on the write goes first (``Ready.early_messages``,
+``Ready.early_apply``): a leader sends its appends before its own fsync, and answers the
+proposers of entries that earlier Readies persisted, so under load its fsync, the
+followers' fsyncs and the replies to clients all overlap. A Ready that only moved the
+commit index writes nothing: the next write carries it (a restart learns it again from
+the leader).
+
 A proposal made on a follower is forwarded to the leader, which answers once the entry
 is applied there. A linearizable read asks the leader for a read index (Raft's
 ReadIndex) and waits until this node has applied that far, so any node serves reads
@@ -112,16 +119,24 @@ class MetadataService:
         self.state = MetadataState()
         self.raft: Raft | None = None
         self._wake = asyncio.Event()
-        self._proposals: dict[int, tuple[int, asyncio.Future[Result]]] = {}
+        self._proposals: dict[int, tuple[int, asyncio.Future[Result], float]] = {}
+        """Log index -> (term, future, deadline) of this leader's waiting proposers, oldest
+        first: one timeout sweep per tick instead of a timer per proposal."""
         self._reads: dict[int, asyncio.Future[int]] = {}
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._read_ctx = itertools.count(1)
         self._persisted: list[Entry] = []
         """Entries in the WAL after the snapshot: kept to rewrite the WAL on compaction."""
         self._hard_state = HardState()
+        self._wal_hard_state = HardState()
+        """The newest hard state in the WAL (``_hard_state`` may be ahead by its commit)."""
         self._snapshot_index = 0
         self._apply_hooks: list[Callable[[int, Command, Result], None]] = []
         self.commits = 0
+        self.wal_syncs = 0
+        self.wal_entries = 0
+        """Fsyncs of the WAL and entries they made durable: their ratio is the batch size
+        that group commit reaches."""
 
     # --- start ------------------------------------------------------------------------------
     async def open(self) -> None:
@@ -178,6 +193,18 @@ class MetadataService:
             await self.clock.sleep(tick_s)
             self._raft().tick()
             self._wake.set()
+            self._expire_proposals()
+
+    def _expire_proposals(self) -> None:
+        now = self.clock.now()
+        while self._proposals:
+            index = next(iter(self._proposals))
+            _, future, deadline = self._proposals[index]
+            if deadline > now:
+                return  # deadlines grow in insertion order: the rest are younger
+            del self._proposals[index]
+            if not future.done():
+                future.set_exception(Timeout("metadata change not committed in time"))
 
     # --- inputs -----------------------------------------------------------------------------
     def step(self, message: Message) -> None:
@@ -228,14 +255,18 @@ class MetadataService:
             raise Unavailable("too many metadata changes in flight; retry")
         index = raft.propose(data)
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
-        self._proposals[index] = (raft.term, future)
+        stale = self._proposals.pop(index, None)
+        if stale is not None and not stale[1].done():
+            # Our log lost that index with an old term: its proposer hears it now.
+            stale[1].set_exception(Unavailable("leadership changed before commit; retry"))
+        deadline = self.clock.now() + limits.PROPOSAL_TIMEOUT_S
+        self._proposals[index] = (raft.term, future, deadline)
         self._wake.set()
         try:
-            return await asyncio.wait_for(future, limits.PROPOSAL_TIMEOUT_S)
-        except TimeoutError:
-            raise Timeout("metadata change not committed in time") from None
+            return await future
         finally:
-            self._proposals.pop(index, None)
+            if self._proposals.get(index, (0, None))[1] is future:
+                del self._proposals[index]
 
     async def _forward(self, leader: str, data: bytes) -> Result:
         reply = await self.transport.call(leader, ProposeRequest(data), FORWARD_TIMEOUT_S)
@@ -319,20 +350,17 @@ class MetadataService:
 
     # --- performing a Ready -----------------------------------------------------------------
     async def _handle(self, rd: Ready) -> None:
+        for message in rd.early_messages:
+            self.transport.send(message.to, message)
+        if rd.early_apply:
+            self._apply_ready(rd)
         await self._persist(rd)
         if self.halted is not None:
-            return  # halted before the Ready was durable: nothing of it may leave
+            return  # halted before the Ready was durable: nothing else of it may leave
         for message in rd.messages:
             self.transport.send(message.to, message)
-        if rd.snapshot is not None:
-            self._install(rd.snapshot)
-        for entry in rd.committed:
-            self._apply(entry)
-        for rs in rd.read_states:
-            future = self._reads.get(rs.ctx)
-            if future is not None and not future.done():
-                future.set_result(rs.index)
-        self._wake_applied()
+        if not rd.early_apply:
+            self._apply_ready(rd)
         due = self.state.applied_index - self._snapshot_index >= self.snapshot_every_entries
         if due and self.clock.now() >= self._compact_after_s:
             try:
@@ -344,6 +372,18 @@ class MetadataService:
                 log.warning(
                     "raft log not compacted (next try in %g s): %s", limits.COMPACTION_RETRY_S, exc
                 )
+
+    def _apply_ready(self, rd: Ready) -> None:
+        if rd.snapshot is not None:
+            self._install(rd.snapshot)
+        for entry in rd.committed:
+            self._apply(entry)
+        for rs in rd.read_states:
+            future = self._reads.get(rs.ctx)
+            if future is not None and not future.done():
+                future.set_result(rs.index)
+        if rd.committed or rd.snapshot is not None:
+            self._wake_applied()
 
     async def _persist(self, rd: Ready) -> None:
         """Make ``rd``'s state durable: until then nothing of it may be sent or applied.
@@ -374,7 +414,7 @@ class MetadataService:
         """Proposers and readers waiting here learn now that it may take long (an entry
         may still commit: the outcome is unknown, as after a timeout) and can try another
         leader."""
-        futures = [f for _, f in self._proposals.values()] + list(self._reads.values())
+        futures = [f for _, f, _ in self._proposals.values()] + list(self._reads.values())
         for future in futures:
             if not future.done():
                 future.set_exception(Unavailable(why))
@@ -388,14 +428,15 @@ class MetadataService:
             self._persisted = list(rd.entries)
             await self._rewrite_wal()
             return
-        chunks: list[bytes] = []
         if rd.hard_state is not None:
             self._hard_state = rd.hard_state
-            chunks.append(encode_hard_state(rd.hard_state))
+        if not rd.must_sync and self.wal_fault is None:
+            return  # only the commit index moved: the next write carries it
+        chunks: list[bytes] = []
+        if self._hard_state != self._wal_hard_state:
+            chunks.append(encode_hard_state(self._hard_state))
         if rd.entries:
-            first = rd.entries[0].index
-            self._persisted = [e for e in self._persisted if e.index < first]
-            self._persisted.extend(rd.entries)
+            self._mirror(rd.entries)
             chunks.extend(encode_entry(e) for e in rd.entries)
         if self.wal_fault is not None:
             # The failed append may have left a torn record at the tail: appending after
@@ -404,13 +445,27 @@ class MetadataService:
         elif chunks:
             await self.disk.append(WAL, b"".join(chunks))
             await self.disk.sync(WAL)
+            self.wal_syncs += 1
+            self.wal_entries += len(rd.entries)
+        self._wal_hard_state = self._hard_state
+
+    def _mirror(self, entries: list[Entry]) -> None:
+        """Keep ``_persisted`` equal to the WAL's entries: new ones replace any from their
+        first index on (a follower's conflicting suffix), at a cost of the batch, not of
+        the whole log."""
+        kept = self._persisted
+        first = entries[0].index
+        if kept and first <= kept[-1].index:
+            del kept[max(0, first - kept[0].index) :]
+        assert not kept or kept[-1].index + 1 == first, f"WAL gap before entry {first}"
+        kept.extend(entries)
 
     def _install(self, snapshot: Snapshot) -> None:
         self.state = MetadataState.restore(snapshot.data)
         if self.observer:
             self.observer.observe_snapshot(self.node_id, snapshot.index)
         for index in [i for i in self._proposals if i <= snapshot.index]:
-            _, future = self._proposals[index]
+            _, future, _ = self._proposals[index]
             if not future.done():
                 future.set_exception(Unavailable("outcome unknown after a snapshot; retry"))
 
@@ -429,7 +484,7 @@ class MetadataService:
                     hook(entry.index, command, result)
         waiting = self._proposals.get(entry.index)
         if waiting is not None:
-            term, future = waiting
+            term, future, _ = waiting
             if future.done():
                 return
             if term == entry.term:
@@ -467,6 +522,7 @@ class MetadataService:
     async def _rewrite_wal(self) -> None:
         body = encode_hard_state(self._hard_state) + b"".join(map(encode_entry, self._persisted))
         await self.disk.write_atomic(WAL, body)
+        self._wal_hard_state = self._hard_state
 
     # --- helpers ----------------------------------------------------------------------------
     def _raft(self) -> Raft:

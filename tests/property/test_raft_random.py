@@ -4,9 +4,13 @@ Each seed builds a cluster of 3 or 5 voters (sometimes plus a learner) in one pr
 and drives it tick by tick through an in-memory network that loses, duplicates, delays
 and reorders messages, with partitions that come and go, nodes that crash (sometimes in
 the middle of performing a ``Ready``) and restart from exactly what their ``Ready``s had
-persisted, random proposals, linearizable reads and compactions. ``RaftChecker`` runs
-after every step (one leader per term, one vote per node and term, identical applied
-entries and state digests everywhere, leader completeness); the harness also checks that
+persisted, random proposals, linearizable reads and compactions. Disks may be slow: a
+``Ready``'s write then completes some ticks later, after what may go first (a leader's
+early appends, the apply of entries already written) and while the node keeps stepping
+messages, as the real driver does; a crash in between loses the write. ``RaftChecker``
+runs after every step (one leader per term, one vote per node and term, identical applied
+entries and state digests everywhere, leader completeness, every commit index on the
+disks of a majority of voters); the harness also checks that
 a leader commits only entries of its own term, that a read's index covers every commit
 seen before the read began, and that terms never go back. Then every fault is healed and
 the cluster must make progress: a leader exists and a fresh proposal is applied on every
@@ -43,7 +47,7 @@ from fabric.consensus.types import (
     Role,
     Snapshot,
 )
-from fabric.sim.checkers import RaftChecker
+from fabric.sim.checkers import RaftChecker, SafetyViolation
 
 CHAOS_TICKS = 500
 HEAL_BOUND_TICKS = 400
@@ -66,6 +70,8 @@ class Faults:
     crashes: bool = False
     crash_rate: float = 0.02
     """Chance per tick that a node crashes."""
+    slow_disk: float = 0.0
+    """Chance that a Ready's write completes only 1-3 ticks later."""
 
 
 @dataclass
@@ -91,6 +97,9 @@ class Disk:
         self.snapshot = snap
         for index in [i for i in self.entries if i <= snap.index]:
             del self.entries[index]
+
+    def durable_log(self) -> tuple[int, dict[int, Entry]]:
+        return (self.snapshot.index if self.snapshot else 0), self.entries
 
     def restored(self) -> Restored:
         entries = tuple(self.entries[i] for i in sorted(self.entries))
@@ -123,6 +132,9 @@ class Node:
         self.sm = StateMachine()
         self.crash_at_ready: str | None = None
         """Crash while performing the next Ready: 'before_persist' or 'after_persist'."""
+        self.writing: Ready | None = None
+        """A Ready whose write a slow disk has not finished: no other Ready until it has."""
+        self.written_at = 0
         self.down_until = 0
         self.start(seed)
 
@@ -130,6 +142,7 @@ class Node:
         self.raft = Raft(self.cfg, random.Random(seed), self.disk.restored())
         self.sm = StateMachine(self.disk.snapshot)
         self.crash_at_ready = None
+        self.writing = None
 
 
 class Cluster:
@@ -175,6 +188,10 @@ class Cluster:
 
     def run_tick(self, chaos: bool) -> None:
         self.now += 1
+        for node_id, node in self.nodes.items():
+            if node.writing is not None and node.written_at <= self.now:
+                self._finish(node_id, node, node.writing)
+                self._after_step(node_id)
         for node_id, raft in self.up().items():
             raft.tick()
             self._after_step(node_id)
@@ -208,12 +225,26 @@ class Cluster:
 
     def _after_step(self, node_id: str) -> None:
         node = self.nodes[node_id]
-        while node.raft is not None and node.raft.has_ready():
+        while node.raft is not None and node.writing is None and node.raft.has_ready():
             self._perform(node_id, node, node.raft.ready())
         self._check(node_id)
 
     def _perform(self, node_id: str, node: Node, rd: Ready) -> None:
-        """Do one Ready in its documented order; maybe crash part-way."""
+        """Do one Ready in its documented order: what may go before the write, then the
+        write, which a slow disk finishes only some ticks later."""
+        for msg in rd.early_messages:
+            self.checker.observe_sent(msg)
+            self._send(msg)
+        if rd.early_apply:
+            self._apply(node_id, node, rd)
+        if self.rng.random() < self.faults.slow_disk:
+            node.writing, node.written_at = rd, self.now + self.rng.randint(1, 3)
+        else:
+            self._finish(node_id, node, rd)
+
+    def _finish(self, node_id: str, node: Node, rd: Ready) -> None:
+        """The rest of a Ready, from its write on; maybe crash part-way."""
+        node.writing = None
         if node.crash_at_ready == "before_persist":
             self._crash(node_id, "before persisting a Ready")
             return
@@ -224,6 +255,12 @@ class Cluster:
         for msg in rd.messages:
             self.checker.observe_sent(msg)
             self._send(msg)
+        if not rd.early_apply:
+            self._apply(node_id, node, rd)
+        self._check_leader_log(node_id, node)
+        self._check_leader_commit(node_id, node)
+
+    def _apply(self, node_id: str, node: Node, rd: Ready) -> None:
         if rd.snapshot is not None:
             node.sm.install(rd.snapshot)
             self.checker.observe_snapshot(node_id, rd.snapshot.index)
@@ -236,8 +273,6 @@ class Cluster:
             assert rs.ctx in self._reads, f"{node_id} answered unknown or answered read {rs.ctx}"
             need = self._reads.pop(rs.ctx)
             assert rs.index >= need, f"read {rs.ctx} at {rs.index} misses commit {need}"
-        self._check_leader_log(node_id, node)
-        self._check_leader_commit(node_id, node)
 
     # -- checks ----------------------------------------------------------------------
 
@@ -247,12 +282,22 @@ class Cluster:
             return
         assert raft.term >= self._terms.get(node_id, 0), f"{node_id} term went back"
         self._terms[node_id] = raft.term
-        assert raft.applied_index == self.nodes[node_id].sm.index
+        node = self.nodes[node_id]
+        if node.writing is None or node.writing.early_apply:
+            assert raft.applied_index == node.sm.index
+        self._check_commit_durable(node_id, raft)
         self._max_commit = max(self._max_commit, raft.commit_index)
         if raft.role is Role.LEADER:
             self.checker.observe_leader(node_id, raft.term)
             if (node_id, raft.term) not in self._checked:
                 self._to_check.add((node_id, raft.term))
+
+    def _check_commit_durable(self, node_id: str, raft: Raft) -> None:
+        term = raft.term_at(raft.commit_index)
+        if raft.commit_index == 0 or term is None:
+            return  # nothing committed, or compacted: it was checked before
+        disks = {voter: self.nodes[voter].disk.durable_log() for voter in raft.voters}
+        self.checker.check_commit_durable(node_id, raft.commit_index, term, disks)
 
     def _check_leader_log(self, node_id: str, node: Node) -> None:
         """Leader completeness, once per (leader, term), as soon as the disk holds the
@@ -324,6 +369,7 @@ class Cluster:
     def _crash(self, node_id: str, when: str) -> None:
         node = self.nodes[node_id]
         node.raft = None
+        node.writing = None
         node.down_until = self.now + self.rng.randint(1, 30)
         self.trace.append(f"t{self.now} crash {node_id} {when}")
 
@@ -338,7 +384,9 @@ class Cluster:
                 self._after_step(node_id)
 
     def heal(self) -> None:
-        self.faults = Faults(max_delay_ticks=min(self.faults.max_delay_ticks, 2))
+        self.faults = Faults(
+            max_delay_ticks=min(self.faults.max_delay_ticks, 2), slow_disk=self.faults.slow_disk
+        )
         self._heal_partition()
         for node in self.nodes.values():
             node.crash_at_ready = None
@@ -378,8 +426,8 @@ class Cluster:
         node = self.nodes[node_id]
         assert node.raft is not None
         snap_index = node.disk.snapshot.index if node.disk.snapshot else 0
-        if node.sm.index - snap_index < 5:
-            return
+        if node.sm.index - snap_index < 5 or node.writing is not None:
+            return  # the driver compacts between Readies, not while one is written
         node.raft.compact(node.sm.index, node.sm.digest)
         node.disk.save_snapshot(Snapshot(node.sm.index, node.sm.term, node.sm.digest))
         self._after_step(node_id)
@@ -434,6 +482,7 @@ def _chaos_faults(rng: random.Random) -> Faults:
         partition_rate=rng.choice([0.01, 0.03, 0.06]),
         crashes=True,
         crash_rate=rng.choice([0.005, 0.02, 0.04]),
+        slow_disk=rng.choice([0.0, 0.3, 0.8]),
     )
 
 
@@ -464,3 +513,39 @@ def test_liveness_under_loss(seed: int) -> None:
         cluster.await_progress(LOSS_BOUND_TICKS, everywhere=False)
     except Exception as e:
         raise AssertionError(_replay_note("liveness_under_loss", seed, cluster)) from e
+
+
+def _counting_unwritten_entries(self: Raft) -> None:
+    """The bug: the leader counts its own log up to what it handed out for writing."""
+    tracker, log = self._tracker, self._log
+    assert tracker is not None
+    index = tracker.committed_index(log.stable)
+    if index > log.commit and log.term_at(index) == self._term:
+        log.commit_to(index)
+        self._commit_dirty = True
+
+
+@pytest.mark.parametrize("mutated", [False, True], ids=["correct", "mutated"])
+def test_a_leader_counting_entries_it_has_not_written_is_caught(
+    mutated: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three voters whose disks are slow half of the time, no other fault. A leader that
+    sends its appends before its own write, and counts its copy before the write ends,
+    commits an entry that only one follower holds on disk: the commit-durability check
+    fires. The same run without the bug is clean."""
+    seed = 1
+    if mutated:
+        monkeypatch.setattr(Raft, "_maybe_commit", _counting_unwritten_entries)
+    cluster: Cluster | None = None
+    try:
+        cluster = Cluster(seed, Faults(slow_disk=0.5), voters=3, learner=False)
+        if mutated:
+            with pytest.raises(SafetyViolation, match="commit durability"):
+                for _ in range(CHAOS_TICKS):
+                    cluster.run_tick(chaos=False)
+        else:
+            for _ in range(CHAOS_TICKS):
+                cluster.run_tick(chaos=False)
+            cluster.await_progress(HEAL_BOUND_TICKS)
+    except Exception as e:
+        raise AssertionError(_replay_note("not_written", seed, cluster)) from e

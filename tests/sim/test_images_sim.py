@@ -250,3 +250,32 @@ def test_a_node_converts_a_bounded_number_of_images_at_once(source: Path) -> Non
         sim.run(go())
     finally:
         sim.close()
+
+
+def test_an_upload_whose_body_breaks_off_ends_in_error_and_leaves_nothing(
+    source: Path,
+) -> None:
+    """The body is received ahead of the decoder: a broken connection must still fail the
+    upload, never end a raw image early as a shorter, ACTIVE disk."""
+    sim = started(nodes=3, seed=26)
+    try:
+        blob = source.read_bytes()
+
+        async def breaks_off() -> AsyncIterator[bytes]:
+            for i in range(0, 3 * MiB, 300_000):
+                yield blob[i : i + 300_000]
+            raise ConnectionResetError("the uploader went away")
+
+        async def go() -> None:
+            svc = sim.nodes["n2"].images
+            image = await svc.create({"name": "cut"})
+            with pytest.raises(ConnectionResetError):
+                await svc.upload(image["id"], breaks_off())
+
+        sim.run(go())
+        image = sim.run(sim.nodes["n1"].images.get("cut"))
+        assert image["state"] == "ERROR", f"seed {sim.seed}: {image}"
+        assert "went away" in image["error"]
+        assert not sim.run(sim.nodes["n1"].catalog.vdisks()), f"seed {sim.seed}"
+    finally:
+        sim.close()

@@ -133,6 +133,51 @@ def test_a_leader_whose_log_is_not_durable_is_seen_incomplete(
         sim.close()
 
 
+# --- pipelining: only a leader's appends leave before the write ------------------------------
+def test_an_acknowledgement_sent_before_its_fsync_is_seen(
+    mutated: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three voters; one follower's fsync is slow, the other is cut off. A leader sends its
+    appends before its own write, but a follower must not acknowledge before its fsync: a
+    driver that sends every message early lets the leader commit an entry the slow
+    follower then loses in a crash, and the next leader's log lacks it."""
+    sim = _running(seed=34, voters=3)
+    try:
+        leader = sim.leader()
+        assert leader is not None
+        slow, away = (v for v in sim.config.voters if v != leader)
+        sim.metadata_disk(slow).slow(sim.clock, 1.0)
+        if mutated:
+            real = MetadataService._handle
+
+            async def everything_early(self: MetadataService, rd: Ready) -> None:
+                early = [*rd.early_messages, *rd.messages]
+                await real(self, dataclasses.replace(rd, early_messages=early, messages=[]))
+
+            monkeypatch.setattr(MetadataService, "_handle", everything_early)
+        ids = sorted(sim.nodes)
+        sim.net.isolate(away, ids)
+        proposal = sim.loop.create_task(sim.nodes[leader].metadata.propose(Put("kv/k", 1)))
+        sim.run(sim.sleep(0.5))  # the slow follower's fsync is still running
+        assert proposal.done() == mutated, "committed before a majority fsynced it"
+        sim.crash(slow)
+        sim.crash(leader)
+        sim.metadata_disk(slow).slow(sim.clock, 0.0)  # a new disk: elections in time
+        sim.net.heal()
+        sim.run(sim.restart(slow))
+        others = {slow, away}
+        if mutated:
+            with pytest.raises(SafetyViolation, match=f"leader completeness: ({slow}|{away})"):
+                sim.run(sim.wait_for(lambda: False, SETTLE_S, "a new leader"))
+        else:
+            elected = lambda: _leader(sim, others) is not None  # noqa: E731
+            sim.run(sim.wait_for(elected, SETTLE_S, "a new leader"))
+    except AssertionError as exc:
+        pytest.fail(f"{exc}{_replay('fsync')}", pytrace=False)
+    finally:
+        sim.close()
+
+
 # --- state digests -----------------------------------------------------------------------------
 def test_a_state_machine_that_diverges_is_seen_by_its_digest(
     mutated: bool, monkeypatch: pytest.MonkeyPatch

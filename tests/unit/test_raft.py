@@ -63,14 +63,15 @@ def drain(r: Raft) -> Ready:
         out.hard_state = rd.hard_state or out.hard_state
         out.snapshot = rd.snapshot or out.snapshot
         out.entries += rd.entries
-        out.messages += rd.messages
+        out.messages += rd.early_messages + rd.messages  # in the order they may leave
         out.committed += rd.committed
         out.read_states += rd.read_states
     return out
 
 
 def sent(rd: Ready, kind: type[M], to: str | None = None) -> list[M]:
-    return [m for m in rd.messages if isinstance(m, kind) and (to is None or m.to == to)]
+    msgs = rd.early_messages + rd.messages
+    return [m for m in msgs if isinstance(m, kind) and (to is None or m.to == to)]
 
 
 def make_leader(r: Raft) -> Ready:
@@ -108,7 +109,7 @@ class Net:
             for node_id, r in self.nodes.items():
                 while r.has_ready():
                     rd = r.ready()
-                    queue += rd.messages
+                    queue += rd.early_messages + rd.messages
                     self.snapshots[node_id] += [rd.snapshot] if rd.snapshot else []
                     self.applied[node_id] += rd.committed
                     self.reads[node_id] += rd.read_states
@@ -179,7 +180,12 @@ def test_single_voter_leads_and_commits_alone() -> None:
     assert [e.kind for e in drain(r).committed] == [EntryKind.NOOP]
     index = r.propose(b"x")
     rd = r.ready()
-    assert rd.entries == rd.committed == [Entry(index, r.term, EntryKind.COMMAND, b"x")]
+    assert rd.entries == [Entry(index, r.term, EntryKind.COMMAND, b"x")] and not rd.committed
+    assert r.commit_index < index, "committed before its only copy was written"
+    assert r.has_ready(), "the next Ready must follow the write, to commit it"
+    rd = r.ready()
+    assert rd.committed == [Entry(index, r.term, EntryKind.COMMAND, b"x")] and rd.early_apply
+    assert not rd.must_sync, "only the commit index moved: nothing a restart needs"
     r.read_index(5)
     assert r.ready().read_states == [ReadState(5, index)]
 
@@ -318,16 +324,70 @@ def test_old_term_entries_commit_only_with_an_entry_of_the_current_term() -> Non
     assert [e.index for e in drain(r).committed] == [2, 3]
 
 
-def test_leader_counts_itself_only_for_entries_handed_out_to_persist() -> None:
+def test_a_pipelined_leader_counts_itself_only_for_entries_it_has_written() -> None:
+    """The leader sends an entry before its own fsync; an acknowledgement that comes back
+    first does not commit it (one durable copy of three): the next ``ready()``, which says
+    that the write is done, does."""
     r = new("a")
     make_leader(r)
     r.step(AppendResponse(1, "b", "a", True, 1))
     drain(r)
     index = r.propose(b"x")
-    r.step(AppendResponse(1, "b", "a", True, index))  # b is quicker than our disk
-    assert r.commit_index == index - 1
     rd = r.ready()
-    assert rd.entries[-1].index == index and rd.committed[-1].index == index
+    assert rd.entries[-1].index == index and rd.must_sync
+    early = [m for m in rd.early_messages if isinstance(m, AppendRequest) and m.to == "b"]
+    assert [m.entries[-1].index for m in early] == [index], "sent before the write"
+    r.step(AppendResponse(1, "b", "a", True, index))  # b fsynced before our disk did
+    assert r.commit_index == index - 1 and not rd.committed
+    assert r.has_ready(), "the Ready after the write must follow, to count our copy"
+    rd = r.ready()
+    assert r.commit_index == index and rd.committed[-1].index == index and rd.early_apply
+
+
+def test_a_pipelined_leader_commits_on_a_majority_of_followers_alone() -> None:
+    """Two followers of three voters hold an entry durably: it is committed, whether or
+    not the leader's own write has finished."""
+    r = new("a")
+    make_leader(r)
+    r.step(AppendResponse(1, "b", "a", True, 1))
+    r.step(AppendResponse(1, "c", "a", True, 1))
+    drain(r)
+    index = r.propose(b"x")
+    r.ready()
+    r.step(AppendResponse(1, "b", "a", True, index))
+    assert r.commit_index == index - 1
+    r.step(AppendResponse(1, "c", "a", True, index))
+    assert r.commit_index == index
+
+
+def test_only_appends_of_a_durable_term_leave_before_the_write() -> None:
+    """Votes and acknowledgements promise what the Ready persists: they wait for it. A
+    leader whose term and vote change in the same Ready (a lone voter's election) must
+    not speak for that term before it is durable either."""
+    r = new("a")
+    while r.role is not Role.PRE_CANDIDATE:
+        r.tick()
+    for peer in ("b", "c"):
+        r.step(VoteResponse(r.term + 1, peer, "a", True, True))
+    rd = r.ready()
+    assert sent(rd, VoteRequest) and not rd.early_messages and rd.must_sync
+    r.step(VoteResponse(r.term, "b", "a", True, False))
+    rd = r.ready()  # elected; the candidate's term and vote were written before
+    assert is_leader(r) and {m.to for m in rd.early_messages} == {"b", "c"}
+    assert all(isinstance(m, AppendRequest) for m in rd.early_messages)
+
+    f = new("b")
+    f.step(AppendRequest(1, "a", "b", 0, 0, (cmd(1, 1),), 1))
+    rd = f.ready()
+    assert sent(rd, AppendResponse) and not rd.early_messages
+    assert rd.committed == [cmd(1, 1)] and not rd.early_apply, "applied before written"
+
+    lone = new("a", voters=("a",), learners=("l",))
+    while not is_leader(lone):
+        lone.tick()
+    rd = lone.ready()
+    assert rd.hard_state is not None and rd.hard_state.term == lone.term
+    assert sent(rd, AppendRequest, to="l") and not rd.early_messages
 
 
 def test_appends_are_batched_and_pipelined_within_limits() -> None:
