@@ -55,6 +55,17 @@ costs a log line every few seconds, not a busy loop."""
 TASK_STABLE_AFTER_S = 60.0
 """A task that ran this long before failing is restarted after the minimum wait again."""
 
+# --- a node's memory allocator (glibc) -----------------------------------------------------
+NODE_HEAP_BUFFER_BYTES = 32 * MiB
+"""Buffers up to this size come from the heap, not from a fresh mapping each time."""
+NODE_HEAP_KEEP_BYTES = 64 * MiB
+"""Free heap an arena keeps for the next buffers before handing memory back."""
+NODE_HEAP_GROW_BYTES = 16 * MiB
+"""The heap grows by at least this much at a time."""
+NODE_MALLOC_ARENAS = 2
+"""Arenas (each may keep ``NODE_HEAP_KEEP_BYTES`` free): the event loop's and the
+worker threads'."""
+
 # --- HTTP API -----------------------------------------------------------------------------
 MAX_JSON_BODY_BYTES = 1 * MiB
 
@@ -99,6 +110,10 @@ READ_AHEAD_EXTENTS = 4
 REPLICA_TIMEOUT_S = 10.0
 READ_TIMEOUT_S = 5.0
 """A replica that does not answer a read this fast is skipped for the next one."""
+READ_PASS_OVER_S = 1.0
+"""A node that left a read unanswered is tried after the others (and an erasure-coded
+group's one copy on it is rebuilt from its strip instead) for this long: until the
+leader marks a dead node DOWN, reads do not each wait on it first."""
 
 # --- the leader's scanner ------------------------------------------------------------------
 SCAN_EVERY_S = 1.0
@@ -117,9 +132,29 @@ PRUNE_TOMBSTONES_PER_PASS = 1024
 
 # --- erasure coding ------------------------------------------------------------------------
 EC_CHUNK_BYTES = 1 << 20
-"""Erasure-coding granule: k + m chunks are in memory at once during a conversion."""
+"""Erasure-coding granule: one pyeclib call encodes or rebuilds one chunk of each member."""
+EC_WINDOW_BYTES = 4 * MiB
+"""Bytes of each member moved per call while converting, rebuilding or reading degraded
+(a whole number of chunks; less for wide strips, see EC_CONVERSION_BYTES). A conversion
+holds about (2k + 3m) windows at once: k being encoded while the next k are read, and
+the parity of up to EC_APPENDS_IN_FLIGHT + 1 windows."""
 EC_STRIPS_PER_PASS = 16
 """At most this many strips are converted per scanner pass (per container)."""
+EC_CONVERSION_BYTES = 64 * MiB
+"""Memory one conversion may hold in windows: a wide strip gets narrower windows (down to
+one chunk), so EC_CONVERSIONS_IN_FLIGHT of them stay well inside a node's RSS bound."""
+EC_APPENDS_IN_FLIGHT = 2
+"""Windows of parity a conversion has on their way to the disks at once."""
+EC_CONVERSIONS_IN_FLIGHT = 2
+"""Strips converted at once: one's reads overlap another's encoding and commits (each
+holds its own windows, see EC_WINDOW_BYTES)."""
+EC_TAIL_QUIET_S = 10.0
+"""A container's last cold groups, too few for a strip of k, are packed into a strip of
+their own once every group of it still replicated stayed unchanged this long beyond
+``ec_delay_s`` (it stopped growing: no partner group is on its way)."""
+EC_DEGRADED_CACHE_WINDOWS = 8
+"""Windows of rebuilt data a node keeps for degraded reads (consecutive extents share a
+window; one window ahead is rebuilt while the current one is read)."""
 
 # --- image ingest --------------------------------------------------------------------------
 INGEST_BATCH_EXTENTS = 8

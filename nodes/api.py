@@ -245,6 +245,14 @@ class NodeCollector(Collector):
                 "Bytes read from local extent groups",
                 node.storage.bytes_read,
             ),
+            "fabric_ec_converted_bytes": (
+                "Data bytes of extent groups converted to erasure-coded strips",
+                node.ec.stats.converted_bytes,
+            ),
+            "fabric_ec_convert_seconds": (
+                "Seconds spent converting groups to strips (committed or rolled back)",
+                node.ec.stats.convert_seconds,
+            ),
             "fabric_scanner_reclaimed_bytes": (
                 "Bytes freed by collecting extent groups",
                 node.scanner.stats.bytes_reclaimed,

@@ -107,7 +107,7 @@ class Node:
         self.catalog = Catalog(node_id, config, clock, rng, self.metadata)
         self.strips = StripReader(self.metadata, self.replicas, work)
         self.reader = ReadCoordinator(
-            node_id, config, self.metadata, self.catalog, self.replicas, self.strips, work
+            node_id, config, clock, self.metadata, self.catalog, self.replicas, self.strips, work
         )
         self.writer = WriteCoordinator(
             node_id,

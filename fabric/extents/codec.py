@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -45,6 +46,14 @@ def content_id(data: bytes) -> str:
 
 def checksum(stored: bytes) -> int:
     return xxhash.xxh3_64_intdigest(stored)
+
+
+def checksum_parts(parts: Iterable[bytes | memoryview]) -> int:
+    """``checksum`` of the parts joined, without joining them."""
+    h = xxhash.xxh3_64()
+    for part in parts:
+        h.update(part)
+    return h.intdigest()
 
 
 # zstd contexts are not thread-safe and the real runtime encodes in worker threads: each

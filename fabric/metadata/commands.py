@@ -218,6 +218,43 @@ class DropStrip:
     strip_id: str
 
 
+@register(67)
+@dataclass(frozen=True, slots=True)
+class PackedExtent:
+    """An extent of a packed strip: where it came from and where it lies now."""
+
+    member: int
+    """Index in ``CommitPackedStrip.data`` of the group it was copied into."""
+    move: Move
+    """Its old group, and its offset and length in the new one."""
+
+
+@register(68)
+@dataclass(frozen=True, slots=True)
+class CommitPackedStrip:
+    """Cold groups too few to make a strip of ``k`` (the container's tail): their live
+    extents, copied back to back into ``len(data)`` new groups of one copy each, on
+    distinct fault domains, beside ``len(parity)`` parity groups, become one strip.
+
+    Committed once data and parity are durable. An extent moves only if it still lives
+    where it was read, as in ``RelocateExtents``; otherwise its copy is dead space. The
+    groups it came from keep their files until the scanner collects them, empty.
+    """
+
+    strip_id: str
+    container: str
+    chunk_bytes: int
+    length: int
+    """Bytes of each data group covered by the parity (the longest, in whole chunks)."""
+    data: tuple[StripMember, ...]
+    parity: tuple[StripMember, ...]
+    parity_bytes: int
+    """Size of each parity group."""
+    extents: tuple[PackedExtent, ...]
+    claimed: bool = False
+    """Its data and parity files were claimed under the strip id and must still be."""
+
+
 @register(66)
 @dataclass(frozen=True, slots=True)
 class ResizeVdisk:
@@ -304,6 +341,7 @@ DataCommand = (
     | DropEgroup
     | RelocateExtents
     | CommitStrip
+    | CommitPackedStrip
     | MoveStripMember
     | DropStrip
     | RegisterIntents

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from fabric.metadata import keys
 from fabric.metadata.commands import (
+    CommitPackedStrip,
     CommitStrip,
     CreateContainer,
     CreateVdisk,
@@ -58,6 +59,7 @@ from fabric.metadata.records import (
     ContainerStats,
     EgroupRecord,
     ExtentRecord,
+    StripMember,
     StripRecord,
     VdiskRecord,
 )
@@ -112,6 +114,8 @@ class DataPath:
                 return self._relocate(index, cmd)
             case CommitStrip():
                 return self._commit_strip(index, cmd)
+            case CommitPackedStrip():
+                return self._commit_packed(index, cmd)
             case MoveStripMember():
                 return self._move_member(index, cmd)
             case DropStrip():
@@ -405,19 +409,7 @@ class DataPath:
             freed += eg.size * (len(eg.replicas) - 1)
             data_bytes += eg.size
             self._put_egroup(index, replace(eg, replicas=(member.node,), strip=cmd.strip_id))
-        for member in cmd.parity:
-            self._put_egroup(
-                index,
-                EgroupRecord(
-                    member.egid,
-                    cmd.container,
-                    (member.node,),
-                    "",
-                    sealed=True,
-                    strip=cmd.strip_id,
-                    parity=True,
-                ),
-            )
+        self._put_parity(index, cmd.strip_id, cmd.container, cmd.parity)
         parity = cmd.parity_bytes * len(cmd.parity)
         strip = StripRecord(
             cmd.strip_id,
@@ -442,6 +434,107 @@ class DataPath:
             ec_strips=1,
         )
         return cmd.strip_id
+
+    def _check_new_members(self, strip_id: str, members: tuple[StripMember, ...]) -> None:
+        if self.s.strip(strip_id) is not None:
+            raise Refused("conflict", f"strip {strip_id} exists")
+        if len({m.egid for m in members}) != len(members):
+            raise Refused("bad_request", f"strip {strip_id} names a group twice")
+        for member in members:
+            if self.s.get(keys.egroup_key(member.egid)) is not None:
+                raise Refused("conflict", f"extent group {member.egid} exists")
+            if self.s.get(keys.dropped_key(member.egid)) is not None:
+                raise Refused("conflict", f"extent group {member.egid} was dropped")
+
+    def _commit_packed(self, index: int, cmd: CommitPackedStrip) -> Any:
+        self._check_new_members(cmd.strip_id, cmd.data + cmd.parity)
+        if self.s.container(cmd.container) is None:
+            raise Refused("not_found", f"no container {cmd.container!r}")
+        if cmd.claimed:
+            self._claimed(cmd.strip_id)
+        live = [0] * len(cmd.data)
+        dead = [0] * len(cmd.data)
+        count = [0] * len(cmd.data)
+        for packed in cmd.extents:
+            m, target = packed.move, cmd.data[packed.member].egid
+            ext = self.s.extent(m.container, m.extent_id)
+            if ext is None or ext.egroup != m.from_egid:
+                # Died or moved meanwhile: the copy we made is dead space.
+                dead[packed.member] += m.length
+                continue
+            old = self._egroup(m.from_egid)
+            self._put_egroup(
+                index,
+                replace(
+                    old,
+                    live_bytes=old.live_bytes - ext.stored_len,
+                    dead_bytes=old.dead_bytes + ext.stored_len,
+                    extents=old.extents - 1,
+                ),
+            )
+            self.s.put(
+                index,
+                keys.extent_key(m.container, m.extent_id),
+                replace(ext, egroup=target, offset=m.offset),
+            )
+            live[packed.member] += ext.stored_len
+            dead[packed.member] += m.length - ext.stored_len
+            count[packed.member] += 1
+        for i, member in enumerate(cmd.data):
+            group = EgroupRecord(member.egid, cmd.container, (member.node,), "", sealed=True)
+            self._put_egroup(
+                index,
+                replace(
+                    group,
+                    live_bytes=live[i],
+                    dead_bytes=dead[i],
+                    extents=count[i],
+                    strip=cmd.strip_id,
+                ),
+            )
+        self._put_parity(index, cmd.strip_id, cmd.container, cmd.parity)
+        data_bytes = sum(live) + sum(dead)
+        parity = cmd.parity_bytes * len(cmd.parity)
+        strip = StripRecord(
+            cmd.strip_id,
+            cmd.container,
+            len(cmd.data),
+            len(cmd.parity),
+            cmd.chunk_bytes,
+            cmd.length,
+            cmd.data,
+            cmd.parity,
+            cmd.parity_bytes,
+            data_bytes,
+        )
+        self.s.put(index, keys.strip_key(cmd.strip_id), strip)
+        self.s.delete(keys.intent_key(cmd.strip_id))
+        self._stats_add(
+            index,
+            cmd.container,
+            physical_bytes=data_bytes + parity,
+            ec_data_bytes=data_bytes,
+            ec_parity_bytes=parity,
+            ec_strips=1,
+        )
+        return cmd.strip_id
+
+    def _put_parity(
+        self, index: int, strip_id: str, container: str, parity: tuple[StripMember, ...]
+    ) -> None:
+        for member in parity:
+            self._put_egroup(
+                index,
+                EgroupRecord(
+                    member.egid,
+                    container,
+                    (member.node,),
+                    "",
+                    sealed=True,
+                    strip=strip_id,
+                    parity=True,
+                ),
+            )
 
     def _move_member(self, index: int, cmd: MoveStripMember) -> Any:
         strip = self.s.strip(cmd.strip_id)

@@ -21,6 +21,7 @@ from fabric.extents.policy import ContainerPolicy, check_name, check_policy
 from fabric.metadata import keys
 from fabric.metadata.commands import (
     Batch,
+    CommitPackedStrip,
     CommitStrip,
     CreateContainer,
     CreateImage,
@@ -141,6 +142,8 @@ def _specific(command: Any) -> None:
         case CommitStrip():
             if not command.data or not command.parity or command.chunk_bytes <= 0:
                 raise BadRequest("a strip needs data, parity and a chunk size")
+        case CommitPackedStrip():
+            _packed(command)
         case CreateImage():
             image(command.image)
             if command.image.state != "PENDING":
@@ -151,6 +154,27 @@ def _specific(command: Any) -> None:
             image(command.image)
         case UpdateTask():
             task(command.task)
+
+
+def _packed(command: CommitPackedStrip) -> None:
+    if not command.data or not command.parity or command.chunk_bytes <= 0:
+        raise BadRequest("a strip needs data, parity and a chunk size")
+    if command.length % command.chunk_bytes or command.length <= 0:
+        raise BadRequest("a strip covers a whole number of chunks")
+    if command.parity_bytes <= 0:
+        raise BadRequest("a strip's parity groups hold its parity")
+    ends: dict[int, int] = {}
+    for packed in sorted(command.extents, key=lambda p: (p.member, p.move.offset)):
+        move = packed.move
+        if not 0 <= packed.member < len(command.data):
+            raise BadRequest(f"packed extent names data member {packed.member}")
+        if move.container != command.container:
+            raise BadRequest("a packed extent moves within its container")
+        if move.offset < 0 or move.length <= 0 or move.offset + move.length > command.length:
+            raise BadRequest(f"packed extent at {move.offset}+{move.length} outside the strip")
+        if move.offset < ends.get(packed.member, 0):
+            raise BadRequest(f"packed extents overlap at {move.offset} of member {packed.member}")
+        ends[packed.member] = move.offset + move.length
 
 
 def _raw_key(op: Put | Delete) -> None:

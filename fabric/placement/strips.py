@@ -39,3 +39,39 @@ def match_groups(
         if augment(gi, set()) and len(choice) == k:
             return [(groups[i][0], choice[i][0]) for i in sorted(choice)]
     return None
+
+
+def pack_extents(sizes: Sequence[int], k: int) -> list[range]:
+    """Cut extents (their sizes, in the order they are to be read) into ``k`` contiguous,
+    non-empty runs whose largest total is as small as it can be: the data members of a
+    packed strip, whose parity is as long as the longest member.
+
+    Runs keep the extents' order, so a sequential read of the data stays sequential on
+    each member. Needs ``1 <= k <= len(sizes)``.
+    """
+    assert 1 <= k <= len(sizes) and all(s > 0 for s in sizes), "packing needs k extents"
+
+    def runs(cap: int) -> int:
+        count, total = 1, 0
+        for s in sizes:
+            if total + s > cap:
+                count, total = count + 1, 0
+            total += s
+        return count
+
+    lo, hi = max(sizes), sum(sizes)
+    while lo < hi:  # the least cap that k runs can keep to
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if runs(mid) <= k else (mid + 1, hi)
+    cuts: list[range] = []
+    total = start = 0
+    for i, s in enumerate(sizes):
+        # Cut before extent i when it would overflow the cap, or when every run still to
+        # be made needs one of the extents left.
+        if i > start and (total + s > lo or len(sizes) - i == k - 1 - len(cuts)):
+            cuts.append(range(start, i))
+            start, total = i, 0
+        total += s
+    cuts.append(range(start, len(sizes)))
+    assert len(cuts) == k and max(sum(sizes[i] for i in r) for r in cuts) <= lo
+    return cuts

@@ -23,7 +23,7 @@ from fabric.config import ClusterConfig
 from fabric.errors import FabricError, Unavailable
 from fabric.extents import codec
 from fabric.metadata.records import EgroupRecord, ExtentRecord, VdiskRecord
-from fabric.ports import Offload, PeerUnreachable
+from fabric.ports import Clock, Offload, PeerUnreachable
 from fabric.wire.messages import ExtentData, ReadExtent, RepairExtent
 from nodes.services.catalog import Catalog
 from nodes.services.metadata import MetadataService
@@ -44,6 +44,7 @@ class ReadCoordinator:
         self,
         node_id: str,
         config: ClusterConfig,
+        clock: Clock,
         metadata: MetadataService,
         catalog: Catalog,
         replicas: ReplicaClient,
@@ -51,6 +52,7 @@ class ReadCoordinator:
         offload: Offload,
     ) -> None:
         self.node_id = node_id
+        self.clock = clock
         self.metadata = metadata
         self.catalog = catalog
         self.replicas = replicas
@@ -59,6 +61,8 @@ class ReadCoordinator:
         self.extent_bytes = config.extent_bytes
         self.stats = ReadStats()
         self._repairs: set[asyncio.Future[None]] = set()
+        self._unanswered: dict[str, float] = {}
+        """node -> when a read from it last went unanswered (dead, say, but not yet DOWN)."""
 
     # --- read -------------------------------------------------------------------------------
     async def read(
@@ -100,17 +104,30 @@ class ReadCoordinator:
         if ext is None:
             raise Unavailable(f"extent {extent_id} of {vd.name} vanished; retry the read")
         stored = await self.read_stored(ext)
+        if not ext.compressed:
+            # Only a checksum to check (tens of microseconds a MiB): less than the hop
+            # to a worker thread and back would cost.
+            return codec.decode(stored, False, ext.raw_len, ext.checksum)
         raw: bytes = await self.offload(
             codec.decode, stored, ext.compressed, ext.raw_len, ext.checksum
         )
         return raw
 
+    def _silent(self, node: str) -> bool:
+        """Did ``node`` leave a read unanswered within ``READ_PASS_OVER_S``?"""
+        when = self._unanswered.get(node)
+        return when is not None and self.clock.now() - when < limits.READ_PASS_OVER_S
+
     def _replica_order(self, replicas: tuple[str, ...]) -> list[str]:
         live = self.metadata.state.up_nodes()
-        up = [n for n in replicas if n in live]
+        up = [n for n in replicas if n in live and not self._silent(n)]
         rest = [n for n in replicas if n not in up]
         ordered = sorted(up, key=lambda n: n != self.node_id) + rest
         return ordered
+
+    def _is_down(self, node: str) -> bool:
+        record = self.metadata.state.nodes().get(node)
+        return record is not None and record.state == "DOWN"
 
     async def read_stored(self, ext: ExtentRecord) -> bytes:
         eg = self.metadata.state.egroup(ext.egroup)
@@ -118,14 +135,25 @@ class ReadCoordinator:
             raise Unavailable(f"extent group {ext.egroup} is gone; retry the read")
         msg = ReadExtent(ext.egroup, ext.offset, ext.stored_len)
         bad: list[str] = []
+        failing: list[str] = []
         errors: list[str] = []
         for node in self._replica_order(eg.replicas):
+            if eg.strip and (self._is_down(node) or self._silent(node)):
+                # Its one copy is lost or its node just left a read unanswered: rebuild
+                # at once rather than wait on a node that may hang until the timeout.
+                errors.append(f"{node}: DOWN or silent")
+                continue
             try:
                 reply = await self.replicas.call_storage(node, msg)
             except (PeerUnreachable, FabricError) as exc:
                 errors.append(f"{node}: {exc}")
                 self.stats.degraded_reads += 1
+                if isinstance(exc, FabricError):
+                    failing.append(node)  # it answered: its copy may be mended
+                else:
+                    self._unanswered[node] = self.clock.now()
                 continue
+            self._unanswered.pop(node, None)
             assert isinstance(reply, ExtentData)
             if codec.checksum(reply.data) != ext.checksum:
                 log.warning(
@@ -143,19 +171,22 @@ class ReadCoordinator:
                 task.add_done_callback(self._repairs.discard)
             return reply.data
         if eg.strip:
-            return await self._read_from_strip(eg, ext, errors)
+            return await self._read_from_strip(eg, ext, errors, bad + failing)
         raise Unavailable(f"no readable copy of an extent in {ext.egroup}: " + "; ".join(errors))
 
     async def _read_from_strip(
-        self, eg: EgroupRecord, ext: ExtentRecord, errors: list[str]
+        self, eg: EgroupRecord, ext: ExtentRecord, errors: list[str], answered: list[str]
     ) -> bytes:
-        """Degraded read: rebuild the extent from the strip, then mend its one copy."""
+        """Degraded read: rebuild the extent from the strip, then mend its one copy if its
+        node ``answered`` (with bad bytes or an error); a node that did not answer is left
+        to the member rebuild if it stays away."""
         data = await self.strips.read_degraded(eg, ext.offset, ext.stored_len)
         if codec.checksum(data) != ext.checksum:
+            self.strips.forget(eg)
             raise Unavailable(
                 f"extent in {ext.egroup} unreadable and not rebuildable: " + "; ".join(errors)
             )
-        if eg.replicas[0] in self.metadata.state.up_nodes():
+        if eg.replicas[0] in answered:
             task = asyncio.ensure_future(self._repair(eg.replicas[0], ext, data))
             self._repairs.add(task)
             task.add_done_callback(self._repairs.discard)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter
 
 import pytest
@@ -9,6 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fabric.placement.rendezvous import Candidate, NotEnoughDomains, place
+from fabric.placement.strips import pack_extents
 
 
 @st.composite
@@ -120,3 +122,24 @@ def test_strip_matching_beats_greedy() -> None:
     # Greedy would give g0 domain a (its first), then g1 has nothing left.
     groups = [("g0", [("n1", "a"), ("n2", "b")]), ("g1", [("n1", "a")])]
     assert sorted(match_groups(groups, 2) or []) == [("g0", "n2"), ("g1", "n1")]
+
+
+def _best_max(sizes: list[int], k: int) -> int:
+    """The least largest run over every way to cut ``sizes`` into k contiguous runs."""
+    best = sum(sizes)
+    for cuts in itertools.combinations(range(1, len(sizes)), k - 1):
+        bounds = (0, *cuts, len(sizes))
+        best = min(best, max(sum(sizes[a:b]) for a, b in itertools.pairwise(bounds)))
+    return best
+
+
+@settings(max_examples=1000)
+@given(st.lists(st.integers(1, 100), min_size=1, max_size=9), st.data())
+def test_packed_strip_members_are_contiguous_non_empty_and_as_short_as_can_be(
+    sizes: list[int], data: st.DataObject
+) -> None:
+    k = data.draw(st.integers(1, len(sizes)))
+    runs = pack_extents(sizes, k)
+    assert len(runs) == k and all(len(r) > 0 for r in runs)
+    assert [i for r in runs for i in r] == list(range(len(sizes))), "order kept, none lost"
+    assert max(sum(sizes[i] for i in r) for r in runs) == _best_max(sizes, k)
