@@ -121,7 +121,8 @@ class MetadataService:
         self._wake = asyncio.Event()
         self._proposals: dict[int, tuple[int, asyncio.Future[Result], float]] = {}
         """Log index -> (term, future, deadline) of this leader's waiting proposers, oldest
-        first: one timeout sweep per tick instead of a timer per proposal."""
+        first (see ``_arm_expiry``)."""
+        self._expiry: asyncio.TimerHandle | None = None
         self._reads: dict[int, asyncio.Future[int]] = {}
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._read_ctx = itertools.count(1)
@@ -193,18 +194,28 @@ class MetadataService:
             await self.clock.sleep(tick_s)
             self._raft().tick()
             self._wake.set()
-            self._expire_proposals()
 
-    def _expire_proposals(self) -> None:
+    def _arm_expiry(self) -> None:
+        """One timer for every waiting proposal, set for the oldest one's deadline (they
+        grow in insertion order): a proposal costs no timer of its own. A loop timer, not
+        a task: it fires even on a node whose tasks are gone (a simulated crash)."""
+        if self._expiry is None and self._proposals:
+            _, _, deadline = next(iter(self._proposals.values()))
+            delay_s = max(0.0, deadline - self.clock.now())
+            self._expiry = asyncio.get_running_loop().call_later(delay_s, self._expire)
+
+    def _expire(self) -> None:
+        self._expiry = None
         now = self.clock.now()
         while self._proposals:
             index = next(iter(self._proposals))
             _, future, deadline = self._proposals[index]
             if deadline > now:
-                return  # deadlines grow in insertion order: the rest are younger
+                break  # the rest are younger
             del self._proposals[index]
             if not future.done():
                 future.set_exception(Timeout("metadata change not committed in time"))
+        self._arm_expiry()
 
     # --- inputs -----------------------------------------------------------------------------
     def step(self, message: Message) -> None:
@@ -261,6 +272,7 @@ class MetadataService:
             stale[1].set_exception(Unavailable("leadership changed before commit; retry"))
         deadline = self.clock.now() + limits.PROPOSAL_TIMEOUT_S
         self._proposals[index] = (raft.term, future, deadline)
+        self._arm_expiry()
         self._wake.set()
         try:
             return await future
