@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fabric import limits
+from fabric.metadata.records import RebuildSettings, ScrubSettings
 
 
 class ConfigError(Exception):
@@ -58,6 +59,10 @@ class ClusterConfig:
     id: str = ""
     """Set by the first ``fabric up``: nodes and clients check it, so a command never
     reaches another cluster that happens to listen on the same ports."""
+    rebuild: RebuildSettings = field(default_factory=RebuildSettings)
+    """``[rebuild]``: until changed at runtime (``fabric rebuild``)."""
+    scrub: ScrubSettings = field(default_factory=ScrubSettings)
+    """``[scrub]``: until changed at runtime (``fabric scrub``)."""
 
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:
@@ -167,6 +172,36 @@ def _timeout_defaults() -> list[tuple[str, int]]:
     return [(name, getattr(t, name)) for name in Timeouts.__dataclass_fields__]
 
 
+_SETTINGS_BOUNDS: dict[str, tuple[float, float]] = {
+    "delay_s": (0, 7 * 86_400),
+    "bytes_per_s": (0, 1 << 50),
+    "per_node": (1, 64),
+    "cycle_s": (1, 365 * 86_400),
+}
+
+
+def _parse_settings(src: _Source, raw: Any, table: str, default: Any) -> Any:
+    """``[rebuild]`` or ``[scrub]``: numbers within bounds, defaults for the rest."""
+    if not isinstance(raw, dict):
+        raise src.error(table, "must be a table")
+    values: dict[str, Any] = {}
+    for name in type(default).__dataclass_fields__:
+        if name not in _SETTINGS_BOUNDS:
+            continue
+        current = getattr(default, name)
+        value = raw.get(name, current)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise src.error(f"{table}.{name}", f"must be a number, not {value!r}", table)
+        low, high = _SETTINGS_BOUNDS[name]
+        if not low <= value <= high:
+            raise src.error(f"{table}.{name}", f"must be {low:g}..{high:g}", table)
+        values[name] = type(current)(value)
+    unknown = sorted(set(raw) - set(values))
+    if unknown:
+        raise src.error(f"{table}.{unknown[0]}", "unknown setting", table)
+    return replace(default, **values)
+
+
 def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
     """Parse and validate a cluster config; raise ConfigError naming key and line."""
     try:
@@ -205,8 +240,19 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
     containers = raw.get("containers", [])
     if not isinstance(containers, list):
         raise src.error("containers", "must be a list of [[containers]] tables")
+    rebuild = _parse_settings(src, raw.get("rebuild", {}), "rebuild", RebuildSettings())
+    scrub = _parse_settings(src, raw.get("scrub", {}), "scrub", ScrubSettings())
     return ClusterConfig(
-        name, nodes, tuple(voters), extent, domain, timeouts, tuple(containers), cluster_id
+        name,
+        nodes,
+        tuple(voters),
+        extent,
+        domain,
+        timeouts,
+        tuple(containers),
+        cluster_id,
+        rebuild,
+        scrub,
     )
 
 
@@ -261,6 +307,12 @@ def render_config(cfg: ClusterConfig) -> str:
         "",
         "[timeouts]",
         *(f"{name} = {getattr(t, name)}" for name in Timeouts.__dataclass_fields__),
+        "",
+        "[rebuild]",
+        *_settings_lines(cfg.rebuild),
+        "",
+        "[scrub]",
+        *_settings_lines(cfg.scrub),
     ]
     for node in cfg.nodes:
         lines += [
@@ -276,6 +328,14 @@ def render_config(cfg: ClusterConfig) -> str:
         lines += ["", "[[containers]]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in container.items()]
     return "\n".join(lines) + "\n"
+
+
+def _settings_lines(settings: Any) -> list[str]:
+    return [
+        f"{name} = {getattr(settings, name)}"
+        for name in type(settings).__dataclass_fields__
+        if name in _SETTINGS_BOUNDS
+    ]
 
 
 def _toml_value(value: Any) -> str:

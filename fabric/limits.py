@@ -4,6 +4,7 @@ from __future__ import annotations
 
 KiB = 1024
 MiB = 1024 * KiB
+MB = 1000 * 1000
 GiB = 1024 * MiB
 
 # --- wire -------------------------------------------------------------------------------
@@ -181,6 +182,22 @@ batches of 8 extents each peaked at ~340 MiB of node RSS)."""
 IMPORT_PROGRESS_EVERY_S = 1.0
 MAX_INGESTS = 4
 """Uploads and imports converting on one node at once (each holds a few dozen MiB)."""
+
+# --- healing -------------------------------------------------------------------------------
+EVENTS_KEPT = 10_000
+"""The event log keeps this many of the latest events (older ones are deleted)."""
+MAX_EVENTS_PER_COMMAND = 256
+EVENTS_PAGE = 1000
+"""At most this many events per ``GET /api/v1/events``."""
+REBUILD_EVERY_S = 0.5
+"""The leader's rebuild planner looks for lost copies this often (and on every finish)."""
+REBUILD_WINDOW_BYTES = 4 * MiB
+"""A copy moves this many bytes per read from its source."""
+REBUILD_WINDOWS_IN_FLIGHT = 2
+REBUILD_RATE_WINDOW_S = 10.0
+"""The rebuild rate shown is the bytes rebuilt over this many last seconds."""
+REBUILD_COPY_MIN_BYTES_PER_S = 2 * MB
+"""A copy is given up when slower than this (plus REPLICA_TIMEOUT_S): its target died."""
 
 # --- health --------------------------------------------------------------------------------
 HEALTH_MONITOR_EVERY_S = 0.2

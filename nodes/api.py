@@ -201,9 +201,10 @@ class NodeCollector(Collector):
             states.add_metric([peer], int(record.state == "UP"))
         yield states
         yield from self._containers()
+        yield from self._healing()
         yield from self._io()
 
-    def _containers(self) -> Iterator[GaugeMetricFamily]:
+    def _containers(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         views = container_views(self.node.metadata.state)
         for field, doc in (
             ("logical_bytes", "Bytes written by users, holes excluded"),
@@ -216,6 +217,42 @@ class NodeCollector(Collector):
             for v in views:
                 g.add_metric([v["name"]], v[field])
             yield g
+        rebuild = self.node.rebuild
+        g = GaugeMetricFamily(
+            "fabric_container_reduced_resiliency_bytes",
+            "Bytes with a copy or strip member on a node that is not UP",
+            labels=["container"],
+        )
+        for v in views:
+            g.add_metric([v["name"]], rebuild.progress(v["name"])["reduced_resiliency_bytes"])
+        yield g
+        c = CounterMetricFamily(
+            "fabric_container_rebuilt_bytes",
+            "Bytes copied or recomputed to restore lost copies and strip members",
+            labels=["container"],
+        )
+        for v in views:
+            c.add_metric([v["name"]], v["rebuilt_bytes"])
+        yield c
+        c = CounterMetricFamily(
+            "fabric_container_reduced_resiliency_seconds",
+            "Seconds this node saw some of the container's data at reduced resiliency",
+            labels=["container"],
+        )
+        for name, watch in sorted(rebuild.watch.items()):
+            c.add_metric([name], watch.reduced_seconds)
+        yield c
+
+    def _healing(self) -> Iterator[CounterMetricFamily]:
+        node = self.node
+        if node.metadata.is_leader:
+            for name, value, doc in (
+                ("copies", node.rebuild.stats.copies, "Rebuild copies committed (leader)"),
+                ("copies_failed", node.rebuild.stats.failed, "Rebuild copies that failed"),
+            ):
+                c = CounterMetricFamily(f"fabric_rebuild_leader_{name}", doc, labels=["node"])
+                c.add_metric([node.id], value)
+                yield c
 
     def _io(self) -> Iterator[CounterMetricFamily]:
         node = self.node
@@ -252,6 +289,18 @@ class NodeCollector(Collector):
             "fabric_ec_convert_seconds": (
                 "Seconds spent converting groups to strips (committed or rolled back)",
                 node.ec.stats.convert_seconds,
+            ),
+            "fabric_rebuild_copied_bytes": (
+                "Bytes this node copied as the target of a rebuild",
+                node.copier.stats.bytes_copied,
+            ),
+            "fabric_rebuild_copies_failed": (
+                "Rebuild copies this node failed to make as a target",
+                node.copier.stats.failed,
+            ),
+            "fabric_rebuild_bad_ranges": (
+                "Extents a rebuild found bad on one source and read from another",
+                node.copier.stats.bad_ranges,
             ),
             "fabric_scanner_reclaimed_bytes": (
                 "Bytes freed by collecting extent groups",

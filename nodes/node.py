@@ -19,6 +19,7 @@ takes the node out of service the same way, but only until the write succeeds ag
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -44,6 +45,7 @@ from fabric.wire.messages import (
     ListEgroups,
     NodeReport,
     ProposeRequest,
+    PullEgroup,
     ReadExtent,
     ReadIndexRequest,
     RepairExtent,
@@ -51,11 +53,14 @@ from fabric.wire.messages import (
 )
 from nodes.services.accounting import cluster_usage, container_views
 from nodes.services.catalog import Catalog
+from nodes.services.copier import Copier
 from nodes.services.ec import EcService
+from nodes.services.events import EventLog
 from nodes.services.health import HealthService
 from nodes.services.images import ImageService
 from nodes.services.metadata import MetadataService, RaftObserver
 from nodes.services.reader import ReadCoordinator
+from nodes.services.rebuild import RebuildService
 from nodes.services.replicas import ReplicaClient
 from nodes.services.scanner import Scanner, sweep_orphans
 from nodes.services.storage import StorageService
@@ -66,7 +71,7 @@ log = logging.getLogger(__name__)
 
 OPERATING_FAULTS = (FabricError, PeerUnreachable, DiskFault)
 """What a supervised task may stop on and be started again after; anything else is a bug."""
-LEADER_DUTIES = ("health-monitor", "scanner")
+LEADER_DUTIES = ("health-monitor", "scanner", "rebuild")
 """Tasks that act only through a working Raft: stopped when the node goes out of service."""
 
 
@@ -143,6 +148,19 @@ class Node:
             reader_limits or ReaderLimits(),
             runtime.fetcher,
         )
+        self.events = EventLog(node_id, clock, self.metadata)
+        self.copier = Copier(node_id, self.storage, self.replicas)
+        self.rebuild = RebuildService(
+            node_id,
+            config,
+            clock,
+            transport,
+            self.metadata,
+            self.catalog,
+            self.copier,
+            self.events,
+            self.spawn,
+        )
         self.scanner = Scanner(
             node_id,
             clock,
@@ -183,6 +201,8 @@ class Node:
         self.supervise("health-monitor", self.health.monitor_forever)
         self.supervise("register", self._register, finishes=True)
         self.supervise("scanner", self.scanner.run_forever)
+        self.supervise("rebuild", self.rebuild.run_forever)
+        self.supervise("resiliency-watch", self.rebuild.watch_forever)
 
     def supervise(
         self,
@@ -356,6 +376,9 @@ class Node:
                 # New data is placed elsewhere; what this node holds stays readable.
                 self.check_in_service()
                 return await self.storage.handle(message)
+            case PullEgroup():
+                self.check_in_service()
+                return await self.copier.pull(message)
             case ReadExtent() | DeleteEgroupFiles() | StatEgroup() | ListEgroups():
                 return await self.storage.handle(message)
         raise BadRequest(f"unexpected call {type(message).__name__} from {frm}")
@@ -406,6 +429,8 @@ class Node:
             )
         raft = self.metadata.raft
         containers = container_views(self.metadata.state)
+        for c in containers:
+            c.update(self.rebuild.progress(c["name"]))
         return {
             "name": self.config.name,
             "leader": leader,
@@ -418,4 +443,8 @@ class Node:
             "containers": containers,
             "usage": cluster_usage(containers, nodes),
             "erasure_backend": self.ec.backend,
+            "rebuild": {
+                **dataclasses.asdict(self.rebuild.settings()),
+                "copies_running": len(self.rebuild.running),
+            },
         }

@@ -132,6 +132,48 @@ def document() -> dict[str, Any]:
                 ),
                 "get": _op("Read the vdisk; honours Range"),
             },
+            "/api/v1/events": {
+                "get": _op(
+                    "The event log: node and disk states, rebuilds, scrub findings",
+                    parameters=[
+                        {"name": "since", "in": "query", "schema": {"type": "integer"}},
+                        {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                        {"name": "kind", "in": "query", "schema": {"type": "string"}},
+                    ],
+                )
+            },
+            "/api/v1/rebuild": {
+                "get": _op("Rebuild settings; bytes at reduced resiliency, rate, ETA"),
+                "put": _op(
+                    "Change the rebuild's rate, per-node concurrency or delay",
+                    requestBody=_json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "bytes_per_s": {"type": "integer"},
+                                "per_node": {"type": "integer"},
+                                "delay_s": {"type": "number"},
+                            },
+                        }
+                    ),
+                ),
+            },
+            "/api/v1/scrub": {
+                "get": _op("Scrub settings"),
+                "put": _op(
+                    "Change the scrub rate or cycle; now=true starts a pass on every node",
+                    requestBody=_json(
+                        {
+                            "type": "object",
+                            "properties": {
+                                "bytes_per_s": {"type": "integer"},
+                                "cycle_s": {"type": "number"},
+                                "now": {"type": "boolean"},
+                            },
+                        }
+                    ),
+                ),
+            },
             "/metrics": {"get": _op("Prometheus metrics")},
         },
         "components": {"schemas": {"Error": _ERROR}},

@@ -118,6 +118,19 @@ def _print_status(view: dict[str, Any]) -> None:
     if view.get("containers"):
         print()
         _print_containers(view["containers"])
+        _print_healing(view["containers"])
+
+
+def _print_healing(containers: list[dict[str, Any]]) -> None:
+    for c in containers:
+        reduced = c.get("reduced_resiliency_bytes") or 0
+        if not reduced:
+            continue
+        rate = c.get("rebuild_bytes_per_s") or 0
+        eta = c.get("rebuild_eta_s")
+        pace = f"rebuilding at {rate / 1e6:.1f} MB/s" if rate else "no rebuild running yet"
+        tail = f", ETA {eta:.0f} s" if eta is not None else ""
+        print(f"  {c['name']}: {_human(reduced)} at reduced resiliency; {pace}{tail}")
 
 
 def _disks(disks: list[Any]) -> str:
@@ -163,6 +176,92 @@ def cmd_kv(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- healing --------------------------------------------------------------------------------
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with _connect(args) as client:
+            return await client.rebuild(
+                bytes_per_s=args.rate, per_node=args.per_node, delay_s=args.delay
+            )
+
+    result = _run(go())
+    if args.json:
+        _print_json(result)
+        return 0
+    st = result["settings"]
+    rate = f"{st['bytes_per_s'] / 1e6:g} MB/s" if st["bytes_per_s"] else "unlimited"
+    print(
+        f"rebuild: rate {rate}, {st['per_node']} copies per node, "
+        f"after {st['delay_s']:g} s DOWN; {st.get('copies_running', 0)} copies running"
+    )
+    rows = [("CONTAINER", "RESILIENCY", "REDUCED", "RATE", "ETA", "REBUILT", "REDUCED-TIME")]
+    for c in result["containers"]:
+        eta = c.get("rebuild_eta_s")
+        rows.append(
+            (
+                c["name"],
+                str(c["resiliency"]),
+                _human(c.get("reduced_resiliency_bytes") or 0),
+                f"{(c.get('rebuild_bytes_per_s') or 0) / 1e6:.1f} MB/s",
+                "-" if eta is None else f"{eta:.0f} s",
+                _human(c.get("rebuilt_bytes") or 0),
+                f"{c.get('reduced_resiliency_seconds') or 0:.0f} s",
+            )
+        )
+    _table(rows)
+    return 0
+
+
+def cmd_scrub(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with _connect(args) as client:
+            return await client.scrub(now=args.now, bytes_per_s=args.rate, cycle_s=args.cycle)
+
+    result = _run(go())
+    if args.json:
+        _print_json(result)
+        return 0
+    st = result["settings"]
+    rate = f"{st['bytes_per_s'] / 1e6:g} MB/s" if st["bytes_per_s"] else "unlimited"
+    started = "; a pass starts now on every node" if args.now else ""
+    print(
+        f"scrub: every node re-reads its data at {rate}, a pass every {st['cycle_s']:g} s{started}"
+    )
+    return 0
+
+
+def cmd_events(args: argparse.Namespace) -> int:
+    async def go() -> None:
+        import asyncio
+
+        async with _connect(args) as client:
+            answer = await client.events(since=args.since, limit=args.limit, kind=args.kind)
+            _print_events(answer["events"], args.json)
+            seen = answer["last_seq"]
+            while args.follow:
+                await asyncio.sleep(1.0)
+                answer = await client.events(since=seen, kind=args.kind)
+                _print_events(answer["events"], args.json)
+                seen = answer["last_seq"]
+
+    try:
+        _run(go())
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def _print_events(events: list[dict[str, Any]], as_json: bool) -> None:
+    for e in events:
+        if as_json:
+            print(json.dumps(e), flush=True)
+            continue
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e["at_wall"]))
+        print(
+            f"{e['seq']:>6}  {at}  {e['severity']:<7}  {e['kind']:<16}  {e['message']}", flush=True
+        )
+
+
 # --- containers and vdisks -----------------------------------------------------------------
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
@@ -180,6 +279,28 @@ def parse_seconds(text: str) -> float:
     if not m:
         raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 0s, 30m, 1h)")
     return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+_RATE_UNITS = {
+    "": 1,
+    "K": 10**3,
+    "M": 10**6,
+    "G": 10**9,
+    "KI": 1 << 10,
+    "MI": 1 << 20,
+    "GI": 1 << 30,
+}
+
+
+def parse_rate(text: str) -> int:
+    """``200MB/s`` -> bytes per second (K, M, G are powers of 1000; Ki, Mi, Gi of 1024);
+    ``0`` or ``unlimited`` for no limit."""
+    if text.strip().lower() in ("0", "unlimited", "none"):
+        return 0
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMG]I?)?B?(/S)?", text.strip().upper())
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a rate: {text!r} (e.g. 200MB/s, 1GiB/s, 0)")
+    return int(float(m.group(1)) * _RATE_UNITS[m.group(2) or ""])
 
 
 def _human(n: float) -> str:
@@ -493,6 +614,24 @@ def build_parser() -> argparse.ArgumentParser:
         fn=cmd_status
     )
 
+    rb = sub.add_parser(
+        "rebuild", parents=[common], help="re-replication: progress, rate and delay"
+    )
+    rb.add_argument("--rate", type=parse_rate, help="cluster-wide limit, e.g. 200MB/s (0: none)")
+    rb.add_argument("--per-node", type=int, help="copies one node takes part in at once")
+    rb.add_argument("--delay", type=parse_seconds, help="rebuild after a node is DOWN this long")
+    rb.set_defaults(fn=cmd_rebuild)
+    sc = sub.add_parser("scrub", parents=[common], help="background verification of stored data")
+    sc.add_argument("--now", action="store_true", help="start a pass on every node now")
+    sc.add_argument("--rate", type=parse_rate, help="read rate of each node's scrubber")
+    sc.add_argument("--cycle", type=parse_seconds, help="start a new pass this often, e.g. 1d")
+    sc.set_defaults(fn=cmd_scrub)
+    ev = sub.add_parser("events", parents=[common], help="the cluster's event log")
+    ev.add_argument("--follow", "-f", action="store_true", help="keep printing new events")
+    ev.add_argument("--since", type=int, help="events after this sequence number")
+    ev.add_argument("--limit", type=int, help="at most this many (default: the last 1000)")
+    ev.add_argument("--kind", help="only these kinds (comma-separated)")
+    ev.set_defaults(fn=cmd_events)
     node = sub.add_parser("node", help="run one node process").add_subparsers(
         dest="node_cmd", required=True
     )

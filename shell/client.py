@@ -252,6 +252,32 @@ class FabricClient:
         h: dict[str, Any] = await self.request("GET", "/api/v1/health")
         return h
 
+    # --- healing ----------------------------------------------------------------------------
+    async def events(
+        self, since: int | None = None, limit: int | None = None, kind: str | None = None
+    ) -> dict[str, Any]:
+        params = {
+            k: str(v)
+            for k, v in (("since", since), ("limit", limit), ("kind", kind))
+            if v is not None
+        }
+        answer: dict[str, Any] = await self.request("GET", "/api/v1/events", params=params)
+        return answer
+
+    async def rebuild(self, **settings: Any) -> dict[str, Any]:
+        """Rebuild settings and progress; with ``settings``, change them first."""
+        body = {k: v for k, v in settings.items() if v is not None}
+        method = "PUT" if body else "GET"
+        answer: dict[str, Any] = await self.request(method, "/api/v1/rebuild", json=body or None)
+        return answer
+
+    async def scrub(self, **settings: Any) -> dict[str, Any]:
+        """Scrub settings; with ``settings`` (``now=True`` among them), change them first."""
+        body = {k: v for k, v in settings.items() if v is not None and v is not False}
+        method = "PUT" if body else "GET"
+        answer: dict[str, Any] = await self.request(method, "/api/v1/scrub", json=body or None)
+        return answer
+
     # --- metadata key space -----------------------------------------------------------------
     async def kv_put(self, key: str, value: Any, expect_version: int | None = None) -> int:
         body: dict[str, Any] = {"value": value}

@@ -14,7 +14,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fabric.metadata.records import EgroupIntent, ImageRecord, StripMember, TaskRecord
+from fabric.metadata.records import (
+    EgroupIntent,
+    EventRecord,
+    ImageRecord,
+    RebuildSettings,
+    ScrubSettings,
+    StripMember,
+    TaskRecord,
+)
 from fabric.wire.codec import register
 
 
@@ -289,6 +297,43 @@ class PruneTombstones:
     egids: tuple[str, ...]
 
 
+# --- healing: re-replication, the event log, settings ------------------------------------
+@register(103)
+@dataclass(frozen=True, slots=True)
+class AddReplica:
+    """A sealed group's copy on ``lost`` (a node or disk gone) was rebuilt on ``to_node``.
+
+    The new copy was claimed as ``rebuild/<egid>`` and is durable; ``lost`` leaves the
+    replicas ("" when the group simply had fewer than its RF). Refused if the group
+    changed meanwhile (dropped, erasure coded, ``lost`` no longer listed).
+    """
+
+    egid: str
+    lost: str
+    to_node: str
+    bytes_copied: int = 0
+
+
+@register(104)
+@dataclass(frozen=True, slots=True)
+class RecordEvents:
+    """Append to the event log (each event's ``seq`` is assigned on apply)."""
+
+    events: tuple[EventRecord, ...]
+
+
+@register(105)
+@dataclass(frozen=True, slots=True)
+class SetRebuildSettings:
+    settings: RebuildSettings
+
+
+@register(106)
+@dataclass(frozen=True, slots=True)
+class SetScrubSettings:
+    settings: ScrubSettings
+
+
 # --- the image catalog -------------------------------------------------------------------
 @register(70)
 @dataclass(frozen=True, slots=True)
@@ -347,9 +392,11 @@ DataCommand = (
     | RegisterIntents
     | DropIntent
     | PruneTombstones
+    | AddReplica
 )
+HealCommand = RecordEvents | SetRebuildSettings | SetScrubSettings
 CatalogCommand = CreateImage | UpdateImage | DeleteImage | UpdateTask
-Command = KvCommand | NodeCommand | DataCommand | CatalogCommand
+Command = KvCommand | NodeCommand | DataCommand | CatalogCommand | HealCommand
 
 register(20)(Put)
 register(21)(Delete)

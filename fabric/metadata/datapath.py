@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from fabric.metadata import keys
 from fabric.metadata.commands import (
+    AddReplica,
     CommitPackedStrip,
     CommitStrip,
     CreateContainer,
@@ -126,6 +127,8 @@ class DataPath:
                 return self._drop_intent(index, cmd)
             case PruneTombstones():
                 return self._prune(cmd)
+            case AddReplica():
+                return self._add_replica(index, cmd)
 
     # --- containers and vdisks --------------------------------------------------------------
     def _create_container(self, index: int, cmd: CreateContainer) -> Any:
@@ -342,6 +345,30 @@ class DataPath:
         self._tombstone(index, cmd.egid)
         return cmd.egid
 
+    def _add_replica(self, index: int, cmd: AddReplica) -> Any:
+        eg = self.s.egroup(cmd.egid)
+        if eg is None:
+            raise Refused("not_found", f"no extent group {cmd.egid}")
+        if not eg.sealed or eg.strip or eg.parity:
+            raise Refused("conflict", f"extent group {cmd.egid} is open or erasure coded")
+        if cmd.to_node in eg.replicas:
+            raise Refused("conflict", f"{cmd.to_node} already holds {cmd.egid}")
+        if cmd.lost and cmd.lost not in eg.replicas:
+            raise Refused("conflict", f"{cmd.egid} no longer lives on {cmd.lost}")
+        claim = keys.rebuild_claim(cmd.egid)
+        self._claimed(claim)
+        kept = tuple(n for n in eg.replicas if n != cmd.lost)
+        self._put_egroup(index, replace(eg, replicas=(*kept, cmd.to_node)))
+        self.s.delete(keys.intent_key(claim))
+        grown = len(kept) + 1 - len(eg.replicas)
+        self._stats_add(
+            index,
+            eg.container,
+            physical_bytes=eg.size * grown,
+            rebuilt_bytes=cmd.bytes_copied,
+        )
+        return cmd.egid
+
     def _relocate(self, index: int, cmd: RelocateExtents) -> Any:
         target = cmd.egroup
         if self.s.egroup(target.egid) is not None:
@@ -549,9 +576,11 @@ class DataPath:
         def moved(members: tuple[Any, ...]) -> tuple[Any, ...]:
             return tuple(replace(m, node=cmd.to_node) if m.egid == cmd.egid else m for m in members)
 
+        rebuilt = strip.parity_bytes if eg.parity else strip.length
         strip = replace(strip, data=moved(strip.data), parity=moved(strip.parity))
         self.s.put(index, keys.strip_key(cmd.strip_id), strip)
         self._put_egroup(index, replace(eg, replicas=(cmd.to_node,)))
+        self._stats_add(index, strip.container, rebuilt_bytes=rebuilt)
         self.s.delete(keys.intent_key(f"{cmd.strip_id}/{cmd.egid}"))
         return cmd.egid
 

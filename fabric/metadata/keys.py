@@ -13,9 +13,12 @@ from fabric.metadata.records import (
     ContainerRecord,
     EgroupIntent,
     EgroupRecord,
+    EventRecord,
     ExtentRecord,
     ImageRecord,
     NodeRecord,
+    RebuildSettings,
+    ScrubSettings,
     StripRecord,
     TaskRecord,
     VdiskRecord,
@@ -35,6 +38,13 @@ IMAGE = "image/"
 IMAGE_NAME = "image-name/"
 TASK = "task/"
 KV = "kv/"
+EVENT = "event/"
+EVENT_SEQ = "event-seq/"
+SETTINGS = "settings/"
+REBUILD_SETTINGS = SETTINGS + "rebuild"
+SCRUB_SETTINGS = SETTINGS + "scrub"
+EVENT_NEXT = EVENT_SEQ + "next"
+"""The sequence number the next event gets (events are ``event/<seq:012d>``)."""
 
 VALUE_TYPES: dict[str, type | tuple[type, ...] | None] = {
     NODE: NodeRecord,
@@ -51,6 +61,9 @@ VALUE_TYPES: dict[str, type | tuple[type, ...] | None] = {
     IMAGE_NAME: str,
     TASK: TaskRecord,
     KV: None,
+    EVENT: EventRecord,
+    EVENT_SEQ: int,
+    SETTINGS: (RebuildSettings, ScrubSettings),
 }
 """Prefix -> the type of its values (None: user JSON data, checked by ``json_like``)."""
 
@@ -109,6 +122,11 @@ def intent_key(egid: str) -> str:
     return EGROUP_INTENT + egid
 
 
+def rebuild_claim(egid: str) -> str:
+    """The intent id under which a rebuilt copy of ``egid`` is claimed."""
+    return f"rebuild/{egid}"
+
+
 def dropped_key(egid: str) -> str:
     return EGROUP_DROPPED + egid
 
@@ -127,6 +145,10 @@ def image_name_key(name: str) -> str:
 
 def task_key(task_id: str) -> str:
     return TASK + task_id
+
+
+def event_key(seq: int) -> str:
+    return f"{EVENT}{seq:012d}"
 
 
 def kv_key(key: str) -> str:

@@ -59,6 +59,8 @@ class ContainerStats:
     ec_data_bytes: int = 0
     ec_parity_bytes: int = 0
     ec_strips: int = 0
+    rebuilt_bytes: int = 0
+    """Bytes copied or recomputed to restore lost replicas and strip members (ever)."""
 
     def add(self, **deltas: int) -> ContainerStats:
         values = {name: getattr(self, name) + delta for name, delta in deltas.items()}
@@ -216,3 +218,63 @@ class EgroupIntent:
     files: tuple[StripMember, ...]
     """(egid, node) of every file the claim covers."""
     owner: str
+
+
+@register(92)
+@dataclass(frozen=True, slots=True)
+class EventRecord:
+    """One entry of the cluster's event log: a state change, a repair, a finding."""
+
+    seq: int
+    """Position in the log (assigned when the event is committed; 0 before)."""
+    at_wall: float
+    kind: str
+    """One of ``EVENT_KINDS``."""
+    node: str
+    """The node it happened on or to ("" for the cluster as a whole)."""
+    subject: str
+    """What it is about: a node, disk, extent group, container ("" if nothing more)."""
+    message: str
+    severity: str = "info"
+    """One of ``EVENT_SEVERITIES``."""
+
+
+EVENT_KINDS = (
+    "node_state",
+    "disk_state",
+    "rebuild_started",
+    "rebuild_finished",
+    "rebuild_stuck",
+    "replica_rebuilt",
+    "scrub_error",
+    "scrub_repaired",
+    "scrub_cycle",
+    "settings",
+)
+EVENT_SEVERITIES = ("info", "warning", "error")
+
+
+@register(93)
+@dataclass(frozen=True, slots=True)
+class RebuildSettings:
+    """How the cluster restores resiliency (the config's ``[rebuild]``, changed at runtime)."""
+
+    delay_s: float = 10.0
+    """A node DOWN this long has its data rebuilt elsewhere (0: at once)."""
+    bytes_per_s: int = 0
+    """Cluster-wide rebuild byte rate (0: no limit)."""
+    per_node: int = 2
+    """Copies a node takes part in at once, as source or target."""
+
+
+@register(94)
+@dataclass(frozen=True, slots=True)
+class ScrubSettings:
+    """How each node re-reads and verifies its extent groups (the config's ``[scrub]``)."""
+
+    bytes_per_s: int = 50_000_000
+    """Read rate of one node's scrubber (0: as fast as the disks go)."""
+    cycle_s: float = 86_400.0
+    """A node starts a new pass over all its groups this long after the last began."""
+    run_now: int = 0
+    """Raised by ``fabric scrub --now``: every node starts a pass when it sees it grow."""

@@ -26,13 +26,14 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fabric.errors import BadRequest
-from fabric.metadata import catalog, keys, legacy, validate
+from fabric.metadata import catalog, healing, keys, legacy, validate
 from fabric.metadata.commands import (
     Batch,
     CatalogCommand,
     Command,
     DataCommand,
     Delete,
+    HealCommand,
     Put,
     RegisterNode,
     SetNodeState,
@@ -42,6 +43,7 @@ from fabric.metadata.indexes import Indexes
 from fabric.metadata.records import (
     ContainerRecord,
     EgroupRecord,
+    EventRecord,
     ExtentRecord,
     ImageRecord,
     NodeRecord,
@@ -256,6 +258,8 @@ class MetadataState:
             return Result(ok=True, value=catalog.apply(self, index, command))
         if isinstance(command, DataCommand):
             return Result(ok=True, value=DataPath(self).apply(index, command))
+        if isinstance(command, HealCommand):
+            return Result(ok=True, value=healing.apply(self, index, command))
         raise BadRequest(f"unknown command {type(command).__name__}")
 
     # --- low-level writes, for command handlers ---------------------------------------------
@@ -329,6 +333,21 @@ class MetadataState:
             key,
             replace(old, state=cmd.state, state_since=cmd.at_wall, reason=cmd.reason),
         )
+        if old.state != cmd.state:
+            why = f" ({cmd.reason})" if cmd.reason else ""
+            healing.record_event(
+                self,
+                index,
+                EventRecord(
+                    0,
+                    cmd.at_wall,
+                    "node_state",
+                    cmd.node_id,
+                    cmd.node_id,
+                    f"node {cmd.node_id}: {old.state} -> {cmd.state}{why}",
+                    "info" if cmd.state == "UP" else "warning",
+                ),
+            )
         return Result(ok=True, value=index)
 
     # --- snapshots --------------------------------------------------------------------------

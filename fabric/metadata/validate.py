@@ -20,6 +20,7 @@ from fabric.errors import BadRequest
 from fabric.extents.policy import ContainerPolicy, check_name, check_policy
 from fabric.metadata import keys
 from fabric.metadata.commands import (
+    AddReplica,
     Batch,
     CommitPackedStrip,
     CommitStrip,
@@ -28,13 +29,18 @@ from fabric.metadata.commands import (
     CreateVdisk,
     Delete,
     Put,
+    RecordEvents,
     RegisterNode,
     SetNodeState,
+    SetRebuildSettings,
+    SetScrubSettings,
     UpdateImage,
     UpdateTask,
     WriteExtents,
 )
 from fabric.metadata.records import (
+    EVENT_KINDS,
+    EVENT_SEVERITIES,
     IMAGE_STATES,
     IMAGE_TYPES,
     NODE_STATES,
@@ -154,6 +160,24 @@ def _specific(command: Any) -> None:
             image(command.image)
         case UpdateTask():
             task(command.task)
+        case AddReplica():
+            check_name("node", command.to_node)
+            if command.lost == command.to_node:
+                raise BadRequest("a copy is rebuilt on another node than the lost one")
+        case RecordEvents():
+            if not 0 < len(command.events) <= limits.MAX_EVENTS_PER_COMMAND:
+                raise BadRequest(f"{len(command.events)} events in one command")
+            for event in command.events:
+                if event.kind not in EVENT_KINDS:
+                    raise BadRequest(f"event kind {event.kind!r}")
+                if event.severity not in EVENT_SEVERITIES:
+                    raise BadRequest(f"event severity {event.severity!r}")
+        case SetRebuildSettings():
+            if command.settings.per_node < 1:
+                raise BadRequest("rebuild per_node must be at least 1")
+        case SetScrubSettings():
+            if command.settings.cycle_s <= 0:
+                raise BadRequest("scrub cycle_s must be positive")
 
 
 def _packed(command: CommitPackedStrip) -> None:

@@ -163,3 +163,36 @@ class ListEgroups:
 @dataclass(frozen=True, slots=True)
 class EgroupList:
     egids: tuple[str, ...]
+
+
+@register(120)
+@dataclass(frozen=True, slots=True)
+class ExtentCheck:
+    """A live extent of a group: where it lies and the checksum of its stored bytes."""
+
+    offset: int
+    length: int
+    checksum: int
+
+
+@register(121)
+@dataclass(frozen=True, slots=True)
+class PullEgroup:
+    """Make a copy of extent group ``egid`` on this node from ``sources`` (rebuild).
+
+    The target reads the source's file a window at a time (the next source on a
+    failure), checks every live extent against its checksum (a bad range is read from
+    another source), writes, fsyncs once, and answers with the bytes copied.
+    """
+
+    egid: str
+    sources: tuple[str, ...]
+    checks: tuple[ExtentCheck, ...]
+
+
+@register(122)
+@dataclass(frozen=True, slots=True)
+class PullReply:
+    bytes_copied: int
+    bad_ranges: int
+    """Ranges that failed their checksum on some source and came from another."""

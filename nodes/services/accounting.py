@@ -97,6 +97,7 @@ def container_views(state: MetadataState) -> list[dict[str, Any]]:
                 "ec_parity_bytes": st.ec_parity_bytes,
                 "ec_savings_bytes": st.ec_data_bytes * (p.rf - 1) - st.ec_parity_bytes,
                 "ec_pending_groups": len(state.idx.ec_pending.get(c.name, ())) if p.ec else 0,
+                "rebuilt_bytes": st.rebuilt_bytes,
                 "resiliency": min(p.rf - 1, worst.get(c.name, p.rf - 1)),
             }
         )

@@ -48,7 +48,7 @@ from fabric import limits
 from fabric.errors import FabricError, Unavailable
 from fabric.extents import codec, erasure
 from fabric.extents.policy import ContainerPolicy
-from fabric.metadata import keys
+from fabric.metadata import healing, keys
 from fabric.metadata.commands import (
     CommitPackedStrip,
     CommitStrip,
@@ -228,9 +228,10 @@ class EcService:
     # --- the scanner's entry point ----------------------------------------------------------
     async def scan(self) -> None:
         state = self.metadata.state
-        up = state.up_nodes()
+        settings = healing.effective_rebuild(state, self.catalog.config.rebuild)
+        gone = healing.lost_nodes(state, settings, self.clock.wall())
         for strip in rebuild_suspects(state):
-            lost = [m for m in strip.members if m.node not in up]
+            lost = [m for m in strip.members if m.node in gone]
             if lost and len(lost) <= strip.m:
                 await self._rebuild(strip, lost[0].egid, lost[0].node)
                 return

@@ -107,7 +107,9 @@ class StorageService:
                 return self.list()
         raise BadRequest(f"not a storage message: {type(msg).__name__}")
 
-    async def append(self, msg: AppendExtents) -> AppendReply:
+    async def append(self, msg: AppendExtents, durable: bool = True) -> AppendReply:
+        """Write ``msg.payloads`` at ``msg.at``; with ``durable``, answer once fsynced
+        (a copy being rebuilt writes all its windows first, then ``flush``es once)."""
         tail = self._tails.setdefault(msg.egid, Tail())
         disk = self._where.get(msg.egid) or self._disk_for_new(msg.egid)
         path = egroup_file(msg.egid)
@@ -142,7 +144,8 @@ class StorageService:
                 raise Unavailable(f"{self.node_id}: extent group {msg.egid}: {tail.broken}")
             tail.end = landed + size
             tail.lock.notify_all()
-        await self._sync(tail, disk, path, start + size)
+        if durable:
+            await self._sync(tail, disk, path, start + size)
         offsets = []
         pos = start
         for payload in msg.payloads:
@@ -150,6 +153,14 @@ class StorageService:
             pos += len(payload)
         self.bytes_written += size
         return AppendReply(tuple(offsets))
+
+    async def flush(self, egid: str) -> int:
+        """Make every byte written to ``egid`` durable; its size."""
+        disk, tail = self._where.get(egid), self._tails.get(egid)
+        if disk is None or tail is None:
+            raise NotFound(f"{self.node_id} holds no extent group {egid}")
+        await self._sync(tail, disk, egroup_file(egid), tail.end)
+        return tail.end
 
     async def _size(self, disk: Disk, path: str) -> int:
         try:

@@ -1,0 +1,86 @@
+"""The event log and the healing settings, as parts of the replicated state.
+
+Events live at ``event/<seq:012d>`` with consecutive sequence numbers (``event-seq/next``
+holds the next one), so a reader that saw up to ``since`` asks for exactly the keys
+after it, without scanning. The log keeps the last ``limits.EVENTS_KEPT``: adding one
+deletes the one that many places before it, so it stays bounded whatever happens.
+Sequence numbers are assigned on apply, in log order: every node numbers alike.
+
+Settings (``settings/rebuild``, ``settings/scrub``) are absent until changed at runtime;
+until then the cluster config's values hold (``effective_*``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from fabric import limits
+from fabric.metadata import keys
+from fabric.metadata.commands import HealCommand, RecordEvents, SetRebuildSettings, SetScrubSettings
+from fabric.metadata.records import EventRecord, RebuildSettings, ScrubSettings
+
+if TYPE_CHECKING:
+    from fabric.metadata.state import MetadataState
+
+
+def apply(state: MetadataState, index: int, cmd: HealCommand) -> Any:
+    match cmd:
+        case RecordEvents():
+            return [record_event(state, index, event) for event in cmd.events]
+        case SetRebuildSettings():
+            state.put(index, keys.REBUILD_SETTINGS, cmd.settings)
+            return index
+        case SetScrubSettings():
+            state.put(index, keys.SCRUB_SETTINGS, cmd.settings)
+            return index
+
+
+def record_event(state: MetadataState, index: int, event: EventRecord) -> int:
+    """Append ``event`` to the log (trimming the oldest); its sequence number."""
+    seq = next_seq(state)
+    state.put(index, keys.event_key(seq), replace(event, seq=seq))
+    state.put(index, keys.EVENT_NEXT, seq + 1)
+    state.delete(keys.event_key(seq - limits.EVENTS_KEPT))
+    return seq
+
+
+def next_seq(state: MetadataState) -> int:
+    value: int | None = state.value(keys.EVENT_NEXT)
+    return 1 if value is None else value
+
+
+def events(state: MetadataState, since: int = 0, limit: int = 100) -> list[EventRecord]:
+    """Events after sequence number ``since``, oldest first, at most ``limit``."""
+    end = next_seq(state)
+    first = max(since + 1, end - limits.EVENTS_KEPT, 1)
+    out = []
+    for seq in range(first, min(end, first + max(0, limit))):
+        record: EventRecord | None = state.value(keys.event_key(seq))
+        if record is not None:
+            out.append(record)
+    return out
+
+
+def latest_events(state: MetadataState, limit: int) -> list[EventRecord]:
+    """The last ``limit`` events, oldest first."""
+    return events(state, max(0, next_seq(state) - 1 - limit), limit)
+
+
+def effective_rebuild(state: MetadataState, configured: RebuildSettings) -> RebuildSettings:
+    value: RebuildSettings | None = state.value(keys.REBUILD_SETTINGS)
+    return configured if value is None else value
+
+
+def effective_scrub(state: MetadataState, configured: ScrubSettings) -> ScrubSettings:
+    value: ScrubSettings | None = state.value(keys.SCRUB_SETTINGS)
+    return configured if value is None else value
+
+
+def lost_nodes(state: MetadataState, settings: RebuildSettings, now_wall: float) -> set[str]:
+    """Nodes DOWN for at least ``delay_s``: what they held is rebuilt elsewhere."""
+    return {
+        node
+        for node, record in state.nodes().items()
+        if record.state == "DOWN" and now_wall - record.state_since >= settings.delay_s
+    }

@@ -1,0 +1,150 @@
+"""HTTP routes of healing: the event log, rebuild settings and progress, scrubbing."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from aiohttp import web
+
+from fabric import limits
+from fabric.errors import BadRequest, from_code
+from fabric.metadata import healing
+from fabric.metadata.commands import SetRebuildSettings, SetScrubSettings
+from fabric.metadata.records import EVENT_KINDS, RebuildSettings, ScrubSettings, to_json
+from nodes.api import NODE, json_body
+from nodes.node import Node
+
+
+def _int_query(request: web.Request, name: str, default: int, high: int) -> int:
+    raw = request.query.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadRequest(f"{name} must be an integer, not {raw!r}") from None
+    if not 0 <= value <= high:
+        raise BadRequest(f"{name} must be 0..{high}")
+    return value
+
+
+async def get_events(request: web.Request) -> web.Response:
+    """``?since=SEQ`` (events after it), ``limit``, ``kind`` (comma-separated)."""
+    node = request.app[NODE]
+    since = _int_query(request, "since", 0, 2**62)
+    limit = _int_query(request, "limit", limits.EVENTS_PAGE, limits.EVENTS_PAGE)
+    kinds = {k for k in request.query.get("kind", "").split(",") if k}
+    unknown = sorted(kinds - set(EVENT_KINDS))
+    if unknown:
+        raise BadRequest(f"unknown event kind {unknown[0]!r}; kinds: {', '.join(EVENT_KINDS)}")
+    await node.metadata.read_index()
+    state = node.metadata.state
+    if "since" in request.query:
+        found = healing.events(state, since, limit)
+    else:
+        found = healing.latest_events(state, limit)
+    nxt = found[-1].seq if found else max(since, healing.next_seq(state) - 1)
+    if kinds:
+        found = [e for e in found if e.kind in kinds]
+    return web.json_response({"events": [to_json(e) for e in found], "last_seq": nxt})
+
+
+def _settings_from(body: dict[str, Any], current: Any, names: dict[str, type]) -> Any:
+    values: dict[str, Any] = {}
+    for name, value in body.items():
+        kind = names.get(name)
+        if kind is None:
+            raise BadRequest(f"unknown setting {name!r}; settings: {', '.join(names)}")
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise BadRequest(f"{name} must be a non-negative number, not {value!r}")
+        if kind is int and value != int(value):
+            raise BadRequest(f"{name} must be a whole number, not {value!r}")
+        values[name] = kind(value)
+    return dataclasses.replace(current, **values)
+
+
+async def _rebuild_answer(node: Node) -> dict[str, Any]:
+    view = await node.cluster_view()
+    return {
+        "settings": view.get("rebuild", {}),
+        "containers": [
+            {
+                "name": c["name"],
+                "resiliency": c["resiliency"],
+                **{k: c.get(k) for k in _PROGRESS},
+            }
+            for c in view.get("containers", [])
+        ],
+    }
+
+
+_PROGRESS = (
+    "reduced_resiliency_bytes",
+    "rebuild_bytes_per_s",
+    "rebuild_eta_s",
+    "reduced_resiliency_seconds",
+    "rebuilt_bytes",
+)
+
+
+async def get_rebuild(request: web.Request) -> web.Response:
+    return web.json_response(await _rebuild_answer(request.app[NODE]))
+
+
+async def put_rebuild(request: web.Request) -> web.Response:
+    """Change ``bytes_per_s``, ``per_node`` or ``delay_s`` of the running cluster."""
+    node = request.app[NODE]
+    body = await json_body(request)
+    await node.metadata.read_index()
+    current = node.rebuild.settings()
+    names = {"bytes_per_s": int, "per_node": int, "delay_s": float}
+    settings: RebuildSettings = _settings_from(body, current, names)
+    result = await node.metadata.propose(SetRebuildSettings(settings))
+    if not result.ok:
+        raise from_code(result.code, result.message)
+    await node.events.record("settings", "rebuild", f"rebuild settings: {_describe(settings)}")
+    return web.json_response(await _rebuild_answer(node))
+
+
+async def get_scrub(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    await node.metadata.read_index()
+    settings = healing.effective_scrub(node.metadata.state, node.config.scrub)
+    return web.json_response({"settings": dataclasses.asdict(settings)})
+
+
+async def put_scrub(request: web.Request) -> web.Response:
+    """Change ``bytes_per_s`` or ``cycle_s``; ``{"now": true}`` starts a pass on every node."""
+    node = request.app[NODE]
+    body = await json_body(request)
+    now = body.pop("now", False)
+    if not isinstance(now, bool):
+        raise BadRequest("now must be true or false")
+    await node.metadata.read_index()
+    current = healing.effective_scrub(node.metadata.state, node.config.scrub)
+    settings: ScrubSettings = _settings_from(body, current, {"bytes_per_s": int, "cycle_s": float})
+    if settings.cycle_s <= 0:
+        raise BadRequest("cycle_s must be positive")
+    if now:
+        settings = dataclasses.replace(settings, run_now=settings.run_now + 1)
+    result = await node.metadata.propose(SetScrubSettings(settings))
+    if not result.ok:
+        raise from_code(result.code, result.message)
+    what = "a scrub pass now on every node; " if now else ""
+    await node.events.record("settings", "scrub", f"{what}scrub settings: {_describe(settings)}")
+    return web.json_response({"settings": dataclasses.asdict(settings)})
+
+
+def _describe(settings: Any) -> str:
+    return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(settings).items() if k != "run_now")
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.get("/api/v1/events", get_events),
+        web.get("/api/v1/rebuild", get_rebuild),
+        web.put("/api/v1/rebuild", put_rebuild),
+        web.get("/api/v1/scrub", get_scrub),
+        web.put("/api/v1/scrub", put_scrub),
+    ]
