@@ -243,8 +243,15 @@ class NodeCollector(Collector):
             c.add_metric([name], watch.reduced_seconds)
         yield c
 
-    def _healing(self) -> Iterator[CounterMetricFamily]:
+    def _healing(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         node = self.node
+        g = GaugeMetricFamily(
+            "fabric_scrub_last_pass_end_seconds",
+            "When this node's last full scrub pass ended (Unix time; 0: never)",
+            labels=["node"],
+        )
+        g.add_metric([node.id], node.scrubber.stats.last_pass_end_wall)
+        yield g
         if node.metadata.is_leader:
             for name, value, doc in (
                 ("copies", node.rebuild.stats.copies, "Rebuild copies committed (leader)"),
@@ -301,6 +308,22 @@ class NodeCollector(Collector):
             "fabric_rebuild_bad_ranges": (
                 "Extents a rebuild found bad on one source and read from another",
                 node.copier.stats.bad_ranges,
+            ),
+            "fabric_scrub_bytes": (
+                "Bytes re-read and verified by the scrubber",
+                node.scrubber.stats.bytes_scrubbed,
+            ),
+            "fabric_scrub_errors": (
+                "Extents the scrubber found failing their checksum",
+                node.scrubber.stats.errors_found,
+            ),
+            "fabric_scrub_repaired": (
+                "Bad extents the scrubber rewrote from a good copy",
+                node.scrubber.stats.repaired,
+            ),
+            "fabric_scrub_passes": (
+                "Full scrub passes over this node's groups",
+                node.scrubber.stats.passes,
             ),
             "fabric_scanner_reclaimed_bytes": (
                 "Bytes freed by collecting extent groups",

@@ -63,6 +63,7 @@ from nodes.services.reader import ReadCoordinator
 from nodes.services.rebuild import RebuildService
 from nodes.services.replicas import ReplicaClient
 from nodes.services.scanner import Scanner, sweep_orphans
+from nodes.services.scrubber import Scrubber
 from nodes.services.storage import StorageService
 from nodes.services.strips import StripReader
 from nodes.services.writer import WriteCoordinator
@@ -161,6 +162,16 @@ class Node:
             self.events,
             self.spawn,
         )
+        self.scrubber = Scrubber(
+            node_id,
+            config,
+            clock,
+            self.metadata,
+            self.storage,
+            self.replicas,
+            self.strips,
+            self.events,
+        )
         self.scanner = Scanner(
             node_id,
             clock,
@@ -203,6 +214,7 @@ class Node:
         self.supervise("scanner", self.scanner.run_forever)
         self.supervise("rebuild", self.rebuild.run_forever)
         self.supervise("resiliency-watch", self.rebuild.watch_forever)
+        self.supervise("scrubber", self.scrubber.run_forever)
 
     def supervise(
         self,

@@ -269,6 +269,7 @@ class RebuildService:
             self.stats.failed += 1
             self._retry_at[egid] = self.clock.now() + RETRY_AFTER_S
             log.warning("rebuild of %s onto %s failed: %s", egid, target, exc)
+            await self._stuck_once(egid, f"a copy of {egid} onto {target} failed: {exc}")
         finally:
             if self._running.get(egid) is asyncio.current_task():
                 del self._running[egid]

@@ -82,9 +82,7 @@ def test_a_dead_node_is_healed_around_and_its_return_serves_nothing_stale(seed: 
         sim.run(sim.wait_for(lambda: victim in leader_state(sim).up_nodes(), 30, "back UP"))
         # Its copies were replaced: a read through it uses the new ones.
         assert sim.run(read_all(sim, victim, "a")) == data, f"seed {seed}"
-        sim.run(
-            sim.wait_for(lambda: not sim.check_disks().unreferenced, 120, "surplus swept")
-        )
+        sim.run(sim.wait_for(lambda: not sim.check_disks().unreferenced, 120, "surplus swept"))
         assert not under_replicated(sim, 2)
     finally:
         sim.close()

@@ -1,0 +1,232 @@
+"""Scrubbing: every node re-reads and verifies the extent groups it holds, forever.
+
+Theory of operation
+-------------------
+A pass reads every group file of this node, a window at a time (cut at extent
+boundaries, as a rebuild copy is), at ``bytes_per_s`` (the ``[scrub]`` settings: the
+config's, or ``fabric scrub``'s), and checks each live extent against its checksum.
+So a bit flip at rest is found within one pass whether or not a client ever reads it.
+A bad extent is mended at once from a good copy: another replica, or for an
+erasure-coded group (one copy) its strip. Every finding and repair goes to the event
+log and ``/metrics``; a pass ends with a ``scrub_cycle`` event, which is also how a
+restarted node knows when its last pass ended: the next one starts ``cycle_s`` after
+it. ``fabric scrub --now`` (``ScrubSettings.run_now`` raised) starts one at once.
+
+Only the extents the metadata calls live are data: dead space and a writer's
+uncommitted tail are not checked. A group that disappears mid-pass (collected, moved)
+is skipped. Parity groups are not verified yet (their bytes have no checksum of their
+own; checking them means re-encoding verified data).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from fabric import limits
+from fabric.config import ClusterConfig
+from fabric.errors import FabricError, NotFound, Unavailable
+from fabric.extents import codec
+from fabric.metadata import healing
+from fabric.metadata.records import EgroupRecord, ExtentRecord, ScrubSettings
+from fabric.ports import Clock, PeerUnreachable
+from fabric.wire.messages import (
+    EgroupStat,
+    ExtentCheck,
+    ExtentData,
+    ReadExtent,
+    RepairExtent,
+    StatEgroup,
+)
+from nodes.services.copier import windows
+from nodes.services.events import EventLog
+from nodes.services.metadata import MetadataService
+from nodes.services.replicas import ReplicaClient
+from nodes.services.storage import StorageService
+from nodes.services.strips import StripReader
+
+log = logging.getLogger(__name__)
+
+MAX_FINDINGS_PER_PASS = 200
+"""Events one pass records about single extents (a rotten disk must not flood the log);
+the pass's summary counts them all."""
+
+
+@dataclass
+class ScrubStats:
+    passes: int = 0
+    bytes_scrubbed: int = 0
+    groups_scrubbed: int = 0
+    errors_found: int = 0
+    repaired: int = 0
+    unrepaired: int = 0
+    last_pass_end_wall: float = 0.0
+
+
+@dataclass
+class _Pass:
+    started: float
+    groups: int = 0
+    bytes: int = 0
+    errors: int = 0
+    repaired: int = 0
+    events: int = 0
+
+
+class Scrubber:
+    def __init__(
+        self,
+        node_id: str,
+        config: ClusterConfig,
+        clock: Clock,
+        metadata: MetadataService,
+        storage: StorageService,
+        replicas: ReplicaClient,
+        strips: StripReader,
+        events: EventLog,
+    ) -> None:
+        self.node_id = node_id
+        self.config = config
+        self.clock = clock
+        self.metadata = metadata
+        self.storage = storage
+        self.replicas = replicas
+        self.strips = strips
+        self.events = events
+        self.stats = ScrubStats()
+        self._run_now_seen: int | None = None
+        self._paced_until = 0.0
+
+    def settings(self) -> ScrubSettings:
+        return healing.effective_scrub(self.metadata.state, self.config.scrub)
+
+    async def run_forever(self) -> None:
+        await self.metadata.read_index()
+        self.stats.last_pass_end_wall = self._last_pass_end()
+        self._run_now_seen = self.settings().run_now
+        while True:
+            settings = self.settings()
+            asked = settings.run_now != self._run_now_seen
+            due = self.clock.wall() >= self.stats.last_pass_end_wall + settings.cycle_s
+            if asked or due:
+                self._run_now_seen = settings.run_now
+                await self.scrub_pass()
+            else:
+                await self.clock.sleep(1.0)
+
+    def _last_pass_end(self) -> float:
+        """When this node's last recorded pass ended (0: never)."""
+        for event in reversed(healing.latest_events(self.metadata.state, limits.EVENTS_KEPT)):
+            if event.kind == "scrub_cycle" and event.node == self.node_id:
+                return event.at_wall
+        return 0.0
+
+    async def scrub_pass(self) -> None:
+        run = _Pass(self.clock.now())
+        for egid in self.storage.egroups():
+            try:
+                await self._scrub_group(egid, run)
+            except (NotFound, PeerUnreachable, FabricError) as exc:
+                log.info("scrub of %s skipped: %s", egid, exc)
+        took = self.clock.now() - run.started
+        self.stats.passes += 1
+        self.stats.last_pass_end_wall = self.clock.wall()
+        severity = "info" if run.errors == run.repaired else "error"
+        await self.events.record(
+            "scrub_cycle",
+            self.node_id,
+            f"{self.node_id} scrubbed {run.groups} extent groups ({run.bytes} bytes) in "
+            f"{took:.1f} s: {run.errors} bad extents, {run.repaired} repaired",
+            severity,
+        )
+
+    async def _scrub_group(self, egid: str, run: _Pass) -> None:
+        eg = self.metadata.state.egroup(egid)
+        if eg is None or self.node_id not in eg.replicas or eg.parity:
+            return  # garbage for the sweeper, or parity (not verified yet)
+        live = self.metadata.state.extents_in(egid)
+        if not live:
+            return
+        stat = await self.storage.handle(StatEgroup(egid))
+        assert isinstance(stat, EgroupStat)
+        by_offset = {e.offset: e for _, e in live}
+        checks = tuple(ExtentCheck(e.offset, e.stored_len, e.checksum) for e in by_offset.values())
+        for start, end in windows(stat.size, checks, limits.REBUILD_WINDOW_BYTES):
+            await self._pace(end - start)
+            reply = await self.storage.read(ReadExtent(egid, start, min(end, stat.size) - start))
+            data = reply.data
+            run.bytes += len(data)
+            self.stats.bytes_scrubbed += len(data)
+            for c in checks:
+                if not start <= c.offset < end:
+                    continue
+                at = c.offset - start
+                if codec.checksum(data[at : at + c.length]) != c.checksum:
+                    await self._found(eg, by_offset[c.offset], run)
+        run.groups += 1
+        self.stats.groups_scrubbed += 1
+
+    async def _pace(self, nbytes: int) -> None:
+        """Keep reads at ``bytes_per_s`` on average (0: no limit)."""
+        rate = self.settings().bytes_per_s
+        if not rate:
+            return
+        now = self.clock.now()
+        self._paced_until = max(self._paced_until, now) + nbytes / rate
+        if self._paced_until > now:
+            await self.clock.sleep(self._paced_until - now)
+
+    async def _found(self, eg: EgroupRecord, ext: ExtentRecord, run: _Pass) -> None:
+        run.errors += 1
+        self.stats.errors_found += 1
+        where = f"extent at {ext.offset} (+{ext.stored_len}) of {eg.egid} on {self.node_id}"
+        try:
+            source = await self._mend(eg, ext)
+        except (PeerUnreachable, FabricError) as exc:
+            self.stats.unrepaired += 1
+            await self._report(run, "scrub_error", eg.egid, f"{where} is bad: {exc}", "error")
+            return
+        run.repaired += 1
+        self.stats.repaired += 1
+        await self._report(
+            run, "scrub_repaired", eg.egid, f"{where} failed its checksum; repaired from {source}"
+        )
+
+    async def _report(
+        self, run: _Pass, kind: str, subject: str, message: str, severity: str = "warning"
+    ) -> None:
+        if run.events >= MAX_FINDINGS_PER_PASS:
+            log.warning("scrub: %s", message)
+            return
+        run.events += 1
+        await self.events.record(kind, subject, message, severity)
+
+    async def _mend(self, eg: EgroupRecord, ext: ExtentRecord) -> str:
+        """Rewrite this node's copy of ``ext`` with good bytes; where they came from."""
+        good, source = await self._good_copy(eg, ext)
+        await self.storage.repair(RepairExtent(eg.egid, ext.offset, good))
+        return source
+
+    async def _good_copy(self, eg: EgroupRecord, ext: ExtentRecord) -> tuple[bytes, str]:
+        errors = []
+        for node in eg.replicas:
+            if node == self.node_id:
+                continue
+            try:
+                reply = await self.replicas.call_storage(
+                    node, ReadExtent(eg.egid, ext.offset, ext.stored_len)
+                )
+            except (PeerUnreachable, FabricError) as exc:
+                errors.append(f"{node}: {exc}")
+                continue
+            assert isinstance(reply, ExtentData)
+            if codec.checksum(reply.data) == ext.checksum:
+                return reply.data, f"the copy on {node}"
+            errors.append(f"{node}: also bad")
+        if eg.strip:
+            self.strips.forget(eg)  # a window cached before the flip was found is suspect
+            data = await self.strips.read_degraded(eg, ext.offset, ext.stored_len)
+            if codec.checksum(data) == ext.checksum:
+                return data, f"strip {eg.strip}"
+            errors.append(f"strip {eg.strip}: rebuilt bytes fail the checksum")
+        raise Unavailable("no good copy: " + ("; ".join(errors) or "no other copy"))
