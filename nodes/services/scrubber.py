@@ -131,6 +131,8 @@ class Scrubber:
         took = self.clock.now() - run.started
         self.stats.passes += 1
         self.stats.last_pass_end_wall = self.clock.wall()
+        if not run.groups:
+            return  # nothing held, nothing to remember: no event for an empty node
         severity = "info" if run.errors == run.repaired else "error"
         await self.events.record(
             "scrub_cycle",

@@ -111,7 +111,8 @@ def test_every_flip_at_rest_is_found_and_repaired_within_one_pass(seed: int) -> 
         log = healing.events(state, 0, 10_000)
         assert [e.kind for e in log].count("scrub_repaired") == len(flipped), f"seed {seed}"
         cycles = {e.node for e in log if e.kind == "scrub_cycle"}
-        assert cycles == set(sim.nodes), f"seed {seed}: passes recorded by {cycles}"
+        finders = {n for n, node in sim.nodes.items() if node.scrubber.stats.errors_found}
+        assert finders <= cycles, f"seed {seed}: passes recorded by {cycles}, not {finders}"
     finally:
         sim.close()
 
