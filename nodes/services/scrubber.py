@@ -129,9 +129,9 @@ class Scrubber:
             except (NotFound, PeerUnreachable, FabricError) as exc:
                 log.info("scrub of %s skipped: %s", egid, exc)
         took = self.clock.now() - run.started
-        self.stats.passes += 1
         self.stats.last_pass_end_wall = self.clock.wall()
         if not run.groups:
+            self.stats.passes += 1
             return  # nothing held, nothing to remember: no event for an empty node
         severity = "info" if run.errors == run.repaired else "error"
         await self.events.record(
@@ -141,6 +141,7 @@ class Scrubber:
             f"{took:.1f} s: {run.errors} bad extents, {run.repaired} repaired",
             severity,
         )
+        self.stats.passes += 1
 
     async def _scrub_group(self, egid: str, run: _Pass) -> None:
         eg = self.metadata.state.egroup(egid)
