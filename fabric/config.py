@@ -27,6 +27,11 @@ class NodeConfig:
     disks: tuple[str, ...]
     labels: dict[str, str] = field(default_factory=dict)
     """Fault-domain labels: ``rack``, ``block``."""
+    disk_capacity: tuple[int, ...] = ()
+    """Bytes of extent groups each disk may hold (0 or absent: its free space)."""
+
+    def capacity_of(self, i: int) -> int:
+        return self.disk_capacity[i] if i < len(self.disk_capacity) else 0
 
     @property
     def address(self) -> str:
@@ -141,12 +146,36 @@ def _parse_node(src: _Source, raw: Any, nth: int) -> NodeConfig:
     port = _get(src, raw, "port", int, _REQUIRED, where, "nodes", nth)
     if not 1 <= port <= 65535:
         raise src.error(f"{where}port", f"{port} is not a TCP port", "nodes", nth)
-    disks = _get(src, raw, "disks", list, ["disk0"], where, "nodes", nth)
+    raw_disks = _get(src, raw, "disks", list, ["disk0"], where, "nodes", nth)
+    every = _get(src, raw, "capacity_bytes", int, 0, where, "nodes", nth)
+    disks: list[str] = []
+    capacity: list[int] = []
+    for d in raw_disks:
+        # A disk is a path, or {path = "...", capacity_bytes = N} for experiments.
+        if isinstance(d, dict) and isinstance(d.get("path"), str):
+            cap = d.get("capacity_bytes", every)
+            if isinstance(cap, bool) or not isinstance(cap, int):
+                raise src.error(f"{where}disks", "capacity_bytes must be an integer", "nodes", nth)
+            disks.append(d["path"])
+            capacity.append(cap)
+        else:
+            disks.append(d)
+            capacity.append(every)
     if not disks or not all(isinstance(d, str) and d for d in disks):
-        raise src.error(f"{where}disks", "must be a non-empty list of paths", "nodes", nth)
+        raise src.error(
+            f"{where}disks", "must be a non-empty list of paths or tables", "nodes", nth
+        )
+    if any(c < 0 or 0 < c < limits.MIN_DISK_CAPACITY_BYTES for c in capacity):
+        raise src.error(
+            f"{where}disks",
+            f"capacity_bytes must be 0 or at least {limits.MIN_DISK_CAPACITY_BYTES}",
+            "nodes",
+            nth,
+        )
     labels = {k: str(raw[k]) for k in ("rack", "block") if k in raw}
     host = _get(src, raw, "host", str, "127.0.0.1", where, "nodes", nth)
-    return NodeConfig(node_id, host, port, tuple(disks), labels)
+    caps = tuple(capacity) if any(capacity) else ()
+    return NodeConfig(node_id, host, port, tuple(disks), labels, caps)
 
 
 def _parse_timeouts(src: _Source, raw: Any) -> Timeouts:
@@ -289,7 +318,12 @@ def sized_config(base: ClusterConfig, nodes: int, base_port: int | None = None) 
         raise ConfigError(f"--nodes {nodes}: must be {limits.MIN_NODES}..{limits.MAX_NODES}")
     template = base.nodes[0]
     port0 = template.port if base_port is None else base_port
-    out = [NodeConfig(f"n{i + 1}", template.host, port0 + i, template.disks) for i in range(nodes)]
+    out = [
+        NodeConfig(
+            f"n{i + 1}", template.host, port0 + i, template.disks, {}, template.disk_capacity
+        )
+        for i in range(nodes)
+    ]
     voters = tuple(n.id for n in out[: 3 if nodes >= 3 else 1])
     return replace(base, nodes=tuple(out), voters=voters)
 
@@ -321,13 +355,19 @@ def render_config(cfg: ClusterConfig) -> str:
             f'id = "{node.id}"',
             f'host = "{node.host}"',
             f"port = {node.port}",
-            "disks = [" + ", ".join(f'"{d}"' for d in node.disks) + "]",
+            "disks = [" + ", ".join(_disk_entry(node, i) for i in range(len(node.disks))) + "]",
             *(f'{k} = "{v}"' for k, v in node.labels.items()),
         ]
     for container in cfg.containers:
         lines += ["", "[[containers]]"]
         lines += [f"{k} = {_toml_value(v)}" for k, v in container.items()]
     return "\n".join(lines) + "\n"
+
+
+def _disk_entry(node: NodeConfig, i: int) -> str:
+    cap = node.capacity_of(i)
+    path = node.disks[i]
+    return f'{{path = "{path}", capacity_bytes = {cap}}}' if cap else f'"{path}"'
 
 
 def _settings_lines(settings: Any) -> list[str]:

@@ -187,6 +187,15 @@ MAX_INGESTS = 4
 EVENTS_KEPT = 10_000
 """The event log keeps this many of the latest events (older ones are deleted)."""
 MAX_EVENTS_PER_COMMAND = 256
+MAX_LOST_COPIES_PER_COMMAND = 4096
+MIN_DISK_CAPACITY_BYTES = 16 * MiB
+"""A configured disk capacity below this could not hold two extent groups."""
+DISK_PROBE_EVERY_S = 2.0
+"""Each disk is written, synced and sized this often (a failure also shows on any I/O)."""
+DISK_HIGH_WATER = 0.90
+"""A disk this full takes no new extent groups (FULL)..."""
+DISK_LOW_WATER = 0.85
+"""...until it is below this again (hysteresis: no flapping at the mark)."""
 EVENTS_PAGE = 1000
 """At most this many events per ``GET /api/v1/events``."""
 REBUILD_EVERY_S = 0.5

@@ -66,6 +66,11 @@ class DiskFault(Exception):
     """A disk operation failed: device gone, full, or read back corrupt (an operating fault)."""
 
 
+class DiskFull(DiskFault):
+    """No space left on the disk (or past its configured ``capacity_bytes``): the disk
+    works, it only takes nothing more until space is freed."""
+
+
 class Disk(Protocol):
     """One disk of a node: a flat namespace of files. Appends are durable after ``sync``."""
 

@@ -54,7 +54,7 @@ def _lock(node_dir: str) -> int | None:
 async def serve(config: ClusterConfig, node_id: str, node_dir: str) -> int:
     nc = config.node(node_id)
     transport = HttpTransport(node_id, config)
-    disks = [FileDisk(d, disk_root(node_dir, d)) for d in nc.disks]
+    disks = [FileDisk(d, disk_root(node_dir, d), nc.capacity_of(i)) for i, d in enumerate(nc.disks)]
     fetcher = HttpFetcher()
     runtime = Runtime(
         clock=RealClock(),

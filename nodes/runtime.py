@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -28,6 +29,7 @@ from fabric.config import ClusterConfig
 from fabric.errors import FabricError, from_code
 from fabric.ports import (
     DiskFault,
+    DiskFull,
     Handler,
     OneWayHandler,
     PeerUnreachable,
@@ -72,28 +74,49 @@ async def thread_offload(fn: Any, *args: Any) -> Any:
 class FileDisk:
     """A directory on a real filesystem. Blocking calls run in the default executor."""
 
-    def __init__(self, name: str, root: str) -> None:
+    def __init__(self, name: str, root: str, capacity_bytes: int = 0) -> None:
         self.name = name
         self.root = root
-        os.makedirs(root, exist_ok=True)
+        self.capacity_bytes = capacity_bytes
+        """0: the file system's free space; else the disk holds at most this many bytes
+        of extent groups (``capacity_bytes`` in the config, for experiments)."""
         self._handles: dict[str, int] = {}
-        # File sizes kept up to date by our own writes, so that usage() (every health
-        # report) costs one statvfs, not a stat of every extent group file.
-        self._sizes = {
-            n: os.stat(os.path.join(root, n)).st_size
-            for n in os.listdir(root)
-            if not n.endswith(".tmp")
-        }
+        self._sizes: dict[str, int] = {}
+        self.broken = ""
+        """Why the directory could not be opened at start (every call then fails)."""
+        try:
+            os.makedirs(root, exist_ok=True)
+            # File sizes kept up to date by our own writes, so that usage() (every health
+            # report) costs one statvfs, not a stat of every extent group file.
+            self._sizes = {
+                n: os.stat(os.path.join(root, n)).st_size
+                for n in os.listdir(root)
+                if not n.endswith(".tmp")
+            }
+        except OSError as exc:
+            self.broken = f"disk {name}: {exc.strerror or exc}"
 
     def _path(self, path: str) -> str:
         assert "/" not in path and path not in ("", ".", ".."), f"bad disk file name {path!r}"
         return os.path.join(self.root, path)
 
     async def _run(self, fn: Any, *args: Any) -> Any:
+        if self.broken:
+            raise DiskFault(self.broken)
         try:
             return await asyncio.to_thread(fn, *args)
         except OSError as exc:
-            raise DiskFault(f"disk {self.name}: {exc.strerror or exc}") from exc
+            kind = DiskFull if exc.errno in (errno.ENOSPC, errno.EDQUOT) else DiskFault
+            raise kind(f"disk {self.name}: {exc.strerror or exc}") from exc
+
+    def _check_room(self, path: str, adding: int) -> None:
+        """Past ``capacity_bytes`` an extent-group append fails as a full disk would; the
+        Raft log and snapshot are exempt (space reserved for metadata)."""
+        if not self.capacity_bytes or not path.endswith(".eg"):
+            return
+        used = sum(n for p, n in self._sizes.items() if p.endswith(".eg"))
+        if used + adding > self.capacity_bytes:
+            raise DiskFull(f"disk {self.name}: full (capacity_bytes {self.capacity_bytes})")
 
     async def read(self, path: str) -> bytes | None:
         def read() -> bytes | None:
@@ -140,6 +163,8 @@ class FileDisk:
             os.close(fd)
 
     async def append(self, path: str, data: bytes) -> int:
+        self._check_room(path, len(data))
+
         def append() -> int:
             fd = self._handle(path)
             offset = os.fstat(fd).st_size
@@ -153,6 +178,8 @@ class FileDisk:
         return offset
 
     async def append_parts(self, path: str, parts: Sequence[bytes]) -> int:
+        self._check_room(path, sum(map(len, parts)))
+
         def append_parts() -> int:
             fd = self._handle(path)
             offset = os.fstat(fd).st_size
@@ -217,7 +244,8 @@ class FileDisk:
         def usage() -> tuple[int, int]:
             st = os.statvfs(self.root)
             used = sum(self._sizes.values())
-            return used, used + st.f_bavail * st.f_frsize
+            room = used + st.f_bavail * st.f_frsize
+            return used, min(room, self.capacity_bytes) if self.capacity_bytes else room
 
         result: tuple[int, int] = await self._run(usage)
         return result

@@ -76,7 +76,12 @@ class SimCluster:
         self.net = SimNetwork(random.Random(self.rng.getrandbits(64)))
         self.clock = SimClock()
         self.snapshot_every_entries = snapshot_every_entries
-        self.disks = {n.id: [SimDisk(f"{n.id}/{d}") for d in n.disks] for n in config.nodes}
+        self.disks = {
+            n.id: [
+                SimDisk(f"{n.id}/{d}", n.capacity_of(i) or 1 << 40) for i, d in enumerate(n.disks)
+            ]
+            for n in config.nodes
+        }
         self.http = SimHttp(self.clock)
         """The URL sources every node's imports read from."""
         self.nodes: dict[str, Node] = {}

@@ -314,6 +314,32 @@ class AddReplica:
     bytes_copied: int = 0
 
 
+@register(107)
+@dataclass(frozen=True, slots=True)
+class SetDiskState:
+    """A node saw one of its disks change state (UP, FULL, FAILED)."""
+
+    node: str
+    disk: str
+    state: str
+    at_wall: float
+    reason: str = ""
+    used_bytes: int = 0
+    capacity_bytes: int = 0
+
+
+@register(108)
+@dataclass(frozen=True, slots=True)
+class MarkCopiesLost:
+    """``node`` no longer holds its copies of ``egids`` (their disk failed, or came back
+    empty): it leaves their replicas, and the rebuild makes the copies again."""
+
+    node: str
+    egids: tuple[str, ...]
+    reason: str
+    at_wall: float
+
+
 @register(104)
 @dataclass(frozen=True, slots=True)
 class RecordEvents:
@@ -393,8 +419,9 @@ DataCommand = (
     | DropIntent
     | PruneTombstones
     | AddReplica
+    | MarkCopiesLost
 )
-HealCommand = RecordEvents | SetRebuildSettings | SetScrubSettings
+HealCommand = RecordEvents | SetRebuildSettings | SetScrubSettings | SetDiskState
 CatalogCommand = CreateImage | UpdateImage | DeleteImage | UpdateTask
 Command = KvCommand | NodeCommand | DataCommand | CatalogCommand | HealCommand
 

@@ -45,6 +45,7 @@ from fabric.metadata.commands import (
     DropIntent,
     DropStrip,
     MapWrite,
+    MarkCopiesLost,
     MoveStripMember,
     NewEgroup,
     NewExtent,
@@ -55,10 +56,12 @@ from fabric.metadata.commands import (
     SealEgroups,
     WriteExtents,
 )
+from fabric.metadata.healing import record_event
 from fabric.metadata.records import (
     ContainerRecord,
     ContainerStats,
     EgroupRecord,
+    EventRecord,
     ExtentRecord,
     StripMember,
     StripRecord,
@@ -129,6 +132,8 @@ class DataPath:
                 return self._prune(cmd)
             case AddReplica():
                 return self._add_replica(index, cmd)
+            case MarkCopiesLost():
+                return self._lose_copies(index, cmd)
 
     # --- containers and vdisks --------------------------------------------------------------
     def _create_container(self, index: int, cmd: CreateContainer) -> Any:
@@ -355,10 +360,13 @@ class DataPath:
             raise Refused("conflict", f"{cmd.to_node} already holds {cmd.egid}")
         if cmd.lost and cmd.lost not in eg.replicas:
             raise Refused("conflict", f"{cmd.egid} no longer lives on {cmd.lost}")
+        if not cmd.lost and not eg.lost_copies:
+            raise Refused("conflict", f"{cmd.egid} lost no copy")
         claim = keys.rebuild_claim(cmd.egid)
         self._claimed(claim)
         kept = tuple(n for n in eg.replicas if n != cmd.lost)
-        self._put_egroup(index, replace(eg, replicas=(*kept, cmd.to_node)))
+        lost_copies = eg.lost_copies if cmd.lost else eg.lost_copies - 1
+        self._put_egroup(index, replace(eg, replicas=(*kept, cmd.to_node), lost_copies=lost_copies))
         self.s.delete(keys.intent_key(claim))
         grown = len(kept) + 1 - len(eg.replicas)
         self._stats_add(
@@ -368,6 +376,34 @@ class DataPath:
             rebuilt_bytes=cmd.bytes_copied,
         )
         return cmd.egid
+
+    def _lose_copies(self, index: int, cmd: MarkCopiesLost) -> Any:
+        lost = lost_bytes = 0
+        gone: list[str] = []
+        for egid in cmd.egids:
+            eg = self.s.egroup(egid)
+            if eg is None or cmd.node not in eg.replicas:
+                continue
+            kept = tuple(n for n in eg.replicas if n != cmd.node)
+            self._put_egroup(index, replace(eg, replicas=kept, lost_copies=eg.lost_copies + 1))
+            if not eg.strip:
+                # A strip's bytes are counted by the strip; a copy of a group by the group.
+                self._stats_add(index, eg.container, physical_bytes=-eg.size)
+            if not kept and eg.extents and not eg.strip:
+                gone.append(egid)
+            lost += 1
+            lost_bytes += eg.size
+        if lost:
+            message = f"{cmd.node} lost {lost} copies ({lost_bytes} bytes): {cmd.reason}"
+            if gone:
+                message += f"; no copy left of {len(gone)} groups ({', '.join(gone[:5])})"
+            severity = "error" if gone else "warning"
+            record_event(
+                self.s,
+                index,
+                EventRecord(0, cmd.at_wall, "copies_lost", cmd.node, cmd.node, message, severity),
+            )
+        return lost
 
     def _relocate(self, index: int, cmd: RelocateExtents) -> Any:
         target = cmd.egroup
@@ -568,7 +604,7 @@ class DataPath:
         eg = self.s.egroup(cmd.egid)
         if strip is None or eg is None or eg.strip != cmd.strip_id:
             raise Refused("not_found", f"{cmd.egid} is not in strip {cmd.strip_id}")
-        if eg.replicas != (cmd.from_node,):
+        if eg.replicas not in ((cmd.from_node,), ()):
             raise Refused("conflict", f"{cmd.egid} no longer lives on {cmd.from_node}")
         if cmd.claimed:
             self._claimed(f"{cmd.strip_id}/{cmd.egid}")
@@ -579,7 +615,7 @@ class DataPath:
         rebuilt = strip.parity_bytes if eg.parity else strip.length
         strip = replace(strip, data=moved(strip.data), parity=moved(strip.parity))
         self.s.put(index, keys.strip_key(cmd.strip_id), strip)
-        self._put_egroup(index, replace(eg, replicas=(cmd.to_node,)))
+        self._put_egroup(index, replace(eg, replicas=(cmd.to_node,), lost_copies=0))
         self._stats_add(index, strip.container, rebuilt_bytes=rebuilt)
         self.s.delete(keys.intent_key(f"{cmd.strip_id}/{cmd.egid}"))
         return cmd.egid

@@ -17,8 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from fabric import limits
 from fabric.metadata import keys
-from fabric.metadata.commands import HealCommand, RecordEvents, SetRebuildSettings, SetScrubSettings
-from fabric.metadata.records import EventRecord, RebuildSettings, ScrubSettings
+from fabric.metadata.commands import (
+    HealCommand,
+    RecordEvents,
+    SetDiskState,
+    SetRebuildSettings,
+    SetScrubSettings,
+)
+from fabric.metadata.records import DiskRecord, EventRecord, RebuildSettings, ScrubSettings
 
 if TYPE_CHECKING:
     from fabric.metadata.state import MetadataState
@@ -34,6 +40,47 @@ def apply(state: MetadataState, index: int, cmd: HealCommand) -> Any:
         case SetScrubSettings():
             state.put(index, keys.SCRUB_SETTINGS, cmd.settings)
             return index
+        case SetDiskState():
+            return _set_disk_state(state, index, cmd)
+
+
+def _set_disk_state(state: MetadataState, index: int, cmd: SetDiskState) -> int:
+    key = keys.disk_key(cmd.node, cmd.disk)
+    old: DiskRecord | None = state.value(key)
+    was = "UP" if old is None else old.state
+    state.put(
+        index,
+        key,
+        DiskRecord(
+            cmd.node,
+            cmd.disk,
+            cmd.state,
+            cmd.at_wall,
+            cmd.reason,
+            cmd.used_bytes,
+            cmd.capacity_bytes,
+        ),
+    )
+    if was != cmd.state:
+        why = f" ({cmd.reason})" if cmd.reason else ""
+        severity = {"UP": "info", "FULL": "warning"}.get(cmd.state, "error")
+        message = f"disk {cmd.disk} of {cmd.node}: {was} -> {cmd.state}{why}"
+        record_event(
+            state,
+            index,
+            EventRecord(0, cmd.at_wall, "disk_state", cmd.node, cmd.disk, message, severity),
+        )
+    return index
+
+
+def disks_of(state: MetadataState, node: str) -> list[DiskRecord]:
+    """The disk records a node reported (a disk never reported is UP)."""
+    return [item.value for _, item in state.scan(f"{keys.DISK}{node}/")]
+
+
+def unusable_disks(state: MetadataState, node: str) -> dict[str, str]:
+    """disk -> FULL or FAILED, for the disks of ``node`` that take no new data."""
+    return {d.name: d.state for d in disks_of(state, node) if d.state != "UP"}
 
 
 def record_event(state: MetadataState, index: int, event: EventRecord) -> int:

@@ -70,6 +70,8 @@ class Indexes:
         self.block_maps: defaultdict[str, dict[int, str]] = defaultdict(dict)
         """vdisk id -> extent index -> extent id."""
         self.pending_images: set[str] = set()
+        self.short_egroups: set[str] = set()
+        """Groups that lost a copy with a disk (``lost_copies``) not made again yet."""
         self.intents_on: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
         """(egid, node) -> ids of the intents that claim that file."""
 
@@ -102,6 +104,7 @@ class Indexes:
             self.open_egroups.discard(egid)
             self.collectable.discard(egid)
             self.compactable.discard(egid)
+            self.short_egroups.discard(egid)
             self._discard(self.ec_pending, old.container, egid)
             for node in old.replicas:
                 self._discard(self.egroups_on, node, egid)
@@ -118,6 +121,8 @@ class Indexes:
             self._strip_live(new.strip, +1)
         for node in new.replicas:
             self.egroups_on[node].add(egid)
+        if new.lost_copies:
+            self.short_egroups.add(egid)
         if not new.sealed:
             self.open_egroups.add(egid)
         elif new.extents == 0 and not new.strip and not new.parity:

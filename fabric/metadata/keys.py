@@ -11,6 +11,7 @@ from typing import Any
 
 from fabric.metadata.records import (
     ContainerRecord,
+    DiskRecord,
     EgroupIntent,
     EgroupRecord,
     EventRecord,
@@ -38,6 +39,7 @@ IMAGE = "image/"
 IMAGE_NAME = "image-name/"
 TASK = "task/"
 KV = "kv/"
+DISK = "disk/"
 EVENT = "event/"
 EVENT_SEQ = "event-seq/"
 SETTINGS = "settings/"
@@ -61,6 +63,7 @@ VALUE_TYPES: dict[str, type | tuple[type, ...] | None] = {
     IMAGE_NAME: str,
     TASK: TaskRecord,
     KV: None,
+    DISK: DiskRecord,
     EVENT: EventRecord,
     EVENT_SEQ: int,
     SETTINGS: (RebuildSettings, ScrubSettings),
@@ -145,6 +148,10 @@ def image_name_key(name: str) -> str:
 
 def task_key(task_id: str) -> str:
     return TASK + task_id
+
+
+def disk_key(node: str, disk: str) -> str:
+    return f"{DISK}{node}/{disk}"
 
 
 def event_key(seq: int) -> str:

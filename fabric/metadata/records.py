@@ -121,6 +121,9 @@ class EgroupRecord:
     strip: str = ""
     """The strip it belongs to once erasure coded ("" before)."""
     parity: bool = False
+    lost_copies: int = 0
+    """Copies lost with a failed or wiped disk and not made again yet (each took its node
+    out of ``replicas``); the rebuild adds one back per ``AddReplica``."""
 
     @property
     def size(self) -> int:
@@ -242,6 +245,7 @@ class EventRecord:
 EVENT_KINDS = (
     "node_state",
     "disk_state",
+    "copies_lost",
     "rebuild_started",
     "rebuild_finished",
     "rebuild_stuck",
@@ -252,6 +256,24 @@ EVENT_KINDS = (
     "settings",
 )
 EVENT_SEVERITIES = ("info", "warning", "error")
+
+
+DISK_STATES = ("UP", "FULL", "FAILED")
+
+
+@register(95)
+@dataclass(frozen=True, slots=True)
+class DiskRecord:
+    """One disk of a node as its node last reported it (``disk/<node>/<name>``)."""
+
+    node: str
+    name: str
+    state: str
+    """One of ``DISK_STATES``: FULL takes no new groups, FAILED holds nothing."""
+    since: float
+    reason: str = ""
+    used_bytes: int = 0
+    capacity_bytes: int = 0
 
 
 @register(93)

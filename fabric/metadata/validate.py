@@ -28,9 +28,11 @@ from fabric.metadata.commands import (
     CreateImage,
     CreateVdisk,
     Delete,
+    MarkCopiesLost,
     Put,
     RecordEvents,
     RegisterNode,
+    SetDiskState,
     SetNodeState,
     SetRebuildSettings,
     SetScrubSettings,
@@ -39,6 +41,7 @@ from fabric.metadata.commands import (
     WriteExtents,
 )
 from fabric.metadata.records import (
+    DISK_STATES,
     EVENT_KINDS,
     EVENT_SEVERITIES,
     IMAGE_STATES,
@@ -175,6 +178,12 @@ def _specific(command: Any) -> None:
         case SetRebuildSettings():
             if command.settings.per_node < 1:
                 raise BadRequest("rebuild per_node must be at least 1")
+        case SetDiskState():
+            if command.state not in DISK_STATES:
+                raise BadRequest(f"disk state {command.state!r}")
+        case MarkCopiesLost():
+            if not 0 < len(command.egids) <= limits.MAX_LOST_COPIES_PER_COMMAND:
+                raise BadRequest(f"{len(command.egids)} groups in one MarkCopiesLost")
         case SetScrubSettings():
             if command.settings.cycle_s <= 0:
                 raise BadRequest("scrub cycle_s must be positive")

@@ -12,7 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fabric.ports import Clock, DiskFault
+from fabric.ports import Clock, DiskFault, DiskFull
+
+DATA_SUFFIX = ".eg"
+"""Only extent-group files count against ``capacity_bytes``: the Raft log and snapshot
+live in space reserved for metadata, so a full data disk never stops consensus."""
 
 
 class SimDisk:
@@ -33,10 +37,15 @@ class SimDisk:
         if self.failed:
             raise DiskFault(f"disk {self.name} has failed")
 
-    def _check_space(self) -> None:
+    def _check_space(self, adding: int = 0) -> None:
         self._check()
         if self.full:
-            raise DiskFault(f"disk {self.name}: no space left on device")
+            raise DiskFull(f"disk {self.name}: no space left on device")
+        if adding and self._used() + adding > self.capacity_bytes:
+            raise DiskFull(f"disk {self.name}: no space left (capacity {self.capacity_bytes})")
+
+    def _used(self) -> int:
+        return sum(len(f) for p, f in self._files.items() if p.endswith(DATA_SUFFIX))
 
     async def read(self, path: str) -> bytes | None:
         self._check()
@@ -49,7 +58,7 @@ class SimDisk:
         self._synced[path] = len(data)
 
     async def append(self, path: str, data: bytes) -> int:
-        self._check_space()
+        self._check_space(len(data) if path.endswith(DATA_SUFFIX) else 0)
         f = self._files.setdefault(path, bytearray())
         self._synced.setdefault(path, 0)
         offset = len(f)

@@ -35,6 +35,11 @@ def resiliency(state: MetadataState) -> dict[str, int]:
         if widths:
             floor = min(members - k for members, k in widths)
             worst[container] = min(worst.get(container, floor), floor)
+    for eg in state.egroups(sorted(idx.short_egroups)):
+        strip = state.strip(eg.strip) if eg.strip else None
+        if strip is not None:  # a member lost with its disk: one member fewer
+            left = len(strip.members) - strip.k - 1
+            worst[strip.container] = min(worst.get(strip.container, left), left)
     up = state.up_nodes()
     lost = sorted(
         {n for n in idx.egroups_on if n not in up} | {n for n in idx.strips_on if n not in up}

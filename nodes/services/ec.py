@@ -81,9 +81,11 @@ log = logging.getLogger(__name__)
 
 
 def rebuild_suspects(state: MetadataState) -> list[StripRecord]:
-    """Strips with a member on a node that is not UP: only these can need a rebuild."""
+    """Strips with a member on a node that is not UP, or lost with its disk: only these
+    can need a rebuild."""
     up = state.up_nodes()
     ids = {s for node, held in state.idx.strips_on.items() if node not in up for s in held}
+    ids |= {eg.strip for eg in state.egroups(sorted(state.idx.short_egroups)) if eg.strip}
     found = (state.strip(i) for i in sorted(ids))
     return [strip for strip in found if strip is not None]
 
@@ -231,7 +233,7 @@ class EcService:
         settings = healing.effective_rebuild(state, self.catalog.config.rebuild)
         gone = healing.lost_nodes(state, settings, self.clock.wall())
         for strip in rebuild_suspects(state):
-            lost = [m for m in strip.members if m.node in gone]
+            lost = [m for m in strip.members if m.node in gone or self._lost_with_disk(m)]
             if lost and len(lost) <= strip.m:
                 await self._rebuild(strip, lost[0].egid, lost[0].node)
                 return
@@ -248,6 +250,10 @@ class EcService:
             name, policy = container.name, container.policy
             if await self._timed(self._convert_some(name, policy)) < limits.EC_STRIPS_PER_PASS:
                 await self._timed(self._pack(name, policy))
+
+    def _lost_with_disk(self, member: StripMember) -> bool:
+        eg = self.metadata.state.egroup(member.egid)
+        return eg is not None and not eg.replicas
 
     async def _timed(self, work: Awaitable[int]) -> int:
         """``work``'s result; its time counts as converting if it wrote a strip."""

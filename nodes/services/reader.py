@@ -186,7 +186,7 @@ class ReadCoordinator:
             raise Unavailable(
                 f"extent in {ext.egroup} unreadable and not rebuildable: " + "; ".join(errors)
             )
-        if eg.replicas[0] in answered:
+        if eg.replicas and eg.replicas[0] in answered:
             task = asyncio.ensure_future(self._repair(eg.replicas[0], ext, data))
             self._repairs.add(task)
             task.add_done_callback(self._repairs.discard)

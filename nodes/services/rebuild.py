@@ -77,19 +77,21 @@ class Work:
 
 
 def to_rebuild(state: MetadataState, lost: set[str]) -> tuple[list[Work], list[EgroupRecord]]:
-    """Sealed replicated groups with a copy on a lost node, least redundant first; and
-    the open ones, to seal first."""
+    """Sealed replicated groups with a copy on a lost node or lost with a disk, least
+    redundant first; and the open ones, to seal first."""
     up = state.up_nodes()
-    egids = sorted({egid for node in lost for egid in state.idx.egroups_on.get(node, ())})
+    egids = {egid for node in lost for egid in state.idx.egroups_on.get(node, ())}
+    egids |= state.idx.short_egroups
     work, open_groups = [], []
-    for eg in state.egroups(egids):
+    for eg in state.egroups(sorted(egids)):
         if eg.strip or eg.parity or not eg.extents:
             continue  # EC members are the EC job's; an empty group is collected instead
         if not eg.sealed:
             open_groups.append(eg)
             continue
         gone = [n for n in eg.replicas if n in lost]
-        work.append(Work(eg, gone[0], tuple(n for n in eg.replicas if n in up)))
+        # A copy lost with its disk left the replicas already: "" adds one back.
+        work.append(Work(eg, gone[0] if gone else "", tuple(n for n in eg.replicas if n in up)))
     work.sort(key=lambda w: (len(w.live), w.eg.egid))
     return work, open_groups
 
@@ -99,10 +101,12 @@ def reduced_bytes(state: MetadataState) -> dict[str, int]:
     up = state.up_nodes()
     out: dict[str, int] = {}
     egids = {e for n, held in state.idx.egroups_on.items() if n not in up for e in held}
+    egids |= state.idx.short_egroups
     for eg in state.egroups(sorted(egids)):
         if eg.extents and not eg.strip and not eg.parity:
             out[eg.container] = out.get(eg.container, 0) + eg.size
     strip_ids = {s for n, held in state.idx.strips_on.items() if n not in up for s in held}
+    strip_ids |= {eg.strip for eg in state.egroups(sorted(state.idx.short_egroups)) if eg.strip}
     for strip_id in sorted(strip_ids):
         strip = state.strip(strip_id)
         if strip is not None:
@@ -213,7 +217,9 @@ class RebuildService:
         work, open_groups = to_rebuild(self.state, lost)
         if open_groups:
             await self.metadata.propose(SealEgroups(tuple(eg.egid for eg in open_groups)))
-        strips = any(n in lost for n in self.state.idx.strips_on)
+        strips = any(n in lost for n in self.state.idx.strips_on) or any(
+            eg.strip for eg in self.state.egroups(sorted(self.state.idx.short_egroups))
+        )
         await self._episode_change(bool(work or open_groups or strips), work, lost)
         self._refill(settings, now)
         domains = self.catalog.fault_domains()

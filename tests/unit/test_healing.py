@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 
 import pytest
 
@@ -171,7 +172,7 @@ def test_copy_windows_cover_the_file_and_never_split_an_extent() -> None:
     checks = tuple(ExtentCheck(i * 3 * MiB, 3 * MiB, 0) for i in range(5))  # 15 MiB
     plan = windows(16 * MiB, checks, 4 * MiB)
     assert plan[0][0] == 0 and plan[-1][1] == 16 * MiB
-    assert all(a[1] == b[0] for a, b in zip(plan, plan[1:], strict=False))
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(plan))
     for c in checks:
         assert any(a <= c.offset and c.offset + c.length <= b for a, b in plan)
     big = (ExtentCheck(0, 10 * MiB, 0),)
