@@ -54,6 +54,7 @@ from fabric.wire.messages import (
 from nodes.services.accounting import cluster_usage, container_views
 from nodes.services.catalog import Catalog
 from nodes.services.copier import Copier
+from nodes.services.disks import DiskWatch
 from nodes.services.ec import EcService
 from nodes.services.events import EventLog
 from nodes.services.health import HealthService
@@ -109,6 +110,9 @@ class Node:
         work = runtime.offload
         # Built in dependency order, each from the ones before it: nothing is wired later.
         self.storage = StorageService(node_id, disks)
+        self.disk_watch = DiskWatch(
+            node_id, clock, disks, self.node_config.disks, self.storage, self.metadata
+        )
         self.replicas = ReplicaClient(node_id, transport, self.storage, self.metadata)
         self.catalog = Catalog(node_id, config, clock, rng, self.metadata)
         self.strips = StripReader(self.metadata, self.replicas, work)
@@ -215,6 +219,7 @@ class Node:
         self.supervise("rebuild", self.rebuild.run_forever)
         self.supervise("resiliency-watch", self.rebuild.watch_forever)
         self.supervise("scrubber", self.scrubber.run_forever)
+        self.supervise("disk-watch", self.disk_watch.run_forever)
 
     def supervise(
         self,
@@ -326,30 +331,18 @@ class Node:
                 swept = await sweep_orphans(self.metadata, self.storage)
                 if swept:
                     log.info("deleted %d extent group replicas dropped while away", swept)
+                await self.disk_watch.check_held()
                 return
 
     async def _local_report(self) -> tuple[str, dict[str, Any]]:
-        """UP, or DEGRADED with a reason when a disk cannot be used or the node is out
-        of service."""
-        disks: list[dict[str, Any]] = []
-        failed: list[str] = []
-        for disk in self.disks:
-            try:
-                used, capacity = await disk.usage()
-                disks.append(
-                    {
-                        "name": disk.name,
-                        "used_bytes": used,
-                        "capacity_bytes": capacity,
-                        "state": "UP",
-                    }
-                )
-            except DiskFault as exc:
-                failed.append(disk.name)
-                disks.append({"name": disk.name, "state": "FAILED", "error": str(exc)})
+        """UP, or DEGRADED with a reason when every disk failed or the node is out of
+        service. A node that lost some of its disks stays UP: it serves from the others
+        (``DiskWatch`` reports each disk's state to the cluster)."""
+        disks = self.disk_watch.report()
         problems = self.problems()
-        if failed:
-            problems.append(f"disk failed: {', '.join(failed)}")
+        failed = [str(d["name"]) for d in disks if d["state"] == "FAILED"]
+        if self.disk_watch.all_failed:
+            problems.append(f"every disk failed: {', '.join(failed)}")
         if problems:
             return "DEGRADED", {"disks": disks, "reason": "; ".join(problems)}
         return "UP", {"disks": disks}

@@ -207,6 +207,7 @@ def check_disks(
         (f"{node}:{disk.name}:{path}", (node, path) in claims)
         for node, node_disks in sorted(disks.items())
         for disk in node_disks
+        if not disk.failed
         for path in disk.files()
         if is_group_file(path) and (node, path) not in placed
     ]
@@ -222,7 +223,12 @@ def check_disks(
 
 
 def _check_copy(group: GroupCopies, node: str, disks: Sequence[SimDisk], path: str) -> list[str]:
-    found = [(disk, data) for disk in disks if (data := disk.contents(path)) is not None]
+    # A failed disk holds nothing as far as the cluster is concerned, whatever is left on it.
+    found = [
+        (disk, data)
+        for disk in disks
+        if not disk.failed and (data := disk.contents(path)) is not None
+    ]
     if not found:
         return [f"{group.egid} has no file on {node}"]
     if len(found) > 1:

@@ -11,8 +11,9 @@ from typing import Any
 
 from fabric import limits
 from fabric.config import ClusterConfig
-from fabric.errors import BadRequest, NotFound, from_code
+from fabric.errors import BadRequest, InsufficientStorage, NotFound, from_code
 from fabric.extents.policy import ContainerPolicy, check_name
+from fabric.metadata import healing
 from fabric.metadata.commands import (
     CreateContainer,
     CreateVdisk,
@@ -21,7 +22,7 @@ from fabric.metadata.commands import (
     NewEgroup,
 )
 from fabric.metadata.records import ContainerRecord, VdiskRecord
-from fabric.placement.rendezvous import Candidate, place
+from fabric.placement.rendezvous import Candidate, NotEnoughDomains, place
 from fabric.ports import Clock
 from nodes.services.metadata import MetadataService
 
@@ -141,7 +142,7 @@ class Catalog:
     ) -> list[Candidate]:
         """UP nodes, with their fault domains, that placement may choose from."""
         domains = self.fault_domains()
-        skip_nodes = excluded_nodes or set()
+        skip_nodes = (excluded_nodes or set()) | set(self.no_room())
         skip_domains = excluded_domains or set()
         return [
             Candidate(n, domains[n])
@@ -149,10 +150,31 @@ class Catalog:
             if n in domains and n not in skip_nodes and domains[n] not in skip_domains
         ]
 
+    def no_room(self) -> dict[str, str]:
+        """UP nodes that take no new extent group (every disk FULL or FAILED) -> why."""
+        state = self.metadata.state
+        out = {}
+        for node in sorted(state.up_nodes()):
+            record = state.nodes().get(node)
+            unusable = healing.unusable_disks(state, node)
+            if record is not None and unusable and all(d in unusable for d in record.disks):
+                out[node] = ", ".join(f"{d} {unusable[d]}" for d in record.disks)
+        return out
+
     def place_egroup(self, container: str, rf: int, excluded: set[str]) -> NewEgroup:
-        """A new extent group on ``rf`` healthy fault domains, this node first if it can."""
+        """A new extent group on ``rf`` healthy fault domains with room, this node first if
+        it can; ``InsufficientStorage`` (507) when only full disks stand in the way."""
         candidates = self.candidates(excluded_nodes=excluded)
         egid = f"eg-{self.node_id}-{self.rng.getrandbits(48):012x}"
         prefer = self.node_id if any(c.node == self.node_id for c in candidates) else None
-        replicas = place(egid, candidates, rf, prefer=prefer)
+        try:
+            replicas = place(egid, candidates, rf, prefer=prefer)
+        except NotEnoughDomains as exc:
+            full = self.no_room()
+            if full:
+                what = "; ".join(f"{n}: {why}" for n, why in full.items())
+                raise InsufficientStorage(
+                    f"container {container!r}: no room on {rf} fault domains ({what})"
+                ) from exc
+            raise
         return NewEgroup(egid, container, tuple(replicas), self.node_id)

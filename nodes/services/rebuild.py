@@ -322,11 +322,14 @@ class RebuildService:
             self._episode, self._episode_bytes = self.clock.now(), 0
             self._stuck.clear()
             size = sum(w.eg.size for w in work)
+            where = [f"on {', '.join(sorted(lost))}"] if lost else []
+            if any(not w.lost for w in work):
+                where.append("lost with a disk")
             await self.events.record(
                 "rebuild_started",
                 ",".join(sorted(lost)),
-                f"rebuild started: {len(work)} extent groups ({size} bytes) had a copy on "
-                f"{', '.join(sorted(lost))}",
+                f"rebuild started: {len(work)} extent groups ({size} bytes) had a copy "
+                + (" or ".join(where) or "to make again"),
                 "warning",
             )
         elif not pending and self._episode is not None and not self._running:

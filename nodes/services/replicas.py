@@ -14,13 +14,18 @@ from collections.abc import Iterable
 from typing import Any
 
 from fabric import limits
-from fabric.errors import FabricError, Unavailable, from_code
+from fabric.errors import FabricError, InsufficientStorage, Unavailable, from_code
 from fabric.metadata.commands import NewEgroup, RegisterIntents
 from fabric.metadata.records import EgroupIntent, StripMember
 from fabric.ports import PeerUnreachable, Transport
 from fabric.wire.messages import AppendExtents, AppendReply, DeleteEgroupFiles, ReadExtent
 from nodes.services.metadata import MetadataService
 from nodes.services.storage import StorageService
+
+
+class ReplicaFull(PeerUnreachable):
+    """A replica refused an append: its disks are full (the writer places elsewhere, and
+    answers 507 when no fault domain has room)."""
 
 
 class ReplicaClient:
@@ -71,6 +76,8 @@ class ReplicaClient:
         offsets: list[tuple[int, ...]] = []
         for node, reply in zip(eg.replicas, replies, strict=True):
             if isinstance(reply, BaseException):
+                if isinstance(reply, InsufficientStorage):
+                    raise ReplicaFull(node, str(reply))
                 if isinstance(reply, PeerUnreachable | FabricError):
                     raise PeerUnreachable(node, str(reply))
                 raise reply

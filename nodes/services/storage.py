@@ -14,6 +14,7 @@ metadata says which bytes at which offset are which extent and what their checks
 from __future__ import annotations
 
 import asyncio
+import builtins
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,8 +22,8 @@ from typing import Any
 import xxhash
 
 from fabric import limits
-from fabric.errors import BadRequest, Conflict, NotFound, Unavailable
-from fabric.ports import Disk, DiskFault
+from fabric.errors import BadRequest, Conflict, InsufficientStorage, NotFound, Unavailable
+from fabric.ports import Disk, DiskFault, DiskFull
 from fabric.wire.messages import (
     Ack,
     AppendExtents,
@@ -67,6 +68,11 @@ class StorageService:
         self.bytes_written = 0
         self.bytes_read = 0
         self.repairs = 0
+        self.disk_state: dict[str, str] = {d.name: "UP" for d in disks}
+        """UP, FULL (takes no new group) or FAILED (holds nothing): kept by ``DiskWatch``."""
+        self.faults: dict[str, str] = {}
+        """disk -> the first I/O error seen on it, for ``DiskWatch`` to act on."""
+        self.fault_seen = asyncio.Event()
 
     async def open(self) -> None:
         """Find the extent group replicas already on this node's disks."""
@@ -75,10 +81,11 @@ class StorageService:
                 names = await disk.listdir()
             except DiskFault as exc:
                 log.error("disk %s unreadable at start: %s", disk.name, exc)
+                self._fault(disk, exc)
                 continue
             for name in names:
                 if name.endswith(SUFFIX):
-                    self._where[name[: -len(SUFFIX)]] = disk
+                    self._where.setdefault(name[: -len(SUFFIX)], disk)
 
     def egroups(self) -> list[str]:
         return sorted(self._where)
@@ -87,8 +94,37 @@ class StorageService:
         return EgroupList(tuple(self.egroups()))
 
     def _disk_for_new(self, egid: str) -> Disk:
-        # Spread groups over disks by hash: stable, and balanced without statting files.
-        return min(self.disks, key=lambda d: xxhash.xxh3_64_intdigest(f"{egid}/{d.name}".encode()))
+        # Spread groups over the disks with room by hash: stable, and balanced without
+        # statting files.
+        usable = [d for d in self.disks if self.disk_state.get(d.name) == "UP"]
+        if not usable:
+            states = ", ".join(f"{d.name} {self.disk_state.get(d.name)}" for d in self.disks)
+            raise InsufficientStorage(f"{self.node_id} has no disk with room ({states})")
+        return min(usable, key=lambda d: xxhash.xxh3_64_intdigest(f"{egid}/{d.name}".encode()))
+
+    def _fault(self, disk: Disk, exc: DiskFault) -> None:
+        """An I/O error on ``disk``: ``DiskWatch`` marks it FAILED. A full disk is not
+        failed: it takes no new group from now on (``DiskWatch`` tells the cluster)."""
+        if isinstance(exc, DiskFull):
+            if self.disk_state.get(disk.name) == "UP":
+                self.disk_state[disk.name] = "FULL"
+                self.fault_seen.set()
+        elif disk.name not in self.faults:
+            self.faults[disk.name] = str(exc)
+            self.fault_seen.set()
+
+    def groups_on(self, disk_name: str) -> builtins.list[str]:
+        return sorted(egid for egid, d in self._where.items() if d.name == disk_name)
+
+    def forget_disk(self, disk_name: str) -> builtins.list[str]:
+        """Stop using a failed disk: its groups are no longer held here (returned)."""
+        lost = self.groups_on(disk_name)
+        for egid in lost:
+            del self._where[egid]
+            tail = self._tails.pop(egid, None)
+            if tail is not None:
+                tail.broken = f"disk {disk_name} failed"
+        return lost
 
     async def handle(self, msg: Any) -> Any:
         """Serve one call to this node's replicas (from a peer, or from this node)."""
@@ -137,6 +173,9 @@ class StorageService:
                 landed = await disk.append_parts(path, msg.payloads)
             except DiskFault as exc:
                 self._break(tail, str(exc))
+                self._fault(disk, exc)
+                if isinstance(exc, DiskFull):
+                    raise InsufficientStorage(f"{self.node_id}: {exc}") from None
                 raise Unavailable(f"{self.node_id}: {exc}") from None
             self._where[msg.egid] = disk
             if landed != start:
@@ -166,6 +205,7 @@ class StorageService:
         try:
             return await disk.size(path) or 0
         except DiskFault as exc:
+            self._fault(disk, exc)
             raise Unavailable(f"{self.node_id}: {exc}") from None
 
     async def _sync(self, tail: Tail, disk: Disk, path: str, end: int) -> None:
@@ -184,6 +224,7 @@ class StorageService:
             except DiskFault as exc:
                 async with tail.lock:
                     self._break(tail, str(exc))
+                self._fault(disk, exc)
                 raise Unavailable(f"{self.node_id}: {exc}") from None
             finally:
                 tail.syncing.set()
@@ -203,6 +244,7 @@ class StorageService:
         try:
             data = await disk.pread(egroup_file(msg.egid), msg.offset, msg.length)
         except DiskFault as exc:
+            self._fault(disk, exc)
             raise Unavailable(f"{self.node_id}: {exc}") from None
         self.bytes_read += len(data)
         return ExtentData(data)
@@ -214,6 +256,7 @@ class StorageService:
         try:
             size = await disk.size(egroup_file(msg.egid))
         except DiskFault as exc:
+            self._fault(disk, exc)
             raise Unavailable(f"{self.node_id}: {exc}") from None
         return EgroupStat(size or 0)
 
@@ -224,6 +267,7 @@ class StorageService:
         try:
             await disk.write_at(egroup_file(msg.egid), msg.offset, msg.data)
         except DiskFault as exc:
+            self._fault(disk, exc)
             raise Unavailable(f"{self.node_id}: {exc}") from None
         self.repairs += 1
         log.info("repaired %d bytes at %d of extent group %s", len(msg.data), msg.offset, msg.egid)
@@ -236,5 +280,9 @@ class StorageService:
             async with tail.lock:
                 self._break(tail, "deleted")
         if disk is not None:
-            await disk.delete(egroup_file(msg.egid))
+            try:
+                await disk.delete(egroup_file(msg.egid))
+            except DiskFault as exc:
+                self._fault(disk, exc)
+                raise Unavailable(f"{self.node_id}: {exc}") from None
         return Ack()

@@ -33,16 +33,24 @@ import xxhash
 
 from fabric import limits
 from fabric.config import ClusterConfig
-from fabric.errors import BadRequest, Conflict, FabricError, Unavailable, from_code
+from fabric.errors import (
+    BadRequest,
+    Conflict,
+    FabricError,
+    InsufficientStorage,
+    Unavailable,
+    from_code,
+)
 from fabric.extents import codec
 from fabric.extents.policy import ContainerPolicy
 from fabric.metadata.commands import MapWrite, NewEgroup, NewExtent, SealEgroups, WriteExtents
 from fabric.metadata.records import VdiskRecord
+from fabric.placement.rendezvous import NotEnoughDomains
 from fabric.ports import Clock, Offload, PeerUnreachable
 from nodes.services.catalog import Catalog
 from nodes.services.metadata import MetadataService
 from nodes.services.reader import ReadCoordinator
-from nodes.services.replicas import ReplicaClient
+from nodes.services.replicas import ReplicaClient, ReplicaFull
 
 log = logging.getLogger(__name__)
 
@@ -360,11 +368,20 @@ class WriteCoordinator:
         lock = self._append_locks.setdefault(container, asyncio.Lock())
         size = sum(map(len, payloads))
         excluded: set[str] = set()
+        full: list[str] = []
         for _ in range(3):
             async with lock:
                 eg = self._open.get(container)
                 if eg is None or set(eg.record.replicas) & excluded:
-                    eg = await self._next_egroup(container, rf, excluded)
+                    try:
+                        eg = await self._next_egroup(container, rf, excluded)
+                    except NotEnoughDomains as exc:
+                        if full:  # the domains left out are the full ones
+                            raise InsufficientStorage(
+                                f"container {container!r}: no room on {rf} fault domains "
+                                f"({'; '.join(full)})"
+                            ) from exc
+                        raise
                 at = eg.size
                 eg.size += size
                 eg.unanswered += 1
@@ -385,10 +402,17 @@ class WriteCoordinator:
                 log.warning("append to extent group %s failed: %s", eg.record.egid, exc)
                 eg.unanswered -= 1
                 excluded.add(getattr(exc, "peer", "") or "")
+                if isinstance(exc, ReplicaFull):
+                    full.append(str(exc))
                 self._abandon(container, eg)
                 continue
             seal = tuple(sorted(self._to_seal.pop(container, set())))
             return eg, offsets, seal
+        if full:
+            raise InsufficientStorage(
+                f"container {container!r}: no room for {len(payloads)} extents on {rf} "
+                f"replicas ({'; '.join(full)})"
+            )
         raise Unavailable(f"could not store {len(payloads)} extents on {rf} healthy replicas")
 
     def _abandon(self, container: str, eg: OpenEgroup) -> None:
