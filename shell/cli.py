@@ -83,6 +83,22 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_restart(args: argparse.Namespace) -> int:
+    from shell.launcher import resolve_dir
+
+    root = resolve_dir(args.dir)
+    if args.rolling:
+        from shell.rolling import rolling_restart
+
+        rolling_restart(root)
+        return 0
+    from shell.launcher import down, up
+
+    down(root)
+    up(root, None, None)
+    return 0
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from shell.launcher import resolve_dir, status
 
@@ -610,6 +626,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("down", parents=[common], help="stop the local cluster").set_defaults(
         fn=cmd_down
     )
+    rs = sub.add_parser("restart", parents=[common], help="restart the local cluster's nodes")
+    rs.add_argument(
+        "--rolling",
+        action="store_true",
+        help="one node at a time, each after the cluster is back to full resiliency",
+    )
+    rs.set_defaults(fn=cmd_restart)
     sub.add_parser("status", parents=[common], help="nodes, roles, states").set_defaults(
         fn=cmd_status
     )

@@ -1,0 +1,97 @@
+"""``fabric restart --rolling``: restart a local cluster's nodes one at a time.
+
+The way an operator upgrades a running cluster (Nutanix's Life Cycle Manager does it
+node by node): before each node is stopped the cluster must be at full resiliency, and
+the next node waits until the restarted one is UP again and no byte is left at reduced
+resiliency. Followers go first and the leader last, so leadership moves once. Clients
+keep working throughout; a write that reached the node as it stopped is retried by the
+client (``FabricClient`` moves to another node).
+
+Nothing here is a sleep that stands in for a condition: each wait polls the cluster
+until the condition holds or its deadline passes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fabric import limits
+from shell.launcher import (
+    POLL_S,
+    ClusterDir,
+    LaunchError,
+    _get_now,
+    _stop,
+    log_tail,
+    spawn,
+)
+
+
+def _view(cdir: ClusterDir) -> dict[str, Any] | None:
+    """The leader's cluster view, asked of any running node; None if none answers."""
+    for node in cdir.config().nodes:
+        if cdir.pid(node.id) is None:
+            continue
+        view = _get_now(node.url + "/api/v1/cluster")
+        if isinstance(view, dict) and view.get("leader") and not view.get("stale"):
+            return view
+    return None
+
+
+def whole(view: dict[str, Any] | None) -> str:
+    """ "" when every node is UP and no byte is at reduced resiliency; else what is not."""
+    if view is None:
+        return "no leader answers"
+    down = [n["id"] for n in view["nodes"] if n["state"] != "UP"]
+    if down:
+        return f"not UP: {', '.join(down)}"
+    reduced = [
+        f"{c['name']} ({c.get('reduced_resiliency_bytes', 0)} bytes)"
+        for c in view.get("containers", [])
+        if c.get("reduced_resiliency_bytes")
+    ]
+    return f"at reduced resiliency: {', '.join(reduced)}" if reduced else ""
+
+
+def _wait_whole(cdir: ClusterDir, timeout_s: float, node: str | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    why = "starting"
+    while time.monotonic() < deadline:
+        if node is not None and cdir.pid(node) is None:
+            raise LaunchError(
+                f"{node} exited while restarting; its log:\n{log_tail(cdir.log_path(node))}"
+            )
+        why = whole(_view(cdir))
+        if not why:
+            return
+        time.sleep(POLL_S)
+    raise LaunchError(f"cluster not back to full resiliency in {timeout_s:.0f} s ({why})")
+
+
+def rolling_restart(
+    root: str,
+    say: Callable[[str], None] = print,
+    timeout_s: float = limits.STARTUP_TIMEOUT_S,
+) -> list[str]:
+    """Restart every running node in turn; the order used."""
+    cdir = ClusterDir(root)
+    cfg = cdir.config()
+    why = whole(_view(cdir))
+    if why:
+        raise LaunchError(f"not restarting: the cluster is not at full resiliency ({why})")
+    view = _view(cdir)
+    leader = view["leader"] if view else None
+    running = [n.id for n in cfg.nodes if cdir.pid(n.id) is not None]
+    order = [n for n in running if n != leader] + [n for n in running if n == leader]
+    for i, node in enumerate(order, 1):
+        started = time.monotonic()
+        say(f"[{i}/{len(order)}] restarting {node}")
+        _stop(cdir, [node], say=lambda _: None)
+        spawn(cdir, node)
+        _wait_whole(cdir, timeout_s, node)
+        say(
+            f"[{i}/{len(order)}] {node} back; full resiliency in {time.monotonic() - started:.1f} s"
+        )
+    return order
