@@ -163,6 +163,9 @@ def _refusal(code: str, message: str) -> FabricError:
 
 
 # --- observability ------------------------------------------------------------------------
+DISK_STATE_CODES = {"UP": 0, "FULL": 1, "FAILED": 2}
+
+
 class NodeCollector(Collector):
     """Reads the node's live numbers at scrape time: nothing is double-booked."""
 
@@ -252,6 +255,17 @@ class NodeCollector(Collector):
         )
         g.add_metric([node.id], node.scrubber.stats.last_pass_end_wall)
         yield g
+        status = node.disk_watch.status
+        for name, doc, attr in (
+            ("fabric_disk_state", "This node's disks: 0 UP, 1 FULL, 2 FAILED", None),
+            ("fabric_disk_used_bytes", "Bytes used on this node's disks", "used_bytes"),
+            ("fabric_disk_capacity_bytes", "Capacity of this node's disks", "capacity_bytes"),
+        ):
+            g = GaugeMetricFamily(name, doc, labels=["node", "disk"])
+            for disk, st in status.items():
+                number = DISK_STATE_CODES[st.state] if attr is None else getattr(st, attr)
+                g.add_metric([node.id, disk], number)
+            yield g
         if node.metadata.is_leader:
             for name, value, doc in (
                 ("copies", node.rebuild.stats.copies, "Rebuild copies committed (leader)"),

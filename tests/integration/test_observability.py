@@ -35,8 +35,13 @@ def test_metrics_and_openapi_on_every_node(make_cluster: Callable[[int], Cluster
                 assert 'fabric_container_physical_bytes{container="c"} 0.0' in text
                 assert "fabric_raft_term{node=" in text
                 assert "fabric_node_up{peer=" in text
+                assert 'fabric_container_reduced_resiliency_bytes{container="c"} 0.0' in text
+                assert 'fabric_disk_state{disk="disk0",node=' in text
+                assert "fabric_scrub_bytes_total{node=" in text
+                assert "fabric_rebuild_copied_bytes_total{node=" in text
                 spec = await client.request("GET", "/api/v1/openapi.json")
                 assert spec["openapi"].startswith("3.")
                 assert "/api/v1/vdisks/{id}/data" in spec["paths"]
+                assert {"/api/v1/events", "/api/v1/rebuild", "/api/v1/scrub"} <= set(spec["paths"])
 
     asyncio.run(go())
