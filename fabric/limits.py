@@ -203,6 +203,11 @@ REBUILD_EVERY_S = 0.5
 REBUILD_WINDOW_BYTES = 4 * MiB
 """A copy moves this many bytes per read from its source."""
 REBUILD_WINDOWS_IN_FLIGHT = 2
+REBALANCE_TOLERANCE = 0.10
+"""Rebalancing stops when every node holds within this share of the mean bytes (or
+within one extent group of it, on a small cluster)."""
+REBALANCE_EVERY_S = 2.0
+"""How often the leader looks for uneven usage (visits every group) when idle."""
 REBUILD_RATE_WINDOW_S = 10.0
 """The rebuild rate shown is the bytes rebuilt over this many last seconds."""
 REBUILD_COPY_MIN_BYTES_PER_S = 2 * MB

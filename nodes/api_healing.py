@@ -8,9 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from fabric import limits
-from fabric.errors import BadRequest, from_code
+from fabric.errors import BadRequest, Conflict, NotFound, from_code
 from fabric.metadata import healing
-from fabric.metadata.commands import SetRebuildSettings, SetScrubSettings
+from fabric.metadata.commands import SetNodeDrain, SetRebuildSettings, SetScrubSettings
 from fabric.metadata.records import EVENT_KINDS, RebuildSettings, ScrubSettings, to_json
 from nodes.api import NODE, json_body
 from nodes.node import Node
@@ -136,6 +136,72 @@ async def put_scrub(request: web.Request) -> web.Response:
     return web.json_response({"settings": dataclasses.asdict(settings)})
 
 
+async def post_drain(request: web.Request) -> web.Response:
+    """Start (``{"undo": true}``: stop) moving every copy off a node before it leaves."""
+    node = request.app[NODE]
+    target = request.match_info["id"]
+    body = await json_body(request)
+    undo = body.get("undo", False)
+    if not isinstance(undo, bool):
+        raise BadRequest("undo must be true or false")
+    await node.metadata.read_index()
+    state = node.metadata.state
+    if target not in state.nodes():
+        raise NotFound(f"no node {target!r}")
+    if not undo:
+        problem = drain_problem(node, target)
+        if problem:
+            raise Conflict(f"cannot drain {target}: {problem}")
+    result = await node.metadata.propose(SetNodeDrain(target, not undo, node.clock.wall()))
+    if not result.ok:
+        raise from_code(result.code, result.message)
+    return web.json_response(drain_view(node, target))
+
+
+def drain_problem(node: Node, target: str) -> str:
+    """Why draining ``target`` would leave some container unable to keep its copies."""
+    state = node.metadata.state
+    domains = node.catalog.fault_domains()
+    left = {
+        domains.get(n, n)
+        for n in state.up_nodes() - healing.draining_nodes(state) - {target}
+        if n in domains
+    }
+    for c in state.containers():
+        p = c.policy
+        need = max(p.rf, p.ec_k + p.ec_m if p.ec_k else 0)
+        if len(left) < need:
+            what = f"EC {p.ec_k}+{p.ec_m}" if p.ec_k and need > p.rf else f"RF{p.rf}"
+            return (
+                f"container {c.name!r} needs {need} fault domains for {what}; "
+                f"only {len(left)} would be left ({', '.join(sorted(left)) or 'none'})"
+            )
+    return ""
+
+
+def drain_view(node: Node, target: str) -> dict[str, Any]:
+    state = node.metadata.state
+    record = state.nodes().get(target)
+    groups = state.idx.egroups_on.get(target, set())
+    held = sum(eg.size for eg in state.egroups(sorted(groups)))
+    return {
+        "id": target,
+        "draining": bool(record and record.draining),
+        "groups": len(groups),
+        "strips": len(state.idx.strips_on.get(target, ())),
+        "held_bytes": held,
+    }
+
+
+async def get_drain(request: web.Request) -> web.Response:
+    node = request.app[NODE]
+    target = request.match_info["id"]
+    await node.metadata.read_index()
+    if target not in node.metadata.state.nodes():
+        raise NotFound(f"no node {target!r}")
+    return web.json_response(drain_view(node, target))
+
+
 def _describe(settings: Any) -> str:
     return ", ".join(f"{k}={v}" for k, v in dataclasses.asdict(settings).items() if k != "run_now")
 
@@ -147,4 +213,6 @@ def routes() -> list[web.RouteDef]:
         web.put("/api/v1/rebuild", put_rebuild),
         web.get("/api/v1/scrub", get_scrub),
         web.put("/api/v1/scrub", put_scrub),
+        web.get("/api/v1/nodes/{id}/drain", get_drain),
+        web.post("/api/v1/nodes/{id}/drain", post_drain),
     ]

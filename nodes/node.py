@@ -163,6 +163,7 @@ class Node:
             self.metadata,
             self.catalog,
             self.copier,
+            self.replicas,
             self.events,
             self.spawn,
         )
@@ -428,6 +429,7 @@ class Node:
                     "role": role,
                     "state": record.state if record else "DOWN",
                     "state_reason": record.reason if record else "never registered",
+                    "draining": bool(record and record.draining),
                     "disks": live.get("disks", list(nc.disks)),
                     "labels": dict(nc.labels),
                 }

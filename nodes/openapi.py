@@ -174,6 +174,17 @@ def document() -> dict[str, Any]:
                     ),
                 ),
             },
+            "/api/v1/nodes/{id}/drain": {
+                "parameters": [_path("id")],
+                "get": _op("A node's drain: draining, groups, strips and bytes it still holds"),
+                "post": _op(
+                    "Move every copy off the node (409 if RF or EC width could not be kept); "
+                    "undo=true stops",
+                    requestBody=_json(
+                        {"type": "object", "properties": {"undo": {"type": "boolean"}}}
+                    ),
+                ),
+            },
             "/metrics": {"get": _op("Prometheus metrics")},
         },
         "components": {"schemas": {"Error": _ERROR}},

@@ -228,6 +228,35 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_drain(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        import asyncio
+
+        async with _connect(args) as client:
+            view = await client.drain(args.node, undo=args.undo)
+            while args.wait and not args.undo and (view["groups"] or view["strips"]):
+                if not args.json:
+                    print(
+                        f"{args.node}: {view['groups']} groups, {view['strips']} strip members, "
+                        f"{_human(view['held_bytes'])} still to move",
+                        flush=True,
+                    )
+                await asyncio.sleep(1.0)
+                view = await client.drain(args.node)
+            return view
+
+    view = _run(go())
+    if args.json:
+        _print_json(view)
+    elif args.undo:
+        print(f"{args.node}: no longer draining")
+    elif view["groups"] or view["strips"]:
+        print(f"{args.node}: draining; {_human(view['held_bytes'])} still to move")
+    else:
+        print(f"{args.node}: drained, it holds no data")
+    return 0
+
+
 def cmd_scrub(args: argparse.Namespace) -> int:
     async def go() -> Any:
         async with _connect(args) as client:
@@ -655,9 +684,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="at most this many (default: the last 1000)")
     ev.add_argument("--kind", help="only these kinds (comma-separated)")
     ev.set_defaults(fn=cmd_events)
-    node = sub.add_parser("node", help="run one node process").add_subparsers(
+    node = sub.add_parser("node", help="run or drain one node").add_subparsers(
         dest="node_cmd", required=True
     )
+    dr = node.add_parser(
+        "drain", parents=[common], help="move every copy off a node (before it leaves)"
+    )
+    dr.add_argument("node")
+    dr.add_argument("--wait", action="store_true", help="until the node holds no data")
+    dr.add_argument("--undo", action="store_true", help="stop draining; new data may go there")
+    dr.set_defaults(fn=cmd_drain)
     run = node.add_parser("run", help="run a node in the foreground")
     run.add_argument("--config", required=True)
     run.add_argument("--id", required=True)

@@ -271,6 +271,15 @@ class FabricClient:
         answer: dict[str, Any] = await self.request(method, "/api/v1/rebuild", json=body or None)
         return answer
 
+    async def drain(self, node: str, undo: bool | None = None) -> dict[str, Any]:
+        """A node's drain; with ``undo`` given, start (False) or stop (True) it first."""
+        path = f"/api/v1/nodes/{node}/drain"
+        if undo is None:
+            answer: dict[str, Any] = await self.request("GET", path)
+        else:
+            answer = await self.request("POST", path, json={"undo": undo})
+        return answer
+
     async def scrub(self, **settings: Any) -> dict[str, Any]:
         """Scrub settings; with ``settings`` (``now=True`` among them), change them first."""
         body = {k: v for k, v in settings.items() if v is not None and v is not False}

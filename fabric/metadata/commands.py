@@ -340,6 +340,16 @@ class MarkCopiesLost:
     at_wall: float
 
 
+@register(109)
+@dataclass(frozen=True, slots=True)
+class SetNodeDrain:
+    """Start (or stop) emptying ``node_id`` of data before it is removed."""
+
+    node_id: str
+    draining: bool
+    at_wall: float
+
+
 @register(104)
 @dataclass(frozen=True, slots=True)
 class RecordEvents:
@@ -421,7 +431,7 @@ DataCommand = (
     | AddReplica
     | MarkCopiesLost
 )
-HealCommand = RecordEvents | SetRebuildSettings | SetScrubSettings | SetDiskState
+HealCommand = RecordEvents | SetRebuildSettings | SetScrubSettings | SetDiskState | SetNodeDrain
 CatalogCommand = CreateImage | UpdateImage | DeleteImage | UpdateTask
 Command = KvCommand | NodeCommand | DataCommand | CatalogCommand | HealCommand
 

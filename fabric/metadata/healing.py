@@ -21,10 +21,18 @@ from fabric.metadata.commands import (
     HealCommand,
     RecordEvents,
     SetDiskState,
+    SetNodeDrain,
     SetRebuildSettings,
     SetScrubSettings,
 )
-from fabric.metadata.records import DiskRecord, EventRecord, RebuildSettings, ScrubSettings
+from fabric.metadata.records import (
+    DiskRecord,
+    EventRecord,
+    NodeRecord,
+    RebuildSettings,
+    ScrubSettings,
+)
+from fabric.metadata.refusal import Refused
 
 if TYPE_CHECKING:
     from fabric.metadata.state import MetadataState
@@ -42,6 +50,30 @@ def apply(state: MetadataState, index: int, cmd: HealCommand) -> Any:
             return index
         case SetDiskState():
             return _set_disk_state(state, index, cmd)
+        case SetNodeDrain():
+            return _set_drain(state, index, cmd)
+
+
+def _set_drain(state: MetadataState, index: int, cmd: SetNodeDrain) -> int:
+    key = keys.node_key(cmd.node_id)
+    old: NodeRecord | None = state.value(key)
+    if old is None:
+        raise Refused("not_found", f"node {cmd.node_id} never registered")
+    state.put(index, key, replace(old, draining=cmd.draining))
+    if old.draining != cmd.draining:
+        what = "draining: its data moves to other nodes" if cmd.draining else "no longer draining"
+        record_event(
+            state,
+            index,
+            EventRecord(
+                0, cmd.at_wall, "node_drain", cmd.node_id, cmd.node_id, f"node {cmd.node_id} {what}"
+            ),
+        )
+    return index
+
+
+def draining_nodes(state: MetadataState) -> set[str]:
+    return {n for n, r in state.nodes().items() if r.draining}
 
 
 def _set_disk_state(state: MetadataState, index: int, cmd: SetDiskState) -> int:

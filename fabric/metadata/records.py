@@ -43,6 +43,9 @@ class NodeRecord:
     """One of ``NODE_STATES``, as last committed by the leader's health monitor."""
     state_since: float = 0.0
     reason: str = ""
+    draining: bool = False
+    """Being emptied before it leaves (``fabric node remove``): no new data goes there and
+    the rebuild moves every copy it holds elsewhere."""
 
 
 @register(81)
@@ -254,6 +257,9 @@ EVENT_KINDS = (
     "scrub_repaired",
     "scrub_cycle",
     "settings",
+    "node_drain",
+    "rebalance_started",
+    "rebalance_finished",
 )
 EVENT_SEVERITIES = ("info", "warning", "error")
 

@@ -140,9 +140,14 @@ class Catalog:
     def candidates(
         self, excluded_nodes: set[str] | None = None, excluded_domains: set[str] | None = None
     ) -> list[Candidate]:
-        """UP nodes, with their fault domains, that placement may choose from."""
+        """UP nodes with room, not draining, with their fault domains: where new copies
+        may go."""
         domains = self.fault_domains()
-        skip_nodes = (excluded_nodes or set()) | set(self.no_room())
+        skip_nodes = (
+            (excluded_nodes or set())
+            | set(self.no_room())
+            | healing.draining_nodes(self.metadata.state)
+        )
         skip_domains = excluded_domains or set()
         return [
             Candidate(n, domains[n])

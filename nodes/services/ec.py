@@ -81,9 +81,9 @@ log = logging.getLogger(__name__)
 
 
 def rebuild_suspects(state: MetadataState) -> list[StripRecord]:
-    """Strips with a member on a node that is not UP, or lost with its disk: only these
-    can need a rebuild."""
-    up = state.up_nodes()
+    """Strips with a member on a node that is not UP or is draining, or lost with its
+    disk: only these can need a rebuild."""
+    up = state.up_nodes() - healing.draining_nodes(state)
     ids = {s for node, held in state.idx.strips_on.items() if node not in up for s in held}
     ids |= {eg.strip for eg in state.egroups(sorted(state.idx.short_egroups)) if eg.strip}
     found = (state.strip(i) for i in sorted(ids))
@@ -231,7 +231,9 @@ class EcService:
     async def scan(self) -> None:
         state = self.metadata.state
         settings = healing.effective_rebuild(state, self.catalog.config.rebuild)
+        # A draining node's members move too (it is UP: they are recomputed elsewhere).
         gone = healing.lost_nodes(state, settings, self.clock.wall())
+        gone |= healing.draining_nodes(state)
         for strip in rebuild_suspects(state):
             lost = [m for m in strip.members if m.node in gone or self._lost_with_disk(m)]
             if lost and len(lost) <= strip.m:

@@ -58,6 +58,7 @@ from nodes.services.catalog import Catalog
 from nodes.services.copier import Copier
 from nodes.services.events import EventLog
 from nodes.services.metadata import MetadataService
+from nodes.services.replicas import ReplicaClient
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +75,19 @@ class Work:
     """The lost node whose copy is replaced."""
     live: tuple[str, ...]
     """Its copies on UP nodes: the sources."""
+    to: str = ""
+    """Where the copy must go (a rebalance move); "" lets placement choose."""
 
 
-def to_rebuild(state: MetadataState, lost: set[str]) -> tuple[list[Work], list[EgroupRecord]]:
-    """Sealed replicated groups with a copy on a lost node or lost with a disk, least
-    redundant first; and the open ones, to seal first."""
+def to_rebuild(
+    state: MetadataState, lost: set[str], draining: set[str] | None = None
+) -> tuple[list[Work], list[EgroupRecord]]:
+    """Sealed replicated groups with a copy to make: on a lost node or lost with a disk
+    (least redundant first), then on a draining node; and the open ones, to seal first."""
+    draining = draining or set()
     up = state.up_nodes()
-    egids = {egid for node in lost for egid in state.idx.egroups_on.get(node, ())}
+    away = lost | draining
+    egids = {egid for node in away for egid in state.idx.egroups_on.get(node, ())}
     egids |= state.idx.short_egroups
     work, open_groups = [], []
     for eg in state.egroups(sorted(egids)):
@@ -89,11 +96,53 @@ def to_rebuild(state: MetadataState, lost: set[str]) -> tuple[list[Work], list[E
         if not eg.sealed:
             open_groups.append(eg)
             continue
-        gone = [n for n in eg.replicas if n in lost]
-        # A copy lost with its disk left the replicas already: "" adds one back.
-        work.append(Work(eg, gone[0] if gone else "", tuple(n for n in eg.replicas if n in up)))
-    work.sort(key=lambda w: (len(w.live), w.eg.egid))
+        on_lost = [n for n in eg.replicas if n in lost]
+        on_draining = [n for n in eg.replicas if n in draining]
+        if on_lost:
+            replaced = on_lost[0]
+        elif eg.lost_copies:
+            replaced = ""  # a copy lost with its disk left the replicas: add one back
+        elif on_draining:
+            replaced = on_draining[0]
+        else:
+            continue
+        work.append(Work(eg, replaced, tuple(n for n in eg.replicas if n in up)))
+    work.sort(key=lambda w: (w.lost in draining, len(w.live), w.eg.egid))
     return work, open_groups
+
+
+def rebalance_moves(
+    state: MetadataState, nodes: set[str], domains: dict[str, str], limit: int
+) -> list[Work]:
+    """Copies to move from the fullest nodes to the emptiest until every node's bytes
+    are within ``limits.REBALANCE_TOLERANCE`` of the mean (or one extent group)."""
+    usage = {n: 0 for n in nodes}
+    groups: dict[str, list[EgroupRecord]] = {n: [] for n in nodes}
+    for node in nodes:
+        for eg in state.egroups(sorted(state.idx.egroups_on.get(node, ()))):
+            usage[node] += eg.size
+            if eg.sealed and eg.extents and not eg.strip and not eg.parity:
+                groups[node].append(eg)
+    if len(usage) < 2:
+        return []
+    mean = sum(usage.values()) / len(usage)
+    slack = max(limits.REBALANCE_TOLERANCE * mean, float(limits.EGROUP_MAX_BYTES))
+    moves: list[Work] = []
+    for src in sorted(usage, key=lambda n: (-usage[n], n)):
+        for eg in sorted(groups[src], key=lambda g: (-g.size, g.egid)):
+            if len(moves) >= limit or usage[src] - mean <= slack / 2:
+                break
+            others = {domains.get(n, n) for n in eg.replicas if n != src}
+            fits = [n for n in nodes if n not in eg.replicas and domains.get(n, n) not in others]
+            if not fits:
+                continue
+            dst = min(fits, key=lambda n: (usage[n], n))
+            if usage[src] - usage[dst] <= slack:
+                continue  # moving it would only swap which node is the fuller
+            moves.append(Work(eg, src, tuple(n for n in eg.replicas if n in nodes), dst))
+            usage[src] -= eg.size
+            usage[dst] += eg.size
+    return moves
 
 
 def reduced_bytes(state: MetadataState) -> dict[str, int]:
@@ -150,6 +199,7 @@ class RebuildService:
         metadata: MetadataService,
         catalog: Catalog,
         copier: Copier,
+        replicas: ReplicaClient,
         events: EventLog,
         spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]],
     ) -> None:
@@ -160,6 +210,7 @@ class RebuildService:
         self.metadata = metadata
         self.catalog = catalog
         self.copier = copier
+        self.replicas = replicas
         self.events = events
         self.spawn = spawn
         self.stats = RebuildStats()
@@ -176,6 +227,12 @@ class RebuildService:
         self._episode_bytes = 0
         self._stuck: set[str] = set()
         """Groups already reported as stuck in this episode."""
+        self._rebalance_at = 0.0
+        self._moves: list[Work] = []
+        self._done: set[str] = set()
+        """Groups whose copy finished (or failed) since the rebalance plan was made."""
+        self._rebalancing = False
+        self._rebalance_bytes = 0
 
     @property
     def state(self) -> MetadataState:
@@ -214,7 +271,8 @@ class RebuildService:
         settings = self.settings()
         now = self.clock.now()
         lost = healing.lost_nodes(self.state, settings, self.clock.wall())
-        work, open_groups = to_rebuild(self.state, lost)
+        draining = healing.draining_nodes(self.state) & self.state.up_nodes()
+        work, open_groups = to_rebuild(self.state, lost, draining)
         if open_groups:
             await self.metadata.propose(SealEgroups(tuple(eg.egid for eg in open_groups)))
         strips = any(n in lost for n in self.state.idx.strips_on) or any(
@@ -222,6 +280,8 @@ class RebuildService:
         )
         await self._episode_change(bool(work or open_groups or strips), work, lost)
         self._refill(settings, now)
+        if not (work or open_groups or strips):
+            work = await self._rebalance(settings, draining)
         domains = self.catalog.fault_domains()
         for w in work:
             if w.eg.egid in self._running or self._retry_at.get(w.eg.egid, 0.0) > now:
@@ -234,7 +294,10 @@ class RebuildService:
             sources = sorted(w.live, key=lambda n: self._busy.get(n, 0))
             if self._busy.get(sources[0], 0) >= settings.per_node:
                 continue
-            target = self._target(w, domains, settings)
+            if w.to:
+                target = w.to if self._busy.get(w.to, 0) < settings.per_node else None
+            else:
+                target = self._target(w, domains, settings)
             if target is None:
                 continue
             self._tokens -= w.eg.size
@@ -277,6 +340,7 @@ class RebuildService:
             log.warning("rebuild of %s onto %s failed: %s", egid, target, exc)
             await self._stuck_once(egid, f"a copy of {egid} onto {target} failed: {exc}")
         finally:
+            self._done.add(egid)
             if self._running.get(egid) is asyncio.current_task():
                 del self._running[egid]
                 for node in (target, sources[0]):
@@ -312,9 +376,51 @@ class RebuildService:
         self.stats.copies += 1
         self.stats.bytes_copied += reply.bytes_copied
         self._episode_bytes += reply.bytes_copied
+        if w.lost in self.state.up_nodes():
+            # A move (drain, rebalance): the old copy is surplus now; the file sweep would
+            # delete it too, later.
+            failed = await self.replicas.delete_files([(egid, w.lost)])
+            if failed:
+                log.info("surplus copy of %s on %s left to the sweep", egid, w.lost)
         log.info(
             "rebuilt %s on %s from %s (%d bytes)", egid, target, sources[0], reply.bytes_copied
         )
+
+    # --- rebalancing --------------------------------------------------------------------
+    async def _rebalance(self, settings: RebuildSettings, draining: set[str]) -> list[Work]:
+        """Moves toward even usage, once nothing needs rebuilding. The plan is made again
+        only when its moves are done (usage then counts them) and at most every
+        ``limits.REBALANCE_EVERY_S`` (it visits every group)."""
+        now = self.clock.now()
+        self._moves = [w for w in self._moves if w.eg.egid not in self._done]
+        if self._running or now < self._rebalance_at:
+            return [w for w in self._moves if w.eg.egid not in self._running]
+        self._rebalance_at = now + limits.REBALANCE_EVERY_S
+        self._done.clear()
+        nodes = (self.state.up_nodes() - draining) - set(self.catalog.no_room())
+        limit = settings.per_node * max(1, len(nodes))
+        moves = self._moves = rebalance_moves(
+            self.state, nodes, self.catalog.fault_domains(), limit
+        )
+        if moves and not self._rebalancing:
+            self._rebalancing, self._rebalance_bytes = True, self.stats.bytes_copied
+            size = sum(w.eg.size for w in moves)
+            await self.events.record(
+                "rebalance_started",
+                "",
+                f"rebalance started: usage is uneven; moving {len(moves)} extent groups "
+                f"({size} bytes) first",
+            )
+        elif not moves and self._rebalancing:
+            self._rebalancing = False
+            moved = self.stats.bytes_copied - self._rebalance_bytes
+            await self.events.record(
+                "rebalance_finished",
+                "",
+                f"rebalance finished: {moved} bytes moved; every node within "
+                f"{limits.REBALANCE_TOLERANCE:.0%} of the mean (or one extent group)",
+            )
+        return moves
 
     # --- the event log ----------------------------------------------------------------------
     async def _episode_change(self, pending: bool, work: list[Work], lost: set[str]) -> None:
