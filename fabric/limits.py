@@ -203,9 +203,16 @@ REBUILD_EVERY_S = 0.5
 REBUILD_WINDOW_BYTES = 4 * MiB
 """A copy moves this many bytes per read from its source."""
 REBUILD_WINDOWS_IN_FLIGHT = 2
+MEMBERSHIP_WATCH_EVERY_S = 0.5
+"""How soon a node's transport learns of a node that joined or left."""
 REBALANCE_TOLERANCE = 0.10
 """Rebalancing stops when every node holds within this share of the mean bytes (or
 within one extent group of it, on a small cluster)."""
+REBALANCE_START_BELOW = 0.5
+"""A rebalance starts when some node holds less than this share of the mean bytes..."""
+REBALANCE_MIN_MEAN_GROUPS = 4
+"""...and the mean is at least this many full extent groups (a tiny cluster's spread
+is noise, not imbalance)."""
 REBALANCE_EVERY_S = 2.0
 """How often the leader looks for uneven usage (visits every group) when idle."""
 REBUILD_RATE_WINDOW_S = 10.0

@@ -61,6 +61,9 @@ class Transport(Protocol):
     def serve(self, on_call: Handler, on_message: OneWayHandler) -> None:
         """Install the handlers for incoming traffic."""
 
+    def set_peers(self, urls: dict[str, str]) -> None:
+        """The cluster's nodes changed (one joined or left): node id -> base URL."""
+
 
 class DiskFault(Exception):
     """A disk operation failed: device gone, full, or read back corrupt (an operating fault)."""

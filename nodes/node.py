@@ -59,6 +59,7 @@ from nodes.services.ec import EcService
 from nodes.services.events import EventLog
 from nodes.services.health import HealthService
 from nodes.services.images import ImageService
+from nodes.services.membership import Membership
 from nodes.services.metadata import MetadataService, RaftObserver
 from nodes.services.reader import ReadCoordinator
 from nodes.services.rebuild import RebuildService
@@ -114,7 +115,8 @@ class Node:
             node_id, clock, disks, self.node_config.disks, self.storage, self.metadata
         )
         self.replicas = ReplicaClient(node_id, transport, self.storage, self.metadata)
-        self.catalog = Catalog(node_id, config, clock, rng, self.metadata)
+        self.membership = Membership(config, self.metadata)
+        self.catalog = Catalog(node_id, config, clock, rng, self.metadata, self.membership)
         self.strips = StripReader(self.metadata, self.replicas, work)
         self.reader = ReadCoordinator(
             node_id, config, clock, self.metadata, self.catalog, self.replicas, self.strips, work
@@ -221,6 +223,7 @@ class Node:
         self.supervise("resiliency-watch", self.rebuild.watch_forever)
         self.supervise("scrubber", self.scrubber.run_forever)
         self.supervise("disk-watch", self.disk_watch.run_forever)
+        self.supervise("membership-watch", self._watch_membership)
 
     def supervise(
         self,
@@ -312,6 +315,16 @@ class Node:
         """Simulated crash: cancel everything at once, no cleanup."""
         for task in list(self._tasks):
             task.cancel()
+
+    async def _watch_membership(self) -> None:
+        """Tell the transport when nodes join or leave (from the replicated metadata)."""
+        known: dict[str, str] = {}
+        while True:
+            urls = self.membership.urls()
+            if urls != known:
+                self.transport.set_peers(urls)
+                known = urls
+            await self.clock.sleep(limits.MEMBERSHIP_WATCH_EVERY_S)
 
     async def _register(self) -> None:
         cmd = RegisterNode(
@@ -414,14 +427,11 @@ class Node:
     def _view(self, leader: str | None, stale: bool) -> dict[str, Any]:
         registered = self.metadata.state.nodes()
         nodes = []
-        for nc in self.config.nodes:
+        voters = self.membership.voters()
+        for nc in self.membership.nodes():
             record = registered.get(nc.id)
             live = self.health.reports.get(nc.id, {}) if leader == self.id else {}
-            role = (
-                "leader"
-                if nc.id == leader
-                else ("voter" if nc.id in self.config.voters else "member")
-            )
+            role = "leader" if nc.id == leader else ("voter" if nc.id in voters else "member")
             nodes.append(
                 {
                     "id": nc.id,

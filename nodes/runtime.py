@@ -283,6 +283,10 @@ class HttpTransport:
         self._on_call = on_call
         self._on_message = on_message
 
+    def set_peers(self, urls: dict[str, str]) -> None:
+        """Nodes that joined become reachable (and may call us); those that left not."""
+        self.urls = {**urls, self.node_id: self.urls.get(self.node_id, urls.get(self.node_id, ""))}
+
     # --- one-way ----------------------------------------------------------------------------
     def send(self, peer: str, message: Any) -> None:
         if peer not in self.urls:

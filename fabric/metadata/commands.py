@@ -18,6 +18,7 @@ from fabric.metadata.records import (
     EgroupIntent,
     EventRecord,
     ImageRecord,
+    MemberRecord,
     RebuildSettings,
     ScrubSettings,
     StripMember,
@@ -350,6 +351,15 @@ class SetNodeDrain:
     at_wall: float
 
 
+@register(110)
+@dataclass(frozen=True, slots=True)
+class SetMember:
+    """A node joins the running cluster (or, with ``removed``, has left it)."""
+
+    member: MemberRecord
+    at_wall: float
+
+
 @register(104)
 @dataclass(frozen=True, slots=True)
 class RecordEvents:
@@ -431,7 +441,9 @@ DataCommand = (
     | AddReplica
     | MarkCopiesLost
 )
-HealCommand = RecordEvents | SetRebuildSettings | SetScrubSettings | SetDiskState | SetNodeDrain
+HealCommand = (
+    RecordEvents | SetRebuildSettings | SetScrubSettings | SetDiskState | SetNodeDrain | SetMember
+)
 CatalogCommand = CreateImage | UpdateImage | DeleteImage | UpdateTask
 Command = KvCommand | NodeCommand | DataCommand | CatalogCommand | HealCommand
 

@@ -21,6 +21,7 @@ from fabric.metadata.commands import (
     HealCommand,
     RecordEvents,
     SetDiskState,
+    SetMember,
     SetNodeDrain,
     SetRebuildSettings,
     SetScrubSettings,
@@ -28,6 +29,7 @@ from fabric.metadata.commands import (
 from fabric.metadata.records import (
     DiskRecord,
     EventRecord,
+    MemberRecord,
     NodeRecord,
     RebuildSettings,
     ScrubSettings,
@@ -52,6 +54,24 @@ def apply(state: MetadataState, index: int, cmd: HealCommand) -> Any:
             return _set_disk_state(state, index, cmd)
         case SetNodeDrain():
             return _set_drain(state, index, cmd)
+        case SetMember():
+            return _set_member(state, index, cmd)
+
+
+def _set_member(state: MetadataState, index: int, cmd: SetMember) -> int:
+    m = cmd.member
+    state.put(index, keys.member_key(m.id), m)
+    if m.removed:
+        message = f"node {m.id} left the cluster"
+    else:
+        message = f"node {m.id} joined the cluster at {m.host}:{m.port}"
+    record_event(state, index, EventRecord(0, cmd.at_wall, "membership", m.id, m.id, message))
+    return index
+
+
+def members(state: MetadataState) -> dict[str, MemberRecord]:
+    """Nodes added or removed at runtime, by id."""
+    return {item.value.id: item.value for _, item in state.scan(keys.MEMBER)}
 
 
 def _set_drain(state: MetadataState, index: int, cmd: SetNodeDrain) -> int:

@@ -17,6 +17,7 @@ from fabric.metadata.records import (
     EventRecord,
     ExtentRecord,
     ImageRecord,
+    MemberRecord,
     NodeRecord,
     RebuildSettings,
     ScrubSettings,
@@ -40,6 +41,7 @@ IMAGE_NAME = "image-name/"
 TASK = "task/"
 KV = "kv/"
 DISK = "disk/"
+MEMBER = "member/"
 EVENT = "event/"
 EVENT_SEQ = "event-seq/"
 SETTINGS = "settings/"
@@ -64,6 +66,7 @@ VALUE_TYPES: dict[str, type | tuple[type, ...] | None] = {
     TASK: TaskRecord,
     KV: None,
     DISK: DiskRecord,
+    MEMBER: MemberRecord,
     EVENT: EventRecord,
     EVENT_SEQ: int,
     SETTINGS: (RebuildSettings, ScrubSettings),
@@ -148,6 +151,10 @@ def image_name_key(name: str) -> str:
 
 def task_key(task_id: str) -> str:
     return TASK + task_id
+
+
+def member_key(node: str) -> str:
+    return MEMBER + node
 
 
 def disk_key(node: str, disk: str) -> str:

@@ -258,6 +258,7 @@ EVENT_KINDS = (
     "scrub_cycle",
     "settings",
     "node_drain",
+    "membership",
     "rebalance_started",
     "rebalance_finished",
 )
@@ -280,6 +281,22 @@ class DiskRecord:
     reason: str = ""
     used_bytes: int = 0
     capacity_bytes: int = 0
+
+
+@register(96)
+@dataclass(frozen=True, slots=True)
+class MemberRecord:
+    """A node added to (or removed from) the running cluster after its config was
+    written (``member/<id>``): where it listens, its disks and fault-domain labels.
+    The nodes of the cluster are the config's, changed by these records."""
+
+    id: str
+    host: str
+    port: int
+    disks: tuple[str, ...]
+    labels: dict[str, str]
+    disk_capacity: tuple[int, ...] = ()
+    removed: bool = False
 
 
 @register(93)

@@ -33,6 +33,7 @@ from fabric.metadata.commands import (
     RecordEvents,
     RegisterNode,
     SetDiskState,
+    SetMember,
     SetNodeState,
     SetRebuildSettings,
     SetScrubSettings,
@@ -178,6 +179,10 @@ def _specific(command: Any) -> None:
         case SetRebuildSettings():
             if command.settings.per_node < 1:
                 raise BadRequest("rebuild per_node must be at least 1")
+        case SetMember():
+            check_name("node", command.member.id)
+            if not 1 <= command.member.port <= 65535 or not command.member.disks:
+                raise BadRequest("a member needs a TCP port and at least one disk")
         case SetDiskState():
             if command.state not in DISK_STATES:
                 raise BadRequest(f"disk state {command.state!r}")

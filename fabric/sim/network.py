@@ -97,6 +97,9 @@ class SimTransport:
         self._on_call = on_call
         self._on_message = on_message
 
+    def set_peers(self, urls: dict[str, str]) -> None:
+        """The simulated network reaches nodes by id: nothing to learn."""
+
     def send(self, peer: str, message: Any) -> None:
         def arrive(msg: Any) -> None:
             target = self.net.endpoints[peer]

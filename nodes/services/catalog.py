@@ -24,6 +24,7 @@ from fabric.metadata.commands import (
 from fabric.metadata.records import ContainerRecord, VdiskRecord
 from fabric.placement.rendezvous import Candidate, NotEnoughDomains, place
 from fabric.ports import Clock
+from nodes.services.membership import Membership
 from nodes.services.metadata import MetadataService
 
 
@@ -35,9 +36,11 @@ class Catalog:
         clock: Clock,
         rng: Any,
         metadata: MetadataService,
+        membership: Membership,
     ) -> None:
         self.node_id = node_id
         self.config = config
+        self.membership = membership
         self.clock = clock
         self.rng = rng
         self.metadata = metadata
@@ -65,7 +68,7 @@ class Catalog:
         level = self.config.fault_domain
         return {
             n.id: (n.id if level == "node" else n.labels.get(level, n.id))
-            for n in self.config.nodes
+            for n in self.membership.nodes()
         }
 
     # --- containers -------------------------------------------------------------------------

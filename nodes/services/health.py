@@ -98,7 +98,7 @@ class HealthService:
                 # A new leader has no history: give every node a full grace period.
                 self._led_since_term = term
                 now = self.clock.now()
-                self.last_seen = {n.id: now for n in self.config.nodes}
+                self.last_seen = {n: now for n in self.metadata.state.nodes()}
             await self._commit_transitions()
 
     async def _commit_transitions(self) -> None:

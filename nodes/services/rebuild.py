@@ -112,10 +112,19 @@ def to_rebuild(
 
 
 def rebalance_moves(
-    state: MetadataState, nodes: set[str], domains: dict[str, str], limit: int
+    state: MetadataState,
+    nodes: set[str],
+    domains: dict[str, str],
+    limit: int,
+    started: bool = False,
 ) -> list[Work]:
     """Copies to move from the fullest nodes to the emptiest until every node's bytes
-    are within ``limits.REBALANCE_TOLERANCE`` of the mean (or one extent group)."""
+    are within ``limits.REBALANCE_TOLERANCE`` of the mean (or one extent group).
+
+    A rebalance starts only when a node holds less than ``REBALANCE_START_BELOW`` of the
+    mean (a node that joined, or came back empty) and the mean is worth it: placement
+    by rendezvous keeps a steady cluster even, and moving data costs the disks what
+    clients would have had."""
     usage = {n: 0 for n in nodes}
     groups: dict[str, list[EgroupRecord]] = {n: [] for n in nodes}
     for node in nodes:
@@ -126,6 +135,9 @@ def rebalance_moves(
     if len(usage) < 2:
         return []
     mean = sum(usage.values()) / len(usage)
+    worth = mean >= limits.REBALANCE_MIN_MEAN_GROUPS * limits.EGROUP_MAX_BYTES
+    if not started and not (worth and min(usage.values()) < limits.REBALANCE_START_BELOW * mean):
+        return []
     slack = max(limits.REBALANCE_TOLERANCE * mean, float(limits.EGROUP_MAX_BYTES))
     moves: list[Work] = []
     for src in sorted(usage, key=lambda n: (-usage[n], n)):
@@ -400,7 +412,7 @@ class RebuildService:
         nodes = (self.state.up_nodes() - draining) - set(self.catalog.no_room())
         limit = settings.per_node * max(1, len(nodes))
         moves = self._moves = rebalance_moves(
-            self.state, nodes, self.catalog.fault_domains(), limit
+            self.state, nodes, self.catalog.fault_domains(), limit, self._rebalancing
         )
         if moves and not self._rebalancing:
             self._rebalancing, self._rebalance_bytes = True, self.stats.bytes_copied

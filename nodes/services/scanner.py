@@ -257,7 +257,7 @@ class Scanner:
                 else:
                     held.add(egid)
         self._unknown = {k: v for k, v in self._unknown.items() if k in seen_unknown}
-        everyone = {n.id for n in self.catalog.config.nodes}
+        everyone = self.catalog.membership.ids()
         if set(listed) == everyone:
             await self._prune_tombstones(held)
 

@@ -175,6 +175,8 @@ class WriteCoordinator:
         finally:
             for task in inflight:
                 task.cancel()
+                if task.done() and not task.cancelled():
+                    task.exception()  # retrieved: the first failure is the one raised
         return written
 
     async def _launch(
@@ -186,9 +188,8 @@ class WriteCoordinator:
     ) -> None:
         while len(inflight) >= limits.WRITE_BATCHES_IN_FLIGHT:
             done, _ = await asyncio.wait(inflight, return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                inflight.discard(task)
-                task.result()  # re-raise a failed batch now
+            inflight.difference_update(done)
+            _raise_first(done)  # a failed batch fails the write now
         inflight.add(asyncio.ensure_future(self._commit_batch(vd, policy, batch)))
 
     async def _pieces(
@@ -462,5 +463,12 @@ async def _drain(tasks: set[asyncio.Task[None]]) -> None:
     if tasks:
         done, _ = await asyncio.wait(tasks)
         tasks.clear()
-        for task in done:
-            task.result()
+        _raise_first(done)
+
+
+def _raise_first(done: set[asyncio.Task[None]]) -> None:
+    """Raise the first failure among finished tasks, every one's outcome retrieved (an
+    exception nobody retrieved is logged at garbage collection, wherever that runs)."""
+    failures = [e for t in done if not t.cancelled() and (e := t.exception()) is not None]
+    if failures:
+        raise failures[0]

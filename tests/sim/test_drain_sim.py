@@ -30,10 +30,12 @@ def leader_state(sim: SimCluster) -> MetadataState:
     return sim.nodes[leader].metadata.state
 
 
-async def fill(sim: SimCluster, seed: int, ec: bool = True) -> dict[str, bytes]:
+async def fill(
+    sim: SimCluster, seed: int, ec: bool = True, size: int = 40 * MiB
+) -> dict[str, bytes]:
     g = sim.nodes["n1"]
     await g.catalog.create_container("rep", ContainerPolicy(rf=2))
-    written = {"a": random.Random(f"{seed}a").randbytes(40 * MiB)}
+    written = {"a": random.Random(f"{seed}a").randbytes(size)}
     await g.catalog.create_vdisk("a", "rep", len(written["a"]))
     await g.writer.write("a", 0, len(written["a"]), chunks(written["a"]))
     if ec:
@@ -117,7 +119,7 @@ def test_a_node_that_joins_gets_its_share() -> None:
         for node in ("n1", "n2", "n3", "n4"):
             sim.run(sim.start_node(node))
         sim.run(sim.wait_for(lambda: all(n.registered for n in sim.nodes.values()), 30, "up"))
-        written = sim.run(fill(sim, 6, ec=False))
+        written = sim.run(fill(sim, 6, ec=False, size=96 * MiB))
         before = usage(leader_state(sim), ["n1", "n2", "n3", "n4"])
         assert all(before.values())
         sim.run(sim.start_node("n5"))

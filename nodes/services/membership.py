@@ -1,0 +1,42 @@
+"""Which nodes make up the cluster right now: the config's, changed at runtime.
+
+A cluster starts from its config file. Nodes added later (``fabric node add``) and
+nodes removed (``fabric node remove``) are ``MemberRecord``s in the replicated metadata,
+so every node, the new one included, agrees on the membership whatever its own copy of
+the config says. Voters are Raft's business: ``voters()`` is Raft's current
+configuration when this node runs Raft, else the config's.
+"""
+
+from __future__ import annotations
+
+from fabric.config import ClusterConfig, NodeConfig
+from fabric.metadata import healing
+from fabric.metadata.records import MemberRecord
+from nodes.services.metadata import MetadataService
+
+
+def node_config(m: MemberRecord) -> NodeConfig:
+    return NodeConfig(m.id, m.host, m.port, m.disks, dict(m.labels), m.disk_capacity)
+
+
+class Membership:
+    def __init__(self, config: ClusterConfig, metadata: MetadataService) -> None:
+        self.config = config
+        self.metadata = metadata
+
+    def nodes(self) -> tuple[NodeConfig, ...]:
+        members = healing.members(self.metadata.state)
+        out = [n for n in self.config.nodes if not (n.id in members and members[n.id].removed)]
+        known = {n.id for n in self.config.nodes}
+        out += [node_config(m) for m in members.values() if not m.removed and m.id not in known]
+        return tuple(out)
+
+    def ids(self) -> set[str]:
+        return {n.id for n in self.nodes()}
+
+    def voters(self) -> tuple[str, ...]:
+        raft = self.metadata.raft
+        return tuple(raft.voters) if raft is not None else self.config.voters
+
+    def urls(self) -> dict[str, str]:
+        return {n.id: n.url for n in self.nodes()}
