@@ -59,6 +59,7 @@ from nodes.services.ec import EcService
 from nodes.services.events import EventLog
 from nodes.services.health import HealthService
 from nodes.services.images import ImageService
+from nodes.services.inflight import GroupsInFlight
 from nodes.services.membership import Membership
 from nodes.services.metadata import MetadataService, RaftObserver
 from nodes.services.reader import ReadCoordinator
@@ -132,6 +133,7 @@ class Node:
             self.reader,
             work,
         )
+        self.inflight = GroupsInFlight()
         self.ec = EcService(
             node_id,
             clock,
@@ -142,6 +144,7 @@ class Node:
             self.reader,
             self.strips,
             work,
+            self.inflight,
         )
         self.images = ImageService(
             node_id,
@@ -168,6 +171,7 @@ class Node:
             self.replicas,
             self.events,
             self.spawn,
+            self.inflight,
         )
         self.scrubber = Scrubber(
             node_id,

@@ -55,17 +55,25 @@ def whole(view: dict[str, Any] | None) -> str:
     return f"at reduced resiliency: {', '.join(reduced)}" if reduced else ""
 
 
-def _wait_whole(cdir: ClusterDir, timeout_s: float, node: str | None = None) -> None:
+def _wait_whole(cdir: ClusterDir, timeout_s: float, node: str) -> None:
+    """Until the restarted ``node`` itself says it registered again, and then the
+    cluster is whole. (A quick restart may never have been seen DOWN by the leader:
+    its view alone would say "whole" while the node is still starting.)"""
     deadline = time.monotonic() + timeout_s
+    url = cdir.config().node(node).url
     why = "starting"
     while time.monotonic() < deadline:
-        if node is not None and cdir.pid(node) is None:
+        if cdir.pid(node) is None:
             raise LaunchError(
                 f"{node} exited while restarting; its log:\n{log_tail(cdir.log_path(node))}"
             )
-        why = whole(_view(cdir))
-        if not why:
-            return
+        health = _get_now(url + "/api/v1/health")
+        if not (isinstance(health, dict) and health.get("registered")):
+            why = f"{node} not registered yet"
+        else:
+            why = whole(_view(cdir))
+            if not why:
+                return
         time.sleep(POLL_S)
     raise LaunchError(f"cluster not back to full resiliency in {timeout_s:.0f} s ({why})")
 

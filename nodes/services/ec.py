@@ -71,6 +71,7 @@ from fabric.placement.strips import match_groups, pack_extents
 from fabric.ports import Clock, Offload, PeerUnreachable
 from fabric.wire.messages import AppendExtents, AppendReply, DeleteEgroupFiles, RepairExtent
 from nodes.services.catalog import Catalog
+from nodes.services.inflight import GroupsInFlight
 from nodes.services.metadata import MetadataService
 from nodes.services.quiet import QuietClock
 from nodes.services.reader import ReadCoordinator
@@ -201,6 +202,7 @@ class EcService:
         reader: ReadCoordinator,
         strips: StripReader,
         offload: Offload,
+        inflight: GroupsInFlight,
     ) -> None:
         self.node_id = node_id
         self.clock = clock
@@ -211,6 +213,7 @@ class EcService:
         self.reader = reader
         self.strips = strips
         self.offload = offload
+        self.inflight = inflight
         self.stats = EcStats()
         self._quiet: dict[str, QuietClock] = {}
         """Per container: how long each of its sealed groups has stayed unchanged."""
@@ -279,7 +282,7 @@ class EcService:
                 if plan is None:
                     break
                 busy.update(eg.egid for eg, _ in plan[0])
-                running.add(asyncio.ensure_future(self._convert(container, policy, plan)))
+                running.add(asyncio.ensure_future(self._convert_held(container, policy, plan)))
                 tried += 1
                 if len(running) >= limits.EC_CONVERSIONS_IN_FLIGHT:
                     done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
@@ -303,7 +306,9 @@ class EcService:
         now = self.clock.now()
         state = self.metadata.state
         pending = state.egroups(state.idx.ec_pending.get(container, ()))
-        candidates = [eg for eg in pending if eg.sealed]
+        candidates = [
+            eg for eg in pending if eg.sealed and not self.inflight.held_by_other(eg.egid, "ec")
+        ]
         quiet = self._quiet.setdefault(container, QuietClock())
         quiet.keep_only(eg.egid for eg in candidates)
         out = [
@@ -357,6 +362,15 @@ class EcService:
             )
             for eg, node in chosen
         ]
+
+    async def _convert_held(
+        self,
+        container: str,
+        policy: ContainerPolicy,
+        plan: tuple[list[tuple[EgroupRecord, str]], list[str]],
+    ) -> bool:
+        with self.inflight.hold((eg.egid for eg, _ in plan[0]), "ec"):
+            return await self._convert(container, policy, plan)
 
     async def _convert(
         self,
@@ -561,6 +575,11 @@ class EcService:
         return strip_id, lay, bins, parity
 
     async def _pack(self, container: str, policy: ContainerPolicy) -> int:
+        tail = self.metadata.state.idx.ec_pending.get(container, set())
+        with self.inflight.hold(sorted(tail), "ec"):
+            return await self._pack_held(container, policy)
+
+    async def _pack_held(self, container: str, policy: ContainerPolicy) -> int:
         plan = self._pack_plan(container, policy)
         if plan is None:
             return False

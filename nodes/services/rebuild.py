@@ -57,6 +57,7 @@ from fabric.wire.messages import ExtentCheck, PullEgroup, PullReply
 from nodes.services.catalog import Catalog
 from nodes.services.copier import Copier
 from nodes.services.events import EventLog
+from nodes.services.inflight import GroupsInFlight
 from nodes.services.metadata import MetadataService
 from nodes.services.replicas import ReplicaClient
 
@@ -214,6 +215,7 @@ class RebuildService:
         replicas: ReplicaClient,
         events: EventLog,
         spawn: Callable[[Coroutine[Any, Any, Any], str], asyncio.Task[Any]],
+        inflight: GroupsInFlight,
     ) -> None:
         self.node_id = node_id
         self.config = config
@@ -225,6 +227,7 @@ class RebuildService:
         self.replicas = replicas
         self.events = events
         self.spawn = spawn
+        self.inflight = inflight
         self.stats = RebuildStats()
         self.watch: dict[str, ContainerWatch] = {}
         self._running: dict[str, asyncio.Task[Any]] = {}
@@ -298,6 +301,8 @@ class RebuildService:
         for w in work:
             if w.eg.egid in self._running or self._retry_at.get(w.eg.egid, 0.0) > now:
                 continue
+            if self.inflight.held_by_other(w.eg.egid, "rebuild"):
+                continue  # being erasure coded: its replicas are about to change
             if settings.bytes_per_s and self._tokens <= 0:
                 break
             if not w.live:
@@ -337,6 +342,7 @@ class RebuildService:
         self._refilled = now
 
     def _start(self, w: Work, target: str, sources: tuple[str, ...]) -> None:
+        self.inflight.take(w.eg.egid, "rebuild")  # now: the EC job plans meanwhile
         for node in (target, sources[0]):
             self._busy[node] = self._busy.get(node, 0) + 1
         task = self.spawn(self._copy(w, target, sources), f"rebuild-{w.eg.egid}")
@@ -352,6 +358,7 @@ class RebuildService:
             log.warning("rebuild of %s onto %s failed: %s", egid, target, exc)
             await self._stuck_once(egid, f"a copy of {egid} onto {target} failed: {exc}")
         finally:
+            self.inflight.release(egid, "rebuild")
             self._done.add(egid)
             if self._running.get(egid) is asyncio.current_task():
                 del self._running[egid]

@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable
 
 from fabric.config import load_config
-from shell.client import ApiError, FabricClient
+from shell.client import ApiError, FabricClient, Unreachable
 from tests.integration.conftest import Cluster
 
 MiB = 1 << 20
@@ -35,7 +35,7 @@ async def write_until(urls: list[str], stop: threading.Event) -> tuple[dict[int,
                     await client.write_vdisk_bytes("v", chunk, offset=index * MiB)
                     written[index] = chunk
                     break
-                except (ApiError, OSError) as exc:
+                except (ApiError, Unreachable, OSError) as exc:
                     if attempt == RETRIES - 1:
                         failures.append(f"chunk {index}: {exc}")
                     await asyncio.sleep(0.25)

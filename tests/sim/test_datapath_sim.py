@@ -225,6 +225,7 @@ async def _rf_too_wide(sim: SimCluster) -> None:
         for i, n in enumerate(catalog.config.nodes)
     )
     catalog.config = replace(catalog.config, nodes=nodes, fault_domain="rack")
+    catalog.membership.config = catalog.config
     await catalog.create_container("wide", ContainerPolicy(rf=3))
 
 
