@@ -1,12 +1,14 @@
 """Rebuild benchmark: re-replication after a kill -9, beside the machine's own copy limit.
 
-    .venv/bin/python scripts/bench_rebuild.py [--size-mib 256 1024] [--nodes 5 9] [--rounds 1]
+    .venv/bin/python scripts/bench_rebuild.py [--size-mib 256 1024] [--nodes 5 9] [--rounds 3]
+                                              [--per-node N]
 
 Each row starts a fresh local cluster of N nodes, creates an RF2 container and writes
 SIZE MiB of random data into one vdisk, N clients at once, client i through node i (as
 VMs on different hosts would), so every node holds about 2/N of the copies. Then:
-* the rebuild delay goes to 0 and the rate limit off (``PUT /api/v1/rebuild``), and
-  the page cache is dropped (when the benchmark may), so sources are read from disk;
+* the rebuild delay goes to 0 and the rate limit off (``PUT /api/v1/rebuild``; with
+  ``--per-node``, the copies a node takes part in at once too), and the page cache is
+  dropped (when the benchmark may), so sources are read from disk;
 * the node holding the most extent-group bytes, the leader excepted (a leader change
   would be measured too), is killed with SIGKILL;
 * ``GET /api/v1/rebuild`` is polled, once the leader has marked the node DOWN, until
@@ -21,7 +23,9 @@ time from the ``rebuild_started`` to the ``rebuild_finished`` event (their ``at_
 the copy limit and the ratio; time to full resiliency from the kill; DOWN detection
 (the kill to the ``node_state`` event that made it DOWN). With neither ``--size-mib``
 nor ``--nodes``, the rows are 256 and 1024 MiB on 5 nodes and 256 MiB on 9; with either,
-their cross product. Medians over ``--rounds``. Rates are MB/s (10^6 bytes a second).
+their cross product. Medians over ``--rounds`` (one rebuild of a few seconds varies a
+lot from run to run). Each round also prints, on stderr, the mean number of copies
+running while the rebuild ran (``copies_running``). Rates are MB/s (10^6 bytes a second).
 """
 
 from __future__ import annotations
@@ -72,6 +76,8 @@ class Result:
     full_resiliency_s: float
     down_detect_s: float
     rebuild_s: float
+    copies_in_flight: float
+    """Mean ``copies_running`` over the polls that saw any."""
 
 
 # --- filling the cluster ------------------------------------------------------------------
@@ -144,25 +150,32 @@ async def wait_events(
         await asyncio.sleep(POLL_S)
 
 
-async def kill_and_rebuild(urls: dict[str, str], root: str, size_bytes: int) -> tuple[str, Result]:
+async def kill_and_rebuild(
+    urls: dict[str, str], root: str, size_bytes: int, per_node: int | None
+) -> tuple[str, Result]:
     """Kill the victim; wait for full resiliency; the victim and what was measured (the
     copy limit still 0)."""
     async with FabricClient(list(urls.values())) as client:
-        await client.rebuild(delay_s=0, bytes_per_s=0)
+        await client.rebuild(delay_s=0, bytes_per_s=0, per_node=per_node)
         view = await client.cluster()
         rf = {c["name"]: c["rf"] for c in view["containers"]}
         before = {c["name"]: c["rebuilt_bytes"] for c in view["containers"]}
         since = (await client.events(limit=1))["last_seq"]
     victim = pick_victim(root, view["leader"], list(urls))
     pid = node_pids(root)[victim]
-    survivors = [u for n, u in urls.items() if n != victim]
+    # The leader first: only the leader's answer counts its copies running.
+    survivors = sorted(
+        (u for n, u in urls.items() if n != victim), key=lambda u: u != urls[view["leader"]]
+    )
     drop_caches()  # the sources are read from disk, as after a real failure
     killed_wall, killed = time.time(), time.monotonic()
     os.kill(pid, signal.SIGKILL)
     deadline = killed + DOWN_DEADLINE_S + size_bytes / (REBUILD_MIN_MB_PER_S * 1e6)
     async with FabricClient(survivors) as client:
         await wait_down(client, victim, killed + DOWN_DEADLINE_S)
+        running = []
         while not whole(answer := await client.rebuild(), rf):
+            running.append(answer["settings"]["copies_running"])
             if time.monotonic() > deadline:
                 raise SystemExit(f"resiliency not restored in time: {answer}")
             await asyncio.sleep(POLL_S)
@@ -189,6 +202,7 @@ async def kill_and_rebuild(urls: dict[str, str], root: str, size_bytes: int) -> 
         full_resiliency_s=full_s,
         down_detect_s=events["down"]["at_wall"] - killed_wall,
         rebuild_s=end - start,
+        copies_in_flight=statistics.mean([r for r in running if r] or [0]),
     )
     return victim, result
 
@@ -229,7 +243,7 @@ def copy_limit(files: list[Path], threads: int, tmp: Path) -> float:
     return rate(total, seconds)
 
 
-def one_row(tmp: Path, nodes: int, size_mib: int, seed: int) -> Result:
+def one_row(tmp: Path, nodes: int, size_mib: int, seed: int, per_node: int | None) -> Result:
     srcs = [
         random_file(tmp / f"part{i}.img", mib, seed=seed + i)
         for i, mib in enumerate(parts_of(size_mib, nodes))
@@ -239,7 +253,7 @@ def one_row(tmp: Path, nodes: int, size_mib: int, seed: int) -> Result:
             root = cluster_root(tmp, nodes)
             urls = {n.id: n.url for n in cfg.nodes}
             asyncio.run(fill(list(urls.values()), srcs))
-            victim, result = asyncio.run(kill_and_rebuild(urls, root, size_mib * MiB))
+            victim, result = asyncio.run(kill_and_rebuild(urls, root, size_mib * MiB, per_node))
             limit = copy_limit(egroup_files(root, victim), nodes - 1, tmp)
     finally:
         for s in srcs:
@@ -257,7 +271,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size-mib", type=int, nargs="+", help="data written (default 256 1024)")
     ap.add_argument("--nodes", type=int, nargs="+", help="cluster sizes (default 5 9)")
-    ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--per-node", type=int, help="copies a node takes part in at once")
     args = ap.parse_args()
     results: dict[tuple[int, int], list[Result]] = {}
     with tempfile.TemporaryDirectory(prefix="fabric-bench-", dir=os.getcwd()) as tmp_s:
@@ -265,12 +280,14 @@ def main() -> None:
             for nodes, size_mib in rows(args):
                 case = Path(tmp_s) / f"r{r}-n{nodes}-s{size_mib}"
                 case.mkdir()
-                run = one_row(case, nodes, size_mib, seed=100 * r + 10)
+                run = one_row(case, nodes, size_mib, 100 * r + 10, args.per_node)
                 results.setdefault((nodes, size_mib), []).append(run)
                 print(f"  round {r}, {nodes} nodes, {size_mib} MiB: {run}", file=sys.stderr)
     cold = "cold cache" if drop_caches() else "page cache NOT dropped (not root)"
+    per_node = f"{args.per_node} copies per node" if args.per_node else "default copies per node"
     print(
-        f"random data at RF2, one node killed (SIGKILL), rebuild delay 0, no rate limit; "
+        f"random data at RF2, one node killed (SIGKILL), rebuild delay 0, no rate limit, "
+        f"{per_node}; "
         f"median of {args.rounds} round(s); copy limit = the lost copies' files copied by "
         f"N-1 threads, fsync per file, {cold}"
     )
