@@ -39,6 +39,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -132,7 +133,10 @@ def whole(answer: dict[str, Any], rf: dict[str, int]) -> bool:
 
 
 async def wait_events(
-    client: FabricClient, since: int, wanted: dict[str, Any], deadline: float
+    client: FabricClient,
+    since: int,
+    wanted: dict[str, Callable[[dict[str, Any]], bool]],
+    deadline: float,
 ) -> dict[str, dict[str, Any]]:
     """name -> the first event after ``since`` that ``wanted[name]`` accepts."""
     found: dict[str, dict[str, Any]] = {}
@@ -186,7 +190,7 @@ async def kill_and_rebuild(
         ):
             raise SystemExit(f"{victim} came back: the measure is void")
         rebuilt = sum(c["rebuilt_bytes"] - before.get(c["name"], 0) for c in view["containers"])
-        wanted = {
+        wanted: dict[str, Callable[[dict[str, Any]], bool]] = {
             "down": lambda e: (
                 e["kind"] == "node_state" and e["node"] == victim and "-> DOWN" in e["message"]
             ),
