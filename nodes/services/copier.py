@@ -86,7 +86,11 @@ class Copier:
         return reply
 
     async def _copy(self, msg: PullEgroup) -> PullReply:
-        size = await self._size(msg)
+        # Up to the end of the last live extent: bytes past it are dead or were never
+        # committed (no need to ask the source for its file's size).
+        size = max((c.offset + c.length for c in msg.checks), default=0)
+        if not size:
+            size = await self._size(msg)
         plan = windows(size, msg.checks, limits.REBUILD_WINDOW_BYTES)
         checks = sorted(msg.checks, key=lambda c: c.offset)
         loop = asyncio.get_running_loop()
