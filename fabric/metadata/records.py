@@ -308,7 +308,7 @@ class RebuildSettings:
     """A node DOWN this long has its data rebuilt elsewhere (0: at once)."""
     bytes_per_s: int = 0
     """Cluster-wide rebuild byte rate (0: no limit)."""
-    per_node: int = 4
+    per_node: int = 8
     """Copies a node takes part in at once, as source or target."""
 
 

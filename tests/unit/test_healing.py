@@ -138,7 +138,7 @@ def test_rebuild_and_scrub_settings_come_from_the_config() -> None:
     text = default_config_text() + "\n[rebuild]\ndelay_s = 0\nbytes_per_s = 200000000\n"
     text += "\n[scrub]\ncycle_s = 3600\n"
     cfg = parse_config(text)
-    assert cfg.rebuild == RebuildSettings(0.0, 200_000_000, 4)
+    assert cfg.rebuild == RebuildSettings(0.0, 200_000_000, 8)
     assert cfg.scrub.cycle_s == 3600.0
     assert parse_config(render_config(cfg)).rebuild == cfg.rebuild  # what `fabric up` writes
 
