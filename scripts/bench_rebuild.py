@@ -52,6 +52,7 @@ from scripts.benchkit import (
     drop_caches,
     local_cluster,
     node_pids,
+    peak_rss_mib,
     random_file,
     rate,
 )
@@ -79,6 +80,9 @@ class Result:
     rebuild_s: float
     copies_in_flight: float
     """Mean ``copies_running`` over the polls that saw any."""
+    peak_rss_mib: float = 0.0
+    """The highest peak RSS of a surviving node during the rebuild (its high-water mark
+    reset just before the kill)."""
 
 
 # --- filling the cluster ------------------------------------------------------------------
@@ -172,6 +176,9 @@ async def kill_and_rebuild(
         (u for n, u in urls.items() if n != victim), key=lambda u: u != urls[view["leader"]]
     )
     drop_caches()  # the sources are read from disk, as after a real failure
+    survivor_pids = [p for n, p in node_pids(root).items() if n != victim]
+    for spid in survivor_pids:
+        reset_peak_rss(spid)
     killed_wall, killed = time.time(), time.monotonic()
     os.kill(pid, signal.SIGKILL)
     deadline = killed + DOWN_DEADLINE_S + size_bytes / (REBUILD_MIN_MB_PER_S * 1e6)
@@ -207,8 +214,18 @@ async def kill_and_rebuild(
         down_detect_s=events["down"]["at_wall"] - killed_wall,
         rebuild_s=end - start,
         copies_in_flight=statistics.mean([r for r in running if r] or [0]),
+        peak_rss_mib=max(peak_rss_mib(p) for p in survivor_pids),
     )
     return victim, result
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Reset a process's VmHWM (Linux: "5" to clear_refs), so it measures from now."""
+    try:
+        with open(f"/proc/{pid}/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # not allowed here: the peak then covers the write phase too
 
 
 # --- the machine's own limit --------------------------------------------------------------
@@ -297,7 +314,7 @@ def main() -> None:
     )
     header = (
         f"{'size':>8}{'nodes':>6}{'rebuilt':>11}{'rebuild':>13}{'copy limit':>13}{'ratio':>7}"
-        f"{'full resil.':>13}{'DOWN after':>12}"
+        f"{'full resil.':>13}{'DOWN after':>12}{'node RSS':>11}"
     )
     print(header)
     for (nodes, size_mib), runs in results.items():
@@ -308,6 +325,7 @@ def main() -> None:
             f"{median(runs, 'copy_limit_mb_s'):>8.0f} MB/s{ratio:>7.2f}"
             f"{median(runs, 'full_resiliency_s'):>11.1f} s"
             f"{median(runs, 'down_detect_s'):>10.1f} s"
+            f"{max(g.peak_rss_mib for g in runs):>7.0f} MiB"
         )
 
 
