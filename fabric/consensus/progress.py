@@ -162,12 +162,16 @@ class ProgressTracker:
         self.peers: dict[str, Progress] = {}
         self.reconfigure(config, next_index)
 
-    def reconfigure(self, config: Membership, next_index: int) -> None:
-        """Track the peers of ``config``; a new one starts probing at ``next_index``."""
+    def reconfigure(
+        self, config: Membership, next_index: int, leaving: frozenset[str] = frozenset()
+    ) -> None:
+        """Track the peers of ``config``, and ``leaving`` ones as if they were learners;
+        a new one starts probing at ``next_index``."""
         self._voter_count = len(config.voters)
         self.self_voter = self._self_id in config.voters
+        self.leaving = leaving
         peers: dict[str, Progress] = {}
-        for p in (*config.voters, *config.learners):
+        for p in (*config.voters, *config.learners, *sorted(leaving)):
             if p != self._self_id:
                 pr = self.peers.get(p) or Progress(next_index, self._max_inflight, voter=False)
                 pr.voter = p in config.voters

@@ -34,7 +34,8 @@ Roles (``Role``) and their transitions::
               its own removal committed
     LEARNER: not a voter of the configuration in force (a learner, or a node outside
     it): replicates like a follower, never times out. LEARNER <-> FOLLOWER as a change
-    that promotes or demotes this node enters (or leaves) its log.
+    that promotes or demotes this node enters (or leaves) its log; a voter removed by a
+    change stays FOLLOWER until it knows the change is committed.
 
 Pre-vote (§9.6 of Ongaro's thesis) makes a node ask "would you vote for me at term+1?"
 before it bumps its term; a voter says no while it heard from a leader within
@@ -72,18 +73,24 @@ Membership (§4 of the thesis; the rules and their reasons are in ``membership.p
 the configuration is the ``RaftConfig``'s until the log says otherwise. A change is a
 ``CONFIG`` entry holding the whole new configuration, at most one voter away from the
 current one; a leader appends one only when the previous one is committed and it has
-committed an entry of its own term, and promotes only a learner that has caught up. Each
-node puts the latest configuration in its log in force at once, committed or not
-(``_sync_membership`` after every append, truncation or snapshot): quorums for commit,
-votes, check-quorum and read index, who is sent appends (the leader's ``Progress`` per
-peer), who campaigns (a voter) all follow it, and a truncated change falls back to the
-one before. Messages are taken from any sender (a leader may be newer than our
-configuration; a learner may be a voter by a change it has not received and so answers
-vote requests), but only members' answers are counted. A leader that is not in its own
-configuration keeps leading without counting itself until that change commits, then
-steps down. A snapshot records the configuration in force at its index, so a restart
-or a follower installing it knows it; one written before this existed falls back to the
-``RaftConfig``. Committed ``CONFIG`` entries reach the driver in ``Ready.committed``.
+committed an entry of its own term, and promotes only a learner that has caught up.
+
+* Each node puts the latest configuration in its log in force at once, committed or not
+  (``_sync_membership`` after every append, truncation or snapshot); a truncated change
+  falls back to the one before. Quorums (commit, votes, check-quorum, read index) and
+  the leader's ``Progress`` per peer follow it.
+* Who campaigns: a voter, or a voter removed by a change not yet committed (it may be
+  needed to elect the leader that commits it; it does not count its own vote, §4.2.2).
+* Messages are taken from any sender (a leader may be newer than our configuration; a
+  learner may be a voter by a change it has not received, so it answers vote
+  requests), but only members' answers are counted.
+* A leader outside its own configuration leads without counting itself until that
+  change commits, then steps down; removed peers hear from the leader until then, so
+  they learn they are out.
+* A snapshot records the configuration in force at its index, so a restart or a
+  follower installing it knows it; one written before this existed means the
+  ``RaftConfig``'s. Committed ``CONFIG`` entries reach the driver in
+  ``Ready.committed``.
 
 Bugs assert (log matching, commit never decreasing, terms never going back); a peer's
 malformed or stale message is dropped (an append carrying a configuration that does
@@ -364,10 +371,7 @@ class Raft:
         rd = Ready(snapshot=self._log.take_snapshot(), entries=self._log.take_unstable())
         if leader:
             self._replicate()
-            if self._removed_and_committed():
-                # §4.2.2: a leader outside the configuration manages the cluster only until
-                # the change is committed (the heartbeats above carry that commit).
-                self._become_follower(self._term, None)
+            self._after_change_committed()
         rd.committed = self._log.take_committed()
         rd.early_apply = rd.snapshot is None and (
             not rd.committed or rd.committed[-1].index <= self._durable
@@ -394,29 +398,55 @@ class Raft:
     # -- roles -----------------------------------------------------------------------
 
     def _follower_role(self) -> Role:
-        return Role.FOLLOWER if self.id in self._conf.voters else Role.LEARNER
+        return Role.FOLLOWER if self._may_campaign() else Role.LEARNER
 
-    def _removed_and_committed(self) -> bool:
-        return self.id not in self._conf.voters and self._log.commit >= self._log.membership_index
+    def _may_campaign(self) -> bool:
+        """A voter, or a voter just removed by a change that is not committed yet: until
+        it is, we may be needed to elect the leader that commits it (§4.2.2 of the
+        thesis; ``_record_vote`` does not count our own vote then)."""
+        if self.id in self._conf.voters:
+            return True
+        changed_at = self._log.membership_index
+        if changed_at <= self._log.commit:
+            return False
+        return self.id in self._log.membership_at(changed_at - 1).voters
 
     def _sync_membership(self) -> None:
-        """Put the latest configuration in our log in force (call after every change of
-        the log: an append, a truncation, a snapshot)."""
+        """Put the latest configuration in our log in force, and the roles that follow
+        from it and from whether it is committed (call after every change of the log or
+        of the commit index: an append, a truncation, a snapshot)."""
         new = self._log.membership
-        if new == self._conf:
-            return
-        self._conf = new
+        if new != self._conf:
+            old, self._conf = self._conf, new
+            if self._tracker is not None:
+                # A new peer's first probe carries the change that added it: its answer
+                # (or rejection) starts its replication, where an empty heartbeat would
+                # not. A removed peer still hears from us until the change is committed,
+                # so that it learns it is out and stops campaigning (§4.2.3).
+                leaving = old.members - new.members - {self.id}
+                self._tracker.reconfigure(new, self._log.membership_index, leaving)
+                self._maybe_commit()  # a smaller quorum may commit at once
         if self._tracker is not None:
-            # A new peer's first probe carries the change that added it: its answer (or
-            # rejection) starts its replication, where an empty heartbeat would not.
-            self._tracker.reconfigure(new, self._log.membership_index)
-            self._maybe_commit()  # a smaller quorum may commit at once
-        elif self._role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
-            if self.id not in new.voters:
+            return
+        role = self._follower_role()
+        if self._role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
+            if role is Role.LEARNER:
                 self._become_follower(self._term, self._leader)
-        elif self._role is not self._follower_role():
-            # Promoted (may campaign from now on) or demoted/removed (never again).
-            self._reset(self._follower_role(), self._leader)
+        elif self._role is not role:
+            # Promoted (may campaign from now on) or out for good (never again).
+            self._reset(role, self._leader)
+
+    def _after_change_committed(self) -> None:
+        """Once the latest change is committed (and the heartbeats carrying that went
+        out), the leader forgets removed peers, and steps down if it is one of them
+        (§4.2.2: a leader outside the configuration manages it only until then)."""
+        assert self._tracker is not None
+        if self._log.commit < self._log.membership_index:
+            return
+        if self._tracker.leaving:
+            self._tracker.reconfigure(self._conf, self._log.last_index + 1)
+        if self.id not in self._conf.voters:
+            self._become_follower(self._term, None)
 
     def _random_timeout(self) -> int:
         return self._rng.randrange(self._cfg.election_ticks, 2 * self._cfg.election_ticks)
@@ -449,7 +479,6 @@ class Raft:
         self._request_votes(pre_vote=False)
 
     def _become_leader(self) -> None:
-        assert self.id in self._conf.voters, f"{self.id} leads but is no voter"
         self._reset(Role.LEADER, self.id)
         next_index = self._log.last_index + 1
         self._tracker = ProgressTracker(
@@ -612,7 +641,7 @@ class Raft:
             self._log.commit_to(snap.index)  # we hold the log already: no restore
         else:
             self._log.restore(snap)
-            self._sync_membership()
+        self._sync_membership()
         self._reply(msg, True, snap.index)
 
     def _reply(

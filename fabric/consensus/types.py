@@ -31,7 +31,7 @@ class Role(IntEnum):
     """Not a voter of the configuration in force here: replicates the log and may answer
     a candidate that counts it as a voter (it may have been promoted without knowing it
     yet), but never campaigns. A node outside the configuration (removed, or about to be
-    added) has this role too."""
+    added) has this role too, once it knows its removal is committed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ from fabric.consensus.types import (
     MembershipChangeRefused,
     NotLeader,
     RaftConfig,
+    Ready,
     Restored,
     Role,
     Snapshot,
@@ -30,6 +31,7 @@ from fabric.consensus.types import (
     VoteRequest,
     VoteResponse,
 )
+from fabric.sim.checkers import RaftChecker, SafetyViolation
 from tests.unit.test_raft import E, Net, cmd, drain, elected, make_leader, new, sent
 
 ABC = ("a", "b", "c")
@@ -219,6 +221,40 @@ def test_a_removed_follower_stops_campaigning_and_a_demoted_one_too() -> None:
         assert r.role is Role.LEARNER and not campaigns(r)
 
 
+def test_a_voter_removed_by_an_uncommitted_change_still_campaigns_without_its_vote() -> None:
+    """b holds a change that removes it, not known to be committed: the other voters may
+    need b to elect the leader that commits it (§4.2.2), so b campaigns, and wins only
+    with a majority of {a, c}."""
+    log = (cmd(1, 1), cmd(2, 1), conf(3, 1, ("a", "c")))
+    b = new("b", Restored(HardState(1, None, 2), None, log))
+    assert b.voters == ("a", "c") and b.role is Role.FOLLOWER
+    assert campaigns(b)
+    b.step(VoteResponse(2, "a", "b", True, True))
+    assert b.role is Role.PRE_CANDIDATE, "a and b are no majority of {a, c}"
+    b.step(VoteResponse(2, "c", "b", True, True))
+    b.step(VoteResponse(2, "a", "b", True, False))
+    assert b.role is Role.CANDIDATE
+    b.step(VoteResponse(2, "c", "b", True, False))
+    assert b.role is Role.LEADER
+    drain(b)
+    b.step(AppendResponse(2, "a", "b", True, 4))
+    b.step(AppendResponse(2, "c", "b", True, 4))
+    drain(b)
+    assert b.commit_index == 4 and b.role is Role.LEARNER  # committed its removal: out
+    assert not campaigns(b)
+
+
+def test_a_removed_peer_hears_from_the_leader_until_its_removal_commits() -> None:
+    net = group("a", "b", "c")
+    leader = settled(net)
+    gone = next(i for i in ABC if i != leader.id)
+    index = change(net, leader, tuple(i for i in ABC if i != gone))
+    removed = net.nodes[gone]
+    assert removed.membership_index == index and removed.commit_index >= index
+    assert removed.role is Role.LEARNER and not campaigns(removed)
+    assert gone not in leader.status()["peers"]
+
+
 def test_a_removed_leader_leads_without_counting_itself_then_steps_down() -> None:
     net = group("a", "b", "c")
     leader = settled(net)
@@ -393,3 +429,122 @@ def test_a_node_outside_its_starting_configuration_is_allowed() -> None:
     assert r.role is Role.LEARNER and not campaigns(r)
     r.step(VoteRequest(1, "a", "x", 0, 0, False))
     assert sent(drain(r), VoteResponse)[0].granted  # it may be a voter it has not heard of
+
+
+# -- why a new leader commits an entry of its term before changing anything --------------
+
+
+def _propose_membership_at_once(
+    self: Raft, voters: tuple[str, ...], learners: tuple[str, ...] = ()
+) -> int:
+    """The bug: ``Raft.propose_membership`` without the rule that the leader has
+    committed an entry of its own term first."""
+    if self._role is not Role.LEADER:
+        raise NotLeader(self._leader)
+    new = Membership(tuple(voters), tuple(learners))
+    membership.check_change(self._conf, new, self._caught_up)
+    if self._log.membership_index > self._log.commit:
+        raise MembershipChangeRefused("pending", retryable=True)
+    index = self._log.last_index + 1
+    self._log.append(Entry(index, self._term, EntryKind.CONFIG, membership.encode(new)))
+    self._sync_membership()
+    return index
+
+
+class Hand:
+    """Messages routed by hand between nodes of a ``Net``; what they apply is recorded
+    in the net's ``applied`` lists, as ``Net`` does."""
+
+    def __init__(self, net: Net) -> None:
+        self.net = net
+
+    def take(self, r: Raft) -> Ready:
+        rd = drain(r)
+        self.net.applied[r.id] += rd.committed
+        return rd
+
+    def exchange(self, frm: Raft, *to: Raft) -> None:
+        """Deliver what ``frm`` has for ``to`` (the rest is lost), then their answers."""
+        rd = self.take(frm)
+        for r in to:
+            for m in rd.messages:
+                if m.to == r.id:
+                    r.step(m)
+            for m in self.take(r).messages:
+                if m.to == frm.id:
+                    frm.step(m)
+
+    def tick_until(self, r: Raft, role: Role, others: tuple[Raft, ...] = ()) -> None:
+        """Tick ``r`` and ``others`` (whose messages are lost) until ``r`` has ``role``."""
+        for _ in range(4 * E):
+            for o in others:
+                o.tick()
+                self.take(o)
+            r.tick()
+            if r.role is role:
+                return
+        raise AssertionError(f"{r.id} never became {role.name}")
+
+
+@pytest.mark.parametrize("mutated", [False, True], ids=["correct", "mutated"])
+def test_a_leader_that_changes_membership_before_committing_in_its_term_loses_a_commit(
+    mutated: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The gap in single-server changes that Ongaro found after the thesis. Voters a b c
+    d, learner e. Leader a promotes e (C1), which only e receives. b is elected by c and
+    d (d hears nothing more from it) and, before its NOOP is committed, removes d (C2),
+    which b and c commit. a comes back and is elected under C1 by d and e: it overwrites
+    what b and c applied, and the checker sees two entries applied at one index. With
+    the rule, b may not propose C2 before a majority holds its NOOP, and nothing it
+    could have committed is lost."""
+    if mutated:
+        monkeypatch.setattr(Raft, "propose_membership", _propose_membership_at_once)
+    start = {"voters": ("a", "b", "c", "d"), "learners": ("e",)}
+    a, b, c, d, e = (new(i, **start) for i in "abcde")
+    net = Net(a, b, c, d, e)
+    hand = Hand(net)
+    hand.tick_until(a, Role.PRE_CANDIDATE)
+    net.flush()
+    assert a.role is Role.LEADER and e.commit_index == a.commit_index == 1
+    net.cut = {"b", "c", "d"}
+    a.propose_membership(("a", "b", "c", "d", "e"))  # C1 at index 2
+    net.flush()
+    assert e.last_index == 2 and b.last_index == 1
+
+    # a and e drop out; b wins the votes of c and d, and its NOOP reaches c only.
+    hand.tick_until(b, Role.PRE_CANDIDATE, others=(c, d))
+    hand.exchange(b, c, d)  # pre-votes
+    hand.exchange(b, c, d)  # votes
+    assert b.role is Role.LEADER and b.term == 2
+    hand.exchange(b, c)
+    assert b.commit_index == 1, "its NOOP is on b and c only: no majority of a b c d"
+    if mutated:
+        b.propose_membership(("a", "b", "c"))  # C2 at index 3: quorum b and c
+        hand.exchange(b, c)
+        hand.exchange(b, c)
+        assert b.commit_index == c.commit_index == 3
+    else:
+        with pytest.raises(MembershipChangeRefused, match="entry of its term"):
+            b.propose_membership(("a", "b", "c"))
+
+    # b and c drop out; a, d and e elect a leader under C1.
+    net.cut = {"b", "c"}
+    for _ in range(10 * E):
+        net.tick()
+        if any(r.role is Role.LEADER and r.term > 2 for r in (a, d, e)):
+            break
+    net.tick(2)
+    checker = RaftChecker()
+    for node in "abcde":
+        checker.observe_snapshot(node, 0)
+    observe = [(i, entry) for i in "abcde" for entry in net.applied[i]]
+    if mutated:
+        with pytest.raises(SafetyViolation, match="state-machine safety at index 2"):
+            for node, entry in observe:
+                checker.observe_applied(node, entry)
+    else:
+        for node, entry in observe:
+            checker.observe_applied(node, entry)
+        net.cut = set()
+        net.tick(4 * E)
+        assert len({r.last_index for r in net.nodes.values()}) == 1
