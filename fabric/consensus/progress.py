@@ -22,8 +22,9 @@ configuration in force: the highest index a majority holds, whether a majority w
 from lately (check-quorum), and the newest read-index round a majority acknowledged. The
 leader counts itself only while it is a voter (a leader removed by a change it has not
 committed yet manages the cluster without being part of it). ``reconfigure`` follows a
-membership change: new peers start probing, removed ones are forgotten, and a promoted
-learner keeps what the leader knows of its log.
+membership change: new peers start probing, a promoted learner keeps what the leader
+knows of its log, and removed ones stay as ``leaving`` (replicated to, counted nowhere)
+until the change is committed, then are forgotten.
 """
 
 from __future__ import annotations

@@ -224,8 +224,9 @@ class Raft:
 
     @property
     def membership_index(self) -> int:
-        """The index of the entry that put ``membership`` in force (at most the commit
-        index once that change is committed; 0 for the starting configuration)."""
+        """The index of the entry that put ``membership`` in force; once that entry is
+        compacted away, the oldest index still in the log (0: the starting configuration).
+        The change is committed when this is at most ``commit_index``."""
         return self._log.membership_index
 
     def membership_at(self, index: int) -> Membership:
