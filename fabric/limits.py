@@ -42,6 +42,8 @@ MAX_VDISK_BYTES = 64 * 1024 * GiB
 MAX_NODES = 15
 MIN_NODES = 1
 MAX_VOTERS = 7
+MAX_NODE_ID_CHARS = 32
+"""Longest node id (the config's id pattern; Raft refuses longer ids in a configuration)."""
 STARTUP_TIMEOUT_S = 60.0
 """``fabric up`` gives up when the cluster is not healthy after this long."""
 SHUTDOWN_GRACE_S = 10.0

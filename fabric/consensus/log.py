@@ -23,6 +23,11 @@ learnt both the entries and the commit from one message); ``ready`` hands out th
 entries before the committed ones, and persistence precedes apply, so that is safe.
 
 Log terms never decrease along the index, which lets ``reject_hint`` bisect.
+
+The log also keeps which configuration each of its parts puts in force
+(``ConfigHistory``, see ``membership.py``): every change to the entries (an append, a
+truncated suffix, a restored or compacted snapshot) updates it in the same step, so
+``membership`` is always the latest configuration in the log, committed or not.
 """
 
 from __future__ import annotations
@@ -31,20 +36,28 @@ from bisect import bisect_left
 from collections.abc import Sequence
 from operator import attrgetter
 
-from fabric.consensus.types import Entry, Restored, Snapshot
+from fabric.consensus import membership
+from fabric.consensus.membership import ConfigHistory
+from fabric.consensus.types import Entry, EntryKind, Membership, Restored, Snapshot
 
 _term_of = attrgetter("term")
 
 
 class RaftLog:
-    def __init__(self, restored: Restored) -> None:
+    def __init__(self, restored: Restored, initial: Membership) -> None:
+        """``initial``: the configuration in force before any entry, used where no
+        snapshot says otherwise (a snapshot written before memberships were recorded)."""
         snap = restored.snapshot
         self.snapshot: Snapshot | None = snap
         self.offset = snap.index if snap else 0
         self.offset_term = snap.term if snap else 0
+        self._initial = initial
         self._entries: list[Entry] = [e for e in restored.entries if e.index > self.offset]
         self._check_contiguous(self._entries, self.offset)
         self._drop_stale_suffix()
+        self._configs = ConfigHistory(self.offset, self._snapshot_membership(snap))
+        for e in self._entries:
+            self._note_config(e)
         self.commit = max(restored.hard_state.commit, self.offset)
         if self.commit > self.last_index:
             raise ValueError(f"restored commit {self.commit} beyond last index {self.last_index}")
@@ -70,7 +83,38 @@ class RaftLog:
                 return
             term = e.term
 
+    def _snapshot_membership(self, snap: Snapshot | None) -> Membership:
+        if snap is None or snap.membership is None:
+            return self._initial
+        return snap.membership
+
+    def _note_config(self, entry: Entry) -> None:
+        if entry.kind is EntryKind.CONFIG:
+            try:
+                m = membership.decode(entry.data)
+            except ValueError as exc:
+                # Entries reach the log checked (``Raft`` drops an append carrying a bad
+                # one; the WAL refuses to load one): this one came in some other way.
+                raise ValueError(f"configuration entry {entry.index}: {exc}") from None
+            self._configs.append(entry.index, m)
+
     # -- reading ---------------------------------------------------------------------
+
+    @property
+    def membership(self) -> Membership:
+        """The latest configuration in the log, committed or not: the one in force."""
+        return self._configs.current
+
+    @property
+    def membership_index(self) -> int:
+        """Index of the entry that put ``membership`` in force (at most the offset if
+        no entry in memory did: then it is committed)."""
+        return self._configs.index
+
+    def membership_at(self, index: int) -> Membership:
+        """The configuration in force at ``index`` (offset <= index <= last_index)."""
+        assert index <= self.last_index, f"configuration beyond the log at {index}"
+        return self._configs.at(index)
 
     @property
     def last_index(self) -> int:
@@ -134,6 +178,7 @@ class RaftLog:
         assert entry.index == self.last_index + 1, f"append {entry.index} after {self.last_index}"
         assert entry.term >= self.last_term, f"term {entry.term} after {self.last_term}"
         self._entries.append(entry)
+        self._note_config(entry)
 
     def try_append(self, prev_index: int, prev_term: int, entries: Sequence[Entry]) -> int | None:
         """A follower's append: the highest index now known to match the leader, or None
@@ -159,7 +204,10 @@ class RaftLog:
                 assert e.index > self.commit, f"conflict at committed index {e.index}"
                 del self._entries[e.index - self.offset - 1 :]
                 self.stable = min(self.stable, e.index - 1)
+                self._configs.truncate(e.index)  # the previous configuration is back
             self._entries.extend(entries[k:])
+            for new in entries[k:]:
+                self._note_config(new)
             return
 
     def commit_to(self, index: int) -> None:
@@ -174,6 +222,7 @@ class RaftLog:
         self.offset, self.offset_term = snapshot.index, snapshot.term
         self._entries = []
         self.commit = self.stable = snapshot.index
+        self._configs.reset(snapshot.index, self._snapshot_membership(snapshot))
 
     def compact(self, snapshot: Snapshot, keep_from: int) -> None:
         """The driver applied through ``snapshot.index`` and saved its state; drop entries
@@ -185,6 +234,7 @@ class RaftLog:
         self._entries = self._entries[new_offset - self.offset :]
         self.offset, self.offset_term = new_offset, term
         self.snapshot = snapshot
+        self._configs.compact(new_offset)
 
     # -- handing out -----------------------------------------------------------------
 

@@ -17,9 +17,14 @@ A peer is *stalled* when messages are outstanding but ``match`` has not moved fo
 election timeout: the appends or the snapshot were lost, so the leader probes again from
 ``match+1`` (which resends the snapshot if it is still needed).
 
-``ProgressTracker`` holds the map and answers quorum questions over the voters: the
-highest index a majority holds, whether a majority was heard from lately (check-quorum),
-and the newest read-index round a majority acknowledged.
+``ProgressTracker`` holds the map and answers quorum questions over the voters of the
+configuration in force: the highest index a majority holds, whether a majority was heard
+from lately (check-quorum), and the newest read-index round a majority acknowledged. The
+leader counts itself only while it is a voter (a leader removed by a change it has not
+committed yet manages the cluster without being part of it). ``reconfigure`` follows a
+membership change: new peers start probing, a promoted learner keeps what the leader
+knows of its log, and removed ones stay as ``leaving`` (replicated to, counted nowhere)
+until the change is committed, then are forgotten.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator
 from enum import Enum
+
+from fabric.consensus.types import Membership
 
 
 class ProgressState(Enum):
@@ -149,28 +156,39 @@ def quorum_value(values: list[int]) -> int:
 
 class ProgressTracker:
     def __init__(
-        self,
-        self_id: str,
-        voters: tuple[str, ...],
-        learners: tuple[str, ...],
-        next_index: int,
-        max_inflight: int,
+        self, self_id: str, config: Membership, next_index: int, max_inflight: int
     ) -> None:
-        self._voter_count = len(voters)
-        self.peers: dict[str, Progress] = {
-            p: Progress(next_index, max_inflight, voter=p in voters)
-            for p in (*voters, *learners)
-            if p != self_id
-        }
+        self._self_id = self_id
+        self._max_inflight = max_inflight
+        self.peers: dict[str, Progress] = {}
+        self.reconfigure(config, next_index)
+
+    def reconfigure(
+        self, config: Membership, next_index: int, leaving: frozenset[str] = frozenset()
+    ) -> None:
+        """Track the peers of ``config``, and ``leaving`` ones as if they were learners;
+        a new one starts probing at ``next_index``."""
+        self._voter_count = len(config.voters)
+        self.self_voter = self._self_id in config.voters
+        self.leaving = leaving
+        peers: dict[str, Progress] = {}
+        for p in (*config.voters, *config.learners, *sorted(leaving)):
+            if p != self._self_id:
+                pr = self.peers.get(p) or Progress(next_index, self._max_inflight, voter=False)
+                pr.voter = p in config.voters
+                peers[p] = pr
+        self.peers = peers
 
     def __iter__(self) -> Iterator[tuple[str, Progress]]:
         return iter(self.peers.items())
 
     def _voter_values(self, own: int, pick: Callable[[Progress], int]) -> list[int]:
-        return [own, *(pick(pr) for pr in self.peers.values() if pr.voter)]
+        others = [pick(pr) for pr in self.peers.values() if pr.voter]
+        return [own, *others] if self.self_voter else others
 
     def committed_index(self, own_match: int) -> int:
-        """The highest index that a majority of voters (this leader included) holds."""
+        """The highest index that a majority of voters (this leader included, if it is
+        one) holds."""
         return quorum_value(self._voter_values(own_match, lambda pr: pr.match))
 
     def read_acked(self, own_seq: int) -> int:
@@ -180,7 +198,7 @@ class ProgressTracker:
     def quorum_active(self) -> bool:
         """Whether a majority of voters (this leader included) was heard from lately;
         clears the marks for the next period."""
-        active = 1 + sum(pr.recent_active for pr in self.peers.values() if pr.voter)
+        active = self.self_voter + sum(pr.recent_active for pr in self.peers.values() if pr.voter)
         for pr in self.peers.values():
             pr.recent_active = False
         return active >= quorum(self._voter_count)

@@ -8,7 +8,8 @@ and performs what it hands back:
 * ``tick()`` every tick of the driver's clock: elections and heartbeats are counted in
   ticks;
 * ``step(msg)`` for every message from a peer;
-* ``propose(data)`` / ``read_index(ctx)`` from clients of the leader;
+* ``propose(data)`` / ``read_index(ctx)`` from clients of the leader, and
+  ``propose_membership(voters, learners)`` from its operator;
 
 and, whenever ``has_ready()``, ``ready()`` hands out a ``Ready``: state to persist, then
 messages to send, then committed entries to apply, then reads to answer (in that order,
@@ -29,8 +30,12 @@ Roles (``Role``) and their transitions::
         ^                               |  (term unchanged)                  | term+1,
         |                               |                                    | votes self
         +---- lost / saw a leader ------+-------- majority votes ------> LEADER
-        +---- higher term; check-quorum failed (leader heard from no majority) -+
-    LEARNER: replicates like a follower, never times out, never votes.
+        +---- higher term; check-quorum failed (leader heard from no majority); -+
+              its own removal committed
+    LEARNER: not a voter of the configuration in force (a learner, or a node outside
+    it): replicates like a follower, never times out. LEARNER <-> FOLLOWER as a change
+    that promotes or demotes this node enters (or leaves) its log; a voter removed by a
+    change stays FOLLOWER until it knows the change is committed.
 
 Pre-vote (§9.6 of Ongaro's thesis) makes a node ask "would you vote for me at term+1?"
 before it bumps its term; a voter says no while it heard from a leader within
@@ -64,9 +69,34 @@ majority of voters echoed a ``read_seq`` at least that new, the read is answered
 ``ReadState``. Reads received before that first commit wait for it; reads pending when
 leadership is lost are dropped (the driver times them out).
 
+Membership (§4 of the thesis; the rules and their reasons are in ``membership.py``):
+the configuration is the ``RaftConfig``'s until the log says otherwise. A change is a
+``CONFIG`` entry holding the whole new configuration, at most one voter away from the
+current one; a leader appends one only when the previous one is committed and it has
+committed an entry of its own term, and promotes only a learner that has caught up.
+
+* Each node puts the latest configuration in its log in force at once, committed or not
+  (``_sync_membership`` after every append, truncation or snapshot); a truncated change
+  falls back to the one before. Quorums (commit, votes, check-quorum, read index) and
+  the leader's ``Progress`` per peer follow it.
+* Who campaigns: a voter, or a voter removed by a change not yet committed (it may be
+  needed to elect the leader that commits it; it does not count its own vote, §4.2.2).
+* Messages are taken from any sender (a leader may be newer than our configuration; a
+  learner may be a voter by a change it has not received, so it answers vote
+  requests), but only members' answers are counted.
+* A leader outside its own configuration leads without counting itself until that
+  change commits, then steps down; removed peers hear from the leader until then, so
+  they learn they are out.
+* A snapshot records the configuration in force at its index, so a restart or a
+  follower installing it knows it; one written before this existed means the
+  ``RaftConfig``'s. Committed ``CONFIG`` entries reach the driver in
+  ``Ready.committed``.
+
 Bugs assert (log matching, commit never decreasing, terms never going back); a peer's
-malformed or stale message is dropped; misuse by the driver raises ``ValueError`` or
-``NotLeader``.
+malformed or stale message is dropped (an append carrying a configuration that does
+not decode, a snapshot with a malformed one); misuse by the driver raises
+``ValueError`` (``MembershipChangeRefused`` for a change that may not be made, now or
+ever) or ``NotLeader``.
 """
 
 from __future__ import annotations
@@ -75,6 +105,7 @@ import random
 from collections import deque
 from typing import assert_never
 
+from fabric.consensus import membership
 from fabric.consensus.log import RaftLog
 from fabric.consensus.progress import Progress, ProgressTracker, quorum
 from fabric.consensus.types import (
@@ -83,6 +114,8 @@ from fabric.consensus.types import (
     Entry,
     EntryKind,
     HardState,
+    Membership,
+    MembershipChangeRefused,
     Message,
     NotLeader,
     RaftConfig,
@@ -101,12 +134,13 @@ _FRESH = Restored()
 
 
 def _check_config(cfg: RaftConfig) -> None:
-    if not cfg.voters:
-        raise ValueError("a Raft group needs at least one voter")
-    if set(cfg.voters) & set(cfg.learners):
-        raise ValueError("a member cannot be both voter and learner")
-    if cfg.id not in cfg.voters and cfg.id not in cfg.learners:
-        raise ValueError(f"{cfg.id} is neither a voter nor a learner")
+    # A node outside its starting configuration is allowed: a server about to be added
+    # waits, without campaigning, until the log tells it that it belongs.
+    problem = membership.problem(Membership(cfg.voters, cfg.learners))
+    if problem is not None:
+        raise ValueError(f"starting configuration: {problem}")
+    if not cfg.id:
+        raise ValueError("a node needs an id")
     if not 0 < cfg.heartbeat_ticks < cfg.election_ticks:
         raise ValueError("need 0 < heartbeat_ticks < election_ticks")
     if min(cfg.max_append_entries, cfg.max_append_bytes, cfg.max_inflight_appends) < 1:
@@ -118,8 +152,9 @@ class Raft:
         _check_config(config)
         self._cfg = config
         self._rng = rng
-        self._members = frozenset((*config.voters, *config.learners))
-        self._log = RaftLog(restored)
+        self._log = RaftLog(restored, Membership(config.voters, config.learners))
+        self._conf = self._log.membership
+        """The configuration in force: the latest in our log (see ``_sync_membership``)."""
         self._term = restored.hard_state.term
         self._vote = restored.hard_state.vote
         self._handed_state = restored.hard_state
@@ -175,11 +210,31 @@ class Raft:
 
     @property
     def voters(self) -> tuple[str, ...]:
-        return self._cfg.voters
+        """The voters of the configuration in force (the latest in our log)."""
+        return self._conf.voters
 
     @property
     def learners(self) -> tuple[str, ...]:
-        return self._cfg.learners
+        return self._conf.learners
+
+    @property
+    def membership(self) -> Membership:
+        """The configuration in force: the latest in our log, committed or not."""
+        return self._conf
+
+    @property
+    def membership_index(self) -> int:
+        """The index of the entry that put ``membership`` in force; once that entry is
+        compacted away, the oldest index still in the log (0: the starting configuration).
+        The change is committed when this is at most ``commit_index``."""
+        return self._log.membership_index
+
+    def membership_at(self, index: int) -> Membership:
+        """The configuration in force at ``index``, for a snapshot taken there (from the
+        oldest index still in the log up to ``last_index``)."""
+        if not self._log.offset <= index <= self._log.last_index:
+            raise ValueError(f"no configuration known at index {index}")
+        return self._log.membership_at(index)
 
     def term_at(self, index: int) -> int | None:
         """The term of our entry at ``index``, or None when it is compacted or beyond."""
@@ -196,6 +251,9 @@ class Raft:
             "applied": self._log.applied,
             "last_index": self._log.last_index,
             "snapshot_index": self._log.snapshot_index,
+            "voters": list(self._conf.voters),
+            "learners": list(self._conf.learners),
+            "membership_index": self._log.membership_index,
             "peers": self._tracker.status() if self._tracker else {},
         }
 
@@ -232,6 +290,34 @@ class Raft:
         self._log.append(Entry(index, self._term, EntryKind.COMMAND, data))
         return index
 
+    def propose_membership(self, voters: tuple[str, ...], learners: tuple[str, ...] = ()) -> int:
+        """Append a change to the configuration ``(voters, learners)`` (the whole new one)
+        and return its index. It is in force at once; the driver sees it committed as a
+        ``CONFIG`` entry in ``Ready.committed``. Raises ``NotLeader``, or
+        ``MembershipChangeRefused`` for a change that breaks a rule of ``membership.py``
+        or that must wait (``retryable``)."""
+        if self._role is not Role.LEADER:
+            raise NotLeader(self._leader)
+        new = Membership(tuple(voters), tuple(learners))
+        membership.check_change(self._conf, new, self._caught_up)
+        if self._log.membership_index > self._log.commit:
+            raise MembershipChangeRefused(
+                "an earlier membership change is not committed yet", retryable=True
+            )
+        if self._log.term_at(self._log.commit) != self._term:
+            raise MembershipChangeRefused(
+                "the leader has not committed an entry of its term yet", retryable=True
+            )
+        index = self._log.last_index + 1
+        self._log.append(Entry(index, self._term, EntryKind.CONFIG, membership.encode(new)))
+        self._sync_membership()
+        return index
+
+    def _caught_up(self, peer: str) -> bool:
+        assert self._tracker is not None
+        pr = self._tracker.peers.get(peer)
+        return pr is not None and pr.match >= self._log.commit
+
     def read_index(self, ctx: int) -> None:
         if self._role is not Role.LEADER:
             raise NotLeader(self._leader)
@@ -240,14 +326,20 @@ class Raft:
         else:
             self._reads_waiting.append(ctx)
 
-    def compact(self, index: int, data: bytes) -> None:
+    def compact(self, index: int, data: bytes) -> Snapshot | None:
+        """The driver's state machine, applied through ``index``, is ``data``: drop the
+        log up to there. Returns the snapshot Raft now serves (with the configuration in
+        force at ``index``: the driver persists exactly this), or None when ``index`` is
+        not past the current snapshot."""
         if index > self._log.applied:
             raise ValueError(f"compact({index}) beyond applied index {self._log.applied}")
         if index <= self._log.snapshot_index:
-            return
+            return None
         term = self._log.term_at(index)
         assert term is not None, f"compact({index}): entry already gone"
-        self._log.compact(Snapshot(index, term, data), self._compaction_floor(index))
+        snap = Snapshot(index, term, data, self._log.membership_at(index))
+        self._log.compact(snap, self._compaction_floor(index))
+        return snap
 
     def _compaction_floor(self, index: int) -> int:
         """Keep the entries the slowest peer still needs when that is cheap (at most one
@@ -280,6 +372,7 @@ class Raft:
         rd = Ready(snapshot=self._log.take_snapshot(), entries=self._log.take_unstable())
         if leader:
             self._replicate()
+            self._after_change_committed()
         rd.committed = self._log.take_committed()
         rd.early_apply = rd.snapshot is None and (
             not rd.committed or rd.committed[-1].index <= self._durable
@@ -306,7 +399,55 @@ class Raft:
     # -- roles -----------------------------------------------------------------------
 
     def _follower_role(self) -> Role:
-        return Role.FOLLOWER if self.id in self._cfg.voters else Role.LEARNER
+        return Role.FOLLOWER if self._may_campaign() else Role.LEARNER
+
+    def _may_campaign(self) -> bool:
+        """A voter, or a voter just removed by a change that is not committed yet: until
+        it is, we may be needed to elect the leader that commits it (§4.2.2 of the
+        thesis; ``_record_vote`` does not count our own vote then)."""
+        if self.id in self._conf.voters:
+            return True
+        changed_at = self._log.membership_index
+        if changed_at <= self._log.commit:
+            return False
+        return self.id in self._log.membership_at(changed_at - 1).voters
+
+    def _sync_membership(self) -> None:
+        """Put the latest configuration in our log in force, and the roles that follow
+        from it and from whether it is committed (call after every change of the log or
+        of the commit index: an append, a truncation, a snapshot)."""
+        new = self._log.membership
+        if new != self._conf:
+            old, self._conf = self._conf, new
+            if self._tracker is not None:
+                # A new peer's first probe carries the change that added it: its answer
+                # (or rejection) starts its replication, where an empty heartbeat would
+                # not. A removed peer still hears from us until the change is committed,
+                # so that it learns it is out and stops campaigning (§4.2.3).
+                leaving = old.members - new.members - {self.id}
+                self._tracker.reconfigure(new, self._log.membership_index, leaving)
+                self._maybe_commit()  # a smaller quorum may commit at once
+        if self._tracker is not None:
+            return
+        role = self._follower_role()
+        if self._role in (Role.PRE_CANDIDATE, Role.CANDIDATE):
+            if role is Role.LEARNER:
+                self._become_follower(self._term, self._leader)
+        elif self._role is not role:
+            # Promoted (may campaign from now on) or out for good (never again).
+            self._reset(role, self._leader)
+
+    def _after_change_committed(self) -> None:
+        """Once the latest change is committed (and the heartbeats carrying that went
+        out), the leader forgets removed peers, and steps down if it is one of them
+        (§4.2.2: a leader outside the configuration manages it only until then)."""
+        assert self._tracker is not None
+        if self._log.commit < self._log.membership_index:
+            return
+        if self._tracker.leaving:
+            self._tracker.reconfigure(self._conf, self._log.last_index + 1)
+        if self.id not in self._conf.voters:
+            self._become_follower(self._term, None)
 
     def _random_timeout(self) -> int:
         return self._rng.randrange(self._cfg.election_ticks, 2 * self._cfg.election_ticks)
@@ -340,10 +481,9 @@ class Raft:
 
     def _become_leader(self) -> None:
         self._reset(Role.LEADER, self.id)
-        cfg = self._cfg
         next_index = self._log.last_index + 1
         self._tracker = ProgressTracker(
-            self.id, cfg.voters, cfg.learners, next_index, cfg.max_inflight_appends
+            self.id, self._conf, next_index, self._cfg.max_inflight_appends
         )
         self._log.append(Entry(next_index, self._term, EntryKind.NOOP))
 
@@ -377,15 +517,13 @@ class Raft:
     # -- admission and terms ---------------------------------------------------------
 
     def _admissible(self, msg: Message) -> bool:
-        """Addressed to us, from a member, and only voters take part in elections and
-        lead (a learner that sends a vote or an append is misbehaving)."""
-        if msg.to != self.id or msg.frm == self.id or msg.frm not in self._members:
-            return False
-        if isinstance(msg, AppendResponse):
-            return True
-        if isinstance(msg, VoteRequest | VoteResponse) and self.id not in self._cfg.voters:
-            return False
-        return msg.frm in self._cfg.voters
+        """Addressed to us by another node. The sender is not checked against our
+        configuration (§4.1 of the thesis): a leader or a candidate may already be in a
+        configuration we have not received (a server being added first hears from a
+        leader it does not know; a learner may be promoted without knowing it yet, so it
+        answers a candidate that counts it). Answers are counted only from the members
+        of our configuration (``_record_vote``, ``_on_append_response``)."""
+        return msg.to == self.id and msg.frm != self.id
 
     def _in_lease(self) -> bool:
         """We heard from a leader within an election timeout (or are the leader)."""
@@ -425,7 +563,7 @@ class Raft:
     def _request_votes(self, pre_vote: bool) -> None:
         term = self._term + 1 if pre_vote else self._term
         last_index, last_term = self._log.last_index, self._log.last_term
-        for peer in self._cfg.voters:
+        for peer in self._conf.voters:
             if peer != self.id:
                 self._send(VoteRequest(term, self.id, peer, last_index, last_term, pre_vote))
         self._record_vote(self.id, True)
@@ -451,16 +589,19 @@ class Raft:
             self._record_vote(msg.frm, msg.granted)
 
     def _record_vote(self, voter: str, granted: bool) -> None:
+        voters = self._conf.voters
+        if voter not in voters:
+            return  # not a voter in our configuration: its answer does not count
         self._votes.setdefault(voter, granted)
         yes = sum(self._votes.values())
         no = len(self._votes) - yes
-        needed = quorum(len(self._cfg.voters))
+        needed = quorum(len(voters))
         if yes >= needed:
             if self._role is Role.PRE_CANDIDATE:
                 self._become_candidate()
             else:
                 self._become_leader()
-        elif no > len(self._cfg.voters) - needed:
+        elif no > len(voters) - needed:
             self._become_follower(self._term, None)
 
     # -- follower side of replication ------------------------------------------------
@@ -485,12 +626,15 @@ class Raft:
             self._reply(msg, False, msg.prev_index, hint)
             return
         self._log.commit_to(min(msg.commit, match))
+        self._sync_membership()
         self._reply(msg, True, match)
 
     def _on_snapshot(self, msg: SnapshotRequest) -> None:
         snap = msg.snapshot
         if not self._heard_leader(msg) or not 0 <= snap.term <= msg.term:
             return
+        if snap.membership is not None and membership.problem(snap.membership) is not None:
+            return  # a peer's malformed snapshot
         if snap.index <= self._log.commit:
             self._reply(msg, True, self._log.commit)
             return
@@ -498,6 +642,7 @@ class Raft:
             self._log.commit_to(snap.index)  # we hold the log already: no restore
         else:
             self._log.restore(snap)
+        self._sync_membership()
         self._reply(msg, True, snap.index)
 
     def _reply(
@@ -513,7 +658,9 @@ class Raft:
             return
         if msg.match_index > self._log.last_index or msg.read_seq > self._read_seq:
             return  # claims more than we ever sent: malformed
-        pr = self._tracker.peers[msg.frm]
+        pr = self._tracker.peers.get(msg.frm)
+        if pr is None:
+            return  # not in our configuration (any more)
         pr.recent_active = True
         pr.read_ack = max(pr.read_ack, msg.read_seq)
         if msg.success:
@@ -612,5 +759,15 @@ def _well_formed(msg: AppendRequest) -> bool:
     for e in msg.entries:
         if e.index != index + 1 or not term <= e.term <= msg.term:
             return False
+        if e.kind is EntryKind.CONFIG and not _config_decodes(e.data):
+            return False
         index, term = e.index, e.term
+    return True
+
+
+def _config_decodes(data: bytes) -> bool:
+    try:
+        membership.decode(data)
+    except ValueError:
+        return False
     return True

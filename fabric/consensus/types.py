@@ -16,6 +16,10 @@ class EntryKind(IntEnum):
     """A state-machine command proposed by a client (``data`` is its encoding)."""
     NOOP = 1
     """Appended by every new leader so that it can commit entries of its term."""
+    CONFIG = 2
+    """A membership change: ``data`` encodes the whole new ``Membership``
+    (``membership.encode``). It is in force on a node from the moment it is in that
+    node's log, committed or not (see ``fabric.consensus.membership``)."""
 
 
 class Role(IntEnum):
@@ -24,7 +28,10 @@ class Role(IntEnum):
     CANDIDATE = 2
     LEADER = 3
     LEARNER = 4
-    """A non-voting member: replicates the log, never campaigns, never votes."""
+    """Not a voter of the configuration in force here: replicates the log and may answer
+    a candidate that counts it as a voter (it may have been promoted without knowing it
+    yet), but never campaigns. A node outside the configuration (removed, or about to be
+    added) has this role too, once it knows its removal is committed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +52,31 @@ class HardState:
 
 
 @dataclass(frozen=True, slots=True)
+class Membership:
+    """A Raft configuration: who votes, and who only receives the log."""
+
+    voters: tuple[str, ...]
+    learners: tuple[str, ...] = ()
+
+    @property
+    def members(self) -> frozenset[str]:
+        return frozenset((*self.voters, *self.learners))
+
+    def same_as(self, other: Membership) -> bool:
+        """Equal as sets (the order of the ids carries no meaning)."""
+        return set(self.voters) == set(other.voters) and set(self.learners) == set(other.learners)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The state machine as of ``index`` (inclusive), which had term ``term``."""
 
     index: int
     term: int
     data: bytes
+    membership: Membership | None = None
+    """The configuration in force at ``index``; None in a snapshot made before membership
+    changes existed, which means the ``RaftConfig``'s."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,9 +199,10 @@ class Ready:
 class RaftConfig:
     id: str
     voters: tuple[str, ...]
-    """The voting members, same on every node (from the cluster config)."""
+    """The voting members the log starts from, same on every node (from the cluster
+    config). Configuration entries in the log, or a snapshot's membership, replace it."""
     learners: tuple[str, ...] = ()
-    """Non-voting members that receive the log."""
+    """Non-voting members that receive the log (the starting configuration too)."""
     election_ticks: int = 10
     """A follower that hears no leader for a random time in [election, 2*election)
     ticks starts a pre-vote."""
@@ -194,6 +221,18 @@ class Restored:
     hard_state: HardState = HardState()
     snapshot: Snapshot | None = None
     entries: tuple[Entry, ...] = ()
+
+
+class MembershipChangeRefused(ValueError):
+    """A membership change the leader will not propose (see ``Raft.propose_membership``).
+
+    ``retryable``: the change is sound but not now (an earlier change is not committed
+    yet, the leader has not committed an entry of its term, the learner to promote has
+    not caught up); otherwise the change itself breaks a rule and never will be taken."""
+
+    def __init__(self, reason: str, retryable: bool = False) -> None:
+        super().__init__(reason)
+        self.retryable = retryable
 
 
 class NotLeader(Exception):

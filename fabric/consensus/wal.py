@@ -11,7 +11,13 @@ A record cut short at the very end of the file (or a zero-filled tail) is a torn
 from a crash: it was never fsynced, so nothing acknowledged depends on it and it is
 dropped. A record that
 fails its checksum anywhere else is corruption: ``CorruptLog`` names the offset, and the
-node refuses to start rather than serve state it cannot trust.
+node refuses to start rather than serve state it cannot trust. So is a ``CONFIG`` entry
+whose configuration does not decode.
+
+The snapshot file is one framed record ``[format, index, term, data, ...]``. Format 2
+adds the configuration in force at the snapshot's index (``[voters, learners]``, or nil
+when the snapshot does not know it); format 1, written before membership changes
+existed, still loads, with no configuration (Raft then uses its ``RaftConfig``'s).
 """
 
 from __future__ import annotations
@@ -22,14 +28,15 @@ from dataclasses import dataclass, field
 import msgpack
 import xxhash
 
-from fabric.consensus.types import Entry, EntryKind, HardState, Snapshot
+from fabric.consensus import membership
+from fabric.consensus.types import Entry, EntryKind, HardState, Membership, Snapshot
 
 _FRAME = struct.Struct("<IIQ")
 _LENGTH = struct.Struct("<I")
 _MAX_RECORD_BYTES = 64 * 1024 * 1024
 _HARD_STATE = 0
 _ENTRY = 1
-_SNAPSHOT_FORMAT = 1
+_SNAPSHOT_FORMAT = 2
 
 
 class CorruptLog(Exception):
@@ -72,9 +79,19 @@ def _apply_record(out: WalContents, record: list[object], offset: int) -> None:
                 del entries[index - entries[0].index :]
             if entries and index != entries[-1].index + 1:
                 raise CorruptLog(f"raft log: entry {index} after {entries[-1].index} at {offset}")
-            entries.append(Entry(index, term, EntryKind(kind), data))
+            entries.append(_entry(index, term, kind, data, offset))
         case _:
             raise CorruptLog(f"raft log: unknown record at byte {offset}")
+
+
+def _entry(index: int, term: int, kind: int, data: bytes, offset: int) -> Entry:
+    try:
+        entry = Entry(index, term, EntryKind(kind), data)
+        if entry.kind is EntryKind.CONFIG:
+            membership.decode(data)
+    except ValueError as exc:
+        raise CorruptLog(f"raft log: bad entry {index} at byte {offset}: {exc}") from None
+    return entry
 
 
 def decode_wal(data: bytes) -> WalContents:
@@ -107,7 +124,10 @@ def decode_wal(data: bytes) -> WalContents:
 
 
 def encode_snapshot(snap: Snapshot) -> bytes:
-    return _frame(msgpack.packb([_SNAPSHOT_FORMAT, snap.index, snap.term, snap.data]))
+    m = snap.membership
+    members = None if m is None else [list(m.voters), list(m.learners)]
+    body = [_SNAPSHOT_FORMAT, snap.index, snap.term, snap.data, members]
+    return _frame(msgpack.packb(body, use_bin_type=True))
 
 
 def decode_snapshot(data: bytes) -> Snapshot:
@@ -121,4 +141,21 @@ def decode_snapshot(data: bytes) -> Snapshot:
     match msgpack.unpackb(payload, raw=False):
         case [1, int(index), int(term), bytes(body)]:
             return Snapshot(index, term, body)
+        case [2, int(index), int(term), bytes(body), members]:
+            return Snapshot(index, term, body, _membership(members))
     raise CorruptLog("raft snapshot: unknown format")
+
+
+def _membership(members: object) -> Membership | None:
+    match members:
+        case None:
+            return None
+        case [list(voters), list(learners)] if all(
+            isinstance(i, str) for i in (*voters, *learners)
+        ):
+            m = Membership(tuple(voters), tuple(learners))
+            problem = membership.problem(m)
+            if problem is None:
+                return m
+            raise CorruptLog(f"raft snapshot: bad configuration: {problem}")
+    raise CorruptLog("raft snapshot: malformed configuration")

@@ -21,6 +21,7 @@ for _tag, _cls in (
     (5, raft.AppendRequest),
     (6, raft.AppendResponse),
     (7, raft.SnapshotRequest),
+    (108, raft.Membership),  # inside a Snapshot (the configuration as of its index)
 ):
     register_class(_cls, _tag)
 

@@ -8,16 +8,28 @@ persisted, random proposals, linearizable reads and compactions. Disks may be sl
 ``Ready``'s write then completes some ticks later, after what may go first (a leader's
 early appends, the apply of entries already written) and while the node keeps stepping
 messages, as the real driver does; a crash in between loses the write. ``RaftChecker``
-runs after every step (one leader per term, one vote per node and term, identical applied
-entries and state digests everywhere, leader completeness, every commit index on the
-disks of a majority of voters); the harness also checks that
-a leader commits only entries of its own term, that a read's index covers every commit
-seen before the read began, and that terms never go back. Then every fault is healed and
-the cluster must make progress: a leader exists and a fresh proposal is applied on every
-node within a bound.
+runs after every step (one leader per term, among leaders whose term is on their disk;
+one vote per node and term; identical applied entries and state digests everywhere;
+leader completeness; a leader's commit index, whenever it moves, on the disks of a
+majority of the voters it counts with); the harness also checks that a leader commits
+only entries of its own term, that a read's index covers every commit seen before the
+read began, and that terms never go back. Then every fault is healed and the cluster
+must make progress: a leader exists and a fresh proposal is applied on every member
+within a bound.
+
+With membership changes on, the cluster also has spare nodes outside the configuration,
+and the leader keeps changing it under the same faults: it adds a spare as a learner,
+promotes a learner, demotes or removes a voter (a crashed one first: replacing a dead
+voter is a removal, then an addition, then a promotion), drops a learner, and now and
+then asks for a change of two voters at once, which must be refused; a change may be
+followed at once by a partition that splits the cluster, so that only part of it has
+the change. Commit durability is judged by the leader because a follower's
+configuration may be a change behind or ahead of the leader's: its own majority is not
+the one that committed. Nodes also compact every 64 entries, as the real driver does.
 
 A second test asks for liveness alone: at 10% message loss, with no partitions or
-crashes, a leader is elected and commits within a bound, for every seed.
+crashes, a leader is elected and commits within a bound, for every seed. Mutation
+tests break the system on purpose and expect a checker to fire.
 
 Replay one seed: ``RAFT_SEED=123 .venv/bin/python -m pytest tests/property/test_raft_random.py``;
 run more: ``RAFT_SEEDS=2000 ...``.
@@ -25,6 +37,7 @@ run more: ``RAFT_SEEDS=2000 ...``.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import heapq
 import itertools
@@ -32,14 +45,19 @@ import json
 import os
 import random
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 
+from fabric.consensus import membership
 from fabric.consensus.raft import Raft
 from fabric.consensus.types import (
     Entry,
+    EntryKind,
     HardState,
+    Membership,
+    MembershipChangeRefused,
     Message,
     RaftConfig,
     Ready,
@@ -72,6 +90,16 @@ class Faults:
     """Chance per tick that a node crashes."""
     slow_disk: float = 0.0
     """Chance that a Ready's write completes only 1-3 ticks later."""
+    membership_rate: float = 0.0
+    """Chance per tick that the leader tries a membership change."""
+    split_on_change: float = 0.0
+    """Chance that a membership change is followed at once by a partition that cuts the
+    leader and a random part of the cluster off from the rest: the change reaches only
+    some nodes, which is where the one-voter rule matters."""
+    compact_every_entries: int = 0
+    """A node also compacts once it applied this many entries past its snapshot, as the
+    real driver does (0: only at random); a learner that was away while a lone voter
+    committed hundreds of entries then catches up by a snapshot, within the bound."""
 
 
 @dataclass
@@ -146,18 +174,20 @@ class Node:
 
 
 class Cluster:
-    def __init__(self, seed: int, faults: Faults, voters: int, learner: bool) -> None:
+    def __init__(
+        self, seed: int, faults: Faults, voters: int, learner: bool, spares: int = 0
+    ) -> None:
         self.rng = random.Random(seed)
         self.faults = faults
         self.now = 0
         self.checker = RaftChecker()
         self.trace: deque[str] = deque(maxlen=40)
-        ids = [f"n{i}" for i in range(voters + learner)]
+        ids = [f"n{i}" for i in range(voters + learner + spares)]
         rng = self.rng
         base = RaftConfig(
             id="",
             voters=tuple(ids[:voters]),
-            learners=tuple(ids[voters:]),
+            learners=tuple(ids[voters : voters + learner]),
             election_ticks=10,
             heartbeat_ticks=rng.choice([1, 2, 3]),
             max_append_entries=rng.choice([2, 8, 256]),
@@ -180,6 +210,10 @@ class Cluster:
         self._to_check: set[tuple[str, int]] = set()
         self._checked: set[tuple[str, int]] = set()
         self._leader_commit: dict[str, int] = {}
+        self._durable_checked: dict[str, int] = {}
+        """node -> its commit index when last seen (after every step and every Ready)."""
+        self.changes: dict[str, int] = {}
+        """Membership changes proposed (by kind) and refused: what a run exercised."""
 
     # -- driving ---------------------------------------------------------------------
 
@@ -226,7 +260,11 @@ class Cluster:
     def _after_step(self, node_id: str) -> None:
         node = self.nodes[node_id]
         while node.raft is not None and node.writing is None and node.raft.has_ready():
-            self._perform(node_id, node, node.raft.ready())
+            rd = node.raft.ready()
+            # The commit index this Ready moved, judged before anything of it is written
+            # (the node may crash while performing it).
+            self._check_commit_durable(node_id, node.raft)
+            self._perform(node_id, node, rd)
         self._check(node_id)
 
     def _perform(self, node_id: str, node: Node, rd: Ready) -> None:
@@ -287,12 +325,24 @@ class Cluster:
             assert raft.applied_index == node.sm.index
         self._check_commit_durable(node_id, raft)
         self._max_commit = max(self._max_commit, raft.commit_index)
-        if raft.role is Role.LEADER:
+        if raft.role is Role.LEADER and node.disk.hard_state.term == raft.term:
+            # Only a leader whose term is on its disk: a lone voter elects itself before
+            # it wrote its vote, and a crash then undoes an election nobody ever heard
+            # of (its first messages wait for that write).
             self.checker.observe_leader(node_id, raft.term)
             if (node_id, raft.term) not in self._checked:
                 self._to_check.add((node_id, raft.term))
 
     def _check_commit_durable(self, node_id: str, raft: Raft) -> None:
+        """A leader's commit index, each time it moves, is on the disks of a majority of
+        the voters it counts with: those of its configuration. A follower's commit came
+        from a leader checked when it moved it."""
+        before = self._durable_checked.get(node_id, 0)
+        self._durable_checked[node_id] = raft.commit_index
+        if raft.role is not Role.LEADER or raft.commit_index == before:
+            # Not moved by this leader: one it inherited was judged when it moved, under
+            # the configuration of its time (a later change does not undo that).
+            return
         term = raft.term_at(raft.commit_index)
         if raft.commit_index == 0 or term is None:
             return  # nothing committed, or compacted: it was checked before
@@ -380,12 +430,15 @@ class Cluster:
                 snap = node.disk.snapshot
                 self.checker.observe_snapshot(node_id, snap.index if snap else 0)
                 self._terms.pop(node_id, None)
+                self._durable_checked.pop(node_id, None)
                 self.trace.append(f"t{self.now} restart {node_id}")
                 self._after_step(node_id)
 
     def heal(self) -> None:
         self.faults = Faults(
-            max_delay_ticks=min(self.faults.max_delay_ticks, 2), slow_disk=self.faults.slow_disk
+            max_delay_ticks=min(self.faults.max_delay_ticks, 2),
+            slow_disk=self.faults.slow_disk,
+            compact_every_entries=self.faults.compact_every_entries,
         )
         self._heal_partition()
         for node in self.nodes.values():
@@ -404,6 +457,11 @@ class Cluster:
 
     def _client_actions(self) -> None:
         rng = self.rng
+        every = self.faults.compact_every_entries
+        for node_id, node in self.nodes.items():
+            snap = node.disk.snapshot
+            if every and node.raft and node.sm.index - (snap.index if snap else 0) >= every:
+                self._compact(node_id)
         leaders = self.leaders()
         if not leaders:
             return
@@ -421,6 +479,10 @@ class Cluster:
             self._compact(rng.choice(sorted(self.up())))
         if rng.random() < 0.01:
             json.dumps(raft.status())
+        # No draw without membership changes: the seeds of the plain runs keep their
+        # schedules.
+        if self.faults.membership_rate and rng.random() < self.faults.membership_rate:
+            self._change_membership(node_id, raft)
 
     def _compact(self, node_id: str) -> None:
         node = self.nodes[node_id]
@@ -428,9 +490,98 @@ class Cluster:
         snap_index = node.disk.snapshot.index if node.disk.snapshot else 0
         if node.sm.index - snap_index < 5 or node.writing is not None:
             return  # the driver compacts between Readies, not while one is written
-        node.raft.compact(node.sm.index, node.sm.digest)
-        node.disk.save_snapshot(Snapshot(node.sm.index, node.sm.term, node.sm.digest))
+        snap = node.raft.compact(node.sm.index, node.sm.digest)
+        assert snap is not None and (snap.index, snap.term) == (node.sm.index, node.sm.term)
+        node.disk.save_snapshot(snap)
         self._after_step(node_id)
+
+    # -- membership ------------------------------------------------------------------
+
+    def _change_membership(self, node_id: str, raft: Raft) -> None:
+        kind, new = self._pick_change(raft.membership)
+        try:
+            index = raft.propose_membership(new.voters, new.learners)
+        except MembershipChangeRefused as refused:
+            if kind == "two voters" and not self.allow_two_voters:
+                assert not refused.retryable, f"{kind} refused as retryable: {refused}"
+            self.changes[f"refused {kind}"] = self.changes.get(f"refused {kind}", 0) + 1
+            return
+        assert kind != "two voters" or self.allow_two_voters, f"{kind} was accepted"
+        self.changes[kind] = self.changes.get(kind, 0) + 1
+        self.trace.append(f"t{self.now} {node_id} proposes {kind} at {index}: {new}")
+        if not self.group and self.rng.random() < self.faults.split_on_change:
+            side = {node_id} | {i for i in sorted(self.nodes) if self.rng.random() < 0.5}
+            self.group = {i: int(i not in side) for i in self.nodes}
+            self.partition_until = self.now + self.rng.randint(5, 60)
+            self.trace.append(f"t{self.now} partition {self.group}")
+        self._after_step(node_id)
+
+    allow_two_voters = False
+    """Set by the mutation test that breaks the one-voter rule."""
+    two_voter_weight = 0.5
+    """How often a change of two voters is asked for, against 1 for most other kinds."""
+
+    def committed_changes(self) -> list[tuple[int, Membership]]:
+        """The configurations that some node applied, by index."""
+        out = []
+        for index in range(1, self.checker.committed_index + 1):
+            entry = self.checker.committed_entry(index)
+            if entry is not None and entry.kind is EntryKind.CONFIG:
+                out.append((index, membership.decode(entry.data)))
+        return out
+
+    def _pick_change(self, m: Membership) -> tuple[str, Membership]:
+        """A change of ``m``: mostly one the rules allow, sometimes two voters at once.
+        A crashed voter is the first to go (the first step of replacing it); a learner
+        is promoted more often than anything else (it is often refused: not caught up)."""
+        rng = self.rng
+        voters, learners = list(m.voters), list(m.learners)
+        outside = sorted(set(self.nodes) - m.members)
+        dead = [v for v in voters if self.nodes[v].raft is None]
+        options: list[tuple[str, list[str], list[str]]] = []
+        weights: list[float] = []
+
+        def offer(kind: str, v: list[str], lr: list[str], weight: float = 1.0) -> None:
+            options.append((kind, v, lr))
+            weights.append(weight)
+
+        if outside:
+            offer("add learner", voters, [*learners, rng.choice(outside)])
+        if learners and len(voters) < 5:
+            promoted = rng.choice(learners)
+            offer("promote", [*voters, promoted], _without(learners, promoted), 3.0)
+        if learners:
+            offer("drop learner", voters, _without(learners, rng.choice(learners)), 0.5)
+        if len(voters) > 1:
+            gone, what = rng.choice(voters), "voter"
+            if dead and rng.random() < 0.7:
+                gone, what = rng.choice(dead), "dead voter"
+                options.clear()  # replacing a dead voter: remove it first
+                weights.clear()
+            offer(f"remove {what}", _without(voters, gone), learners)
+            offer(f"demote {what}", _without(voters, gone), [*learners, gone])
+        two = self._two_voter_change(voters, learners)
+        if two is not None:
+            offer(*two, weight=self.two_voter_weight)
+        if not options:
+            return "none", m
+        kind, v, lr = rng.choices(options, weights)[0]
+        return kind, Membership(tuple(v), tuple(lr))
+
+    def _two_voter_change(
+        self, voters: list[str], learners: list[str]
+    ) -> tuple[str, list[str], list[str]] | None:
+        rng = self.rng
+        if len(learners) >= 2:
+            a, b = rng.sample(learners, 2)
+            return "two voters", [*voters, a, b], [x for x in learners if x not in (a, b)]
+        if len(voters) >= 3:
+            a, b = rng.sample(voters, 2)
+            return "two voters", [x for x in voters if x not in (a, b)], [*learners, a, b]
+        if learners and len(voters) >= 2:
+            gone, added = rng.choice(voters), rng.choice(learners)
+            return "two voters", [*_without(voters, gone), added], _without(learners, added)
+        return None
 
     # -- progress --------------------------------------------------------------------
 
@@ -452,10 +603,18 @@ class Cluster:
         raise AssertionError(f"no progress within {bound_ticks} ticks after healing")
 
     def _applied(self, index: int, data: bytes, everywhere: bool) -> bool:
+        """``everywhere``: on every member of the configuration in force (a node the
+        cluster removed gets no more entries)."""
         entry = self.checker.committed_entry(index)
         if entry is None or entry.data != data:
             return False
-        return not everywhere or all(node.sm.index >= index for node in self.nodes.values())
+        leaders = self.leaders()
+        members = leaders[-1][1].membership.members if leaders else frozenset(self.nodes)
+        return not everywhere or all(self.nodes[i].sm.index >= index for i in members)
+
+
+def _without(ids: list[str], gone: str) -> list[str]:
+    return [i for i in ids if i != gone]
 
 
 def _with_id(cfg: RaftConfig, node_id: str) -> RaftConfig:
@@ -500,6 +659,57 @@ def test_random_cluster_is_safe_and_recovers(seed: int) -> None:
         cluster.await_progress(HEAL_BOUND_TICKS)
     except Exception as e:
         raise AssertionError(_replay_note("safe_and_recovers", seed, cluster)) from e
+
+
+def _membership_run(seed: int, **overrides: float) -> Cluster:
+    """Chaos with membership changes, then healing and progress (see the docstring);
+    ``overrides`` replace fields of the seed's ``Faults``."""
+    shape = random.Random(f"membership-{seed}")
+    voters = shape.choice([1, 3, 3, 5])
+    faults = dataclasses.replace(
+        _chaos_faults(shape),
+        membership_rate=shape.choice([0.05, 0.1, 0.2]),
+        split_on_change=shape.choice([0.0, 0.2, 0.5]),
+        compact_every_entries=64,
+    )
+    faults = dataclasses.replace(faults, **overrides)
+    return Cluster(seed, faults, voters, shape.random() < 0.5, spares=shape.choice([1, 2]))
+
+
+def _run_chaos_then_heal(cluster: Cluster) -> None:
+    for _ in range(CHAOS_TICKS):
+        cluster.run_tick(chaos=True)
+    cluster.heal()
+    cluster.await_progress(HEAL_BOUND_TICKS)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_random_membership_changes_are_safe_and_recover(seed: int) -> None:
+    cluster: Cluster | None = None
+    try:
+        cluster = _membership_run(seed)
+        _run_chaos_then_heal(cluster)
+    except Exception as e:
+        raise AssertionError(_replay_note("membership_changes_are_safe", seed, cluster)) from e
+
+
+def test_random_membership_runs_exercise_every_kind_of_change() -> None:
+    """What the seeds above do, summed over the first few: every kind of change is
+    proposed and committed somewhere, dead voters are replaced, and two-voter changes
+    are asked for (and refused)."""
+    totals: dict[str, int] = {}
+    committed = 0
+    for seed in range(20):
+        cluster = _membership_run(seed)
+        _run_chaos_then_heal(cluster)
+        for kind, n in cluster.changes.items():
+            totals[kind] = totals.get(kind, 0) + n
+        committed += len(cluster.committed_changes())
+    kinds = {"add learner", "promote", "drop learner", "remove voter", "demote voter"}
+    kinds |= {"remove dead voter", "demote dead voter", "refused two voters"}
+    assert kinds <= set(totals), totals
+    assert "two voters" not in totals, "a change of two voters was accepted"
+    assert committed >= 50, (committed, totals)
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -549,3 +759,55 @@ def test_a_leader_counting_entries_it_has_not_written_is_caught(
             cluster.await_progress(HEAL_BOUND_TICKS)
     except Exception as e:
         raise AssertionError(_replay_note("not_written", seed, cluster)) from e
+
+
+def _changing_any_number_of_voters(
+    current: Membership, new: Membership, caught_up: Callable[[str], bool]
+) -> None:
+    """The bug: ``membership.check_change`` without its one-voter rule."""
+    if membership.problem(new) is not None or new.same_as(current):
+        raise MembershipChangeRefused("malformed or unchanged")
+    for voter in set(new.voters) - set(current.voters):
+        if voter not in current.learners or not caught_up(voter):
+            raise MembershipChangeRefused("not a caught-up learner", retryable=True)
+
+
+MUTATION_SEARCH_SEEDS = 300
+"""Seeds tried until one breaks a safety property (the first does at about 60)."""
+MUTATION_CLEAN_SEEDS = 80
+"""The same profile with the rule: these seeds run clean."""
+
+
+def _mutation_profile(seed: int) -> Cluster:
+    """Membership changes as in the seeds above, asked for more often, two voters at a
+    time more often still, and mostly followed by a split of the cluster."""
+    cluster = _membership_run(seed, membership_rate=0.2, split_on_change=0.6)
+    cluster.two_voter_weight = 5.0
+    return cluster
+
+
+@pytest.mark.parametrize("mutated", [False, True], ids=["correct", "mutated"])
+def test_changing_two_voters_at_once_is_caught(
+    mutated: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Allow a change of two voters at once and some seed ends with two majorities that
+    do not overlap, one on each side of a split: the safety checkers fire (two leaders
+    in a term, divergent applied entries, a leader missing a committed entry). The same
+    seeds with the rule run clean and recover."""
+    if mutated:
+        monkeypatch.setattr(membership, "check_change", _changing_any_number_of_voters)
+        monkeypatch.setattr(Cluster, "allow_two_voters", True)
+    caught: list[tuple[int, str]] = []
+    for seed in range(MUTATION_SEARCH_SEEDS if mutated else MUTATION_CLEAN_SEEDS):
+        cluster = _mutation_profile(seed)
+        try:
+            _run_chaos_then_heal(cluster)
+        except SafetyViolation as e:
+            caught.append((seed, str(e)))
+            break
+        except Exception as e:
+            raise AssertionError(_replay_note("two_voters_at_once", seed, cluster)) from e
+    if mutated:
+        assert caught, f"no seed of {MUTATION_SEARCH_SEEDS} broke a safety property"
+    else:
+        assert not caught, caught

@@ -8,7 +8,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import fabric.wire.messages  # noqa: F401 - registers the message kinds
-from fabric.consensus.types import AppendRequest, Entry, EntryKind, Snapshot, SnapshotRequest
+from fabric.consensus.types import (
+    AppendRequest,
+    Entry,
+    EntryKind,
+    Membership,
+    Snapshot,
+    SnapshotRequest,
+)
 from fabric.wire.codec import WireError, decode, encode
 
 entries = st.builds(
@@ -31,6 +38,18 @@ def test_append_request_round_trip(es: list[Entry], commit: int, frm: str) -> No
 def test_nested_snapshot_round_trip() -> None:
     msg = SnapshotRequest(2, "n1", "n3", Snapshot(10, 2, b"\x00" * 1000))
     assert decode(encode(msg)) == msg
+    members = Membership(("n1", "n2", "n3"), ("n4",))
+    msg = SnapshotRequest(2, "n1", "n3", Snapshot(10, 2, b"s", members))
+    back = decode(encode(msg))
+    assert back == msg and isinstance(back.snapshot.membership.voters, tuple)
+
+
+def test_a_snapshot_from_a_sender_without_memberships_still_decodes() -> None:
+    def ext(*fields: object) -> msgpack.ExtType:
+        return msgpack.ExtType(1, msgpack.packb(list(fields), use_bin_type=True))
+
+    old = msgpack.packb([1, ext(7, 2, "n1", "n3", ext(2, 10, 2, b"s"))], use_bin_type=True)
+    assert decode(old) == SnapshotRequest(2, "n1", "n3", Snapshot(10, 2, b"s"))
 
 
 @settings(max_examples=300)
