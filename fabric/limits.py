@@ -206,6 +206,9 @@ REBUILD_WINDOW_BYTES = 4 * MiB
 """A copy moves this many bytes per read from its source."""
 REBUILD_WINDOWS_IN_FLIGHT = 2
 MEMBERSHIP_WATCH_EVERY_S = 0.5
+MEMBERSHIP_CHANGE_TIMEOUT_S = 60.0
+"""How long a membership change waits for its turn (an earlier change to commit, a new
+node to catch up before it may vote)."""
 """How soon a node's transport learns of a node that joined or left."""
 REBALANCE_TOLERANCE = 0.10
 """Rebalancing stops when every node holds within this share of the mean bytes (or

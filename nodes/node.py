@@ -43,6 +43,7 @@ from fabric.wire.messages import (
     ClusterViewRequest,
     DeleteEgroupFiles,
     ListEgroups,
+    MembershipRequest,
     NodeReport,
     ProposeRequest,
     PullEgroup,
@@ -389,6 +390,9 @@ class Node:
             case ReadIndexRequest():
                 self.check_in_service()
                 return await self.metadata.serve_read_index()
+            case MembershipRequest():
+                self.check_in_service()
+                return await self.metadata.serve_membership(message)
             case NodeReport():
                 self.check_in_service()
                 return self.health.receive(message)

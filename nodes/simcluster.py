@@ -23,11 +23,12 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Callable, Coroutine
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import xxhash
 
-from fabric.config import ClusterConfig
+from fabric.config import ClusterConfig, NodeConfig
 from fabric.consensus.types import (
     AppendRequest,
     AppendResponse,
@@ -157,6 +158,16 @@ class SimCluster:
         await node.start()
         self.nodes[node_id] = node
         return node
+
+    def add_node(self, node: NodeConfig) -> None:
+        """A new machine with empty disks (``fabric node add``): nodes started from now
+        on get a config that lists it; those running keep theirs, as real ones do."""
+        assert node.id not in self.disks, f"{node.id} exists"
+        self.config = replace(self.config, nodes=(*self.config.nodes, node))
+        self.disks[node.id] = [
+            SimDisk(f"{node.id}/{d}", node.capacity_of(i) or 1 << 40)
+            for i, d in enumerate(node.disks)
+        ]
 
     async def start_all(self) -> None:
         for n in self.config.nodes:

@@ -329,7 +329,7 @@ class SetDiskState:
     capacity_bytes: int = 0
 
 
-@register(108)
+@register(111)
 @dataclass(frozen=True, slots=True)
 class MarkCopiesLost:
     """``node`` no longer holds its copies of ``egids`` (their disk failed, or came back

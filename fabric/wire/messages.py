@@ -197,3 +197,14 @@ class PullReply:
     bytes_copied: int
     bad_ranges: int
     """Ranges that failed their checksum on some source and came from another."""
+
+
+@register(123)
+@dataclass(frozen=True, slots=True)
+class MembershipRequest:
+    """Ask the leader for one Raft configuration change: ``op`` is ``add_learner``,
+    ``promote`` or ``remove``, of ``node`` (the leader computes the new configuration
+    from its own)."""
+
+    op: str
+    node: str

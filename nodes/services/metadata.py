@@ -49,6 +49,7 @@ from fabric.consensus.types import (
     Entry,
     EntryKind,
     HardState,
+    MembershipChangeRefused,
     Message,
     NotLeader,
     RaftConfig,
@@ -64,13 +65,19 @@ from fabric.consensus.wal import (
     encode_hard_state,
     encode_snapshot,
 )
-from fabric.errors import BadRequest, FabricError, Timeout, Unavailable
+from fabric.errors import BadRequest, Conflict, FabricError, Timeout, Unavailable, from_code
 from fabric.metadata import validate
 from fabric.metadata.commands import Command
 from fabric.metadata.state import MetadataState, Result
 from fabric.ports import Clock, Disk, DiskFault, PeerUnreachable, Transport
 from fabric.wire.codec import WireError, decode, encode
-from fabric.wire.messages import ProposeReply, ProposeRequest, ReadIndexReply, ReadIndexRequest
+from fabric.wire.messages import (
+    MembershipRequest,
+    ProposeReply,
+    ProposeRequest,
+    ReadIndexReply,
+    ReadIndexRequest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -306,6 +313,85 @@ class MetadataService:
         index = self.state.applied_index  # applied through the proposal (or beyond)
         return ProposeReply(result.ok, result.value, result.code, result.message, index)
 
+    # --- membership changes -----------------------------------------------------------------
+    async def change_membership(self, op: str, node: str) -> int:
+        """Add ``node`` as a learner, ``promote`` it to voter, or ``remove`` it: one Raft
+        configuration change, computed by the leader from its current configuration and
+        committed. Retries while the change must wait (an earlier one uncommitted, the
+        learner not caught up) until ``limits.MEMBERSHIP_CHANGE_TIMEOUT_S``; a change
+        that breaks a rule raises ``Conflict``. Returns the index it committed at."""
+        deadline = self.clock.now() + limits.MEMBERSHIP_CHANGE_TIMEOUT_S
+        why = "no leader"
+        while True:
+            leader = self._raft().leader
+            try:
+                if leader == self.node_id:
+                    return await self._change_local(op, node)
+                if leader is not None:
+                    reply = await self.transport.call(
+                        leader, MembershipRequest(op, node), FORWARD_TIMEOUT_S
+                    )
+                    assert isinstance(reply, ProposeReply)
+                    if not reply.ok:
+                        raise from_code(reply.code, reply.message)
+                    await self.wait_applied(reply.index)
+                    return reply.index
+            except MembershipChangeRefused as exc:
+                if not exc.retryable:
+                    raise Conflict(str(exc)) from None
+                why = str(exc)
+            except (NotLeader, PeerUnreachable, Unavailable) as exc:
+                why = str(exc)
+            if self.clock.now() >= deadline:
+                raise Unavailable(f"membership change {op} {node} not made in time: {why}")
+            await self.clock.sleep(self.config.timeouts.tick_ms / 1000)
+
+    async def _change_local(self, op: str, node: str) -> int:
+        raft = self._raft()
+        voters, learners = list(raft.voters), list(raft.learners)
+        if op == "add_learner":
+            if node in voters or node in learners:
+                return raft.membership_index  # already a member: nothing to change
+            learners.append(node)
+        elif op == "promote":
+            if node in voters:
+                return raft.membership_index
+            if node not in learners:
+                raise Conflict(f"{node} is not a member yet: add it first")
+            learners.remove(node)
+            voters.append(node)
+        elif op == "remove":
+            if node not in voters and node not in learners:
+                return raft.membership_index
+            voters = [v for v in voters if v != node]
+            learners = [n for n in learners if n != node]
+        else:
+            raise BadRequest(f"unknown membership change {op!r}")
+        index = raft.propose_membership(tuple(voters), tuple(learners))
+        future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        deadline = self.clock.now() + limits.PROPOSAL_TIMEOUT_S
+        self._proposals[index] = (raft.term, future, deadline)
+        self._arm_expiry()
+        self._wake.set()
+        try:
+            await future
+        finally:
+            if self._proposals.get(index, (0, None))[1] is future:
+                del self._proposals[index]
+        return index
+
+    async def serve_membership(self, request: MembershipRequest) -> ProposeReply:
+        if not self.is_leader:
+            raise Unavailable(f"{self.node_id} is not the leader")
+        try:
+            index = await self._change_local(request.op, request.node)
+        except NotLeader as exc:
+            raise Unavailable(str(exc)) from None
+        except MembershipChangeRefused as exc:
+            code = "unavailable" if exc.retryable else "conflict"
+            return ProposeReply(False, None, code, str(exc), 0)
+        return ProposeReply(True, index, "", "", index)
+
     async def read_index(self) -> int:
         """A linearizable read point: every change committed before this call is at or
         below the returned index, which this node has applied on return."""
@@ -484,9 +570,11 @@ class MetadataService:
     def _apply(self, entry: Entry) -> None:
         if self.observer:
             self.observer.observe_applied(self.node_id, entry)
-        if entry.kind == EntryKind.NOOP:
+        if entry.kind in (EntryKind.NOOP, EntryKind.CONFIG):
+            # A configuration change is Raft's own (in force since it was appended): the
+            # state machine only moves past it.
             self.state.skip(entry.index)
-            result = Result(ok=True)
+            result = Result(ok=True, value=entry.index)
         else:
             # Total: an entry that does not decode or is malformed comes back refused.
             command, result = self.state.apply_entry(entry.index, entry.data)
@@ -523,8 +611,10 @@ class MetadataService:
         data = self.state.snapshot()
         # Snapshot file first: a crash before the WAL rewrite leaves entries that open()
         # skips because the snapshot already covers them.
-        await self.disk.write_atomic(SNAP, encode_snapshot(Snapshot(index, term, data)))
-        self._raft().compact(index, data)
+        raft = self._raft()
+        snapshot = Snapshot(index, term, data, raft.membership_at(index))
+        await self.disk.write_atomic(SNAP, encode_snapshot(snapshot))
+        raft.compact(index, data)
         self._snapshot_index = index
         self._persisted = [e for e in self._persisted if e.index > index]
         await self._rewrite_wal()

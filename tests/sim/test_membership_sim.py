@@ -1,0 +1,125 @@
+"""Nodes and voters join and leave a running simulated cluster (Raft membership changes
+through the node layer, every Raft checker watching)."""
+
+from __future__ import annotations
+
+import os
+import random
+
+import pytest
+
+from fabric.config import NodeConfig
+from fabric.extents.policy import ContainerPolicy
+from fabric.metadata.commands import SetMember, SetNodeDrain
+from fabric.metadata.records import MemberRecord
+from fabric.metadata.state import MetadataState
+from nodes.simcluster import SimCluster
+from tests.sim.conftest import chunks, started
+
+MiB = 1 << 20
+SEEDS = (
+    [int(os.environ["MEMBERS_SEED"])]
+    if "MEMBERS_SEED" in os.environ
+    else list(range(int(os.environ.get("MEMBERS_SEEDS", "4"))))
+)
+
+
+def leader_state(sim: SimCluster) -> MetadataState:
+    leader = sim.leader()
+    assert leader is not None, f"seed {sim.seed}: no leader"
+    return sim.nodes[leader].metadata.state
+
+
+async def write(sim: SimCluster, via: str, name: str, data: bytes) -> None:
+    g = sim.nodes[via]
+    if g.metadata.state.container("c") is None:
+        await g.catalog.create_container("c", ContainerPolicy(rf=2))
+    await g.catalog.create_vdisk(name, "c", len(data))
+    await g.writer.write(name, 0, len(data), chunks(data))
+
+
+async def read_all(sim: SimCluster, via: str, name: str) -> bytes:
+    _, _, stream = await sim.nodes[via].reader.read(name, 0, None)
+    return b"".join([c async for c in stream])
+
+
+def voters_agree(sim: SimCluster, want: set[str]) -> bool:
+    return all(set(n.metadata.raft.voters) == want for n in sim.nodes.values() if n.metadata.raft)
+
+
+async def add(sim: SimCluster, via: str, node_id: str, port: int) -> None:
+    """What ``fabric node add`` does: record the member, add it as a learner, start it."""
+    g = sim.nodes[via]
+    member = MemberRecord(node_id, "127.0.0.1", port, ("disk0", "disk1"), {})
+    assert (await g.metadata.propose(SetMember(member, 1.0))).ok
+    await g.metadata.change_membership("add_learner", node_id)
+    sim.add_node(NodeConfig(node_id, "127.0.0.1", port, ("disk0", "disk1")))
+    await sim.start_node(node_id)
+
+
+async def drain(sim: SimCluster, via: str, node: str) -> None:
+    g = sim.nodes[via]
+    assert (await g.metadata.propose(SetNodeDrain(node, True, 1.0))).ok
+    await sim.wait_for(
+        lambda: (
+            sim.leader() is not None
+            and not leader_state(sim).idx.egroups_on.get(node)
+            and not leader_state(sim).idx.strips_on.get(node)
+        ),
+        120,
+        f"{node} drained",
+    )
+
+
+def whole(sim: SimCluster, dead: str) -> bool:
+    if sim.leader() is None:
+        return False
+    state = leader_state(sim)
+    up = state.up_nodes() - {dead}
+    return all(
+        sum(n in up for n in item.value.replicas) >= 2
+        for _, item in state.scan("egroup/")
+        if item.value.extents and not item.value.strip
+    )
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_add_a_voter_remove_one_and_replace_a_dead_one(seed: int) -> None:
+    sim = started(nodes=4, seed=seed)  # voters n1 n2 n3, n4 a member
+    rng = random.Random(seed)
+    data = {name: rng.randbytes(16 * MiB) for name in ("a", "b", "c")}
+    try:
+        sim.run(write(sim, "n1", "a", data["a"]))
+        # A new node joins and becomes a voter (four voters).
+        sim.run(add(sim, "n2", "n5", 7905))
+        sim.run(sim.nodes["n3"].metadata.change_membership("promote", "n5"))
+        sim.run(sim.wait_for(lambda: voters_agree(sim, {"n1", "n2", "n3", "n5"}), 30, "4 voters"))
+        sim.run(write(sim, "n5", "b", data["b"]))
+        # A voter leaves (maybe the leader itself): drained first, then removed.
+        leaving = rng.choice(["n1", "n2", "n3"])
+        stay = next(n for n in ("n1", "n2", "n3", "n5") if n != leaving)
+        sim.run(drain(sim, stay, leaving))
+        sim.run(sim.nodes[stay].metadata.change_membership("remove", leaving))
+        remaining = {"n1", "n2", "n3", "n5"} - {leaving}
+        sim.run(sim.wait_for(lambda: voters_agree(sim, remaining), 30, "the removal everywhere"))
+        sim.crash(leaving)
+        # A voter dies and is replaced: n4 (a member) takes its vote.
+        dead = rng.choice(sorted(remaining - {"n5"}))
+        sim.crash(dead)
+        alive = next(n for n in sorted(remaining) if n != dead)
+        sim.run(sim.nodes[alive].metadata.change_membership("remove", dead))
+        sim.run(sim.nodes[alive].metadata.change_membership("add_learner", "n4"))
+        sim.run(sim.nodes[alive].metadata.change_membership("promote", "n4"))
+        final = (remaining - {dead}) | {"n4"}
+        sim.run(sim.wait_for(lambda: voters_agree(sim, final), 30, "the replacement everywhere"))
+        sim.run(sim.wait_for(lambda: whole(sim, dead), 120, "the dead voter's copies rebuilt"))
+        sim.run(write(sim, "n4", "c", data["c"]))
+        for name, expected in data.items():
+            assert sim.run(read_all(sim, "n4", name)) == expected, f"seed {seed}: {name}"
+        # Restarts keep the configuration (snapshots and the WAL carry it).
+        victim = rng.choice(sorted(final))
+        sim.crash(victim)
+        sim.run(sim.restart(victim))
+        sim.run(sim.wait_for(lambda: voters_agree(sim, final), 30, "after a restart"))
+    finally:
+        sim.close()
