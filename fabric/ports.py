@@ -62,7 +62,8 @@ class Transport(Protocol):
         """Install the handlers for incoming traffic."""
 
     def set_peers(self, urls: dict[str, str]) -> None:
-        """The cluster's nodes changed (one joined or left): node id -> base URL."""
+        """The cluster's nodes changed: node id -> base URL of every member (one that
+        joined becomes reachable; one that left may stay so)."""
 
 
 class DiskFault(Exception):

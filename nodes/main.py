@@ -27,6 +27,7 @@ from nodes.api import build_app
 from nodes.api_data import routes as data_routes
 from nodes.api_healing import routes as healing_routes
 from nodes.api_images import routes as image_routes
+from nodes.api_members import routes as member_routes
 from nodes.node import Node
 from nodes.runtime import FileDisk, HttpFetcher, HttpTransport, RealClock, thread_offload
 from nodes.services.images import FileSpill
@@ -66,7 +67,10 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str) -> int:
         spill_factory=lambda: FileSpill(os.path.join(node_dir, "spill")),
     )
     node = Node(config, node_id, runtime)
-    app = build_app(node, [*transport.routes(), *data_routes(), *image_routes(), *healing_routes()])
+    app = build_app(
+        node,
+        [*transport.routes(), *data_routes(), *image_routes(), *healing_routes(), *member_routes()],
+    )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, nc.host, nc.port)

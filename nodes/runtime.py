@@ -284,8 +284,9 @@ class HttpTransport:
         self._on_message = on_message
 
     def set_peers(self, urls: dict[str, str]) -> None:
-        """Nodes that joined become reachable (and may call us); those that left not."""
-        self.urls = {**urls, self.node_id: self.urls.get(self.node_id, urls.get(self.node_id, ""))}
+        """Nodes that joined become reachable (and may call us). One that left stays
+        known: Raft may still be telling it that it is out."""
+        self.urls = {**self.urls, **urls}
 
     # --- one-way ----------------------------------------------------------------------------
     def send(self, peer: str, message: Any) -> None:

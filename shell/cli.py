@@ -228,6 +228,34 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node_add(args: argparse.Namespace) -> int:
+    from shell.launcher import resolve_dir
+    from shell.members import add_node
+
+    nc = add_node(resolve_dir(args.dir), voter=args.voter, rack=args.rack, node_id=args.id)
+    if args.json:
+        _print_json({"id": nc.id, "address": nc.address, "voter": args.voter})
+    return 0
+
+
+def cmd_node_remove(args: argparse.Namespace) -> int:
+    from shell.launcher import resolve_dir
+    from shell.members import remove_node
+
+    remove_node(resolve_dir(args.dir), args.node)
+    return 0
+
+
+def cmd_node_replace(args: argparse.Namespace) -> int:
+    from shell.launcher import resolve_dir
+    from shell.members import replace_node
+
+    nc = replace_node(resolve_dir(args.dir), args.dead, args.new)
+    if args.json:
+        _print_json({"id": nc.id, "address": nc.address, "replaced": args.dead})
+    return 0
+
+
 def cmd_drain(args: argparse.Namespace) -> int:
     async def go() -> Any:
         import asyncio
@@ -684,9 +712,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--limit", type=int, help="at most this many (default: the last 1000)")
     ev.add_argument("--kind", help="only these kinds (comma-separated)")
     ev.set_defaults(fn=cmd_events)
-    node = sub.add_parser("node", help="run or drain one node").add_subparsers(
+    node = sub.add_parser("node", help="add, remove, replace, drain or run a node").add_subparsers(
         dest="node_cmd", required=True
     )
+    na = node.add_parser("add", parents=[common], help="start a new node that joins the cluster")
+    na.add_argument("--voter", action="store_true", help="make it a metadata voter once caught up")
+    na.add_argument("--rack", help="its rack label (fault domain)")
+    na.add_argument("--id", help="its id (default: the next nN)")
+    na.set_defaults(fn=cmd_node_add)
+    nr = node.add_parser("remove", parents=[common], help="drain a node, then retire it")
+    nr.add_argument("node")
+    nr.set_defaults(fn=cmd_node_remove)
+    nx = node.add_parser("replace", parents=[common], help="replace a dead node by a new one")
+    nx.add_argument("dead")
+    nx.add_argument("new", nargs="?", help="the new node's id (default: the next nN)")
+    nx.set_defaults(fn=cmd_node_replace)
     dr = node.add_parser(
         "drain", parents=[common], help="move every copy off a node (before it leaves)"
     )

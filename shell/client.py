@@ -271,6 +271,17 @@ class FabricClient:
         answer: dict[str, Any] = await self.request(method, "/api/v1/rebuild", json=body or None)
         return answer
 
+    async def add_node(self, member: dict[str, Any]) -> dict[str, Any]:
+        answer: dict[str, Any] = await self.request("POST", "/api/v1/nodes", json=member)
+        return answer
+
+    async def promote(self, node: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self.request("POST", f"/api/v1/nodes/{node}/promote")
+        return answer
+
+    async def remove_node(self, node: str) -> None:
+        await self.request("DELETE", f"/api/v1/nodes/{node}")
+
     async def drain(self, node: str, undo: bool | None = None) -> dict[str, Any]:
         """A node's drain; with ``undo`` given, start (False) or stop (True) it first."""
         path = f"/api/v1/nodes/{node}/drain"

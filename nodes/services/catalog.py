@@ -152,6 +152,7 @@ class Catalog:
             | healing.draining_nodes(self.metadata.state)
         )
         skip_domains = excluded_domains or set()
+        # ``domains`` holds the members only: a node removed while still running is not.
         return [
             Candidate(n, domains[n])
             for n in sorted(self.metadata.state.up_nodes())
