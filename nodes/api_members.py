@@ -86,6 +86,25 @@ async def post_promote(request: web.Request) -> web.Response:
     if node_id not in node.membership.ids():
         raise NotFound(f"no node {node_id!r}")
     await node.metadata.change_membership("promote", node_id)
+    await node.events.record("membership", node_id, f"node {node_id} is a voter")
+    return web.json_response(_describe(node, node_id))
+
+
+async def post_rejoin(request: web.Request) -> web.Response:
+    """A voter that lost its Raft state comes back through the membership: removed,
+    added as a learner, caught up, promoted (it abstains until it was removed)."""
+    node = request.app[NODE]
+    node_id = request.match_info["id"]
+    await node.metadata.read_index()
+    if node_id not in node.membership.ids():
+        raise NotFound(f"no node {node_id!r}")
+    raft = node.metadata.raft
+    was_voter = raft is not None and node_id in raft.voters
+    await node.metadata.change_membership("remove", node_id)
+    await node.metadata.change_membership("add_learner", node_id)
+    if was_voter:
+        await node.metadata.change_membership("promote", node_id)
+    await node.events.record("membership", node_id, f"node {node_id} rejoined the metadata")
     return web.json_response(_describe(node, node_id))
 
 
@@ -119,5 +138,6 @@ def routes() -> list[web.RouteDef]:
     return [
         web.post("/api/v1/nodes", post_node),
         web.post("/api/v1/nodes/{id}/promote", post_promote),
+        web.post("/api/v1/nodes/{id}/rejoin", post_rejoin),
         web.delete("/api/v1/nodes/{id}", delete_node),
     ]

@@ -74,6 +74,8 @@ from nodes.services.writer import WriteCoordinator
 
 log = logging.getLogger(__name__)
 
+MEMBER_MARK = "member"
+"""A small file on every disk of a node that registered: see ``Node._mark_disks``."""
 OPERATING_FAULTS = (FabricError, PeerUnreachable, DiskFault)
 """What a supervised task may stop on and be started again after; anything else is a bug."""
 LEADER_DUTIES = ("health-monitor", "scanner", "rebuild")
@@ -215,7 +217,7 @@ class Node:
 
     async def start(self) -> None:
         """Open durable state (raises CorruptLog) and start every service."""
-        await self.metadata.open()
+        await self.metadata.open(ran_before=await self._ran_before())
         await self.storage.open()
         self.transport.serve(self._on_call, self._on_message)
         self.supervise("raft-driver", self.metadata.run, drives_raft=True)
@@ -302,7 +304,13 @@ class Node:
     def problems(self) -> list[str]:
         """What keeps this node from full service right now, in words for an operator."""
         reason = self.out_of_service
-        return [] if reason is None else [f"out of service: {reason}"]
+        found = [] if reason is None else [f"out of service: {reason}"]
+        raft = self.metadata.raft
+        if raft is not None and raft.abstaining:
+            found.append(
+                f"Raft state lost: not voting until re-added (fabric node rejoin {self.id})"
+            )
+        return found
 
     def check_in_service(self) -> None:
         """Refuse (Unavailable, with the reason) work this node cannot do while out."""
@@ -331,6 +339,26 @@ class Node:
                 known = urls
             await self.clock.sleep(limits.MEMBERSHIP_WATCH_EVERY_S)
 
+    async def _ran_before(self) -> bool:
+        """Does any disk carry this node's member mark (written once it registered)?"""
+        for disk in self.disks:
+            try:
+                if await disk.read(MEMBER_MARK) is not None:
+                    return True
+            except DiskFault:
+                continue
+        return False
+
+    async def _mark_disks(self) -> None:
+        """Mark every disk as this node's, so that losing the Raft state alone (the
+        first disk wiped or replaced) is noticed at the next start."""
+        mark = f"{self.config.id or self.config.name} {self.id}\n".encode()
+        for disk in self.disks:
+            try:
+                await disk.write_atomic(MEMBER_MARK, mark)
+            except DiskFault as exc:
+                log.warning("could not mark disk %s: %s", disk.name, exc)
+
     async def _register(self) -> None:
         cmd = RegisterNode(
             self.id,
@@ -350,6 +378,7 @@ class Node:
                 swept = await sweep_orphans(self.metadata, self.storage)
                 if swept:
                     log.info("deleted %d extent group replicas dropped while away", swept)
+                await self._mark_disks()
                 await self.disk_watch.check_held()
                 return
 

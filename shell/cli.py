@@ -256,6 +256,19 @@ def cmd_node_replace(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_node_rejoin(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with _connect(args, timeout_s=300) as client:
+            return await client.rejoin(args.node)
+
+    answer = _run(go())
+    if args.json:
+        _print_json(answer)
+    else:
+        print(f"{args.node}: rejoined the metadata as a {answer['role']}")
+    return 0
+
+
 def cmd_drain(args: argparse.Namespace) -> int:
     async def go() -> Any:
         import asyncio
@@ -723,6 +736,9 @@ def build_parser() -> argparse.ArgumentParser:
     nr = node.add_parser("remove", parents=[common], help="drain a node, then retire it")
     nr.add_argument("node")
     nr.set_defaults(fn=cmd_node_remove)
+    nj = node.add_parser("rejoin", parents=[common], help="re-add a node whose Raft state was lost")
+    nj.add_argument("node")
+    nj.set_defaults(fn=cmd_node_rejoin)
     nx = node.add_parser("replace", parents=[common], help="replace a dead node by a new one")
     nx.add_argument("dead")
     nx.add_argument("new", nargs="?", help="the new node's id (default: the next nN)")

@@ -279,6 +279,10 @@ class FabricClient:
         answer: dict[str, Any] = await self.request("POST", f"/api/v1/nodes/{node}/promote")
         return answer
 
+    async def rejoin(self, node: str) -> dict[str, Any]:
+        answer: dict[str, Any] = await self.request("POST", f"/api/v1/nodes/{node}/rejoin")
+        return answer
+
     async def remove_node(self, node: str) -> None:
         await self.request("DELETE", f"/api/v1/nodes/{node}")
 

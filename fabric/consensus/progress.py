@@ -115,7 +115,17 @@ class Progress:
 
     def rejected(self, rejected: int, hint: int) -> None:
         """The peer's log does not contain our entry at ``rejected``; ``hint`` is where
-        it suggests probing next. Stale rejections are ignored."""
+        it suggests probing next. Stale rejections are ignored.
+
+        A rejection at ``match`` itself cannot be stale: the peer acknowledged that
+        entry and has lost it since (its disk was wiped or replaced). Probing starts
+        again below it, so it can catch up; a voter in that state also abstains from
+        elections until it is re-added (``RaftConfig.abstain``), and the commit index
+        never moves back whatever ``match`` says now."""
+        if 0 < rejected == self.match and hint <= self.match:
+            self.match = max(0, hint - 1)
+            self.become_probe()
+            return
         match self.state:
             case ProgressState.REPLICATE if rejected > self.match:
                 self.become_probe()

@@ -152,6 +152,7 @@ class Raft:
         _check_config(config)
         self._cfg = config
         self._rng = rng
+        self._abstain = config.abstain
         self._log = RaftLog(restored, Membership(config.voters, config.learners))
         self._conf = self._log.membership
         """The configuration in force: the latest in our log (see ``_sync_membership``)."""
@@ -240,6 +241,11 @@ class Raft:
         """The term of our entry at ``index``, or None when it is compacted or beyond."""
         return self._log.term_at(index)
 
+    @property
+    def abstaining(self) -> bool:
+        """Started without its durable state, it waits to be re-added (``abstain``)."""
+        return self._abstain
+
     def status(self) -> dict[str, object]:
         return {
             "id": self.id,
@@ -254,6 +260,7 @@ class Raft:
             "voters": list(self._conf.voters),
             "learners": list(self._conf.learners),
             "membership_index": self._log.membership_index,
+            "abstaining": self._abstain,
             "peers": self._tracker.status() if self._tracker else {},
         }
 
@@ -404,7 +411,10 @@ class Raft:
     def _may_campaign(self) -> bool:
         """A voter, or a voter just removed by a change that is not committed yet: until
         it is, we may be needed to elect the leader that commits it (§4.2.2 of the
-        thesis; ``_record_vote`` does not count our own vote then)."""
+        thesis; ``_record_vote`` does not count our own vote then). Never while
+        abstaining (``RaftConfig.abstain``)."""
+        if self._abstain:
+            return False
         if self.id in self._conf.voters:
             return True
         changed_at = self._log.membership_index
@@ -417,6 +427,8 @@ class Raft:
         from it and from whether it is committed (call after every change of the log or
         of the commit index: an append, a truncation, a snapshot)."""
         new = self._log.membership
+        if self._abstain and self.id not in new.voters:
+            self._abstain = False  # out of the voters: added back, it starts afresh
         if new != self._conf:
             old, self._conf = self._conf, new
             if self._tracker is not None:
@@ -570,7 +582,9 @@ class Raft:
 
     def _on_vote_request(self, msg: VoteRequest) -> None:
         up_to_date = self._log.is_up_to_date(msg.last_index, msg.last_term)
-        if msg.pre_vote:
+        if self._abstain:
+            granted = False  # we may have acknowledged entries we no longer hold
+        elif msg.pre_vote:
             granted = msg.term > self._term and up_to_date
         else:
             free = self._vote == msg.frm or (self._vote is None and self._leader is None)

@@ -212,6 +212,11 @@ class RaftConfig:
     max_append_bytes: int = 1 << 20
     max_inflight_appends: int = 64
     """Unacknowledged AppendRequests carrying entries per follower."""
+    abstain: bool = False
+    """This node's durable Raft state was lost (a wiped or replaced disk): a voter that
+    forgot what it acknowledged must not vote as if it remembered. It neither votes nor
+    campaigns until a configuration in which it is not a voter is in force (it was
+    removed, then added back as a learner and promoted: ``fabric node rejoin``)."""
 
 
 @dataclass(frozen=True, slots=True)

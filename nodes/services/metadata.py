@@ -101,6 +101,8 @@ class MetadataService:
     """Why the last Raft WAL write failed, while the driver retries it; None when written."""
     halted: str | None = None
     """Why this node left consensus for good (see ``halt``); None while it takes part."""
+    state_lost = False
+    """Its Raft state was lost at start (see ``open``): it abstains until re-added."""
     _compact_after_s = 0.0
     """Clock time before which no snapshot is tried again, after one could not be written."""
 
@@ -147,11 +149,17 @@ class MetadataService:
         that group commit reaches."""
 
     # --- start ------------------------------------------------------------------------------
-    async def open(self) -> None:
-        """Read the durable state back and build Raft from it (raises CorruptLog)."""
+    async def open(self, ran_before: bool = False) -> None:
+        """Read the durable state back and build Raft from it (raises CorruptLog).
+
+        ``ran_before``: this node's other disks show it was a member already. Then no
+        Raft state at all means it was lost (a wiped or replaced disk), and Raft starts
+        abstaining (``RaftConfig.abstain``) until the node is re-added."""
         snap_bytes = await self.disk.read(SNAP)
         snapshot = decode_snapshot(snap_bytes) if snap_bytes else None
-        wal = decode_wal(await self.disk.read(WAL) or b"")
+        wal_bytes = await self.disk.read(WAL)
+        wal = decode_wal(wal_bytes or b"")
+        self.state_lost = ran_before and not snap_bytes and not wal_bytes
         entries = [e for e in wal.entries if snapshot is None or e.index > snapshot.index]
         if snapshot is not None:
             self.state = MetadataState.restore(snapshot.data)
@@ -167,7 +175,15 @@ class MetadataService:
             learners=self.config.learners,
             election_ticks=tm.election_ticks,
             heartbeat_ticks=tm.heartbeat_ticks,
+            abstain=self.state_lost,
         )
+        if self.state_lost:
+            log.error(
+                "%s: its Raft state is gone but its disks show it was a member: it takes "
+                "no part in elections until re-added (fabric node rejoin %s)",
+                self.node_id,
+                self.node_id,
+            )
         restored = Restored(wal.hard_state, snapshot, tuple(entries))
         self.raft = Raft(cfg, self.rng, restored)
         if self.observer:

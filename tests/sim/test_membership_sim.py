@@ -123,3 +123,41 @@ def test_add_a_voter_remove_one_and_replace_a_dead_one(seed: int) -> None:
         sim.run(sim.wait_for(lambda: voters_agree(sim, final), 30, "after a restart"))
     finally:
         sim.close()
+
+
+def test_a_voter_that_lost_its_raft_state_waits_to_be_re_added() -> None:
+    sim = started(nodes=3, seed=21)
+    data = random.Random(21).randbytes(8 * MiB)
+    try:
+        sim.run(write(sim, "n1", "a", data))
+        leader = sim.leader()
+        victim = next(n for n in ("n1", "n2", "n3") if n != leader)
+        sim.crash(victim)
+        disk0 = sim.disks[victim][0]
+        for path in disk0.files():  # its first disk replaced: Raft state, mark, groups gone
+            disk0._files.pop(path)
+        assert sim.disks[victim][1].contents("member") is not None
+        node = sim.run(sim.restart(victim))
+        assert node.metadata.state_lost and node.metadata.raft.abstaining  # type: ignore[union-attr]
+        sim.run(sim.wait_for(lambda: node.registered, 30, "the node registered again"))
+        assert any("Raft state lost" in p for p in node.problems())
+        # With the other two it is no majority: the one left alone elects no leader.
+        other = next(n for n in ("n1", "n2", "n3") if n not in (victim, sim.leader()))
+        sim.crash(sim.leader() or "")
+        sim.run(sim.sleep(10))
+        assert sim.leader() is None, "an abstaining voter helped elect a leader"
+        sim.run(sim.restart(next(n for n in ("n1", "n2", "n3") if n not in sim.nodes)))
+        sim.run(sim.wait_for(lambda: sim.leader() is not None, 30, "a leader again"))
+
+        async def rejoin() -> None:
+            g = sim.nodes[other]
+            await g.metadata.change_membership("remove", victim)
+            await g.metadata.change_membership("add_learner", victim)
+            await g.metadata.change_membership("promote", victim)
+
+        sim.run(rejoin())
+        sim.run(sim.wait_for(lambda: not node.metadata.raft.abstaining, 30, "re-added"))  # type: ignore[union-attr]
+        sim.run(sim.wait_for(lambda: voters_agree(sim, {"n1", "n2", "n3"}), 30, "3 voters"))
+        assert sim.run(read_all(sim, victim, "a")) == data
+    finally:
+        sim.close()

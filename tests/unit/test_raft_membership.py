@@ -548,3 +548,46 @@ def test_a_leader_that_changes_membership_before_committing_in_its_term_loses_a_
         net.cut = set()
         net.tick(4 * E)
         assert len({r.last_index for r in net.nodes.values()}) == 1
+
+
+# -- a voter that lost its Raft state ----------------------------------------------------
+
+
+def abstaining(node_id: str) -> Raft:
+    cfg = RaftConfig(node_id, ABC, (), election_ticks=E, heartbeat_ticks=1, abstain=True)
+    return Raft(cfg, random.Random(7))
+
+
+def test_a_voter_that_lost_its_state_neither_votes_nor_campaigns_until_re_added() -> None:
+    c = abstaining("c")
+    assert not campaigns(c)
+    c.step(VoteRequest(5, "b", "c", 0, 0, False))
+    c.step(VoteRequest(5, "b", "c", 0, 0, True))
+    answers = [m for m in drain(c).messages if isinstance(m, VoteResponse)]
+    assert answers and not any(m.granted for m in answers)
+    # A configuration that still lists it as a voter changes nothing...
+    c.step(AppendRequest(6, "a", "c", 0, 0, (conf(1, 6, ABC),), 1))
+    drain(c)
+    assert not campaigns(c)
+    # ...removed, then added back as a learner and promoted, it takes part again.
+    c.step(AppendRequest(6, "a", "c", 1, 6, (conf(2, 6, ("a", "b")),), 2))
+    c.step(AppendRequest(6, "a", "c", 2, 6, (conf(3, 6, ("a", "b"), ("c",)),), 3))
+    c.step(AppendRequest(6, "a", "c", 3, 6, (conf(4, 6, ABC),), 4))
+    drain(c)
+    assert c.role is Role.FOLLOWER and campaigns(c)
+
+
+def test_a_follower_whose_log_was_wiped_catches_up_from_the_same_leader() -> None:
+    """It rejects the heartbeat anchored at what it once acknowledged: that rejection is
+    news, not a stale answer, and the leader probes again from where it has nothing."""
+    for fresh in (lambda i: new(i), abstaining):
+        net = group("a", "b", "c")
+        leader = settled(net)
+        for i in range(5):
+            leader.propose(b"x%d" % i)
+        net.tick(3)
+        victim = next(i for i in net.nodes if i != leader.id)
+        net.nodes[victim] = fresh(victim)
+        net.tick(6)
+        assert net.nodes[victim].last_index == leader.last_index
+        assert leader.commit_index == leader.last_index  # never moved back
