@@ -185,6 +185,7 @@ class Node:
             self.replicas,
             self.strips,
             self.events,
+            work,
         )
         self.scanner = Scanner(
             node_id,

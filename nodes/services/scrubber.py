@@ -14,8 +14,13 @@ it. ``fabric scrub --now`` (``ScrubSettings.run_now`` raised) starts one at once
 
 Only the extents the metadata calls live are data: dead space and a writer's
 uncommitted tail are not checked. A group that disappears mid-pass (collected, moved)
-is skipped. Parity groups are not verified yet (their bytes have no checksum of their
-own; checking them means re-encoding verified data).
+is skipped.
+
+A parity group has no checksum of its own: each window of it is compared with parity
+encoded afresh from the strip's data members, read for the purpose. It is rewritten
+only when every live extent those data windows hold passed its checksum (never from
+data that may itself be bad: a bad data extent is its own holder's to mend, and the
+parity is checked again next pass).
 """
 
 from __future__ import annotations
@@ -26,10 +31,10 @@ from dataclasses import dataclass
 from fabric import limits
 from fabric.config import ClusterConfig
 from fabric.errors import FabricError, NotFound, Unavailable
-from fabric.extents import codec
+from fabric.extents import codec, erasure
 from fabric.metadata import healing
-from fabric.metadata.records import EgroupRecord, ExtentRecord, ScrubSettings
-from fabric.ports import Clock, PeerUnreachable
+from fabric.metadata.records import EgroupRecord, ExtentRecord, ScrubSettings, StripRecord
+from fabric.ports import Clock, Offload, PeerUnreachable
 from fabric.wire.messages import (
     EgroupStat,
     ExtentCheck,
@@ -43,7 +48,7 @@ from nodes.services.events import EventLog
 from nodes.services.metadata import MetadataService
 from nodes.services.replicas import ReplicaClient
 from nodes.services.storage import StorageService
-from nodes.services.strips import StripReader
+from nodes.services.strips import StripReader, layout_of, window_chunks
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,7 @@ class Scrubber:
         replicas: ReplicaClient,
         strips: StripReader,
         events: EventLog,
+        offload: Offload,
     ) -> None:
         self.node_id = node_id
         self.config = config
@@ -93,6 +99,7 @@ class Scrubber:
         self.replicas = replicas
         self.strips = strips
         self.events = events
+        self.offload = offload
         self.stats = ScrubStats()
         self._run_now_seen: int | None = None
         self._paced_until = 0.0
@@ -145,8 +152,11 @@ class Scrubber:
 
     async def _scrub_group(self, egid: str, run: _Pass) -> None:
         eg = self.metadata.state.egroup(egid)
-        if eg is None or self.node_id not in eg.replicas or eg.parity:
-            return  # garbage for the sweeper, or parity (not verified yet)
+        if eg is None or self.node_id not in eg.replicas:
+            return  # garbage for the sweeper
+        if eg.parity:
+            await self._scrub_parity(eg, run)
+            return
         live = self.metadata.state.extents_in(egid)
         if not live:
             return
@@ -168,6 +178,67 @@ class Scrubber:
                     await self._found(eg, by_offset[c.offset], run)
         run.groups += 1
         self.stats.groups_scrubbed += 1
+
+    async def _scrub_parity(self, eg: EgroupRecord, run: _Pass) -> None:
+        strip = self.metadata.state.strip(eg.strip)
+        if strip is None:
+            return
+        lay = layout_of(strip)
+        want = [m.egid for m in strip.members].index(eg.egid) - strip.k
+        record = lay.parity_record_bytes
+        chunks = strip.length // lay.chunk_bytes
+        per = window_chunks(lay)
+        for c0 in range(0, chunks, per):
+            n = min(per, chunks - c0)
+            await self._pace(n * record)
+            reply = await self.storage.read(ReadExtent(eg.egid, c0 * record, n * record))
+            run.bytes += len(reply.data)
+            self.stats.bytes_scrubbed += len(reply.data)
+            expected = await self._parity_from_data(strip, lay, want, c0, n)
+            if expected is None or expected == reply.data:
+                continue
+            run.errors += 1
+            self.stats.errors_found += 1
+            await self.storage.repair(RepairExtent(eg.egid, c0 * record, expected))
+            run.repaired += 1
+            self.stats.repaired += 1
+            await self._report(
+                run,
+                "scrub_repaired",
+                eg.egid,
+                f"parity {eg.egid} of strip {strip.id} on {self.node_id} differed from its "
+                f"data at chunk {c0}; rewritten from the data",
+            )
+        run.groups += 1
+        self.stats.groups_scrubbed += 1
+
+    async def _parity_from_data(
+        self, strip: StripRecord, lay: erasure.Layout, want: int, c0: int, n: int
+    ) -> bytes | None:
+        """Parity member ``want``'s records for chunks ``c0 .. c0 + n - 1``, encoded from
+        the data members; None when some data could not be read or failed a checksum."""
+        start, end = c0 * lay.chunk_bytes, (c0 + n) * lay.chunk_bytes
+        columns: list[bytes] = []
+        for member in strip.data:
+            try:
+                column = await self.strips.chunk(member.egid, member.node, start, end - start)
+                for _, ext in self.metadata.state.extents_in(member.egid):
+                    if ext.offset + ext.stored_len <= start or ext.offset >= end:
+                        continue
+                    if start <= ext.offset and ext.offset + ext.stored_len <= end:
+                        at = ext.offset - start
+                        stored = column[at : at + ext.stored_len]
+                    else:  # it spans the window's edge: read it whole to check it
+                        stored = await self.strips.chunk(
+                            member.egid, member.node, ext.offset, ext.stored_len
+                        )
+                    if codec.checksum(stored) != ext.checksum:
+                        return None
+            except (PeerUnreachable, FabricError):
+                return None
+            columns.append(column)
+        records: list[list[bytes]] = await self.offload(erasure.encode_window, lay, columns, n)
+        return b"".join(records[want])
 
     async def _pace(self, nbytes: int) -> None:
         """Keep reads at ``bytes_per_s`` on average (0: no limit)."""

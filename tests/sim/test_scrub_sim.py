@@ -48,9 +48,9 @@ def ec_pending(sim: SimCluster) -> int:
 
 
 def flip_bits(sim: SimCluster, rng: random.Random, count: int) -> set[tuple[str, str, int]]:
-    """Flip one byte inside ``count`` distinct live extent copies: never both copies of
-    one extent, nor two members of one strip (beyond what its one parity can mend;
-    that is data loss, not something a scrub can undo)."""
+    """Flip one byte inside ``count`` distinct live extent copies or parity groups:
+    never both copies of one extent, nor two members of one strip (beyond what its one
+    parity can mend; that is data loss, not something a scrub can undo)."""
     state = leader_state(sim)
     copies = []
     for _, item in state.scan("extent/"):
@@ -59,6 +59,10 @@ def flip_bits(sim: SimCluster, rng: random.Random, count: int) -> set[tuple[str,
         assert eg is not None
         for node in eg.replicas:
             copies.append((node, ext.egroup, ext.offset, ext.stored_len, eg.strip))
+    for _, item in state.scan("strip/"):
+        strip = item.value
+        for member in strip.parity:  # parity has no checksum: anywhere in its records
+            copies.append((member.node, member.egid, 0, strip.parity_bytes, strip.id))
     flipped: set[tuple[str, str, int]] = set()
     touched: set[tuple[str, int]] = set()
     strips: set[str] = set()
@@ -151,6 +155,7 @@ def test_the_check_fires_when_a_scrub_misses_flips(monkeypatch: pytest.MonkeyPat
         return None
 
     monkeypatch.setattr(Scrubber, "_found", shrug)
+    monkeypatch.setattr(Scrubber, "_scrub_parity", shrug)
     with pytest.raises(AssertionError, match="found 0 of 12"):
         test_every_flip_at_rest_is_found_and_repaired_within_one_pass(0)
 
@@ -164,5 +169,31 @@ def test_the_disk_check_fires_when_flips_stay() -> None:
         flip_bits(sim, random.Random(5), 1)
         with pytest.raises(AssertionError, match=r"checksum|bad"):
             sim.check_disks()
+    finally:
+        sim.close()
+
+
+def test_parity_is_never_recomputed_from_bad_data() -> None:
+    """The parity check encodes from the data members only when every live extent in
+    the window passes its checksum: a flipped data byte is not spread into the parity."""
+    from nodes.services.strips import layout_of
+
+    sim = started(nodes=3, seed=6)
+    try:
+        sim.run(fill(sim, 6))
+        sim.run(sim.wait_for(lambda: ec_pending(sim) == 0, 120, "EC of every cold group"))
+        state = leader_state(sim)
+        _, item = next(iter(state.scan("strip/")))
+        strip = item.value
+        holder = sim.nodes[strip.parity[0].node].scrubber
+        lay = layout_of(strip)
+        assert sim.run(holder._parity_from_data(strip, lay, 0, 0, 1)) is not None
+        member = strip.data[0]
+        _, ext = next(iter(state.extents_in(member.egid)))
+        for disk in sim.disks[member.node]:
+            if disk.contents(egroup_file(member.egid)) is not None:
+                disk.corrupt(egroup_file(member.egid), ext.offset)
+        chunk = ext.offset // lay.chunk_bytes
+        assert sim.run(holder._parity_from_data(strip, lay, 0, chunk, 1)) is None
     finally:
         sim.close()
