@@ -52,10 +52,13 @@ def _save(cdir: ClusterDir, cfg: ClusterConfig) -> None:
         f.write(render_config(cfg))
 
 
-def _client(cfg: ClusterConfig) -> Any:
+def _client(cfg: ClusterConfig, last: str = "") -> Any:
+    """A client of the cluster that asks node ``last`` only if no other answers (a node
+    being removed is the wrong one to ask about its own removal)."""
     from shell.client import FabricClient
 
-    return FabricClient([n.url for n in cfg.nodes], limits.MEMBERSHIP_CHANGE_TIMEOUT_S * 2, cfg.id)
+    urls = [n.url for n in cfg.nodes if n.id != last] + [n.url for n in cfg.nodes if n.id == last]
+    return FabricClient(urls, limits.MEMBERSHIP_CHANGE_TIMEOUT_S * 2, cfg.id)
 
 
 def _wait_registered(cdir: ClusterDir, node: NodeConfig, timeout_s: float) -> None:
@@ -132,7 +135,7 @@ def remove_node(root: str, node_id: str, say: Callable[[str], None] = print) -> 
     cfg.node(node_id)  # ConfigError naming the ids, if it is not one of them
 
     async def drain_and_remove() -> None:
-        async with _client(cfg) as client:
+        async with _client(cfg, last=node_id) as client:
             view = await client.drain(node_id, undo=False)
             while view["groups"] or view["strips"]:
                 say(f"{node_id}: draining, {view['held_bytes']} bytes still to move")

@@ -350,7 +350,10 @@ class MetadataService:
                     assert isinstance(reply, ProposeReply)
                     if not reply.ok:
                         raise from_code(reply.code, reply.message)
-                    await self.wait_applied(reply.index)
+                    if not (op == "remove" and node == self.node_id):
+                        # (Removed, this node may never hear that its removal committed:
+                        # the leader stops replicating to it once it has.)
+                        await self.wait_applied(reply.index)
                     return reply.index
             except MembershipChangeRefused as exc:
                 if not exc.retryable:
