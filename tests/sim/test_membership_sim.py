@@ -163,3 +163,22 @@ def test_a_voter_that_lost_its_raft_state_waits_to_be_re_added() -> None:
         assert sim.run(read_all(sim, victim, "a")) == data
     finally:
         sim.close()
+
+
+def test_a_follower_asked_to_remove_itself_returns() -> None:
+    """The leader stops replicating to a removed follower once the removal commits: the
+    follower must not wait to apply that index (it may never hear of it)."""
+    sim = started(nodes=4, seed=3)
+    try:
+        follower = next(n for n in ("n1", "n2", "n3") if n != sim.leader())
+        sim.run(sim.nodes[follower].metadata.change_membership("remove", follower))
+        rest = {"n1", "n2", "n3"} - {follower}
+        sim.run(
+            sim.wait_for(
+                lambda: set(sim.nodes[sim.leader() or "n4"].metadata.raft.voters) == rest,
+                10,
+                "removed",
+            )
+        )  # type: ignore[union-attr]
+    finally:
+        sim.close()
