@@ -133,7 +133,8 @@ def _get(
 
 
 _REQUIRED = object()
-_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
+"""What a node id may be (the config, and nodes added at runtime)."""
 
 
 def _parse_node(src: _Source, raw: Any, nth: int) -> NodeConfig:
@@ -141,7 +142,7 @@ def _parse_node(src: _Source, raw: Any, nth: int) -> NodeConfig:
     if not isinstance(raw, dict):
         raise src.error("nodes", "each [[nodes]] entry must be a table")
     node_id = _get(src, raw, "id", str, _REQUIRED, where, "nodes", nth)
-    if not _NODE_ID.match(node_id):
+    if not NODE_ID.match(node_id):
         raise src.error(f"{where}id", f"{node_id!r} is not a valid node id", "nodes", nth)
     port = _get(src, raw, "port", int, _REQUIRED, where, "nodes", nth)
     if not 1 <= port <= 65535:

@@ -206,6 +206,9 @@ REBUILD_WINDOW_BYTES = 4 * MiB
 """A copy moves this many bytes per read from its source."""
 REBUILD_WINDOWS_IN_FLIGHT = 2
 MEMBERSHIP_WATCH_EVERY_S = 0.5
+DRAIN_STALL_S = 120.0
+"""``fabric node drain --wait`` / ``remove`` give up when what the node holds has not
+shrunk for this long."""
 MEMBERSHIP_CHANGE_TIMEOUT_S = 60.0
 """How long a membership change waits for its turn (an earlier change to commit, a new
 node to catch up before it may vote)."""

@@ -221,13 +221,14 @@ class NodeCollector(Collector):
                 g.add_metric([v["name"]], v[field])
             yield g
         rebuild = self.node.rebuild
+        progress = rebuild.progress()
         g = GaugeMetricFamily(
             "fabric_container_reduced_resiliency_bytes",
             "Bytes with a copy or strip member on a node that is not UP",
             labels=["container"],
         )
         for v in views:
-            g.add_metric([v["name"]], rebuild.progress(v["name"])["reduced_resiliency_bytes"])
+            g.add_metric([v["name"]], progress[v["name"]]["reduced_resiliency_bytes"])
         yield g
         c = CounterMetricFamily(
             "fabric_container_rebuilt_bytes",

@@ -10,18 +10,16 @@ node that is DOWN may go at once, its copies are being rebuilt as lost.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from aiohttp import web
 
+from fabric.config import NODE_ID
 from fabric.errors import BadRequest, Conflict, NotFound, from_code
 from fabric.metadata.commands import SetMember
 from fabric.metadata.records import MemberRecord, to_json
 from nodes.api import NODE, json_body
 from nodes.node import Node
-
-_NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
 
 
 def _member(body: dict[str, Any]) -> MemberRecord:
@@ -29,7 +27,7 @@ def _member(body: dict[str, Any]) -> MemberRecord:
     disks = body.get("disks", ["disk0"])
     labels = body.get("labels", {})
     capacity = body.get("disk_capacity", [])
-    if not isinstance(node_id, str) or not _NODE_ID.match(node_id):
+    if not isinstance(node_id, str) or not NODE_ID.match(node_id):
         raise BadRequest("id must be 1-32 letters, digits, - or _")
     if not isinstance(host, str) or not host:
         raise BadRequest("host must be a host name or address")

@@ -484,8 +484,9 @@ class Node:
             )
         raft = self.metadata.raft
         containers = container_views(self.metadata.state)
+        progress = self.rebuild.progress()
         for c in containers:
-            c.update(self.rebuild.progress(c["name"]))
+            c.update(progress.get(c["name"], {}))
         return {
             "name": self.config.name,
             "leader": leader,

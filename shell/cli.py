@@ -271,19 +271,15 @@ def cmd_node_rejoin(args: argparse.Namespace) -> int:
 
 def cmd_drain(args: argparse.Namespace) -> int:
     async def go() -> Any:
-        import asyncio
-
         async with _connect(args) as client:
             view = await client.drain(args.node, undo=args.undo)
-            while args.wait and not args.undo and (view["groups"] or view["strips"]):
-                if not args.json:
-                    print(
-                        f"{args.node}: {view['groups']} groups, {view['strips']} strip members, "
-                        f"{_human(view['held_bytes'])} still to move",
-                        flush=True,
-                    )
-                await asyncio.sleep(1.0)
-                view = await client.drain(args.node)
+            if args.wait and not args.undo:
+                from shell.members import wait_drained
+
+                quiet = args.json
+                view = await wait_drained(
+                    client, args.node, view, lambda line: None if quiet else print(line, flush=True)
+                )
             return view
 
     view = _run(go())

@@ -129,6 +129,27 @@ def add_node(
     return nc
 
 
+async def wait_drained(
+    client: Any, node_id: str, view: dict[str, Any], say: Callable[[str], None]
+) -> dict[str, Any]:
+    """Poll a drain until the node holds nothing; ``LaunchError`` if what it holds stops
+    shrinking for ``limits.DRAIN_STALL_S`` (no room elsewhere, no source left)."""
+    progress_at, least = time.monotonic(), view["held_bytes"]
+    while view["groups"] or view["strips"]:
+        say(f"{node_id}: draining, {view['held_bytes']} bytes still to move")
+        if view["held_bytes"] < least:
+            progress_at, least = time.monotonic(), view["held_bytes"]
+        elif time.monotonic() - progress_at > limits.DRAIN_STALL_S:
+            raise LaunchError(
+                f"{node_id}: the drain made no progress for {limits.DRAIN_STALL_S:.0f} s with "
+                f"{view['groups']} groups and {view['strips']} strip members left "
+                "(see fabric events: rebuild_stuck)"
+            )
+        await asyncio.sleep(1.0)
+        view = await client.drain(node_id)
+    return view
+
+
 def remove_node(root: str, node_id: str, say: Callable[[str], None] = print) -> None:
     cdir = ClusterDir(root)
     cfg = cdir.config()
@@ -136,11 +157,7 @@ def remove_node(root: str, node_id: str, say: Callable[[str], None] = print) -> 
 
     async def drain_and_remove() -> None:
         async with _client(cfg, last=node_id) as client:
-            view = await client.drain(node_id, undo=False)
-            while view["groups"] or view["strips"]:
-                say(f"{node_id}: draining, {view['held_bytes']} bytes still to move")
-                await asyncio.sleep(1.0)
-                view = await client.drain(node_id)
+            await wait_drained(client, node_id, await client.drain(node_id, undo=False), say)
             await client.remove_node(node_id)
 
     asyncio.run(drain_and_remove())

@@ -130,9 +130,15 @@ def disks_of(state: MetadataState, node: str) -> list[DiskRecord]:
     return [item.value for _, item in state.scan(f"{keys.DISK}{node}/")]
 
 
-def unusable_disks(state: MetadataState, node: str) -> dict[str, str]:
-    """disk -> FULL or FAILED, for the disks of ``node`` that take no new data."""
-    return {d.name: d.state for d in disks_of(state, node) if d.state != "UP"}
+def unusable_disks(state: MetadataState, node: str, disks: tuple[str, ...]) -> dict[str, str]:
+    """disk -> FULL or FAILED, for those of ``disks`` of ``node`` that take no new data
+    (one lookup per disk: placement asks this of every candidate)."""
+    out = {}
+    for name in disks:
+        record: DiskRecord | None = state.value(keys.disk_key(node, name))
+        if record is not None and record.state != "UP":
+            out[name] = record.state
+    return out
 
 
 def record_event(state: MetadataState, index: int, event: EventRecord) -> int:

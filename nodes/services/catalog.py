@@ -165,8 +165,10 @@ class Catalog:
         out = {}
         for node in sorted(state.up_nodes()):
             record = state.nodes().get(node)
-            unusable = healing.unusable_disks(state, node)
-            if record is not None and unusable and all(d in unusable for d in record.disks):
+            if record is None:
+                continue
+            unusable = healing.unusable_disks(state, node, record.disks)
+            if unusable and len(unusable) == len(record.disks):
                 out[node] = ", ".join(f"{d} {unusable[d]}" for d in record.disks)
         return out
 

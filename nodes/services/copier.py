@@ -169,18 +169,15 @@ class Copier:
         return (bytes(mended) if mended else data), bad
 
     async def _good_copy(self, msg: PullEgroup, c: ExtentCheck) -> bytes:
-        for source in msg.sources:
-            try:
-                data = await self._read(msg.egid, source, c.offset, c.length)
-            except (PeerUnreachable, FabricError):
-                continue
-            if codec.checksum(data) == c.checksum:
-                log.warning(
-                    "%s: bad copy of %s at %d; read it from %s",
-                    self.node_id,
-                    msg.egid,
-                    c.offset,
-                    source,
-                )
-                return data
-        raise Unavailable(f"no source holds a good copy of the extent at {c.offset} of {msg.egid}")
+        try:
+            good, source, _ = await self.replicas.good_copy(
+                msg.egid, c.offset, c.length, c.checksum, msg.sources
+            )
+        except Unavailable:
+            raise Unavailable(
+                f"no source holds a good copy of the extent at {c.offset} of {msg.egid}"
+            ) from None
+        log.warning(
+            "%s: bad copy of %s at %d; read it from %s", self.node_id, msg.egid, c.offset, source
+        )
+        return good

@@ -491,14 +491,19 @@ class RebuildService:
             while watch.samples and now - watch.samples[0][0] > limits.REBUILD_RATE_WINDOW_S:
                 watch.samples.popleft()
 
-    def progress(self, container: str) -> dict[str, Any]:
-        """Bytes at reduced resiliency, the rebuild rate and an ETA, for ``fabric status``."""
-        watch = self.watch.get(container, ContainerWatch())
-        reduced = reduced_bytes(self.state).get(container, 0)
-        rate = watch.rate()
-        return {
-            "reduced_resiliency_bytes": reduced,
-            "rebuild_bytes_per_s": round(rate),
-            "rebuild_eta_s": round(reduced / rate, 1) if reduced and rate > 0 else None,
-            "reduced_resiliency_seconds": round(watch.reduced_seconds, 1),
-        }
+    def progress(self) -> dict[str, dict[str, Any]]:
+        """Per container: bytes at reduced resiliency, the rebuild rate and an ETA, for
+        ``fabric status`` (the groups on lost nodes are visited once for all of them)."""
+        reduced_by = reduced_bytes(self.state)
+        out = {}
+        for container in self.state.containers():
+            watch = self.watch.get(container.name, ContainerWatch())
+            reduced = reduced_by.get(container.name, 0)
+            rate = watch.rate()
+            out[container.name] = {
+                "reduced_resiliency_bytes": reduced,
+                "rebuild_bytes_per_s": round(rate),
+                "rebuild_eta_s": round(reduced / rate, 1) if reduced and rate > 0 else None,
+                "reduced_resiliency_seconds": round(watch.reduced_seconds, 1),
+            }
+        return out

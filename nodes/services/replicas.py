@@ -15,10 +15,17 @@ from typing import Any
 
 from fabric import limits
 from fabric.errors import FabricError, InsufficientStorage, Unavailable, from_code
+from fabric.extents import codec
 from fabric.metadata.commands import NewEgroup, RegisterIntents
 from fabric.metadata.records import EgroupIntent, StripMember
 from fabric.ports import PeerUnreachable, Transport
-from fabric.wire.messages import AppendExtents, AppendReply, DeleteEgroupFiles, ReadExtent
+from fabric.wire.messages import (
+    AppendExtents,
+    AppendReply,
+    DeleteEgroupFiles,
+    ExtentData,
+    ReadExtent,
+)
 from nodes.services.metadata import MetadataService
 from nodes.services.storage import StorageService
 
@@ -86,6 +93,27 @@ class ReplicaClient:
         if any(o != offsets[0] for o in offsets):
             raise Unavailable(f"replicas of {eg.egid} disagree on offsets")
         return list(offsets[0])
+
+    async def good_copy(
+        self, egid: str, offset: int, length: int, checksum: int, nodes: Iterable[str]
+    ) -> tuple[bytes, str, list[str]]:
+        """The stored bytes ``[offset, offset + length)`` of ``egid`` from the first of
+        ``nodes`` whose copy passes ``checksum``: (bytes, that node, what the others said).
+        Raises ``Unavailable`` naming each node's problem when none has a good copy."""
+        problems: list[str] = []
+        for node in nodes:
+            try:
+                reply = await self.call_storage(node, ReadExtent(egid, offset, length))
+            except (PeerUnreachable, FabricError) as exc:
+                problems.append(f"{node}: {exc}")
+                continue
+            assert isinstance(reply, ExtentData)
+            if len(reply.data) == length and codec.checksum(reply.data) == checksum:
+                return reply.data, node, problems
+            problems.append(f"{node}: bad copy")
+        raise Unavailable(
+            f"no good copy of {egid} at {offset}+{length}: " + ("; ".join(problems) or "no copy")
+        )
 
     async def call_storage(self, node: str, msg: Any) -> Any:
         if node == self.node_id:

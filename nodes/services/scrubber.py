@@ -38,7 +38,6 @@ from fabric.ports import Clock, Offload, PeerUnreachable
 from fabric.wire.messages import (
     EgroupStat,
     ExtentCheck,
-    ExtentData,
     ReadExtent,
     RepairExtent,
     StatEgroup,
@@ -282,25 +281,18 @@ class Scrubber:
         return source
 
     async def _good_copy(self, eg: EgroupRecord, ext: ExtentRecord) -> tuple[bytes, str]:
-        errors = []
-        for node in eg.replicas:
-            if node == self.node_id:
-                continue
-            try:
-                reply = await self.replicas.call_storage(
-                    node, ReadExtent(eg.egid, ext.offset, ext.stored_len)
-                )
-            except (PeerUnreachable, FabricError) as exc:
-                errors.append(f"{node}: {exc}")
-                continue
-            assert isinstance(reply, ExtentData)
-            if codec.checksum(reply.data) == ext.checksum:
-                return reply.data, f"the copy on {node}"
-            errors.append(f"{node}: also bad")
-        if eg.strip:
-            self.strips.forget(eg)  # a window cached before the flip was found is suspect
-            data = await self.strips.read_degraded(eg, ext.offset, ext.stored_len)
-            if codec.checksum(data) == ext.checksum:
-                return data, f"strip {eg.strip}"
-            errors.append(f"strip {eg.strip}: rebuilt bytes fail the checksum")
-        raise Unavailable("no good copy: " + ("; ".join(errors) or "no other copy"))
+        others = [n for n in eg.replicas if n != self.node_id]
+        try:
+            good, node, _ = await self.replicas.good_copy(
+                eg.egid, ext.offset, ext.stored_len, ext.checksum, others
+            )
+            return good, f"the copy on {node}"
+        except Unavailable as exc:
+            if not eg.strip:
+                raise
+            why = str(exc)
+        self.strips.forget(eg)  # a window cached before the flip was found is suspect
+        data = await self.strips.read_degraded(eg, ext.offset, ext.stored_len)
+        if codec.checksum(data) == ext.checksum:
+            return data, f"strip {eg.strip}"
+        raise Unavailable(f"{why}; strip {eg.strip}: rebuilt bytes fail the checksum")

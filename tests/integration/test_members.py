@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,8 +25,10 @@ def agree(cluster: Cluster, view: dict[str, Any]) -> None:
 
 
 def held(cluster: Cluster, node: str) -> int:
-    out = cluster.fabric("node", "drain", node, "--json", "--undo").stdout  # no-op: not draining
-    return int(json.loads(out)["groups"])
+    """Groups ``node`` holds, read from the drain endpoint (GET changes nothing)."""
+    url = load_config(str(cluster.dir / "cluster.toml")).nodes[0].url
+    with urllib.request.urlopen(f"{url}/api/v1/nodes/{node}/drain", timeout=10) as resp:
+        return int(json.load(resp)["groups"])
 
 
 def test_a_node_joins_as_a_voter_gets_data_and_another_leaves(
