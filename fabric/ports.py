@@ -14,6 +14,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from fabric.keys import ClusterKeys
+
 
 class Clock(Protocol):
     def now(self) -> float:
@@ -176,3 +178,6 @@ class Runtime:
     """URL import's HTTP client (None: this runtime refuses URL imports)."""
     spill_factory: Callable[[], Any] | None = None
     """The image readers' spill area (None: in memory, bounded by the readers' limits)."""
+    keys: ClusterKeys | None = None
+    """Keys derived from the cluster secret (None: a runtime for one part's benchmark,
+    with no secret; content ids are then unkeyed)."""

@@ -21,6 +21,7 @@ the metadata once a run has settled.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 from collections.abc import Callable, Coroutine
 from dataclasses import replace
@@ -39,6 +40,7 @@ from fabric.consensus.types import (
     VoteResponse,
 )
 from fabric.consensus.wal import decode_snapshot, decode_wal
+from fabric.keys import ClusterKeys
 from fabric.ports import Runtime
 from fabric.sim.checkers import DiskAudit, DiskMismatch, RaftChecker, SafetyViolation, check_disks
 from fabric.sim.disk import SimDisk
@@ -85,6 +87,8 @@ class SimCluster:
         }
         self.http = SimHttp(self.clock)
         """The URL sources every node's imports read from."""
+        self.keys = ClusterKeys(hashlib.sha256(f"simulated cluster {seed}".encode()).digest())
+        """The cluster secret, a function of the seed (not a draw: the seed's runs stay)."""
         self.nodes: dict[str, Node] = {}
         self.checker = RaftChecker()
         self.violation: SafetyViolation | None = None
@@ -151,6 +155,7 @@ class SimCluster:
             transport=transport,
             disks=list(self.disks[node_id]),
             fetcher=self.http,
+            keys=self.keys,
         )
         node = Node(self.config, node_id, runtime, self.observer, self.snapshot_every_entries)
         holder.append(node)
