@@ -198,6 +198,14 @@ class NodeCollector(Collector):
         )
         c.add_metric([node.id], node.metadata.commits)
         yield c
+        refused = CounterMetricFamily(
+            "fabric_peer_requests_refused",
+            "Node-to-node requests refused by authentication, by the check that failed",
+            labels=["node", "check"],
+        )
+        for check, count in sorted(getattr(node.runtime.transport, "refused", {}).items()):
+            refused.add_metric([node.id, check], count)
+        yield refused
         states = GaugeMetricFamily(
             "fabric_node_up", "1 if the node is UP in the replicated metadata", labels=["peer"]
         )

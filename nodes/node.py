@@ -135,6 +135,7 @@ class Node:
             self.replicas,
             self.reader,
             work,
+            runtime.keys.dedup_key if runtime.keys is not None else None,
         )
         self.inflight = GroupsInFlight()
         self.ec = EcService(

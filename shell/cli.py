@@ -193,6 +193,37 @@ def cmd_kv(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- access ---------------------------------------------------------------------------------
+def cmd_token(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with _connect(args) as client:
+            if args.token_cmd == "create":
+                return await client.create_token(args.name, args.role)
+            if args.token_cmd == "list":
+                return await client.tokens()
+            await client.revoke_token(args.id)
+            return {"id": args.id, "revoked": True}
+
+    result = _run(go())
+    if args.json:
+        _print_json(result)
+    elif args.token_cmd == "create":
+        print(result["token"])
+        print(
+            f"token {result['id']} for {result['name']!r}, role {result['role']}: shown only "
+            "now; use it as FABRIC_TOKEN or 'Authorization: Bearer <token>'",
+            file=sys.stderr,
+        )
+    elif args.token_cmd == "list":
+        print(f"{'ID':<14}{'ROLE':<11}{'STATE':<9}NAME")
+        for t in result:
+            state = "revoked" if t["revoked"] else "active"
+            print(f"{t['id']:<14}{t['role']:<11}{state:<9}{t['name']}")
+    else:
+        print(f"revoked token {args.id}")
+    return 0
+
+
 # --- healing --------------------------------------------------------------------------------
 def cmd_rebuild(args: argparse.Namespace) -> int:
     async def go() -> Any:
@@ -755,6 +786,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--secret", help="the cluster secret file (default: cluster.secret beside the config)"
     )
     run.set_defaults(fn=cmd_node_run)
+
+    tk = sub.add_parser("token", help="API tokens: create, list, revoke").add_subparsers(
+        dest="token_cmd", required=True
+    )
+    tc = tk.add_parser("create", parents=[common], help="a new token (printed once)")
+    tc.add_argument("name", help="who or what it is for")
+    tc.add_argument("--role", choices=("read-only", "operator", "admin"), default="read-only")
+    tk.add_parser("list", parents=[common], help="every token (never the secret part)")
+    tk.add_parser("revoke", parents=[common], help="revoke a token at once").add_argument("id")
+    for parser in tk.choices.values():
+        parser.set_defaults(fn=cmd_token)
 
     kv = sub.add_parser("kv", help="the metadata key space").add_subparsers(
         dest="kv_cmd", required=True

@@ -321,6 +321,20 @@ class FabricClient:
         answer = await self.request("PUT", f"/api/v1/kv/{key}", json=body)
         return int(answer["version"])
 
+    async def create_token(self, name: str, role: str) -> dict[str, Any]:
+        """A new token (shown once, in the answer's ``token``)."""
+        body = {"name": name, "role": role}
+        answer: dict[str, Any] = await self.request("POST", "/api/v1/tokens", json=body)
+        return answer
+
+    async def tokens(self) -> list[dict[str, Any]]:
+        answer: dict[str, Any] = await self.request("GET", "/api/v1/tokens")
+        listed: list[dict[str, Any]] = answer["tokens"]
+        return listed
+
+    async def revoke_token(self, token_id: str) -> None:
+        await self.request("DELETE", f"/api/v1/tokens/{token_id}")
+
     async def kv_get(self, key: str) -> dict[str, Any]:
         item: dict[str, Any] = await self.request("GET", f"/api/v1/kv/{key}")
         return item
