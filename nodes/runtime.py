@@ -539,10 +539,10 @@ async def _follow(
     hop = first.with_user(None)
     for _ in range(limits.IMPORT_MAX_REDIRECTS + 1):
         _check_hop(guard, hop)
-        same_origin = hop.origin() == first.with_user(None).origin()
-        resp = await session.get(
-            hop, headers=headers, auth=auth if same_origin else None, allow_redirects=False
-        )
+        sent = dict(headers)
+        if auth is not None and hop.origin() == first.with_user(None).origin():
+            sent["Authorization"] = auth.encode()
+        resp = await session.get(hop, headers=sent, allow_redirects=False)
         location = resp.headers.get("Location")
         if resp.status not in _REDIRECTS or location is None:
             return resp
