@@ -5,10 +5,13 @@ every resolution. Nothing here connects anywhere but loopback."""
 from __future__ import annotations
 
 import base64
+import ipaddress
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from typing import Any
 
+import aiohappyeyeballs
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -19,6 +22,24 @@ from nodes.runtime import HttpFetcher
 from scripts.benchkit import free_ports
 
 DATA = bytes(range(256)) * 1024
+
+
+@pytest.fixture(autouse=True)
+def loopback_only(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every connection the client attempts, checked to be on loopback before it is made:
+    were the guard broken, these tests would fail here instead of reaching 10.1.2.3."""
+    attempted: list[str] = []
+    real = aiohappyeyeballs.start_connection
+
+    async def start_connection(addr_infos: Any, **kwargs: Any) -> socket.socket:
+        for info in addr_infos:
+            address = info[4][0]
+            attempted.append(address)
+            assert ipaddress.ip_address(address).is_loopback, f"connecting to {address}"
+        return await real(addr_infos, **kwargs)
+
+    monkeypatch.setattr(aiohappyeyeballs, "start_connection", start_connection)
+    return attempted
 
 
 class MapResolver(AbstractResolver):
@@ -141,7 +162,9 @@ async def test_a_name_resolving_to_a_private_address_is_refused_before_connectin
     assert resolver.asked == ["mirror.example"] and servers.hits == []
 
 
-async def test_only_the_allowed_addresses_of_a_name_are_connected_to(servers: Servers) -> None:
+async def test_only_the_allowed_addresses_of_a_name_are_connected_to(
+    servers: Servers, loopback_only: list[str]
+) -> None:
     # 10.1.2.3 comes first: were it not dropped, the connection would go there.
     resolver = MapResolver({"mixed.example": [["10.1.2.3", "127.0.0.1"]]})
     fetcher = HttpFetcher(resolver)
@@ -149,6 +172,7 @@ async def test_only_the_allowed_addresses_of_a_name_are_connected_to(servers: Se
         fetcher, f"http://mixed.example:{servers.source}/disk.img", guard(servers, "127.0.0.1")
     )
     assert got == (200, DATA) and servers.hits == ["source/disk.img"]
+    assert loopback_only == ["127.0.0.1"]
 
 
 async def test_every_connection_resolves_and_checks_again(servers: Servers) -> None:
