@@ -69,6 +69,9 @@ class ClusterConfig:
     """``[rebuild]``: until changed at runtime (``fabric rebuild``)."""
     scrub: ScrubSettings = field(default_factory=ScrubSettings)
     """``[scrub]``: until changed at runtime (``fabric scrub``)."""
+    public_paths: tuple[str, ...] = ()
+    """``[auth] public``: paths served without a token (``/metrics``, ``/api/v1/health``),
+    for scrapers and load balancers."""
     import_allow: tuple[str, ...] = ()
     """``[import] allow``: host names and address ranges URL import may reach although
     they are not public (``fabric.urlguard``); the cluster's own nodes stay refused."""
@@ -303,6 +306,7 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
         raise src.error("containers", "must be a list of [[containers]] tables")
     rebuild = _parse_settings(src, raw.get("rebuild", {}), "rebuild", RebuildSettings())
     scrub = _parse_settings(src, raw.get("scrub", {}), "scrub", ScrubSettings())
+    public = _parse_auth(src, raw.get("auth", {}))
     import_allow = _parse_import(src, raw.get("import", {}))
     return ClusterConfig(
         name,
@@ -315,8 +319,28 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
         cluster_id,
         rebuild,
         scrub,
+        public,
         import_allow,
     )
+
+
+OPENABLE_PATHS = ("/metrics", "/api/v1/health")
+"""The only paths ``[auth] public`` may open (``fabric.tokens.OPENABLE_PATHS``)."""
+
+
+def _parse_auth(src: _Source, auth: Any) -> tuple[str, ...]:
+    if not isinstance(auth, dict):
+        raise src.error("auth", "must be a table")
+    unknown = sorted(set(auth) - {"public"})
+    if unknown:
+        raise src.error(f"auth.{unknown[0]}", "unknown setting", "auth")
+    public = _get(src, auth, "public", list, [], "auth.", "auth")
+    for path in public:
+        if path not in OPENABLE_PATHS:
+            raise src.error(
+                "auth.public", f"{path!r}: only {', '.join(OPENABLE_PATHS)} may be opened", "auth"
+            )
+    return tuple(public)
 
 
 def _check_unique(src: _Source, nodes: tuple[NodeConfig, ...]) -> None:
@@ -381,6 +405,11 @@ def render_config(cfg: ClusterConfig) -> str:
         "",
         "[scrub]",
         *_settings_lines(cfg.scrub),
+        *(
+            ["", "[auth]", "public = [" + ", ".join(f'"{p}"' for p in cfg.public_paths) + "]"]
+            if cfg.public_paths
+            else []
+        ),
         "",
         "[import]",
         "allow = [" + ", ".join(_toml_value(a) for a in cfg.import_allow) + "]",

@@ -17,6 +17,20 @@ MAX_RPC_BATCH_MESSAGES = 512
 PEER_OUTBOX_MESSAGES = 4096
 """Queued one-way messages per peer; beyond it the oldest are dropped (Raft retries)."""
 
+# --- authentication ----------------------------------------------------------------------
+PEER_CLOCK_SKEW_S = 60.0
+"""How far a signed node-to-node request's timestamp may be from the receiver's wall clock.
+Hosts kept by NTP agree within milliseconds; a minute tolerates a host without it while
+bounding how long a captured request stays worth replaying (and how many nonces to keep)."""
+PEER_NONCES_KEPT = 200_000
+"""Nonces remembered for replay protection (about 100 bytes each: 20 MB at most). A busy
+node signs a few thousand requests a second, so this covers the skew window at that rate;
+past it the oldest are forgotten and requests signed before them are refused."""
+MAX_TOKENS = 10_000
+"""API tokens one cluster keeps (revoked ones count: they stay listed)."""
+PEER_REFUSAL_LOG_EVERY_S = 10.0
+"""At most one log line per interval for refused peer requests (a flood must not fill disks)."""
+
 # --- metadata / consensus ----------------------------------------------------------------
 MAX_COMMAND_BYTES = 4 * MiB
 """Largest single metadata command."""
