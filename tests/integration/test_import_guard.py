@@ -132,12 +132,14 @@ def test_url_credentials_are_used_but_never_shown(
     assert source.seen == [("/disk.img", "Basic YWxpY2U6cHctOGQxZjJi")]  # alice:pw-8d1f2b
     shown = json.loads(out)["source_url"]
     assert shown == source.url("/disk.img?token=REDACTED")
+    logs = list(Path(cluster.dir, "nodes").glob("*/node.log"))
+    assert logs, "no node log found"
     texts = [
         out,
         err,
         cluster.fabric("image", "show", "private").stdout,
         cluster.fabric("image", "list", "--json").stdout,
-        *(p.read_text() for p in Path(cluster.dir, "nodes").glob("*/node.log")),
+        *(p.read_text() for p in logs),
     ]
     for secret in ("pw-8d1f2b", "tok-5e3c7a", "alice"):
         assert not [t for t in texts if secret in t], secret
