@@ -13,6 +13,7 @@ from typing import Any
 
 from fabric import limits
 from fabric.metadata.records import RebuildSettings, ScrubSettings
+from fabric.urlguard import allow_entry_problem
 
 
 class ConfigError(Exception):
@@ -71,6 +72,9 @@ class ClusterConfig:
     public_paths: tuple[str, ...] = ()
     """``[auth] public``: paths served without a token (``/metrics``, ``/api/v1/health``),
     for scrapers and load balancers."""
+    import_allow: tuple[str, ...] = ()
+    """``[import] allow``: host names and address ranges URL import may reach although
+    they are not public (``fabric.urlguard``); the cluster's own nodes stay refused."""
 
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:
@@ -91,8 +95,13 @@ class _Source:
         self.lines = text.splitlines()
         self.origin = origin
 
-    def error(self, key: str, problem: str, table: str = "", nth: int = 0) -> ConfigError:
+    def error(
+        self, key: str, problem: str, table: str = "", nth: int = 0, value: str = ""
+    ) -> ConfigError:
+        """``value``: the text of a list entry at fault, found on or after the key's line."""
         line = self._line_of(key.rsplit(".", 1)[-1], table, nth)
+        if line is not None and value:
+            line = self._line_with(value, line)
         where = f"{self.origin}:{line}" if line else self.origin
         return ConfigError(f"{where}: {key}: {problem}")
 
@@ -111,6 +120,12 @@ class _Source:
             if inside and assign.match(text):
                 return number
         return None
+
+    def _line_with(self, value: str, start: int) -> int:
+        for number in range(start, len(self.lines) + 1):
+            if value in self.lines[number - 1]:
+                return number
+        return start
 
 
 def _get(
@@ -235,6 +250,22 @@ def _parse_settings(src: _Source, raw: Any, table: str, default: Any) -> Any:
     return replace(default, **values)
 
 
+def _parse_import(src: _Source, raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, dict):
+        raise src.error("import", "must be a table")
+    unknown = sorted(set(raw) - {"allow"})
+    if unknown:
+        raise src.error(f"import.{unknown[0]}", "unknown setting", "import")
+    allow = _get(src, raw, "allow", list, [], "import.", "import")
+    if len(allow) > limits.IMPORT_ALLOW_ENTRIES:
+        raise src.error("import.allow", f"at most {limits.IMPORT_ALLOW_ENTRIES} entries", "import")
+    for entry in allow:
+        problem = allow_entry_problem(entry)
+        if problem is not None:
+            raise src.error("import.allow", problem, "import", value=f'"{entry}"')
+    return tuple(allow)
+
+
 def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
     """Parse and validate a cluster config; raise ConfigError naming key and line."""
     try:
@@ -276,6 +307,7 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
     rebuild = _parse_settings(src, raw.get("rebuild", {}), "rebuild", RebuildSettings())
     scrub = _parse_settings(src, raw.get("scrub", {}), "scrub", ScrubSettings())
     public = _parse_auth(src, raw.get("auth", {}))
+    import_allow = _parse_import(src, raw.get("import", {}))
     return ClusterConfig(
         name,
         nodes,
@@ -288,6 +320,7 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
         rebuild,
         scrub,
         public,
+        import_allow,
     )
 
 
@@ -377,6 +410,9 @@ def render_config(cfg: ClusterConfig) -> str:
             if cfg.public_paths
             else []
         ),
+        "",
+        "[import]",
+        "allow = [" + ", ".join(_toml_value(a) for a in cfg.import_allow) + "]",
     ]
     for node in cfg.nodes:
         lines += [

@@ -94,6 +94,9 @@ IMPORT_MAX_REDIRECTS = 5
 IMPORT_MAX_RESUMES = 5
 IMPORT_RESUME_BACKOFF_S = 0.5
 """Wait before resume number n: n times this."""
+IMPORT_ALLOW_ENTRIES = 256
+"""``[import] allow`` entries: every fetch checks each address against all of them, and a
+list longer than this is better written as a few wider ranges."""
 
 # --- client -------------------------------------------------------------------------------
 CLIENT_CONNECT_TIMEOUT_S = 2.0

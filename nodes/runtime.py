@@ -20,12 +20,15 @@ import contextlib
 import errno
 import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
 from fabric import limits, peerauth
 from fabric.config import ClusterConfig
@@ -41,6 +44,7 @@ from fabric.ports import (
     SourceFailed,
     SourceHead,
 )
+from fabric.urlguard import Refusal, UrlGuard, host_target
 from fabric.wire.codec import (
     MAX_BULK_PARTS,
     WireError,
@@ -480,41 +484,89 @@ def _part_sizes(layout: str, content_length: int | None) -> list[int]:
     return sizes
 
 
-class HttpFetcher:
-    """URL import's reads over real sockets (aiohttp), mapped onto the fetch port's errors."""
+class GuardedResolver(AbstractResolver):
+    """Resolves through ``inner`` and gives aiohttp only the addresses the guard allows,
+    so the addresses checked are the ones connected to (no rebinding in between)."""
 
-    def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
+    def __init__(self, inner: AbstractResolver, guard: UrlGuard) -> None:
+        self.inner = inner
+        self.guard = guard
+        self._knows_nodes = False
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            timeout = aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=limits.IMPORT_CONNECT_TIMEOUT_S,
-                sock_read=limits.IMPORT_STALL_S,
-            )
-            self._session = aiohttp.ClientSession(timeout=timeout)
-        return self._session
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        await self._learn_node_addresses()
+        found = await self.inner.resolve(host, port, family)
+        admitted = self.guard.admit(host_target(host, port), [r["host"] for r in found])
+        if isinstance(admitted, Refusal):
+            raise SourceFailed(admitted.message)
+        return [r for r in found if r["host"] in admitted]
+
+    async def _learn_node_addresses(self) -> None:
+        """Nodes named by host name are recognised by their addresses too."""
+        if self._knows_nodes:
+            return
+        resolved: dict[str, list[str]] = {}
+        for name in sorted(self.guard.node_names()):
+            try:
+                found = await self.inner.resolve(name, 0, socket.AF_UNSPEC)
+            except OSError:
+                continue  # a node name that does not resolve cannot be connected to either
+            resolved[name] = [r["host"] for r in found]
+        self.guard = self.guard.knowing(resolved)
+        self._knows_nodes = True
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        pass  # the inner resolver is the fetcher's, shared by its requests
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class HttpFetcher:
+    """URL import's reads over real sockets (aiohttp), mapped onto the fetch port's errors.
+
+    Each request gets its own connector whose resolver is guarded, and follows redirects
+    itself, checking every hop: the guard sees every address before a connection is made
+    to it. ``resolver`` is injectable so tests decide what a name resolves to.
+    """
+
+    def __init__(self, resolver: AbstractResolver | None = None) -> None:
+        self._resolver = resolver
+
+    async def close(self) -> None:
+        if self._resolver is not None:
+            await self._resolver.close()
+
+    def _session(self, guard: UrlGuard) -> aiohttp.ClientSession:
+        if self._resolver is None:
+            self._resolver = aiohttp.DefaultResolver()  # needs the running loop
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=limits.IMPORT_CONNECT_TIMEOUT_S,
+            sock_read=limits.IMPORT_STALL_S,
+        )
+        # No DNS cache and no pooled connection outlive this request's checks; no proxy
+        # from the environment (it would connect for us, unchecked).
+        connector = aiohttp.TCPConnector(
+            resolver=GuardedResolver(self._resolver, guard), use_dns_cache=False
+        )
+        return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False)
 
     @contextlib.asynccontextmanager
     async def get(
-        self, url: str, offset: int
+        self, url: str, offset: int, guard: UrlGuard
     ) -> AsyncIterator[tuple[SourceHead, AsyncIterator[bytes]]]:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
-            async with self._client().get(
-                url, headers=headers, max_redirects=limits.IMPORT_MAX_REDIRECTS
-            ) as resp:
-                head = SourceHead(resp.status, resp.reason or "", resp.content_length)
-                yield head, _chunks(resp)
-        except aiohttp.TooManyRedirects:
-            raise SourceFailed(f"more than {limits.IMPORT_MAX_REDIRECTS} redirects") from None
-        except aiohttp.InvalidURL as exc:
-            raise SourceFailed(f"invalid URL: {exc}") from None
+            async with self._session(guard) as session:
+                resp = await _follow(session, url, headers, guard)
+                async with resp:
+                    head = SourceHead(resp.status, resp.reason or "", resp.content_length)
+                    yield head, _chunks(resp)
+        except aiohttp.InvalidURL:
+            raise SourceFailed("invalid URL") from None
         except aiohttp.ClientConnectorError as exc:
             raise SourceFailed(f"cannot connect: {exc}") from None
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
@@ -523,6 +575,48 @@ class HttpFetcher:
             raise SourceDropped(str(exc)) from None
         except TimeoutError:
             raise SourceDropped(f"stalled: no bytes for {limits.IMPORT_STALL_S:g} s") from None
+
+
+async def _follow(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str], guard: UrlGuard
+) -> aiohttp.ClientResponse:
+    """The response at the end of ``url``'s redirects, each hop checked before it is
+    requested. Credentials in the URL go only to hops on the URL's own origin."""
+    try:
+        first = URL(url)
+    except ValueError:
+        raise SourceFailed("invalid URL") from None
+    auth = aiohttp.BasicAuth.from_url(first)
+    hop = first.with_user(None)
+    for _ in range(limits.IMPORT_MAX_REDIRECTS + 1):
+        _check_hop(guard, hop)
+        sent = dict(headers)
+        if auth is not None and hop.origin() == first.with_user(None).origin():
+            sent["Authorization"] = auth.encode()
+        resp = await session.get(hop, headers=sent, allow_redirects=False)
+        location = resp.headers.get("Location")
+        if resp.status not in _REDIRECTS or location is None:
+            return resp
+        resp.release()
+        try:
+            hop = hop.join(URL(location))
+        except ValueError:
+            raise SourceFailed("a redirect to an invalid URL") from None
+    raise SourceFailed(f"more than {limits.IMPORT_MAX_REDIRECTS} redirects")
+
+
+def _check_hop(guard: UrlGuard, hop: URL) -> None:
+    """The guard's check of a hop's URL, and of its address when the host is written as
+    one: aiohttp connects to those without asking the resolver."""
+    target = guard.check_url(str(hop))
+    if isinstance(target, Refusal):
+        raise SourceFailed(target.message)
+    host = hop.raw_host or ""
+    # aiohttp's own test for "this host is an address" (aiohttp.helpers.is_ip_address).
+    if ":" in host or host.replace(".", "").isdigit():
+        refusal = guard.check_address(host_target(host, target.port), host)
+        if refusal is not None:
+            raise SourceFailed(refusal.message)
 
 
 async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
