@@ -160,6 +160,7 @@ class Node:
             runtime.spill_factory or MemorySpill,
             reader_limits or ReaderLimits(),
             runtime.fetcher,
+            config.limits.pending_image_ttl_s,
         )
         self.events = EventLog(node_id, clock, self.metadata)
         self.copier = Copier(node_id, self.storage, self.replicas)
