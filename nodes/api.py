@@ -102,6 +102,7 @@ async def get_health(request: web.Request) -> web.Response:
             "applied_index": node.metadata.state.applied_index,
             "problems": node.problems(),
             "task_restarts": node.restarts,
+            "conversions": node.images.converting,
         }
     )
 

@@ -238,6 +238,11 @@ class ImageService:
         """PENDING images no upload claimed: how long each record has stayed unchanged."""
         self.expired = 0
 
+    @property
+    def converting(self) -> int:
+        """Uploads and imports holding one of this node's ``MAX_INGESTS`` slots."""
+        return len(self._busy)
+
     # --- catalog ----------------------------------------------------------------------------
     def image(self, ref: str) -> ImageRecord:
         record = self.metadata.state.image_by_ref(ref)
