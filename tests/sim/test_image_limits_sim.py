@@ -68,6 +68,7 @@ def test_an_upload_that_never_came_expires_and_a_slow_one_does_not() -> None:
         sim.run(sim.sleep(2 * TTL_S))  # well past the TTL: the claimed image stays
         assert state(slow["id"]) == "PENDING", f"seed {SEED}: an upload under way expired"
         resume.set()
+
         async def finished() -> dict[str, Any]:
             return await upload
 
