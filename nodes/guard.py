@@ -22,10 +22,10 @@ aiohttp parses the requests; these guards bound what one client can hold meanwhi
   cluster is refused at once past ``connections_per_client`` (a 503
   ``too_many_connections`` written before anything is read, then closed). A node's own
   address (on one host every local client shares 127.0.0.1 with the nodes) has its
-  connections sorted by their first request: ``/internal/`` ones are node links,
-  counted apart and never refused, so no client can starve the cluster's own traffic;
-  the others count against the address's client budget, and one past it is answered
-  503 and closed.
+  connections sorted by their requests: one that only ever carried ``/internal/``
+  requests is a node link, counted apart and never refused, so no client can starve
+  the cluster's own traffic; one that carries any other request counts against the
+  address's client budget from then on, and one past it is answered 503 and closed.
 """
 
 from __future__ import annotations
@@ -138,14 +138,16 @@ class ConnectionGuard:
         return True
 
     def sort(self, transport: asyncio.BaseTransport, internal: bool) -> bool:
-        """A request arrived on ``transport``: the first one on a connection from a node's
-        address says what the connection is. False: a client connection over budget."""
+        """A request arrived on ``transport``: on a connection from a node's address it says
+        what the connection is. False: a client connection over budget."""
         conn = self._conns.get(transport)
-        if conn is None or conn.kind != UNSORTED:
+        if conn is None or conn.kind == CLIENT:
             return True
         if internal:
             conn.kind = NODE_LINK
             return True
+        # A client request on a connection that passed for a node link (or on a new
+        # one): from now on it is a client's, counted (nodes send only /internal/).
         if self._clients[conn.address] >= self.per_client:
             self.refused += 1
             return False

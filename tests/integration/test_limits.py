@@ -232,7 +232,10 @@ def test_one_address_holds_at_most_its_cap_and_node_links_are_apart(node: int) -
     link = connect(node)  # a node-to-node request: counted apart, never refused for the cap
     link.sendall(head("POST", "/internal/v1/call", length=0))
     got = answer(link, 2)
-    link.close()
     assert got.startswith(b"HTTP/1.1 ") and b"too_many_connections" not in got, got
+    link.sendall(head("GET", "/api/v1/health"))  # passing for a link does not evade the cap
+    got = answer(link, 2)
+    link.close()
+    assert got.startswith(b"HTTP/1.1 503") and b"too_many_connections" in got, got
     for sock in local:
         sock.close()
