@@ -54,6 +54,22 @@ class Timeouts:
 
 
 @dataclass(frozen=True, slots=True)
+class ServeLimits:
+    """``[limits]``: how long a node waits on a client, how many connections one may hold,
+    how long a created image may wait for its upload.
+
+    Each is a node's local behaviour (its HTTP server, the leader's scanner), never a
+    decision every node must make alike, so a config may change them; the quotas the
+    state machine enforces (kv bytes, PENDING images) are constants in ``fabric.limits``.
+    """
+
+    header_timeout_s: float = limits.HTTP_HEADER_TIMEOUT_S
+    body_idle_s: float = limits.HTTP_BODY_IDLE_S
+    connections_per_client: int = limits.HTTP_CONNECTIONS_PER_CLIENT
+    pending_image_ttl_s: float = limits.PENDING_IMAGE_TTL_S
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterConfig:
     name: str
     nodes: tuple[NodeConfig, ...]
@@ -75,6 +91,8 @@ class ClusterConfig:
     import_allow: tuple[str, ...] = ()
     """``[import] allow``: host names and address ranges URL import may reach although
     they are not public (``fabric.urlguard``); the cluster's own nodes stay refused."""
+    limits: ServeLimits = field(default_factory=ServeLimits)
+    """``[limits]``: idle timeouts, connections per client, PENDING image expiry."""
 
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:
@@ -225,11 +243,15 @@ _SETTINGS_BOUNDS: dict[str, tuple[float, float]] = {
     "bytes_per_s": (0, 1 << 50),
     "per_node": (1, 64),
     "cycle_s": (1, 365 * 86_400),
+    "header_timeout_s": (0.1, 3600),
+    "body_idle_s": (0.1, 3600),
+    "connections_per_client": (1, 65_536),
+    "pending_image_ttl_s": (1, 30 * 86_400),
 }
 
 
 def _parse_settings(src: _Source, raw: Any, table: str, default: Any) -> Any:
-    """``[rebuild]`` or ``[scrub]``: numbers within bounds, defaults for the rest."""
+    """``[rebuild]``, ``[scrub]`` or ``[limits]``: numbers within bounds, defaults for the rest."""
     if not isinstance(raw, dict):
         raise src.error(table, "must be a table")
     values: dict[str, Any] = {}
@@ -308,6 +330,7 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
     scrub = _parse_settings(src, raw.get("scrub", {}), "scrub", ScrubSettings())
     public = _parse_auth(src, raw.get("auth", {}))
     import_allow = _parse_import(src, raw.get("import", {}))
+    serve = _parse_settings(src, raw.get("limits", {}), "limits", ServeLimits())
     return ClusterConfig(
         name,
         nodes,
@@ -321,6 +344,7 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
         scrub,
         public,
         import_allow,
+        serve,
     )
 
 
@@ -413,6 +437,9 @@ def render_config(cfg: ClusterConfig) -> str:
         "",
         "[import]",
         "allow = [" + ", ".join(_toml_value(a) for a in cfg.import_allow) + "]",
+        "",
+        "[limits]",
+        *_settings_lines(cfg.limits),
     ]
     for node in cfg.nodes:
         lines += [

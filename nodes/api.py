@@ -20,7 +20,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from fabric import limits
-from fabric.errors import BadRequest, Conflict, FabricError, NotFound, from_code
+from fabric.errors import BadRequest, Conflict, FabricError, NotFound, TooLarge, from_code
+from fabric.metadata import keys
 from fabric.metadata.commands import Delete, Put
 from nodes.node import Node
 from nodes.services.accounting import container_views
@@ -102,6 +103,7 @@ async def get_health(request: web.Request) -> web.Response:
             "applied_index": node.metadata.state.applied_index,
             "problems": node.problems(),
             "task_restarts": node.restarts,
+            "conversions": node.images.converting,
         }
     )
 
@@ -139,8 +141,9 @@ async def put_kv(request: web.Request) -> web.Response:
     expect = body.get("expect_version")
     if expect is not None and (not isinstance(expect, int) or expect < 0):
         raise BadRequest("expect_version must be a non-negative integer")
-    if len(json.dumps(body["value"])) > limits.MAX_VALUE_BYTES:
-        raise BadRequest(f"value larger than {limits.MAX_VALUE_BYTES} bytes")
+    # The state machine refuses it too (and the total quota); this answers at once.
+    if keys.kv_value_bytes(body["value"]) > limits.MAX_VALUE_BYTES:
+        raise TooLarge(f"value larger than {limits.MAX_VALUE_BYTES} bytes as JSON")
     result = await node.metadata.propose(Put(key, body["value"], expect))
     if not result.ok:
         raise _refusal(result.code, result.message)

@@ -35,6 +35,7 @@ from nodes.api_data import routes as data_routes
 from nodes.api_healing import routes as healing_routes
 from nodes.api_images import routes as image_routes
 from nodes.api_members import routes as member_routes
+from nodes.guard import GUARD, ConnectionGuard, NodeAddresses, guard_middleware
 from nodes.node import Node
 from nodes.runtime import FileDisk, HttpFetcher, HttpTransport, RealClock, thread_offload
 from nodes.services.images import FileSpill
@@ -87,11 +88,24 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str, keys: Cluste
         ],
         [check_access],
     )
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    guard = ConnectionGuard(
+        NodeAddresses(lambda: (n.host for n in node.membership.nodes())), config.limits
+    )
+    app[GUARD] = guard
+    app.middlewares.append(guard_middleware)  # inside `errors`: a stalled body is answered 408
+    # aiohttp's keep-alive timer is the request-head deadline (see nodes/guard.py).
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=config.limits.header_timeout_s,
+    )
     await runner.setup()
-    site = web.TCPSite(runner, nc.host, nc.port)
+    assert runner.server is not None, "set up above"
+    loop = asyncio.get_running_loop()
     try:
-        await site.start()
+        # Not a TCPSite: every connection goes through the guard, which counts it first.
+        listener = await loop.create_server(guard.factory(runner.server), nc.host, nc.port)
     except OSError as exc:
         log.critical(
             "cannot listen on %s: %s (is another process using this port?)",
@@ -109,11 +123,11 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str, keys: Cluste
             exc,
             disks[0].root,
         )
+        listener.close()
         await runner.cleanup()
         return EXIT_CORRUPT
     log.info("node %s serving on %s (voters %s)", node_id, nc.url, ",".join(config.voters))
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
@@ -121,6 +135,7 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str, keys: Cluste
     await node.stop()
     await transport.close()
     await fetcher.close()
+    listener.close()  # no new connections; the runner closes the open ones
     await runner.cleanup()
     for disk in disks:
         disk.close()

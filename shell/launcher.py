@@ -54,10 +54,12 @@ from fabric.config import (
     render_config,
     sized_config,
 )
-from nodes import secretfile
 
 CONFIG_NAME = "cluster.toml"
 TOKEN_NAME = "admin.token"
+SECRET_NAME = "cluster.secret"
+"""``nodes.secretfile.SECRET_NAME``: spelled here too, so that ``fabric status`` loads
+nothing of the node."""
 POLL_S = 0.1
 EXIT_REASONS = {
     2: "bad config or node id",
@@ -111,7 +113,7 @@ class ClusterDir:
 
     @property
     def secret_path(self) -> str:
-        return os.path.join(self.root, secretfile.SECRET_NAME)
+        return os.path.join(self.root, SECRET_NAME)
 
     @property
     def token_path(self) -> str:
@@ -223,6 +225,8 @@ def prepare(
         import uuid
 
         cfg = replace(cfg, id=uuid.uuid4().hex[:16])
+    from nodes import secretfile
+
     secretfile.make_private_dir(cdir.root)
     write_private(cdir.config_path, render_config(cfg))
     credentials(cdir, say)
@@ -240,6 +244,8 @@ def write_private(path: str, text: str) -> None:
 def credentials(cdir: ClusterDir, say: Callable[[str], None]) -> None:
     """The cluster secret and the first admin token, made once (an older cluster
     directory without them gets them at its next ``up``)."""
+    from nodes import secretfile
+
     if secretfile.create(cdir.secret_path):
         say(f"made the cluster secret {cdir.secret_path} (mode 0600; nodes need it)")
     keys = secretfile.load(cdir.secret_path)
@@ -249,6 +255,8 @@ def credentials(cdir: ClusterDir, say: Callable[[str], None]) -> None:
 
 def spawn(cdir: ClusterDir, node_id: str) -> subprocess.Popen[bytes]:
     import subprocess
+
+    from nodes import secretfile
 
     secretfile.make_private_dir(cdir.node_dir(node_id))
     log_fd = os.open(cdir.log_path(node_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
