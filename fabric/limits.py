@@ -71,6 +71,14 @@ worker threads'."""
 
 # --- HTTP API -----------------------------------------------------------------------------
 MAX_JSON_BODY_BYTES = 1 * MiB
+"""Largest JSON request body, counted as it arrives: Content-Length is not trusted, and
+a chunked body is cut off at the same size."""
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects in a JSON request: no request needs more than
+a few levels, and the parser, msgpack and every walk over a value recurse."""
+MAX_JSON_INT = 2**63 - 1
+"""Largest integer (in magnitude) a JSON request may carry: what msgpack and the
+metadata records store as int64; longer digit strings are refused before conversion."""
 
 # --- URL import ---------------------------------------------------------------------------
 IMPORT_CONNECT_TIMEOUT_S = 10.0
@@ -200,6 +208,11 @@ DISK_LOW_WATER = 0.85
 """...until it is below this again (hysteresis: no flapping at the mark)."""
 EVENTS_PAGE = 1000
 """At most this many events per ``GET /api/v1/events``."""
+MAX_SETTING_DELAY_S = 365 * 86400.0
+"""Longest delay or cycle a setting may ask for (a year): a timer further out than that
+is a typo, and far enough out it no longer fits the event loop's clock."""
+MAX_REBUILD_PER_NODE = 1024
+"""Most rebuild copies a node may be asked to take part in at once."""
 REBUILD_EVERY_S = 0.5
 """The leader's rebuild planner looks for lost copies this often (and on every finish)."""
 REBUILD_WINDOW_BYTES = 4 * MiB

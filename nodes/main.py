@@ -52,6 +52,12 @@ def _lock(node_dir: str) -> int | None:
     return fd
 
 
+def api_routes() -> list[web.RouteDef]:
+    """The /api/v1 routes beyond those of ``build_app`` (every one is in the OpenAPI
+    document: ``tests/unit/test_api_schemas.py``)."""
+    return [*data_routes(), *image_routes(), *healing_routes(), *member_routes()]
+
+
 async def serve(config: ClusterConfig, node_id: str, node_dir: str) -> int:
     nc = config.node(node_id)
     transport = HttpTransport(node_id, config)
@@ -67,10 +73,7 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str) -> int:
         spill_factory=lambda: FileSpill(os.path.join(node_dir, "spill")),
     )
     node = Node(config, node_id, runtime)
-    app = build_app(
-        node,
-        [*transport.routes(), *data_routes(), *image_routes(), *healing_routes(), *member_routes()],
-    )
+    app = build_app(node, [*transport.routes(), *api_routes()])
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
     site = web.TCPSite(runner, nc.host, nc.port)
