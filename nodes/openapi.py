@@ -438,6 +438,9 @@ def _responses(op: Operation) -> dict[str, Any]:
         statuses.add(416)
     for status in sorted(statuses):
         out[str(status)] = {"description": _REASONS[status], "content": _errors_json()}
+    # aiohttp's HTTP parser refuses a request line or header over 8 KiB before any route
+    # or middleware sees it, in plain text.
+    out["400"]["content"] = {**_errors_json(), "text/plain": {}}
     return out
 
 
