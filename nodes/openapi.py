@@ -35,7 +35,7 @@ def _name(kind: str) -> Schema:
 
 
 _SECONDS = number(0, limits.MAX_SETTING_DELAY_S)
-_BYTES_PER_S = integer(0, limits.MAX_JSON_INT, description="bytes per second (0: no limit)")
+_BYTES_PER_S = integer(0, limits.MAX_JSON_INT, description="bytes per second; 0: no limit")
 _OFFSET = integer(0, limits.MAX_VDISK_BYTES)
 _NODE_ID = string(
     1,

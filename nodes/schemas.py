@@ -271,9 +271,21 @@ def _check_array(schema: Schema, value: list[Any], where: str) -> None:
 
 
 def describe(schema: Schema) -> str:
-    """What a value must be, in words (the schema's ``description`` if it has one)."""
-    if "description" in schema:
-        return str(schema["description"])
+    """What a value must be, in words.
+
+    A ``description`` replaces the words for a pattern (a regex says little to a user)
+    and is added to them otherwise, so the range always shows.
+    """
+    words = _words(schema)
+    note = schema.get("description")
+    if note is None:
+        return words
+    if "pattern" in schema or "anyOf" in schema or "type" not in schema:
+        return str(note)
+    return f"{words} ({note})"
+
+
+def _words(schema: Schema) -> str:
     if "enum" in schema:
         return "one of " + ", ".join(json.dumps(v) for v in schema["enum"])
     if "anyOf" in schema:
