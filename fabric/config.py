@@ -68,6 +68,9 @@ class ClusterConfig:
     """``[rebuild]``: until changed at runtime (``fabric rebuild``)."""
     scrub: ScrubSettings = field(default_factory=ScrubSettings)
     """``[scrub]``: until changed at runtime (``fabric scrub``)."""
+    public_paths: tuple[str, ...] = ()
+    """``[auth] public``: paths served without a token (``/metrics``, ``/api/v1/health``),
+    for scrapers and load balancers."""
 
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:
@@ -202,12 +205,13 @@ def _timeout_defaults() -> list[tuple[str, int]]:
     return [(name, getattr(t, name)) for name in Timeouts.__dataclass_fields__]
 
 
-_SETTINGS_BOUNDS: dict[str, tuple[float, float]] = {
+SETTINGS_BOUNDS: dict[str, tuple[float, float]] = {
     "delay_s": (0, 7 * 86_400),
     "bytes_per_s": (0, 1 << 50),
     "per_node": (1, 64),
     "cycle_s": (1, 365 * 86_400),
 }
+"""Bounds of the ``[rebuild]`` and ``[scrub]`` settings, in the config and in the API."""
 
 
 def _parse_settings(src: _Source, raw: Any, table: str, default: Any) -> Any:
@@ -216,13 +220,13 @@ def _parse_settings(src: _Source, raw: Any, table: str, default: Any) -> Any:
         raise src.error(table, "must be a table")
     values: dict[str, Any] = {}
     for name in type(default).__dataclass_fields__:
-        if name not in _SETTINGS_BOUNDS:
+        if name not in SETTINGS_BOUNDS:
             continue
         current = getattr(default, name)
         value = raw.get(name, current)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise src.error(f"{table}.{name}", f"must be a number, not {value!r}", table)
-        low, high = _SETTINGS_BOUNDS[name]
+        low, high = SETTINGS_BOUNDS[name]
         if not low <= value <= high:
             raise src.error(f"{table}.{name}", f"must be {low:g}..{high:g}", table)
         values[name] = type(current)(value)
@@ -272,6 +276,7 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
         raise src.error("containers", "must be a list of [[containers]] tables")
     rebuild = _parse_settings(src, raw.get("rebuild", {}), "rebuild", RebuildSettings())
     scrub = _parse_settings(src, raw.get("scrub", {}), "scrub", ScrubSettings())
+    public = _parse_auth(src, raw.get("auth", {}))
     return ClusterConfig(
         name,
         nodes,
@@ -283,7 +288,27 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
         cluster_id,
         rebuild,
         scrub,
+        public,
     )
+
+
+OPENABLE_PATHS = ("/metrics", "/api/v1/health")
+"""The only paths ``[auth] public`` may open (``fabric.tokens.OPENABLE_PATHS``)."""
+
+
+def _parse_auth(src: _Source, auth: Any) -> tuple[str, ...]:
+    if not isinstance(auth, dict):
+        raise src.error("auth", "must be a table")
+    unknown = sorted(set(auth) - {"public"})
+    if unknown:
+        raise src.error(f"auth.{unknown[0]}", "unknown setting", "auth")
+    public = _get(src, auth, "public", list, [], "auth.", "auth")
+    for path in public:
+        if path not in OPENABLE_PATHS:
+            raise src.error(
+                "auth.public", f"{path!r}: only {', '.join(OPENABLE_PATHS)} may be opened", "auth"
+            )
+    return tuple(public)
 
 
 def _check_unique(src: _Source, nodes: tuple[NodeConfig, ...]) -> None:
@@ -348,6 +373,11 @@ def render_config(cfg: ClusterConfig) -> str:
         "",
         "[scrub]",
         *_settings_lines(cfg.scrub),
+        *(
+            ["", "[auth]", "public = [" + ", ".join(f'"{p}"' for p in cfg.public_paths) + "]"]
+            if cfg.public_paths
+            else []
+        ),
     ]
     for node in cfg.nodes:
         lines += [
@@ -375,7 +405,7 @@ def _settings_lines(settings: Any) -> list[str]:
     return [
         f"{name} = {getattr(settings, name)}"
         for name in type(settings).__dataclass_fields__
-        if name in _SETTINGS_BOUNDS
+        if name in SETTINGS_BOUNDS
     ]
 
 

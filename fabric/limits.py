@@ -17,6 +17,20 @@ MAX_RPC_BATCH_MESSAGES = 512
 PEER_OUTBOX_MESSAGES = 4096
 """Queued one-way messages per peer; beyond it the oldest are dropped (Raft retries)."""
 
+# --- authentication ----------------------------------------------------------------------
+PEER_CLOCK_SKEW_S = 60.0
+"""How far a signed node-to-node request's timestamp may be from the receiver's wall clock.
+Hosts kept by NTP agree within milliseconds; a minute tolerates a host without it while
+bounding how long a captured request stays worth replaying (and how many nonces to keep)."""
+PEER_NONCES_KEPT = 200_000
+"""Nonces remembered for replay protection (about 100 bytes each: 20 MB at most). A busy
+node signs a few thousand requests a second, so this covers the skew window at that rate;
+past it the oldest are forgotten and requests signed before them are refused."""
+MAX_TOKENS = 10_000
+"""API tokens one cluster keeps (revoked ones count: they stay listed)."""
+PEER_REFUSAL_LOG_EVERY_S = 10.0
+"""At most one log line per interval for refused peer requests (a flood must not fill disks)."""
+
 # --- metadata / consensus ----------------------------------------------------------------
 MAX_COMMAND_BYTES = 4 * MiB
 """Largest single metadata command."""
@@ -209,10 +223,8 @@ DISK_LOW_WATER = 0.85
 EVENTS_PAGE = 1000
 """At most this many events per ``GET /api/v1/events``."""
 MAX_SETTING_DELAY_S = 365 * 86400.0
-"""Longest delay or cycle a setting may ask for (a year): a timer further out than that
-is a typo, and far enough out it no longer fits the event loop's clock."""
-MAX_REBUILD_PER_NODE = 1024
-"""Most rebuild copies a node may be asked to take part in at once."""
+"""Longest delay an API request may ask for (a container's ec_delay_s: a year): a timer
+further out is a typo, and far enough out it no longer fits the event loop's clock."""
 REBUILD_EVERY_S = 0.5
 """The leader's rebuild planner looks for lost copies this often (and on every finish)."""
 REBUILD_WINDOW_BYTES = 4 * MiB

@@ -17,7 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from fabric import limits
+from fabric import limits, tokens
+from fabric.config import SETTINGS_BOUNDS
 from nodes.schemas import Schema, array, boolean, integer, number, obj, string
 
 # --- request pieces ------------------------------------------------------------------------
@@ -35,7 +36,17 @@ def _name(kind: str) -> Schema:
 
 
 _SECONDS = number(0, limits.MAX_SETTING_DELAY_S)
-_BYTES_PER_S = integer(0, limits.MAX_JSON_INT, description="bytes per second; 0: no limit")
+
+
+def _setting(name: str, kind: str = "number", **extra: Any) -> Schema:
+    """A ``[rebuild]`` or ``[scrub]`` setting, within the bounds the config file has."""
+    low, high = SETTINGS_BOUNDS[name]
+    if kind == "integer":
+        return integer(int(low), int(high), **extra)
+    return number(low, high, **extra)
+
+
+_BYTES_PER_S = _setting("bytes_per_s", "integer", description="bytes per second; 0: no limit")
 _OFFSET = integer(0, limits.MAX_VDISK_BYTES)
 _NODE_ID = string(
     1,
@@ -112,12 +123,17 @@ MEMBER_REQUEST = obj(
 DRAIN_REQUEST = obj(undo=boolean())
 REBUILD_REQUEST = obj(
     bytes_per_s=_BYTES_PER_S,
-    per_node=integer(1, limits.MAX_REBUILD_PER_NODE),
-    delay_s=_SECONDS,
+    per_node=_setting("per_node", "integer"),
+    delay_s=_setting("delay_s"),
+)
+TOKEN_REQUEST = obj(
+    ["name"],
+    name=string(1, 128, description="who the token is for"),
+    role={"type": "string", "enum": list(tokens.ROLES)},
 )
 SCRUB_REQUEST = obj(
     bytes_per_s=_BYTES_PER_S,
-    cycle_s={**number(0, limits.MAX_SETTING_DELAY_S), "exclusiveMinimum": True},
+    cycle_s=_setting("cycle_s"),
     now=boolean(description="true starts a pass on every node now"),
 )
 
@@ -208,6 +224,7 @@ REBUILD = _view(
 SCRUB = _view(settings=_view(bytes_per_s=_INT, cycle_s=_NUM))
 DRAIN = _view(id=_STR, draining=_BOOL, groups=_INT, strips=_INT, held_bytes=_INT)
 MEMBER = _view(id=_STR, address=_nullable(_STR), member=_BOOL, role=_STR)
+TOKEN = _view(id=_STR, name=_STR, role=_STR, created=_NUM, revoked=_BOOL)
 
 
 # --- the operations ------------------------------------------------------------------------
@@ -230,6 +247,8 @@ class Operation:
     """Honours ``Range``: may answer 206 or 416."""
     accepted: bool = False
     """May also answer 202 with the same body: work started (an image import)."""
+    public: bool = False
+    """Served without a token (``fabric.tokens.PUBLIC_PATHS``)."""
     errors: tuple[int, ...] = ()
     """Statuses beyond those every request may get (``COMMON_ERRORS``)."""
 
@@ -248,7 +267,9 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET", "/api/v1/health", "This node's view of itself: role, leader, term", answer=HEALTH
     ),
     Operation("GET", "/api/v1/cluster", "Nodes, roles, leader, states, containers", answer=CLUSTER),
-    Operation("GET", "/api/v1/openapi.json", "This document", answer={"type": "object"}),
+    Operation(
+        "GET", "/api/v1/openapi.json", "This document", answer={"type": "object"}, public=True
+    ),
     Operation("GET", "/metrics", "Prometheus metrics", raw_answer="text/plain"),
     Operation("GET", "/api/v1/kv/{key}", "Read a metadata key (linearizable)", answer=KV_ITEM),
     Operation(
@@ -392,6 +413,21 @@ OPERATIONS: tuple[Operation, ...] = (
         answer=DRAIN,
         body=DRAIN_REQUEST,
     ),
+    Operation(
+        "POST",
+        "/api/v1/tokens",
+        "Create an API token (admin); the answer holds the token, shown this once",
+        ok=201,
+        answer=_view(**TOKEN["properties"], token=_STR),
+        body=TOKEN_REQUEST,
+    ),
+    Operation(
+        "GET",
+        "/api/v1/tokens",
+        "API tokens: id, name, role, revoked (admin; never the secrets)",
+        answer=_view(tokens={"type": "array", "items": TOKEN}),
+    ),
+    Operation("DELETE", "/api/v1/tokens/{id}", "Revoke an API token (admin)", ok=204),
 )
 
 _PATH_PARAM = re.compile(r"\{(\w+)\}")
@@ -488,6 +524,8 @@ def _operation(op: Operation) -> dict[str, Any]:
         "operationId": f"{op.method.lower()}{_op_name(op.path)}",
         "responses": _responses(op),
     }
+    if op.public:
+        out["security"] = []
     params = _parameters(op)
     if params:
         out["parameters"] = params

@@ -3,7 +3,9 @@
 Node-to-node traffic rides on the node's own HTTP port under ``/internal/v1``:
 ``POST /internal/v1/messages`` carries a batch of one-way messages (Raft), and
 ``POST /internal/v1/call`` one request whose reply is the response body. Bodies are
-the wire codec's msgpack; the sender names itself in ``X-Fabric-From``.
+the wire codec's msgpack. Every request and every reply is signed with the cluster's
+peer key (``fabric.peerauth``); a request that fails a check is refused with 401 before
+its body is read, and a body that does not match its signed digest before it is decoded.
 
 One-way messages go through a bounded outbox per peer, drained by one sender task
 that packs everything queued into a single request: under load, Raft's many small
@@ -16,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import errno
+import logging
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -24,9 +27,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from fabric import limits
+from fabric import limits, peerauth
 from fabric.config import ClusterConfig
 from fabric.errors import FabricError, from_code
+from fabric.keys import ClusterKeys
 from fabric.ports import (
     DiskFault,
     DiskFull,
@@ -47,12 +51,14 @@ from fabric.wire.codec import (
 )
 from fabric.wire.messages import ErrorReply
 
-FROM_HEADER = "X-Fabric-From"
-CLUSTER_HEADER = "X-Fabric-Cluster"
-PARTS_HEADER = "X-Fabric-Parts"
+FROM_HEADER = peerauth.FROM
+CLUSTER_HEADER = peerauth.CLUSTER
+PARTS_HEADER = peerauth.PARTS
 """Sizes of the header and the raw bulk parts that follow it (``encode_parts``)."""
 MSGPACK = "application/msgpack"
 _IOV_MAX = 1024  # Linux's limit on buffers in one writev
+
+log = logging.getLogger(__name__)
 
 
 class RealClock:
@@ -85,7 +91,7 @@ class FileDisk:
         self.broken = ""
         """Why the directory could not be opened at start (every call then fails)."""
         try:
-            os.makedirs(root, exist_ok=True)
+            os.makedirs(root, mode=0o700, exist_ok=True)
             # File sizes kept up to date by our own writes, so that usage() (every health
             # report) costs one statvfs, not a stat of every extent group file.
             self._sizes = {
@@ -153,7 +159,7 @@ class FileDisk:
     def _handle(self, path: str) -> int:
         fd = self._handles.get(path)
         if fd is None:
-            fd = os.open(self._path(path), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            fd = os.open(self._path(path), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
             self._handles[path] = fd
         return fd
 
@@ -256,10 +262,21 @@ class FileDisk:
 
 
 class HttpTransport:
-    def __init__(self, node_id: str, config: ClusterConfig) -> None:
+    def __init__(self, node_id: str, config: ClusterConfig, keys: ClusterKeys) -> None:
         self.node_id = node_id
         self.cluster_id = config.id
         self.urls = {n.id: n.url for n in config.nodes}
+        self.auth = peerauth.PeerAuth(
+            keys.peer_key,
+            node_id,
+            config.id,
+            is_peer=lambda sender: sender in self.urls,
+            skew_s=limits.PEER_CLOCK_SKEW_S,
+            nonces_kept=limits.PEER_NONCES_KEPT,
+        )
+        self.refused: collections.Counter[str] = collections.Counter()
+        """Requests refused by authentication, by check (exported in /metrics)."""
+        self._last_refusal_log = 0.0
         self._session: aiohttp.ClientSession | None = None
         self._outbox: dict[str, collections.deque[Any]] = {}
         self._senders: dict[str, asyncio.Task[None]] = {}
@@ -308,11 +325,12 @@ class HttpTransport:
             wake.clear()
             while box:
                 batch = [box.popleft() for _ in range(min(len(box), limits.MAX_RPC_BATCH_MESSAGES))]
+                body = encode(batch)
                 try:
                     async with self.session().post(
                         url,
-                        data=encode(batch),
-                        headers=self._headers(),
+                        data=body,
+                        headers=self._headers("/internal/v1/messages", peerauth.body_digest(body)),
                         timeout=aiohttp.ClientTimeout(total=2.0),
                     ) as resp:
                         await resp.read()
@@ -322,8 +340,14 @@ class HttpTransport:
                     box.clear()
                     await asyncio.sleep(0.05)
 
-    def _headers(self) -> dict[str, str]:
-        return {FROM_HEADER: self.node_id, CLUSTER_HEADER: self.cluster_id, "Content-Type": MSGPACK}
+    def _headers(self, path: str, digest: str, parts: str = "") -> dict[str, str]:
+        headers = self.auth.sign(
+            "POST", path, time.time(), os.urandom(peerauth.NONCE_BYTES), digest, parts
+        )
+        headers["Content-Type"] = MSGPACK
+        if parts:
+            headers[PARTS_HEADER] = parts
+        return headers
 
     # --- request/response -------------------------------------------------------------------
     async def call(self, peer: str, message: Any, timeout_s: float) -> Any:
@@ -331,11 +355,11 @@ class HttpTransport:
         if url is None:
             raise PeerUnreachable(peer, "not in the cluster config")
         header, parts = encode_parts(message)
-        headers = self._headers()
+        layout = ",".join(map(str, (len(header), *map(len, parts)))) if parts else ""
+        headers = self._headers("/internal/v1/call", peerauth.body_digest(header, *parts), layout)
         data: bytes | AsyncIterator[bytes] = header
         if parts:
             # Bulk bytes go raw after the header, never joined or packed into one buffer.
-            headers[PARTS_HEADER] = ",".join(map(str, (len(header), *map(len, parts))))
             headers["Content-Length"] = str(len(header) + sum(map(len, parts)))
             data = _body_of(header, parts)
         try:
@@ -346,10 +370,20 @@ class HttpTransport:
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as resp:
                 body = await resp.read()
+                status, signature = resp.status, resp.headers.get(peerauth.AUTH, "")
         except (aiohttp.ClientError, OSError) as exc:
             raise PeerUnreachable(peer, str(exc) or type(exc).__name__) from None
         except TimeoutError:
             raise PeerUnreachable(peer, f"no answer within {timeout_s:g} s") from None
+        if status != 200:
+            text = body[:200].decode(errors="replace")
+            raise PeerUnreachable(peer, f"refused the call: {status} {text}")
+        try:
+            self.auth.check_reply(
+                headers[peerauth.NONCE], peer, peerauth.body_digest(body), signature
+            )
+        except peerauth.AuthError as exc:
+            raise PeerUnreachable(peer, str(exc)) from None
         try:
             reply = decode(body)
         except WireError as exc:
@@ -365,12 +399,21 @@ class HttpTransport:
             web.post("/internal/v1/call", self._serve_call),
         ]
 
-    async def _body(self, request: web.Request) -> tuple[str, Any]:
-        frm = request.headers.get(FROM_HEADER, "")
-        if frm not in self.urls:
-            raise web.HTTPForbidden(text=f"unknown sender {frm!r}")
-        if request.headers.get(CLUSTER_HEADER, "") != self.cluster_id:
-            raise web.HTTPForbidden(text="message from a node of another cluster")
+    def _refuse(self, request: web.Request, exc: peerauth.AuthError) -> web.HTTPUnauthorized:
+        reason = str(exc)
+        self.refused[reason.split(" ", 1)[0]] += 1
+        now = time.monotonic()
+        if now - self._last_refusal_log > limits.PEER_REFUSAL_LOG_EVERY_S:
+            # One line per interval: a flood of forged requests must not flood the log.
+            self._last_refusal_log = now
+            log.warning("refused a request to %s from %s: %s", request.path, request.remote, reason)
+        return web.HTTPUnauthorized(text=reason)
+
+    async def _body(self, request: web.Request) -> tuple[peerauth.Signed, Any]:
+        try:
+            signed = self.auth.check(request.method, request.path, request.headers, time.time())
+        except peerauth.AuthError as exc:
+            raise self._refuse(request, exc) from None
         if (request.content_length or 0) > limits.MAX_MESSAGE_BYTES:
             raise web.HTTPRequestEntityTooLarge(
                 max_size=limits.MAX_MESSAGE_BYTES, actual_size=request.content_length or 0
@@ -378,19 +421,25 @@ class HttpTransport:
         try:
             layout = request.headers.get(PARTS_HEADER)
             if layout is None:
-                return frm, decode(await request.read())
+                body = await request.read()  # bounded by the app's client_max_size
+                self.auth.check_body(signed, peerauth.body_digest(body))
+                return signed, decode(body)
             sizes = _part_sizes(layout, request.content_length)
             read = request.content.readexactly
             header = await read(sizes[0])
             parts = [await read(n) for n in sizes[1:]]
-            return frm, decode_parts(header, tuple(parts))
+            self.auth.check_body(signed, peerauth.body_digest(header, *parts))
+            return signed, decode_parts(header, tuple(parts))
+        except peerauth.AuthError as exc:
+            raise self._refuse(request, exc) from None
         except WireError as exc:
             raise web.HTTPBadRequest(text=str(exc)) from None
         except asyncio.IncompleteReadError:
             raise web.HTTPBadRequest(text="body shorter than its parts") from None
 
     async def _serve_messages(self, request: web.Request) -> web.Response:
-        frm, batch = await self._body(request)
+        signed, batch = await self._body(request)
+        frm = signed.sender
         if self._on_message is None:
             raise web.HTTPServiceUnavailable(text="node is starting")
         if not isinstance(batch, list):
@@ -400,14 +449,16 @@ class HttpTransport:
         return web.Response(status=204)
 
     async def _serve_call(self, request: web.Request) -> web.Response:
-        frm, message = await self._body(request)
+        signed, message = await self._body(request)
         if self._on_call is None:
             raise web.HTTPServiceUnavailable(text="node is starting")
         try:
-            reply = await self._on_call(frm, message)
+            reply = await self._on_call(signed.sender, message)
         except FabricError as exc:
             reply = ErrorReply(exc.code, exc.message)
-        return web.Response(body=encode(reply), content_type=MSGPACK)
+        body = encode(reply)
+        mac = self.auth.sign_reply(signed.nonce, peerauth.body_digest(body))
+        return web.Response(body=body, content_type=MSGPACK, headers={peerauth.AUTH: mac})
 
 
 async def _body_of(header: bytes, parts: tuple[bytes, ...]) -> AsyncIterator[bytes]:

@@ -36,8 +36,9 @@ def _connect(args: argparse.Namespace, timeout_s: float = 30.0) -> FabricClient:
     from shell.client import FabricClient
     from shell.launcher import ClusterDir, resolve_dir
 
-    cfg = ClusterDir(resolve_dir(args.dir)).config()
-    return FabricClient([n.url for n in cfg.nodes], timeout_s, cluster_id=cfg.id)
+    cdir = ClusterDir(resolve_dir(args.dir))
+    cfg = cdir.config()
+    return FabricClient([n.url for n in cfg.nodes], timeout_s, cfg.id, cdir.token())
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -166,7 +167,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     # every other command starts without it.
     from nodes.main import run_node
 
-    return run_node(args.config, args.id, args.node_dir)
+    return run_node(args.config, args.id, args.node_dir, args.secret)
 
 
 # --- metadata key space ---------------------------------------------------------------------
@@ -750,6 +751,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True)
     run.add_argument("--id", required=True)
     run.add_argument("--dir", dest="node_dir", help="the node's data directory")
+    run.add_argument(
+        "--secret", help="the cluster secret file (default: cluster.secret beside the config)"
+    )
     run.set_defaults(fn=cmd_node_run)
 
     kv = sub.add_parser("kv", help="the metadata key space").add_subparsers(

@@ -95,9 +95,18 @@ class _Watch:
 
 
 class FabricClient:
-    def __init__(self, urls: list[str], timeout_s: float = 30.0, cluster_id: str = "") -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        timeout_s: float = 30.0,
+        cluster_id: str = "",
+        token: str | None = None,
+    ) -> None:
         assert urls, "a client needs at least one node URL"
         self.urls = list(urls)
+        self.token = os.environ.get("FABRIC_TOKEN", "") if token is None else token
+        """Sent as ``Authorization: Bearer`` with every request ("" sends none); by
+        default the environment's ``FABRIC_TOKEN``."""
         """Nodes in the order they are tried; a node that fails moves to the back."""
         self.cluster_id = cluster_id
         """When set, nodes of any other cluster refuse our requests (same ports, say)."""
@@ -111,6 +120,8 @@ class FabricClient:
 
     async def __aenter__(self) -> FabricClient:
         headers = {"X-Fabric-Cluster": self.cluster_id} if self.cluster_id else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         self._session = aiohttp.ClientSession(timeout=self.timeout, headers=headers)
         return self
 

@@ -64,6 +64,11 @@ class Cluster:
             )
         return out
 
+    @property
+    def token(self) -> str:
+        """The admin token ``fabric up`` wrote into the cluster directory."""
+        return (self.dir / "admin.token").read_text().strip()
+
     def status(self) -> dict[str, Any]:
         view: dict[str, Any] = json.loads(self.fabric("status", "--json").stdout)
         return view

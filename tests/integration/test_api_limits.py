@@ -18,9 +18,17 @@ from tests.integration.conftest import Cluster
 
 
 @pytest.fixture
-def api_headers() -> dict[str, str]:
-    """Headers every request of this file carries (the API token goes here)."""
-    return {}
+def live(make_cluster: Callable[[int], Cluster]) -> Cluster:
+    cluster = make_cluster(1)
+    cluster.fabric("up", "--config", str(cluster.config))
+    cluster.fabric("container", "create", "c", "--rf", "1")
+    return cluster
+
+
+@pytest.fixture
+def api_headers(live: Cluster) -> dict[str, str]:
+    """Headers every request of this file carries: the cluster's admin token."""
+    return {"Authorization": f"Bearer {live.token}"}
 
 
 class Api:
@@ -45,12 +53,9 @@ class Api:
 
 
 def test_hostile_json_is_refused_and_changes_nothing(
-    make_cluster: Callable[[int], Cluster], api_headers: dict[str, str]
+    live: Cluster, api_headers: dict[str, str]
 ) -> None:
-    cluster = make_cluster(1)
-    cluster.fabric("up", "--config", str(cluster.config))
-    cluster.fabric("container", "create", "c", "--rf", "1")
-    api = Api(load_config(str(cluster.dir / "cluster.toml")).nodes[0].url, api_headers)
+    api = Api(load_config(str(live.dir / "cluster.toml")).nodes[0].url, api_headers)
 
     def chunked(total: int) -> Iterator[bytes]:
         yield b'{"value": "'
@@ -105,5 +110,5 @@ def test_hostile_json_is_refused_and_changes_nothing(
     assert api.send("GET", "/api/v1/images")[1] == []
     status, answer = api.send("GET", "/api/v1/health")
     assert status == 200 and answer["problems"] == []
-    log = (cluster.dir / "nodes" / "n1" / "node.log").read_text()
+    log = (live.dir / "nodes" / "n1" / "node.log").read_text()
     assert "internal error serving" not in log
