@@ -72,8 +72,8 @@ def obj(required: Iterable[str] = (), **properties: Schema) -> Schema:
 
 # --- parsing ------------------------------------------------------------------------------
 def parse_json(raw: bytes) -> Any:
-    """The JSON value of a request body (empty: ``{}``), or BadRequest naming the problem."""
-    if not raw.strip():
+    """The JSON value of a request body (none: ``{}``), or BadRequest naming the problem."""
+    if not raw:
         return {}
     try:
         text = raw.decode("utf-8")

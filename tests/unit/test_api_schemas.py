@@ -48,6 +48,7 @@ def test_hostile_json_is_refused_naming_the_problem() -> None:
     refused('{"a": 1, "a": 2}', "given twice")
     refused(b'{"a": "\xff"}', "not UTF-8")
     refused("{'a': 1}", "not valid JSON")
+    refused(" \n", "not valid JSON")  # no body is {}; blank space is not JSON
 
 
 def test_json_at_the_limits_parses() -> None:
