@@ -238,7 +238,7 @@ def _timeout_defaults() -> list[tuple[str, int]]:
     return [(name, getattr(t, name)) for name in Timeouts.__dataclass_fields__]
 
 
-_SETTINGS_BOUNDS: dict[str, tuple[float, float]] = {
+SETTINGS_BOUNDS: dict[str, tuple[float, float]] = {
     "delay_s": (0, 7 * 86_400),
     "bytes_per_s": (0, 1 << 50),
     "per_node": (1, 64),
@@ -248,6 +248,7 @@ _SETTINGS_BOUNDS: dict[str, tuple[float, float]] = {
     "connections_per_client": (1, 65_536),
     "pending_image_ttl_s": (1, 30 * 86_400),
 }
+"""Bounds of the ``[rebuild]`` and ``[scrub]`` settings, in the config and in the API."""
 
 
 def _parse_settings(src: _Source, raw: Any, table: str, default: Any) -> Any:
@@ -256,13 +257,13 @@ def _parse_settings(src: _Source, raw: Any, table: str, default: Any) -> Any:
         raise src.error(table, "must be a table")
     values: dict[str, Any] = {}
     for name in type(default).__dataclass_fields__:
-        if name not in _SETTINGS_BOUNDS:
+        if name not in SETTINGS_BOUNDS:
             continue
         current = getattr(default, name)
         value = raw.get(name, current)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise src.error(f"{table}.{name}", f"must be a number, not {value!r}", table)
-        low, high = _SETTINGS_BOUNDS[name]
+        low, high = SETTINGS_BOUNDS[name]
         if not low <= value <= high:
             raise src.error(f"{table}.{name}", f"must be {low:g}..{high:g}", table)
         values[name] = type(current)(value)
@@ -467,7 +468,7 @@ def _settings_lines(settings: Any) -> list[str]:
     return [
         f"{name} = {getattr(settings, name)}"
         for name in type(settings).__dataclass_fields__
-        if name in _SETTINGS_BOUNDS
+        if name in SETTINGS_BOUNDS
     ]
 
 

@@ -26,6 +26,9 @@ PEER_NONCES_KEPT = 200_000
 """Nonces remembered for replay protection (about 100 bytes each: 20 MB at most). A busy
 node signs a few thousand requests a second, so this covers the skew window at that rate;
 past it the oldest are forgotten and requests signed before them are refused."""
+TOKEN_STALENESS_S = 1.0
+"""How far behind the leader a node's copy of the tokens may be when it checks one: a
+revocation holds everywhere within this time (one ReadIndex per node per interval)."""
 MAX_TOKENS = 10_000
 """API tokens one cluster keeps (revoked ones count: they stay listed)."""
 PEER_REFUSAL_LOG_EVERY_S = 10.0
@@ -93,6 +96,14 @@ worker threads'."""
 
 # --- HTTP API -----------------------------------------------------------------------------
 MAX_JSON_BODY_BYTES = 1 * MiB
+"""Largest JSON request body, counted as it arrives: Content-Length is not trusted, and
+a chunked body is cut off at the same size."""
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects in a JSON request: no request needs more than
+a few levels, and the parser, msgpack and every walk over a value recurse."""
+MAX_JSON_INT = 2**63 - 1
+"""Largest integer (in magnitude) a JSON request may carry: what msgpack and the
+metadata records store as int64; longer digit strings are refused before conversion."""
 HTTP_HEADER_TIMEOUT_S = 20.0
 """A connection must deliver a complete request head this soon after it opened (or after
 its previous response): a client trickling header bytes (slowloris) is cut off. It is also
@@ -253,6 +264,9 @@ DISK_LOW_WATER = 0.85
 """...until it is below this again (hysteresis: no flapping at the mark)."""
 EVENTS_PAGE = 1000
 """At most this many events per ``GET /api/v1/events``."""
+MAX_SETTING_DELAY_S = 365 * 86400.0
+"""Longest delay an API request may ask for (a container's ec_delay_s: a year): a timer
+further out is a typo, and far enough out it no longer fits the event loop's clock."""
 REBUILD_EVERY_S = 0.5
 """The leader's rebuild planner looks for lost copies this often (and on every finish)."""
 REBUILD_WINDOW_BYTES = 4 * MiB

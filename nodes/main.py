@@ -30,6 +30,7 @@ from fabric.ports import Runtime
 from nodes import secretfile
 from nodes.api import build_app
 from nodes.api_access import check_access
+from nodes.api_access import install as install_access
 from nodes.api_access import routes as access_routes
 from nodes.api_data import routes as data_routes
 from nodes.api_healing import routes as healing_routes
@@ -60,6 +61,18 @@ def _lock(node_dir: str) -> int | None:
     return fd
 
 
+def api_routes() -> list[web.RouteDef]:
+    """The /api/v1 routes beyond those of ``build_app`` (every one is in the OpenAPI
+    document: ``tests/unit/test_api_schemas.py``)."""
+    return [
+        *data_routes(),
+        *image_routes(),
+        *healing_routes(),
+        *member_routes(),
+        *access_routes(),
+    ]
+
+
 async def serve(config: ClusterConfig, node_id: str, node_dir: str, keys: ClusterKeys) -> int:
     nc = config.node(node_id)
     transport = HttpTransport(node_id, config, keys)
@@ -76,18 +89,8 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str, keys: Cluste
         keys=keys,
     )
     node = Node(config, node_id, runtime)
-    app = build_app(
-        node,
-        [
-            *transport.routes(),
-            *data_routes(),
-            *image_routes(),
-            *healing_routes(),
-            *member_routes(),
-            *access_routes(),
-        ],
-        [check_access],
-    )
+    app = build_app(node, [*transport.routes(), *api_routes()], [check_access])
+    install_access(app)
     guard = ConnectionGuard(
         NodeAddresses(lambda: (n.host for n in node.membership.nodes())), config.limits
     )
