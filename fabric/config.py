@@ -30,6 +30,8 @@ class NodeConfig:
     """Fault-domain labels: ``rack``, ``block``."""
     disk_capacity: tuple[int, ...] = ()
     """Bytes of extent groups each disk may hold (0 or absent: its free space)."""
+    scheme: str = "http"
+    """``https`` when the cluster's config has ``[tls]`` (set by ``parse_config``)."""
 
     def capacity_of(self, i: int) -> int:
         return self.disk_capacity[i] if i < len(self.disk_capacity) else 0
@@ -40,7 +42,18 @@ class NodeConfig:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """``[tls]``: PEM files (paths relative to the config's directory, or absolute)."""
+
+    cert: str
+    """The certificate the node serves (with its chain), naming the node's host."""
+    key: str
+    ca: str
+    """The authority clients trust when they connect to a node."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,6 +106,8 @@ class ClusterConfig:
     they are not public (``fabric.urlguard``); the cluster's own nodes stay refused."""
     limits: ServeLimits = field(default_factory=ServeLimits)
     """``[limits]``: idle timeouts, connections per client, PENDING image expiry."""
+    tls: TlsConfig | None = None
+    """``[tls]``: nodes serve HTTPS and clients check them against its CA."""
 
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:
@@ -332,6 +347,9 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
     public = _parse_auth(src, raw.get("auth", {}))
     import_allow = _parse_import(src, raw.get("import", {}))
     serve = _parse_settings(src, raw.get("limits", {}), "limits", ServeLimits())
+    tls = _parse_tls(src, raw.get("tls"))
+    if tls is not None:
+        nodes = tuple(replace(n, scheme="https") for n in nodes)
     return ClusterConfig(
         name,
         nodes,
@@ -346,7 +364,20 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
         public,
         import_allow,
         serve,
+        tls,
     )
+
+
+def _parse_tls(src: _Source, tls: Any) -> TlsConfig | None:
+    if tls is None:
+        return None
+    if not isinstance(tls, dict):
+        raise src.error("tls", "must be a table")
+    unknown = sorted(set(tls) - {"cert", "key", "ca"})
+    if unknown:
+        raise src.error(f"tls.{unknown[0]}", "unknown setting", "tls")
+    paths = [_get(src, tls, k, str, _REQUIRED, "tls.", "tls") for k in ("cert", "key", "ca")]
+    return TlsConfig(*paths)
 
 
 OPENABLE_PATHS = ("/metrics", "/api/v1/health")
@@ -403,7 +434,13 @@ def sized_config(base: ClusterConfig, nodes: int, base_port: int | None = None) 
     port0 = template.port if base_port is None else base_port
     out = [
         NodeConfig(
-            f"n{i + 1}", template.host, port0 + i, template.disks, {}, template.disk_capacity
+            f"n{i + 1}",
+            template.host,
+            port0 + i,
+            template.disks,
+            {},
+            template.disk_capacity,
+            template.scheme,
         )
         for i in range(nodes)
     ]
@@ -441,6 +478,11 @@ def render_config(cfg: ClusterConfig) -> str:
         "",
         "[limits]",
         *_settings_lines(cfg.limits),
+        *(
+            ["", "[tls]", *(f'{k} = "{getattr(cfg.tls, k)}"' for k in ("cert", "key", "ca"))]
+            if cfg.tls
+            else []
+        ),
     ]
     for node in cfg.nodes:
         lines += [

@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import signal
+import ssl
 import sys
 
 import uvloop
@@ -27,7 +28,7 @@ from fabric.config import ClusterConfig, ConfigError, load_config
 from fabric.consensus.wal import CorruptLog
 from fabric.keys import ClusterKeys
 from fabric.ports import Runtime
-from nodes import secretfile
+from nodes import secretfile, tls
 from nodes.api import build_app
 from nodes.api_access import check_access
 from nodes.api_access import install as install_access
@@ -73,9 +74,16 @@ def api_routes() -> list[web.RouteDef]:
     ]
 
 
-async def serve(config: ClusterConfig, node_id: str, node_dir: str, keys: ClusterKeys) -> int:
+async def serve(
+    config: ClusterConfig,
+    node_id: str,
+    node_dir: str,
+    keys: ClusterKeys,
+    server_ssl: ssl.SSLContext | None = None,
+    client_ssl: ssl.SSLContext | None = None,
+) -> int:
     nc = config.node(node_id)
-    transport = HttpTransport(node_id, config, keys)
+    transport = HttpTransport(node_id, config, keys, client_ssl)
     disks = [FileDisk(d, disk_root(node_dir, d), nc.capacity_of(i)) for i, d in enumerate(nc.disks)]
     fetcher = HttpFetcher()
     runtime = Runtime(
@@ -108,7 +116,9 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str, keys: Cluste
     loop = asyncio.get_running_loop()
     try:
         # Not a TCPSite: every connection goes through the guard, which counts it first.
-        listener = await loop.create_server(guard.factory(runner.server), nc.host, nc.port)
+        listener = await loop.create_server(
+            guard.factory(runner.server), nc.host, nc.port, ssl=server_ssl
+        )
     except OSError as exc:
         log.critical(
             "cannot listen on %s: %s (is another process using this port?)",
@@ -193,7 +203,9 @@ def run_node(
         keys = secretfile.load(secret_path or secretfile.default_path(config_path))
         secretfile.make_private_dir(node_dir)
         secretfile.check_private_dir(node_dir)
-    except (secretfile.SecretError, OSError) as exc:
+        server_ssl = tls.server_context(config.tls, config_path) if config.tls else None
+        client_ssl = tls.client_context(config.tls, config_path)
+    except (secretfile.SecretError, tls.TlsError, OSError) as exc:
         log.critical("refusing to start: %s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -203,5 +215,5 @@ def run_node(
         return EXIT_LOCKED
     # uvloop: the same asyncio API on libuv, with cheaper socket and callback handling
     # (the write path spends much of its time moving bytes between sockets and files).
-    result: int = uvloop.run(serve(config, node_id, node_dir, keys))
+    result: int = uvloop.run(serve(config, node_id, node_dir, keys, server_ssl, client_ssl))
     return result

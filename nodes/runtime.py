@@ -21,6 +21,7 @@ import errno
 import logging
 import os
 import socket
+import ssl
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
@@ -266,8 +267,16 @@ class FileDisk:
 
 
 class HttpTransport:
-    def __init__(self, node_id: str, config: ClusterConfig, keys: ClusterKeys) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        config: ClusterConfig,
+        keys: ClusterKeys,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.node_id = node_id
+        self.ssl_context = ssl_context
+        """Trusting the cluster's CA when its nodes serve HTTPS (None: plain HTTP)."""
         self.cluster_id = config.id
         self.urls = {n.id: n.url for n in config.nodes}
         self.auth = peerauth.PeerAuth(
@@ -290,7 +299,9 @@ class HttpTransport:
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit_per_host=32)
+            connector = aiohttp.TCPConnector(
+                limit_per_host=32, ssl=self.ssl_context if self.ssl_context else True
+            )
             self._session = aiohttp.ClientSession(connector=connector)
         return self._session
 
