@@ -31,6 +31,9 @@ TOKEN_STALENESS_S = 1.0
 revocation holds everywhere within this time (one ReadIndex per node per interval)."""
 MAX_TOKENS = 10_000
 """API tokens one cluster keeps (revoked ones count: they stay listed)."""
+PEER_DIGEST_INLINE_BYTES = 64 * KiB
+"""Bodies smaller than this are digested on the event loop (a thread hop costs more than
+the hash); larger ones in a worker thread."""
 PEER_REFUSAL_LOG_EVERY_S = 10.0
 """At most one log line per interval for refused peer requests (a flood must not fill disks)."""
 
