@@ -10,7 +10,7 @@ aiohttp parses the requests; these guards bound what one client can hold meanwhi
   only while it is waiting for a request head. Bytes trickling in do not re-arm it, so a
   client sending its headers a byte at a time (slowloris) is cut off as surely as one
   sending nothing. (aiohttp arms it at the opening only since 3.14.5; the version is
-  pinned, and ``tests/integration/test_limits.py`` holds it.)
+  pinned, and ``tests/security/test_limits.py`` holds it.)
 * **Bodies**: ``guard_middleware`` watches every request whose body is still arriving.
   When no byte came for ``body_idle_s`` while the connection was being read, the body
   stream gets ``BodyStalled``: whoever reads it gets that error (an image upload fails,

@@ -3,7 +3,7 @@ it, the node answers as the document says (status, content type, answer schema),
 no 5xx, and refuses every request off the document with a 4xx.
 
 Bounded for CI: a one-node cluster, a few examples per operation and mode, derandomized
-so a run is repeatable. ``python -m tests.integration.test_api_fuzz N`` runs it wider
+so a run is repeatable. ``python -m tests.security.test_api_fuzz N`` runs it wider
 (N examples per operation) against a fresh cluster, for local hunting.
 """
 
