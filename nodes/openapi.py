@@ -59,7 +59,7 @@ _CHECKSUM: Schema = {
     '{"type": "sha256"|"sha1", "value": HEX}',
     "nullable": True,
     "anyOf": [
-        string(6, 70, pattern=r"^(sha256:[0-9a-fA-F]{64}|sha1:[0-9a-fA-F]{40})$"),
+        string(45, 71, pattern=r"^(sha256:[0-9a-fA-F]{64}|sha1:[0-9a-fA-F]{40})$"),
         obj(
             ["type", "value"],
             type={"type": "string", "enum": ["sha256", "sha1"]},

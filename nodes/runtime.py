@@ -394,9 +394,7 @@ class HttpTransport:
             text = body[:200].decode(errors="replace")
             raise PeerUnreachable(peer, f"refused the call: {status} {text}")
         try:
-            self.auth.check_reply(
-                headers[peerauth.NONCE], peer, await _digest(body), signature
-            )
+            self.auth.check_reply(headers[peerauth.NONCE], peer, await _digest(body), signature)
         except peerauth.AuthError as exc:
             raise PeerUnreachable(peer, str(exc)) from None
         try:

@@ -57,3 +57,24 @@ def test_a_node_refuses_a_secret_others_can_read_or_a_directory_others_can_write
 
     out = run_node(cluster.config, tmp_path / "n1", tmp_path / "missing.secret")
     assert out.returncode == 2 and "no cluster secret" in out.stderr, out.stderr
+
+
+def test_the_secret_and_the_admin_token_never_leave_the_cluster_directory(
+    cluster: Cluster,
+) -> None:
+    """Not in an API answer, not in a log, not in the event log."""
+    from tests.security.conftest import call, urls
+
+    secret = (cluster.dir / "cluster.secret").read_text().strip()
+    admin = cluster.token
+    cluster.fabric("token", "create", "leak check", "--role", "operator")
+    answers = [
+        call(urls(cluster)[0] + path, token=admin)[1]
+        for path in ("/api/v1/cluster", "/api/v1/health", "/api/v1/tokens", "/api/v1/events")
+    ]
+    seen = [str(a) for a in answers] + [p.read_text() for p in cluster.dir.rglob("*.log")]
+    seen.append(cluster.fabric("events", "--json").stdout)
+    for text in seen:
+        assert secret not in text and admin not in text
+        assert admin.split("_")[2] not in text  # not even the token's secret part
+    assert any("leak check" in text for text in seen), "the events were read"

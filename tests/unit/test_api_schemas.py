@@ -102,6 +102,7 @@ def test_bodies_off_their_schema_are_refused_naming_the_field(
 def test_bodies_on_their_schema_pass() -> None:
     check(VDISK_REQUEST, {"name": "v", "container": "c", "size": limits.MAX_VDISK_BYTES})
     check(IMAGE_REQUEST, {"name": "i", "checksum": "sha1:" + "ab" * 20, "container": None})
+    check(IMAGE_REQUEST, {"name": "i", "checksum": "sha256:" + "ab" * 32})
     check(IMAGE_REQUEST, {"name": "i", "checksum": {"type": "sha256", "value": "0" * 64}})
     check(CONTAINER_REQUEST, {"name": "c", "ec": "4+2", "min_saving_ratio": 0.5})
     check(MEMBER_REQUEST, {"id": "n9", "port": 1, "labels": {"rack": "r1"}, "disks": ["d"]})
