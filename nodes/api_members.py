@@ -14,8 +14,8 @@ from typing import Any
 
 from aiohttp import web
 
-from fabric.config import NODE_ID
 from fabric.errors import BadRequest, Conflict, NotFound, from_code
+from fabric.ids import NODE_ID
 from fabric.metadata.commands import SetMember
 from fabric.metadata.records import MemberRecord, to_json
 from nodes.api import NODE, json_body
