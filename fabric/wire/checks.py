@@ -326,3 +326,28 @@ def pull_egroup(m: PullEgroup) -> None:
 def pull_reply(m: PullReply) -> None:
     file_offset("bytes_copied", m.bytes_copied)
     index("bad_ranges", m.bad_ranges)
+
+
+# --- what the transport checks around the messages ----------------------------------------
+def one_way_batch(body: Any, sender: str, receiver: str) -> list[Any]:
+    """The one-way messages (Raft's) of a ``/messages`` body from ``sender``: a bounded
+    list of Raft messages, each from ``sender`` to ``receiver``; else ``WireError``,
+    and the whole batch is refused."""
+    if not isinstance(body, list):
+        raise WireError("expected a batch of messages", "envelope")
+    if len(body) > limits.MAX_RPC_BATCH_MESSAGES:
+        raise WireError(f"a batch of {len(body)} messages", "envelope")
+    for message in body:
+        if not isinstance(message, ONE_WAY):
+            raise WireError(f"{type(message).__name__} is not a one-way message", "envelope")
+        if message.frm != sender or message.to != receiver:
+            raise WireError(
+                f"{type(message).__name__} from {message.frm} to {message.to} "
+                f"came from {sender} to {receiver}",
+                "invalid",
+            )
+    return body
+
+
+ONE_WAY = (VoteRequest, VoteResponse, AppendRequest, AppendResponse, SnapshotRequest)
+"""What travels one way (``Transport.send``): Raft's messages, nothing else."""
