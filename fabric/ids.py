@@ -29,6 +29,9 @@ EGID = re.compile(rf"[A-Za-z0-9][A-Za-z0-9_-]{{0,{limits.MAX_EGID_CHARS - 1}}}\Z
 group), ``st-<12 hex>-p<j>`` (parity) and ``st-<12 hex>-d<j>`` (a packed member); the
 grammar is wider so that tests may name groups freely, and has no ``.``, so a group's
 file ``<egid>.eg`` never collides with another file of the disk."""
+RECORD_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
+"""What the id of a vdisk (``vd-<16 hex>``), image (``img-<16 hex>``) or strip
+(``st-<12 hex>``) may be: they name metadata keys, and show in URLs and logs."""
 FILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z")
 """What a file on a disk may be called: one path component, never hidden, never a
 name the file system treats specially."""
@@ -53,6 +56,12 @@ def egid(value: object) -> EgroupId:
     if not isinstance(value, str) or not EGID.match(value):
         raise BadId(f"{_show(value)} is not an extent-group id")
     return EgroupId(value)
+
+
+def record_id(value: object) -> str:
+    if not isinstance(value, str) or not RECORD_ID.match(value):
+        raise BadId(f"{_show(value)} is not a vdisk, image or strip id")
+    return value
 
 
 def file_name(value: object) -> FileName:

@@ -67,6 +67,9 @@ _ID_FIELDS = {
     "egids": ids.egid,
     "replicas": ids.node_id,
     "to_node": ids.node_id,
+    "vdisk_id": ids.record_id,
+    "image_id": ids.record_id,
+    "strip_id": ids.record_id,
 }
 """Fields that hold an id wherever they appear (in a command or a record inside it, and
 each item of a tuple of them): ids that later name files and peers are parsed once here,
