@@ -14,6 +14,7 @@ from typing import Any
 from fabric import limits
 from fabric.ids import NODE_ID
 from fabric.metadata.records import RebuildSettings, ScrubSettings
+from fabric.urlguard import allow_entry_problem
 
 
 class ConfigError(Exception):
@@ -69,6 +70,12 @@ class ClusterConfig:
     """``[rebuild]``: until changed at runtime (``fabric rebuild``)."""
     scrub: ScrubSettings = field(default_factory=ScrubSettings)
     """``[scrub]``: until changed at runtime (``fabric scrub``)."""
+    public_paths: tuple[str, ...] = ()
+    """``[auth] public``: paths served without a token (``/metrics``, ``/api/v1/health``),
+    for scrapers and load balancers."""
+    import_allow: tuple[str, ...] = ()
+    """``[import] allow``: host names and address ranges URL import may reach although
+    they are not public (``fabric.urlguard``); the cluster's own nodes stay refused."""
 
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:
@@ -89,8 +96,13 @@ class _Source:
         self.lines = text.splitlines()
         self.origin = origin
 
-    def error(self, key: str, problem: str, table: str = "", nth: int = 0) -> ConfigError:
+    def error(
+        self, key: str, problem: str, table: str = "", nth: int = 0, value: str = ""
+    ) -> ConfigError:
+        """``value``: the text of a list entry at fault, found on or after the key's line."""
         line = self._line_of(key.rsplit(".", 1)[-1], table, nth)
+        if line is not None and value:
+            line = self._line_with(value, line)
         where = f"{self.origin}:{line}" if line else self.origin
         return ConfigError(f"{where}: {key}: {problem}")
 
@@ -109,6 +121,12 @@ class _Source:
             if inside and assign.match(text):
                 return number
         return None
+
+    def _line_with(self, value: str, start: int) -> int:
+        for number in range(start, len(self.lines) + 1):
+            if value in self.lines[number - 1]:
+                return number
+        return start
 
 
 def _get(
@@ -231,6 +249,22 @@ def _parse_settings(src: _Source, raw: Any, table: str, default: Any) -> Any:
     return replace(default, **values)
 
 
+def _parse_import(src: _Source, raw: Any) -> tuple[str, ...]:
+    if not isinstance(raw, dict):
+        raise src.error("import", "must be a table")
+    unknown = sorted(set(raw) - {"allow"})
+    if unknown:
+        raise src.error(f"import.{unknown[0]}", "unknown setting", "import")
+    allow = _get(src, raw, "allow", list, [], "import.", "import")
+    if len(allow) > limits.IMPORT_ALLOW_ENTRIES:
+        raise src.error("import.allow", f"at most {limits.IMPORT_ALLOW_ENTRIES} entries", "import")
+    for entry in allow:
+        problem = allow_entry_problem(entry)
+        if problem is not None:
+            raise src.error("import.allow", problem, "import", value=f'"{entry}"')
+    return tuple(allow)
+
+
 def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
     """Parse and validate a cluster config; raise ConfigError naming key and line."""
     try:
@@ -271,6 +305,8 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
         raise src.error("containers", "must be a list of [[containers]] tables")
     rebuild = _parse_settings(src, raw.get("rebuild", {}), "rebuild", RebuildSettings())
     scrub = _parse_settings(src, raw.get("scrub", {}), "scrub", ScrubSettings())
+    public = _parse_auth(src, raw.get("auth", {}))
+    import_allow = _parse_import(src, raw.get("import", {}))
     return ClusterConfig(
         name,
         nodes,
@@ -282,7 +318,28 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
         cluster_id,
         rebuild,
         scrub,
+        public,
+        import_allow,
     )
+
+
+OPENABLE_PATHS = ("/metrics", "/api/v1/health")
+"""The only paths ``[auth] public`` may open (``fabric.tokens.OPENABLE_PATHS``)."""
+
+
+def _parse_auth(src: _Source, auth: Any) -> tuple[str, ...]:
+    if not isinstance(auth, dict):
+        raise src.error("auth", "must be a table")
+    unknown = sorted(set(auth) - {"public"})
+    if unknown:
+        raise src.error(f"auth.{unknown[0]}", "unknown setting", "auth")
+    public = _get(src, auth, "public", list, [], "auth.", "auth")
+    for path in public:
+        if path not in OPENABLE_PATHS:
+            raise src.error(
+                "auth.public", f"{path!r}: only {', '.join(OPENABLE_PATHS)} may be opened", "auth"
+            )
+    return tuple(public)
 
 
 def _check_unique(src: _Source, nodes: tuple[NodeConfig, ...]) -> None:
@@ -347,6 +404,14 @@ def render_config(cfg: ClusterConfig) -> str:
         "",
         "[scrub]",
         *_settings_lines(cfg.scrub),
+        *(
+            ["", "[auth]", "public = [" + ", ".join(f'"{p}"' for p in cfg.public_paths) + "]"]
+            if cfg.public_paths
+            else []
+        ),
+        "",
+        "[import]",
+        "allow = [" + ", ".join(_toml_value(a) for a in cfg.import_allow) + "]",
     ]
     for node in cfg.nodes:
         lines += [

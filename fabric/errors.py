@@ -22,6 +22,18 @@ class BadRequest(FabricError):
     code, status = "bad_request", 400
 
 
+class Unauthorized(FabricError):
+    """No credentials, or credentials that prove nothing (malformed, unknown, revoked)."""
+
+    code, status = "unauthorized", 401
+
+
+class Forbidden(FabricError):
+    """Valid credentials whose role may not do this."""
+
+    code, status = "forbidden", 403
+
+
 class NotFound(FabricError):
     code, status = "not_found", 404
 
@@ -58,6 +70,8 @@ _BY_CODE = {
     cls.code: cls
     for cls in (
         BadRequest,
+        Unauthorized,
+        Forbidden,
         NotFound,
         Conflict,
         TooLarge,

@@ -31,6 +31,20 @@ ids already take tens of MiB, near ``MAX_MESSAGE_BYTES``."""
 MAX_WIRE_TEXT_CHARS = 64 * KiB
 """Longest free-text field of a message (an error message, a report's reason)."""
 
+# --- authentication ----------------------------------------------------------------------
+PEER_CLOCK_SKEW_S = 60.0
+"""How far a signed node-to-node request's timestamp may be from the receiver's wall clock.
+Hosts kept by NTP agree within milliseconds; a minute tolerates a host without it while
+bounding how long a captured request stays worth replaying (and how many nonces to keep)."""
+PEER_NONCES_KEPT = 200_000
+"""Nonces remembered for replay protection (about 100 bytes each: 20 MB at most). A busy
+node signs a few thousand requests a second, so this covers the skew window at that rate;
+past it the oldest are forgotten and requests signed before them are refused."""
+MAX_TOKENS = 10_000
+"""API tokens one cluster keeps (revoked ones count: they stay listed)."""
+PEER_REFUSAL_LOG_EVERY_S = 10.0
+"""At most one log line per interval for refused peer requests (a flood must not fill disks)."""
+
 # --- metadata / consensus ----------------------------------------------------------------
 MAX_COMMAND_BYTES = 4 * MiB
 """Largest single metadata command."""
@@ -101,6 +115,9 @@ IMPORT_MAX_REDIRECTS = 5
 IMPORT_MAX_RESUMES = 5
 IMPORT_RESUME_BACKOFF_S = 0.5
 """Wait before resume number n: n times this."""
+IMPORT_ALLOW_ENTRIES = 256
+"""``[import] allow`` entries: every fetch checks each address against all of them, and a
+list longer than this is better written as a few wider ranges."""
 
 # --- client -------------------------------------------------------------------------------
 CLIENT_CONNECT_TIMEOUT_S = 2.0

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fabric.keys import ClusterKeys
+from fabric.urlguard import UrlGuard
 from fabric.wire.refusals import Refusals
 
 
@@ -145,12 +146,15 @@ class Fetcher(Protocol):
     """Reads http(s) URLs for URL import (real sockets, or simulated sources)."""
 
     def get(
-        self, url: str, offset: int
+        self, url: str, offset: int, guard: UrlGuard
     ) -> AbstractAsyncContextManager[tuple[SourceHead, AsyncIterator[bytes]]]:
         """The response to a GET from byte ``offset`` (a Range request when > 0).
 
-        Raises ``SourceFailed`` or ``SourceDropped``; the chunk iterator raises
-        ``SourceDropped`` when the connection breaks or sends nothing for too long.
+        ``guard`` decides every connection: the URL and every address its host resolves
+        to, checked where the connection is made, and again at every redirect hop; a
+        refusal raises ``SourceFailed`` with the guard's message. Raises ``SourceFailed``
+        or ``SourceDropped``; the chunk iterator raises ``SourceDropped`` when the
+        connection breaks or sends nothing for too long.
         """
 
 

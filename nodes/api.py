@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
@@ -197,6 +198,14 @@ class NodeCollector(Collector):
         )
         c.add_metric([node.id], node.metadata.commits)
         yield c
+        refused = CounterMetricFamily(
+            "fabric_peer_requests_refused",
+            "Node-to-node requests refused by authentication, by the check that failed",
+            labels=["node", "check"],
+        )
+        for check, count in sorted(getattr(node.runtime.transport, "refused", {}).items()):
+            refused.add_metric([node.id, check], count)
+        yield refused
         states = GaugeMetricFamily(
             "fabric_node_up", "1 if the node is UP in the replicated metadata", labels=["peer"]
         )
@@ -376,8 +385,15 @@ async def get_openapi(request: web.Request) -> web.Response:
     return web.json_response(document())
 
 
-def build_app(node: Node, extra_routes: list[web.RouteDef]) -> web.Application:
-    app = web.Application(middlewares=[errors], client_max_size=limits.MAX_MESSAGE_BYTES)
+def build_app(
+    node: Node,
+    extra_routes: list[web.RouteDef],
+    middlewares: Sequence[Middleware] = (),
+) -> web.Application:
+    """The node's app; ``middlewares`` run inside ``errors`` (which shapes their refusals)."""
+    app = web.Application(
+        middlewares=[errors, *middlewares], client_max_size=limits.MAX_MESSAGE_BYTES
+    )
     app[NODE] = node
     registry = CollectorRegistry()
     registry.register(NodeCollector(node))

@@ -1,8 +1,11 @@
 """``fabric node run``: one node as a real process, serving until SIGTERM.
 
-Exit codes tell the launcher why a node could not start: 2 bad config or node id,
-3 its address is taken, 4 its durable state is corrupt, 5 another process holds its
-directory.
+Exit codes tell the launcher why a node could not start: 2 bad config, node id or
+cluster secret (or a directory others may write), 3 its address is taken, 4 its durable
+state is corrupt, 5 another process holds its directory.
+
+A node creates every file for its own user only (umask 077): extent groups, the Raft
+log and snapshots, spill files and its log.
 """
 
 from __future__ import annotations
@@ -22,8 +25,12 @@ from aiohttp import web
 from fabric import limits
 from fabric.config import ClusterConfig, ConfigError, load_config
 from fabric.consensus.wal import CorruptLog
+from fabric.keys import ClusterKeys
 from fabric.ports import Runtime
+from nodes import secretfile
 from nodes.api import build_app
+from nodes.api_access import check_access
+from nodes.api_access import routes as access_routes
 from nodes.api_data import routes as data_routes
 from nodes.api_healing import routes as healing_routes
 from nodes.api_images import routes as image_routes
@@ -42,8 +49,8 @@ def disk_root(node_dir: str, disk: str) -> str:
 
 
 def _lock(node_dir: str) -> int | None:
-    os.makedirs(node_dir, exist_ok=True)
-    fd = os.open(os.path.join(node_dir, "LOCK"), os.O_RDWR | os.O_CREAT, 0o644)
+    secretfile.make_private_dir(node_dir)
+    fd = os.open(os.path.join(node_dir, "LOCK"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -52,9 +59,9 @@ def _lock(node_dir: str) -> int | None:
     return fd
 
 
-async def serve(config: ClusterConfig, node_id: str, node_dir: str) -> int:
+async def serve(config: ClusterConfig, node_id: str, node_dir: str, keys: ClusterKeys) -> int:
     nc = config.node(node_id)
-    transport = HttpTransport(node_id, config)
+    transport = HttpTransport(node_id, config, keys)
     disks = [FileDisk(d, disk_root(node_dir, d), nc.capacity_of(i)) for i, d in enumerate(nc.disks)]
     fetcher = HttpFetcher()
     runtime = Runtime(
@@ -65,11 +72,20 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str) -> int:
         offload=thread_offload,
         fetcher=fetcher,
         spill_factory=lambda: FileSpill(os.path.join(node_dir, "spill")),
+        keys=keys,
     )
     node = Node(config, node_id, runtime)
     app = build_app(
         node,
-        [*transport.routes(), *data_routes(), *image_routes(), *healing_routes(), *member_routes()],
+        [
+            *transport.routes(),
+            *data_routes(),
+            *image_routes(),
+            *healing_routes(),
+            *member_routes(),
+            *access_routes(),
+        ],
+        [check_access],
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -137,8 +153,11 @@ def tune_allocator() -> None:
     mallopt(M_TOP_PAD, limits.NODE_HEAP_GROW_BYTES)
 
 
-def run_node(config_path: str, node_id: str, node_dir: str | None) -> int:
+def run_node(
+    config_path: str, node_id: str, node_dir: str | None, secret_path: str | None = None
+) -> int:
     tune_allocator()
+    os.umask(0o077)
     logging.basicConfig(
         level=logging.INFO,
         format=f"%(asctime)s {node_id} %(levelname)s %(name)s: %(message)s",
@@ -152,11 +171,19 @@ def run_node(config_path: str, node_id: str, node_dir: str | None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     node_dir = node_dir or os.path.join(os.path.dirname(config_path) or ".", "nodes", node_id)
+    try:
+        keys = secretfile.load(secret_path or secretfile.default_path(config_path))
+        secretfile.make_private_dir(node_dir)
+        secretfile.check_private_dir(node_dir)
+    except (secretfile.SecretError, OSError) as exc:
+        log.critical("refusing to start: %s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     lock = _lock(node_dir)
     if lock is None:
         log.critical("another process is running node %s in %s", node_id, node_dir)
         return EXIT_LOCKED
     # uvloop: the same asyncio API on libuv, with cheaper socket and callback handling
     # (the write path spends much of its time moving bytes between sockets and files).
-    result: int = uvloop.run(serve(config, node_id, node_dir))
+    result: int = uvloop.run(serve(config, node_id, node_dir, keys))
     return result

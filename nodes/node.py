@@ -135,6 +135,7 @@ class Node:
             self.replicas,
             self.reader,
             work,
+            runtime.keys.dedup_key if runtime.keys is not None else None,
         )
         self.inflight = GroupsInFlight()
         self.ec = EcService(
@@ -160,6 +161,8 @@ class Node:
             runtime.spill_factory or MemorySpill,
             reader_limits or ReaderLimits(),
             runtime.fetcher,
+            self.membership,
+            config.import_allow,
         )
         self.events = EventLog(node_id, clock, self.metadata)
         self.copier = Copier(node_id, self.storage, self.replicas)

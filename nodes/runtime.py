@@ -3,7 +3,9 @@
 Node-to-node traffic rides on the node's own HTTP port under ``/internal/v1``:
 ``POST /internal/v1/messages`` carries a batch of one-way messages (Raft), and
 ``POST /internal/v1/call`` one request whose reply is the response body. Bodies are
-the wire codec's msgpack; the sender names itself in ``X-Fabric-From``.
+the wire codec's msgpack. Every request and every reply is signed with the cluster's
+peer key (``fabric.peerauth``); a request that fails a check is refused with 401 before
+its body is read, and a body that does not match its signed digest before it is decoded.
 
 One-way messages go through a bounded outbox per peer, drained by one sender task
 that packs everything queued into a single request: under load, Raft's many small
@@ -16,17 +18,22 @@ import asyncio
 import collections
 import contextlib
 import errno
+import logging
 import os
+import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.abc import AbstractResolver, ResolveResult
+from yarl import URL
 
-from fabric import ids, limits
+from fabric import ids, limits, peerauth
 from fabric.config import ClusterConfig
 from fabric.errors import FabricError, from_code
+from fabric.keys import ClusterKeys
 from fabric.ports import (
     DiskFault,
     DiskFull,
@@ -37,6 +44,7 @@ from fabric.ports import (
     SourceFailed,
     SourceHead,
 )
+from fabric.urlguard import Refusal, UrlGuard, host_target
 from fabric.wire import checks
 from fabric.wire.codec import (
     MAX_BULK_PARTS,
@@ -49,12 +57,14 @@ from fabric.wire.codec import (
 from fabric.wire.messages import ErrorReply
 from fabric.wire.refusals import Refusals
 
-FROM_HEADER = "X-Fabric-From"
-CLUSTER_HEADER = "X-Fabric-Cluster"
-PARTS_HEADER = "X-Fabric-Parts"
+FROM_HEADER = peerauth.FROM
+CLUSTER_HEADER = peerauth.CLUSTER
+PARTS_HEADER = peerauth.PARTS
 """Sizes of the header and the raw bulk parts that follow it (``encode_parts``)."""
 MSGPACK = "application/msgpack"
 _IOV_MAX = 1024  # Linux's limit on buffers in one writev
+
+log = logging.getLogger(__name__)
 
 
 class RealClock:
@@ -87,7 +97,7 @@ class FileDisk:
         self.broken = ""
         """Why the directory could not be opened at start (every call then fails)."""
         try:
-            os.makedirs(root, exist_ok=True)
+            os.makedirs(root, mode=0o700, exist_ok=True)
             # File sizes kept up to date by our own writes, so that usage() (every health
             # report) costs one statvfs, not a stat of every extent group file.
             self._sizes = {
@@ -156,7 +166,7 @@ class FileDisk:
     def _handle(self, path: str) -> int:
         fd = self._handles.get(path)
         if fd is None:
-            fd = os.open(self._path(path), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+            fd = os.open(self._path(path), os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
             self._handles[path] = fd
         return fd
 
@@ -259,10 +269,21 @@ class FileDisk:
 
 
 class HttpTransport:
-    def __init__(self, node_id: str, config: ClusterConfig) -> None:
+    def __init__(self, node_id: str, config: ClusterConfig, keys: ClusterKeys) -> None:
         self.node_id = node_id
         self.cluster_id = config.id
         self.urls = {n.id: n.url for n in config.nodes}
+        self.auth = peerauth.PeerAuth(
+            keys.peer_key,
+            node_id,
+            config.id,
+            is_peer=lambda sender: sender in self.urls,
+            skew_s=limits.PEER_CLOCK_SKEW_S,
+            nonces_kept=limits.PEER_NONCES_KEPT,
+        )
+        self.refused: collections.Counter[str] = collections.Counter()
+        """Requests refused by authentication, by check (exported in /metrics)."""
+        self._last_refusal_log = 0.0
         self._session: aiohttp.ClientSession | None = None
         self._outbox: dict[str, collections.deque[Any]] = {}
         self._senders: dict[str, asyncio.Task[None]] = {}
@@ -313,11 +334,12 @@ class HttpTransport:
             wake.clear()
             while box:
                 batch = [box.popleft() for _ in range(min(len(box), limits.MAX_RPC_BATCH_MESSAGES))]
+                body = encode(batch)
                 try:
                     async with self.session().post(
                         url,
-                        data=encode(batch),
-                        headers=self._headers(),
+                        data=body,
+                        headers=self._headers("/internal/v1/messages", peerauth.body_digest(body)),
                         timeout=aiohttp.ClientTimeout(total=2.0),
                     ) as resp:
                         await resp.read()
@@ -327,8 +349,14 @@ class HttpTransport:
                     box.clear()
                     await asyncio.sleep(0.05)
 
-    def _headers(self) -> dict[str, str]:
-        return {FROM_HEADER: self.node_id, CLUSTER_HEADER: self.cluster_id, "Content-Type": MSGPACK}
+    def _headers(self, path: str, digest: str, parts: str = "") -> dict[str, str]:
+        headers = self.auth.sign(
+            "POST", path, time.time(), os.urandom(peerauth.NONCE_BYTES), digest, parts
+        )
+        headers["Content-Type"] = MSGPACK
+        if parts:
+            headers[PARTS_HEADER] = parts
+        return headers
 
     # --- request/response -------------------------------------------------------------------
     async def call(self, peer: str, message: Any, timeout_s: float) -> Any:
@@ -336,11 +364,11 @@ class HttpTransport:
         if url is None:
             raise PeerUnreachable(peer, "not in the cluster config")
         header, parts = encode_parts(message)
-        headers = self._headers()
+        layout = ",".join(map(str, (len(header), *map(len, parts)))) if parts else ""
+        headers = self._headers("/internal/v1/call", peerauth.body_digest(header, *parts), layout)
         data: bytes | AsyncIterator[bytes] = header
         if parts:
             # Bulk bytes go raw after the header, never joined or packed into one buffer.
-            headers[PARTS_HEADER] = ",".join(map(str, (len(header), *map(len, parts))))
             headers["Content-Length"] = str(len(header) + sum(map(len, parts)))
             data = _body_of(header, parts)
         try:
@@ -351,10 +379,20 @@ class HttpTransport:
                 timeout=aiohttp.ClientTimeout(total=timeout_s),
             ) as resp:
                 body = await resp.read()
+                status, signature = resp.status, resp.headers.get(peerauth.AUTH, "")
         except (aiohttp.ClientError, OSError) as exc:
             raise PeerUnreachable(peer, str(exc) or type(exc).__name__) from None
         except TimeoutError:
             raise PeerUnreachable(peer, f"no answer within {timeout_s:g} s") from None
+        if status != 200:
+            text = body[:200].decode(errors="replace")
+            raise PeerUnreachable(peer, f"refused the call: {status} {text}")
+        try:
+            self.auth.check_reply(
+                headers[peerauth.NONCE], peer, peerauth.body_digest(body), signature
+            )
+        except peerauth.AuthError as exc:
+            raise PeerUnreachable(peer, str(exc)) from None
         try:
             reply = decode(body)
         except WireError as exc:
@@ -370,12 +408,21 @@ class HttpTransport:
             web.post("/internal/v1/call", self._serve_call),
         ]
 
-    async def _body(self, request: web.Request) -> tuple[str, Any]:
-        frm = request.headers.get(FROM_HEADER, "")
-        if frm not in self.urls:
-            raise web.HTTPForbidden(text=f"unknown sender {frm!r}")
-        if request.headers.get(CLUSTER_HEADER, "") != self.cluster_id:
-            raise web.HTTPForbidden(text="message from a node of another cluster")
+    def _refuse(self, request: web.Request, exc: peerauth.AuthError) -> web.HTTPUnauthorized:
+        reason = str(exc)
+        self.refused[reason.split(" ", 1)[0]] += 1
+        now = time.monotonic()
+        if now - self._last_refusal_log > limits.PEER_REFUSAL_LOG_EVERY_S:
+            # One line per interval: a flood of forged requests must not flood the log.
+            self._last_refusal_log = now
+            log.warning("refused a request to %s from %s: %s", request.path, request.remote, reason)
+        return web.HTTPUnauthorized(text=reason)
+
+    async def _body(self, request: web.Request) -> tuple[peerauth.Signed, Any]:
+        try:
+            signed = self.auth.check(request.method, request.path, request.headers, time.time())
+        except peerauth.AuthError as exc:
+            raise self._refuse(request, exc) from None
         if (request.content_length or 0) > limits.MAX_MESSAGE_BYTES:
             raise web.HTTPRequestEntityTooLarge(
                 max_size=limits.MAX_MESSAGE_BYTES, actual_size=request.content_length or 0
@@ -383,12 +430,17 @@ class HttpTransport:
         try:
             layout = request.headers.get(PARTS_HEADER)
             if layout is None:
-                return frm, decode(await request.read())
+                body = await request.read()  # bounded by the app's client_max_size
+                self.auth.check_body(signed, peerauth.body_digest(body))
+                return signed, decode(body)
             sizes = _part_sizes(layout, request.content_length)
             read = request.content.readexactly
             header = await read(sizes[0])
             parts = [await read(n) for n in sizes[1:]]
-            return frm, decode_parts(header, tuple(parts))
+            self.auth.check_body(signed, peerauth.body_digest(header, *parts))
+            return signed, decode_parts(header, tuple(parts))
+        except peerauth.AuthError as exc:
+            raise self._refuse(request, exc) from None
         except WireError as exc:
             self.refusals.count(exc)
             raise web.HTTPBadRequest(text=str(exc)) from None
@@ -396,7 +448,8 @@ class HttpTransport:
             raise web.HTTPBadRequest(text="body shorter than its parts") from None
 
     async def _serve_messages(self, request: web.Request) -> web.Response:
-        frm, body = await self._body(request)
+        signed, body = await self._body(request)
+        frm = signed.sender
         if self._on_message is None:
             raise web.HTTPServiceUnavailable(text="node is starting")
         try:
@@ -409,14 +462,16 @@ class HttpTransport:
         return web.Response(status=204)
 
     async def _serve_call(self, request: web.Request) -> web.Response:
-        frm, message = await self._body(request)
+        signed, message = await self._body(request)
         if self._on_call is None:
             raise web.HTTPServiceUnavailable(text="node is starting")
         try:
-            reply = await self._on_call(frm, message)
+            reply = await self._on_call(signed.sender, message)
         except FabricError as exc:
             reply = ErrorReply(exc.code, exc.message)
-        return web.Response(body=encode(reply), content_type=MSGPACK)
+        body = encode(reply)
+        mac = self.auth.sign_reply(signed.nonce, peerauth.body_digest(body))
+        return web.Response(body=body, content_type=MSGPACK, headers={peerauth.AUTH: mac})
 
 
 async def _body_of(header: bytes, parts: tuple[bytes, ...]) -> AsyncIterator[bytes]:
@@ -438,41 +493,89 @@ def _part_sizes(layout: str, content_length: int | None) -> list[int]:
     return sizes
 
 
-class HttpFetcher:
-    """URL import's reads over real sockets (aiohttp), mapped onto the fetch port's errors."""
+class GuardedResolver(AbstractResolver):
+    """Resolves through ``inner`` and gives aiohttp only the addresses the guard allows,
+    so the addresses checked are the ones connected to (no rebinding in between)."""
 
-    def __init__(self) -> None:
-        self._session: aiohttp.ClientSession | None = None
+    def __init__(self, inner: AbstractResolver, guard: UrlGuard) -> None:
+        self.inner = inner
+        self.guard = guard
+        self._knows_nodes = False
 
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            timeout = aiohttp.ClientTimeout(
-                total=None,
-                sock_connect=limits.IMPORT_CONNECT_TIMEOUT_S,
-                sock_read=limits.IMPORT_STALL_S,
-            )
-            self._session = aiohttp.ClientSession(timeout=timeout)
-        return self._session
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        await self._learn_node_addresses()
+        found = await self.inner.resolve(host, port, family)
+        admitted = self.guard.admit(host_target(host, port), [r["host"] for r in found])
+        if isinstance(admitted, Refusal):
+            raise SourceFailed(admitted.message)
+        return [r for r in found if r["host"] in admitted]
+
+    async def _learn_node_addresses(self) -> None:
+        """Nodes named by host name are recognised by their addresses too."""
+        if self._knows_nodes:
+            return
+        resolved: dict[str, list[str]] = {}
+        for name in sorted(self.guard.node_names()):
+            try:
+                found = await self.inner.resolve(name, 0, socket.AF_UNSPEC)
+            except OSError:
+                continue  # a node name that does not resolve cannot be connected to either
+            resolved[name] = [r["host"] for r in found]
+        self.guard = self.guard.knowing(resolved)
+        self._knows_nodes = True
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
+        pass  # the inner resolver is the fetcher's, shared by its requests
+
+
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class HttpFetcher:
+    """URL import's reads over real sockets (aiohttp), mapped onto the fetch port's errors.
+
+    Each request gets its own connector whose resolver is guarded, and follows redirects
+    itself, checking every hop: the guard sees every address before a connection is made
+    to it. ``resolver`` is injectable so tests decide what a name resolves to.
+    """
+
+    def __init__(self, resolver: AbstractResolver | None = None) -> None:
+        self._resolver = resolver
+
+    async def close(self) -> None:
+        if self._resolver is not None:
+            await self._resolver.close()
+
+    def _session(self, guard: UrlGuard) -> aiohttp.ClientSession:
+        if self._resolver is None:
+            self._resolver = aiohttp.DefaultResolver()  # needs the running loop
+        timeout = aiohttp.ClientTimeout(
+            total=None,
+            sock_connect=limits.IMPORT_CONNECT_TIMEOUT_S,
+            sock_read=limits.IMPORT_STALL_S,
+        )
+        # No DNS cache and no pooled connection outlive this request's checks; no proxy
+        # from the environment (it would connect for us, unchecked).
+        connector = aiohttp.TCPConnector(
+            resolver=GuardedResolver(self._resolver, guard), use_dns_cache=False
+        )
+        return aiohttp.ClientSession(connector=connector, timeout=timeout, trust_env=False)
 
     @contextlib.asynccontextmanager
     async def get(
-        self, url: str, offset: int
+        self, url: str, offset: int, guard: UrlGuard
     ) -> AsyncIterator[tuple[SourceHead, AsyncIterator[bytes]]]:
         headers = {"Range": f"bytes={offset}-"} if offset else {}
         try:
-            async with self._client().get(
-                url, headers=headers, max_redirects=limits.IMPORT_MAX_REDIRECTS
-            ) as resp:
-                head = SourceHead(resp.status, resp.reason or "", resp.content_length)
-                yield head, _chunks(resp)
-        except aiohttp.TooManyRedirects:
-            raise SourceFailed(f"more than {limits.IMPORT_MAX_REDIRECTS} redirects") from None
-        except aiohttp.InvalidURL as exc:
-            raise SourceFailed(f"invalid URL: {exc}") from None
+            async with self._session(guard) as session:
+                resp = await _follow(session, url, headers, guard)
+                async with resp:
+                    head = SourceHead(resp.status, resp.reason or "", resp.content_length)
+                    yield head, _chunks(resp)
+        except aiohttp.InvalidURL:
+            raise SourceFailed("invalid URL") from None
         except aiohttp.ClientConnectorError as exc:
             raise SourceFailed(f"cannot connect: {exc}") from None
         except (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError) as exc:
@@ -481,6 +584,48 @@ class HttpFetcher:
             raise SourceDropped(str(exc)) from None
         except TimeoutError:
             raise SourceDropped(f"stalled: no bytes for {limits.IMPORT_STALL_S:g} s") from None
+
+
+async def _follow(
+    session: aiohttp.ClientSession, url: str, headers: dict[str, str], guard: UrlGuard
+) -> aiohttp.ClientResponse:
+    """The response at the end of ``url``'s redirects, each hop checked before it is
+    requested. Credentials in the URL go only to hops on the URL's own origin."""
+    try:
+        first = URL(url)
+    except ValueError:
+        raise SourceFailed("invalid URL") from None
+    auth = aiohttp.BasicAuth.from_url(first)
+    hop = first.with_user(None)
+    for _ in range(limits.IMPORT_MAX_REDIRECTS + 1):
+        _check_hop(guard, hop)
+        sent = dict(headers)
+        if auth is not None and hop.origin() == first.with_user(None).origin():
+            sent["Authorization"] = auth.encode()
+        resp = await session.get(hop, headers=sent, allow_redirects=False)
+        location = resp.headers.get("Location")
+        if resp.status not in _REDIRECTS or location is None:
+            return resp
+        resp.release()
+        try:
+            hop = hop.join(URL(location))
+        except ValueError:
+            raise SourceFailed("a redirect to an invalid URL") from None
+    raise SourceFailed(f"more than {limits.IMPORT_MAX_REDIRECTS} redirects")
+
+
+def _check_hop(guard: UrlGuard, hop: URL) -> None:
+    """The guard's check of a hop's URL, and of its address when the host is written as
+    one: aiohttp connects to those without asking the resolver."""
+    target = guard.check_url(str(hop))
+    if isinstance(target, Refusal):
+        raise SourceFailed(target.message)
+    host = hop.raw_host or ""
+    # aiohttp's own test for "this host is an address" (aiohttp.helpers.is_ip_address).
+    if ":" in host or host.replace(".", "").isdigit():
+        refusal = guard.check_address(host_target(host, target.port), host)
+        if refusal is not None:
+            raise SourceFailed(refusal.message)
 
 
 async def _chunks(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:

@@ -106,7 +106,8 @@ class Sink:
 async def counters(urls: list[str], names: tuple[str, ...]) -> dict[str, float]:
     """The sum over every node that answers of each named Prometheus counter."""
     totals = dict.fromkeys(names, 0.0)
-    async with aiohttp.ClientSession() as session:
+    auth = {"Authorization": f"Bearer {os.environ.get('FABRIC_TOKEN', '')}"}
+    async with aiohttp.ClientSession(headers=auth) as session:
         for url in urls:
             try:
                 async with session.get(url + "/metrics") as resp:

@@ -47,15 +47,17 @@ from aiohttp import web
 
 from fabric.config import ClusterConfig, load_config, render_config
 from fabric.errors import FabricError
+from fabric.keys import ClusterKeys
 from fabric.metadata.commands import Put
 from fabric.ports import Runtime
+from nodes import secretfile
 from nodes.api import build_app
 from nodes.main import disk_root
 from nodes.node import Node
 from nodes.runtime import FileDisk, HttpFetcher, HttpTransport, RealClock, thread_offload
 from nodes.services.images import FileSpill
 from nodes.simcluster import SimCluster
-from scripts.benchkit import write_config
+from scripts.benchkit import use_token, write_config
 from shell import launcher
 from shell.client import ApiError, FabricClient, Unreachable
 
@@ -85,9 +87,11 @@ class LocalNode:
     """A node of ``config`` built in this process on the real runtime (as ``fabric node
     run`` builds it), serving the internal routes its peers need."""
 
-    def __init__(self, config: ClusterConfig, node_id: str, node_dir: str) -> None:
+    def __init__(
+        self, config: ClusterConfig, node_id: str, node_dir: str, keys: ClusterKeys
+    ) -> None:
         nc = config.node(node_id)
-        self.transport = HttpTransport(node_id, config)
+        self.transport = HttpTransport(node_id, config, keys)
         self.disks = [FileDisk(d, disk_root(node_dir, d)) for d in nc.disks]
         self.fetcher = HttpFetcher()
         runtime = Runtime(
@@ -98,6 +102,7 @@ class LocalNode:
             offload=thread_offload,
             fetcher=self.fetcher,
             spill_factory=lambda: FileSpill(os.path.join(node_dir, "spill")),
+            keys=keys,
         )
         self.node = Node(config, node_id, runtime)
         self.url = nc.url
@@ -171,7 +176,9 @@ async def leader_commits(base: Path, seconds: float, proposers: int) -> tuple[fl
     followers_cfg = base / "raft-followers.toml"
     followers_cfg.write_text(render_config(replace(cfg, timeouts=slow)))
     me, others = cfg.nodes[0].id, [n.id for n in cfg.nodes[1:]]
-    local = LocalNode(cfg, me, str(base / "raft" / me))
+    secret = str(base / secretfile.SECRET_NAME)  # beside both configs, for every voter
+    secretfile.create(secret)
+    local = LocalNode(cfg, me, str(base / "raft" / me), secretfile.load(secret))
     await local.start()
     procs = [spawn_voter(followers_cfg, n, base / "raft" / n) for n in others]
     try:
@@ -307,6 +314,7 @@ def main() -> None:
         root = str(base / "c3")
         cfg = load_config(str(write_config(base / "c3.toml", 3)))
         launcher.up(root, str(base / "c3.toml"), None, say=lambda _: None)
+        use_token(root)
         try:
             api_rate = uvloop.run(api_commits(cfg, args.seconds, args.proposers))
             sim_rate = simulated_commits(cfg, 20_000, 64)

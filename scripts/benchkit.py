@@ -61,10 +61,16 @@ def local_cluster(tmp: Path, nodes: int, voters: int | None = None) -> Iterator[
     cfg_path = write_config(tmp / f"c{nodes}.toml", nodes, voters)
     root = str(tmp / f"c{nodes}")
     launcher.up(root, str(cfg_path), None, say=lambda _: None)
+    use_token(root)
     try:
         yield load_config(str(cfg_path))
     finally:
         launcher.down(root, say=lambda _: None)
+
+
+def use_token(root: str) -> None:
+    """Clients made from now on (``FabricClient``) carry the admin token of ``root``."""
+    os.environ["FABRIC_TOKEN"] = launcher.ClusterDir(root).token()
 
 
 def cluster_root(tmp: Path, nodes: int) -> str:

@@ -36,8 +36,9 @@ def _connect(args: argparse.Namespace, timeout_s: float = 30.0) -> FabricClient:
     from shell.client import FabricClient
     from shell.launcher import ClusterDir, resolve_dir
 
-    cfg = ClusterDir(resolve_dir(args.dir)).config()
-    return FabricClient([n.url for n in cfg.nodes], timeout_s, cluster_id=cfg.id)
+    cdir = ClusterDir(resolve_dir(args.dir))
+    cfg = cdir.config()
+    return FabricClient([n.url for n in cfg.nodes], timeout_s, cfg.id, cdir.token())
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -166,7 +167,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     # every other command starts without it.
     from nodes.main import run_node
 
-    return run_node(args.config, args.id, args.node_dir)
+    return run_node(args.config, args.id, args.node_dir, args.secret)
 
 
 # --- metadata key space ---------------------------------------------------------------------
@@ -189,6 +190,37 @@ def cmd_kv(args: argparse.Namespace) -> int:
         _print_json(result)
     else:
         print(json.dumps(result["value"]))
+    return 0
+
+
+# --- access ---------------------------------------------------------------------------------
+def cmd_token(args: argparse.Namespace) -> int:
+    async def go() -> Any:
+        async with _connect(args) as client:
+            if args.token_cmd == "create":
+                return await client.create_token(args.name, args.role)
+            if args.token_cmd == "list":
+                return await client.tokens()
+            await client.revoke_token(args.id)
+            return {"id": args.id, "revoked": True}
+
+    result = _run(go())
+    if args.json:
+        _print_json(result)
+    elif args.token_cmd == "create":
+        print(result["token"])
+        print(
+            f"token {result['id']} for {result['name']!r}, role {result['role']}: shown only "
+            "now; use it as FABRIC_TOKEN or 'Authorization: Bearer <token>'",
+            file=sys.stderr,
+        )
+    elif args.token_cmd == "list":
+        print(f"{'ID':<14}{'ROLE':<11}{'STATE':<9}NAME")
+        for t in result:
+            state = "revoked" if t["revoked"] else "active"
+            print(f"{t['id']:<14}{t['role']:<11}{state:<9}{t['name']}")
+    else:
+        print(f"revoked token {args.id}")
     return 0
 
 
@@ -750,7 +782,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True)
     run.add_argument("--id", required=True)
     run.add_argument("--dir", dest="node_dir", help="the node's data directory")
+    run.add_argument(
+        "--secret", help="the cluster secret file (default: cluster.secret beside the config)"
+    )
     run.set_defaults(fn=cmd_node_run)
+
+    tk = sub.add_parser("token", help="API tokens: create, list, revoke").add_subparsers(
+        dest="token_cmd", required=True
+    )
+    tc = tk.add_parser("create", parents=[common], help="a new token (printed once)")
+    tc.add_argument("name", help="who or what it is for")
+    tc.add_argument("--role", choices=("read-only", "operator", "admin"), default="read-only")
+    tk.add_parser("list", parents=[common], help="every token (never the secret part)")
+    tk.add_parser("revoke", parents=[common], help="revoke a token at once").add_argument("id")
+    for parser in tk.choices.values():
+        parser.set_defaults(fn=cmd_token)
 
     kv = sub.add_parser("kv", help="the metadata key space").add_subparsers(
         dest="kv_cmd", required=True

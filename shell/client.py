@@ -95,9 +95,18 @@ class _Watch:
 
 
 class FabricClient:
-    def __init__(self, urls: list[str], timeout_s: float = 30.0, cluster_id: str = "") -> None:
+    def __init__(
+        self,
+        urls: list[str],
+        timeout_s: float = 30.0,
+        cluster_id: str = "",
+        token: str | None = None,
+    ) -> None:
         assert urls, "a client needs at least one node URL"
         self.urls = list(urls)
+        self.token = os.environ.get("FABRIC_TOKEN", "") if token is None else token
+        """Sent as ``Authorization: Bearer`` with every request ("" sends none); by
+        default the environment's ``FABRIC_TOKEN``."""
         """Nodes in the order they are tried; a node that fails moves to the back."""
         self.cluster_id = cluster_id
         """When set, nodes of any other cluster refuse our requests (same ports, say)."""
@@ -111,6 +120,8 @@ class FabricClient:
 
     async def __aenter__(self) -> FabricClient:
         headers = {"X-Fabric-Cluster": self.cluster_id} if self.cluster_id else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         self._session = aiohttp.ClientSession(timeout=self.timeout, headers=headers)
         return self
 
@@ -309,6 +320,20 @@ class FabricClient:
             body["expect_version"] = expect_version
         answer = await self.request("PUT", f"/api/v1/kv/{key}", json=body)
         return int(answer["version"])
+
+    async def create_token(self, name: str, role: str) -> dict[str, Any]:
+        """A new token (shown once, in the answer's ``token``)."""
+        body = {"name": name, "role": role}
+        answer: dict[str, Any] = await self.request("POST", "/api/v1/tokens", json=body)
+        return answer
+
+    async def tokens(self) -> list[dict[str, Any]]:
+        answer: dict[str, Any] = await self.request("GET", "/api/v1/tokens")
+        listed: list[dict[str, Any]] = answer["tokens"]
+        return listed
+
+    async def revoke_token(self, token_id: str) -> None:
+        await self.request("DELETE", f"/api/v1/tokens/{token_id}")
 
     async def kv_get(self, key: str) -> dict[str, Any]:
         item: dict[str, Any] = await self.request("GET", f"/api/v1/kv/{key}")

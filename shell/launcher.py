@@ -3,9 +3,13 @@
 A cluster directory holds everything of one local cluster::
 
     DIR/cluster.toml              the config the nodes run with (written by the first up)
+    DIR/cluster.secret            the secret that makes a process a node of this cluster
+    DIR/admin.token               the cluster's first admin API token (the CLI's default)
     DIR/nodes/<id>/node.log       the node's log
     DIR/nodes/<id>/pid            the running node's process id
     DIR/nodes/<id>/<disk>/        the node's disks (Raft state lives on the first)
+
+Everything in it is for its owner only (directories 0700, files 0600).
 
 ``up`` on an existing directory restarts the same cluster from its own cluster.toml;
 ``down`` stops every node (SIGTERM, then SIGKILL after a grace period).
@@ -39,7 +43,7 @@ if TYPE_CHECKING:
 
     import aiohttp
 
-from fabric import limits
+from fabric import limits, tokens
 from fabric.config import (
     ClusterConfig,
     ConfigError,
@@ -50,8 +54,10 @@ from fabric.config import (
     render_config,
     sized_config,
 )
+from nodes import secretfile
 
 CONFIG_NAME = "cluster.toml"
+TOKEN_NAME = "admin.token"
 POLL_S = 0.1
 EXIT_REASONS = {
     2: "bad config or node id",
@@ -102,6 +108,27 @@ class ClusterDir:
     @property
     def config_path(self) -> str:
         return os.path.join(self.root, CONFIG_NAME)
+
+    @property
+    def secret_path(self) -> str:
+        return os.path.join(self.root, secretfile.SECRET_NAME)
+
+    @property
+    def token_path(self) -> str:
+        return os.path.join(self.root, TOKEN_NAME)
+
+    def token(self) -> str:
+        """The API token the CLI sends: ``FABRIC_TOKEN``, else the directory's admin token."""
+        return os.environ.get("FABRIC_TOKEN", "").strip() or self.admin_token()
+
+    def admin_token(self) -> str:
+        """The directory's admin token ("" if there is none): what ``up``, ``down``,
+        ``status`` and the membership commands use, whatever ``FABRIC_TOKEN`` says."""
+        try:
+            with open(self.token_path) as f:
+                return f.read().strip()
+        except OSError:
+            return ""
 
     def node_dir(self, node_id: str) -> str:
         return os.path.join(self.root, "nodes", node_id)
@@ -183,6 +210,7 @@ def prepare(
                 f"{len(cfg.nodes)} nodes; restarting it as it is "
                 "(use another --dir for a new cluster)"
             )
+        credentials(cdir, say)
         return cfg
     cfg = (
         load_config(config_file)
@@ -195,17 +223,36 @@ def prepare(
         import uuid
 
         cfg = replace(cfg, id=uuid.uuid4().hex[:16])
-    os.makedirs(cdir.root, exist_ok=True)
-    with open(cdir.config_path, "w") as f:
-        f.write(render_config(cfg))
+    secretfile.make_private_dir(cdir.root)
+    write_private(cdir.config_path, render_config(cfg))
+    credentials(cdir, say)
     return cfg
+
+
+def write_private(path: str, text: str) -> None:
+    """Write ``path`` for its owner only (mode 0600, whatever the umask)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+def credentials(cdir: ClusterDir, say: Callable[[str], None]) -> None:
+    """The cluster secret and the first admin token, made once (an older cluster
+    directory without them gets them at its next ``up``)."""
+    if secretfile.create(cdir.secret_path):
+        say(f"made the cluster secret {cdir.secret_path} (mode 0600; nodes need it)")
+    keys = secretfile.load(cdir.secret_path)
+    if not os.path.exists(cdir.token_path):
+        write_private(cdir.token_path, tokens.admin_token(keys.admin_token_key) + "\n")
 
 
 def spawn(cdir: ClusterDir, node_id: str) -> subprocess.Popen[bytes]:
     import subprocess
 
-    os.makedirs(cdir.node_dir(node_id), exist_ok=True)
-    with open(cdir.log_path(node_id), "ab") as logf:
+    secretfile.make_private_dir(cdir.node_dir(node_id))
+    log_fd = os.open(cdir.log_path(node_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    with os.fdopen(log_fd, "ab") as logf:
         proc = subprocess.Popen(
             [
                 sys.executable,
@@ -225,16 +272,17 @@ def spawn(cdir: ClusterDir, node_id: str) -> subprocess.Popen[bytes]:
             stderr=logf,
             start_new_session=True,
         )
-    with open(cdir.pid_path(node_id), "w") as f:
-        f.write(f"{proc.pid}\n")
+    write_private(cdir.pid_path(node_id), f"{proc.pid}\n")
     return proc
 
 
-async def _get(session: aiohttp.ClientSession, url: str) -> Any:
+async def _get(session: aiohttp.ClientSession, url: str, token: str) -> Any:
     import aiohttp
 
     try:
-        async with session.get(url, timeout=aiohttp.ClientTimeout(total=2)) as resp:
+        async with session.get(
+            url, timeout=aiohttp.ClientTimeout(total=2), headers=auth_header(token)
+        ) as resp:
             return await resp.json() if resp.status == 200 else None
     except (aiohttp.ClientError, TimeoutError, OSError, ValueError):
         return None
@@ -244,7 +292,11 @@ STATUS_ANSWER_MAX_BYTES = 64 << 20
 """A node's cluster view is far smaller; more is not an answer from our node."""
 
 
-def _get_now(url: str, timeout_s: float = 2.0) -> Any:
+def auth_header(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def _get_now(url: str, token: str, timeout_s: float = 2.0) -> Any:
     """GET a node's JSON over a plain HTTP/1.0 socket; None if it gives no 200 answer.
 
     ``fabric status`` asks one question of a node on this machine: loading aiohttp and
@@ -252,7 +304,8 @@ def _get_now(url: str, timeout_s: float = 2.0) -> Any:
     question takes, and the command must start at once.
     """
     parts = urlsplit(url)
-    request = f"GET {parts.path or '/'} HTTP/1.0\r\nHost: {parts.netloc}\r\n\r\n".encode()
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    request = f"GET {parts.path or '/'} HTTP/1.0\r\nHost: {parts.netloc}\r\n{auth}\r\n".encode()
     answer = bytearray()
     try:
         with socket.create_connection((parts.hostname, parts.port), timeout=timeout_s) as sock:
@@ -274,12 +327,14 @@ def _get_now(url: str, timeout_s: float = 2.0) -> Any:
 
 
 async def _healthy(
-    session: aiohttp.ClientSession, cfg: ClusterConfig, expected: list[NodeConfig]
+    session: aiohttp.ClientSession, cfg: ClusterConfig, expected: list[NodeConfig], token: str
 ) -> tuple[bool, str]:
     """(healthy with the ``expected`` nodes, what is still missing)."""
     import asyncio
 
-    health = await asyncio.gather(*(_get(session, n.url + "/api/v1/health") for n in expected))
+    health = await asyncio.gather(
+        *(_get(session, n.url + "/api/v1/health", token) for n in expected)
+    )
     for node, h in zip(expected, health, strict=True):
         if h is None:
             return False, f"{node.id} not answering"
@@ -295,7 +350,7 @@ async def _healthy(
     if len(leaders) != 1 or None in leaders:
         return False, "no leader agreed on yet"
     leader = cfg.node(str(leaders.pop()))
-    view = await _get(session, leader.url + "/api/v1/cluster")
+    view = await _get(session, leader.url + "/api/v1/cluster", token)
     if view is None:
         return False, "leader view unavailable"
     ids = {n.id for n in expected}
@@ -335,7 +390,7 @@ async def wait_healthy(
                     failed[node_id] = _start_failure(cdir, node_id, code)
             _check_quorum(cfg, failed)
             expected = [n for n in cfg.nodes if n.id not in failed]
-            healthy, missing = await _healthy(session, cfg, expected)
+            healthy, missing = await _healthy(session, cfg, expected, cdir.admin_token())
             if healthy:
                 return tuple(failed.values())
             await asyncio.sleep(POLL_S)
@@ -440,7 +495,7 @@ def _status(cdir: ClusterDir, cfg: ClusterConfig) -> dict[str, Any]:
     for node in cfg.nodes:
         if cdir.pid(node.id) is None:
             continue
-        view = _get_now(node.url + "/api/v1/cluster")
+        view = _get_now(node.url + "/api/v1/cluster", cdir.admin_token())
         if view is not None and view.get("leader") is not None:
             break
     if view is None:

@@ -23,7 +23,16 @@ from typing import Any
 
 from fabric import limits
 from fabric.config import ClusterConfig, NodeConfig, render_config
-from shell.launcher import POLL_S, ClusterDir, LaunchError, _get_now, _stop, log_tail, spawn
+from shell.launcher import (
+    POLL_S,
+    ClusterDir,
+    LaunchError,
+    _get_now,
+    _stop,
+    log_tail,
+    spawn,
+    write_private,
+)
 
 
 def _next_id(cfg: ClusterConfig) -> str:
@@ -48,17 +57,16 @@ def _next_port(cfg: ClusterConfig, host: str) -> int:
 
 
 def _save(cdir: ClusterDir, cfg: ClusterConfig) -> None:
-    with open(cdir.config_path, "w", encoding="utf-8") as f:
-        f.write(render_config(cfg))
+    write_private(cdir.config_path, render_config(cfg))
 
 
-def _client(cfg: ClusterConfig, last: str = "") -> Any:
+def _client(cdir: ClusterDir, cfg: ClusterConfig, last: str = "") -> Any:
     """A client of the cluster that asks node ``last`` only if no other answers (a node
     being removed is the wrong one to ask about its own removal)."""
     from shell.client import FabricClient
 
     urls = [n.url for n in cfg.nodes if n.id != last] + [n.url for n in cfg.nodes if n.id == last]
-    return FabricClient(urls, limits.MEMBERSHIP_CHANGE_TIMEOUT_S * 2, cfg.id)
+    return FabricClient(urls, limits.MEMBERSHIP_CHANGE_TIMEOUT_S * 2, cfg.id, cdir.admin_token())
 
 
 def _wait_registered(cdir: ClusterDir, node: NodeConfig, timeout_s: float) -> None:
@@ -68,7 +76,7 @@ def _wait_registered(cdir: ClusterDir, node: NodeConfig, timeout_s: float) -> No
             raise LaunchError(
                 f"{node.id} exited at start; its log:\n{log_tail(cdir.log_path(node.id))}"
             )
-        health = _get_now(node.url + "/api/v1/health")
+        health = _get_now(node.url + "/api/v1/health", cdir.admin_token())
         if isinstance(health, dict) and health.get("registered"):
             return
         time.sleep(POLL_S)
@@ -107,7 +115,7 @@ def add_node(
     }
 
     async def record() -> None:
-        async with _client(cfg) as client:
+        async with _client(cdir, cfg) as client:
             await client.add_node(member)
 
     asyncio.run(record())
@@ -119,7 +127,7 @@ def add_node(
     if voter:
 
         async def promote() -> None:
-            async with _client(grown) as client:
+            async with _client(cdir, grown) as client:
                 await client.promote(nc.id)
 
         asyncio.run(promote())
@@ -156,7 +164,7 @@ def remove_node(root: str, node_id: str, say: Callable[[str], None] = print) -> 
     cfg.node(node_id)  # ConfigError naming the ids, if it is not one of them
 
     async def drain_and_remove() -> None:
-        async with _client(cfg, last=node_id) as client:
+        async with _client(cdir, cfg, last=node_id) as client:
             await wait_drained(client, node_id, await client.drain(node_id, undo=False), say)
             await client.remove_node(node_id)
 

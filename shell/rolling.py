@@ -34,7 +34,7 @@ def _view(cdir: ClusterDir) -> dict[str, Any] | None:
     for node in cdir.config().nodes:
         if cdir.pid(node.id) is None:
             continue
-        view = _get_now(node.url + "/api/v1/cluster")
+        view = _get_now(node.url + "/api/v1/cluster", cdir.admin_token())
         if isinstance(view, dict) and view.get("leader") and not view.get("stale"):
             return view
     return None
@@ -67,7 +67,7 @@ def _wait_whole(cdir: ClusterDir, timeout_s: float, node: str) -> None:
             raise LaunchError(
                 f"{node} exited while restarting; its log:\n{log_tail(cdir.log_path(node))}"
             )
-        health = _get_now(url + "/api/v1/health")
+        health = _get_now(url + "/api/v1/health", cdir.admin_token())
         if not (isinstance(health, dict) and health.get("registered")):
             why = f"{node} not registered yet"
         else:

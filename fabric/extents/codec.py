@@ -1,6 +1,11 @@
 """How an extent's bytes are named, compressed and checked (pure functions).
 
-* content id: xxh3-128 of the raw bytes, hex; the name of a deduplicated extent;
+* content id: the name of a deduplicated extent. With the cluster's dedup key it is
+  BLAKE3 in keyed mode, 128 bits (``k`` ids): nobody without the key can compute one,
+  so nobody can craft bytes whose id collides with another user's block. Without a key
+  (a one-part benchmark, or extents written before release 0.4) it is xxh3-128 (``h``
+  ids), a hash built for speed, not against an adversary. The two never collide (the
+  prefix differs); data written under ``h`` ids keeps them and still reads;
 * stored form: zstd when it saves at least the policy's ratio, else the raw bytes;
 * checksum: xxh3-64 of the *stored* bytes, verified on every read before decompression,
   so corruption on disk is caught without trusting the decompressor.
@@ -12,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
+import blake3
 import xxhash
 import zstandard
 
@@ -40,8 +46,15 @@ def is_zero(data: bytes) -> bool:
     return data == _zeros(len(data))
 
 
-def content_id(data: bytes) -> str:
-    return xxhash.xxh3_128_hexdigest(data)
+def content_id(data: bytes, key: bytes | None = None) -> str:
+    """The dedup name of ``data``: ``k`` + keyed BLAKE3 with ``key``, else ``h`` + xxh3."""
+    if key is None:
+        return "h" + xxhash.xxh3_128_hexdigest(data)
+    return "k" + blake3.blake3(data, key=key).hexdigest(length=CONTENT_ID_BYTES)
+
+
+CONTENT_ID_BYTES = 16
+"""128 bits: a collision by chance needs ~2^64 distinct extents; on purpose, the key."""
 
 
 def checksum(stored: bytes) -> int:

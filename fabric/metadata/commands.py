@@ -23,6 +23,7 @@ from fabric.metadata.records import (
     ScrubSettings,
     StripMember,
     TaskRecord,
+    TokenRecord,
 )
 from fabric.wire.codec import register
 
@@ -360,6 +361,15 @@ class SetMember:
     at_wall: float
 
 
+@register(112)
+@dataclass(frozen=True, slots=True)
+class SetToken:
+    """Create an API token, or (``revoked``) revoke one."""
+
+    token: TokenRecord
+    at_wall: float
+
+
 @register(104)
 @dataclass(frozen=True, slots=True)
 class RecordEvents:
@@ -445,7 +455,8 @@ HealCommand = (
     RecordEvents | SetRebuildSettings | SetScrubSettings | SetDiskState | SetNodeDrain | SetMember
 )
 CatalogCommand = CreateImage | UpdateImage | DeleteImage | UpdateTask
-Command = KvCommand | NodeCommand | DataCommand | CatalogCommand | HealCommand
+AccessCommand = SetToken
+Command = KvCommand | NodeCommand | DataCommand | CatalogCommand | HealCommand | AccessCommand
 
 register(20)(Put)
 register(21)(Delete)

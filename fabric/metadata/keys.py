@@ -23,6 +23,7 @@ from fabric.metadata.records import (
     ScrubSettings,
     StripRecord,
     TaskRecord,
+    TokenRecord,
     VdiskRecord,
 )
 
@@ -42,6 +43,7 @@ TASK = "task/"
 KV = "kv/"
 DISK = "disk/"
 MEMBER = "member/"
+TOKEN = "token/"
 EVENT = "event/"
 EVENT_SEQ = "event-seq/"
 SETTINGS = "settings/"
@@ -67,6 +69,7 @@ VALUE_TYPES: dict[str, type | tuple[type, ...] | None] = {
     KV: None,
     DISK: DiskRecord,
     MEMBER: MemberRecord,
+    TOKEN: TokenRecord,
     EVENT: EventRecord,
     EVENT_SEQ: int,
     SETTINGS: (RebuildSettings, ScrubSettings),
@@ -155,6 +158,10 @@ def task_key(task_id: str) -> str:
 
 def member_key(node: str) -> str:
     return MEMBER + node
+
+
+def token_key(token_id: str) -> str:
+    return TOKEN + token_id
 
 
 def disk_key(node: str, disk: str) -> str:

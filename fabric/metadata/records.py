@@ -261,6 +261,7 @@ EVENT_KINDS = (
     "membership",
     "rebalance_started",
     "rebalance_finished",
+    "access",
 )
 EVENT_SEVERITIES = ("info", "warning", "error")
 
@@ -297,6 +298,20 @@ class MemberRecord:
     labels: dict[str, str]
     disk_capacity: tuple[int, ...] = ()
     removed: bool = False
+
+
+@register(86)
+@dataclass(frozen=True, slots=True)
+class TokenRecord:
+    """An API token (``token/<id>``): who it is for, its role, the SHA-256 of its secret
+    part (``fabric.tokens``; never the token itself)."""
+
+    id: str
+    name: str
+    role: str
+    secret_sha256: str
+    created_wall: float
+    revoked: bool = False
 
 
 @register(93)

@@ -26,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from fabric.errors import BadRequest
-from fabric.metadata import catalog, healing, keys, legacy, validate
+from fabric.metadata import access, catalog, healing, keys, legacy, validate
 from fabric.metadata.commands import (
     Batch,
     CatalogCommand,
@@ -37,6 +37,7 @@ from fabric.metadata.commands import (
     Put,
     RegisterNode,
     SetNodeState,
+    SetToken,
 )
 from fabric.metadata.datapath import DataPath
 from fabric.metadata.indexes import Indexes
@@ -260,6 +261,8 @@ class MetadataState:
             return Result(ok=True, value=DataPath(self).apply(index, command))
         if isinstance(command, HealCommand):
             return Result(ok=True, value=healing.apply(self, index, command))
+        if isinstance(command, SetToken):
+            return Result(ok=True, value=access.apply(self, index, command))
         raise BadRequest(f"unknown command {type(command).__name__}")
 
     # --- low-level writes, for command handlers ---------------------------------------------

@@ -40,6 +40,7 @@ from fabric.metadata.commands import (
     SetNodeState,
     SetRebuildSettings,
     SetScrubSettings,
+    SetToken,
     UpdateImage,
     UpdateTask,
     WriteExtents,
@@ -55,6 +56,7 @@ from fabric.metadata.records import (
     ImageRecord,
     TaskRecord,
 )
+from fabric.tokens import ROLES, TOKEN_ID
 
 MAX_INT = 2**64 - 1
 MAX_TEXT_BYTES = 8 * limits.KiB
@@ -199,6 +201,12 @@ def _specific(command: Any) -> None:
         case SetRebuildSettings():
             if command.settings.per_node < 1:
                 raise BadRequest("rebuild per_node must be at least 1")
+        case SetToken():
+            t = command.token
+            if not TOKEN_ID.match(t.id) or t.role not in ROLES:
+                raise BadRequest(f"token id {t.id[:40]!r} or role {t.role[:20]!r}")
+            if len(t.secret_sha256) != 64 or not 0 < len(t.name) <= 128:
+                raise BadRequest("a token needs a name of 1..128 characters and a SHA-256")
         case SetMember():
             check_name("node", command.member.id)
             if not 1 <= command.member.port <= 65535 or not command.member.disks:

@@ -32,7 +32,7 @@ import hashlib
 import logging
 import os
 import tempfile
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,7 +59,9 @@ from fabric.metadata.commands import (
 )
 from fabric.metadata.records import Checksum, ImageRecord, TaskRecord, to_json
 from fabric.ports import Clock, Fetcher, SourceDropped, SourceFailed
+from fabric.urlguard import UrlGuard, guard_for, scrub, shown_url
 from nodes.services.catalog import Catalog
+from nodes.services.membership import Membership
 from nodes.services.metadata import MetadataService
 from nodes.services.writer import WriteCoordinator
 
@@ -214,6 +216,8 @@ class ImageService:
         spill_factory: Callable[[], Spill],
         reader_limits: ReaderLimits,
         fetcher: Fetcher | None,
+        membership: Membership,
+        import_allow: Sequence[str] = (),
     ) -> None:
         self.node_id = node_id
         self.clock = clock
@@ -225,10 +229,18 @@ class ImageService:
         self.spill_factory = spill_factory
         self.limits = reader_limits
         self.fetcher = fetcher
+        self.membership = membership
+        self.import_allow = tuple(import_allow)
         self._busy: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self.write_slots = asyncio.Semaphore(limits.INGEST_NODE_WRITES_IN_FLIGHT)
         """Extent batches being stored, all ingests together: bounds the node's memory."""
+
+    def guard(self) -> UrlGuard:
+        """URL import's guard: the config's allow-list, and the nodes of the cluster now
+        (those added at runtime too)."""
+        nodes = [(n.id, n.host, n.port) for n in self.membership.nodes()]
+        return guard_for(self.import_allow, nodes)
 
     # --- catalog ----------------------------------------------------------------------------
     def image(self, ref: str) -> ImageRecord:
@@ -283,6 +295,9 @@ class ImageService:
         url = body.get("source_url")
         if url is not None:
             check_url(url)
+            refusal = self.guard().check_literal(url)
+            if refusal is not None:
+                raise BadRequest(refusal.message)
             if self.fetcher is None:
                 raise BadRequest("this node's runtime has no HTTP client for URL import")
             self._check_capacity()
@@ -308,7 +323,7 @@ class ImageService:
             state="PENDING",
             image_type=image_type,
             created=self.clock.wall(),
-            source_url=url,
+            source_url=None if url is None else shown_url(url),
             checksum=checksum,
             node=self.node_id if task else None,
             task_id=task.id if task else None,
@@ -318,7 +333,8 @@ class ImageService:
             raise from_code(result.code, result.message)
         if url is not None:
             self._busy.add(image_id)  # holds its slot until the import ends
-            job = asyncio.ensure_future(self._import(image_id))
+            # The URL as given (credentials, query) lives only in this task's memory.
+            job = asyncio.ensure_future(self._import(image_id, url))
             self._tasks.add(job)
             job.add_done_callback(self._tasks.discard)
         return public(record)
@@ -402,13 +418,13 @@ class ImageService:
         return public(done)
 
     # --- URL import -------------------------------------------------------------------------
-    async def _import(self, image_id: str) -> None:
+    async def _import(self, image_id: str, url: str) -> None:
         try:
-            await self._run_import(image_id)
+            await self._run_import(image_id, url)
         finally:
             self._busy.discard(image_id)
 
-    async def _run_import(self, image_id: str) -> None:
+    async def _run_import(self, image_id: str, url: str) -> None:
         image = self.image(image_id)
         assert image.task_id is not None and image.source_url is not None
         task_id = image.task_id
@@ -429,16 +445,16 @@ class ImageService:
                 log.info("progress of %s not recorded: %s", task_id, exc)
 
         assert self.fetcher is not None, "create() refuses URL imports without a fetcher"
-        source = UrlSource(self.fetcher, self.clock, image.source_url, progress)
+        source = UrlSource(self.fetcher, self.clock, url, self.guard(), progress)
         try:
             done = await self._ingest(image, source.chunks(), None)
         except (FabricError, ImportFailed) as exc:
             message = exc.message if isinstance(exc, FabricError) else str(exc)
-            await self._finish_task(task_id, "FAILED", error=message)
+            await self._finish_task(task_id, "FAILED", error=scrub(message, url))
             return
         except Exception as exc:
             log.exception("import of %s failed", image_id)
-            await self._finish_task(task_id, "FAILED", error=str(exc))
+            await self._finish_task(task_id, "FAILED", error=scrub(str(exc), url))
             return
         await self._finish_task(
             task_id,
@@ -623,14 +639,25 @@ class Ingest:
 
 
 class UrlSource:
-    """Streams a URL through the runtime's fetcher, resuming with Range after a drop."""
+    """Streams a URL through the runtime's fetcher, resuming with Range after a drop.
+
+    Every request (each resume too) goes through ``guard``. Only ``shown`` (no
+    credentials, no query values) reaches logs and error messages.
+    """
 
     def __init__(
-        self, fetcher: Fetcher, clock: Clock, url: str, progress: Callable[..., Any]
+        self,
+        fetcher: Fetcher,
+        clock: Clock,
+        url: str,
+        guard: UrlGuard,
+        progress: Callable[..., Any],
     ) -> None:
         self.fetcher = fetcher
         self.clock = clock
         self.url = url
+        self.shown = shown_url(url)
+        self.guard = guard
         self.progress = progress
         self.offset = 0
         self.expected: int | None = None
@@ -644,20 +671,21 @@ class UrlSource:
                 return
             except SourceDropped as exc:
                 drops += 1
+                why = scrub(str(exc), self.url)
                 if drops > limits.IMPORT_MAX_RESUMES:
-                    raise ImportFailed(f"source failed {drops} times, last: {exc}") from None
+                    raise ImportFailed(f"source failed {drops} times, last: {why}") from None
                 log.info(
                     "import of %s interrupted at %d bytes (%s); resuming",
-                    self.url,
+                    self.shown,
                     self.offset,
-                    exc,
+                    why,
                 )
                 await self.clock.sleep(limits.IMPORT_RESUME_BACKOFF_S * drops)
             except SourceFailed as exc:
-                raise ImportFailed(str(exc)) from None
+                raise ImportFailed(scrub(str(exc), self.url)) from None
 
     async def _request(self) -> AsyncIterator[bytes]:
-        async with self.fetcher.get(self.url, self.offset) as (head, body):
+        async with self.fetcher.get(self.url, self.offset, self.guard) as (head, body):
             if self.offset and head.status != 206:
                 raise ImportFailed(
                     f"source answered {head.status} to a Range request; cannot resume"
@@ -677,9 +705,12 @@ class UrlSource:
 def check_url(url: Any) -> str:
     if not isinstance(url, str):
         raise BadRequest("source_url must be a string")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise BadRequest("source_url is not a valid URL") from None
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise BadRequest(f"source_url must be an http(s) URL, not {url!r}")
+        raise BadRequest(f"source_url must be an http(s) URL, not {shown_url(url)!r}")
     return url
 
 

@@ -104,8 +104,11 @@ class WriteCoordinator:
         replicas: ReplicaClient,
         reader: ReadCoordinator,
         offload: Offload,
+        dedup_key: bytes | None = None,
     ) -> None:
         self.node_id = node_id
+        self.dedup_key = dedup_key
+        """Keys content ids (``fabric.extents.codec.content_id``); None: unkeyed ids."""
         self.clock = clock
         self.rng = rng
         self.metadata = metadata
@@ -274,7 +277,9 @@ class WriteCoordinator:
             raw[p.inner : p.inner + len(p.data)] = p.data
             planned.append(Planned(p.index, old_id, raw=bytes(raw)))
         # One extent per call, all at once: hashing and compression release the GIL.
-        await asyncio.gather(*(self.offload(_classify, pl, policy) for pl in planned))
+        await asyncio.gather(
+            *(self.offload(_classify, pl, policy, self.dedup_key) for pl in planned)
+        )
         container = vd.container
         storing: dict[str, Planned] = {}
         for pl in planned:
@@ -449,12 +454,12 @@ class WriteCoordinator:
         return groups[0]
 
 
-def _classify(pl: Planned, policy: ContainerPolicy) -> None:
+def _classify(pl: Planned, policy: ContainerPolicy, dedup_key: bytes | None) -> None:
     """A hole, a dedup id, or (without dedup) the stored form (runs off the event loop)."""
     if codec.is_zero(pl.raw):
         pl.extent_id = ""
     elif policy.dedup:
-        pl.extent_id = "h" + codec.content_id(pl.raw)
+        pl.extent_id = codec.content_id(pl.raw, dedup_key)
     else:
         pl.encoded = codec.encode(pl.raw, policy)
 

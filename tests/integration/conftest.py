@@ -30,14 +30,18 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
-def write_config(path: Path, nodes: int, voters: int | None = None) -> Path:
-    """A config of ``nodes`` nodes on free loopback ports (``voters``: first N are voters)."""
+def write_config(
+    path: Path, nodes: int, voters: int | None = None, import_allow: tuple[str, ...] = ()
+) -> Path:
+    """A config of ``nodes`` nodes on free loopback ports (``voters``: first N are voters;
+    ``import_allow``: the ``[import] allow`` list, for tests that import from loopback)."""
     cfg = sized_config(parse_config(default_config_text()), nodes)
     ports = free_ports(nodes)
     cfg = replace(
         cfg,
         nodes=tuple(replace(n, port=p) for n, p in zip(cfg.nodes, ports, strict=True)),
         voters=cfg.voters if voters is None else tuple(n.id for n in cfg.nodes[:voters]),
+        import_allow=import_allow,
     )
     path.write_text(render_config(cfg))
     return path
@@ -64,6 +68,11 @@ class Cluster:
             )
         return out
 
+    @property
+    def token(self) -> str:
+        """The admin token ``fabric up`` wrote into the cluster directory."""
+        return (self.dir / "admin.token").read_text().strip()
+
     def status(self) -> dict[str, Any]:
         view: dict[str, Any] = json.loads(self.fabric("status", "--json").stdout)
         return view
@@ -89,10 +98,11 @@ class Cluster:
 def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     made: list[Cluster] = []
 
-    def make(nodes: int, voters: int | None = None) -> Cluster:
+    def make(nodes: int, voters: int | None = None, import_allow: tuple[str, ...] = ()) -> Cluster:
         root = tmp_path / f"cluster{len(made)}"
         root.mkdir()
-        cluster = Cluster(root / "data", write_config(root / "cluster.toml", nodes, voters))
+        config = write_config(root / "cluster.toml", nodes, voters, import_allow)
+        cluster = Cluster(root / "data", config)
         made.append(cluster)
         return cluster
 

@@ -101,7 +101,7 @@ def test_flipped_byte_on_disk_is_detected_and_repaired(
     )
 
     async def read_and_wait_for_repair() -> bytes:
-        async with FabricClient([f"http://127.0.0.1:{port}"]) as client:
+        async with FabricClient([f"http://127.0.0.1:{port}"], token=cluster.token) as client:
             got = await client.read_vdisk_bytes("v")
             for _ in range(100):  # the repair is written in the background; bounded poll
                 if victim.read_bytes() == good:
@@ -120,7 +120,7 @@ def test_http_bad_input_gets_clear_4xx_and_changes_nothing(
     cluster.fabric("up", "--config", str(cluster.config))
 
     async def go() -> None:
-        async with FabricClient(urls(cluster)) as client:
+        async with FabricClient(urls(cluster), token=cluster.token) as client:
             await client.create_container("c", rf=2)
             await client.create_vdisk("v", "c", MiB)
             await client.write_vdisk_bytes("v", b"keep")

@@ -56,7 +56,9 @@ def wait_events(cluster: Cluster, *kinds: str) -> dict[str, dict[str, Any]]:
         time.sleep(0.2)
 
 
-async def wait_rebuilt(urls: list[str], victim: str, container: str, rf: int) -> dict[str, Any]:
+async def wait_rebuilt(
+    urls: list[str], token: str, victim: str, container: str, rf: int
+) -> dict[str, Any]:
     """Wait until the cluster's metadata has ``victim`` DOWN, then poll
     ``GET /api/v1/rebuild`` until ``container`` has no byte at reduced resiliency and
     its resiliency is rf - 1 again; the last answer (a deadline, not a sleep).
@@ -64,7 +66,7 @@ async def wait_rebuilt(urls: list[str], victim: str, container: str, rf: int) ->
     ``fabric status`` is no judge here: it shows a local node whose process is gone
     as DOWN at once, before the leader has noticed anything."""
     deadline = time.monotonic() + REBUILD_DEADLINE_S
-    async with FabricClient(urls) as client:
+    async with FabricClient(urls, token=token) as client:
         while node(await client.cluster(), victim)["state"] != "DOWN":
             assert time.monotonic() < deadline, f"{victim} not marked DOWN"
             await asyncio.sleep(0.2)
@@ -77,8 +79,8 @@ async def wait_rebuilt(urls: list[str], victim: str, container: str, rf: int) ->
             await asyncio.sleep(0.2)
 
 
-async def api_view(urls: list[str]) -> dict[str, Any]:
-    async with FabricClient(urls) as client:
+async def api_view(urls: list[str], token: str) -> dict[str, Any]:
+    async with FabricClient(urls, token=token) as client:
         return await client.cluster()
 
 
@@ -103,7 +105,9 @@ def test_a_killed_node_is_rebuilt_elsewhere_and_every_byte_reads_back(
     assert lost, "the story needs a node that holds copies"
     os.kill(node(view, victim)["pid"], signal.SIGKILL)
 
-    answer = asyncio.run(wait_rebuilt(urls_but(cluster, victim), victim, "gold", rf=2))
+    answer = asyncio.run(
+        wait_rebuilt(urls_but(cluster, victim), cluster.token, victim, "gold", rf=2)
+    )
     gold = next(c for c in answer["containers"] if c["name"] == "gold")
     assert gold["rebuilt_bytes"] == sum(map(len, lost.values())), gold
     # Every group the victim held has two good copies again, on the other nodes.
@@ -114,7 +118,7 @@ def test_a_killed_node_is_rebuilt_elsewhere_and_every_byte_reads_back(
 
     # Whole again without the victim: it is still dead, and DOWN to the cluster.
     assert not node(cluster.status(), victim).get("pid")
-    cluster_view = asyncio.run(api_view(urls_but(cluster, victim)))
+    cluster_view = asyncio.run(api_view(urls_but(cluster, victim), cluster.token))
     assert node(cluster_view, victim)["state"] == "DOWN"
     back = tmp_path / "back.img"
     cluster.fabric("vdisk", "read", "vm1", "-o", str(back), "--length", str(len(data)))

@@ -81,7 +81,8 @@ class FlakySource:
 
 @pytest.fixture
 def cluster(make_cluster: Callable[..., Cluster]) -> Iterator[Cluster]:
-    c = make_cluster(3)
+    # The import sources below listen on loopback, which URL import refuses by default.
+    c = make_cluster(3, import_allow=("127.0.0.1/32",))
     c.fabric("up", "--config", str(c.config))
     yield c
 
@@ -160,7 +161,7 @@ def test_url_import_resumes_after_a_dropped_connection(cluster: Cluster, tmp_pat
 
 def test_bad_requests_and_schemes_are_refused(cluster: Cluster) -> None:
     async def go() -> None:
-        async with FabricClient(urls(cluster)) as client:
+        async with FabricClient(urls(cluster), token=cluster.token) as client:
             for body, status, fragment in [
                 ({"name": "x", "source_url": "file:///etc/passwd"}, 400, "http(s) URL"),
                 ({"name": "x", "source_url": "ftp://example/a.img"}, 400, "http(s) URL"),
@@ -210,7 +211,7 @@ def test_hostile_images_are_refused_with_bounded_memory(cluster: Cluster, tmp_pa
 
     async def go() -> None:
         nonlocal peak
-        async with FabricClient([f"http://127.0.0.1:{port}"]) as client:
+        async with FabricClient([f"http://127.0.0.1:{port}"], token=cluster.token) as client:
             for name, blob, fragment in hostile:
                 image = await client.create_image(name)
                 with pytest.raises(ApiError) as err:
@@ -244,7 +245,7 @@ def test_killing_the_node_serving_an_upload(cluster: Cluster, tmp_path: Path) ->
         os.kill(victim["pid"], signal.SIGKILL)
 
     async def go() -> dict[str, Any]:
-        async with FabricClient([f"http://127.0.0.1:{port}"]) as client:
+        async with FabricClient([f"http://127.0.0.1:{port}"], token=cluster.token) as client:
             image = await client.create_image("doomed")
             threading.Thread(target=killer, daemon=True).start()
             with pytest.raises(Exception):  # noqa: B017 - any transport error will do

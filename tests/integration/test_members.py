@@ -27,7 +27,10 @@ def agree(cluster: Cluster, view: dict[str, Any]) -> None:
 def held(cluster: Cluster, node: str) -> int:
     """Groups ``node`` holds, read from the drain endpoint (GET changes nothing)."""
     url = load_config(str(cluster.dir / "cluster.toml")).nodes[0].url
-    with urllib.request.urlopen(f"{url}/api/v1/nodes/{node}/drain", timeout=10) as resp:
+    request = urllib.request.Request(
+        f"{url}/api/v1/nodes/{node}/drain", headers={"Authorization": f"Bearer {cluster.token}"}
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
         return int(json.load(resp)["groups"])
 
 

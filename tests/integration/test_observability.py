@@ -30,7 +30,7 @@ def test_metrics_and_openapi_on_every_node(make_cluster: Callable[[int], Cluster
 
     async def go() -> None:
         for url in urls:
-            async with FabricClient([url]) as client:
+            async with FabricClient([url], token=cluster.token) as client:
                 text = await scrape(client, url)
                 assert 'fabric_container_physical_bytes{container="c"} 0.0' in text
                 assert "fabric_raft_term{node=" in text

@@ -18,13 +18,15 @@ MiB = 1 << 20
 RETRIES = 40
 
 
-async def write_until(urls: list[str], stop: threading.Event) -> tuple[dict[int, bytes], list[str]]:
+async def write_until(
+    urls: list[str], token: str, stop: threading.Event
+) -> tuple[dict[int, bytes], list[str]]:
     """Write 1 MiB chunks one after another until ``stop``; a chunk is retried (same bytes,
     same offset) as a client of a real system would. (chunks written, failures)."""
     rng = random.Random(5)
     written: dict[int, bytes] = {}
     failures: list[str] = []
-    async with FabricClient(urls, timeout_s=30) as client:
+    async with FabricClient(urls, timeout_s=30, token=token) as client:
         await client.create_container("roll", rf=2)
         await client.create_vdisk("v", "roll", 1 << 30)
         index = 0
@@ -49,7 +51,9 @@ def test_a_rolling_restart_keeps_every_write(make_cluster: Callable[[int], Clust
     urls = [n.url for n in load_config(str(cluster.dir / "cluster.toml")).nodes]
     stop = threading.Event()
     result: list[tuple[dict[int, bytes], list[str]]] = []
-    writer = threading.Thread(target=lambda: result.append(asyncio.run(write_until(urls, stop))))
+    writer = threading.Thread(
+        target=lambda: result.append(asyncio.run(write_until(urls, cluster.token, stop)))
+    )
     writer.start()
     try:
         rolled = subprocess.run(
@@ -69,7 +73,7 @@ def test_a_rolling_restart_keeps_every_write(make_cluster: Callable[[int], Clust
     assert len(written) >= 3
 
     async def read_back() -> bytes:
-        async with FabricClient(urls) as client:
+        async with FabricClient(urls, token=cluster.token) as client:
             return await client.read_vdisk_bytes("v", 0, len(written) * MiB)
 
     data = asyncio.run(read_back())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 
 import pytest
 
@@ -10,8 +11,11 @@ from fabric.config import ClusterConfig, default_config_text, parse_config, size
 from nodes.simcluster import SimCluster
 
 
-def config(nodes: int = 5) -> ClusterConfig:
-    return sized_config(parse_config(default_config_text()), nodes)
+def config(nodes: int = 5, import_allow: tuple[str, ...] = ()) -> ClusterConfig:
+    """``import_allow``: the config's ``[import] allow`` (URL import's allow-list)."""
+    return replace(
+        sized_config(parse_config(default_config_text()), nodes), import_allow=import_allow
+    )
 
 
 async def chunks(data: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
@@ -19,8 +23,8 @@ async def chunks(data: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
         yield data[i : i + size]
 
 
-def started(nodes: int = 5, seed: int = 1) -> SimCluster:
-    sim = SimCluster(config(nodes), seed)
+def started(nodes: int = 5, seed: int = 1, import_allow: tuple[str, ...] = ()) -> SimCluster:
+    sim = SimCluster(config(nodes, import_allow), seed)
     sim.run(sim.start_all())
     sim.run(
         sim.wait_for(

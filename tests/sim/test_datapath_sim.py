@@ -339,3 +339,36 @@ def test_a_long_write_claims_its_groups_a_few_at_a_time_and_never_uses_a_stale_c
         assert await read_all(sim, "n3", "v", 0, end) == data + data[: 8 * MiB]
 
     sim.run(go())
+
+
+def test_dedup_ids_are_keyed_by_the_cluster_and_old_unkeyed_ids_still_read() -> None:
+    """Nobody without the cluster's secret can compute the id of a block: two clusters
+    name the same bytes differently. An extent stored under an unkeyed id (an older
+    release) keeps its id and its bytes, and is not confused with the keyed one."""
+    data = random.Random(7).randbytes(MiB)
+
+    def ids_after_writing(seed: int, keyed: bool) -> tuple[set[str], bytes]:
+        sim = started(3, seed)
+        try:
+            if not keyed:
+                sim.nodes["n1"].writer.dedup_key = None  # as release 0.3 wrote
+            g = sim.nodes["n1"]
+
+            async def go() -> bytes:
+                await g.catalog.create_container("d", ContainerPolicy(rf=2, dedup=True))
+                await g.catalog.create_vdisk("v", "d", MiB)
+                await g.writer.write("v", 0, len(data), chunks(data))
+                return await read_all(sim, "n2", "v")
+
+            back = sim.run(go())
+            state = sim.nodes["n1"].metadata.state
+            return {k.rsplit("/", 1)[1] for k, _ in state.scan(keys.EXTENT)}, back
+        finally:
+            sim.close()
+
+    (one,), back_one = ids_after_writing(1, keyed=True)
+    (two,), back_two = ids_after_writing(2, keyed=True)
+    (old,), back_old = ids_after_writing(3, keyed=False)
+    assert one.startswith("k") and two.startswith("k") and one != two, (one, two)
+    assert old.startswith("h") and old[1:] != one[1:]
+    assert back_one == back_two == back_old == data

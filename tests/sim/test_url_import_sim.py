@@ -20,6 +20,8 @@ from tests.sim.conftest import started
 
 pytestmark = pytest.mark.qemu
 URL = "http://127.0.0.1:8080/images/disk.qcow2"
+ALLOW = ("127.0.0.1/32",)
+"""The sources listen on loopback, which URL import refuses unless the config allows it."""
 
 
 IMPORT_DEADLINE_S = 600.0
@@ -60,7 +62,7 @@ def qcow2(tmp_path_factory: pytest.TempPathFactory) -> tuple[bytes, bytes]:
 
 def test_a_dropping_source_is_resumed_and_converted_exactly(qcow2: tuple[bytes, bytes]) -> None:
     source, expected = qcow2
-    sim = started(nodes=3, seed=41)
+    sim = started(nodes=3, seed=41, import_allow=ALLOW)
     try:
         cut = len(source) // 3
         sim.http.serve(URL, SimSource(source, drops=[cut, cut + 4096]))
@@ -78,7 +80,7 @@ def test_a_source_that_keeps_dropping_fails_the_task_and_leaves_nothing(
     qcow2: tuple[bytes, bytes],
 ) -> None:
     source, _ = qcow2
-    sim = started(nodes=3, seed=42)
+    sim = started(nodes=3, seed=42, import_allow=ALLOW)
     try:
         sim.http.serve(URL, SimSource(source, drops=[100_000 * (i + 1) for i in range(20)]))
         task = sim.run(import_and_wait(sim, "flaky"))
@@ -93,7 +95,7 @@ def test_a_source_that_keeps_dropping_fails_the_task_and_leaves_nothing(
 
 def test_a_server_without_range_support_cannot_be_resumed(qcow2: tuple[bytes, bytes]) -> None:
     source, _ = qcow2
-    sim = started(nodes=3, seed=43)
+    sim = started(nodes=3, seed=43, import_allow=ALLOW)
     try:
         sim.http.serve(URL, SimSource(source, drops=[500_000], ranges=False))
         task = sim.run(import_and_wait(sim, "norange"))

@@ -51,3 +51,12 @@ def test_corrupt_stored_bytes_are_caught_before_decompression() -> None:
     bad = bytes([enc.stored[0] ^ 1]) + enc.stored[1:]
     with pytest.raises(codec.CorruptExtent, match="checksum"):
         codec.decode(bad, True, MiB, enc.checksum)
+
+
+def test_a_keyed_content_id_depends_on_the_key_and_never_equals_an_unkeyed_one() -> None:
+    data = b"the same block" * 1000
+    a, b = codec.content_id(data, b"a" * 32), codec.content_id(data, b"b" * 32)
+    assert a == codec.content_id(data, b"a" * 32), "deterministic for one cluster"
+    assert a != b and a.startswith("k") and len(a) == 1 + 2 * codec.CONTENT_ID_BYTES
+    assert codec.content_id(data).startswith("h")
+    assert codec.content_id(data + b"!", b"a" * 32) != a

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,19 +21,21 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from fabric import ids
+from fabric import ids, peerauth
 from fabric.config import default_config_text, parse_config, sized_config
 from fabric.consensus.types import AppendRequest, Entry, EntryKind, VoteRequest
 from fabric.errors import BadRequest
+from fabric.keys import ClusterKeys
 from fabric.sim.disk import SimDisk
 from fabric.wire.codec import encode, encode_parts
 from fabric.wire.messages import AppendExtents, ReadExtent, RepairExtent, StatEgroup
 from fabric.wire.refusals import Refusals
 from nodes.api import NodeCollector
-from nodes.runtime import CLUSTER_HEADER, FROM_HEADER, PARTS_HEADER, FileDisk, HttpTransport
+from nodes.runtime import PARTS_HEADER, FileDisk, HttpTransport
 from nodes.services.storage import StorageService
 from scripts.benchkit import free_ports
 
+KEYS = ClusterKeys(b"k" * 32)
 TRAVERSALS = ["../x", "..", ".", "", "a/b", "/etc/passwd", "a\x00b", "eg-1\n", "x" * 500]
 
 
@@ -41,7 +44,8 @@ class Served:
     """n2's serving side: what reached its handlers, its transport, and its disk."""
 
     url: str
-    cluster_id: str
+    signer: HttpTransport
+    """n1's transport: it signs what the tests forge, as a node of the cluster would."""
     transport: HttpTransport
     calls: list[Any]
     one_way: list[Any]
@@ -65,7 +69,8 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
         calls.append(message)
         return await storage.handle(message)
 
-    transport = HttpTransport("n2", cfg)
+    transport = HttpTransport("n2", cfg, KEYS)
+    signer = HttpTransport("n1", cfg, KEYS)
     transport.serve(on_call, lambda frm, m: one_way.append(m))
     app = web.Application(client_max_size=1 << 30)
     app.add_routes(transport.routes())
@@ -73,15 +78,20 @@ async def served(tmp_path: Path) -> AsyncIterator[Served]:
     await runner.setup()
     await web.TCPSite(runner, "127.0.0.1", ports[1]).start()
     try:
-        yield Served(cfg.node("n2").url, cfg.id, transport, calls, one_way, tmp_path)
+        yield Served(cfg.node("n2").url, signer, transport, calls, one_way, tmp_path)
     finally:
+        await signer.close()
         await transport.close()
         await runner.cleanup()
 
 
-async def post(served: Served, path: str, body: bytes, **extra: str) -> tuple[int, str]:
-    """The one place this file speaks raw HTTP to a node (as n1)."""
-    headers = {FROM_HEADER: "n1", CLUSTER_HEADER: served.cluster_id, **extra}
+async def post(served: Served, path: str, body: bytes, parts: str = "") -> tuple[int, str]:
+    """The one place this file speaks raw HTTP to a node: as n1, authenticated, so what
+    is refused is refused for its content."""
+    digest = peerauth.body_digest(body)
+    headers = served.signer.auth.sign("POST", path, time.time(), os.urandom(16), digest, parts)
+    if parts:
+        headers[PARTS_HEADER] = parts
     async with (
         aiohttp.ClientSession() as s,
         s.post(served.url + path, data=body, headers=headers) as resp,
@@ -113,9 +123,7 @@ async def test_a_forged_append_with_a_traversal_id_is_refused_and_writes_nothing
     before = tree(served.root)
     header, parts = encode_parts(AppendExtents(egid, (b"evil", b"bytes"), 0))
     layout = ",".join(map(str, (len(header), *map(len, parts))))
-    status, text = await post(
-        served, "/internal/v1/call", header + b"".join(parts), **{PARTS_HEADER: layout}
-    )
+    status, text = await post(served, "/internal/v1/call", header + b"".join(parts), layout)
     assert status == 400 and "not an extent-group id" in text
     assert served.calls == []
     assert tree(served.root) == before
