@@ -31,6 +31,8 @@ class NodeConfig:
     """Fault-domain labels: ``rack``, ``block``."""
     disk_capacity: tuple[int, ...] = ()
     """Bytes of extent groups each disk may hold (0 or absent: its free space)."""
+    scheme: str = "http"
+    """``https`` when the cluster's config has ``[tls]`` (set by ``parse_config``)."""
 
     def capacity_of(self, i: int) -> int:
         return self.disk_capacity[i] if i < len(self.disk_capacity) else 0
@@ -41,7 +43,18 @@ class NodeConfig:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class TlsConfig:
+    """``[tls]``: PEM files (paths relative to the config's directory, or absolute)."""
+
+    cert: str
+    """The certificate the node serves (with its chain), naming the node's host."""
+    key: str
+    ca: str
+    """The authority clients trust when they connect to a node."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +65,22 @@ class Timeouts:
     node_heartbeat_ms: int = 300
     degraded_after_ms: int = 1500
     down_after_ms: int = 4000
+
+
+@dataclass(frozen=True, slots=True)
+class ServeLimits:
+    """``[limits]``: how long a node waits on a client, how many connections one may hold,
+    how long a created image may wait for its upload.
+
+    Each is a node's local behaviour (its HTTP server, the leader's scanner), never a
+    decision every node must make alike, so a config may change them; the quotas the
+    state machine enforces (kv bytes, PENDING images) are constants in ``fabric.limits``.
+    """
+
+    header_timeout_s: float = limits.HTTP_HEADER_TIMEOUT_S
+    body_idle_s: float = limits.HTTP_BODY_IDLE_S
+    connections_per_client: int = limits.HTTP_CONNECTIONS_PER_CLIENT
+    pending_image_ttl_s: float = limits.PENDING_IMAGE_TTL_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +105,10 @@ class ClusterConfig:
     import_allow: tuple[str, ...] = ()
     """``[import] allow``: host names and address ranges URL import may reach although
     they are not public (``fabric.urlguard``); the cluster's own nodes stay refused."""
+    limits: ServeLimits = field(default_factory=ServeLimits)
+    """``[limits]``: idle timeouts, connections per client, PENDING image expiry."""
+    tls: TlsConfig | None = None
+    """``[tls]``: nodes serve HTTPS and clients check them against its CA."""
 
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:
@@ -219,27 +252,32 @@ def _timeout_defaults() -> list[tuple[str, int]]:
     return [(name, getattr(t, name)) for name in Timeouts.__dataclass_fields__]
 
 
-_SETTINGS_BOUNDS: dict[str, tuple[float, float]] = {
+SETTINGS_BOUNDS: dict[str, tuple[float, float]] = {
     "delay_s": (0, 7 * 86_400),
     "bytes_per_s": (0, 1 << 50),
     "per_node": (1, 64),
     "cycle_s": (1, 365 * 86_400),
+    "header_timeout_s": (0.1, 3600),
+    "body_idle_s": (0.1, 3600),
+    "connections_per_client": (1, 65_536),
+    "pending_image_ttl_s": (1, 30 * 86_400),
 }
+"""Bounds of the ``[rebuild]`` and ``[scrub]`` settings, in the config and in the API."""
 
 
 def _parse_settings(src: _Source, raw: Any, table: str, default: Any) -> Any:
-    """``[rebuild]`` or ``[scrub]``: numbers within bounds, defaults for the rest."""
+    """``[rebuild]``, ``[scrub]`` or ``[limits]``: numbers within bounds, defaults for the rest."""
     if not isinstance(raw, dict):
         raise src.error(table, "must be a table")
     values: dict[str, Any] = {}
     for name in type(default).__dataclass_fields__:
-        if name not in _SETTINGS_BOUNDS:
+        if name not in SETTINGS_BOUNDS:
             continue
         current = getattr(default, name)
         value = raw.get(name, current)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise src.error(f"{table}.{name}", f"must be a number, not {value!r}", table)
-        low, high = _SETTINGS_BOUNDS[name]
+        low, high = SETTINGS_BOUNDS[name]
         if not low <= value <= high:
             raise src.error(f"{table}.{name}", f"must be {low:g}..{high:g}", table)
         values[name] = type(current)(value)
@@ -307,6 +345,10 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
     scrub = _parse_settings(src, raw.get("scrub", {}), "scrub", ScrubSettings())
     public = _parse_auth(src, raw.get("auth", {}))
     import_allow = _parse_import(src, raw.get("import", {}))
+    serve = _parse_settings(src, raw.get("limits", {}), "limits", ServeLimits())
+    tls = _parse_tls(src, raw.get("tls"))
+    if tls is not None:
+        nodes = tuple(replace(n, scheme="https") for n in nodes)
     return ClusterConfig(
         name,
         nodes,
@@ -320,7 +362,21 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
         scrub,
         public,
         import_allow,
+        serve,
+        tls,
     )
+
+
+def _parse_tls(src: _Source, tls: Any) -> TlsConfig | None:
+    if tls is None:
+        return None
+    if not isinstance(tls, dict):
+        raise src.error("tls", "must be a table")
+    unknown = sorted(set(tls) - {"cert", "key", "ca"})
+    if unknown:
+        raise src.error(f"tls.{unknown[0]}", "unknown setting", "tls")
+    paths = [_get(src, tls, k, str, _REQUIRED, "tls.", "tls") for k in ("cert", "key", "ca")]
+    return TlsConfig(*paths)
 
 
 OPENABLE_PATHS = ("/metrics", "/api/v1/health")
@@ -377,7 +433,13 @@ def sized_config(base: ClusterConfig, nodes: int, base_port: int | None = None) 
     port0 = template.port if base_port is None else base_port
     out = [
         NodeConfig(
-            f"n{i + 1}", template.host, port0 + i, template.disks, {}, template.disk_capacity
+            f"n{i + 1}",
+            template.host,
+            port0 + i,
+            template.disks,
+            {},
+            template.disk_capacity,
+            template.scheme,
         )
         for i in range(nodes)
     ]
@@ -412,6 +474,14 @@ def render_config(cfg: ClusterConfig) -> str:
         "",
         "[import]",
         "allow = [" + ", ".join(_toml_value(a) for a in cfg.import_allow) + "]",
+        "",
+        "[limits]",
+        *_settings_lines(cfg.limits),
+        *(
+            ["", "[tls]", *(f'{k} = "{getattr(cfg.tls, k)}"' for k in ("cert", "key", "ca"))]
+            if cfg.tls
+            else []
+        ),
     ]
     for node in cfg.nodes:
         lines += [
@@ -439,7 +509,7 @@ def _settings_lines(settings: Any) -> list[str]:
     return [
         f"{name} = {getattr(settings, name)}"
         for name in type(settings).__dataclass_fields__
-        if name in _SETTINGS_BOUNDS
+        if name in SETTINGS_BOUNDS
     ]
 
 

@@ -46,6 +46,26 @@ class TooLarge(FabricError):
     code, status = "too_large", 413
 
 
+class BodyStalled(FabricError, TimeoutError):
+    """No byte of a request body arrived for the idle limit: the client stalled.
+
+    Also a ``TimeoutError``: after the answer, aiohttp reads what is left of a body
+    (lingering close) and ends that quietly on a timeout, while any other exception
+    would be logged as a bug."""
+
+    code, status = "body_stalled", 408
+
+
+class TooManyRequests(FabricError):
+    """A bounded resource is full for now (PENDING images): retry once some ended."""
+
+    code, status = "too_many_requests", 429
+
+
+class TooManyConnections(FabricError):
+    code, status = "too_many_connections", 503
+
+
 class Unprocessable(FabricError):
     """Well-formed request whose content we refuse (a malformed image, say)."""
 
@@ -79,6 +99,9 @@ _BY_CODE = {
         Unavailable,
         Timeout,
         InsufficientStorage,
+        BodyStalled,
+        TooManyRequests,
+        TooManyConnections,
     )
 }
 

@@ -40,8 +40,14 @@ PEER_NONCES_KEPT = 200_000
 """Nonces remembered for replay protection (about 100 bytes each: 20 MB at most). A busy
 node signs a few thousand requests a second, so this covers the skew window at that rate;
 past it the oldest are forgotten and requests signed before them are refused."""
+TOKEN_STALENESS_S = 1.0
+"""How far behind the leader a node's copy of the tokens may be when it checks one: a
+revocation holds everywhere within this time (one ReadIndex per node per interval)."""
 MAX_TOKENS = 10_000
 """API tokens one cluster keeps (revoked ones count: they stay listed)."""
+PEER_DIGEST_INLINE_BYTES = 64 * KiB
+"""Bodies smaller than this are digested on the event loop (a thread hop costs more than
+the hash); larger ones in a worker thread."""
 PEER_REFUSAL_LOG_EVERY_S = 10.0
 """At most one log line per interval for refused peer requests (a flood must not fill disks)."""
 
@@ -53,6 +59,14 @@ MAX_APPEND_ENTRIES = 4096
 256; more would only be a peer making us hold and check a huge batch)."""
 MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 1 * MiB
+"""Largest user kv value, measured as its compact JSON text (``keys.kv_value_bytes``)."""
+KV_TOTAL_BYTES = 16 * MiB
+"""All user kv entries together (keys, values and ``KV_ENTRY_OVERHEAD_BYTES`` each): every
+node holds them in memory (a few times their JSON size as Python objects) and in every
+snapshot, so the user's free-form space is a small, bounded share of a node's RSS. The
+state machine enforces it on apply, so every node refuses the same write."""
+KV_ENTRY_OVERHEAD_BYTES = 64
+"""Counted for each kv entry beside its key and value: a million empty values are not free."""
 SNAPSHOT_EVERY_ENTRIES = 10_000
 """Applied entries after which a node snapshots its state machine and compacts its log."""
 PROPOSAL_TIMEOUT_S = 10.0
@@ -106,6 +120,30 @@ worker threads'."""
 
 # --- HTTP API -----------------------------------------------------------------------------
 MAX_JSON_BODY_BYTES = 1 * MiB
+"""Largest JSON request body, counted as it arrives: Content-Length is not trusted, and
+a chunked body is cut off at the same size."""
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects in a JSON request: no request needs more than
+a few levels, and the parser, msgpack and every walk over a value recurse."""
+MAX_JSON_INT = 2**63 - 1
+"""Largest integer (in magnitude) a JSON request may carry: what msgpack and the
+metadata records store as int64; longer digit strings are refused before conversion."""
+HTTP_HEADER_TIMEOUT_S = 20.0
+"""A connection must deliver a complete request head this soon after it opened (or after
+its previous response): a client trickling header bytes (slowloris) is cut off. It is also
+how long an idle keep-alive connection stays open, so it is longer than the 15 s aiohttp
+clients (the CLI, node-to-node links) keep an idle connection: they always drop it first
+and never send on a connection the node is closing. Config: ``[limits] header_timeout_s``."""
+HTTP_BODY_IDLE_S = 30.0
+"""A request body from which no byte arrived this long, while the node was ready to read
+it, ends the request with 408 ``body_stalled`` (an upload fails, its conversion slot is
+freed). Long enough for a slow link's retransmissions; ``[limits] body_idle_s``."""
+HTTP_BODY_CHECKS_PER_IDLE = 4
+"""A stalled body is noticed within ``body_idle_s`` plus this fraction of it."""
+HTTP_CONNECTIONS_PER_CLIENT = 64
+"""Open client connections one address may hold on a node (a browser uses 6, parallel
+uploads a few dozen); more are answered 503 ``too_many_connections`` and closed. Node
+links are counted apart and never refused. ``[limits] connections_per_client``."""
 
 # --- URL import ---------------------------------------------------------------------------
 IMPORT_CONNECT_TIMEOUT_S = 10.0
@@ -222,6 +260,18 @@ batches of 8 extents each peaked at ~340 MiB of node RSS)."""
 IMPORT_PROGRESS_EVERY_S = 1.0
 MAX_INGESTS = 4
 """Uploads and imports converting on one node at once (each holds a few dozen MiB)."""
+MAX_PENDING_IMAGES = 256
+"""PENDING images in the cluster at once (created, bytes not yet all in): the converting
+ones are at most ``MAX_INGESTS`` per node, so this leaves room for many created ahead
+of their upload while a script cannot fill the catalog with empty images."""
+MAX_IMAGES = 10_000
+"""Images of any state in the catalog (an ERROR image stays until deleted)."""
+PENDING_IMAGE_TTL_S = 600.0
+"""An image created for an upload whose bytes never started arriving this long is turned
+ERROR by the leader's scanner (the CLI uploads right after creating; a browser too).
+Measured on the leader from when it first saw the record unchanged, so clock skew
+between nodes cannot expire a fresh image. ``[limits] pending_image_ttl_s``."""
+EXPIRE_IMAGES_PER_PASS = 64
 
 # --- healing -------------------------------------------------------------------------------
 EVENTS_KEPT = 10_000
@@ -238,6 +288,9 @@ DISK_LOW_WATER = 0.85
 """...until it is below this again (hysteresis: no flapping at the mark)."""
 EVENTS_PAGE = 1000
 """At most this many events per ``GET /api/v1/events``."""
+MAX_SETTING_DELAY_S = 365 * 86400.0
+"""Longest delay an API request may ask for (a container's ec_delay_s: a year): a timer
+further out is a typo, and far enough out it no longer fits the event loop's clock."""
 REBUILD_EVERY_S = 0.5
 """The leader's rebuild planner looks for lost copies this often (and on every finish)."""
 REBUILD_WINDOW_BYTES = 4 * MiB

@@ -8,7 +8,6 @@ are rewrapped, and anything else is a bug answered with 500 ``internal``.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import Any
@@ -20,9 +19,12 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from fabric import limits
-from fabric.errors import BadRequest, Conflict, FabricError, NotFound, from_code
+from fabric.errors import BadRequest, Conflict, FabricError, NotFound, TooLarge, from_code
+from fabric.metadata import keys
 from fabric.metadata.commands import Delete, Put
 from nodes.node import Node
+from nodes.openapi import Operation, document, operation, route_path
+from nodes.schemas import check, from_query, parse_json
 from nodes.services.accounting import container_views
 
 log = logging.getLogger(__name__)
@@ -74,16 +76,56 @@ def _check_cluster(request: web.Request) -> None:
         )
 
 
+def declared(request: web.Request) -> Operation:
+    """The operation ``nodes/openapi.py`` declares for the route that matched."""
+    resource = request.match_info.route.resource
+    assert resource is not None, "a handler's route has a resource"
+    return operation(request.method, route_path(resource.canonical))
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
-    if (request.content_length or 0) > limits.MAX_JSON_BODY_BYTES:
-        raise BadRequest(f"JSON body larger than {limits.MAX_JSON_BODY_BYTES} bytes")
-    try:
-        body = json.loads(await request.read() or b"{}")
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise BadRequest("body must be a JSON object")
+    """The request's JSON body, checked against its route's declared schema."""
+    schema = declared(request).body
+    assert schema is not None, f"{request.method} {request.path} declares no JSON body"
+    body = parse_json(await read_capped(request, limits.MAX_JSON_BODY_BYTES))
+    check(schema, body)
+    assert isinstance(body, dict), "every declared body is an object"
     return body
+
+
+async def read_capped(request: web.Request, cap: int) -> bytes:
+    """The whole body, refused (413) once past ``cap`` bytes however it is framed.
+
+    ``Content-Length`` only lets a too-large body be refused early: a chunked one
+    announces nothing, so the count is kept as the bytes arrive.
+    """
+    if (request.content_length or 0) > cap:
+        raise TooLarge(f"body of {request.content_length} bytes; at most {cap}")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.content.iter_any():
+        size += len(chunk)
+        if size > cap:
+            raise TooLarge(f"body larger than {cap} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def query(request: web.Request) -> dict[str, Any]:
+    """The query parameters its route declares, converted and checked; others refused."""
+    declared_params = declared(request).query
+    for name in request.query:
+        if name not in declared_params:
+            known = ", ".join(declared_params) or "none"
+            raise BadRequest(f"unknown query parameter {name!r} (parameters: {known})")
+    out: dict[str, Any] = {}
+    for name, schema in declared_params.items():
+        values = request.query.getall(name, [])
+        if len(values) > 1:
+            raise BadRequest(f"query parameter {name!r} given {len(values)} times")
+        if values:
+            out[name] = from_query(name, schema, values[0])
+    return out
 
 
 # --- cluster ------------------------------------------------------------------------------
@@ -102,6 +144,7 @@ async def get_health(request: web.Request) -> web.Response:
             "applied_index": node.metadata.state.applied_index,
             "problems": node.problems(),
             "task_restarts": node.restarts,
+            "conversions": node.images.converting,
         }
     )
 
@@ -134,13 +177,12 @@ async def put_kv(request: web.Request) -> web.Response:
     node = request.app[NODE]
     key = _kv_key(request)
     body = await json_body(request)
-    if "value" not in body:
-        raise BadRequest("body needs a 'value'")
     expect = body.get("expect_version")
     if expect is not None and (not isinstance(expect, int) or expect < 0):
         raise BadRequest("expect_version must be a non-negative integer")
-    if len(json.dumps(body["value"])) > limits.MAX_VALUE_BYTES:
-        raise BadRequest(f"value larger than {limits.MAX_VALUE_BYTES} bytes")
+    # The state machine refuses it too (and the total quota); this answers at once.
+    if keys.kv_value_bytes(body["value"]) > limits.MAX_VALUE_BYTES:
+        raise TooLarge(f"value larger than {limits.MAX_VALUE_BYTES} bytes as JSON")
     result = await node.metadata.propose(Put(key, body["value"], expect))
     if not result.ok:
         raise _refusal(result.code, result.message)
@@ -203,8 +245,8 @@ class NodeCollector(Collector):
             "Node-to-node requests refused by authentication, by the check that failed",
             labels=["node", "check"],
         )
-        for check, count in sorted(getattr(node.runtime.transport, "refused", {}).items()):
-            refused.add_metric([node.id, check], count)
+        for failed, count in sorted(getattr(node.runtime.transport, "refused", {}).items()):
+            refused.add_metric([node.id, failed], count)
         yield refused
         states = GaugeMetricFamily(
             "fabric_node_up", "1 if the node is UP in the replicated metadata", labels=["peer"]
@@ -380,8 +422,6 @@ REGISTRY = web.AppKey("registry", CollectorRegistry)
 
 
 async def get_openapi(request: web.Request) -> web.Response:
-    from nodes.openapi import document
-
     return web.json_response(document())
 
 

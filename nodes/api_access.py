@@ -5,15 +5,21 @@ the request's ``Authorization: Bearer`` token, and refuses with 401 (no token, o
 that proves nothing) or 403 (a token whose role is too low). Node-to-node paths
 (``/internal/``) are not its business: the transport authenticates those itself.
 
-A token unknown to this node's state may have been created a moment ago on another
-node: before refusing it, the node catches up with the leader once (a ReadIndex), so a
-token works on every node as soon as ``fabric token create`` has returned.
+Tokens are read from the node's own copy of the metadata, kept at most
+``limits.TOKEN_STALENESS_S`` behind the leader: a token check that finds the last
+catch-up (a ReadIndex, shared by the requests that wait for it) older than that makes a
+new one first. So a revocation holds on every node within that time, and the revoke call
+waits it out before it answers: when ``fabric token revoke`` returns, no node accepts
+the token. A node cut off from the leader checks against what it has (it can change
+nothing then). A token unknown to the node may be a moment old: it catches up once
+before refusing it, so a new token works on every node as soon as it is returned.
 
 The routes under ``/api/v1/tokens`` create, list and revoke tokens (admin only).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -21,8 +27,15 @@ from dataclasses import replace
 
 from aiohttp import web
 
-from fabric import tokens
-from fabric.errors import BadRequest, Forbidden, NotFound, Unauthorized, from_code
+from fabric import limits, tokens
+from fabric.errors import (
+    BadRequest,
+    FabricError,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    from_code,
+)
 from fabric.metadata import access
 from fabric.metadata.commands import SetToken
 from fabric.metadata.records import TokenRecord
@@ -51,6 +64,7 @@ async def check_access(
             "this API needs a token: send 'Authorization: Bearer <token>' "
             "(the cluster directory's admin.token, or one from `fabric token create`)"
         )
+    await request.app[FRESHNESS].ensure()
     record = await _verify(node, presented)
     if not tokens.allows(record.role, needed):
         raise Forbidden(
@@ -59,6 +73,42 @@ async def check_access(
         )
     request["token"] = record
     return await handler(request)
+
+
+class Freshness:
+    """Keeps this node's metadata no more than ``TOKEN_STALENESS_S`` behind the leader's
+    for token checks."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.fresh_at = float("-inf")
+        """Clock time a completed catch-up started: the state holds everything before it."""
+        self._pending: asyncio.Future[None] | None = None
+
+    async def ensure(self) -> None:
+        if self.node.runtime.clock.now() - self.fresh_at <= limits.TOKEN_STALENESS_S:
+            return
+        if self._pending is None:
+            self._pending = asyncio.ensure_future(self._catch_up())
+        await asyncio.shield(self._pending)
+
+    async def _catch_up(self) -> None:
+        started = self.node.runtime.clock.now()
+        try:
+            await self.node.metadata.read_index()
+            self.fresh_at = started
+        except FabricError as exc:
+            log.debug("token check on local state: no catch-up (%s)", exc)
+        finally:
+            self._pending = None
+
+
+FRESHNESS = web.AppKey("freshness", Freshness)
+
+
+def install(app: web.Application) -> None:
+    """What ``check_access`` needs on the app."""
+    app[FRESHNESS] = Freshness(app[NODE])
 
 
 async def _verify(node: Node, presented: str) -> TokenRecord:
@@ -141,6 +191,8 @@ async def revoke_token(request: web.Request) -> web.Response:
     result = await node.metadata.propose(SetToken(replace(revoked, revoked=True), wall))
     if not result.ok:
         raise from_code(result.code, result.message)
+    # Every node catches up within this time (Freshness): after it, none accepts the token.
+    await node.runtime.clock.sleep(limits.TOKEN_STALENESS_S)
     return web.Response(status=204)
 
 

@@ -13,7 +13,7 @@ from aiohttp import web
 from fabric.errors import BadRequest, FabricError, NotFound
 from fabric.extents.policy import policy_from_request
 from fabric.metadata.records import to_json
-from nodes.api import NODE, json_body
+from nodes.api import NODE, json_body, query
 from nodes.services.accounting import container_views
 
 log = logging.getLogger(__name__)
@@ -58,11 +58,6 @@ async def delete_container(request: web.Request) -> web.Response:
 
 async def create_vdisk(request: web.Request) -> web.Response:
     body = await json_body(request)
-    for field in ("name", "container", "size"):
-        if field not in body:
-            raise BadRequest(f"body needs {field!r}")
-    if not isinstance(body["container"], str):
-        raise BadRequest("container must be a string")
     vd = await request.app[NODE].catalog.create_vdisk(body["name"], body["container"], body["size"])
     return web.json_response(to_json(vd), status=201)
 
@@ -81,18 +76,8 @@ async def delete_vdisk(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-def _int_param(request: web.Request, name: str, default: int) -> int:
-    raw = request.query.get(name)
-    if raw is None:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise BadRequest(f"{name} must be an integer, not {raw!r}") from None
-
-
 async def write_vdisk(request: web.Request) -> web.Response:
-    offset = _int_param(request, "offset", 0)
+    offset = query(request).get("offset", 0)
     length = request.content_length
     if length is None:
         raise web.HTTPLengthRequired(text="a vdisk write needs Content-Length")
@@ -142,10 +127,9 @@ def parse_range(header: str | None, size: int) -> tuple[int, int] | None:
 async def read_vdisk(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     vd = await node.catalog.get_vdisk(request.match_info["id"])
+    params = query(request)
     rng = parse_range(request.headers.get("Range"), vd.size)
-    offset, length = rng if rng else (_int_param(request, "offset", 0), None)
-    if rng is None and "length" in request.query:
-        length = _int_param(request, "length", 0)
+    offset, length = rng if rng else (params.get("offset", 0), params.get("length"))
     vd, length, stream = await node.reader.read(vd.id, offset, length)
     return await send_stream(request, stream, offset, length, vd.size, partial=bool(rng))
 

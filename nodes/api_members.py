@@ -14,8 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fabric.errors import BadRequest, Conflict, NotFound, from_code
-from fabric.ids import NODE_ID
+from fabric.errors import Conflict, NotFound, from_code
 from fabric.metadata.commands import SetMember
 from fabric.metadata.records import MemberRecord, to_json
 from nodes.api import NODE, json_body
@@ -23,27 +22,15 @@ from nodes.node import Node
 
 
 def _member(body: dict[str, Any]) -> MemberRecord:
-    node_id, host, port = body.get("id"), body.get("host", "127.0.0.1"), body.get("port")
-    disks = body.get("disks", ["disk0"])
-    labels = body.get("labels", {})
-    capacity = body.get("disk_capacity", [])
-    if not isinstance(node_id, str) or not NODE_ID.match(node_id):
-        raise BadRequest("id must be 1-32 letters, digits, - or _")
-    if not isinstance(host, str) or not host:
-        raise BadRequest("host must be a host name or address")
-    if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-        raise BadRequest("port must be a TCP port")
-    if not isinstance(disks, list) or not disks or not all(isinstance(d, str) and d for d in disks):
-        raise BadRequest("disks must be a non-empty list of paths")
-    if not isinstance(labels, dict) or not all(
-        k in ("rack", "block") and isinstance(v, str) for k, v in labels.items()
-    ):
-        raise BadRequest("labels may be rack and block, as strings")
-    if not isinstance(capacity, list) or not all(
-        isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in capacity
-    ):
-        raise BadRequest("disk_capacity must be a list of byte counts")
-    return MemberRecord(node_id, host, port, tuple(disks), dict(labels), tuple(capacity))
+    """A member from a body already checked against ``MEMBER_REQUEST``."""
+    return MemberRecord(
+        body["id"],
+        body.get("host", "127.0.0.1"),
+        body["port"],
+        tuple(body.get("disks", ["disk0"])),
+        dict(body.get("labels", {})),
+        tuple(body.get("disk_capacity", [])),
+    )
 
 
 def _describe(node: Node, node_id: str) -> dict[str, Any]:

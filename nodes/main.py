@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import signal
+import ssl
 import sys
 
 import uvloop
@@ -27,14 +28,16 @@ from fabric.config import ClusterConfig, ConfigError, load_config
 from fabric.consensus.wal import CorruptLog
 from fabric.keys import ClusterKeys
 from fabric.ports import Runtime
-from nodes import secretfile
+from nodes import secretfile, tls
 from nodes.api import build_app
 from nodes.api_access import check_access
+from nodes.api_access import install as install_access
 from nodes.api_access import routes as access_routes
 from nodes.api_data import routes as data_routes
 from nodes.api_healing import routes as healing_routes
 from nodes.api_images import routes as image_routes
 from nodes.api_members import routes as member_routes
+from nodes.guard import GUARD, ConnectionGuard, NodeAddresses, guard_middleware
 from nodes.node import Node
 from nodes.runtime import FileDisk, HttpFetcher, HttpTransport, RealClock, thread_offload
 from nodes.services.images import FileSpill
@@ -59,9 +62,28 @@ def _lock(node_dir: str) -> int | None:
     return fd
 
 
-async def serve(config: ClusterConfig, node_id: str, node_dir: str, keys: ClusterKeys) -> int:
+def api_routes() -> list[web.RouteDef]:
+    """The /api/v1 routes beyond those of ``build_app`` (every one is in the OpenAPI
+    document: ``tests/unit/test_api_schemas.py``)."""
+    return [
+        *data_routes(),
+        *image_routes(),
+        *healing_routes(),
+        *member_routes(),
+        *access_routes(),
+    ]
+
+
+async def serve(
+    config: ClusterConfig,
+    node_id: str,
+    node_dir: str,
+    keys: ClusterKeys,
+    server_ssl: ssl.SSLContext | None = None,
+    client_ssl: ssl.SSLContext | None = None,
+) -> int:
     nc = config.node(node_id)
-    transport = HttpTransport(node_id, config, keys)
+    transport = HttpTransport(node_id, config, keys, client_ssl)
     disks = [FileDisk(d, disk_root(node_dir, d), nc.capacity_of(i)) for i, d in enumerate(nc.disks)]
     fetcher = HttpFetcher()
     runtime = Runtime(
@@ -75,23 +97,28 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str, keys: Cluste
         keys=keys,
     )
     node = Node(config, node_id, runtime)
-    app = build_app(
-        node,
-        [
-            *transport.routes(),
-            *data_routes(),
-            *image_routes(),
-            *healing_routes(),
-            *member_routes(),
-            *access_routes(),
-        ],
-        [check_access],
+    app = build_app(node, [*transport.routes(), *api_routes()], [check_access])
+    install_access(app)
+    guard = ConnectionGuard(
+        NodeAddresses(lambda: (n.host for n in node.membership.nodes())), config.limits
     )
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    app[GUARD] = guard
+    app.middlewares.append(guard_middleware)  # inside `errors`: a stalled body is answered 408
+    # aiohttp's keep-alive timer is the request-head deadline (see nodes/guard.py).
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=config.limits.header_timeout_s,
+    )
     await runner.setup()
-    site = web.TCPSite(runner, nc.host, nc.port)
+    assert runner.server is not None, "set up above"
+    loop = asyncio.get_running_loop()
     try:
-        await site.start()
+        # Not a TCPSite: every connection goes through the guard, which counts it first.
+        listener = await loop.create_server(
+            guard.factory(runner.server), nc.host, nc.port, ssl=server_ssl
+        )
     except OSError as exc:
         log.critical(
             "cannot listen on %s: %s (is another process using this port?)",
@@ -109,11 +136,11 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str, keys: Cluste
             exc,
             disks[0].root,
         )
+        listener.close()
         await runner.cleanup()
         return EXIT_CORRUPT
     log.info("node %s serving on %s (voters %s)", node_id, nc.url, ",".join(config.voters))
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
@@ -121,6 +148,7 @@ async def serve(config: ClusterConfig, node_id: str, node_dir: str, keys: Cluste
     await node.stop()
     await transport.close()
     await fetcher.close()
+    listener.close()  # no new connections; the runner closes the open ones
     await runner.cleanup()
     for disk in disks:
         disk.close()
@@ -175,7 +203,9 @@ def run_node(
         keys = secretfile.load(secret_path or secretfile.default_path(config_path))
         secretfile.make_private_dir(node_dir)
         secretfile.check_private_dir(node_dir)
-    except (secretfile.SecretError, OSError) as exc:
+        server_ssl = tls.server_context(config.tls, config_path) if config.tls else None
+        client_ssl = tls.client_context(config.tls, config_path)
+    except (secretfile.SecretError, tls.TlsError, OSError) as exc:
         log.critical("refusing to start: %s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -185,5 +215,5 @@ def run_node(
         return EXIT_LOCKED
     # uvloop: the same asyncio API on libuv, with cheaper socket and callback handling
     # (the write path spends much of its time moving bytes between sockets and files).
-    result: int = uvloop.run(serve(config, node_id, node_dir, keys))
+    result: int = uvloop.run(serve(config, node_id, node_dir, keys, server_ssl, client_ssl))
     return result

@@ -163,6 +163,7 @@ class Node:
             runtime.fetcher,
             self.membership,
             config.import_allow,
+            config.limits.pending_image_ttl_s,
         )
         self.events = EventLog(node_id, clock, self.metadata)
         self.copier = Copier(node_id, self.storage, self.replicas)

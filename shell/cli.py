@@ -38,7 +38,9 @@ def _connect(args: argparse.Namespace, timeout_s: float = 30.0) -> FabricClient:
 
     cdir = ClusterDir(resolve_dir(args.dir))
     cfg = cdir.config()
-    return FabricClient([n.url for n in cfg.nodes], timeout_s, cfg.id, cdir.token())
+    return FabricClient(
+        [n.url for n in cfg.nodes], timeout_s, cfg.id, cdir.token(), cdir.ssl_context(cfg)
+    )
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -57,7 +59,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     root = resolve_dir(args.dir)
     try:
-        cfg = up(root, args.config, args.nodes)
+        cfg = up(root, args.config, args.nodes, tls=args.tls)
     except PartialStart as exc:
         _print_up(root, exc.config)
         print(f"\nerror: {exc}", file=sys.stderr)
@@ -75,6 +77,25 @@ def _print_up(root: str, cfg: ClusterConfig) -> None:
     print()
     for node in cfg.nodes:
         print(f"  {node.id}: API {node.url}/api/v1   log {cdir.log_path(node.id)}")
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    """Make a cluster directory (config, secret, admin token, CA) without starting it:
+    what nodes on several hosts are given (docs/DEPLOY.md)."""
+    from shell.launcher import ClusterDir, LaunchError, prepare, resolve_dir
+
+    cdir = ClusterDir(resolve_dir(args.dir))
+    if cdir.exists():
+        raise LaunchError(f"{cdir.root} already holds a cluster")
+    cfg = prepare(cdir, args.config, args.nodes, print, args.tls)
+    print(f"cluster {cfg.name!r} (id {cfg.id}) made in {cdir.root}:")
+    for path in (cdir.config_path, cdir.secret_path, cdir.token_path):
+        print(f"  {path}")
+    if cfg.tls is not None:
+        print(f"  {os.path.join(cdir.root, 'tls')}/")
+    print("give each host the config and the secret (and tls/); start each node with")
+    print("  fabric node run --config cluster.toml --id ID --dir DATA --secret cluster.secret")
+    return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -720,7 +741,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("up", parents=[common], help="start a local cluster")
     s.add_argument("--nodes", type=int, help="number of nodes (1..15)")
     s.add_argument("--config", help="cluster config (TOML); default: the embedded one")
+    s.add_argument(
+        "--tls", action="store_true", help="HTTPS everywhere, with a private CA made for it"
+    )
     s.set_defaults(fn=cmd_up)
+    it = sub.add_parser(
+        "init", parents=[common], help="make a cluster directory without starting it"
+    )
+    it.add_argument("--nodes", type=int, help="number of nodes (1..15)")
+    it.add_argument("--config", help="cluster config (TOML); default: the embedded one")
+    it.add_argument("--tls", action="store_true", help="make a private CA and a node certificate")
+    it.set_defaults(fn=cmd_init)
     sub.add_parser("down", parents=[common], help="stop the local cluster").set_defaults(
         fn=cmd_down
     )

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import io
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from types import TracebackType
@@ -101,12 +102,15 @@ class FabricClient:
         timeout_s: float = 30.0,
         cluster_id: str = "",
         token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         assert urls, "a client needs at least one node URL"
         self.urls = list(urls)
         self.token = os.environ.get("FABRIC_TOKEN", "") if token is None else token
         """Sent as ``Authorization: Bearer`` with every request ("" sends none); by
         default the environment's ``FABRIC_TOKEN``."""
+        self.ssl_context = ssl_context
+        """Trusting the cluster's CA (https nodes); None: the system's trust store."""
         """Nodes in the order they are tried; a node that fails moves to the back."""
         self.cluster_id = cluster_id
         """When set, nodes of any other cluster refuse our requests (same ports, say)."""
@@ -122,7 +126,10 @@ class FabricClient:
         headers = {"X-Fabric-Cluster": self.cluster_id} if self.cluster_id else {}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        self._session = aiohttp.ClientSession(timeout=self.timeout, headers=headers)
+        connector = aiohttp.TCPConnector(ssl=self.ssl_context or True)
+        self._session = aiohttp.ClientSession(
+            timeout=self.timeout, headers=headers, connector=connector
+        )
         return self
 
     async def __aexit__(

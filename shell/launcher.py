@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
+    import ssl
     import subprocess
 
     import aiohttp
@@ -48,16 +49,19 @@ from fabric.config import (
     ClusterConfig,
     ConfigError,
     NodeConfig,
+    TlsConfig,
     default_config_text,
     load_config,
     parse_config,
     render_config,
     sized_config,
 )
-from nodes import secretfile
 
 CONFIG_NAME = "cluster.toml"
 TOKEN_NAME = "admin.token"
+SECRET_NAME = "cluster.secret"
+"""``nodes.secretfile.SECRET_NAME``: spelled here too, so that ``fabric status`` loads
+nothing of the node."""
 POLL_S = 0.1
 EXIT_REASONS = {
     2: "bad config or node id",
@@ -111,7 +115,7 @@ class ClusterDir:
 
     @property
     def secret_path(self) -> str:
-        return os.path.join(self.root, secretfile.SECRET_NAME)
+        return os.path.join(self.root, SECRET_NAME)
 
     @property
     def token_path(self) -> str:
@@ -138,6 +142,15 @@ class ClusterDir:
 
     def pid_path(self, node_id: str) -> str:
         return os.path.join(self.node_dir(node_id), "pid")
+
+    def ssl_context(self, cfg: ClusterConfig) -> ssl.SSLContext | None:
+        """What clients of this cluster trust (None: it speaks plain HTTP). ``ssl`` loads
+        only here: ``fabric status`` of a plain cluster does without it."""
+        if cfg.tls is None:
+            return None
+        from nodes.tls import client_context
+
+        return client_context(cfg.tls, self.config_path)
 
     def exists(self) -> bool:
         return os.path.exists(self.config_path)
@@ -199,11 +212,18 @@ def log_tail(path: str, lines: int = 5) -> str:
 
 
 def prepare(
-    cdir: ClusterDir, config_file: str | None, nodes: int | None, say: Callable[[str], None]
+    cdir: ClusterDir,
+    config_file: str | None,
+    nodes: int | None,
+    say: Callable[[str], None],
+    tls: bool = False,
 ) -> ClusterConfig:
-    """The config to run: the directory's own, or a new one written into it."""
+    """The config to run: the directory's own, or a new one written into it (with a new
+    private CA and node certificate when ``tls``)."""
     if cdir.exists():
         cfg = cdir.config()
+        if tls and cfg.tls is None:
+            say(f"note: cluster {cfg.name!r} was made without TLS; --tls applies to new ones")
         if config_file or (nodes and nodes != len(cfg.nodes)):
             say(
                 f"note: {cdir.root} already holds cluster {cfg.name!r} with "
@@ -223,7 +243,26 @@ def prepare(
         import uuid
 
         cfg = replace(cfg, id=uuid.uuid4().hex[:16])
+    from nodes import secretfile
+
     secretfile.make_private_dir(cdir.root)
+    if cfg.tls is not None and config_file:
+        # The config moves into the cluster directory: its [tls] paths must still point
+        # at the same files.
+        base = os.path.dirname(os.path.abspath(config_file))
+        cfg = replace(
+            cfg,
+            tls=TlsConfig(
+                *(os.path.join(base, p) for p in (cfg.tls.cert, cfg.tls.key, cfg.tls.ca))
+            ),
+        )
+    elif tls:
+        from shell.certs import make_cluster_certs
+
+        make_cluster_certs(os.path.join(cdir.root, "tls"), cfg.name, {n.host for n in cfg.nodes})
+        files = TlsConfig("tls/node.pem", "tls/node.key", "tls/ca.pem")
+        cfg = replace(cfg, tls=files, nodes=tuple(replace(n, scheme="https") for n in cfg.nodes))
+        say(f"made a private CA for the cluster: {os.path.join(cdir.root, 'tls', 'ca.pem')}")
     write_private(cdir.config_path, render_config(cfg))
     credentials(cdir, say)
     return cfg
@@ -240,6 +279,8 @@ def write_private(path: str, text: str) -> None:
 def credentials(cdir: ClusterDir, say: Callable[[str], None]) -> None:
     """The cluster secret and the first admin token, made once (an older cluster
     directory without them gets them at its next ``up``)."""
+    from nodes import secretfile
+
     if secretfile.create(cdir.secret_path):
         say(f"made the cluster secret {cdir.secret_path} (mode 0600; nodes need it)")
     keys = secretfile.load(cdir.secret_path)
@@ -249,6 +290,8 @@ def credentials(cdir: ClusterDir, say: Callable[[str], None]) -> None:
 
 def spawn(cdir: ClusterDir, node_id: str) -> subprocess.Popen[bytes]:
     import subprocess
+
+    from nodes import secretfile
 
     secretfile.make_private_dir(cdir.node_dir(node_id))
     log_fd = os.open(cdir.log_path(node_id), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
@@ -296,7 +339,9 @@ def auth_header(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _get_now(url: str, token: str, timeout_s: float = 2.0) -> Any:
+def _get_now(
+    url: str, token: str, ssl_context: ssl.SSLContext | None = None, timeout_s: float = 2.0
+) -> Any:
     """GET a node's JSON over a plain HTTP/1.0 socket; None if it gives no 200 answer.
 
     ``fabric status`` asks one question of a node on this machine: loading aiohttp and
@@ -308,7 +353,16 @@ def _get_now(url: str, token: str, timeout_s: float = 2.0) -> Any:
     request = f"GET {parts.path or '/'} HTTP/1.0\r\nHost: {parts.netloc}\r\n{auth}\r\n".encode()
     answer = bytearray()
     try:
-        with socket.create_connection((parts.hostname, parts.port), timeout=timeout_s) as sock:
+        with contextlib.ExitStack() as stack:
+            sock = stack.enter_context(
+                socket.create_connection((parts.hostname, parts.port), timeout=timeout_s)
+            )
+            if parts.scheme == "https":
+                if ssl_context is None:
+                    return None  # never send a token in the clear to a TLS cluster
+                sock = stack.enter_context(
+                    ssl_context.wrap_socket(sock, server_hostname=parts.hostname)
+                )
             sock.sendall(request)
             while chunk := sock.recv(1 << 16):  # HTTP/1.0: the node closes when done
                 answer += chunk
@@ -382,7 +436,8 @@ async def wait_healthy(
     deadline = time.monotonic() + timeout_s
     missing = "starting"
     failed: dict[str, StartFailure] = {}
-    async with aiohttp.ClientSession() as session:
+    connector = aiohttp.TCPConnector(ssl=cdir.ssl_context(cfg) or True)
+    async with aiohttp.ClientSession(connector=connector) as session:
         while time.monotonic() < deadline:
             for node_id, proc in procs.items():
                 code = proc.poll()
@@ -423,6 +478,7 @@ def up(
     nodes: int | None,
     say: Callable[[str], None] = print,
     timeout_s: float = limits.STARTUP_TIMEOUT_S,
+    tls: bool = False,
 ) -> ClusterConfig:
     """Start the cluster of ``root``; its config once every node is UP.
 
@@ -431,7 +487,7 @@ def up(
     """
     cdir = ClusterDir(root)
     try:
-        cfg = prepare(cdir, config_file, nodes, say)
+        cfg = prepare(cdir, config_file, nodes, say, tls)
     except ConfigError as exc:
         raise LaunchError(str(exc)) from exc
     started = time.monotonic()
@@ -495,7 +551,7 @@ def _status(cdir: ClusterDir, cfg: ClusterConfig) -> dict[str, Any]:
     for node in cfg.nodes:
         if cdir.pid(node.id) is None:
             continue
-        view = _get_now(node.url + "/api/v1/cluster", cdir.admin_token())
+        view = _get_now(node.url + "/api/v1/cluster", cdir.admin_token(), cdir.ssl_context(cfg))
         if view is not None and view.get("leader") is not None:
             break
     if view is None:

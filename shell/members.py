@@ -66,7 +66,13 @@ def _client(cdir: ClusterDir, cfg: ClusterConfig, last: str = "") -> Any:
     from shell.client import FabricClient
 
     urls = [n.url for n in cfg.nodes if n.id != last] + [n.url for n in cfg.nodes if n.id == last]
-    return FabricClient(urls, limits.MEMBERSHIP_CHANGE_TIMEOUT_S * 2, cfg.id, cdir.admin_token())
+    return FabricClient(
+        urls,
+        limits.MEMBERSHIP_CHANGE_TIMEOUT_S * 2,
+        cfg.id,
+        cdir.admin_token(),
+        cdir.ssl_context(cfg),
+    )
 
 
 def _wait_registered(cdir: ClusterDir, node: NodeConfig, timeout_s: float) -> None:
@@ -76,7 +82,9 @@ def _wait_registered(cdir: ClusterDir, node: NodeConfig, timeout_s: float) -> No
             raise LaunchError(
                 f"{node.id} exited at start; its log:\n{log_tail(cdir.log_path(node.id))}"
             )
-        health = _get_now(node.url + "/api/v1/health", cdir.admin_token())
+        health = _get_now(
+            node.url + "/api/v1/health", cdir.admin_token(), cdir.ssl_context(cdir.config())
+        )
         if isinstance(health, dict) and health.get("registered"):
             return
         time.sleep(POLL_S)
@@ -104,6 +112,7 @@ def add_node(
         template.disks,
         labels,
         template.disk_capacity,
+        template.scheme,
     )
     member = {
         "id": nc.id,

@@ -31,10 +31,11 @@ from shell.launcher import (
 
 def _view(cdir: ClusterDir) -> dict[str, Any] | None:
     """The leader's cluster view, asked of any running node; None if none answers."""
-    for node in cdir.config().nodes:
+    cfg = cdir.config()
+    for node in cfg.nodes:
         if cdir.pid(node.id) is None:
             continue
-        view = _get_now(node.url + "/api/v1/cluster", cdir.admin_token())
+        view = _get_now(node.url + "/api/v1/cluster", cdir.admin_token(), cdir.ssl_context(cfg))
         if isinstance(view, dict) and view.get("leader") and not view.get("stale"):
             return view
     return None
@@ -67,7 +68,9 @@ def _wait_whole(cdir: ClusterDir, timeout_s: float, node: str) -> None:
             raise LaunchError(
                 f"{node} exited while restarting; its log:\n{log_tail(cdir.log_path(node))}"
             )
-        health = _get_now(url + "/api/v1/health", cdir.admin_token())
+        health = _get_now(
+            url + "/api/v1/health", cdir.admin_token(), cdir.ssl_context(cdir.config())
+        )
         if not (isinstance(health, dict) and health.get("registered")):
             why = f"{node} not registered yet"
         else:

@@ -8,13 +8,16 @@ never change.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from fabric import limits
 from fabric.metadata import keys
 from fabric.metadata.commands import (
     CatalogCommand,
     CreateImage,
     DeleteImage,
+    ExpireImage,
     UpdateImage,
     UpdateTask,
 )
@@ -41,10 +44,34 @@ def apply(state: MetadataState, index: int, cmd: CatalogCommand) -> Any:
             return _delete(state, cmd)
         case UpdateTask():
             return _update_task(state, index, cmd)
+        case ExpireImage():
+            return _expire(state, index, cmd)
+
+
+def check_room(state: MetadataState) -> None:
+    """Refuse a new image when the catalog is full or too many images wait for bytes.
+
+    Counted from the state machine's own indexes, so every node refuses the same
+    ``CreateImage`` whoever proposed it, and racing creations cannot overshoot."""
+    pending = len(state.idx.pending_images)
+    if pending >= limits.MAX_PENDING_IMAGES:
+        raise Refused(
+            "too_many_requests",
+            f"{pending} images are PENDING (the limit is {limits.MAX_PENDING_IMAGES}): "
+            "upload into them, delete them, or wait for them to expire",
+        )
+    total = state.count(keys.IMAGE)
+    if total >= limits.MAX_IMAGES:
+        raise Refused(
+            "insufficient_storage",
+            f"the catalog holds {total} images (the limit is {limits.MAX_IMAGES}); "
+            "delete some first",
+        )
 
 
 def _create(state: MetadataState, index: int, cmd: CreateImage) -> str:
     image = cmd.image
+    check_room(state)
     if state.get(keys.image_name_key(image.name)) is not None:
         raise Refused("conflict", f"an image named {image.name!r} already exists")
     if state.get(keys.image_key(image.id)) is not None:
@@ -77,6 +104,17 @@ def _update_image(state: MetadataState, index: int, cmd: UpdateImage) -> str:
     return new.state
 
 
+def _expire(state: MetadataState, index: int, cmd: ExpireImage) -> str:
+    image = state.image(cmd.image_id)
+    if image is None:
+        raise Refused("not_found", f"no image {cmd.image_id}")
+    version = state.version(keys.image_key(image.id))
+    if version != cmd.version or image.state != IMAGE_INITIAL or image.node or image.vdisk_id:
+        raise Refused("conflict", f"image {image.name!r} changed; it does not expire")
+    state.put(index, keys.image_key(image.id), replace(image, state="ERROR", error=cmd.reason))
+    return image.id
+
+
 def _delete(state: MetadataState, cmd: DeleteImage) -> str:
     image = state.image(cmd.image_id)
     if image is None:
@@ -106,6 +144,8 @@ def check_legacy_move(state: MetadataState, key: str, value: Any) -> None:
     """A release-0.1 raw write of a catalog record obeys today's state moves too."""
     if isinstance(value, ImageRecord):
         old = state.image(value.id)
+        if old is None:
+            check_room(state)
         ok = value.state == IMAGE_INITIAL if old is None else image_move_ok(old.state, value.state)
         if not ok or key != keys.image_key(value.id):
             raise Refused("conflict", f"{key}: not a legal image change")

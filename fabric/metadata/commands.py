@@ -429,6 +429,23 @@ class UpdateTask:
     expect_state: str
 
 
+@register(124)
+@dataclass(frozen=True, slots=True)
+class ExpireImage:
+    """A PENDING image no upload ever started for turns ERROR with ``reason``.
+
+    Applies only if the image is still at ``version`` (the Raft index that last wrote it,
+    which the leader watched stay put) with no node converting it and no vdisk: an upload
+    that claimed the image meanwhile changed its version, so expiry never races it.
+    ``UpdateImage`` compares the state only, and PENDING is also the state of an upload
+    under way.
+    """
+
+    image_id: str
+    version: int
+    reason: str
+
+
 KvCommand = Put | Delete | Batch
 NodeCommand = RegisterNode | SetNodeState
 DataCommand = (
@@ -454,7 +471,7 @@ DataCommand = (
 HealCommand = (
     RecordEvents | SetRebuildSettings | SetScrubSettings | SetDiskState | SetNodeDrain | SetMember
 )
-CatalogCommand = CreateImage | UpdateImage | DeleteImage | UpdateTask
+CatalogCommand = CreateImage | UpdateImage | DeleteImage | UpdateTask | ExpireImage
 AccessCommand = SetToken
 Command = KvCommand | NodeCommand | DataCommand | CatalogCommand | HealCommand | AccessCommand
 

@@ -74,6 +74,10 @@ class Indexes:
         """Groups that lost a copy with a disk (``lost_copies``) not made again yet."""
         self.intents_on: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
         """(egid, node) -> ids of the intents that claim that file."""
+        self.kv_sizes: dict[str, int] = {}
+        """kv key -> what it counts against the user's kv quota (``keys.kv_entry_bytes``)."""
+        self.kv_bytes = 0
+        """The sum of ``kv_sizes``: the user kv space's use of ``limits.KV_TOTAL_BYTES``."""
 
     # --- maintenance ------------------------------------------------------------------------
     def update(self, space: str, key: str, old: Any, new: Any) -> None:
@@ -97,6 +101,17 @@ class Indexes:
             self._image(old, new)
         elif space == keys.EGROUP_INTENT:
             self._intent(old, new)
+
+    def kv_set(self, key: str, value: Any) -> None:
+        """User kv ``key`` now holds ``value`` (JSON null included: not an absence, so
+        the kv space is not kept through ``update``)."""
+        self.kv_drop(key)
+        size = keys.kv_entry_bytes(key, value)
+        self.kv_sizes[key] = size
+        self.kv_bytes += size
+
+    def kv_drop(self, key: str) -> None:
+        self.kv_bytes -= self.kv_sizes.pop(key, 0)
 
     def _egroup(self, old: EgroupRecord | None, new: EgroupRecord | None) -> None:
         if old is not None:

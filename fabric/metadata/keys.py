@@ -7,8 +7,10 @@ state machine refuses anything else.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from fabric import limits
 from fabric.metadata.records import (
     ContainerRecord,
     DiskRecord,
@@ -174,6 +176,18 @@ def event_key(seq: int) -> str:
 
 def kv_key(key: str) -> str:
     return KV + key
+
+
+def kv_value_bytes(value: Any) -> int:
+    """The size a kv value counts for: its compact JSON text, every non-ASCII character
+    escaped. A pure function of the value, so every node measures the same."""
+    return len(json.dumps(value, separators=(",", ":")))
+
+
+def kv_entry_bytes(key: str, value: Any) -> int:
+    """What one kv entry counts against ``limits.KV_TOTAL_BYTES``."""
+    key_bytes = len(key.encode("utf-8", "surrogatepass"))
+    return key_bytes + kv_value_bytes(value) + limits.KV_ENTRY_OVERHEAD_BYTES
 
 
 MAX_JSON_DEPTH = 32

@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from typing import Any
 
+from fabric import limits
 from fabric.errors import BadRequest
 from fabric.metadata import access, catalog, healing, keys, legacy, validate
 from fabric.metadata.commands import (
@@ -121,6 +122,11 @@ class MetadataState:
             item = self._items.get(key)
             if item is not None:
                 yield key, item
+
+    def count(self, prefix: str) -> int:
+        """How many keys a whole namespace (``prefix`` ends at its first "/") holds."""
+        assert keys.namespace(prefix) == prefix, f"{prefix!r} is not a namespace"
+        return len(self._spaces.get(prefix, ()))
 
     # --- typed reads ------------------------------------------------------------------------
     def nodes(self) -> dict[str, NodeRecord]:
@@ -279,6 +285,8 @@ class MetadataState:
         self.idx.update(space, key, None if old is None else old.value, value)
         if space == keys.NODE:
             self._nodes = None
+        elif space == keys.KV:
+            self.idx.kv_set(key, value)
 
     def delete(self, key: str) -> None:
         old = self._items.pop(key, None)
@@ -289,6 +297,8 @@ class MetadataState:
         self.idx.update(space, key, old.value, None)
         if space == keys.NODE:
             self._nodes = None
+        elif space == keys.KV:
+            self.idx.kv_drop(key)
 
     # --- the small commands -----------------------------------------------------------------
     def _check(self, op: Put | Delete) -> tuple[Put | Delete, Any]:
@@ -307,12 +317,43 @@ class MetadataState:
 
     def _apply_batch(self, index: int, ops: tuple[Put | Delete, ...]) -> Result:
         checked = [self._check(op) for op in ops]
+        self._check_kv_quota(ops)
         for op, value in checked:
             if isinstance(op, Put):
                 self.put(index, op.key, value)
             else:
                 self.delete(op.key)
         return Result(ok=True, value=index)
+
+    def _check_kv_quota(self, ops: tuple[Put | Delete, ...]) -> None:
+        """Refuse a write whose kv value is too large, or that grows the user's kv space
+        past its quota (a write that does not grow it always applies). Measured from the
+        values themselves, so every node refuses alike, whoever proposed the write."""
+        sizes: dict[str, int] = {}
+        for op in ops:
+            if keys.namespace(op.key) != keys.KV:
+                continue
+            if isinstance(op, Delete):
+                sizes[op.key] = 0
+                continue
+            value_bytes = keys.kv_value_bytes(op.value)
+            if value_bytes > limits.MAX_VALUE_BYTES:
+                raise Refused(
+                    "too_large",
+                    f"{op.key}: value of {value_bytes} bytes as JSON; "
+                    f"at most {limits.MAX_VALUE_BYTES} bytes",
+                )
+            sizes[op.key] = keys.kv_entry_bytes(op.key, op.value)
+        if not sizes:
+            return
+        before = self.idx.kv_bytes
+        after = before + sum(size - self.idx.kv_sizes.get(k, 0) for k, size in sizes.items())
+        if after > limits.KV_TOTAL_BYTES and after > before:
+            raise Refused(
+                "insufficient_storage",
+                f"the kv space would hold {after} bytes, over its quota of "
+                f"{limits.KV_TOTAL_BYTES} bytes ({before} in use); delete keys to make room",
+            )
 
     def _register_node(self, index: int, cmd: RegisterNode) -> Result:
         key = keys.node_key(cmd.node_id)

@@ -31,6 +31,7 @@ from fabric.metadata.commands import (
     CreateImage,
     CreateVdisk,
     Delete,
+    ExpireImage,
     MarkCopiesLost,
     Put,
     RecordEvents,
@@ -186,6 +187,9 @@ def _specific(command: Any) -> None:
             image(command.image)
         case UpdateTask():
             task(command.task)
+        case ExpireImage():
+            if not command.image_id or not command.reason:
+                raise BadRequest("an expiry names its image and why")
         case AddReplica():
             check_name("node", command.to_node)
             if command.lost == command.to_node:

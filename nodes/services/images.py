@@ -50,9 +50,11 @@ from fabric.errors import (
 from fabric.extents.policy import ContainerPolicy, check_name
 from fabric.images.assembly import Decoder, ExtentBatch, Step
 from fabric.images.base import ImageError, ReaderLimits, Run, Spill
+from fabric.metadata import keys
 from fabric.metadata.commands import (
     CreateImage,
     DeleteImage,
+    ExpireImage,
     ResizeVdisk,
     UpdateImage,
     UpdateTask,
@@ -63,6 +65,7 @@ from fabric.urlguard import UrlGuard, guard_for, scrub, shown_url
 from nodes.services.catalog import Catalog
 from nodes.services.membership import Membership
 from nodes.services.metadata import MetadataService
+from nodes.services.quiet import QuietClock
 from nodes.services.writer import WriteCoordinator
 
 log = logging.getLogger(__name__)
@@ -218,6 +221,7 @@ class ImageService:
         fetcher: Fetcher | None,
         membership: Membership,
         import_allow: Sequence[str] = (),
+        pending_ttl_s: float = limits.PENDING_IMAGE_TTL_S,
     ) -> None:
         self.node_id = node_id
         self.clock = clock
@@ -235,6 +239,15 @@ class ImageService:
         self._tasks: set[asyncio.Task[None]] = set()
         self.write_slots = asyncio.Semaphore(limits.INGEST_NODE_WRITES_IN_FLIGHT)
         """Extent batches being stored, all ingests together: bounds the node's memory."""
+        self.pending_ttl_s = pending_ttl_s
+        self._unclaimed = QuietClock()
+        """PENDING images no upload claimed: how long each record has stayed unchanged."""
+        self.expired = 0
+
+    @property
+    def converting(self) -> int:
+        """Uploads and imports holding one of this node's ``MAX_INGESTS`` slots."""
+        return len(self._busy)
 
     def guard(self) -> UrlGuard:
         """URL import's guard: the config's allow-list, and the nodes of the cluster now
@@ -494,6 +507,35 @@ class ImageService:
                 await self._finish_task(
                     image.task_id, "FAILED", error=f"node {image.node} went down"
                 )
+
+    async def expire_pending(self) -> None:
+        """PENDING images whose bytes never started arriving turn ERROR after the TTL.
+
+        Only images no node converts and with no vdisk: an upload under way is bounded
+        by the body idle limit, and one whose node died by ``fail_orphans``. The leader
+        measures how long each record has stayed at its version; ``ExpireImage`` applies
+        only at that version, so an upload that claims the image meanwhile wins.
+        """
+        state = self.metadata.state
+        now = self.clock.now()
+        waiting: list[tuple[str, int]] = []
+        for image_id in sorted(state.idx.pending_images):
+            image = state.image(image_id)
+            if image is None or image.node or image.vdisk_id:
+                continue
+            waiting.append((image_id, state.version(keys.image_key(image_id))))
+        self._unclaimed.keep_only(image_id for image_id, _ in waiting)
+        expired = [
+            (image_id, version)
+            for image_id, version in waiting
+            if self._unclaimed.quiet_for(image_id, version, now) >= self.pending_ttl_s
+        ]
+        reason = f"upload never arrived within {self.pending_ttl_s:g} s"
+        for image_id, version in expired[: limits.EXPIRE_IMAGES_PER_PASS]:
+            result = await self.metadata.propose(ExpireImage(image_id, version, reason))
+            if result.ok:
+                self.expired += 1
+                log.info("image %s: %s", image_id, reason)
 
 
 def _hash(hashes: list[Any], chunks: list[bytes]) -> None:

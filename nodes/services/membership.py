@@ -15,8 +15,8 @@ from fabric.metadata.records import MemberRecord
 from nodes.services.metadata import MetadataService
 
 
-def node_config(m: MemberRecord) -> NodeConfig:
-    return NodeConfig(m.id, m.host, m.port, m.disks, dict(m.labels), m.disk_capacity)
+def node_config(m: MemberRecord, scheme: str = "http") -> NodeConfig:
+    return NodeConfig(m.id, m.host, m.port, m.disks, dict(m.labels), m.disk_capacity, scheme)
 
 
 class Membership:
@@ -28,7 +28,10 @@ class Membership:
         members = healing.members(self.metadata.state)
         out = [n for n in self.config.nodes if not (n.id in members and members[n.id].removed)]
         known = {n.id for n in self.config.nodes}
-        out += [node_config(m) for m in members.values() if not m.removed and m.id not in known]
+        scheme = "https" if self.config.tls else "http"
+        out += [
+            node_config(m, scheme) for m in members.values() if not m.removed and m.id not in known
+        ]
         return tuple(out)
 
     def ids(self) -> set[str]:

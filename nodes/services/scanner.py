@@ -20,7 +20,8 @@ not the number of groups stored:
 * **files**: every ``limits.FILE_SWEEP_EVERY_S`` each UP node lists its group files; a file
   that is tombstoned, a surplus copy, or unknown to the metadata for a grace period is
   deleted; tombstones no disk can hold any more are pruned;
-* then erasure coding (``EcService.scan``) and the image catalog's orphans.
+* then erasure coding (``EcService.scan``), the image catalog's orphans, and PENDING
+  images whose upload never started within ``[limits] pending_image_ttl_s``.
 
 So after a pass with every node UP, the bytes on the disks are exactly what the
 metadata references or claims. Only the leader scans, so two scanners never race; a
@@ -108,6 +109,7 @@ class Scanner:
             ("files", self._sweep_files),
             ("ec", self.ec.scan),
             ("images", self.images.fail_orphans),
+            ("expire-images", self.images.expire_pending),
         ]
 
     @property

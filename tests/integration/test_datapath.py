@@ -126,10 +126,10 @@ def test_http_bad_input_gets_clear_4xx_and_changes_nothing(
             await client.write_vdisk_bytes("v", b"keep")
             cases = [
                 (client.write_vdisk_bytes("v", b"12345", offset=MiB - 2), 400, "past the end"),
-                (client.write_vdisk_bytes("v", b"x", offset=-1), 400, "must not be negative"),
+                (client.write_vdisk_bytes("v", b"x", offset=-1), 400, "offset must be an integer"),
                 (client.write_vdisk_bytes("nope", b"x"), 404, "no vdisk 'nope'"),
                 (client.create_vdisk("w", "nope", MiB), 404, "no container 'nope'"),
-                (client.create_container("big", rf=5), 400, "rf must be 1..3"),
+                (client.create_container("big", rf=5), 400, "rf must be an integer in 1..3"),
                 (client.create_container("c", rf=2), 409, "already exists"),
                 (
                     client.request("POST", "/api/v1/vdisks", data=b"{not json"),

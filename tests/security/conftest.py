@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from fabric.config import load_config
-from tests.integration.conftest import Cluster, write_config
+from tests.integration.conftest import Cluster, make_cluster, write_config
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -62,4 +62,4 @@ def call(
         return status, raw
 
 
-__all__ = ["Cluster", "Path", "call", "urls"]
+__all__ = ["Cluster", "Path", "call", "make_cluster", "urls"]

@@ -71,3 +71,10 @@ def test_only_health_and_metrics_may_be_opened() -> None:
 def test_roles_are_ordered() -> None:
     assert tokens.allows("admin", "operator") and tokens.allows("operator", "read-only")
     assert not tokens.allows("read-only", "operator") and not tokens.allows("nobody", "read-only")
+
+
+def test_the_shell_and_the_node_agree_on_the_secret_file_name() -> None:
+    from nodes import secretfile
+    from shell import launcher
+
+    assert launcher.SECRET_NAME == secretfile.SECRET_NAME
