@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fabric import limits
+from fabric.ids import NODE_ID
 from fabric.metadata.records import RebuildSettings, ScrubSettings
 from fabric.urlguard import allow_entry_problem
 
@@ -184,8 +185,6 @@ def _get(
 
 
 _REQUIRED = object()
-NODE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,31}$")
-"""What a node id may be (the config, and nodes added at runtime)."""
 
 
 def _parse_node(src: _Source, raw: Any, nth: int) -> NodeConfig:

@@ -16,6 +16,20 @@ MAX_RPC_BATCH_MESSAGES = 512
 """Raft messages packed into one transport request."""
 PEER_OUTBOX_MESSAGES = 4096
 """Queued one-way messages per peer; beyond it the oldest are dropped (Raft retries)."""
+MAX_WIRE_INDEX = 2**63 - 1
+"""Largest Raft term, log index, read sequence or count a peer may send: what a signed
+64-bit counter holds, far beyond anything a cluster reaches, and small enough that
+adding one to it never leaves the range other Raft implementations use."""
+MAX_EGROUP_FILE_BYTES = 4 * GiB
+"""Largest offset or size a peer may name in an extent-group file: groups are sealed at
+``EGROUP_MAX_BYTES`` (plus one write batch), parity members of a wide strip are about as
+long; this leaves two orders of magnitude of headroom and still stops a forged offset
+from making a sparse file of terabytes."""
+MAX_WIRE_LIST_ITEMS = 1 << 20
+"""Longest list in a message (a node's extent groups, a group's live extents): a million
+ids already take tens of MiB, near ``MAX_MESSAGE_BYTES``."""
+MAX_WIRE_TEXT_CHARS = 64 * KiB
+"""Longest free-text field of a message (an error message, a report's reason)."""
 
 # --- authentication ----------------------------------------------------------------------
 PEER_CLOCK_SKEW_S = 60.0
@@ -40,6 +54,9 @@ PEER_REFUSAL_LOG_EVERY_S = 10.0
 # --- metadata / consensus ----------------------------------------------------------------
 MAX_COMMAND_BYTES = 4 * MiB
 """Largest single metadata command."""
+MAX_APPEND_ENTRIES = 4096
+"""Most log entries one AppendRequest from a peer may carry (``RaftConfig`` sends at most
+256; more would only be a peer making us hold and check a huge batch)."""
 MAX_KEY_BYTES = 1024
 MAX_VALUE_BYTES = 1 * MiB
 """Largest user kv value, measured as its compact JSON text (``keys.kv_value_bytes``)."""
@@ -72,6 +89,10 @@ MIN_NODES = 1
 MAX_VOTERS = 7
 MAX_NODE_ID_CHARS = 32
 """Longest node id (the config's id pattern; Raft refuses longer ids in a configuration)."""
+MAX_EGID_CHARS = 64
+"""Longest extent-group id: the longest made is ``eg-<node id>-<12 hex digits>`` (48)."""
+MAX_DISK_NAME_CHARS = 4096
+"""Longest disk name (a disk is named by its configured path: Linux's PATH_MAX)."""
 STARTUP_TIMEOUT_S = 60.0
 """``fabric up`` gives up when the cluster is not healthy after this long."""
 SHUTDOWN_GRACE_S = 10.0

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from fabric.keys import ClusterKeys
 from fabric.urlguard import UrlGuard
+from fabric.wire.refusals import Refusals
 
 
 class Clock(Protocol):
@@ -54,6 +55,9 @@ OneWayHandler = Callable[[str, Any], None]
 
 class Transport(Protocol):
     """Messages between nodes. Messages are the dataclasses known to ``fabric.wire``."""
+
+    refusals: Refusals
+    """What peers sent that was refused before any handler saw it, by reason."""
 
     def send(self, peer: str, message: Any) -> None:
         """Fire and forget (Raft): may be lost, delayed or reordered; never blocks."""

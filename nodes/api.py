@@ -257,6 +257,17 @@ class NodeCollector(Collector):
         yield from self._containers()
         yield from self._healing()
         yield from self._io()
+        yield self._refusals()
+
+    def _refusals(self) -> CounterMetricFamily:
+        c = CounterMetricFamily(
+            "fabric_peer_messages_refused",
+            "Messages from other nodes refused before any handler saw them, by reason",
+            labels=["node", "reason"],
+        )
+        for reason, n in self.node.transport.refusals.by_reason.items():
+            c.add_metric([self.node.id, reason], n)
+        return c
 
     def _containers(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         views = container_views(self.node.metadata.state)

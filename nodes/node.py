@@ -429,6 +429,8 @@ class Node:
                 return await self.metadata.serve_membership(message)
             case NodeReport():
                 self.check_in_service()
+                if message.node_id != frm:
+                    raise BadRequest(f"{frm} sent a health report for {message.node_id}")
                 return self.health.receive(message)
             case ClusterViewRequest():
                 self.check_in_service()

@@ -31,7 +31,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from yarl import URL
 
-from fabric import limits, peerauth
+from fabric import ids, limits, peerauth
 from fabric.config import ClusterConfig
 from fabric.errors import FabricError, from_code
 from fabric.keys import ClusterKeys
@@ -46,6 +46,7 @@ from fabric.ports import (
     SourceHead,
 )
 from fabric.urlguard import Refusal, UrlGuard, host_target
+from fabric.wire import checks
 from fabric.wire.codec import (
     MAX_BULK_PARTS,
     WireError,
@@ -55,6 +56,7 @@ from fabric.wire.codec import (
     encode_parts,
 )
 from fabric.wire.messages import ErrorReply
+from fabric.wire.refusals import Refusals
 
 FROM_HEADER = peerauth.FROM
 CLUSTER_HEADER = peerauth.CLUSTER
@@ -108,8 +110,9 @@ class FileDisk:
             self.broken = f"disk {name}: {exc.strerror or exc}"
 
     def _path(self, path: str) -> str:
-        assert "/" not in path and path not in ("", ".", ".."), f"bad disk file name {path!r}"
-        return os.path.join(self.root, path)
+        # A real check, not an assert (``python -O`` drops those): ``BadId`` for any name
+        # that is not one plain file of this directory, before the file system sees it.
+        return os.path.join(self.root, ids.file_name(path))
 
     async def _run(self, fn: Any, *args: Any) -> Any:
         if self.broken:
@@ -296,6 +299,8 @@ class HttpTransport:
         self._wakeups: dict[str, asyncio.Event] = {}
         self._on_call: Handler | None = None
         self._on_message: OneWayHandler | None = None
+        self.refusals = Refusals()
+        """Messages from peers refused as malformed or invalid (``/metrics``)."""
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -446,17 +451,21 @@ class HttpTransport:
         except peerauth.AuthError as exc:
             raise self._refuse(request, exc) from None
         except WireError as exc:
+            self.refusals.count(exc)
             raise web.HTTPBadRequest(text=str(exc)) from None
         except asyncio.IncompleteReadError:
             raise web.HTTPBadRequest(text="body shorter than its parts") from None
 
     async def _serve_messages(self, request: web.Request) -> web.Response:
-        signed, batch = await self._body(request)
+        signed, body = await self._body(request)
         frm = signed.sender
         if self._on_message is None:
             raise web.HTTPServiceUnavailable(text="node is starting")
-        if not isinstance(batch, list):
-            raise web.HTTPBadRequest(text="expected a batch of messages")
+        try:
+            batch = checks.one_way_batch(body, frm, self.node_id)
+        except WireError as exc:  # one bad message refuses the whole batch
+            self.refusals.count(exc)
+            raise web.HTTPBadRequest(text=str(exc)) from None
         for message in batch:
             self._on_message(frm, message)
         return web.Response(status=204)

@@ -2,8 +2,10 @@
 
 The wire codec already checked every field's type when the log entry was decoded; this
 module checks what types cannot say: counts and offsets are not negative, names are
-names, states are states, a policy is a policy, a raw key-space write stays in the
-user's ``kv/`` space (or is a legacy catalog write, see ``fabric.metadata.legacy``).
+names, extent-group and node ids follow their grammar (``fabric.ids``) wherever a
+field of that name appears, states are states, a policy is a policy, a raw key-space
+write stays in the user's ``kv/`` space (or is a legacy catalog write, see
+``fabric.metadata.legacy``).
 A malformed command is refused as a result, so no log entry can stop the state machine.
 
 ``problem`` returns a reason or None; it never raises for any input.
@@ -15,13 +17,14 @@ import dataclasses
 import math
 from typing import Any
 
-from fabric import limits
+from fabric import ids, limits
 from fabric.errors import BadRequest
 from fabric.extents.policy import ContainerPolicy, check_name, check_policy
 from fabric.metadata import keys
 from fabric.metadata.commands import (
     AddReplica,
     Batch,
+    Command,
     CommitPackedStrip,
     CommitStrip,
     CreateContainer,
@@ -61,11 +64,25 @@ MAX_TEXT_BYTES = 8 * limits.KiB
 """Longest string field of a command (error messages and URLs included)."""
 LEGACY_SPACES = (keys.IMAGE, keys.IMAGE_NAME, keys.TASK)
 """Where release 0.1 wrote catalog records with raw Puts; its logs still replay."""
+_ID_FIELDS = {
+    "egid": ids.egid,
+    "from_egid": ids.egid,
+    "egids": ids.egid,
+    "replicas": ids.node_id,
+    "to_node": ids.node_id,
+    "vdisk_id": ids.record_id,
+    "image_id": ids.record_id,
+    "strip_id": ids.record_id,
+}
+"""Fields that hold an id wherever they appear (in a command or a record inside it, and
+each item of a tuple of them): ids that later name files and peers are parsed once here,
+before they reach the log. (``node``, ``from_node``, ``lost`` and ``owner`` stay free:
+"" has a meaning there.)"""
 
 
 def problem(command: Any) -> str | None:
     """Why ``command`` is malformed, or None when it is well formed."""
-    if not dataclasses.is_dataclass(command) or isinstance(command, type):
+    if not isinstance(command, Command):
         return f"not a command: {type(command).__name__}"
     try:
         if isinstance(command, Put | Delete):
@@ -110,6 +127,9 @@ def _value(name: str, value: Any, depth: int) -> None:
     elif isinstance(value, str):
         if len(value) > MAX_TEXT_BYTES:
             raise BadRequest(f"{name} longer than {MAX_TEXT_BYTES} characters")
+        parse = _ID_FIELDS.get(name)
+        if parse is not None:
+            parse(value)
     elif isinstance(value, tuple):
         for item in value:
             _value(name, item, depth + 1)

@@ -5,13 +5,15 @@ synced, as a power loss would. ``write_atomic`` is durable at once (it stands fo
 write-temp, fsync, rename). A failed disk raises ``DiskFault`` on every operation; a
 ``full`` one on every write (reads still work), until space is freed. A ``slow`` disk's
 ``sync`` takes virtual time, so a crash can land while it runs: the writes it was asked to
-make durable are then lost.
+make durable are then lost. File names follow the real disk's rule
+(``fabric.ids.file_name``): a name a real disk would refuse is refused here too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from fabric.ids import file_name
 from fabric.ports import Clock, DiskFault, DiskFull
 
 DATA_SUFFIX = ".eg"
@@ -48,16 +50,19 @@ class SimDisk:
         return sum(len(f) for p, f in self._files.items() if p.endswith(DATA_SUFFIX))
 
     async def read(self, path: str) -> bytes | None:
+        file_name(path)
         self._check()
         data = self._files.get(path)
         return None if data is None else bytes(data)
 
     async def write_atomic(self, path: str, data: bytes) -> None:
+        file_name(path)
         self._check_space()
         self._files[path] = bytearray(data)
         self._synced[path] = len(data)
 
     async def append(self, path: str, data: bytes) -> int:
+        file_name(path)
         self._check_space(len(data) if path.endswith(DATA_SUFFIX) else 0)
         f = self._files.setdefault(path, bytearray())
         self._synced.setdefault(path, 0)
@@ -69,13 +74,15 @@ class SimDisk:
         return await self.append(path, b"".join(parts))
 
     async def write_at(self, path: str, offset: int, data: bytes) -> None:
+        file_name(path)
         self._check_space()
         f = self._files.get(path)
-        if f is None or offset + len(data) > len(f):
+        if f is None or offset < 0 or offset + len(data) > len(f):
             raise DiskFault(f"disk {self.name}: write past the end of {path}")
         f[offset : offset + len(data)] = data
 
     async def sync(self, path: str) -> None:
+        file_name(path)
         self._check()
         f = self._files.get(path)
         if f is None:
@@ -89,18 +96,23 @@ class SimDisk:
         self._synced[path] = max(self._synced.get(path, 0), min(size, len(f)))
 
     async def pread(self, path: str, offset: int, length: int) -> bytes:
+        file_name(path)
         self._check()
         f = self._files.get(path)
         if f is None:
             raise DiskFault(f"disk {self.name}: no file {path}")
+        if offset < 0 or length < 0:  # as pread(2) would: EINVAL, not a slice from the end
+            raise DiskFault(f"disk {self.name}: invalid range {offset}+{length} of {path}")
         return bytes(f[offset : offset + length])
 
     async def size(self, path: str) -> int | None:
+        file_name(path)
         self._check()
         f = self._files.get(path)
         return None if f is None else len(f)
 
     async def delete(self, path: str) -> None:
+        file_name(path)
         self._check()
         self._files.pop(path, None)
         self._synced.pop(path, None)

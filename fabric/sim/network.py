@@ -18,6 +18,7 @@ from fabric.errors import FabricError, from_code
 from fabric.ports import Handler, OneWayHandler, PeerUnreachable
 from fabric.wire.codec import decode, encode
 from fabric.wire.messages import ErrorReply
+from fabric.wire.refusals import Refusals
 
 
 class SimNetwork:
@@ -92,6 +93,9 @@ class SimTransport:
         self._spawn = spawn
         self._on_call: Handler | None = None
         self._on_message: OneWayHandler | None = None
+        self.refusals = Refusals()
+        """Stays at zero: simulated nodes send only what the codec accepts (a message it
+        refused would be a bug, and crashes the run)."""
 
     def serve(self, on_call: Handler, on_message: OneWayHandler) -> None:
         self._on_call = on_call

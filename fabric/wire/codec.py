@@ -6,6 +6,11 @@ msgpack extension values carrying the same list. Decoding checks the version, th
 and the field count, and restores tuples and enums from the dataclass's type hints, so
 a decoded message compares equal to the one that was sent.
 
+Types say little about a peer's intent: a kind may be registered with a ``check`` that
+``decode`` runs on every value it builds (ids follow their grammar, offsets and terms
+are in range, lists are bounded; see ``fabric.wire.checks``), so no handler ever sees
+a message that decoded but is not valid.
+
 A peer's malformed bytes raise ``WireError`` (bad input); registering a class twice is
 our bug and asserts.
 """
@@ -21,17 +26,33 @@ from typing import Any
 
 import msgpack
 
+from fabric.errors import BadRequest
 from fabric.limits import MAX_MESSAGE_BYTES, WIRE_VERSION
 
 _EXT_DATACLASS = 1
 
 
+REFUSAL_REASONS = ("too_large", "undecodable", "envelope", "unknown_kind", "bad_field", "invalid")
+"""Why bytes were refused, coarse enough to be a metric label: ``too_large`` (past the
+size limit), ``undecodable`` (not msgpack), ``envelope`` (no version, another version,
+not a batch), ``unknown_kind`` (a tag or extension we do not know), ``bad_field`` (a
+field count or type), ``invalid`` (typed right, but its ``check`` refused it)."""
+
+
 class WireError(Exception):
     """Bytes from a peer that are not a valid message (a peer's bad input)."""
 
+    def __init__(self, message: str, reason: str = "bad_field") -> None:
+        super().__init__(message)
+        assert reason in REFUSAL_REASONS, f"unknown refusal reason {reason!r}"
+        self.reason = reason
+
 
 _Converter = Callable[[Any], Any]
+Check = Callable[[Any], None]
+"""Raises ``WireError`` or ``BadRequest`` for a decoded value that is not valid."""
 _by_tag: dict[int, tuple[type, tuple[_Converter, ...]]] = {}
+_checks: dict[int, Check] = {}
 _by_type: dict[type, int] = {}
 _required: dict[int, int] = {}
 _names: dict[int, tuple[str, ...]] = {}
@@ -101,17 +122,28 @@ def _enum(cls: type[enum.Enum], v: Any) -> Any:
         raise WireError(f"{v!r} is not a {cls.__name__}") from None
 
 
-def register(tag: int) -> Callable[[type], type]:
-    """Class decorator: make a frozen dataclass a wire message with ``tag``."""
+def register(tag: int, check: Check | None = None) -> Callable[[type], type]:
+    """Class decorator: make a frozen dataclass a wire message with ``tag``; ``check``
+    runs on every one decoded."""
 
     def wrap(cls: type) -> type:
-        register_class(cls, tag)
+        register_class(cls, tag, check)
         return cls
 
     return wrap
 
 
-def register_class(cls: type, tag: int) -> None:
+def registered() -> dict[int, type]:
+    """Every registered kind by tag (for tests that cover them all)."""
+    return {tag: cls for tag, (cls, _) in _by_tag.items()}
+
+
+def checked(cls: type) -> bool:
+    """Whether decoding ``cls`` runs a check beyond field types."""
+    return _by_type.get(cls) in _checks
+
+
+def register_class(cls: type, tag: int, check: Check | None = None) -> None:
     assert dataclasses.is_dataclass(cls), f"{cls} is not a dataclass"
     assert tag not in _by_tag, f"wire tag {tag} used by {_by_tag[tag][0]} and {cls}"
     assert cls not in _by_type, f"{cls} registered twice"
@@ -124,6 +156,8 @@ def register_class(cls: type, tag: int) -> None:
         if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
     )
     _by_tag[tag] = (cls, convs)
+    if check is not None:
+        _checks[tag] = check
     _required[tag] = required
     _names[tag] = tuple(f.name for f in fields)
     _by_type[cls] = tag
@@ -142,25 +176,35 @@ def _packer_bytes(value: Any) -> bytes:
     return out
 
 
-def _build(items: list[Any]) -> Any:
-    if not items or not isinstance(items[0], int):
-        raise WireError("message without a tag")
-    entry = _by_tag.get(items[0])
+def _build(items: Any) -> Any:
+    if not isinstance(items, list) or not items or type(items[0]) is not int:
+        raise WireError("message without a tag", "unknown_kind")
+    tag = items[0]
+    entry = _by_tag.get(tag)
     if entry is None:
-        raise WireError(f"unknown message tag {items[0]}")
+        raise WireError(f"unknown message tag {tag}", "unknown_kind")
     cls, convs = entry
     values = items[1:]
-    if not _required[items[0]] <= len(values) <= len(convs):
+    if not _required[tag] <= len(values) <= len(convs):
         raise WireError(f"{cls.__name__}: {len(values)} fields, expected {len(convs)}")
     try:
-        return cls(*(conv(v) for conv, v in zip(convs, values, strict=False)))
+        value = cls(*(conv(v) for conv, v in zip(convs, values, strict=False)))
     except (TypeError, ValueError, WireError) as exc:
         raise WireError(f"{cls.__name__}: {exc}") from exc
+    check = _checks.get(tag)
+    if check is not None:
+        try:
+            check(value)
+        except WireError as exc:
+            raise WireError(f"{cls.__name__}: {exc}", "invalid") from exc
+        except BadRequest as exc:
+            raise WireError(f"{cls.__name__}: {exc.message}", "invalid") from exc
+    return value
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
     if code != _EXT_DATACLASS:
-        raise WireError(f"unknown extension type {code}")
+        raise WireError(f"unknown extension type {code}", "unknown_kind")
     return _build(_unpack(data))
 
 
@@ -175,7 +219,7 @@ def _unpack(data: bytes) -> Any:
     except WireError:
         raise
     except Exception as exc:  # msgpack raises several unrelated types for bad bytes
-        raise WireError(f"undecodable message: {exc}") from exc
+        raise WireError(f"undecodable message: {exc}", "undecodable") from exc
 
 
 def pack(value: Any) -> bytes:
@@ -192,7 +236,7 @@ def unpack(data: bytes) -> Any:
     """Decode what ``pack`` made; raise WireError for anything else."""
     items = _unpack(data)
     if not isinstance(items, list) or len(items) != 2 or items[0] != WIRE_VERSION:
-        raise WireError("not a versioned value")
+        raise WireError("not a versioned value", "envelope")
     return items[1]
 
 
@@ -207,12 +251,12 @@ def encode(message: Any) -> bytes:
 def decode(data: bytes) -> Any:
     """Decode bytes from a peer; raise WireError for anything but a valid message."""
     if len(data) > MAX_MESSAGE_BYTES:
-        raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+        raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}", "too_large")
     items = _unpack(data)
     if not isinstance(items, list) or len(items) != 2:
-        raise WireError("message is not a [version, body] pair")
-    if items[0] != WIRE_VERSION:
-        raise WireError(f"wire version {items[0]!r}, this node speaks {WIRE_VERSION}")
+        raise WireError("message is not a [version, body] pair", "envelope")
+    if type(items[0]) is not int or items[0] != WIRE_VERSION:
+        raise WireError(f"wire version {items[0]!r}, this node speaks {WIRE_VERSION}", "envelope")
     return items[1]
 
 
@@ -246,8 +290,15 @@ def decode_parts(header: bytes, parts: tuple[bytes, ...]) -> Any:
     field = bulk_field(message)
     if field is None:
         if parts:
-            raise WireError(f"{type(message).__name__} carries no bulk parts")
+            raise WireError(f"{type(message).__name__} carries no bulk parts", "envelope")
         return message
     if getattr(message, field) != ():
         raise WireError(f"{type(message).__name__}: bulk field {field} inside the header")
-    return dataclasses.replace(message, **{field: parts})
+    whole = dataclasses.replace(message, **{field: parts})
+    check = _checks.get(_by_type[type(message)])
+    if check is not None:  # the header was checked with its bulk field empty
+        try:
+            check(whole)
+        except (WireError, BadRequest) as exc:
+            raise WireError(f"{type(message).__name__}: {exc}", "invalid") from exc
+    return whole

@@ -2,7 +2,8 @@
 
 Raft's messages are defined in ``fabric.consensus.types`` (they belong to Raft) and
 registered here; node-level requests and replies are defined here. Tags are part of the
-wire format: never reuse or renumber one.
+wire format: never reuse or renumber one. Every kind is registered with its check
+(``fabric.wire.checks``), which ``decode`` runs on each one a peer sends.
 """
 
 from __future__ import annotations
@@ -11,29 +12,31 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from fabric.consensus import types as raft
-from fabric.wire.codec import register, register_class
+from fabric.wire import checks
+from fabric.wire.codec import Check, register, register_class
 
-for _tag, _cls in (
-    (1, raft.Entry),
-    (2, raft.Snapshot),
-    (3, raft.VoteRequest),
-    (4, raft.VoteResponse),
-    (5, raft.AppendRequest),
-    (6, raft.AppendResponse),
-    (7, raft.SnapshotRequest),
-    (108, raft.Membership),  # inside a Snapshot (the configuration as of its index)
-):
-    register_class(_cls, _tag)
+_RAFT: tuple[tuple[int, type, Check], ...] = (
+    (1, raft.Entry, checks.entry),
+    (2, raft.Snapshot, checks.snapshot),
+    (3, raft.VoteRequest, checks.vote_request),
+    (4, raft.VoteResponse, checks.vote_response),
+    (5, raft.AppendRequest, checks.append_request),
+    (6, raft.AppendResponse, checks.append_response),
+    (7, raft.SnapshotRequest, checks.snapshot_request),
+    (108, raft.Membership, checks.membership_of),  # inside a Snapshot (as of its index)
+)
+for _tag, _cls, _check in _RAFT:
+    register_class(_cls, _tag, _check)
 
 
-@register(40)
+@register(40, checks.error_reply)
 @dataclass(frozen=True, slots=True)
 class ErrorReply:
     code: str
     message: str
 
 
-@register(41)
+@register(41, checks.propose_request)
 @dataclass(frozen=True, slots=True)
 class ProposeRequest:
     """A follower forwards a metadata command (encoded) to the leader."""
@@ -41,7 +44,7 @@ class ProposeRequest:
     command: bytes
 
 
-@register(42)
+@register(42, checks.propose_reply)
 @dataclass(frozen=True, slots=True)
 class ProposeReply:
     ok: bool
@@ -58,13 +61,13 @@ class ReadIndexRequest:
     """A follower asks the leader for a linearizable read index."""
 
 
-@register(44)
+@register(44, checks.read_index_reply)
 @dataclass(frozen=True, slots=True)
 class ReadIndexReply:
     index: int
 
 
-@register(45)
+@register(45, checks.node_report)
 @dataclass(frozen=True, slots=True)
 class NodeReport:
     """A node's periodic health report to the leader."""
@@ -87,13 +90,13 @@ class ClusterViewRequest:
     """Ask the leader for its view of the cluster (membership, health, usage)."""
 
 
-@register(48)
+@register(48, checks.cluster_view_reply)
 @dataclass(frozen=True, slots=True)
 class ClusterViewReply:
     view: dict[str, Any]
 
 
-@register(50)
+@register(50, checks.append_extents)
 @dataclass(frozen=True, slots=True)
 class AppendExtents:
     """Append stored extents to an extent group replica and fsync once for all of them."""
@@ -106,13 +109,13 @@ class AppendExtents:
     in flight reach the file in order whatever order they arrive in); -1: at the end."""
 
 
-@register(51)
+@register(51, checks.append_reply)
 @dataclass(frozen=True, slots=True)
 class AppendReply:
     offsets: tuple[int, ...]
 
 
-@register(52)
+@register(52, checks.read_extent)
 @dataclass(frozen=True, slots=True)
 class ReadExtent:
     egid: str
@@ -126,7 +129,7 @@ class ExtentData:
     data: bytes
 
 
-@register(54)
+@register(54, checks.repair_extent)
 @dataclass(frozen=True, slots=True)
 class RepairExtent:
     """Overwrite a replica's bad copy of an extent with good stored bytes."""
@@ -136,19 +139,19 @@ class RepairExtent:
     data: bytes
 
 
-@register(55)
+@register(55, checks.egid_only)
 @dataclass(frozen=True, slots=True)
 class DeleteEgroupFiles:
     egid: str
 
 
-@register(56)
+@register(56, checks.egid_only)
 @dataclass(frozen=True, slots=True)
 class StatEgroup:
     egid: str
 
 
-@register(57)
+@register(57, checks.egroup_stat)
 @dataclass(frozen=True, slots=True)
 class EgroupStat:
     size: int
@@ -160,13 +163,13 @@ class ListEgroups:
     """Which extent-group files does this node hold? (the scanner's orphan sweep)"""
 
 
-@register(59)
+@register(59, checks.egroup_list)
 @dataclass(frozen=True, slots=True)
 class EgroupList:
     egids: tuple[str, ...]
 
 
-@register(120)
+@register(120, checks.extent_check)
 @dataclass(frozen=True, slots=True)
 class ExtentCheck:
     """A live extent of a group: where it lies and the checksum of its stored bytes."""
@@ -176,7 +179,7 @@ class ExtentCheck:
     checksum: int
 
 
-@register(121)
+@register(121, checks.pull_egroup)
 @dataclass(frozen=True, slots=True)
 class PullEgroup:
     """Make a copy of extent group ``egid`` on this node from ``sources`` (rebuild).
@@ -191,7 +194,7 @@ class PullEgroup:
     checks: tuple[ExtentCheck, ...]
 
 
-@register(122)
+@register(122, checks.pull_reply)
 @dataclass(frozen=True, slots=True)
 class PullReply:
     bytes_copied: int
@@ -199,7 +202,7 @@ class PullReply:
     """Ranges that failed their checksum on some source and came from another."""
 
 
-@register(123)
+@register(123, checks.membership_request)
 @dataclass(frozen=True, slots=True)
 class MembershipRequest:
     """Ask the leader for one Raft configuration change: ``op`` is ``add_learner``,

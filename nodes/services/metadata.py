@@ -70,7 +70,7 @@ from fabric.metadata import validate
 from fabric.metadata.commands import Command
 from fabric.metadata.state import MetadataState, Result
 from fabric.ports import Clock, Disk, DiskFault, PeerUnreachable, Transport
-from fabric.wire.codec import WireError, decode, encode
+from fabric.wire.codec import encode
 from fabric.wire.messages import (
     MembershipRequest,
     ProposeReply,
@@ -315,13 +315,8 @@ class MetadataService:
         """A follower forwarded a proposal: commit it here if we lead."""
         if not self.is_leader:
             raise Unavailable(f"{self.node_id} is not the leader")
-        # A peer's bytes: checked before they reach the log (apply checks them again).
-        try:
-            problem = validate.problem(decode(request.command))
-        except WireError as exc:
-            problem = f"undecodable command: {exc}"
-        if problem is not None:
-            raise BadRequest(problem)
+        # A peer's bytes, checked when the request was decoded (``checks.propose_request``)
+        # before they reach the log; apply checks them again.
         try:
             result = await self._propose_local(request.command)
         except NotLeader as exc:

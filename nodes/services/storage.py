@@ -9,6 +9,11 @@ fsyncs are shared (group commit: one runs at a time per file and covers all that
 written before it started). After a failed write or fsync the replica refuses further
 appends, since bytes before them may be lost. The node knows nothing of extents:
 metadata says which bytes at which offset are which extent and what their checksum is.
+
+A group's id names its file, so every call parses it first (``fabric.ids.egid``): a
+peer's message was checked when it was decoded, and this service checks again whatever
+the caller, before any state or file is touched. A bad id or range is a ``BadRequest``,
+never a disk fault: a forged call must not get a healthy disk marked FAILED.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 
 import xxhash
 
-from fabric import limits
+from fabric import ids, limits
 from fabric.errors import BadRequest, Conflict, InsufficientStorage, NotFound, Unavailable
 from fabric.ports import Disk, DiskFault, DiskFull
 from fabric.wire.messages import (
@@ -44,7 +49,13 @@ SUFFIX = ".eg"
 
 
 def egroup_file(egid: str) -> str:
-    return egid + SUFFIX
+    """The file of group ``egid``; ``BadId`` unless ``egid`` is an extent-group id."""
+    return ids.egid(egid) + SUFFIX
+
+
+def _check_range(offset: int, length: int) -> None:
+    if not 0 <= offset <= limits.MAX_EGROUP_FILE_BYTES or not length >= 0:
+        raise BadRequest(f"range {offset}+{length} outside an extent-group file")
 
 
 @dataclass
@@ -84,8 +95,13 @@ class StorageService:
                 self._fault(disk, exc)
                 continue
             for name in names:
-                if name.endswith(SUFFIX):
-                    self._where.setdefault(name[: -len(SUFFIX)], disk)
+                egid = name[: -len(SUFFIX)]
+                if not name.endswith(SUFFIX):
+                    continue
+                if not ids.EGID.match(egid):
+                    log.warning("disk %s: ignoring %r, not an extent group's file", disk.name, name)
+                    continue
+                self._where.setdefault(egid, disk)
 
     def egroups(self) -> list[str]:
         return sorted(self._where)
@@ -146,9 +162,11 @@ class StorageService:
     async def append(self, msg: AppendExtents, durable: bool = True) -> AppendReply:
         """Write ``msg.payloads`` at ``msg.at``; with ``durable``, answer once fsynced
         (a copy being rebuilt writes all its windows first, then ``flush``es once)."""
+        path = egroup_file(msg.egid)
+        if msg.at < -1:
+            raise BadRequest(f"append at {msg.at}")
         tail = self._tails.setdefault(msg.egid, Tail())
         disk = self._where.get(msg.egid) or self._disk_for_new(msg.egid)
-        path = egroup_file(msg.egid)
         size = sum(map(len, msg.payloads))
         async with tail.lock:
             if tail.end < 0:
@@ -195,10 +213,11 @@ class StorageService:
 
     async def flush(self, egid: str) -> int:
         """Make every byte written to ``egid`` durable; its size."""
+        path = egroup_file(egid)
         disk, tail = self._where.get(egid), self._tails.get(egid)
         if disk is None or tail is None:
             raise NotFound(f"{self.node_id} holds no extent group {egid}")
-        await self._sync(tail, disk, egroup_file(egid), tail.end)
+        await self._sync(tail, disk, path, tail.end)
         return tail.end
 
     async def _size(self, disk: Disk, path: str) -> int:
@@ -238,11 +257,13 @@ class StorageService:
         tail.lock.notify_all()
 
     async def read(self, msg: ReadExtent) -> ExtentData:
+        path = egroup_file(msg.egid)
+        _check_range(msg.offset, msg.length)
         disk = self._where.get(msg.egid)
         if disk is None:
             raise NotFound(f"{self.node_id} holds no extent group {msg.egid}")
         try:
-            data = await disk.pread(egroup_file(msg.egid), msg.offset, msg.length)
+            data = await disk.pread(path, msg.offset, msg.length)
         except DiskFault as exc:
             self._fault(disk, exc)
             raise Unavailable(f"{self.node_id}: {exc}") from None
@@ -250,22 +271,25 @@ class StorageService:
         return ExtentData(data)
 
     async def stat(self, msg: StatEgroup) -> EgroupStat:
+        path = egroup_file(msg.egid)
         disk = self._where.get(msg.egid)
         if disk is None:
             raise NotFound(f"{self.node_id} holds no extent group {msg.egid}")
         try:
-            size = await disk.size(egroup_file(msg.egid))
+            size = await disk.size(path)
         except DiskFault as exc:
             self._fault(disk, exc)
             raise Unavailable(f"{self.node_id}: {exc}") from None
         return EgroupStat(size or 0)
 
     async def repair(self, msg: RepairExtent) -> Ack:
+        path = egroup_file(msg.egid)
+        _check_range(msg.offset, len(msg.data))
         disk = self._where.get(msg.egid)
         if disk is None:
             raise NotFound(f"{self.node_id} holds no extent group {msg.egid}")
         try:
-            await disk.write_at(egroup_file(msg.egid), msg.offset, msg.data)
+            await disk.write_at(path, msg.offset, msg.data)
         except DiskFault as exc:
             self._fault(disk, exc)
             raise Unavailable(f"{self.node_id}: {exc}") from None
@@ -274,6 +298,7 @@ class StorageService:
         return Ack()
 
     async def delete(self, msg: DeleteEgroupFiles) -> Ack:
+        path = egroup_file(msg.egid)
         disk = self._where.pop(msg.egid, None)
         tail = self._tails.pop(msg.egid, None)
         if tail is not None:
@@ -281,7 +306,7 @@ class StorageService:
                 self._break(tail, "deleted")
         if disk is not None:
             try:
-                await disk.delete(egroup_file(msg.egid))
+                await disk.delete(path)
             except DiskFault as exc:
                 self._fault(disk, exc)
                 raise Unavailable(f"{self.node_id}: {exc}") from None

@@ -39,6 +39,9 @@ def test_metrics_and_openapi_on_every_node(make_cluster: Callable[[int], Cluster
                 assert 'fabric_disk_state{disk="disk0",node=' in text
                 assert "fabric_scrub_bytes_total{node=" in text
                 assert "fabric_rebuild_copied_bytes_total{node=" in text
+                # A healthy cluster's own traffic passes every check on the wire.
+                for reason in ("invalid", "bad_field", "envelope"):
+                    assert f'reason="{reason}"}} 0.0' in text
                 spec = await client.request("GET", "/api/v1/openapi.json")
                 assert spec["openapi"].startswith("3.")
                 assert "/api/v1/vdisks/{id}/data" in spec["paths"]
