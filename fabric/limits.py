@@ -327,3 +327,13 @@ STREAM_CHUNK_BYTES = 1 << 20
 
 # --- cluster view --------------------------------------------------------------------------
 CLUSTER_VIEW_TIMEOUT_S = 3.0
+
+# --- history checkers ----------------------------------------------------------------------
+CHECKER_ANOMALIES_LISTED = 20
+"""Anomalies a verdict lists in its stats (all are counted): a broken run can have
+thousands, and a report needs the first few."""
+LINEARIZABILITY_MAX_STATES = 2_000_000
+"""Search states (a set of linearized operations and the register's value) the kv
+linearizability check may explore over all keys before it answers "unknown": about
+10 s of CPU. A history with many concurrent unknown operations can need exponentially
+many; a verdict that never comes is worse than an honest "unknown"."""
