@@ -84,6 +84,25 @@ class ServeLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class DebugSettings:
+    """``[debug]``: deliberately broken behaviour, so a test can prove that a checker
+    fails on the bug it guards against (FoundationDB runs its workloads against broken
+    clusters the same way). Every setting is off by default and in no shipped config;
+    ``fabric up`` warns when one is on and each node logs it at start."""
+
+    ack_before_commit: bool = False
+    """The write coordinator answers a write once its bytes are durable on every
+    replica, before the ``WriteExtents`` that makes them visible commits: the commit
+    runs in the background, is never retried and dies with the node, so a crash (or a
+    refused commit) right after the answer loses an acknowledged write, and a read in
+    between returns the older value."""
+
+    def enabled(self) -> list[str]:
+        """The names of the settings that are on."""
+        return [name for name in DebugSettings.__dataclass_fields__ if getattr(self, name)]
+
+
+@dataclass(frozen=True, slots=True)
 class ClusterConfig:
     name: str
     nodes: tuple[NodeConfig, ...]
@@ -109,6 +128,8 @@ class ClusterConfig:
     """``[limits]``: idle timeouts, connections per client, PENDING image expiry."""
     tls: TlsConfig | None = None
     """``[tls]``: nodes serve HTTPS and clients check them against its CA."""
+    debug: DebugSettings = field(default_factory=DebugSettings)
+    """``[debug]``: broken on purpose, for tests only (``DebugSettings``)."""
 
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:
@@ -347,6 +368,7 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
     import_allow = _parse_import(src, raw.get("import", {}))
     serve = _parse_settings(src, raw.get("limits", {}), "limits", ServeLimits())
     tls = _parse_tls(src, raw.get("tls"))
+    debug = _parse_debug(src, raw.get("debug", {}))
     if tls is not None:
         nodes = tuple(replace(n, scheme="https") for n in nodes)
     return ClusterConfig(
@@ -364,6 +386,7 @@ def parse_config(text: str, origin: str = "<config>") -> ClusterConfig:
         import_allow,
         serve,
         tls,
+        debug,
     )
 
 
@@ -377,6 +400,16 @@ def _parse_tls(src: _Source, tls: Any) -> TlsConfig | None:
         raise src.error(f"tls.{unknown[0]}", "unknown setting", "tls")
     paths = [_get(src, tls, k, str, _REQUIRED, "tls.", "tls") for k in ("cert", "key", "ca")]
     return TlsConfig(*paths)
+
+
+def _parse_debug(src: _Source, debug: Any) -> DebugSettings:
+    if not isinstance(debug, dict):
+        raise src.error("debug", "must be a table")
+    unknown = sorted(set(debug) - set(DebugSettings.__dataclass_fields__))
+    if unknown:
+        raise src.error(f"debug.{unknown[0]}", "unknown setting", "debug")
+    values = {k: _get(src, debug, k, bool, False, "debug.", "debug") for k in debug}
+    return DebugSettings(**values)
 
 
 OPENABLE_PATHS = ("/metrics", "/api/v1/health")
@@ -480,6 +513,11 @@ def render_config(cfg: ClusterConfig) -> str:
         *(
             ["", "[tls]", *(f'{k} = "{getattr(cfg.tls, k)}"' for k in ("cert", "key", "ca"))]
             if cfg.tls
+            else []
+        ),
+        *(
+            ["", "[debug]", *(f"{name} = true" for name in cfg.debug.enabled())]
+            if cfg.debug.enabled()
             else []
         ),
     ]

@@ -136,6 +136,7 @@ class Node:
             self.reader,
             work,
             runtime.keys.dedup_key if runtime.keys is not None else None,
+            spawn=self.spawn,
         )
         self.inflight = GroupsInFlight()
         self.ec = EcService(
@@ -222,6 +223,12 @@ class Node:
 
     async def start(self) -> None:
         """Open durable state (raises CorruptLog) and start every service."""
+        for name in self.config.debug.enabled():
+            log.warning(
+                "[debug] %s = true: this node is BROKEN ON PURPOSE and loses acknowledged "
+                "writes; it exists to prove the checkers fail. Never use it for data.",
+                name,
+            )
         await self.metadata.open(ran_before=await self._ran_before())
         await self.storage.open()
         self.transport.serve(self._on_call, self._on_message)

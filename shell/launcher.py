@@ -490,6 +490,12 @@ def up(
         cfg = prepare(cdir, config_file, nodes, say, tls)
     except ConfigError as exc:
         raise LaunchError(str(exc)) from exc
+    for name in cfg.debug.enabled():
+        say(
+            f"WARNING: [debug] {name} = true in {cdir.config_path}: this cluster is BROKEN ON "
+            "PURPOSE and loses acknowledged writes (it exists to prove the checkers fail). "
+            "Never keep data on it; remove the [debug] table to run a real cluster."
+        )
     started = time.monotonic()
     procs: dict[str, subprocess.Popen[bytes]] = {}
     for node in cfg.nodes:

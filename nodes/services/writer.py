@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -105,8 +105,14 @@ class WriteCoordinator:
         reader: ReadCoordinator,
         offload: Offload,
         dedup_key: bytes | None = None,
+        spawn: Callable[[Coroutine[Any, Any, Any], str], Any] | None = None,
     ) -> None:
+        """``spawn`` starts a task that dies with the node: only the broken
+        ``[debug] ack_before_commit`` mode uses it, for the commits it leaves behind."""
         self.node_id = node_id
+        self.ack_before_commit = config.debug.ack_before_commit
+        assert spawn is not None or not self.ack_before_commit, "ack_before_commit needs spawn"
+        self._spawn = spawn
         self.dedup_key = dedup_key
         """Keys content ids (``fabric.extents.codec.content_id``); None: unkeyed ids."""
         self.clock = clock
@@ -332,6 +338,26 @@ class WriteCoordinator:
         maps = tuple(MapWrite(pl.index, pl.expect, pl.extent_id) for pl in planned)
         self.stats.holes += sum(1 for pl in planned if not pl.extent_id)
         cmd = WriteExtents(vd.id, egroups, tuple(extents), maps, seal, claimed=True)
+        if self.ack_before_commit:
+            assert self._spawn is not None
+            self._spawn(self._commit_unawaited(vd, cmd, opened), "debug-commit")
+            return None  # broken on purpose: answered before the metadata commit
+        return await self._commit(vd, cmd, opened)
+
+    async def _commit_unawaited(
+        self, vd: VdiskRecord, cmd: WriteExtents, opened: OpenEgroup | None
+    ) -> None:
+        """``[debug] ack_before_commit``: the commit of a batch already answered."""
+        try:
+            refused = await self._commit(vd, cmd, opened)
+        except (FabricError, PeerUnreachable) as exc:
+            refused = (type(exc).__name__, str(exc))
+        if refused is not None:
+            log.warning("debug ack_before_commit: an acknowledged batch was refused: %s", refused)
+
+    async def _commit(
+        self, vd: VdiskRecord, cmd: WriteExtents, opened: OpenEgroup | None
+    ) -> tuple[str, str] | None:
         try:
             result = await self.metadata.propose(cmd)
         finally:

@@ -60,3 +60,23 @@ def test_unknown_node_id_lists_the_known_ones() -> None:
     cfg = parse_config(default_config_text())
     with pytest.raises(ConfigError, match=r"unknown node id 'n9'.*n1, n2, n3, n4, n5"):
         cfg.node("n9")
+
+
+def test_debug_settings_are_off_unless_set_and_survive_a_rewrite() -> None:
+    cfg = parse_config(default_config_text())
+    assert cfg.debug.enabled() == [] and "[debug]" not in render_config(cfg)
+    broken = parse_config(default_config_text() + "\n[debug]\nack_before_commit = true\n")
+    assert broken.debug.enabled() == ["ack_before_commit"]
+    assert parse_config(render_config(broken)) == broken  # `fabric up` keeps it, and warns
+
+
+@pytest.mark.parametrize(
+    ("table", "fragment"),
+    [
+        ("[debug]\nack_before_commit = 1\n", "debug.ack_before_commit: must be a bool"),
+        ("[debug]\nskip_fsync = true\n", "debug.skip_fsync: unknown setting"),
+    ],
+)
+def test_debug_settings_are_checked(table: str, fragment: str) -> None:
+    with pytest.raises(ConfigError, match=fragment):
+        parse_config(default_config_text() + "\n" + table)

@@ -15,6 +15,7 @@ CONFIGS = sorted((Path(__file__).parents[2] / "configs").glob("*.toml"))
 def test_shipped_config_parses(path: Path) -> None:
     cfg = load_config(str(path))
     assert cfg.voters and set(cfg.voters) <= {n.id for n in cfg.nodes}
+    assert not cfg.debug.enabled(), "a [debug] setting breaks a cluster on purpose: tests only"
 
 
 def test_there_are_shipped_configs() -> None:
