@@ -17,6 +17,7 @@ started, as in the history.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 import math
 from collections.abc import Iterable, Sequence
@@ -241,14 +242,16 @@ def _latest_counters(samples: Iterable[Sample]) -> dict[str, int]:
 def degraded_latency(
     ops: Sequence[Op], samples: Sequence[Sample], faults: Sequence[FaultBand], duration_s: float
 ) -> dict[str, Any]:
-    """Read latency while the cluster was degraded (a fault active or a node not UP)
-    against the rest: the reads a degraded cluster serves, as the clients saw them."""
-    down_at = [s.t for s in samples if s.ok and s.nodes_up < s.nodes_total]
+    """Read latency while the cluster was degraded (a fault active, or a node not UP in
+    the last sample before the read completed) against the rest: the reads a degraded
+    cluster serves, as the clients saw them."""
+    good = sorted((s for s in samples if s.ok), key=lambda s: s.t)
+    times = [s.t for s in good]
 
     def degraded(t: float) -> bool:
-        return any(_active(f, t, duration_s) for f in faults) or any(
-            abs(t - d) < 1.0 for d in down_at
-        )
+        i = bisect.bisect_right(times, t) - 1
+        down = i >= 0 and good[i].nodes_up < good[i].nodes_total
+        return down or any(_active(f, t, duration_s) for f in faults)
 
     reads = [op for op in ops if op.kind == "read" and op.outcome == "ok"]
     bad = [latency_ms(op) for op in reads if degraded(op.complete)]
