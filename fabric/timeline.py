@@ -245,12 +245,12 @@ def degraded_latency(
     """Read latency while the cluster was degraded (a fault active, or a node not UP in
     the last sample before the read completed) against the rest: the reads a degraded
     cluster serves, as the clients saw them."""
-    good = sorted((s for s in samples if s.ok), key=lambda s: s.t)
-    times = [s.t for s in good]
+    answered = sorted((s for s in samples if s.ok), key=lambda s: s.t)
+    times = [s.t for s in answered]
 
     def degraded(t: float) -> bool:
         i = bisect.bisect_right(times, t) - 1
-        down = i >= 0 and good[i].nodes_up < good[i].nodes_total
+        down = i >= 0 and answered[i].nodes_up < answered[i].nodes_total
         return down or any(_active(f, t, duration_s) for f in faults)
 
     reads = [op for op in ops if op.kind == "read" and op.outcome == "ok"]
