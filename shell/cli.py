@@ -730,6 +730,13 @@ async def _download(client: FabricClient, args: argparse.Namespace) -> dict[str,
     return {"image": args.name, "output": args.output, "bytes": offset + n, "resumed_at": offset}
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """``fabric run SCENARIO.toml``: an experiment (shell/experiment/runner.py)."""
+    from shell.experiment.runner import run
+
+    return run(args.scenario, args.seed, args.output, args.dir)
+
+
 # --- wiring ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -745,6 +752,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls", action="store_true", help="HTTPS everywhere, with a private CA made for it"
     )
     s.set_defaults(fn=cmd_up)
+    rn = sub.add_parser(
+        "run", help="run an experiment: cluster, workloads, faults, checks; write a report"
+    )
+    rn.add_argument("scenario", help="scenario file (TOML)")
+    rn.add_argument("--seed", type=int, help="seed of the nemesis and workloads")
+    rn.add_argument("-o", "--output", help="output folder (default: fabric-runs/NAME-seedN)")
+    rn.add_argument("--dir", help="run against the running cluster of this directory")
+    rn.set_defaults(fn=cmd_run)
     it = sub.add_parser(
         "init", parents=[common], help="make a cluster directory without starting it"
     )
@@ -932,7 +947,7 @@ def _exit_code(exc: Exception) -> int | None:
     """
     from fabric.config import ConfigError
 
-    if isinstance(exc, ConfigError):
+    if isinstance(exc, ConfigError):  # a ScenarioError too
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from shell.launcher import LaunchError

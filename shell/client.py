@@ -58,7 +58,15 @@ class ApiError(Exception):
 
 
 class Unreachable(Exception):
-    """No node of the cluster answered."""
+    """No node of the cluster answered.
+
+    ``maybe_sent``: some node failed after the request may have reached it (a repeatable
+    request that broke off mid-way), so it may have been applied; False when every node
+    refused the connection or failed a probe first, so nothing reached any."""
+
+    def __init__(self, message: str, maybe_sent: bool = False) -> None:
+        super().__init__(message)
+        self.maybe_sent = maybe_sent
 
 
 class InDoubt(Unreachable):
@@ -66,6 +74,9 @@ class InDoubt(Unreachable):
 
     The request may or may not have been applied; the caller must look before retrying.
     """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, maybe_sent=True)
 
 
 class BrokenStream(Exception):
@@ -167,6 +178,7 @@ class FabricClient:
         ``repeatable``: the request can be sent again as it was (no spent stream)."""
         repeatable = repeatable and method in IDEMPOTENT_METHODS
         errors = []
+        maybe_sent = False
         for url in list(self.urls):
             watch = _Watch()
             try:
@@ -192,8 +204,9 @@ class FabricClient:
                         "not have been applied"
                     ) from exc
                 errors.append(f"{url}: {why}")
+                maybe_sent = True
             self._demote(url)
-        raise Unreachable("no node answered: " + "; ".join(errors))
+        raise Unreachable("no node answered: " + "; ".join(errors), maybe_sent)
 
     async def _watched(self, url: str, watch: _Watch, attempt: Awaitable[T]) -> T:
         """``attempt``'s result, unless the node goes quiet and fails a health probe."""
@@ -269,6 +282,41 @@ class FabricClient:
     async def health(self) -> dict[str, Any]:
         h: dict[str, Any] = await self.request("GET", "/api/v1/health")
         return h
+
+    async def metrics_text(self) -> str:
+        """The first answering node's ``/metrics`` (Prometheus text: that node's numbers)."""
+
+        async def attempt(url: str, watch: _Watch) -> str:
+            async with self.session.get(url + "/metrics") as resp:
+                watch.moved()
+                if resp.status >= 400:
+                    await self._answer(resp)
+                return await resp.text()
+
+        return await self._each_node("GET", attempt)
+
+    # --- faults (issue 12, contract 2) ------------------------------------------------------
+    async def inject_fault(
+        self,
+        kind: str,
+        target: dict[str, Any],
+        params: dict[str, Any] | None = None,
+        duration_s: float | None = None,
+    ) -> dict[str, Any]:
+        """Inject a fault (admin); the answer names the nodes the target resolved to."""
+        body = {"kind": kind, "target": target, "params": params or {}, "duration_s": duration_s}
+        answer: dict[str, Any] = await self.request("POST", "/api/v1/faults", json=body)
+        return answer
+
+    async def faults(self) -> list[dict[str, Any]]:
+        """The active faults of every node."""
+        answer: dict[str, Any] = await self.request("GET", "/api/v1/faults")
+        listed: list[dict[str, Any]] = answer["faults"]
+        return listed
+
+    async def clear_faults(self, id: str | None = None) -> None:
+        """Clear one fault (404 if unknown) or, without ``id``, every one."""
+        await self.request("DELETE", "/api/v1/faults" + (f"/{id}" if id else ""))
 
     # --- healing ----------------------------------------------------------------------------
     async def events(

@@ -1,0 +1,109 @@
+"""Watching the cluster once a second while an experiment runs.
+
+Each sample asks any node for ``GET /api/v1/cluster`` (nodes, leader, containers) and
+``GET /api/v1/rebuild`` (bytes at reduced resiliency, bytes rebuilt), and every node
+for its ``/metrics`` (the rebuild bytes it received, its degraded reads). A sample that
+gets no answer in time is kept as one (``ok=False``): a gap in the plots shows it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+from fabric.timeline import Sample
+from shell.client import FabricClient
+from shell.experiment.workloads import RunClock
+
+SAMPLE_TIMEOUT_S = 0.9
+METRIC = re.compile(
+    r'^(fabric_rebuild_copied_bytes|fabric_degraded_reads)(?:_total)?\{node="([^"]+)"\} (\S+)$',
+    re.M,
+)
+
+
+class Sampler:
+    def __init__(
+        self, client: FabricClient, node_clients: dict[str, FabricClient], clock: RunClock
+    ) -> None:
+        self.client = client
+        self.node_clients = node_clients
+        self.clock = clock
+        self.samples: list[Sample] = []
+        self.raw: list[dict[str, Any]] = []
+        self.last_view: dict[str, Any] | None = None
+
+    async def run(self, interval_s: float = 1.0) -> None:
+        """Sample every ``interval_s`` until cancelled."""
+        due = self.clock.now()
+        while True:
+            await self.sample()
+            due += interval_s
+            await asyncio.sleep(max(0.0, due - self.clock.now()))
+
+    async def sample(self) -> Sample:
+        t = self.clock.now()
+        try:
+            view, rebuild, metrics = await asyncio.wait_for(self._ask(), SAMPLE_TIMEOUT_S)
+        except Exception as exc:  # any failure of the cluster is a missing sample
+            s = Sample(t=round(t, 3), ok=False)
+            self.raw.append({"t": s.t, "ok": False, "error": str(exc) or type(exc).__name__})
+        else:
+            self.last_view = view
+            s = to_sample(t, view, rebuild, metrics)
+            self.raw.append({"t": s.t, "ok": True, "view": view, "rebuild": rebuild})
+        self.samples.append(s)
+        return s
+
+    async def _ask(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+        view, rebuild, *texts = await asyncio.gather(
+            self.client.cluster(),
+            self.client.rebuild(),
+            *(self._metrics(c) for c in self.node_clients.values()),
+        )
+        return view, rebuild, dict(zip(self.node_clients, texts, strict=True))
+
+    @staticmethod
+    async def _metrics(client: FabricClient) -> str:
+        try:
+            return await client.metrics_text()
+        except Exception:  # a node that is down has no numbers this second
+            return ""
+
+
+def to_sample(
+    t: float, view: dict[str, Any], rebuild: dict[str, Any], metrics: dict[str, str]
+) -> Sample:
+    nodes = view.get("nodes", [])
+    containers = {c["name"]: c for c in view.get("containers", [])}
+    progress = rebuild.get("containers", []) or list(containers.values())
+    reduced_bytes = sum(int(c.get("reduced_resiliency_bytes") or 0) for c in progress)
+    resiliencies = [int(c["resiliency"]) for c in progress if c.get("resiliency") is not None]
+    lost = any(
+        c.get("resiliency") is not None
+        and c["resiliency"] < containers.get(c["name"], {}).get("rf", 1) - 1
+        for c in progress
+    )
+    copied: dict[str, int] = {}
+    degraded = 0
+    for text in metrics.values():
+        for name, node, value in METRIC.findall(text):
+            if name == "fabric_rebuild_copied_bytes":
+                copied[node] = int(float(value))
+            else:
+                degraded += int(float(value))
+    usage = view.get("usage", {})
+    return Sample(
+        t=round(t, 3),
+        leader=view.get("leader"),
+        nodes_up=sum(1 for n in nodes if n.get("state") == "UP"),
+        nodes_total=len(nodes),
+        resiliency=min(resiliencies) if resiliencies else None,
+        reduced=lost or reduced_bytes > 0,
+        reduced_resiliency_bytes=reduced_bytes,
+        rebuilt_bytes=sum(int(c.get("rebuilt_bytes") or 0) for c in progress),
+        copied_by_node=copied,
+        degraded_reads=degraded,
+        usage={k: v for k, v in usage.items() if isinstance(v, int | float)},
+    )

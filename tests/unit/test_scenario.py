@@ -1,0 +1,120 @@
+"""The scenario format: parsed whole, refused with the line of the key at fault; the
+nemesis schedule a pure function of the spec and the seed."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from fabric.scenario import ScenarioError, parse_scenario, schedule
+
+GOOD = """\
+name = "demo"
+duration_s = 60
+
+[cluster]
+nodes = 5
+racks = 2
+voters = 3
+
+[[containers]]
+name = "bench"
+rf = 2
+ec = "2+1"
+compression = "zstd"
+
+[[workloads]]
+kind = "vdisk-writer"
+container = "bench"
+concurrency = 2
+block_bytes = 65536
+
+[[workloads]]
+kind = "kv-cas"
+keys = 2
+
+[[faults.at]]
+at_s = 5
+kind = "node-kill"
+target = { select = "follower" }
+duration_s = 10
+
+[faults.nemesis]
+kinds = ["node-pause", "net-delay"]
+mean_interval_s = 4
+targets = ["one", { nodes = ["n1"] }]
+duration_s = 2
+
+[faults.nemesis.params.net-delay]
+ms = 50
+
+[checks]
+max_unavailability_s = 5
+"""
+
+
+def test_a_full_scenario_parses() -> None:
+    s = parse_scenario(GOOD, "demo.toml")
+    assert s.name == "demo" and s.duration_s == 60
+    assert (s.cluster.nodes, s.cluster.racks, s.cluster.voters) == (5, 2, 3)
+    assert s.containers[0].ec == "2+1" and s.containers[0].compression == "zstd"
+    assert [w.kind for w in s.workloads] == ["vdisk-writer", "kv-cas"]
+    assert s.workloads[1].name == "kv-cas-2" and s.workloads[1].keys == 2
+    assert s.script[0].target == {"select": "follower"} and s.script[0].duration_s == 10
+    assert s.nemesis is not None and s.nemesis.params == {"net-delay": {"ms": 50}}
+    assert s.checks.max_unavailability_s == 5
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where"),
+    [
+        ("rf = 2", "rf = 4", "demo.toml:11: containers[0].rf: must be 1..3"),
+        ('ec = "2+1"', 'ec = "two"', "demo.toml:12: containers[0].ec"),
+        ('kind = "kv-cas"', 'kind = "kv"', "demo.toml:22: workloads[1].kind"),
+        ("concurrency = 2", "concurrency = true", "demo.toml:18: workloads[0].concurrency"),
+        ('kind = "node-kill"', 'kind = "node-boom"', "demo.toml:27: faults.at[0].kind"),
+        ('select = "follower"', 'select = "someone"', "demo.toml:28: faults.at[0].target"),
+        ("at_s = 5", "at_s = 500", "demo.toml:26: faults.at[0].at_s: must be 0..60"),
+        ('"net-delay"]', '"net-slow"]', "demo.toml:32: faults.nemesis.kinds"),
+        ("max_unavailability_s = 5", "max_unavail = 5", "demo.toml:41: checks.max_unavail"),
+        ("voters = 3", "voters = 9", "demo.toml:7: cluster.voters"),
+        ('container = "bench"', 'container = "nope"', "demo.toml:17: workloads[0].container"),
+    ],
+)
+def test_errors_name_the_line_and_key(old: str, new: str, where: str) -> None:
+    assert old in GOOD
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(GOOD.replace(old, new, 1), "demo.toml")
+    assert str(err.value).startswith(where), str(err.value)
+
+
+def test_a_required_key_points_at_its_table() -> None:
+    with pytest.raises(ScenarioError, match=r"^demo.toml:25: faults.at\[0\].at_s: is required"):
+        parse_scenario(GOOD.replace("at_s = 5\n", ""), "demo.toml")
+
+
+def test_missing_duration_and_workloads_and_bad_toml() -> None:
+    with pytest.raises(ScenarioError, match="duration_s: is required"):
+        parse_scenario("[[workloads]]\nkind = 'kv-cas'\n", "x.toml")
+    with pytest.raises(ScenarioError, match="at least one"):
+        parse_scenario("duration_s = 5\n", "x.toml")
+    with pytest.raises(ScenarioError, match="not valid TOML"):
+        parse_scenario("duration_s = \n", "x.toml")
+
+
+def test_the_nemesis_schedule_is_a_function_of_the_seed() -> None:
+    s = parse_scenario(GOOD, "demo.toml")
+    first = schedule(s, seed=7)
+    assert first == schedule(s, seed=7)
+    assert first != schedule(s, seed=8)
+    nemesis = [f for f in first if f.source == "nemesis"]
+    assert nemesis, "a 60 s run with a 4 s mean interval gets faults"
+    for a, b in itertools.pairwise(nemesis):
+        assert a.duration_s is not None and a.at_s + a.duration_s <= b.at_s, "no overlap"
+    assert all(f.at_s + (f.duration_s or 0) <= s.duration_s for f in nemesis)
+    assert {f.kind for f in nemesis} <= {"node-pause", "net-delay"}
+    delays = [f for f in nemesis if f.kind == "net-delay"]
+    assert all(f.params == {"ms": 50} for f in delays)
+    assert [f.at_s for f in first] == sorted(f.at_s for f in first)
+    assert any(f.source == "script" and f.at_s == 5 for f in first)
