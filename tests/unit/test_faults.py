@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import pytest
 
@@ -126,3 +127,79 @@ def test_records_round_trip_and_are_checked() -> None:
         faults.from_text(fault.to_text().replace('"period_s": 1.0', '"period_s": -1'))
     with pytest.raises(BadRequest):
         faults.from_text('{"id": "../x"}')
+
+
+# --- the appliers, on a real directory ------------------------------------------------------
+def _fault(kind: str, params: dict[str, object], fid: str = "f1") -> faults.Fault:
+    return faults.Fault(
+        fid, kind, {"select": "all"}, ("n1",), faults.check_params(kind, params), 0.0, None
+    )
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def now(self) -> float:
+        return self.t
+
+    def wall(self) -> float:
+        return 1000.0 + self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += seconds
+
+
+def test_a_skewed_clock_moves_wall_only_and_a_strobe_alternates() -> None:
+    from nodes.faultinject import FaultyClock
+
+    clock = FaultyClock(_Clock())
+    clock.set(_fault("clock-skew", {"offset_s": 90}))
+    assert (clock.now(), clock.wall(), clock.skew_s()) == (100.0, 1190.0, 90.0)
+    clock.set(_fault("clock-strobe", {"offset_s": 5, "period_s": 2}))
+    seen = []
+    for _ in range(4):
+        seen.append(clock.skew_s())
+        clock.inner.t += 1.0  # type: ignore[attr-defined]
+    assert seen == [5.0, 0.0, 5.0, 0.0]
+    clock.set(None)
+    assert clock.wall() == 1000.0 + clock.now()
+
+
+def test_faulty_disk_fails_fills_corrupts_and_loses_only_unsynced(tmp_path: Path) -> None:
+    import asyncio
+
+    from fabric.ports import DiskFault, DiskFull
+    from nodes.faultinject import FaultyDisk
+    from nodes.runtime import FileDisk
+
+    async def go() -> None:
+        disk = FaultyDisk(FileDisk("disk0", str(tmp_path)), random.Random(1))
+        await disk.append("a.eg", b"synced")
+        await disk.sync("a.eg")
+        await disk.add(_fault("disk-lose-unsynced", {}, "lazy"))
+        assert await disk.append("a.eg", b"-held") == 6
+        assert await disk.pread("a.eg", 0, 11) == b"synced-held"
+        assert (tmp_path / "a.eg").read_bytes() == b"synced", "held in memory until sync"
+        await disk.append("a.eg", b"+kept")
+        await disk.sync("a.eg")
+        assert (tmp_path / "a.eg").read_bytes() == b"synced-held+kept"
+        await disk.remove("lazy")
+        await disk.add(_fault("disk-full", {}, "full"))
+        with pytest.raises(DiskFull):
+            await disk.append("a.eg", b"x")
+        used, capacity = await disk.usage()
+        assert used == capacity
+        await disk.remove("full")
+        await disk.add(_fault("disk-fail", {"ops": ["fsync"]}, "eio"))
+        with pytest.raises(DiskFault):
+            await disk.sync("a.eg")
+        assert await disk.pread("a.eg", 0, 6) == b"synced", "reads still work"
+        await disk.remove("eio")
+        await disk.add(_fault("disk-corrupt", {"mode": "at-rest"}, "rot"))
+        after = (tmp_path / "a.eg").read_bytes()
+        assert len(after) == 16 and after != b"synced-held+kept" and disk.flipped == 1
+        await disk.remove("rot")
+        assert not disk.faults
+
+    asyncio.run(go())
