@@ -85,6 +85,13 @@ MAX_VDISK_BYTES = 64 * 1024 * GiB
 
 # --- cluster ------------------------------------------------------------------------------
 MAX_NODES = 15
+MAX_FAULTS = 256
+"""Faults active on one node at once (``fabric fault inject`` refuses more)."""
+FAULT_CONTROL_TIMEOUT_S = 3.0
+"""A fault control call to one node (inject, clear, list): a paused or dead node is
+reported as unreachable after this, and the others are still served."""
+FAULT_ACT_DELAY_S = 0.1
+"""A node told to kill, restart or pause itself does so this long after answering."""
 MIN_NODES = 1
 MAX_VOTERS = 7
 MAX_NODE_ID_CHARS = 32

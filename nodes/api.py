@@ -30,6 +30,8 @@ from nodes.services.accounting import container_views
 log = logging.getLogger(__name__)
 
 NODE = web.AppKey("node", Node)
+HEALTH_EXTRA: web.AppKey[Callable[[], dict[str, Any]]] = web.AppKey("health_extra")
+"""More for ``/api/v1/health`` from the runtime (the real one: its injected faults)."""
 KV_PREFIX = "kv/"
 
 
@@ -145,6 +147,7 @@ async def get_health(request: web.Request) -> web.Response:
             "problems": node.problems(),
             "task_restarts": node.restarts,
             "conversions": node.images.converting,
+            **({"faults": extra()} if (extra := request.app.get(HEALTH_EXTRA)) else {}),
         }
     )
 

@@ -29,14 +29,24 @@ from fabric.consensus.wal import CorruptLog
 from fabric.keys import ClusterKeys
 from fabric.ports import Runtime
 from nodes import secretfile, tls
-from nodes.api import build_app
+from nodes.api import HEALTH_EXTRA, build_app
 from nodes.api_access import check_access
 from nodes.api_access import install as install_access
 from nodes.api_access import routes as access_routes
 from nodes.api_data import routes as data_routes
+from nodes.api_faults import install as install_faults
+from nodes.api_faults import routes as fault_routes
 from nodes.api_healing import routes as healing_routes
 from nodes.api_images import routes as image_routes
 from nodes.api_members import routes as member_routes
+from nodes.faultinject import (
+    NET_FAULTS,
+    FaultAgent,
+    FaultyClock,
+    FaultyDisk,
+    NetFaults,
+    client_faults,
+)
 from nodes.guard import GUARD, ConnectionGuard, NodeAddresses, guard_middleware
 from nodes.node import Node
 from nodes.runtime import FileDisk, HttpFetcher, HttpTransport, RealClock, thread_offload
@@ -71,6 +81,7 @@ def api_routes() -> list[web.RouteDef]:
         *healing_routes(),
         *member_routes(),
         *access_routes(),
+        *fault_routes(),
     ]
 
 
@@ -83,14 +94,21 @@ async def serve(
     client_ssl: ssl.SSLContext | None = None,
 ) -> int:
     nc = config.node(node_id)
-    transport = HttpTransport(node_id, config, keys, client_ssl)
+    # Injected faults wrap the clock, the disks and the transport's sends (idle: free).
+    rng = random.Random()
+    clock = FaultyClock(RealClock())
+    net = NetFaults(random.Random(rng.getrandbits(64)))
+    transport = HttpTransport(node_id, config, keys, client_ssl, clock.wall, net)
     disks = [FileDisk(d, disk_root(node_dir, d), nc.capacity_of(i)) for i, d in enumerate(nc.disks)]
+    faulty = [FaultyDisk(d, random.Random(rng.getrandbits(64))) for d in disks]
+    agent = FaultAgent(node_id, clock, faulty, net)
+    transport.serve_control(agent.control)
     fetcher = HttpFetcher()
     runtime = Runtime(
-        clock=RealClock(),
-        rng=random.Random(),
+        clock=clock,
+        rng=rng,
         transport=transport,
-        disks=list(disks),
+        disks=list(faulty),
         offload=thread_offload,
         fetcher=fetcher,
         spill_factory=lambda: FileSpill(os.path.join(node_dir, "spill")),
@@ -99,6 +117,10 @@ async def serve(
     node = Node(config, node_id, runtime)
     app = build_app(node, [*transport.routes(), *api_routes()], [check_access])
     install_access(app)
+    install_faults(app, transport, agent)
+    app[NET_FAULTS] = net
+    app[HEALTH_EXTRA] = agent.summary
+    app.middlewares.append(client_faults)
     guard = ConnectionGuard(
         NodeAddresses(lambda: (n.host for n in node.membership.nodes())), config.limits
     )

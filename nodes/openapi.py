@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from fabric import limits, tokens
+from fabric import faults, limits, tokens
 from fabric.config import SETTINGS_BOUNDS
 from nodes.schemas import Schema, array, boolean, integer, number, obj, string
 
@@ -136,6 +136,24 @@ SCRUB_REQUEST = obj(
     cycle_s=_setting("cycle_s"),
     now=boolean(description="true starts a pass on every node now"),
 )
+FAULT_REQUEST = obj(
+    ["kind"],
+    kind={"type": "string", "enum": list(faults.KINDS)},
+    target={
+        "type": "object",
+        "description": '{"nodes": [ID, ...]}, {"select": "one"|"minority"|"majority"|'
+        '"leader"|"all"|"rack:NAME"}, or (network faults, one-way) '
+        '{"from": TARGET, "to": TARGET|"clients"}',
+        "additionalProperties": {},
+    },
+    params={
+        "type": "object",
+        "description": "the kind's parameters (see the README's Faults section)",
+        "additionalProperties": {},
+    },
+    duration_s=number(0, faults.MAX_DURATION_S, nullable=True, exclusiveMinimum=True),
+    seed=integer(0, limits.MAX_JSON_INT, description="seeds the choice of target nodes"),
+)
 
 
 # --- answers -------------------------------------------------------------------------------
@@ -225,6 +243,15 @@ SCRUB = _view(settings=_view(bytes_per_s=_INT, cycle_s=_NUM))
 DRAIN = _view(id=_STR, draining=_BOOL, groups=_INT, strips=_INT, held_bytes=_INT)
 MEMBER = _view(id=_STR, address=_nullable(_STR), member=_BOOL, role=_STR)
 TOKEN = _view(id=_STR, name=_STR, role=_STR, created=_NUM, revoked=_BOOL)
+FAULT = _view(
+    id=_STR,
+    kind=_STR,
+    target={"type": "object"},
+    nodes={"type": "array", "items": _STR},
+    params={"type": "object"},
+    started_wall=_NUM,
+    until_wall=_nullable(_NUM),
+)
 
 
 # --- the operations ------------------------------------------------------------------------
@@ -428,6 +455,22 @@ OPERATIONS: tuple[Operation, ...] = (
         answer=_view(tokens={"type": "array", "items": TOKEN}),
     ),
     Operation("DELETE", "/api/v1/tokens/{id}", "Revoke an API token (admin)", ok=204),
+    Operation(
+        "POST",
+        "/api/v1/faults",
+        "Inject a fault (admin): node, network, disk or clock, on the nodes a target names",
+        ok=201,
+        answer=FAULT,
+        body=FAULT_REQUEST,
+    ),
+    Operation(
+        "GET",
+        "/api/v1/faults",
+        "Active faults, gathered from every node that answers",
+        answer=_view(faults={"type": "array", "items": FAULT}),
+    ),
+    Operation("DELETE", "/api/v1/faults", "Clear every fault (admin)", ok=204),
+    Operation("DELETE", "/api/v1/faults/{id}", "Clear one fault (admin)", ok=204),
 )
 
 _PATH_PARAM = re.compile(r"\{(\w+)\}")

@@ -23,7 +23,7 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import aiohttp
@@ -55,8 +55,9 @@ from fabric.wire.codec import (
     encode,
     encode_parts,
 )
-from fabric.wire.messages import ErrorReply
+from fabric.wire.messages import ErrorReply, FaultControl
 from fabric.wire.refusals import Refusals
+from nodes.faultinject import NetFaults
 
 FROM_HEADER = peerauth.FROM
 CLUSTER_HEADER = peerauth.CLUSTER
@@ -276,8 +277,18 @@ class HttpTransport:
         config: ClusterConfig,
         keys: ClusterKeys,
         ssl_context: ssl.SSLContext | None = None,
+        wall: Callable[[], float] = time.time,
+        net: NetFaults | None = None,
     ) -> None:
         self.node_id = node_id
+        self.wall = wall
+        """The clock peer requests are signed and checked on: the node's (a skewed one
+        under a clock fault, which peers then refuse past ``PEER_CLOCK_SKEW_S``)."""
+        self.net = net
+        """Injected network faults on what this node sends (None: never any)."""
+        if net is not None:
+            net.on_reset = self._reset
+        self._on_control: Callable[[FaultControl], Awaitable[Any]] | None = None
         self.ssl_context = ssl_context
         """Trusting the cluster's CA when its nodes serve HTTPS (None: plain HTTP)."""
         self.cluster_id = config.id
@@ -320,6 +331,15 @@ class HttpTransport:
         self._on_call = on_call
         self._on_message = on_message
 
+    def serve_control(self, on_control: Callable[[FaultControl], Awaitable[Any]]) -> None:
+        self._on_control = on_control
+
+    async def _reset(self) -> None:
+        """net-reset: every pooled connection dies (the next calls dial again)."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
     def set_peers(self, urls: dict[str, str]) -> None:
         """Nodes that joined become reachable (and may call us). One that left stays
         known: Raft may still be telling it that it is out."""
@@ -329,6 +349,17 @@ class HttpTransport:
     def send(self, peer: str, message: Any) -> None:
         if peer not in self.urls:
             return
+        if self.net is not None and self.net.rules:
+            copies, wait_s = self.net.one_way(peer)
+            for _ in range(copies):
+                if wait_s:
+                    asyncio.get_running_loop().call_later(wait_s, self._enqueue, peer, message)
+                else:
+                    self._enqueue(peer, message)
+            return
+        self._enqueue(peer, message)
+
+    def _enqueue(self, peer: str, message: Any) -> None:
         box = self._outbox.setdefault(peer, collections.deque(maxlen=limits.PEER_OUTBOX_MESSAGES))
         box.append(message)
         if peer not in self._senders:
@@ -346,6 +377,8 @@ class HttpTransport:
             while box:
                 batch = [box.popleft() for _ in range(min(len(box), limits.MAX_RPC_BATCH_MESSAGES))]
                 body = encode(batch)
+                if self.net is not None and self.net.rules:
+                    await self._throttle(peer, len(body))
                 try:
                     async with self.session().post(
                         url,
@@ -360,9 +393,23 @@ class HttpTransport:
                     box.clear()
                     await asyncio.sleep(0.05)
 
-    def _headers(self, path: str, digest: str, parts: str = "") -> dict[str, str]:
+    async def _throttle(self, peer: str, size: int) -> None:
+        assert self.net is not None
+        for f in self.net.toward(peer):
+            if f.kind == "net-bandwidth":
+                loop = asyncio.get_running_loop()
+                await asyncio.sleep(self.net.bandwidth_wait_s(f, peer, size, loop.time()))
+
+    def _headers(
+        self, path: str, digest: str, parts: str = "", wall: float | None = None
+    ) -> dict[str, str]:
         headers = self.auth.sign(
-            "POST", path, time.time(), os.urandom(peerauth.NONCE_BYTES), digest, parts
+            "POST",
+            path,
+            self.wall() if wall is None else wall,
+            os.urandom(peerauth.NONCE_BYTES),
+            digest,
+            parts,
         )
         headers["Content-Type"] = MSGPACK
         if parts:
@@ -377,6 +424,9 @@ class HttpTransport:
         header, parts = encode_parts(message)
         layout = ",".join(map(str, (len(header), *map(len, parts)))) if parts else ""
         headers = self._headers("/internal/v1/call", await _digest(header, *parts), layout)
+        if self.net is not None and self.net.rules:
+            size = len(header) + sum(map(len, parts))
+            await self.net.before_call(peer, size, asyncio.get_running_loop().time())
         data: bytes | AsyncIterator[bytes] = header
         if parts:
             # Bulk bytes go raw after the header, never joined or packed into one buffer.
@@ -410,11 +460,57 @@ class HttpTransport:
             raise from_code(reply.code, reply.message)
         return reply
 
+    async def control(self, peer: str, message: FaultControl, timeout_s: float) -> Any:
+        """A fault control call: its own route, signed on the true clock, and none of the
+        injected faults in the way (a partitioned or skewed node still hears it)."""
+        url = self.urls.get(peer)
+        if url is None:
+            raise PeerUnreachable(peer, "not in the cluster config")
+        body = encode(message)
+        path = "/internal/v1/control"
+        headers = self._headers(path, peerauth.body_digest(body), wall=time.time())
+        try:
+            # Its own short-lived session: a net-reset must not cut the control channel.
+            async with (
+                aiohttp.ClientSession(
+                    connector=aiohttp.TCPConnector(
+                        ssl=self.ssl_context if self.ssl_context else True
+                    )
+                ) as session,
+                session.post(
+                    url + path,
+                    data=body,
+                    headers=headers,
+                    timeout=aiohttp.ClientTimeout(total=timeout_s),
+                ) as resp,
+            ):
+                answer = await resp.read()
+                status, signature = resp.status, resp.headers.get(peerauth.AUTH, "")
+        except (aiohttp.ClientError, OSError) as exc:
+            raise PeerUnreachable(peer, str(exc) or type(exc).__name__) from None
+        except TimeoutError:
+            raise PeerUnreachable(peer, f"no answer within {timeout_s:g} s") from None
+        if status != 200:
+            raise PeerUnreachable(
+                peer, f"refused: {status} {answer[:200].decode(errors='replace')}"
+            )
+        try:
+            self.auth.check_reply(
+                headers[peerauth.NONCE], peer, peerauth.body_digest(answer), signature
+            )
+            reply = decode(answer)
+        except (peerauth.AuthError, WireError) as exc:
+            raise PeerUnreachable(peer, str(exc)) from None
+        if isinstance(reply, ErrorReply):
+            raise from_code(reply.code, reply.message)
+        return reply
+
     # --- the serving side, mounted on the node's aiohttp app --------------------------------
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post("/internal/v1/messages", self._serve_messages),
             web.post("/internal/v1/call", self._serve_call),
+            web.post("/internal/v1/control", self._serve_control),
         ]
 
     def _refuse(self, request: web.Request, exc: peerauth.AuthError) -> web.HTTPUnauthorized:
@@ -428,8 +524,10 @@ class HttpTransport:
         return web.HTTPUnauthorized(text=reason)
 
     async def _body(self, request: web.Request) -> tuple[peerauth.Signed, Any]:
+        # Control is checked on the true clock: a skewed node must still hear "clear".
+        now = time.time() if request.path == "/internal/v1/control" else self.wall()
         try:
-            signed = self.auth.check(request.method, request.path, request.headers, time.time())
+            signed = self.auth.check(request.method, request.path, request.headers, now)
         except peerauth.AuthError as exc:
             raise self._refuse(request, exc) from None
         if (request.content_length or 0) > limits.MAX_MESSAGE_BYTES:
@@ -480,6 +578,24 @@ class HttpTransport:
             reply = ErrorReply(exc.code, exc.message)
         body = encode(reply)
         mac = self.auth.sign_reply(signed.nonce, await _digest(body))
+        return web.Response(body=body, content_type=MSGPACK, headers={peerauth.AUTH: mac})
+
+    async def _serve_control(self, request: web.Request) -> web.Response:
+        signed, message = await self._body(request)
+        if not isinstance(message, FaultControl):
+            self.refusals.count(
+                WireError(f"{type(message).__name__} is not fault control", "envelope")
+            )
+            raise web.HTTPBadRequest(text="only fault control travels on this route")
+        if self._on_control is None:
+            reply: Any = ErrorReply("unavailable", f"node {self.node_id} takes no faults")
+        else:
+            try:
+                reply = await self._on_control(message)
+            except FabricError as exc:
+                reply = ErrorReply(exc.code, exc.message)
+        body = encode(reply)
+        mac = self.auth.sign_reply(signed.nonce, peerauth.body_digest(body))
         return web.Response(body=body, content_type=MSGPACK, headers={peerauth.AUTH: mac})
 
 

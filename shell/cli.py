@@ -737,6 +737,112 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(args.scenario, args.seed, args.output, args.dir)
 
 
+# --- faults --------------------------------------------------------------------------------
+def _fault_target(args: argparse.Namespace) -> dict[str, Any] | None:
+    def one(spec: str) -> dict[str, Any]:
+        if spec.startswith("select:"):
+            return {"select": spec[len("select:") :]}
+        return {"nodes": [n for n in spec.split(",") if n]}
+
+    base: dict[str, Any] | None = None
+    if args.nodes:
+        base = {"nodes": [n for n in args.nodes.split(",") if n]}
+    elif args.select:
+        base = {"select": args.select}
+    if args.to is None:
+        return base
+    to: Any = "clients" if args.to == "clients" else one(args.to)
+    return {"from": base or {"select": "all"}, "to": to}
+
+
+def _fault_params(pairs: list[str]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise SystemExit(f"error: --param {pair!r}: expected KEY=VALUE")
+        if "," in value or key == "ops":
+            params[key] = [v for v in value.split(",") if v]
+            continue
+        try:
+            params[key] = float(value) if re.fullmatch(r"-?[0-9.]+(e-?[0-9]+)?", value) else value
+        except ValueError:
+            params[key] = value
+    return params
+
+
+def _seconds(text: str) -> float:
+    m = re.fullmatch(r"([0-9.]+)(ms|s|m|h)?", text.strip())
+    if m is None:
+        raise SystemExit(f"error: duration {text!r}: expected e.g. 30s, 500ms, 2m")
+    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2) or "s"]
+    return float(m.group(1)) * scale
+
+
+def _resume_local(args: argparse.Namespace) -> list[str]:
+    """SIGCONT every stopped node process of a local cluster (a paused node cannot hear
+    the API); the node ids resumed."""
+    import signal
+
+    from shell.launcher import ClusterDir, resolve_dir
+
+    cdir = ClusterDir(resolve_dir(args.dir))
+    resumed = []
+    for node in cdir.config().nodes:
+        pid = cdir.pid(node.id)
+        if pid is None:
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state in ("T", "t"):
+            os.kill(pid, signal.SIGCONT)
+            resumed.append(node.id)
+    return resumed
+
+
+def cmd_fault(args: argparse.Namespace) -> int:
+    resumed: list[str] = []
+    if args.fault_cmd == "clear" or (args.fault_cmd == "inject" and args.kind == "node-resume"):
+        resumed = _resume_local(args)
+
+    async def go() -> Any:
+        async with _connect(args) as client:
+            if args.fault_cmd == "inject":
+                duration = _seconds(args.duration) if args.duration else None
+                return await client.inject_fault(
+                    args.kind, _fault_target(args), _fault_params(args.param), duration, args.seed
+                )
+            if args.fault_cmd == "list":
+                return await client.faults()
+            await client.clear_faults(args.id)
+            return {"cleared": args.id or "all", "resumed": resumed}
+
+    result = _run(go())
+    if args.json:
+        _print_json(result)
+    elif args.fault_cmd == "inject":
+        until = result.get("until_wall")
+        left = f" for {until - result['started_wall']:g} s" if until else " until cleared"
+        print(f"{result['id']} {result['kind']} on {','.join(result['nodes'])}{left}")
+        for node, why in (result.get("unreachable") or {}).items():
+            print(f"  {node} unreachable: {why}", file=sys.stderr)
+    elif args.fault_cmd == "list":
+        rows = [("ID", "KIND", "NODES", "PARAMS", "LEFT")]
+        now = time.time()
+        for f in result:
+            left = "-" if f["until_wall"] is None else f"{max(0, f['until_wall'] - now):.0f} s"
+            params = ",".join(f"{k}={v}" for k, v in sorted(f["params"].items()))
+            rows.append((f["id"], f["kind"], ",".join(f["nodes"]), params or "-", left))
+        _table(rows)
+    else:
+        extra = f" (resumed {', '.join(resumed)})" if resumed else ""
+        print(f"cleared {args.id or 'every fault'}{extra}")
+    return 0
+
+
 # --- wiring ---------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -899,6 +1005,27 @@ def build_parser() -> argparse.ArgumentParser:
     for parser in vd.choices.values():
         parser.set_defaults(fn=cmd_vdisk)
 
+    ft = sub.add_parser("fault", help="inject, list and clear faults").add_subparsers(
+        dest="fault_cmd", required=True
+    )
+    fi = ft.add_parser("inject", parents=[common], help="inject a fault (admin)")
+    from fabric.faults import KINDS
+
+    fi.add_argument("kind", choices=KINDS)
+    fi.add_argument("--nodes", help="target nodes, comma-separated (n1,n2)")
+    fi.add_argument("--select", help="one, minority, majority, leader, all or rack:NAME")
+    fi.add_argument(
+        "--to", help="one-way network fault toward: nodes (n1,n2), select:SEL, or clients"
+    )
+    fi.add_argument("--param", action="append", default=[], help="KEY=VALUE (repeatable)")
+    fi.add_argument("--duration", help="cleared by itself after this (30s, 500ms, 2m)")
+    fi.add_argument("--seed", type=int, help="seed of the target choice")
+    ft.add_parser("list", parents=[common], help="active faults on every node")
+    ft.add_parser("clear", parents=[common], help="clear one fault, or all").add_argument(
+        "id", nargs="?"
+    )
+    for parser in ft.choices.values():
+        parser.set_defaults(fn=cmd_fault)
     im = sub.add_parser("image", help="disk and ISO images").add_subparsers(
         dest="image_cmd", required=True
     )

@@ -295,29 +295,6 @@ class FabricClient:
 
         return await self._each_node("GET", attempt)
 
-    # --- faults (issue 12, contract 2) ------------------------------------------------------
-    async def inject_fault(
-        self,
-        kind: str,
-        target: dict[str, Any],
-        params: dict[str, Any] | None = None,
-        duration_s: float | None = None,
-    ) -> dict[str, Any]:
-        """Inject a fault (admin); the answer names the nodes the target resolved to."""
-        body = {"kind": kind, "target": target, "params": params or {}, "duration_s": duration_s}
-        answer: dict[str, Any] = await self.request("POST", "/api/v1/faults", json=body)
-        return answer
-
-    async def faults(self) -> list[dict[str, Any]]:
-        """The active faults of every node."""
-        answer: dict[str, Any] = await self.request("GET", "/api/v1/faults")
-        listed: list[dict[str, Any]] = answer["faults"]
-        return listed
-
-    async def clear_faults(self, id: str | None = None) -> None:
-        """Clear one fault (404 if unknown) or, without ``id``, every one."""
-        await self.request("DELETE", "/api/v1/faults" + (f"/{id}" if id else ""))
-
     # --- healing ----------------------------------------------------------------------------
     async def events(
         self, since: int | None = None, limit: int | None = None, kind: str | None = None
@@ -367,6 +344,32 @@ class FabricClient:
         method = "PUT" if body else "GET"
         answer: dict[str, Any] = await self.request(method, "/api/v1/scrub", json=body or None)
         return answer
+
+    # --- faults ------------------------------------------------------------------------------
+    async def inject_fault(
+        self,
+        kind: str,
+        target: dict[str, Any] | None = None,
+        params: dict[str, Any] | None = None,
+        duration_s: float | None = None,
+        seed: int | None = None,
+    ) -> dict[str, Any]:
+        """Inject a fault (admin); the answer names the nodes its target resolved to."""
+        body: dict[str, Any] = {"kind": kind, "params": params or {}, "duration_s": duration_s}
+        if target is not None:
+            body["target"] = target
+        if seed is not None:
+            body["seed"] = seed
+        answer: dict[str, Any] = await self.request("POST", "/api/v1/faults", json=body)
+        return answer
+
+    async def faults(self) -> list[dict[str, Any]]:
+        answer = await self.request("GET", "/api/v1/faults")
+        found: list[dict[str, Any]] = answer["faults"]
+        return found
+
+    async def clear_faults(self, id: str | None = None) -> None:
+        await self.request("DELETE", "/api/v1/faults" + (f"/{id}" if id else ""))
 
     # --- metadata key space -----------------------------------------------------------------
     async def kv_put(self, key: str, value: Any, expect_version: int | None = None) -> int:

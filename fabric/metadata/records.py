@@ -262,6 +262,7 @@ EVENT_KINDS = (
     "rebalance_started",
     "rebalance_finished",
     "access",
+    "fault",
 )
 EVENT_SEVERITIES = ("info", "warning", "error")
 

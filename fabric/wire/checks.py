@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from fabric import ids, limits
+from fabric import faults, ids, limits
 from fabric.consensus import membership
 from fabric.consensus.types import (
     AppendRequest,
@@ -51,6 +51,8 @@ if TYPE_CHECKING:
         EgroupStat,
         ErrorReply,
         ExtentCheck,
+        FaultControl,
+        FaultState,
         MembershipRequest,
         NodeReport,
         ProposeReply,
@@ -63,6 +65,7 @@ if TYPE_CHECKING:
     )
 
 MEMBERSHIP_OPS = ("add_learner", "promote", "remove")
+FAULT_OPS = ("inject", "clear", "list")
 REPORT_STATES = ("UP", "DEGRADED")
 """What a node may say of itself (DOWN is the leader's verdict, never a report)."""
 _CODE = re.compile(r"[a-z_]{0,32}\Z")
@@ -326,6 +329,25 @@ def pull_egroup(m: PullEgroup) -> None:
 def pull_reply(m: PullReply) -> None:
     file_offset("bytes_copied", m.bytes_copied)
     index("bad_ranges", m.bad_ranges)
+
+
+def fault_control(m: FaultControl) -> None:
+    if m.op not in FAULT_OPS:
+        raise WireError(f"fault op {m.op[:20]!r} is not one of {', '.join(FAULT_OPS)}")
+    text("fault", m.fault)
+    if m.fault_id and not (len(m.fault_id) <= 64 and m.fault_id.isalnum()):
+        raise WireError("bad fault id")
+    if m.op == "inject":
+        faults.from_text(m.fault)  # a BadRequest becomes WireError in the codec
+
+
+def fault_state(m: FaultState) -> None:
+    items("faults", m.faults, limits.MAX_FAULTS)
+    for f in m.faults:
+        text("fault", f)
+        faults.from_text(f)
+    if not 0 <= m.pid < 2**31:
+        raise WireError(f"pid {m.pid} out of range")
 
 
 # --- what the transport checks around the messages ----------------------------------------

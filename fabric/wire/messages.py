@@ -211,3 +211,30 @@ class MembershipRequest:
 
     op: str
     node: str
+
+
+@register(130, checks.fault_control)
+@dataclass(frozen=True, slots=True)
+class FaultControl:
+    """Fault control, node to node, outside the faults it controls (``fabric.faults``).
+
+    ``op`` is ``inject`` (``fault``: a ``Fault`` record as text, with this node's
+    part of the plan in its peers), ``clear`` (``fault_id``; "" clears every fault)
+    or ``list``. It travels on its own route, signed on the true clock, and skips the
+    transport's injected faults, so a partitioned or skewed node still hears "clear".
+    """
+
+    op: str
+    fault: str = ""
+    fault_id: str = ""
+
+
+@register(131, checks.fault_state)
+@dataclass(frozen=True, slots=True)
+class FaultState:
+    """A node's active faults (``Fault`` records as text) and what the caller may need
+    to undo a pause from outside: the process id."""
+
+    faults: tuple[str, ...]
+    pid: int
+    wall_skew_s: float

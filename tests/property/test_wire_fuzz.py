@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fabric.wire.messages as wm
-from fabric import limits
+from fabric import faults, limits
 from fabric.consensus import membership
 from fabric.consensus import types as raft
 from fabric.metadata.commands import DropEgroup, Put, SealEgroups, WriteExtents
@@ -53,6 +53,23 @@ indexes = st.integers(0, limits.MAX_WIRE_INDEX)
 offsets = st.integers(0, 2**30)
 small_bytes = st.binary(max_size=64)
 texts = st.text(st.characters(blacklist_categories=("Cs",)), max_size=40)
+fault_ids = st.from_regex(r"[a-z0-9]{1,12}", fullmatch=True)
+fault_texts = st.builds(
+    lambda fid, nodes, ms, start: faults.Fault(
+        fid,
+        "net-delay",
+        {"nodes": nodes},
+        tuple(nodes),
+        faults.check_params("net-delay", {"ms": ms}),
+        start,
+        None,
+        tuple(nodes),
+    ).to_text(),
+    fault_ids,
+    st.lists(node_ids, min_size=1, max_size=3, unique=True),
+    st.floats(0, 1000),
+    st.floats(0, 2e9),
+)
 codes = st.sampled_from(["", "bad_request", "not_found", "conflict", "unavailable", "error"])
 
 
@@ -199,6 +216,16 @@ KINDS: dict[type, st.SearchStrategy[Any]] = {
     wm.PullReply: st.builds(wm.PullReply, offsets, indexes),
     wm.MembershipRequest: st.builds(
         wm.MembershipRequest, st.sampled_from(["add_learner", "promote", "remove"]), node_ids
+    ),
+    wm.FaultControl: st.one_of(
+        st.builds(wm.FaultControl, st.just("inject"), fault_texts),
+        st.builds(wm.FaultControl, st.sampled_from(["clear", "list"]), st.just(""), fault_ids),
+    ),
+    wm.FaultState: st.builds(
+        wm.FaultState,
+        st.lists(fault_texts, max_size=3).map(tuple),
+        st.integers(0, 2**31 - 1),
+        st.floats(-1e6, 1e6),
     ),
 }
 """A strategy of valid values for every kind a peer can send (``test_every_kind_is_covered``)."""
