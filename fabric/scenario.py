@@ -45,7 +45,7 @@ from __future__ import annotations
 import random
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fabric.config import ConfigError, _Source
@@ -315,6 +315,34 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
         seed,
         origin,
     )
+
+
+def scaled(scenario: Scenario, factor: float) -> Scenario:
+    """The same experiment with its schedule ``factor`` times as long: the duration, when
+    each scripted fault starts and how long it lasts, the nemesis's start, gaps and fault
+    length. The cluster's own timeouts and the checks' thresholds stay as they are: they
+    measure how fast the fabric reacts (an election, a rebuild), which a shorter story
+    does not change."""
+    assert factor > 0, "a time scale is positive"
+
+    def t(x: float) -> float:
+        return round(x * factor, 3)
+
+    def opt(x: float | None) -> float | None:
+        return None if x is None else t(x)
+
+    nemesis = scenario.nemesis
+    if nemesis is not None:
+        nemesis = replace(
+            nemesis,
+            mean_interval_s=t(nemesis.mean_interval_s),
+            duration_s=t(nemesis.duration_s),
+            start_s=t(nemesis.start_s),
+        )
+    script = tuple(
+        replace(s, at_s=t(s.at_s), duration_s=opt(s.duration_s)) for s in scenario.script
+    )
+    return replace(scenario, duration_s=t(scenario.duration_s), script=script, nemesis=nemesis)
 
 
 def _stem(origin: str) -> str:

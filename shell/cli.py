@@ -734,7 +734,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     """``fabric run SCENARIO.toml``: an experiment (shell/experiment/runner.py)."""
     from shell.experiment.runner import run
 
-    return run(args.scenario, args.seed, args.output, args.dir)
+    return run(args.scenario, args.seed, args.output, args.dir, time_scale=args.time_scale)
 
 
 # --- faults --------------------------------------------------------------------------------
@@ -865,6 +865,12 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("--seed", type=int, help="seed of the nemesis and workloads")
     rn.add_argument("-o", "--output", help="output folder (default: fabric-runs/NAME-seedN)")
     rn.add_argument("--dir", help="run against the running cluster of this directory")
+    rn.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="make the schedule this many times as long (0.25: the short form CI runs)",
+    )
     rn.set_defaults(fn=cmd_run)
     it = sub.add_parser(
         "init", parents=[common], help="make a cluster directory without starting it"

@@ -39,7 +39,7 @@ from fabric.config import (
     sized_config,
 )
 from fabric.history import Op
-from fabric.scenario import Scenario, load_scenario, schedule
+from fabric.scenario import Scenario, load_scenario, scaled, schedule
 from fabric.timeline import Sample
 from shell.client import ApiError, FabricClient
 from shell.experiment import report, verdicts
@@ -152,10 +152,14 @@ def run(
     out_dir: str | None,
     cluster_dir: str | None,
     progress: Progress | None = None,
+    time_scale: float = 1.0,
 ) -> int:
-    """Run the experiment; its exit code (0: every check passed)."""
+    """Run the experiment (its schedule ``time_scale`` times as long: ``scaled``); its
+    exit code (0: every check passed)."""
     started = time.monotonic()
     scenario = load_scenario(scenario_path)
+    if time_scale != 1.0:
+        scenario = scaled(scenario, time_scale)
     seed = scenario.seed if seed is None else seed
     out = os.path.abspath(out_dir or os.path.join("fabric-runs", f"{scenario.name}-seed{seed}"))
     os.makedirs(out, exist_ok=True)

@@ -118,3 +118,32 @@ def test_the_nemesis_schedule_is_a_function_of_the_seed() -> None:
     assert all(f.params == {"ms": 50} for f in delays)
     assert [f.at_s for f in first] == sorted(f.at_s for f in first)
     assert any(f.source == "script" and f.at_s == 5 for f in first)
+
+
+def test_a_scaled_scenario_tells_the_same_story_faster() -> None:
+    from fabric.scenario import parse_scenario, scaled, schedule
+
+    text = """
+duration_s = 100
+[cluster]
+nodes = 3
+[[workloads]]
+kind = "kv-cas"
+[[faults.at]]
+at_s = 20
+kind = "node-kill"
+target = "one"
+duration_s = 40
+[faults.nemesis]
+kinds = ["net-delay"]
+mean_interval_s = 10
+duration_s = 8
+[checks]
+max_unavailability_s = 5
+"""
+    full = parse_scenario(text)
+    short = scaled(full, 0.25)
+    assert short.duration_s == 25 and short.script[0].at_s == 5 and short.script[0].duration_s == 10
+    assert short.nemesis is not None and short.nemesis.duration_s == 2
+    assert short.checks.max_unavailability_s == 5  # how fast the fabric reacts does not scale
+    assert all(s.at_s + (s.duration_s or 0) <= short.duration_s for s in schedule(short, 3))
