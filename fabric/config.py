@@ -96,6 +96,10 @@ class DebugSettings:
     runs in the background, is never retried and dies with the node, so a crash (or a
     refused commit) right after the answer loses an acknowledged write, and a read in
     between returns the older value."""
+    stale_reads: bool = False
+    """A linearizable read (ReadIndex) answers from the node's own applied state without
+    asking the leader: a node cut off from the leader keeps serving what it last knew,
+    so a read that starts after a write completed can miss it."""
 
     def enabled(self) -> list[str]:
         """The names of the settings that are on."""

@@ -409,6 +409,8 @@ class MetadataService:
     async def read_index(self) -> int:
         """A linearizable read point: every change committed before this call is at or
         below the returned index, which this node has applied on return."""
+        if self.config.debug.stale_reads:
+            return self.state.applied_index  # broken on purpose: see DebugSettings
         deadline = self.clock.now() + limits.PROPOSAL_TIMEOUT_S
         while True:
             leader = self._raft().leader
