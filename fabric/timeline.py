@@ -45,6 +45,9 @@ class Sample:
     """Cumulative, over every container (the cluster's own count)."""
     copied_by_node: dict[str, int] = field(default_factory=dict)
     """Cumulative rebuild bytes each node received as a copy target (its /metrics)."""
+    pulled_by_link: dict[str, int] = field(default_factory=dict)
+    """Cumulative rebuild bytes read over each ``"source>target"`` link (the targets'
+    ``fabric_rebuild_pulled_bytes``): where repair traffic went."""
     degraded_reads: int = 0
     usage: dict[str, Any] = field(default_factory=dict)
     ok: bool = True
@@ -205,10 +208,10 @@ def rebuild_window(samples: Sequence[Sample]) -> tuple[float, float | None] | No
 
 
 def repair_traffic(samples: Sequence[Sample], racks: dict[str, str]) -> dict[str, Any]:
-    """Bytes rebuilt over the run: the cluster's count, and what each node and rack
-    received as a copy target (from the nodes' counters). Whether a copy crossed racks
-    needs its source too, which the counters do not name: ``inside_racks_bytes`` and
-    ``across_racks_bytes`` stay None (not measured)."""
+    """Bytes rebuilt over the run: the cluster's count, what each node and rack received
+    as a copy target, and the bytes read over each source>target link, split into those
+    that stayed inside a rack and those that crossed one (None without racks). Counts
+    re-replication copies; an EC member rebuilt from its strip is not in them."""
     good = [s for s in samples if s.ok]
     if not good:
         return {"rebuilt_bytes": None, "by_node": {}, "by_rack": {}}
@@ -221,14 +224,33 @@ def repair_traffic(samples: Sequence[Sample], racks: dict[str, str]) -> dict[str
     for n, v in by_node.items():
         if n in racks:
             by_rack[racks[n]] = by_rack.get(racks[n], 0) + v
+    links = {
+        link: max(0, v - first.pulled_by_link.get(link, 0))
+        for link, v in sorted(_latest_links(good).items())
+    }
+    inside = across = 0
+    for link, v in links.items():
+        source, _, target = link.partition(">")
+        if racks.get(source) is not None and racks.get(source) == racks.get(target):
+            inside += v
+        else:
+            across += v
     return {
         "rebuilt_bytes": max(0, last.rebuilt_bytes - first.rebuilt_bytes),
         "received_bytes": sum(by_node.values()),
         "by_node": by_node,
         "by_rack": by_rack,
-        "inside_racks_bytes": None,
-        "across_racks_bytes": None,
+        "by_link": links,
+        "inside_racks_bytes": inside if racks else None,
+        "across_racks_bytes": across if racks else None,
     }
+
+
+def _latest_links(samples: Iterable[Sample]) -> dict[str, int]:
+    latest: dict[str, int] = {}
+    for s in samples:
+        latest.update(s.pulled_by_link)
+    return latest
 
 
 def _latest_counters(samples: Iterable[Sample]) -> dict[str, int]:

@@ -251,6 +251,14 @@ class NodeCollector(Collector):
         for failed, count in sorted(getattr(node.runtime.transport, "refused", {}).items()):
             refused.add_metric([node.id, failed], count)
         yield refused
+        pulled = CounterMetricFamily(
+            "fabric_rebuild_pulled_bytes",
+            "Bytes this node read from each source node to make rebuild copies",
+            labels=["node", "source"],
+        )
+        for source, count in sorted(node.copier.stats.bytes_from.items()):
+            pulled.add_metric([node.id, source], count)
+        yield pulled
         states = GaugeMetricFamily(
             "fabric_node_up", "1 if the node is UP in the replicated metadata", labels=["peer"]
         )

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import deque
-from dataclasses import dataclass
+from collections import Counter, deque
+from dataclasses import dataclass, field
 
 from fabric import limits
 from fabric.errors import FabricError, Unavailable
@@ -45,6 +45,9 @@ class CopyStats:
     bytes_copied: int = 0
     bad_ranges: int = 0
     failed: int = 0
+    bytes_from: Counter[str] = field(default_factory=Counter)
+    """Bytes read from each source node for copies made here: with the nodes' racks,
+    whether repair traffic stayed inside a rack or crossed one."""
 
 
 def windows(size: int, checks: tuple[ExtentCheck, ...], window: int) -> list[tuple[int, int]]:
@@ -148,6 +151,7 @@ class Copier:
         for source in msg.sources:
             try:
                 data = await self._read(msg.egid, source, start, end - start)
+                self.stats.bytes_from[source] += len(data)
                 break
             except (PeerUnreachable, FabricError) as exc:
                 errors.append(f"{source}: {exc}")
@@ -173,6 +177,7 @@ class Copier:
             good, source, _ = await self.replicas.good_copy(
                 msg.egid, c.offset, c.length, c.checksum, msg.sources
             )
+            self.stats.bytes_from[source] += len(good)
         except Unavailable:
             raise Unavailable(
                 f"no source holds a good copy of the extent at {c.offset} of {msg.egid}"

@@ -233,8 +233,9 @@ def markdown(s: dict[str, Any], culprits: dict[str, Op | None]) -> str:
         f"* time at reduced resiliency: {s['reduced_resiliency_s']} s",
         f"* rebuild: {_rebuild_text(rb)}",
         f"* repair traffic: {_fmt(rb.get('rebuilt_bytes'), ' bytes')} rebuilt; received by "
-        f"rack {rb.get('by_rack') or '-'}; inside/across racks: not measured (the nodes' "
-        "counters name the target of a copy, not its source)",
+        f"rack {rb.get('by_rack') or '-'}; read inside racks "
+        f"{_fmt(rb.get('inside_racks_bytes'), ' bytes')}, across racks "
+        f"{_fmt(rb.get('across_racks_bytes'), ' bytes')} (re-replication copies)",
         f"* reads while degraded: {dr['degraded_reads']}, p50 "
         f"{_fmt(dr['degraded_p50_ms'], ' ms')}, p99 {_fmt(dr['degraded_p99_ms'], ' ms')} "
         f"(healthy: p50 {_fmt(dr['healthy_p50_ms'], ' ms')}, "

@@ -21,6 +21,9 @@ METRIC = re.compile(
     r'^(fabric_rebuild_copied_bytes|fabric_degraded_reads)(?:_total)?\{node="([^"]+)"\} (\S+)$',
     re.M,
 )
+PULLED = re.compile(
+    r'^fabric_rebuild_pulled_bytes_total\{node="([^"]+)",source="([^"]+)"\} (\S+)$', re.M
+)
 
 
 class Sampler:
@@ -86,8 +89,11 @@ def to_sample(
         for c in progress
     )
     copied: dict[str, int] = {}
+    pulled: dict[str, int] = {}
     degraded = 0
     for text in metrics.values():
+        for target, source, value in PULLED.findall(text):
+            pulled[f"{source}>{target}"] = int(float(value))
         for name, node, value in METRIC.findall(text):
             if name == "fabric_rebuild_copied_bytes":
                 copied[node] = int(float(value))
@@ -104,6 +110,7 @@ def to_sample(
         reduced_resiliency_bytes=reduced_bytes,
         rebuilt_bytes=sum(int(c.get("rebuilt_bytes") or 0) for c in progress),
         copied_by_node=copied,
+        pulled_by_link=pulled,
         degraded_reads=degraded,
         usage={k: v for k, v in usage.items() if isinstance(v, int | float)},
     )

@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -79,6 +80,20 @@ async def wait_rebuilt(
             await asyncio.sleep(0.2)
 
 
+async def pulled_bytes(urls: list[str], token: str) -> dict[tuple[str, str], int]:
+    """``fabric_rebuild_pulled_bytes_total`` of every node, by (target, source)."""
+    pattern = re.compile(
+        r'^fabric_rebuild_pulled_bytes_total\{node="([^"]+)",source="([^"]+)"\} (\S+)$', re.M
+    )
+    out: dict[tuple[str, str], int] = {}
+    for url in urls:
+        async with FabricClient([url], token=token) as client:
+            text = await client.metrics_text()
+        for target, source, value in pattern.findall(text):
+            out[(target, source)] = int(float(value))
+    return out
+
+
 async def api_view(urls: list[str], token: str) -> dict[str, Any]:
     async with FabricClient(urls, token=token) as client:
         return await client.cluster()
@@ -115,6 +130,10 @@ def test_a_killed_node_is_rebuilt_elsewhere_and_every_byte_reads_back(
     copies = [p for n in survivors for p in egroup_files(cluster, n) if p.name in lost]
     for name, content in lost.items():
         assert [p.read_bytes() == content for p in copies if p.name == name] == [True, True]
+    # The targets say where they read the copies from: survivors only, every byte.
+    pulled = asyncio.run(pulled_bytes(urls_but(cluster, victim), cluster.token))
+    assert pulled and all(source in survivors for _, source in pulled), pulled
+    assert sum(pulled.values()) == gold["rebuilt_bytes"], pulled
 
     # Whole again without the victim: it is still dead, and DOWN to the cluster.
     assert not node(cluster.status(), victim).get("pid")

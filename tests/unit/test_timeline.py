@@ -108,7 +108,17 @@ def test_unavailability_reduced_time_rebuild() -> None:
     traffic = timeline.repair_traffic(SAMPLES, {"n2": "r2"})
     assert traffic["rebuilt_bytes"] == 5_000_000
     assert traffic["by_rack"] == {"r2": 5_000_000}
-    assert traffic["across_racks_bytes"] is None  # not measured, and says so
+    assert traffic["by_link"] == {} and traffic["across_racks_bytes"] == 0
+    assert timeline.repair_traffic(SAMPLES, {})["across_racks_bytes"] is None  # no racks
+
+
+def test_repair_traffic_is_split_by_whether_it_crossed_a_rack() -> None:
+    racks = {"n1": "r1", "n2": "r1", "n3": "r2"}
+    before = timeline.Sample(0.0, pulled_by_link={"n1>n2": 100})
+    after = timeline.Sample(1.0, pulled_by_link={"n1>n2": 400, "n3>n2": 50, "n1>n3": 7})
+    traffic = timeline.repair_traffic([before, after], racks)
+    assert traffic["by_link"] == {"n1>n2": 300, "n1>n3": 7, "n3>n2": 50}
+    assert (traffic["inside_racks_bytes"], traffic["across_racks_bytes"]) == (300, 57)
 
 
 def test_report_names_the_culprit_and_writes_every_file(tmp_path: Path) -> None:
