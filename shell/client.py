@@ -251,6 +251,12 @@ class FabricClient:
         except (aiohttp.ClientError, TimeoutError):
             return False
 
+    def pass_over_first(self) -> None:
+        """The caller gave up waiting (its own deadline, shorter than ours) on the node
+        tried first: try the others first from now on. A node that is cut off from its
+        peers still answers health probes, so only the caller can tell it is no use."""
+        self._demote(self.urls[0])
+
     def _demote(self, url: str) -> None:
         self._serving.discard(url)
         self.urls.remove(url)
