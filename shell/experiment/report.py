@@ -139,11 +139,18 @@ def observed(
     faults: Sequence[FaultBand],
 ) -> dict[str, Any]:
     """What the run showed beyond the checks: the leaders in the order they were seen,
-    the states each node was seen in, the cluster's events by kind, and the latency of
-    ok operations before the first fault, while one was on, and between or after them."""
+    the states each node was seen in, the cluster's events by kind, the bad extent
+    copies mended (by reads and by the scrubber, from the nodes' counters), and the
+    latency of ok operations before the first fault, while one was on, and between or
+    after them."""
     leaders: list[str] = []
     states: dict[str, list[str]] = {}
+    repairs = {"read": 0, "scrub": 0}
     for raw in raw_samples:
+        for how, n in (raw.get("repairs") or {}).items():
+            # Cumulative per node; a node that restarted counts from zero again, so the
+            # highest total seen is a lower bound, never an overcount.
+            repairs[how] = max(repairs.get(how, 0), int(n))
         view = raw.get("view") or {}
         leader = view.get("leader")
         if leader and (not leaders or leaders[-1] != leader):
@@ -173,6 +180,7 @@ def observed(
         "leaders": leaders,
         "node_states": states,
         "events_by_kind": dict(sorted(kinds.items())),
+        "repairs": repairs,
         "latency_by_phase": {
             k: {
                 "ops": len(v),
@@ -348,6 +356,8 @@ def _observed_lines(o: dict[str, Any] | None) -> list[str]:
         f"* latency of ok operations, before the first fault / while one was on / "
         f"otherwise after it: {phases or 'no operations'}",
         f"* cluster events: {events}",
+        f"* bad extent copies mended: {o['repairs']['read']} by reads, "
+        f"{o['repairs']['scrub']} by the scrubber",
     ]
 
 

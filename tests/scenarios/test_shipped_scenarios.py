@@ -44,7 +44,9 @@ def _down(s: Summary) -> set[str]:
 def node_loss(s: Summary) -> None:
     (kill,) = _faults(s, "node-kill")
     assert set(kill["nodes"]) <= _down(s), "the killed node was never seen DOWN"
-    assert s["rebuild"]["rebuilt_bytes"] > 0, "nothing was rebuilt"
+    events = s["observed"]["events_by_kind"]
+    assert events.get("rebuild_finished", 0) >= 1, f"no rebuild finished: {events}"
+    assert s["rebuild"]["rebuilt_bytes"] > 0 and s["reduced_resiliency_s"] > 0
     assert s["acknowledged_writes_lost"] == 0
 
 
@@ -64,8 +66,8 @@ def rack_failure_ec(s: Summary) -> None:
 
 
 def bit_rot(s: Summary) -> None:
-    events = s["observed"]["events_by_kind"]
-    assert events.get("scrub_repaired", 0) >= 1, f"no repair: {events}"
+    repairs = s["observed"]["repairs"]
+    assert repairs["read"] + repairs["scrub"] >= 1, f"no flip found and mended: {repairs}"
     assert s["wrong_reads"] == 0
 
 

@@ -17,6 +17,7 @@ from fabric.scenario import parse_scenario
 from fabric.timeline import FaultBand
 from shell.experiment import flaky, report
 from shell.experiment.runner import cluster_config
+from shell.experiment.sampler import repair_counts
 from shell.experiment.verdicts import check_images
 
 
@@ -90,6 +91,8 @@ def test_observed_leaders_states_events_and_latency_by_phase() -> None:
         }
 
     raw = [view("n1", "UP"), view("n1", "DOWN"), {"ok": False}, view("n2", "UP")]
+    raw[1]["repairs"] = {"read": 2, "scrub": 1}
+    raw[3]["repairs"] = {"read": 1, "scrub": 1}  # a node restarted: its count began again
     ops = [
         Op(1, "write", "k", "v", 0.0, 0.01, "ok"),
         Op(1, "write", "k", "v", 5.0, 5.5, "ok"),
@@ -105,10 +108,22 @@ def test_observed_leaders_states_events_and_latency_by_phase() -> None:
     assert o["leaders"] == ["n1", "n2"]
     assert o["node_states"] == {"n1": ["UP"], "n2": ["UP", "DOWN"]}
     assert o["events_by_kind"] == {"fault": 2}
+    assert o["repairs"] == {"read": 2, "scrub": 1}
     phases = o["latency_by_phase"]
     assert [phases[p]["ops"] for p in ("before", "during", "after")] == [1, 1, 1]
     assert phases["during"]["p99_ms"] == 500.0
     assert "leaders seen, in order: n1, n2" in "\n".join(report._observed_lines(o))
+
+
+def test_repairs_are_read_from_every_node_s_counters() -> None:
+    text = (
+        "# HELP fabric_replica_repairs_total Bad extent copies\n"
+        'fabric_replica_repairs_total{node="n1"} 2.0\n'
+        'fabric_scrub_repaired_total{node="n1"} 1.0\n'
+        'fabric_degraded_reads_total{node="n1"} 9.0\n'
+    )
+    other = 'fabric_replica_repairs_total{node="n2"} 3.0\n'
+    assert repair_counts({"n1": text, "n2": other, "n3": ""}) == {"read": 5, "scrub": 1}
 
 
 def test_the_cluster_gets_the_scenario_s_scrub_settings() -> None:
