@@ -141,6 +141,11 @@ class FabricClient:
         self._session = aiohttp.ClientSession(
             timeout=self.timeout, headers=headers, connector=connector
         )
+        # aiohttp sends an idempotent request (PUT, DELETE) again, once and silently, when
+        # a pooled connection breaks; when a restarting node refuses that second try, we
+        # would be told "never sent" about a request the node may have applied before it
+        # went. What is sent again, and where, is decided here (``_each_node``).
+        self._session._retry_connection = False
         return self
 
     async def __aexit__(

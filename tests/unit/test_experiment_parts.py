@@ -9,12 +9,14 @@ import random
 from pathlib import Path
 
 import aiohttp
+import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from fabric.history import Op
 from fabric.scenario import parse_scenario
 from fabric.timeline import FaultBand
+from shell.client import FabricClient, Unreachable
 from shell.experiment import flaky, report
 from shell.experiment.runner import cluster_config
 from shell.experiment.sampler import repair_counts
@@ -135,3 +137,34 @@ def test_the_cluster_gets_the_scenario_s_scrub_settings() -> None:
     assert (cfg.scrub.cycle_s, cfg.scrub.bytes_per_s) == (5, 0)
     plain = cluster_config(parse_scenario('duration_s = 9\n[[workloads]]\nkind = "kv-cas"\n'))
     assert plain.scrub.cycle_s > 3600
+
+
+async def test_a_put_whose_connection_broke_is_in_doubt_and_never_sent_again() -> None:
+    """A node that applied a PUT and died before answering: aiohttp would send the PUT
+    again on its own (idempotent method, pooled connection) and, refused by the dead
+    node, make it look never sent; a kv history then shows a write that took effect as
+    failed. FabricClient sends it once and calls its outcome unknown."""
+    puts = 0
+
+    async def health(request: web.Request) -> web.Response:
+        return web.json_response({"ok": True})
+
+    async def put(request: web.Request) -> web.Response:
+        nonlocal puts
+        puts += 1
+        await request.read()
+        assert request.transport is not None
+        request.transport.close()  # applied, then gone before the answer
+        return web.json_response({"version": 1})
+
+    app = web.Application()
+    app.router.add_get("/api/v1/health", health)
+    app.router.add_put("/api/v1/kv/{key}", put)
+    async with TestServer(app, host="127.0.0.1") as server:
+        url = str(server.make_url("")).rstrip("/")
+        async with FabricClient([url], 5.0) as client:
+            await client.request("GET", "/api/v1/health")  # a pooled connection to reuse
+            with pytest.raises(Unreachable) as caught:
+                await client.kv_put("k", 1)
+    assert puts == 1
+    assert caught.value.maybe_sent
