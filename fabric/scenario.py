@@ -76,7 +76,7 @@ RUNNER_SELECTS = ("follower",)
 """Targets the runner resolves from its last view of the cluster before it injects:
 ``follower`` is one node that is not the leader (a seeded choice)."""
 WORKLOAD_KINDS = ("vdisk-writer", "vdisk-reader", "kv-cas", "image-upload", "image-import")
-CHECKERS = ("blocks", "kv-linearizable")
+CHECKERS = ("blocks", "kv-linearizable", "images")
 MAX_DURATION_S = 24 * 3600.0
 MAX_CONCURRENCY = 64
 MAX_NEMESIS_FAULTS = 10_000
@@ -84,6 +84,9 @@ MAX_NEMESIS_FAULTS = 10_000
 that runs until memory ends)."""
 MAX_BLOCK_BYTES = 16 << 20
 MAX_IMAGE_BYTES = 1 << 30
+MAX_DROP_PROBABILITY = 0.5
+"""A node resumes an import at most ``limits.IMPORT_MAX_RESUMES`` times: a source that
+drops more often than this fails imports for that, not for a fault of the fabric."""
 
 
 class ScenarioError(ConfigError):
@@ -105,6 +108,11 @@ class ClusterSpec:
     """Overrides ``[timeouts] down_after_ms`` (0: the default) for faster detection."""
     rebuild_delay_s: float = -1.0
     """Overrides ``[rebuild] delay_s`` (negative: the default)."""
+    scrub_cycle_s: float = -1.0
+    """Overrides ``[scrub] cycle_s`` (negative: the default): how soon each node re-reads
+    its extent groups again, so a bit-rot experiment sees the scrubber at work."""
+    scrub_bytes_per_s: int = -1
+    """Overrides ``[scrub] bytes_per_s`` (negative: the default; 0: no limit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +122,8 @@ class ContainerSpec:
     ec: str = ""
     dedup: bool = False
     compression: str = "none"
+    ec_delay_s: float | None = None
+    """How long a group stays unchanged before it is erasure coded (None: the default)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +146,9 @@ class WorkloadSpec:
     image_bytes: int = 1 << 20
     timeout_s: float = 10.0
     """A client gives up on one operation after this long (its outcome is unknown)."""
+    drop_probability: float = 0.0
+    """image-import: the chance that the runner's source server breaks off a response
+    part way through its body (the node's import must resume it with Range)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,8 +394,14 @@ def _parse_cluster(r: _Reader) -> ClusterSpec:
         raise r.error("extent_bytes", "must be a power of two")
     down = r.number("down_after_ms", 0, 0, 600_000, integer=True)
     delay = r.number("rebuild_delay_s", -1.0, -1, 86_400)
+    scrub_cycle = r.number("scrub_cycle_s", -1.0, -1, 86_400 * 365)
+    if 0 <= scrub_cycle < 1:
+        raise r.error("scrub_cycle_s", "must be at least 1 s (or negative: the default)")
+    scrub_rate = r.number("scrub_bytes_per_s", -1, -1, 1 << 40, integer=True)
     r.done()
-    return ClusterSpec(nodes, racks, voters, extent, config, down, float(delay))
+    return ClusterSpec(
+        nodes, racks, voters, extent, config, down, float(delay), float(scrub_cycle), scrub_rate
+    )
 
 
 def _parse_container(r: _Reader) -> ContainerSpec:
@@ -399,8 +418,11 @@ def _parse_container(r: _Reader) -> ContainerSpec:
         compression = "zstd" if compression else "none"
     if compression not in ("none", "zstd"):
         raise r.error("compression", "must be none or zstd")
+    ec_delay = r.number("ec_delay_s", None, 0, MAX_DURATION_S)
+    if ec_delay is not None and not ec:
+        raise r.error("ec_delay_s", "only an erasure-coded container (ec = ...) has one")
     r.done()
-    return ContainerSpec(name, rf, ec, dedup, compression)
+    return ContainerSpec(name, rf, ec, dedup, compression, _opt_float(ec_delay))
 
 
 def _parse_workload(r: _Reader, nth: int, containers: tuple[ContainerSpec, ...]) -> WorkloadSpec:
@@ -425,7 +447,10 @@ def _parse_workload(r: _Reader, nth: int, containers: tuple[ContainerSpec, ...])
         keys=r.number("keys", 3, 1, 1000, integer=True),
         image_bytes=r.number("image_bytes", 1 << 20, 512, MAX_IMAGE_BYTES, integer=True),
         timeout_s=float(r.number("timeout_s", 10.0, 0.1, 3600)),
+        drop_probability=float(r.number("drop_probability", 0.0, 0, MAX_DROP_PROBABILITY)),
     )
+    if w.drop_probability and kind != "image-import":
+        raise r.error("drop_probability", "only an image-import workload has a flaky source")
     if w.vdisk_bytes < w.block_bytes:
         raise r.error("vdisk_bytes", f"must hold at least one block of {w.block_bytes} bytes")
     r.done()

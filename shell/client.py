@@ -141,6 +141,11 @@ class FabricClient:
         self._session = aiohttp.ClientSession(
             timeout=self.timeout, headers=headers, connector=connector
         )
+        # aiohttp sends an idempotent request (PUT, DELETE) again, once and silently, when
+        # a pooled connection breaks; when a restarting node refuses that second try, we
+        # would be told "never sent" about a request the node may have applied before it
+        # went. What is sent again, and where, is decided here (``_each_node``).
+        self._session._retry_connection = False
         return self
 
     async def __aexit__(
@@ -250,6 +255,12 @@ class FabricClient:
             return True  # any answer, even an error, shows the node is serving
         except (aiohttp.ClientError, TimeoutError):
             return False
+
+    def pass_over_first(self) -> None:
+        """The caller gave up waiting (its own deadline, shorter than ours) on the node
+        tried first: try the others first from now on. A node that is cut off from its
+        peers still answers health probes, so only the caller can tell it is no use."""
+        self._demote(self.urls[0])
 
     def _demote(self, url: str) -> None:
         self._serving.discard(url)

@@ -4,7 +4,8 @@ Every fault goes to ``POST /api/v1/faults`` (issue 12's contract 2), which resol
 its target, clears it after its duration and records it in the event log. Where that
 API is missing (a 404 or 405 answer: a fabric built without it), node faults fall back
 to the runner's own signals on the local processes, by pid from the cluster directory:
-``node-kill`` is SIGKILL (the node is started again when the fault's duration ends),
+``node-kill`` is SIGKILL (the node is started again when the fault's duration ends, as
+it is after a kill through the API),
 ``node-pause``/``node-resume`` are SIGSTOP/SIGCONT, ``node-restart`` a kill and a start.
 Every other kind is then skipped, and the report says so.
 
@@ -72,8 +73,18 @@ class FaultApplier:
                 end = None if step.duration_s is None else start + step.duration_s
                 nodes = tuple(answer.get("nodes", ()))
                 self.bands.append(FaultBand(start, end, step.kind, nodes, "api"))
+                if step.kind == "node-kill" and step.duration_s is not None:
+                    await self._start_again(nodes, step.duration_s)
                 return
         await self._fallback(step, target, start)
+
+    async def _start_again(self, nodes: tuple[str, ...], after_s: float) -> None:
+        """A killed node stays dead (nothing in the cluster starts processes): a kill with
+        a duration ends with the runner starting the node again, as an operator would."""
+        await asyncio.sleep(after_s)
+        for node in nodes:
+            if self.cdir.pid(node) is None:
+                self.spawned.append(spawn(self.cdir, node))
 
     def _band(
         self, step: FaultStep, start: float, nodes: tuple[str, ...], via: str, detail: str = ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -131,6 +132,70 @@ def summarize(
     }
 
 
+def observed(
+    ops: Sequence[Op],
+    raw_samples: Sequence[dict[str, Any]],
+    events: Sequence[dict[str, Any]],
+    faults: Sequence[FaultBand],
+) -> dict[str, Any]:
+    """What the run showed beyond the checks: the leaders in the order they were seen,
+    the states each node was seen in, the cluster's events by kind, the bad extent
+    copies mended (by reads and by the scrubber, from the nodes' counters), and the
+    latency of ok operations before the first fault, while one was on, and between or
+    after them."""
+    leaders: list[str] = []
+    states: dict[str, list[str]] = {}
+    repairs = {"read": 0, "scrub": 0}
+    for raw in raw_samples:
+        for how, n in (raw.get("repairs") or {}).items():
+            # Cumulative per node; a node that restarted counts from zero again, so the
+            # highest total seen is a lower bound, never an overcount.
+            repairs[how] = max(repairs.get(how, 0), int(n))
+        view = raw.get("view") or {}
+        leader = view.get("leader")
+        if leader and (not leaders or leaders[-1] != leader):
+            leaders.append(leader)
+        for n in view.get("nodes", []):
+            seen = states.setdefault(str(n.get("id")), [])
+            if n.get("state") and n["state"] not in seen:
+                seen.append(n["state"])
+    kinds: dict[str, int] = {}
+    for e in events:
+        if "kind" in e:
+            kinds[e["kind"]] = kinds.get(e["kind"], 0) + 1
+    applied = [f for f in faults if f.via != "skipped"]
+    first = min((f.start for f in applied), default=None)
+
+    def phase(op: Op) -> str:
+        if first is None or op.complete < first:
+            return "before"
+        on = any(f.start <= op.complete <= (f.end or math.inf) for f in applied)
+        return "during" if on else "after"
+
+    latency: dict[str, list[float]] = {"before": [], "during": [], "after": []}
+    for op in ops:
+        if op.outcome == "ok":
+            latency[phase(op)].append(timeline.latency_ms(op))
+    return {
+        "leaders": leaders,
+        "node_states": states,
+        "events_by_kind": dict(sorted(kinds.items())),
+        "repairs": repairs,
+        "latency_by_phase": {
+            k: {
+                "ops": len(v),
+                "p50_ms": _round(timeline.percentile(v, 50)),
+                "p99_ms": _round(timeline.percentile(v, 99)),
+            }
+            for k, v in latency.items()
+        },
+    }
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)
+
+
 def _stat(check: CheckResult | None, key: str) -> Any:
     return None if check is None or check.status == "skipped" else check.stats.get(key)
 
@@ -242,6 +307,7 @@ def markdown(s: dict[str, Any], culprits: dict[str, Op | None]) -> str:
         f"p99 {_fmt(dr['healthy_p99_ms'], ' ms')}); degraded extent reads by the nodes: "
         f"{_fmt(dr['count_from_metrics'])}",
         f"* savings: {_savings_text(s['savings'])}",
+        *_observed_lines(s.get("observed")),
         "",
         "## Faults",
         "",
@@ -263,6 +329,37 @@ def markdown(s: dict[str, Any], culprits: dict[str, Op | None]) -> str:
         "",
     ]
     return "\n".join(out)
+
+
+def _observed_lines(o: dict[str, Any] | None) -> list[str]:
+    if not o:
+        return []
+    down = sorted(n for n, seen in o["node_states"].items() if "DOWN" in seen)
+    phases = ", ".join(
+        f"{k} p50 {_fmt(v['p50_ms'], ' ms')} / p99 {_fmt(v['p99_ms'], ' ms')} ({v['ops']} ops)"
+        for k, v in o["latency_by_phase"].items()
+        if v["ops"]
+    )
+    events = ", ".join(f"{k} {n}" for k, n in o["events_by_kind"].items()) or "none"
+    src = o.get("import_source")
+    source = (
+        [
+            f"* import source: {src['responses']} responses, {src['broken']} broken off "
+            f"part way, {src['resumed']} answering a Range request"
+        ]
+        if src
+        else []
+    )
+    return [
+        *source,
+        f"* leaders seen, in order: {', '.join(o['leaders']) or 'none'}",
+        f"* nodes seen DOWN: {', '.join(down) or 'none'}",
+        f"* latency of ok operations, before the first fault / while one was on / "
+        f"otherwise after it: {phases or 'no operations'}",
+        f"* cluster events: {events}",
+        f"* bad extent copies mended: {o['repairs']['read']} by reads, "
+        f"{o['repairs']['scrub']} by the scrubber",
+    ]
 
 
 def _rebuild_text(rb: dict[str, Any]) -> str:

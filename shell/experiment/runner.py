@@ -131,6 +131,10 @@ def cluster_config(scenario: Scenario) -> ClusterConfig:
         )
     if spec.rebuild_delay_s >= 0:
         cfg = replace(cfg, rebuild=replace(cfg.rebuild, delay_s=spec.rebuild_delay_s))
+    if spec.scrub_cycle_s >= 0:
+        cfg = replace(cfg, scrub=replace(cfg.scrub, cycle_s=spec.scrub_cycle_s))
+    if spec.scrub_bytes_per_s >= 0:
+        cfg = replace(cfg, scrub=replace(cfg.scrub, bytes_per_s=spec.scrub_bytes_per_s))
     if any(w.kind == "image-import" for w in scenario.workloads):
         cfg = replace(cfg, import_allow=tuple(sorted({*cfg.import_allow, IMPORT_ALLOW})))
     return cfg
@@ -144,6 +148,8 @@ class Outcome:
     faults: list[timeline.FaultBand]
     events: list[dict[str, Any]]
     elapsed_s: float
+    source: dict[str, int]
+    """What the flaky import source did (``flaky.handler``'s counts; empty: not used)."""
 
 
 def run(
@@ -195,6 +201,11 @@ def run(
         racks,
         time.monotonic() - started,
     )
+    summary["observed"] = report.observed(
+        outcome.ops, outcome.raw_samples, outcome.events, outcome.faults
+    )
+    if outcome.source.get("responses"):
+        summary["observed"]["import_source"] = dict(outcome.source)
     rows = timeline.rows(outcome.ops, outcome.samples, outcome.faults, scenario.duration_s)
     culprits = {c.name: c.culprit for c in checks}
     culprits.update(
@@ -253,7 +264,10 @@ async def _experiment(
         show("setting up")
         first_event = 0 if ours else int((await main.events(limit=1)).get("last_seq", 0))
         await _containers(main, scenario)
-        import_url = await _import_server(stack, workdir) if _imports(scenario) else ""
+        source: dict[str, int] = {}
+        import_url = (
+            await _import_server(stack, workdir, seed, source) if _imports(scenario) else ""
+        )
         run_id = f"s{seed}-{int(time.time()) % 100000}"
         clock = RunClock()
         ctx = Context(Recorder(clock), main, list(per_node.values()), seed, run_id, workdir)
@@ -306,6 +320,7 @@ async def _experiment(
         faults.bands,
         events,
         time.monotonic() - begun,
+        source,
     )
 
 
@@ -317,26 +332,42 @@ async def _containers(client: FabricClient, scenario: Scenario) -> None:
     for c in scenario.containers:
         try:
             await client.create_container(
-                c.name, rf=c.rf, ec=c.ec or None, dedup=c.dedup, compression=c.compression
+                c.name,
+                rf=c.rf,
+                ec=c.ec or None,
+                ec_delay_s=c.ec_delay_s,
+                dedup=c.dedup,
+                compression=c.compression,
             )
         except ApiError as exc:
             if exc.status != 409:  # an existing container (--dir) is used as it is
                 raise
 
 
-async def _import_server(stack: contextlib.AsyncExitStack, workdir: str) -> str:
-    """Serve ``workdir`` on 127.0.0.1 (a free port) for the image imports; its base URL."""
+async def _import_server(
+    stack: contextlib.AsyncExitStack, workdir: str, seed: int, stats: dict[str, int]
+) -> str:
+    """Serve ``workdir`` on 127.0.0.1 (a free port) for the image imports; its base URL.
+
+    ``/img/NAME`` serves a file as it is; ``/flaky/NAME?drop=P`` is the same file from a
+    source that, with probability P per request, breaks the connection part way through
+    the body (``flaky.serve``)."""
     from aiohttp import web
+
+    from shell.experiment import flaky
 
     app = web.Application()
     app.router.add_static("/img", workdir)
+    app.router.add_get(
+        "/flaky/{name}", flaky.handler(workdir, random.Random(f"flaky:{seed}"), stats)
+    )
     runner = web.AppRunner(app)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return f"http://127.0.0.1:{port}/img"
+    return f"http://127.0.0.1:{port}"
 
 
 async def _events(client: FabricClient, since: int) -> list[dict[str, Any]]:

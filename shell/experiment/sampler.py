@@ -17,6 +17,11 @@ from shell.client import FabricClient
 from shell.experiment.workloads import RunClock
 
 SAMPLE_TIMEOUT_S = 0.9
+REPAIRS = re.compile(
+    r'^(fabric_replica_repairs|fabric_scrub_repaired)(?:_total)?\{node="([^"]+)"\} (\S+)$', re.M
+)
+"""Bad extent copies mended: by the read path (counted by the node that read) and by the
+scrubber. The read path records no event, so its counter is the only trace of it."""
 METRIC = re.compile(
     r'^(fabric_rebuild_copied_bytes|fabric_degraded_reads)(?:_total)?\{node="([^"]+)"\} (\S+)$',
     re.M,
@@ -55,7 +60,8 @@ class Sampler:
         else:
             self.last_view = view
             s = to_sample(t, view, rebuild, metrics)
-            self.raw.append({"t": s.t, "ok": True, "view": view, "rebuild": rebuild})
+            raw = {"t": s.t, "ok": True, "view": view, "rebuild": rebuild}
+            self.raw.append({**raw, "repairs": repair_counts(metrics)})
         self.samples.append(s)
         return s
 
@@ -73,6 +79,15 @@ class Sampler:
             return await client.metrics_text()
         except Exception:  # a node that is down has no numbers this second
             return ""
+
+
+def repair_counts(metrics: dict[str, str]) -> dict[str, int]:
+    """``{"read": n, "scrub": n}`` over every node that answered (cumulative counters)."""
+    out = {"read": 0, "scrub": 0}
+    for text in metrics.values():
+        for name, _node, value in REPAIRS.findall(text):
+            out["read" if name == "fabric_replica_repairs" else "scrub"] += int(float(value))
+    return out
 
 
 def to_sample(

@@ -38,6 +38,7 @@ READ_KINDS = frozenset({"read", "kv-read", "download"})
 KV_VALUES = 5
 """kv values are 0..4: small, so compare-and-set succeeds often enough to matter."""
 TASK_POLL_S = 0.2
+TIMED_OUT = "timed out"
 
 
 ZERO = "zero"
@@ -129,7 +130,7 @@ def classify(exc: BaseException) -> tuple[str, str]:
     if isinstance(exc, Unreachable):
         return ("unknown" if exc.maybe_sent else "fail"), str(exc)
     if isinstance(exc, TimeoutError):
-        return "unknown", "timed out"
+        return "unknown", TIMED_OUT
     if isinstance(exc, BrokenStream | aiohttp.ClientError | OSError):
         return "unknown", str(exc) or type(exc).__name__
     raise exc  # a bug of ours: the run stops and says so
@@ -148,6 +149,7 @@ class Context:
     run_id: str
     workdir: str
     import_base_url: str = ""
+    """The runner's source server (``/img/NAME``, ``/flaky/NAME?drop=P``)."""
     written: dict[str, set[int]] = field(default_factory=dict)
     """vdisk -> blocks a write was invoked on (readers read only those)."""
     block_bytes: dict[str, int] = field(default_factory=dict)
@@ -223,6 +225,7 @@ def _writer(ctx: Context, spec: WorkloadSpec, process: int, rng: random.Random, 
             await ctx.client.write_vdisk_bytes(vdisk, data, offset)
 
         op = await rec.record(process, "write", key, digest(data), extra, write, spec.timeout_s)
+        _pass_over_on_timeout(ctx, op)
         if spec.verify and op.outcome == "ok":
             await _read_block(ctx, spec, process, vdisk, block)
 
@@ -239,9 +242,17 @@ async def _read_block(
         data = await ctx.client.read_vdisk_bytes(vdisk, block * size, size)
         return digest(data)
 
-    await ctx.recorder.record(
+    op = await ctx.recorder.record(
         process, "read", f"{vdisk}/{block}", None, extra, read, spec.timeout_s
     )
+    _pass_over_on_timeout(ctx, op)
+
+
+def _pass_over_on_timeout(ctx: Context, op: Op) -> None:
+    """Like a multipath initiator, a block client that timed out on a node tries another
+    one next (the shared client itself waits on any node that still answers probes)."""
+    if op.error == TIMED_OUT:
+        ctx.client.pass_over_first()
 
 
 def _reader(ctx: Context, spec: WorkloadSpec, process: int, rng: random.Random) -> Step:
@@ -378,7 +389,10 @@ def _import(ctx: Context, spec: WorkloadSpec, process: int, rng: random.Random, 
         extra: dict[str, Any] = {"workload": spec.name, "bytes": len(data)}
 
         async def do_import() -> None:
-            url = f"{ctx.import_base_url}/{os.path.basename(path)}"
+            file = os.path.basename(path)
+            url = f"{ctx.import_base_url}/img/{file}"
+            if spec.drop_probability:
+                url = f"{ctx.import_base_url}/flaky/{file}?drop={spec.drop_probability}"
             try:
                 image = await ctx.client.create_image(name, source_url=url)
             except ApiError as exc:
@@ -397,8 +411,10 @@ def _import(ctx: Context, spec: WorkloadSpec, process: int, rng: random.Random, 
             extra["sha256_reported"] = final.get("source_sha256")
 
         try:
-            await rec.record(process, "import", name, sha, extra, do_import, spec.timeout_s)
+            op = await rec.record(process, "import", name, sha, extra, do_import, spec.timeout_s)
         finally:
             os.unlink(path)
+        if spec.verify and op.outcome == "ok":
+            await _download(ctx, spec, process, name, len(data))
 
     return step

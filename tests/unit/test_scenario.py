@@ -147,3 +147,60 @@ max_unavailability_s = 5
     assert short.nemesis is not None and short.nemesis.duration_s == 2
     assert short.checks.max_unavailability_s == 5  # how fast the fabric reacts does not scale
     assert all(s.at_s + (s.duration_s or 0) <= short.duration_s for s in schedule(short, 3))
+
+
+def test_the_settings_shipped_scenarios_need() -> None:
+    text = """
+duration_s = 60
+[cluster]
+nodes = 3
+scrub_cycle_s = 5
+scrub_bytes_per_s = 0
+[[containers]]
+name = "cold"
+ec = "2+1"
+ec_delay_s = 0
+[[workloads]]
+kind = "image-import"
+drop_probability = 0.3
+[checks]
+checkers = ["images"]
+"""
+    s = parse_scenario(text)
+    assert (s.cluster.scrub_cycle_s, s.cluster.scrub_bytes_per_s) == (5, 0)
+    assert s.containers[0].ec_delay_s == 0
+    assert s.workloads[0].drop_probability == 0.3
+    assert s.checks.checkers == ("images",)
+    defaults = parse_scenario(GOOD)
+    assert defaults.cluster.scrub_cycle_s < 0 and defaults.containers[0].ec_delay_s is None
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where"),
+    [
+        ('ec = "2+1"\nec_delay_s = 0', "ec_delay_s = 0", "ec_delay_s"),
+        ("drop_probability = 0.3", "drop_probability = 0.9", "drop_probability"),
+        ("scrub_cycle_s = 5", "scrub_cycle_s = 0.5", "scrub_cycle_s"),
+    ],
+)
+def test_the_new_settings_are_refused_out_of_place(old: str, new: str, where: str) -> None:
+    text = """
+duration_s = 60
+[cluster]
+scrub_cycle_s = 5
+[[containers]]
+name = "cold"
+ec = "2+1"
+ec_delay_s = 0
+[[workloads]]
+kind = "image-import"
+drop_probability = 0.3
+"""
+    with pytest.raises(ScenarioError, match=where):
+        parse_scenario(text.replace(old, new))
+
+
+def test_a_flaky_source_belongs_to_an_import() -> None:
+    text = 'duration_s = 9\n[[workloads]]\nkind = "kv-cas"\ndrop_probability = 0.1\n'
+    with pytest.raises(ScenarioError, match="only an image-import"):
+        parse_scenario(text)
