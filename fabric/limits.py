@@ -43,6 +43,9 @@ past it the oldest are forgotten and requests signed before them are refused."""
 TOKEN_STALENESS_S = 1.0
 """How far behind the leader a node's copy of the tokens may be when it checks one: a
 revocation holds everywhere within this time (one ReadIndex per node per interval)."""
+TOKEN_CATCH_UP_TIMEOUT_S = 1.0
+"""How long a token check waits for the leader to answer its catch-up before it checks
+on the node's own state (a node cut off from the leader keeps answering)."""
 MAX_TOKENS = 10_000
 """API tokens one cluster keeps (revoked ones count: they stay listed)."""
 PEER_DIGEST_INLINE_BYTES = 64 * KiB

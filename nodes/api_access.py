@@ -20,6 +20,7 @@ The routes under ``/api/v1/tokens`` create, list and revoke tokens (admin only).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -83,24 +84,34 @@ class Freshness:
         self.node = node
         self.fresh_at = float("-inf")
         """Clock time a completed catch-up started: the state holds everything before it."""
+        self.tried_at = float("-inf")
+        """When the last catch-up started, done or not: a node cut off from the leader
+        tries once per interval and checks on its own state meanwhile (its status must
+        stay readable), never making each request wait for a leader that is not there."""
         self._pending: asyncio.Future[None] | None = None
 
     async def ensure(self) -> None:
-        if self.node.runtime.clock.now() - self.fresh_at <= limits.TOKEN_STALENESS_S:
+        now = self.node.runtime.clock.now()
+        if now - max(self.fresh_at, self.tried_at) <= limits.TOKEN_STALENESS_S:
             return
         if self._pending is None:
             self._pending = asyncio.ensure_future(self._catch_up())
         await asyncio.shield(self._pending)
 
     async def _catch_up(self) -> None:
-        started = self.node.runtime.clock.now()
+        started = self.tried_at = self.node.runtime.clock.now()
         try:
-            await self.node.metadata.read_index()
+            await catch_up(self.node)
             self.fresh_at = started
-        except FabricError as exc:
+        except (FabricError, TimeoutError) as exc:
             log.debug("token check on local state: no catch-up (%s)", exc)
         finally:
             self._pending = None
+
+
+async def catch_up(node: Node) -> None:
+    """A ReadIndex, given up after ``TOKEN_CATCH_UP_TIMEOUT_S`` (TimeoutError)."""
+    await asyncio.wait_for(node.metadata.read_index(), limits.TOKEN_CATCH_UP_TIMEOUT_S)
 
 
 FRESHNESS = web.AppKey("freshness", Freshness)
@@ -118,7 +129,8 @@ async def _verify(node: Node, presented: str) -> TokenRecord:
         raise Unauthorized(str(exc)) from None
     record = access.token(node.metadata.state, parsed.id)
     if record is None and parsed.id != tokens.ADMIN_ID:
-        await node.metadata.read_index()  # created on another node a moment ago?
+        with contextlib.suppress(FabricError, TimeoutError):
+            await catch_up(node)  # created on another node a moment ago?
         record = access.token(node.metadata.state, parsed.id)
     if record is not None and record.revoked:
         raise Unauthorized(f"token {parsed.id} was revoked")

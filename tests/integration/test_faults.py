@@ -259,3 +259,95 @@ def test_clock_skew_shows_in_health_and_past_60_s_peers_refuse(fab: Cluster) -> 
     fab.wait(lambda v: next(n for n in v["nodes"] if n["id"] == "n1")["state"] != "UP", 30)
     fab.fabric("fault", "clear")
     fab.wait(lambda v: all(n["state"] == "UP" for n in v["nodes"]), 30, what="skew healed")
+
+
+def test_duplicated_messages_change_nothing(fab: Cluster) -> None:
+    """Raft's messages delivered twice: every write lands once, in order."""
+
+    async def go() -> None:
+        async with client(fab) as cl:
+            await cl.inject_fault("net-duplicate", {"select": "all"}, {"probability": 1.0}, 30)
+            for i in range(10):
+                await cl.kv_put("twice", i)
+            assert (await cl.kv_get("twice"))["value"] == 9
+
+    run(go())
+    duplicated = sum(
+        health(fab, n)["faults"]["net"].get("messages_duplicated", 0) for n in ("n1", "n2", "n3")
+    )
+    assert duplicated > 0
+
+
+def test_a_bandwidth_cap_slows_replica_writes_by_its_rate(fab: Cluster) -> None:
+    size = 4 * MiB
+
+    async def timed_write(cl: FabricClient, name: str) -> float:
+        await cl.create_vdisk(name, "f", size)
+        t = time.monotonic()
+        await cl.write_vdisk_bytes(name, os.urandom(size))
+        return time.monotonic() - t
+
+    async def go() -> tuple[float, float]:
+        async with client(fab) as cl:
+            if not any(c["name"] == "f" for c in await cl.containers()):
+                await cl.create_container("f", rf=2)
+            free = await timed_write(cl, "wide")
+            cap = {"bytes_per_s": 2_000_000}
+            await cl.inject_fault("net-bandwidth", {"select": "all"}, cap, 60)
+            capped = await timed_write(cl, "narrow")
+            return free, capped
+
+    free, capped = run(go())
+    # At RF2 at least one copy of every byte crosses a capped link: 4 MiB at 2 MB/s.
+    assert capped >= 0.8 * size / 2_000_000 and capped > 2 * free, (free, capped)
+
+
+def test_a_reset_refuses_a_nodes_calls_until_it_ends(fab: Cluster) -> None:
+    inject(fab, "net-reset", "--nodes", "n2", "--duration", "3s")
+
+    def refused() -> int:
+        net = health(fab, "n2")["faults"]["net"]
+        return int(net.get("calls_refused", 0) + net.get("messages_dropped", 0))
+
+    until(lambda: refused() > 0, 10, "n2's calls and messages refused")
+    until(lambda: not health(fab, "n2")["faults"]["active"], 10, "the reset to end by itself")
+    fab.wait(whole, 30, what="every node UP after the reset")
+
+
+def test_failed_reads_on_one_node_are_served_from_another_copy(fab: Cluster) -> None:
+    data = _write_vdisk(fab, "eio", 2 * MiB)
+    # A node holding a copy of what was just written (the newest group file): reads
+    # through it try its local copy first (nodes/services/reader.py).
+    newest = max((fab.dir / "nodes").rglob("*.eg"), key=lambda p: p.stat().st_mtime)
+    victim = newest.relative_to(fab.dir / "nodes").parts[0]
+    inject(fab, "disk-fail", "--nodes", victim, "--param", "ops=read", "--duration", "60s")
+
+    async def read_back() -> bytes:
+        async with client(fab, victim) as cl:  # through the victim: its copy is read first
+            return await cl.read_vdisk_bytes("eio", 0, len(data))
+
+    assert run(read_back()) == data
+    view = fab.wait(
+        lambda v: any(
+            d["state"] == "FAILED"
+            for n in v["nodes"]
+            if n["id"] == victim
+            for d in n["disks"]
+            if isinstance(d, dict)
+        ),
+        30,
+        what=f"{victim}'s failing disk marked FAILED",
+    )
+    assert view["leader"]
+    # A FAILED disk stays so until its node restarts (nodes/services/disks.py).
+    fab.fabric("fault", "clear")
+    inject(fab, "node-restart", "--nodes", victim)
+
+
+def test_a_strobed_clock_jumps_ahead_and_back(fab: Cluster) -> None:
+    inject(fab, "clock-strobe", "--nodes", "n3", "--param", "offset_s=3", "--param", "period_s=0.4")
+    seen = set()
+    deadline = time.monotonic() + 10
+    while seen != {0.0, 3.0} and time.monotonic() < deadline:
+        seen.add(health(fab, "n3")["faults"]["wall_skew_s"])
+    assert seen == {0.0, 3.0}, seen
