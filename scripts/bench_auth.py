@@ -42,7 +42,8 @@ def start(root: Path, cfg_path: Path, signed: bool) -> ClusterConfig:
         with open(cdir.log_path(node.id), "ab") as log:
             args = ["--config", cdir.config_path, "--id", node.id, "--dir", cdir.node_dir(node.id)]
             procs[node.id] = subprocess.Popen(
-                [sys.executable, "-m", "scripts.unsigned_node", *args],
+                # "node run" as in `fabric node run`: the launcher knows its nodes by it.
+                [sys.executable, "-m", "scripts.unsigned_node", "node", "run", *args],
                 stdout=log,
                 stderr=log,
                 start_new_session=True,

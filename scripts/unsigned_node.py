@@ -2,7 +2,7 @@
 ``scripts/bench_auth.py`` and nothing else. Never run a cluster this way: any process
 that can reach it can then act as one of its nodes.
 
-    python -m scripts.unsigned_node --config C --id N --dir D
+    python -m scripts.unsigned_node node run --config C --id N --dir D
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main() -> int:
     peerauth.body_digest = lambda *chunks: ""  # no pass over the bytes either
     from shell.cli import main as cli_main
 
-    return cli_main(["node", "run", *sys.argv[1:]])
+    return cli_main(sys.argv[1:])
 
 
 if __name__ == "__main__":
