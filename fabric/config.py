@@ -14,6 +14,7 @@ from typing import Any
 from fabric import limits
 from fabric.ids import NODE_ID
 from fabric.metadata.records import RebuildSettings, ScrubSettings
+from fabric.tokens import OPENABLE_PATHS
 from fabric.urlguard import allow_entry_problem
 
 
@@ -414,10 +415,6 @@ def _parse_debug(src: _Source, debug: Any) -> DebugSettings:
         raise src.error(f"debug.{unknown[0]}", "unknown setting", "debug")
     values = {k: _get(src, debug, k, bool, False, "debug.", "debug") for k in debug}
     return DebugSettings(**values)
-
-
-OPENABLE_PATHS = ("/metrics", "/api/v1/health")
-"""The only paths ``[auth] public`` may open (``fabric.tokens.OPENABLE_PATHS``)."""
 
 
 def _parse_auth(src: _Source, auth: Any) -> tuple[str, ...]:

@@ -34,7 +34,7 @@ SECRET_BYTES = 32
 
 PUBLIC_PATHS = frozenset({"/api/v1/openapi.json"})
 """Served to anyone: the API's description holds nothing about the cluster."""
-OPENABLE_PATHS = frozenset({"/metrics", "/api/v1/health"})
+OPENABLE_PATHS = ("/metrics", "/api/v1/health")
 """What ``[auth] public`` in the config may open to scrapers and load balancers."""
 
 _ADMIN_PREFIXES = (
@@ -95,7 +95,7 @@ def bearer(header: str | None) -> str | None:
 
 def required_role(method: str, path: str, public: frozenset[str] = frozenset()) -> str | None:
     """The least role that may make this request; None: anyone may."""
-    if path in PUBLIC_PATHS or path in public & OPENABLE_PATHS:
+    if path in PUBLIC_PATHS or (path in public and path in OPENABLE_PATHS):
         return None
     if path.startswith("/api/v1/tokens"):
         return "admin"  # even listing them: names and roles say who has access

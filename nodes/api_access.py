@@ -20,7 +20,6 @@ The routes under ``/api/v1/tokens`` create, list and revoke tokens (admin only).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -52,8 +51,8 @@ async def check_access(
 ) -> web.StreamResponse:
     if request.path.startswith("/internal/"):
         return await handler(request)
-    node = request.app[NODE]
-    needed = tokens.required_role(request.method, request.path, frozenset(node.config.public_paths))
+    gate = request.app[GATE]
+    needed = tokens.required_role(request.method, request.path, gate.public)
     if needed is None:
         return await handler(request)
     try:
@@ -65,8 +64,8 @@ async def check_access(
             "this API needs a token: send 'Authorization: Bearer <token>' "
             "(the cluster directory's admin.token, or one from `fabric token create`)"
         )
-    await request.app[FRESHNESS].ensure()
-    record = await _verify(node, presented)
+    await gate.ensure_fresh()
+    record = await gate.verify(presented)
     if not tokens.allows(record.role, needed):
         raise Forbidden(
             f"token {record.id} has role {record.role}; {request.method} {request.path} "
@@ -76,12 +75,16 @@ async def check_access(
     return await handler(request)
 
 
-class Freshness:
-    """Keeps this node's metadata no more than ``TOKEN_STALENESS_S`` behind the leader's
-    for token checks."""
+class TokenGate:
+    """What token checks need, computed once per node, and the node's freshness for
+    them: its metadata no more than ``TOKEN_STALENESS_S`` behind the leader's."""
 
     def __init__(self, node: Node) -> None:
         self.node = node
+        self.public = frozenset(node.config.public_paths)
+        keys = node.runtime.keys
+        self.admin_token = tokens.admin_token(keys.admin_token_key) if keys is not None else ""
+        """Empty without a cluster secret: then no admin token is accepted."""
         self.fresh_at = float("-inf")
         """Clock time a completed catch-up started: the state holds everything before it."""
         self.tried_at = float("-inf")
@@ -89,61 +92,65 @@ class Freshness:
         tries once per interval and checks on its own state meanwhile (its status must
         stay readable), never making each request wait for a leader that is not there."""
         self._pending: asyncio.Future[None] | None = None
+        self._pending_started = float("-inf")
 
-    async def ensure(self) -> None:
+    async def ensure_fresh(self) -> None:
         now = self.node.runtime.clock.now()
-        if now - max(self.fresh_at, self.tried_at) <= limits.TOKEN_STALENESS_S:
-            return
-        if self._pending is None:
-            self._pending = asyncio.ensure_future(self._catch_up())
-        await asyncio.shield(self._pending)
+        if now - max(self.fresh_at, self.tried_at) > limits.TOKEN_STALENESS_S:
+            await self._catch_up_after(now)
+
+    async def _catch_up_after(self, moment: float) -> None:
+        """Wait for a catch-up that started at or after ``moment``: one already under way
+        is shared by every request it covers, so a burst of requests (or of unknown
+        tokens) costs the leader one ReadIndex, not one each."""
+        while True:
+            pending = self._pending
+            if pending is None:
+                self._pending_started = self.tried_at = self.node.runtime.clock.now()
+                pending = self._pending = asyncio.ensure_future(self._catch_up())
+            covers = self._pending_started >= moment
+            await asyncio.shield(pending)
+            if covers:
+                return
 
     async def _catch_up(self) -> None:
-        started = self.tried_at = self.node.runtime.clock.now()
+        started = self._pending_started
         try:
-            await catch_up(self.node)
+            await asyncio.wait_for(self.node.metadata.read_index(), limits.TOKEN_CATCH_UP_TIMEOUT_S)
             self.fresh_at = started
         except (FabricError, TimeoutError) as exc:
             log.debug("token check on local state: no catch-up (%s)", exc)
         finally:
             self._pending = None
 
+    async def verify(self, presented: str) -> TokenRecord:
+        try:
+            parsed = tokens.parse(presented)
+        except tokens.TokenError as exc:
+            raise Unauthorized(str(exc)) from None
+        state = self.node.metadata.state
+        record = access.token(state, parsed.id)
+        if record is None and parsed.id != tokens.ADMIN_ID:
+            # Created on another node a moment ago? Catch up once, from now on.
+            await self._catch_up_after(self.node.runtime.clock.now())
+            record = access.token(state, parsed.id)
+        if record is not None and record.revoked:
+            raise Unauthorized(f"token {parsed.id} was revoked")
+        if parsed.id == tokens.ADMIN_ID:
+            if not self.admin_token or not secrets.compare_digest(presented, self.admin_token):
+                raise Unauthorized("wrong token")
+            return TokenRecord(tokens.ADMIN_ID, "cluster admin", "admin", "", 0.0)
+        if record is None or not tokens.matches(parsed, record.secret_sha256):
+            raise Unauthorized("wrong token")  # the same answer: ids are not to be probed
+        return record
 
-async def catch_up(node: Node) -> None:
-    """A ReadIndex, given up after ``TOKEN_CATCH_UP_TIMEOUT_S`` (TimeoutError)."""
-    await asyncio.wait_for(node.metadata.read_index(), limits.TOKEN_CATCH_UP_TIMEOUT_S)
 
-
-FRESHNESS = web.AppKey("freshness", Freshness)
+GATE = web.AppKey("token_gate", TokenGate)
 
 
 def install(app: web.Application) -> None:
     """What ``check_access`` needs on the app."""
-    app[FRESHNESS] = Freshness(app[NODE])
-
-
-async def _verify(node: Node, presented: str) -> TokenRecord:
-    try:
-        parsed = tokens.parse(presented)
-    except tokens.TokenError as exc:
-        raise Unauthorized(str(exc)) from None
-    record = access.token(node.metadata.state, parsed.id)
-    if record is None and parsed.id != tokens.ADMIN_ID:
-        with contextlib.suppress(FabricError, TimeoutError):
-            await catch_up(node)  # created on another node a moment ago?
-        record = access.token(node.metadata.state, parsed.id)
-    if record is not None and record.revoked:
-        raise Unauthorized(f"token {parsed.id} was revoked")
-    if parsed.id == tokens.ADMIN_ID:
-        keys = node.runtime.keys
-        if keys is None or not secrets.compare_digest(
-            presented, tokens.admin_token(keys.admin_token_key)
-        ):
-            raise Unauthorized("wrong token")
-        return TokenRecord(tokens.ADMIN_ID, "cluster admin", "admin", "", 0.0)
-    if record is None or not tokens.matches(parsed, record.secret_sha256):
-        raise Unauthorized("wrong token")  # the same answer: ids are not to be probed
-    return record
+    app[GATE] = TokenGate(app[NODE])
 
 
 def _view(record: TokenRecord) -> dict[str, object]:

@@ -413,6 +413,7 @@ class FaultAgent:
         }
         self.active: dict[str, Fault] = {}
         self._timers: dict[str, asyncio.TimerHandle] = {}
+        self._expiring: set[asyncio.Task[None]] = set()
 
     async def control(self, message: FaultControl) -> FaultState:
         match message.op:
@@ -453,9 +454,7 @@ class FaultAgent:
         self.active[fault.id] = fault
         if fault.until_wall is not None:
             wait = max(0.0, fault.until_wall - fault.started_wall)
-            self._timers[fault.id] = loop.call_later(
-                wait, lambda: loop.create_task(self._expire(fault.id))
-            )
+            self._timers[fault.id] = loop.call_later(wait, self._start_expiry, fault.id)
         log.warning("fault injected: %s", faults.describe(fault))
 
     def _disks(self, fault: Fault) -> list[FaultyDisk]:
@@ -481,26 +480,42 @@ class FaultAgent:
         # A moment later, so that the answer saying it was done goes out first.
         loop.call_later(limits.FAULT_ACT_DELAY_S, self.process[fault.kind])
 
+    def _start_expiry(self, fault_id: str) -> None:
+        # Kept until done: a task only the loop refers to may be collected mid-way.
+        task = asyncio.get_running_loop().create_task(self._expire(fault_id))
+        self._expiring.add(task)
+        task.add_done_callback(self._expiring.discard)
+
     async def _expire(self, fault_id: str) -> None:
         self._timers.pop(fault_id, None)
-        if fault_id in self.active:
-            await self.clear(fault_id)
+        try:
+            if fault_id in self.active:
+                await self.clear(fault_id)
+        except Exception:
+            # An expiry that fails must be seen: the fault would otherwise stay on.
+            log.exception("fault %s: clearing it at the end of its duration failed", fault_id)
 
     async def clear(self, fault_id: str = "") -> None:
         ids = list(self.active) if not fault_id else [fault_id]
         if fault_id and fault_id not in self.active:
             raise NotFound(f"no active fault {fault_id} on {self.node_id}")
+        failed: list[Exception] = []
         for fid in ids:
             fault = self.active.pop(fid)
             timer = self._timers.pop(fid, None)
             if timer is not None:
                 timer.cancel()
             self.net.remove(fid)
-            for disk in self.disks:
-                await disk.remove(fid)
             if self.clock.fault is not None and self.clock.fault.id == fid:
                 self.clock.set(None)
+            for disk in self.disks:  # every disk, even when one cannot write back its bytes
+                try:
+                    await disk.remove(fid)
+                except Exception as exc:
+                    failed.append(exc)
             log.warning("fault cleared: %s", faults.describe(fault))
+        if failed:
+            raise failed[0]
 
     def summary(self) -> dict[str, Any]:
         """For ``/api/v1/health``: what is active here and what it did."""

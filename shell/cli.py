@@ -410,10 +410,11 @@ def parse_size(text: str) -> int:
 
 
 def parse_seconds(text: str) -> float:
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd]?)", text.strip())
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|[smhd]?)", text.strip())
     if not m:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 0s, 30m, 1h)")
-    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 500ms, 0s, 30m, 1h)")
+    scale = {"ms": 0.001, "": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+    return float(m.group(1)) * scale
 
 
 _RATE_UNITS = {
@@ -771,14 +772,6 @@ def _fault_params(pairs: list[str]) -> dict[str, Any]:
     return params
 
 
-def _seconds(text: str) -> float:
-    m = re.fullmatch(r"([0-9.]+)(ms|s|m|h)?", text.strip())
-    if m is None:
-        raise SystemExit(f"error: duration {text!r}: expected e.g. 30s, 500ms, 2m")
-    scale = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}[m.group(2) or "s"]
-    return float(m.group(1)) * scale
-
-
 def _resume_local(args: argparse.Namespace) -> list[str]:
     """SIGCONT every stopped node process of a local cluster (a paused node cannot hear
     the API); the node ids resumed."""
@@ -811,9 +804,12 @@ def cmd_fault(args: argparse.Namespace) -> int:
     async def go() -> Any:
         async with _connect(args) as client:
             if args.fault_cmd == "inject":
-                duration = _seconds(args.duration) if args.duration else None
                 return await client.inject_fault(
-                    args.kind, _fault_target(args), _fault_params(args.param), duration, args.seed
+                    args.kind,
+                    _fault_target(args),
+                    _fault_params(args.param),
+                    args.duration,
+                    args.seed,
                 )
             if args.fault_cmd == "list":
                 return await client.faults()
@@ -1024,7 +1020,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--to", help="one-way network fault toward: nodes (n1,n2), select:SEL, or clients"
     )
     fi.add_argument("--param", action="append", default=[], help="KEY=VALUE (repeatable)")
-    fi.add_argument("--duration", help="cleared by itself after this (30s, 500ms, 2m)")
+    fi.add_argument(
+        "--duration", type=parse_seconds, help="cleared by itself after this (30s, 500ms, 2m)"
+    )
     fi.add_argument("--seed", type=int, help="seed of the target choice")
     ft.add_parser("list", parents=[common], help="active faults on every node")
     ft.add_parser("clear", parents=[common], help="clear one fault, or all").add_argument(

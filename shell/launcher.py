@@ -106,6 +106,14 @@ class PartialStart(LaunchError):
 
 
 @dataclass(frozen=True)
+class Access:
+    """How the shell's own requests reach a cluster's nodes."""
+
+    token: str
+    ssl_context: ssl.SSLContext | None = None
+
+
+@dataclass(frozen=True)
 class ClusterDir:
     root: str
 
@@ -142,6 +150,11 @@ class ClusterDir:
 
     def pid_path(self, node_id: str) -> str:
         return os.path.join(self.node_dir(node_id), "pid")
+
+    def access(self, cfg: ClusterConfig) -> Access:
+        """The admin token and the trust this directory gives, read once for a command
+        (not at every poll of a wait loop)."""
+        return Access(self.admin_token(), self.ssl_context(cfg))
 
     def ssl_context(self, cfg: ClusterConfig) -> ssl.SSLContext | None:
         """What clients of this cluster trust (None: it speaks plain HTTP). ``ssl`` loads
@@ -339,9 +352,7 @@ def auth_header(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
-def _get_now(
-    url: str, token: str, ssl_context: ssl.SSLContext | None = None, timeout_s: float = 2.0
-) -> Any:
+def _get_now(url: str, access: Access, timeout_s: float = 2.0) -> Any:
     """GET a node's JSON over a plain HTTP/1.0 socket; None if it gives no 200 answer.
 
     ``fabric status`` asks one question of a node on this machine: loading aiohttp and
@@ -349,7 +360,7 @@ def _get_now(
     question takes, and the command must start at once.
     """
     parts = urlsplit(url)
-    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    auth = f"Authorization: Bearer {access.token}\r\n" if access.token else ""
     request = f"GET {parts.path or '/'} HTTP/1.0\r\nHost: {parts.netloc}\r\n{auth}\r\n".encode()
     answer = bytearray()
     try:
@@ -358,10 +369,10 @@ def _get_now(
                 socket.create_connection((parts.hostname, parts.port), timeout=timeout_s)
             )
             if parts.scheme == "https":
-                if ssl_context is None:
+                if access.ssl_context is None:
                     return None  # never send a token in the clear to a TLS cluster
                 sock = stack.enter_context(
-                    ssl_context.wrap_socket(sock, server_hostname=parts.hostname)
+                    access.ssl_context.wrap_socket(sock, server_hostname=parts.hostname)
                 )
             sock.sendall(request)
             while chunk := sock.recv(1 << 16):  # HTTP/1.0: the node closes when done
@@ -436,7 +447,8 @@ async def wait_healthy(
     deadline = time.monotonic() + timeout_s
     missing = "starting"
     failed: dict[str, StartFailure] = {}
-    connector = aiohttp.TCPConnector(ssl=cdir.ssl_context(cfg) or True)
+    access = cdir.access(cfg)
+    connector = aiohttp.TCPConnector(ssl=access.ssl_context or True)
     async with aiohttp.ClientSession(connector=connector) as session:
         while time.monotonic() < deadline:
             for node_id, proc in procs.items():
@@ -445,7 +457,7 @@ async def wait_healthy(
                     failed[node_id] = _start_failure(cdir, node_id, code)
             _check_quorum(cfg, failed)
             expected = [n for n in cfg.nodes if n.id not in failed]
-            healthy, missing = await _healthy(session, cfg, expected, cdir.admin_token())
+            healthy, missing = await _healthy(session, cfg, expected, access.token)
             if healthy:
                 return tuple(failed.values())
             await asyncio.sleep(POLL_S)
@@ -554,10 +566,11 @@ def down(root: str, say: Callable[[str], None] = print) -> None:
 
 def _status(cdir: ClusterDir, cfg: ClusterConfig) -> dict[str, Any]:
     view: dict[str, Any] | None = None
+    access = cdir.access(cfg)
     for node in cfg.nodes:
         if cdir.pid(node.id) is None:
             continue
-        view = _get_now(node.url + "/api/v1/cluster", cdir.admin_token(), cdir.ssl_context(cfg))
+        view = _get_now(node.url + "/api/v1/cluster", access)
         if view is not None and view.get("leader") is not None:
             break
     if view is None:

@@ -66,25 +66,21 @@ def _client(cdir: ClusterDir, cfg: ClusterConfig, last: str = "") -> Any:
     from shell.client import FabricClient
 
     urls = [n.url for n in cfg.nodes if n.id != last] + [n.url for n in cfg.nodes if n.id == last]
+    access = cdir.access(cfg)
     return FabricClient(
-        urls,
-        limits.MEMBERSHIP_CHANGE_TIMEOUT_S * 2,
-        cfg.id,
-        cdir.admin_token(),
-        cdir.ssl_context(cfg),
+        urls, limits.MEMBERSHIP_CHANGE_TIMEOUT_S * 2, cfg.id, access.token, access.ssl_context
     )
 
 
 def _wait_registered(cdir: ClusterDir, node: NodeConfig, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
+    access = cdir.access(cdir.config())
     while time.monotonic() < deadline:
         if cdir.pid(node.id) is None:
             raise LaunchError(
                 f"{node.id} exited at start; its log:\n{log_tail(cdir.log_path(node.id))}"
             )
-        health = _get_now(
-            node.url + "/api/v1/health", cdir.admin_token(), cdir.ssl_context(cdir.config())
-        )
+        health = _get_now(node.url + "/api/v1/health", access)
         if isinstance(health, dict) and health.get("registered"):
             return
         time.sleep(POLL_S)

@@ -18,8 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 from fabric import limits
+from fabric.config import ClusterConfig
 from shell.launcher import (
     POLL_S,
+    Access,
     ClusterDir,
     LaunchError,
     _get_now,
@@ -29,13 +31,12 @@ from shell.launcher import (
 )
 
 
-def _view(cdir: ClusterDir) -> dict[str, Any] | None:
+def _view(cdir: ClusterDir, cfg: ClusterConfig, access: Access) -> dict[str, Any] | None:
     """The leader's cluster view, asked of any running node; None if none answers."""
-    cfg = cdir.config()
     for node in cfg.nodes:
         if cdir.pid(node.id) is None:
             continue
-        view = _get_now(node.url + "/api/v1/cluster", cdir.admin_token(), cdir.ssl_context(cfg))
+        view = _get_now(node.url + "/api/v1/cluster", access)
         if isinstance(view, dict) and view.get("leader") and not view.get("stale"):
             return view
     return None
@@ -56,25 +57,25 @@ def whole(view: dict[str, Any] | None) -> str:
     return f"at reduced resiliency: {', '.join(reduced)}" if reduced else ""
 
 
-def _wait_whole(cdir: ClusterDir, timeout_s: float, node: str) -> None:
+def _wait_whole(
+    cdir: ClusterDir, cfg: ClusterConfig, access: Access, timeout_s: float, node: str
+) -> None:
     """Until the restarted ``node`` itself says it registered again, and then the
     cluster is whole. (A quick restart may never have been seen DOWN by the leader:
     its view alone would say "whole" while the node is still starting.)"""
     deadline = time.monotonic() + timeout_s
-    url = cdir.config().node(node).url
+    url = cfg.node(node).url
     why = "starting"
     while time.monotonic() < deadline:
         if cdir.pid(node) is None:
             raise LaunchError(
                 f"{node} exited while restarting; its log:\n{log_tail(cdir.log_path(node))}"
             )
-        health = _get_now(
-            url + "/api/v1/health", cdir.admin_token(), cdir.ssl_context(cdir.config())
-        )
+        health = _get_now(url + "/api/v1/health", access)
         if not (isinstance(health, dict) and health.get("registered")):
             why = f"{node} not registered yet"
         else:
-            why = whole(_view(cdir))
+            why = whole(_view(cdir, cfg, access))
             if not why:
                 return
         time.sleep(POLL_S)
@@ -89,10 +90,11 @@ def rolling_restart(
     """Restart every running node in turn; the order used."""
     cdir = ClusterDir(root)
     cfg = cdir.config()
-    why = whole(_view(cdir))
+    access = cdir.access(cfg)
+    view = _view(cdir, cfg, access)
+    why = whole(view)
     if why:
         raise LaunchError(f"not restarting: the cluster is not at full resiliency ({why})")
-    view = _view(cdir)
     leader = view["leader"] if view else None
     running = [n.id for n in cfg.nodes if cdir.pid(n.id) is not None]
     order = [n for n in running if n != leader] + [n for n in running if n == leader]
@@ -101,7 +103,7 @@ def rolling_restart(
         say(f"[{i}/{len(order)}] restarting {node}")
         _stop(cdir, [node], say=lambda _: None)
         spawn(cdir, node)
-        _wait_whole(cdir, timeout_s, node)
+        _wait_whole(cdir, cfg, access, timeout_s, node)
         say(
             f"[{i}/{len(order)}] {node} back; full resiliency in {time.monotonic() - started:.1f} s"
         )

@@ -7,7 +7,13 @@ from dataclasses import replace
 
 import pytest
 
-from fabric.config import ClusterConfig, default_config_text, parse_config, sized_config
+from fabric.config import (
+    ClusterConfig,
+    DebugSettings,
+    default_config_text,
+    parse_config,
+    sized_config,
+)
 from nodes.simcluster import SimCluster
 
 
@@ -23,8 +29,16 @@ async def chunks(data: bytes, size: int = 256 * 1024) -> AsyncIterator[bytes]:
         yield data[i : i + size]
 
 
-def started(nodes: int = 5, seed: int = 1, import_allow: tuple[str, ...] = ()) -> SimCluster:
-    sim = SimCluster(config(nodes, import_allow), seed)
+def started(
+    nodes: int = 5,
+    seed: int = 1,
+    import_allow: tuple[str, ...] = (),
+    debug: DebugSettings | None = None,
+) -> SimCluster:
+    """A running cluster with a leader and every node registered (``debug``: nodes
+    broken on purpose, for the tests that prove a checker fires)."""
+    cfg = config(nodes, import_allow)
+    sim = SimCluster(cfg if debug is None else replace(cfg, debug=debug), seed)
     sim.run(sim.start_all())
     sim.run(
         sim.wait_for(

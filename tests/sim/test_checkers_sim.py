@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from dataclasses import replace
 
 import pytest
 import xxhash
@@ -28,7 +27,7 @@ from fabric.extents.policy import ContainerPolicy
 from fabric.history import Op
 from fabric.ports import PeerUnreachable
 from nodes.simcluster import SimCluster
-from tests.sim.conftest import chunks, config
+from tests.sim.conftest import chunks, started
 
 MiB = 1 << 20
 ZEROS = bytes(MiB)
@@ -126,19 +125,8 @@ async def workload(sim: SimCluster, rng: random.Random) -> list[Op]:
 
 
 def run(seed: int, broken: bool) -> list[Op]:
-    cfg = config(5)
-    if broken:
-        cfg = replace(cfg, debug=DebugSettings(ack_before_commit=True))
-    sim = SimCluster(cfg, SIM_SEED_BASE + seed)
+    sim = started(5, SIM_SEED_BASE + seed, debug=DebugSettings(ack_before_commit=broken))
     try:
-        sim.run(sim.start_all())
-        sim.run(
-            sim.wait_for(
-                lambda: sim.leader() is not None and all(n.registered for n in sim.nodes.values()),
-                20,
-                "a leader and every node registered",
-            )
-        )
         return sim.run(workload(sim, random.Random(seed)))
     finally:
         sim.close()

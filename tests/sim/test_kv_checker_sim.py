@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from dataclasses import replace
 
 import pytest
 
@@ -25,7 +24,7 @@ from fabric.history import Op
 from fabric.metadata.commands import Put
 from fabric.ports import PeerUnreachable
 from nodes.simcluster import SimCluster
-from tests.sim.conftest import config
+from tests.sim.conftest import started
 
 KEY = "kv/x"
 STEPS = 12
@@ -78,20 +77,9 @@ class Client:
 
 
 def run(seed: int, broken: bool) -> list[Op]:
-    cfg = config(5)
-    if broken:
-        cfg = replace(cfg, debug=DebugSettings(stale_reads=True))
-    sim = SimCluster(cfg, SIM_SEED_BASE + seed)
+    sim = started(5, SIM_SEED_BASE + seed, debug=DebugSettings(stale_reads=broken))
     rng = random.Random(seed)
     try:
-        sim.run(sim.start_all())
-        sim.run(
-            sim.wait_for(
-                lambda: sim.leader() is not None and all(n.registered for n in sim.nodes.values()),
-                20,
-                "a leader and every node registered",
-            )
-        )
 
         async def story() -> list[Op]:
             client = Client(sim)
