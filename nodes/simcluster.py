@@ -104,6 +104,9 @@ class SimCluster:
         """The latest Node object of each id, from before its start (its Raft reports in)."""
         self.observer: RaftObserver | None = observer
         self.faults = faults
+        # A fault-injected cluster stands for processes on live hosts: a killed node's
+        # peers are refused at once, as fabric run's are (not left to time out).
+        self.net.refuse_dead = faults
         self.agents: dict[str, FaultAgent] = {}
         """The fault agent of each running node (``faults=True``); a restart brings a new
         one, with no fault active, as a restarted process has."""

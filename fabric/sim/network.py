@@ -51,6 +51,12 @@ class SimNetwork:
         """Called with (sender, receiver, message) for every message sent, as it is sent
         (delivered or not): how checkers see what nodes say."""
         self.taps: list[Tap] = []
+        self.refuse_dead = False
+        """Calls to a node that is not running fail at once (connection refused) and its
+        crash fails the calls waiting on it (connection reset), as for a killed process
+        on a live host; False: they time out, as for a machine that lost power."""
+        self._waiting: dict[str, dict[asyncio.Future[Any], None]] = {}
+        """Calls waiting on each node, in the order they were made (a dict: deterministic)."""
 
     def transport(self, node_id: str, spawn: Callable[[Any], Any]) -> SimTransport:
         t = SimTransport(node_id, self, spawn)
@@ -60,6 +66,12 @@ class SimNetwork:
     def detach(self, node_id: str) -> None:
         """The node crashed: nothing reaches it and nothing it sent is still delivered."""
         self.endpoints.pop(node_id, None)
+        waiting = list(self._waiting.pop(node_id, {}))
+        if waiting:
+            # The reset travels like any packet. Never in the same instant: a caller whose
+            # own node crashes in that instant must see its cancellation first (asyncio's
+            # wait_for would let this error through in its place, and the task live on).
+            waiting[0].get_loop().call_later(self.latency_s[0], _reset, node_id, waiting)
 
     # --- faults -----------------------------------------------------------------------------
     def partition(self, *groups: list[str]) -> None:
@@ -105,6 +117,12 @@ class SimNetwork:
             fn(decode(payload))
 
         asyncio.get_running_loop().call_later(delay, arrive)
+
+
+def _reset(node_id: str, waiting: list[asyncio.Future[Any]]) -> None:
+    for reply in waiting:
+        if not reply.done():
+            reply.set_exception(PeerUnreachable(node_id, "connection reset (it crashed)"))
 
 
 class SimTransport:
@@ -166,11 +184,20 @@ class SimTransport:
         payload = encode(message)
         if self.faults is not None and self.faults.rules:
             await self.faults.before_call(peer, len(payload), loop.time())
+        if self.net.refuse_dead and peer not in self.net.endpoints:
+            refused: asyncio.Future[None] = loop.create_future()
+            loop.call_later(2 * self.net.latency_s[0], refused.set_result, None)
+            await refused  # the refusal's round trip: a retry loop never spins in place
+            raise PeerUnreachable(peer, "connection refused (not running)")
+        waiting = self.net._waiting.setdefault(peer, {}) if self.net.refuse_dead else {}
+        waiting[reply] = None
         self.net.deliver(self.node_id, peer, payload, arrive)
         try:
             result = await asyncio.wait_for(reply, timeout_s)
         except TimeoutError:
             raise PeerUnreachable(peer, f"no answer within {timeout_s:g} s") from None
+        finally:
+            waiting.pop(reply, None)
         if isinstance(result, ErrorReply):
             raise from_code(result.code, result.message)
         return result
