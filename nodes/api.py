@@ -157,29 +157,26 @@ async def get_cluster(request: web.Request) -> web.Response:
 
 
 # --- the generic metadata key space -------------------------------------------------------
-def _kv_key(request: web.Request) -> str:
-    key = request.match_info["key"]
-    if not key or len(key.encode()) > limits.MAX_KEY_BYTES:
+def kv_key(name: str) -> str:
+    """The metadata key of kv key ``name`` (checked)."""
+    if not name or len(name.encode()) > limits.MAX_KEY_BYTES:
         raise BadRequest(f"key must be 1..{limits.MAX_KEY_BYTES} bytes")
-    return KV_PREFIX + key
+    return KV_PREFIX + name
 
 
-async def get_kv(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    key = _kv_key(request)
+async def kv_read(node: Node, name: str) -> dict[str, Any]:
+    """``GET /api/v1/kv/{key}``'s answer: a linearizable read of kv key ``name``."""
+    key = kv_key(name)
     await node.metadata.read_index()
     item = node.metadata.state.get(key)
     if item is None:
-        raise NotFound(f"no key {key[len(KV_PREFIX) :]!r}")
-    return web.json_response(
-        {"key": key[len(KV_PREFIX) :], "version": item.version, "value": item.value}
-    )
+        raise NotFound(f"no key {name!r}")
+    return {"key": name, "version": item.version, "value": item.value}
 
 
-async def put_kv(request: web.Request) -> web.Response:
-    node = request.app[NODE]
-    key = _kv_key(request)
-    body = await json_body(request)
+async def kv_write(node: Node, name: str, body: dict[str, Any]) -> dict[str, Any]:
+    """``PUT /api/v1/kv/{key}``'s answer, for a body its schema accepted."""
+    key = kv_key(name)
     expect = body.get("expect_version")
     if expect is not None and (not isinstance(expect, int) or expect < 0):
         raise BadRequest("expect_version must be a non-negative integer")
@@ -189,15 +186,26 @@ async def put_kv(request: web.Request) -> web.Response:
     result = await node.metadata.propose(Put(key, body["value"], expect))
     if not result.ok:
         raise _refusal(result.code, result.message)
-    return web.json_response({"key": key[len(KV_PREFIX) :], "version": result.value})
+    return {"key": name, "version": result.value}
+
+
+async def get_kv(request: web.Request) -> web.Response:
+    return web.json_response(await kv_read(request.app[NODE], request.match_info["key"]))
+
+
+async def put_kv(request: web.Request) -> web.Response:
+    kv_key(request.match_info["key"])  # a bad key is refused before the body is read
+    body = await json_body(request)
+    return web.json_response(await kv_write(request.app[NODE], request.match_info["key"], body))
 
 
 async def delete_kv(request: web.Request) -> web.Response:
     node = request.app[NODE]
-    key = _kv_key(request)
+    name = request.match_info["key"]
+    key = kv_key(name)
     await node.metadata.read_index()
     if node.metadata.state.get(key) is None:
-        raise NotFound(f"no key {key[len(KV_PREFIX) :]!r}")
+        raise NotFound(f"no key {name!r}")
     result = await node.metadata.propose(Delete(key))
     if not result.ok:
         raise _refusal(result.code, result.message)

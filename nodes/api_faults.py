@@ -24,7 +24,7 @@ import logging
 import os
 import random
 import signal
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -41,8 +41,15 @@ from nodes.runtime import HttpTransport
 log = logging.getLogger(__name__)
 
 
+class ControlChannel(Protocol):
+    """How fault control reaches another node: ``HttpTransport.control`` for real nodes
+    (its own signed route, outside the injected faults); the simulator calls the agents."""
+
+    async def control(self, peer: str, message: FaultControl, timeout_s: float) -> Any: ...
+
+
 class FaultCoordinator:
-    def __init__(self, node: Node, transport: HttpTransport, agent: FaultAgent) -> None:
+    def __init__(self, node: Node, transport: ControlChannel, agent: FaultAgent) -> None:
         self.node = node
         self.transport = transport
         self.agent = agent

@@ -18,8 +18,11 @@ from nodes.node import Node
 
 async def get_events(request: web.Request) -> web.Response:
     """``?since=SEQ`` (events after it), ``limit``, ``kind`` (comma-separated)."""
-    node = request.app[NODE]
-    params = query(request)
+    return web.json_response(await events_answer(request.app[NODE], query(request)))
+
+
+async def events_answer(node: Node, params: dict[str, Any]) -> dict[str, Any]:
+    """``GET /api/v1/events``'s answer for its checked query ``params``."""
     since = params.get("since", 0)
     limit = params.get("limit", limits.EVENTS_PAGE)
     kinds = {k for k in params.get("kind", "").split(",") if k}
@@ -35,7 +38,7 @@ async def get_events(request: web.Request) -> web.Response:
     nxt = found[-1].seq if found else max(since, healing.next_seq(state) - 1)
     if kinds:
         found = [e for e in found if e.kind in kinds]
-    return web.json_response({"events": [to_json(e) for e in found], "last_seq": nxt})
+    return {"events": [to_json(e) for e in found], "last_seq": nxt}
 
 
 def _settings_from(body: dict[str, Any], current: Any) -> Any:
@@ -46,7 +49,7 @@ def _settings_from(body: dict[str, Any], current: Any) -> Any:
     return dataclasses.replace(current, **values)
 
 
-async def _rebuild_answer(node: Node) -> dict[str, Any]:
+async def rebuild_answer(node: Node) -> dict[str, Any]:
     view = await node.cluster_view()
     return {
         "settings": view.get("rebuild", {}),
@@ -71,7 +74,7 @@ _PROGRESS = (
 
 
 async def get_rebuild(request: web.Request) -> web.Response:
-    return web.json_response(await _rebuild_answer(request.app[NODE]))
+    return web.json_response(await rebuild_answer(request.app[NODE]))
 
 
 async def put_rebuild(request: web.Request) -> web.Response:
@@ -85,7 +88,7 @@ async def put_rebuild(request: web.Request) -> web.Response:
     if not result.ok:
         raise from_code(result.code, result.message)
     await node.events.record("settings", "rebuild", f"rebuild settings: {_describe(settings)}")
-    return web.json_response(await _rebuild_answer(node))
+    return web.json_response(await rebuild_answer(node))
 
 
 async def get_scrub(request: web.Request) -> web.Response:

@@ -2,8 +2,12 @@
 
 Every node runs the same code as a real process, but on one ``VirtualLoop``, with a
 ``SimNetwork`` between them and ``SimDisk``s under them, all drawing randomness from
-one seed. ``crash`` is a power loss (tasks gone, unsynced appends gone), ``restart``
-builds the node again from what its disks kept.
+one seed. With ``faults=True`` each node also gets the fault wrappers a real process has
+(``nodes.faultinject``: its clock, disks and sends, and a ``FaultAgent`` in
+``sim.agents``), so the fault vocabulary of ``/api/v1/faults`` applies unchanged; a
+node fault (kill, restart) becomes ``crash`` / ``restart`` here. ``crash`` is a power
+loss (tasks gone, unsynced appends gone), ``restart`` builds the node again from what
+its disks kept.
 
     with SimCluster(config, seed=7) as sim:
         sim.run(sim.start_all())
@@ -50,6 +54,7 @@ from fabric.sim.http import SimHttp
 from fabric.sim.loop import SimClock, VirtualLoop
 from fabric.sim.network import SimNetwork
 from fabric.sim.records import referenced
+from nodes.faultinject import FaultAgent, FaultyClock, FaultyDisk, NetFaults
 from nodes.node import Node
 from nodes.services.metadata import SNAP, WAL, RaftObserver
 from nodes.services.storage import SUFFIX, egroup_file
@@ -72,11 +77,12 @@ class SimCluster:
         digest_every_entries: int = DIGEST_EVERY_ENTRIES,
         checks: bool = True,
         buggify: bool = False,
+        faults: bool = False,
     ) -> None:
         """``checks=False`` runs no checker: only for benchmarks that time the protocol
         itself (the checkers' digests cost more than the protocol they watch).
         ``buggify``: the nodes' BUGGIFY points (``fabric.buggify``) are on, chosen by the
-        seed."""
+        seed. ``faults=True``: nodes can take injected faults (``agents``)."""
         self.config = config
         self.seed = seed
         self.rng = random.Random(seed)
@@ -106,6 +112,14 @@ class SimCluster:
         self._built: dict[str, Node] = {}
         """The latest Node object of each id, from before its start (its Raft reports in)."""
         self.observer: RaftObserver | None = observer
+        self.faults = faults
+        # A fault-injected cluster stands for processes on live hosts: a killed node's
+        # peers are refused at once, as fabric run's are (not left to time out).
+        self.net.refuse_dead = faults
+        self.agents: dict[str, FaultAgent] = {}
+        """The fault agent of each running node (``faults=True``); a restart brings a new
+        one, with no fault active, as a restarted process has."""
+        self._restarting: set[asyncio.Task[Node]] = set()
         if checks:
             watched = _Checks(self, observer, digest_every_entries)
             self.net.watchers.append(watched.sent)
@@ -168,12 +182,42 @@ class SimCluster:
             keys=self.keys,
             buggify=self.buggify.get(node_id, buggify_off),
         )
+        if self.faults:
+            runtime = self._faulty(node_id, runtime, transport)
         node = Node(self.config, node_id, runtime, self.observer, self.snapshot_every_entries)
         holder.append(node)
         self._built[node_id] = node
         await node.start()
         self.nodes[node_id] = node
         return node
+
+    def _faulty(self, node_id: str, runtime: Runtime, transport: Any) -> Runtime:
+        """``runtime`` with the wrappers ``nodes/main.py`` gives a real node's, and its agent."""
+        clock = FaultyClock(self.clock)
+        net = NetFaults(random.Random(self.rng.getrandbits(64)))
+        transport.faults = net
+        disks = [FaultyDisk(d, random.Random(self.rng.getrandbits(64))) for d in runtime.disks]
+        process = {
+            "node-kill": lambda: self._crash_if_running(node_id),
+            "node-restart": lambda: self._restart_soon(node_id),
+            "node-pause": lambda: self._cannot_pause(node_id),
+        }
+        self.agents[node_id] = FaultAgent(node_id, clock, disks, net, process)
+        return replace(runtime, clock=clock, disks=list(disks))
+
+    def _crash_if_running(self, node_id: str) -> None:
+        if node_id in self.nodes:
+            self.crash(node_id)
+
+    def _restart_soon(self, node_id: str) -> None:
+        """The process executes itself again: a crash, then a cold start from its disks."""
+        self._crash_if_running(node_id)
+        task = self.loop.create_task(self.restart(node_id))
+        self._restarting.add(task)
+        task.add_done_callback(self._restarting.discard)
+
+    def _cannot_pause(self, node_id: str) -> None:
+        raise AssertionError(f"seed {self.seed}: node-pause of {node_id} is not simulated")
 
     def add_node(self, node: NodeConfig) -> None:
         """A new machine with empty disks (``fabric node add``): nodes started from now
@@ -196,6 +240,7 @@ class SimCluster:
         """Power loss on ``node_id``: tasks, memory and unsynced writes are gone."""
         node = self.nodes.pop(node_id)
         node.kill()
+        self.agents.pop(node_id, None)
         self.net.detach(node_id)
         for disk in self.disks[node_id]:
             disk.crash()

@@ -13,7 +13,7 @@ a source may redirect (``location``), each hop checked again.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from urllib.parse import urljoin, urlsplit
 
@@ -36,6 +36,9 @@ class SimSource:
     status: int = 200
     location: str | None = None
     """With a 3xx ``status``: where the source redirects to."""
+    drop_for: Callable[[int, int], int | None] | None = None
+    """Decides each request's drop when ``drops`` has none left: given the offset asked
+    for and the body length, the bytes sent before the connection drops (None: all)."""
 
 
 class SimHttp:
@@ -73,7 +76,11 @@ class SimHttp:
             return
         start = offset if source.ranges else 0
         body = source.data[start:]
-        drop = source.drops.pop(0) if source.drops else None
+        drop = None
+        if source.drops:
+            drop = source.drops.pop(0)
+        elif source.drop_for is not None:
+            drop = source.drop_for(start, len(body))
         status = 206 if offset and source.ranges else 200
         yield SourceHead(status, "OK", len(body)), self._chunks(body, drop)
 

@@ -28,7 +28,8 @@ from typing import Any
 from fabric.config import ClusterConfig
 from fabric.scenario import FaultStep
 from fabric.timeline import FaultBand
-from shell.client import ApiError, FabricClient
+from shell.client import ApiError
+from shell.experiment.api import ClusterApi
 from shell.experiment.workloads import RunClock
 from shell.launcher import ClusterDir, spawn
 
@@ -37,8 +38,9 @@ PROCESS_KINDS = ("node-kill", "node-pause", "node-resume", "node-restart")
 
 @dataclass
 class FaultApplier:
-    client: FabricClient
-    cdir: ClusterDir
+    client: ClusterApi
+    cdir: ClusterDir | None
+    """The local cluster (signals, restarts); None under simulation, which overrides them."""
     cfg: ClusterConfig
     clock: RunClock
     rng: random.Random
@@ -83,8 +85,12 @@ class FaultApplier:
         a duration ends with the runner starting the node again, as an operator would."""
         await asyncio.sleep(after_s)
         for node in nodes:
-            if self.cdir.pid(node) is None:
-                self.spawned.append(spawn(self.cdir, node))
+            if self._local().pid(node) is None:
+                self.spawned.append(spawn(self._local(), node))
+
+    def _local(self) -> ClusterDir:
+        assert self.cdir is not None, "signals and restarts need the local cluster's directory"
+        return self.cdir
 
     def _band(
         self, step: FaultStep, start: float, nodes: tuple[str, ...], via: str, detail: str = ""
@@ -131,7 +137,7 @@ class FaultApplier:
                 self._undo(node)
 
     def _signal(self, kind: str, node: str) -> None:
-        pid = self.cdir.pid(node)
+        pid = self._local().pid(node)
         match kind:
             case "node-kill" | "node-restart":
                 if pid is not None:
@@ -156,14 +162,14 @@ class FaultApplier:
 
     def _undo(self, node: str) -> None:
         if node in self.paused:
-            pid = self.cdir.pid(node)
+            pid = self._local().pid(node)
             if pid is not None:
                 os.kill(pid, signal.SIGCONT)
             self.paused.discard(node)
         if node in self.killed:
             self.killed.discard(node)
-            if self.cdir.pid(node) is None:
-                self.spawned.append(spawn(self.cdir, node))
+            if self._local().pid(node) is None:
+                self.spawned.append(spawn(self._local(), node))
 
     def restore(self, restart_killed: bool) -> None:
         """End every fallback fault still on: resume paused nodes, and start killed ones

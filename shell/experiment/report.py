@@ -23,6 +23,8 @@ from fabric.timeline import FaultBand, Row, Sample
 from shell.experiment.verdicts import CheckResult
 
 PLOTS = ("throughput.png", "resiliency.png")
+PNG_METADATA: dict[str, str | None] = {"Software": None}
+"""No matplotlib version in the plots: the same run gives the same bytes (``fabric sim``)."""
 FILES = ("history.jsonl", "events.jsonl", "timeline.csv", "summary.json", "report.md", *PLOTS)
 
 
@@ -417,7 +419,7 @@ def plot(out_dir: str, rows: Sequence[Row], faults: Sequence[FaultBand], duratio
     for ax in (a1, a2):
         bands(ax)
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "throughput.png"), dpi=90)
+    fig.savefig(os.path.join(out_dir, "throughput.png"), dpi=90, metadata=PNG_METADATA)
     plt.close(fig)
 
     fig, (b1, b2) = plt.subplots(2, 1, figsize=(9, 6), sharex=True)
@@ -434,7 +436,7 @@ def plot(out_dir: str, rows: Sequence[Row], faults: Sequence[FaultBand], duratio
     for ax in (b1, b2):
         bands(ax)
     fig.tight_layout()
-    fig.savefig(os.path.join(out_dir, "resiliency.png"), dpi=90)
+    fig.savefig(os.path.join(out_dir, "resiliency.png"), dpi=90, metadata=PNG_METADATA)
     plt.close(fig)
 
 

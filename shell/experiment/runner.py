@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import random
 import socket
@@ -43,6 +44,7 @@ from fabric.scenario import Scenario, ScenarioError, load_scenario, scaled, sche
 from fabric.timeline import Sample
 from shell.client import ApiError, FabricClient
 from shell.experiment import report, verdicts
+from shell.experiment.api import ClusterApi
 from shell.experiment.faults import FaultApplier
 from shell.experiment.sampler import Sampler
 from shell.experiment.workloads import Context, Recorder, RunClock, run_client, setup
@@ -57,14 +59,15 @@ class Progress:
     """One line: the phase and the time left; plain lines (every few seconds) when the
     output is not a terminal."""
 
-    def __init__(self, stream: Any = None) -> None:
+    def __init__(self, stream: Any = None, prefix: str = "[fabric run]") -> None:
         self.stream = stream or sys.stderr
+        self.prefix = prefix
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.phase = ""
         self.last_plain = -1e9
 
     def __call__(self, phase: str, left_s: float | None = None, note: str = "") -> None:
-        text = f"[fabric run] {phase}" + (f", {left_s:.0f} s left" if left_s is not None else "")
+        text = f"{self.prefix} {phase}" + (f", {left_s:.0f} s left" if left_s is not None else "")
         text += f" {note}" if note else ""
         if self.tty:
             self.stream.write("\r\x1b[K" + text)
@@ -100,6 +103,16 @@ def free_ports(n: int) -> list[int]:
 
 def cluster_config(scenario: Scenario) -> ClusterConfig:
     """The config of the cluster the scenario asks for, on free loopback ports."""
+    cfg = scenario_config(scenario)
+    ports = free_ports(len(cfg.nodes))
+    return replace(
+        cfg, nodes=tuple(replace(n, port=p) for n, p in zip(cfg.nodes, ports, strict=True))
+    )
+
+
+def scenario_config(scenario: Scenario) -> ClusterConfig:
+    """The config of the cluster the scenario asks for, on the ports it names (``fabric
+    sim`` runs it as it is: its network needs no ports)."""
     spec = scenario.cluster
     if spec.config:
         base_dir = os.path.dirname(os.path.abspath(scenario.origin))
@@ -119,10 +132,7 @@ def cluster_config(scenario: Scenario) -> ClusterConfig:
             extent_bytes=spec.extent_bytes,
             fault_domain="rack" if racks else "node",
         )
-    ports = free_ports(len(cfg.nodes))
-    cfg = replace(
-        cfg, id="", nodes=tuple(replace(n, port=p) for n, p in zip(cfg.nodes, ports, strict=True))
-    )
+    cfg = replace(cfg, id="")
     if spec.down_after_ms:
         t = cfg.timeouts
         degraded = min(t.degraded_after_ms, spec.down_after_ms // 2)
@@ -194,23 +204,34 @@ def run(
             show("stopping the cluster")
             down(root, say=lambda _: None)
     show("judging the history")
+    summary = finish(out, scenario, seed, outcome, cfg, time.monotonic() - started)
+    show.done()
+    print_verdict(scenario, seed, summary, out)
+    return 0 if summary["passed"] else 1
+
+
+def finish(
+    out: str,
+    scenario: Scenario,
+    seed: int,
+    outcome: Outcome,
+    cfg: ClusterConfig,
+    elapsed_s: float,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Judge the history and write every file of the report into ``out``; the summary
+    (``extra``: more top-level fields for it)."""
     checks = verdicts.run_checks(scenario.checks.checkers, outcome.ops)
     racks = {n.id: n.labels["rack"] for n in cfg.nodes if "rack" in n.labels}
     summary = report.summarize(
-        scenario,
-        seed,
-        outcome.ops,
-        outcome.samples,
-        outcome.faults,
-        checks,
-        racks,
-        time.monotonic() - started,
+        scenario, seed, outcome.ops, outcome.samples, outcome.faults, checks, racks, elapsed_s
     )
     summary["observed"] = report.observed(
         outcome.ops, outcome.raw_samples, outcome.events, outcome.faults
     )
     if outcome.source.get("responses"):
         summary["observed"]["import_source"] = dict(outcome.source)
+    summary.update(extra or {})
     rows = timeline.rows(outcome.ops, outcome.samples, outcome.faults, scenario.duration_s)
     culprits = {c.name: c.culprit for c in checks}
     culprits.update(
@@ -226,11 +247,12 @@ def run(
     )
     report.write(out, summary, outcome.ops, outcome.events, rows, outcome.faults, culprits)
     with open(os.path.join(out, "samples.jsonl"), "w") as f:
-        import json
-
         for raw in outcome.raw_samples:
             f.write(json.dumps(raw, sort_keys=True) + "\n")
-    show.done()
+    return summary
+
+
+def print_verdict(scenario: Scenario, seed: int, summary: dict[str, Any], out: str) -> None:
     ops = summary["ops"]
     print(
         f"{scenario.name} (seed {seed}): {'PASSED' if summary['passed'] else 'FAILED'}; "
@@ -239,7 +261,6 @@ def run(
     )
     for c in summary["checks"]:
         print(f"  {c['name']}: {c['status']} - {c['detail']}")
-    return 0 if summary["passed"] else 1
 
 
 async def _experiment(
@@ -268,10 +289,10 @@ async def _experiment(
         sample_client = await stack.enter_async_context(client(urls, 2.0))
         show("setting up")
         first_event = 0 if ours else int((await main.events(limit=1)).get("last_seq", 0))
-        await _containers(main, scenario)
+        await create_containers(main, scenario)
         source: dict[str, int] = {}
         import_url = (
-            await _import_server(stack, workdir, seed, source) if _imports(scenario) else ""
+            await _import_server(stack, workdir, seed, source) if has_imports(scenario) else ""
         )
         run_id = f"s{seed}-{int(time.time()) % 100000}"
         clock = RunClock()
@@ -288,7 +309,7 @@ async def _experiment(
             lambda: sampler.last_view,
             show.say,
         )
-        clock.t0 = time.monotonic()  # the run's time starts with the load
+        clock.start()  # the run's time starts with the load
         sampling_task = asyncio.create_task(sampler.run())
         clients = [
             asyncio.create_task(run_client(ctx, w, i, vdisks[w.name]))
@@ -315,7 +336,7 @@ async def _experiment(
             if not faults.api_missing:
                 await main.clear_faults()
         faults.restore(restart_killed=not ours)
-        events = await _events(main, first_event)
+        events = await all_events(main, first_event)
         faults.reap()
     ops = sorted(ctx.recorder.ops, key=lambda op: (op.invoke, op.process))
     return Outcome(
@@ -329,11 +350,11 @@ async def _experiment(
     )
 
 
-def _imports(scenario: Scenario) -> bool:
+def has_imports(scenario: Scenario) -> bool:
     return any(w.kind == "image-import" for w in scenario.workloads)
 
 
-async def _containers(client: FabricClient, scenario: Scenario) -> None:
+async def create_containers(client: ClusterApi, scenario: Scenario) -> None:
     for c in scenario.containers:
         try:
             await client.create_container(
@@ -375,7 +396,7 @@ async def _import_server(
     return f"http://127.0.0.1:{port}"
 
 
-async def _events(client: FabricClient, since: int) -> list[dict[str, Any]]:
+async def all_events(client: ClusterApi, since: int) -> list[dict[str, Any]]:
     """Every event after ``since``, page by page (bounded by the event log's own size)."""
     out: list[dict[str, Any]] = []
     for _ in range(limits.EVENTS_KEPT // limits.EVENTS_PAGE + 1):

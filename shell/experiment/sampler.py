@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from fabric.timeline import Sample
-from shell.client import FabricClient
+from shell.experiment.api import ClusterApi
 from shell.experiment.workloads import RunClock
 
 SAMPLE_TIMEOUT_S = 0.9
@@ -33,7 +34,7 @@ PULLED = re.compile(
 
 class Sampler:
     def __init__(
-        self, client: FabricClient, node_clients: dict[str, FabricClient], clock: RunClock
+        self, client: ClusterApi, node_clients: Mapping[str, ClusterApi], clock: RunClock
     ) -> None:
         self.client = client
         self.node_clients = node_clients
@@ -74,7 +75,7 @@ class Sampler:
         return view, rebuild, dict(zip(self.node_clients, texts, strict=True))
 
     @staticmethod
-    async def _metrics(client: FabricClient) -> str:
+    async def _metrics(client: ClusterApi) -> str:
         try:
             return await client.metrics_text()
         except Exception:  # a node that is down has no numbers this second

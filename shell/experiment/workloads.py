@@ -32,7 +32,8 @@ import aiohttp
 
 from fabric.history import Op
 from fabric.scenario import WorkloadSpec
-from shell.client import ApiError, BrokenStream, FabricClient, Unreachable
+from shell.client import ApiError, BrokenStream, Unreachable
+from shell.experiment.api import ClusterApi
 
 READ_KINDS = frozenset({"read", "kv-read", "download"})
 KV_VALUES = 5
@@ -53,13 +54,19 @@ def digest(data: bytes) -> str:
 
 
 class RunClock:
-    """Seconds since the run started, on the monotonic clock."""
+    """Seconds since the run started, on ``source`` (the monotonic clock for ``fabric
+    run``; the simulator's virtual time for ``fabric sim``)."""
 
-    def __init__(self) -> None:
-        self.t0 = time.monotonic()
+    def __init__(self, source: Callable[[], float] = time.monotonic) -> None:
+        self.source = source
+        self.t0 = source()
+
+    def start(self) -> None:
+        """The run's time starts now."""
+        self.t0 = self.source()
 
     def now(self) -> float:
-        return time.monotonic() - self.t0
+        return self.source() - self.t0
 
 
 class NoEffect(Exception):
@@ -141,9 +148,9 @@ class Context:
     """What every workload gets from the runner."""
 
     recorder: Recorder
-    client: FabricClient
+    client: ClusterApi
     """Knows every node; moves on when one fails."""
-    node_clients: list[FabricClient]
+    node_clients: list[ClusterApi]
     """One per node, for operations that must not be sent twice (kv)."""
     seed: int
     run_id: str
@@ -306,7 +313,7 @@ def _kv(ctx: Context, spec: WorkloadSpec, process: int, rng: random.Random, inde
     return step
 
 
-async def _kv_value(client: FabricClient, key: str) -> Any:
+async def _kv_value(client: ClusterApi, key: str) -> Any:
     try:
         return (await client.kv_get(key))["value"]
     except ApiError as exc:
@@ -315,7 +322,7 @@ async def _kv_value(client: FabricClient, key: str) -> Any:
         raise
 
 
-async def _kv_cas(client: FabricClient, key: str, expected: int, new: int) -> None:
+async def _kv_cas(client: ClusterApi, key: str, expected: int, new: int) -> None:
     """Set ``key`` to ``new`` if it holds ``expected``: read its version, then write at
     that version. The write is the linearization point; a refused one changed nothing."""
     try:
