@@ -18,7 +18,7 @@ import logging
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from fabric import limits
+from fabric import limits, traffic
 from fabric.errors import FabricError, Unavailable
 from fabric.extents import codec
 from fabric.ports import PeerUnreachable
@@ -78,7 +78,8 @@ class Copier:
         # A partial copy an earlier attempt left here is garbage: start from nothing.
         await self.storage.delete(DeleteEgroupFiles(msg.egid))
         try:
-            reply = await self._copy(msg)
+            with traffic.tagged("repair"):
+                reply = await self._copy(msg)
         except BaseException:
             self.stats.failed += 1
             await self.storage.delete(DeleteEgroupFiles(msg.egid))
