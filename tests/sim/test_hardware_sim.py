@@ -17,7 +17,8 @@ from fabric.sim.disk import SimDisk
 from fabric.sim.loop import VirtualLoop
 from fabric.traffic import FAMILIES, family
 from nodes.simcluster import SimCluster
-from tests.sim.conftest import config
+from tests.sim.conftest import config, started
+from tests.sim.test_erasure_sim import _pending, write_cold
 from tests.sim.test_rebuild_sim import leader_state, under_replicated, write
 
 MiB = 1 << 20
@@ -182,3 +183,31 @@ def test_a_modelled_run_is_replayed_by_its_seed() -> None:
     first = trace(hw, seed=3)
     assert trace(hw, seed=3) == first
     assert first != trace(None, seed=3)  # the model changed the run
+
+
+def test_an_erasure_coded_rebuild_counts_as_repair_not_as_writes() -> None:
+    """EC rebuild reads strips and appends the lost member with the same messages as
+    conversion and client writes; it is counted as repair all the same."""
+    sim = started(nodes=5, seed=5)
+    net = sim.net
+    try:
+        sim.run(write_cold(sim, random.Random(5).randbytes(8 * MiB), k=2, m=1))
+        sim.run(sim.wait_for(lambda: _pending(sim) == 0, 60, "EC of every group"))
+        strip = next(item.value for _, item in leader_state(sim).scan("strip/"))
+        victim = next(m.node for m in strip.data if m.node != sim.leader())
+        before = {f: net.bytes_by(family=f) for f in FAMILIES}
+        sim.crash(victim)
+
+        def rebuilt() -> bool:
+            return all(
+                victim not in (m.node for m in it.value.members)
+                for _, it in leader_state(sim).scan("strip/")
+            )
+
+        sim.run(sim.wait_for(rebuilt, 60, f"strips moved off {victim}"))
+        grew = {f: net.bytes_by(family=f) - before[f] for f in FAMILIES}
+        assert grew["repair"] >= strip.length // strip.k, f"seed {sim.seed}: {grew}"
+        assert grew["write"] == 0 and grew["read"] == 0, f"seed {sim.seed}: {grew}"
+        assert_counters_add_up(sim)
+    finally:
+        sim.close()
