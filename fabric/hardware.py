@@ -134,13 +134,12 @@ def parse_hardware(
     )
 
 
-def _latency(r: TableReader, key: str, default: float | None) -> float | None:
-    value = r.number(key, default, 0, MAX_LATENCY_MS)
-    return None if value is None else float(value)
+def _float(r: TableReader, key: str, default: float, high: float) -> float:
+    return float(r.number(key, default, 0, high))
 
 
-def _bandwidth(r: TableReader, key: str, default: float | None) -> float | None:
-    value = r.number(key, default, 0, MAX_BANDWIDTH_MB_S)
+def _unset_or_float(r: TableReader, key: str, high: float) -> float | None:
+    value = r.number(key, None, 0, high)
     return None if value is None else float(value)
 
 
@@ -148,10 +147,10 @@ def _parse_disk(r: TableReader) -> DiskSpec:
     d = DiskSpec()
     spec = DiskSpec(
         capacity_bytes=r.number("capacity_bytes", d.capacity_bytes, 1 << 20, 1 << 60, True),
-        read_latency_ms=_latency(r, "read_latency_ms", d.read_latency_ms) or 0.0,
-        write_latency_ms=_latency(r, "write_latency_ms", d.write_latency_ms) or 0.0,
-        sync_latency_ms=_latency(r, "sync_latency_ms", d.sync_latency_ms) or 0.0,
-        bandwidth_mb_s=_bandwidth(r, "bandwidth_mb_s", d.bandwidth_mb_s) or 0.0,
+        read_latency_ms=_float(r, "read_latency_ms", d.read_latency_ms, MAX_LATENCY_MS),
+        write_latency_ms=_float(r, "write_latency_ms", d.write_latency_ms, MAX_LATENCY_MS),
+        sync_latency_ms=_float(r, "sync_latency_ms", d.sync_latency_ms, MAX_LATENCY_MS),
+        bandwidth_mb_s=_float(r, "bandwidth_mb_s", d.bandwidth_mb_s, MAX_BANDWIDTH_MB_S),
     )
     r.done()
     return spec
@@ -160,12 +159,14 @@ def _parse_disk(r: TableReader) -> DiskSpec:
 def _parse_network(r: TableReader) -> NetworkSpec:
     d = NetworkSpec()
     spec = NetworkSpec(
-        latency_ms=_latency(r, "latency_ms", d.latency_ms) or 0.0,
-        jitter_ms=_latency(r, "jitter_ms", d.jitter_ms) or 0.0,
+        latency_ms=_float(r, "latency_ms", d.latency_ms, MAX_LATENCY_MS),
+        jitter_ms=_float(r, "jitter_ms", d.jitter_ms, MAX_LATENCY_MS),
         jitter=r.choice("jitter", JITTERS, d.jitter),
-        bandwidth_mb_s=_bandwidth(r, "bandwidth_mb_s", d.bandwidth_mb_s) or 0.0,
-        cross_rack_latency_ms=_latency(r, "cross_rack_latency_ms", None),
-        cross_rack_bandwidth_mb_s=_bandwidth(r, "cross_rack_bandwidth_mb_s", None),
+        bandwidth_mb_s=_float(r, "bandwidth_mb_s", d.bandwidth_mb_s, MAX_BANDWIDTH_MB_S),
+        cross_rack_latency_ms=_unset_or_float(r, "cross_rack_latency_ms", MAX_LATENCY_MS),
+        cross_rack_bandwidth_mb_s=_unset_or_float(
+            r, "cross_rack_bandwidth_mb_s", MAX_BANDWIDTH_MB_S
+        ),
     )
     r.done()
     return spec

@@ -51,11 +51,14 @@ class SimDisk:
         self.busy_s = 0.0
         """Virtual seconds the device has spent serving operations (its utilisation)."""
 
-    async def _serve(self, op: str, nbytes: int) -> None:
-        """Wait for the device: the operations before this one, then this one's cost."""
+    async def _serve(self, op: str, nbytes: int, then_sync: bool = False) -> None:
+        """Wait for the device: the operations before this one, then this one's cost
+        (and a sync's, as one operation, when ``then_sync``)."""
         if self.model is None:
             return
         cost = self.model.service_s(op, nbytes)
+        if then_sync:
+            cost += self.model.service_s("sync", 0)
         if cost <= 0:
             return
         now = self._clock.now()
@@ -90,8 +93,7 @@ class SimDisk:
 
     async def write_atomic(self, path: str, data: bytes) -> None:
         file_name(path)
-        await self._serve("write", len(data))
-        await self._serve("sync", 0)  # write-temp, fsync, rename
+        await self._serve("write", len(data), then_sync=True)  # write-temp, fsync, rename
         self._check_space()
         self._files[path] = bytearray(data)
         self._synced[path] = len(data)

@@ -105,6 +105,15 @@ class SimNetwork:
             if (scope is None or s == scope) and (family is None or f == family)
         )
 
+    def traffic(self) -> dict[str, dict[str, int]]:
+        """The counters as plain data for a report: bytes per family inside racks and
+        across them, and per directed link (``"n1->n2"``)."""
+        out: dict[str, dict[str, int]] = {scope: {} for scope in SCOPES}
+        for (scope, family), n in sorted(self.scoped_bytes.items()):
+            out[scope][family] = n
+        out["links"] = {f"{a}->{b}": n for (a, b), n in sorted(self.link_bytes.items())}
+        return out
+
     def _count(self, frm: str, to: str, nbytes: int, family: str) -> None:
         self.sent += 1
         self.bytes_sent += nbytes

@@ -140,6 +140,9 @@ def assert_counters_add_up(sim: SimCluster) -> None:
     across = sum(n for (a, b), n in net.link_bytes.items() if net.cross_rack(a, b))
     assert across == net.bytes_by("across"), f"seed {sim.seed}"
     assert net.bytes_by(family="metadata") > 0, f"seed {sim.seed}: Raft sent nothing?"
+    report = net.traffic()
+    assert sum(report["links"].values()) == total
+    assert sum(report["inside"].values()) + sum(report["across"].values()) == total
 
 
 def trace(hardware: HardwareSpec | None, seed: int) -> tuple[object, ...]:
