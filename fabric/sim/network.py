@@ -7,8 +7,9 @@ a run is replayed exactly by its seed.
 
 With a hardware model (``fabric.hardware.NetworkSpec``) every directed link is a FIFO
 wire: a message waits for the ones sent on it before, goes out at the link's bandwidth,
-then arrives after the base latency plus a jitter draw; links between racks (nodes'
-``rack`` labels) may have their own latency and bandwidth. Without one, a message
+then arrives after the base latency plus a jitter draw (which may reorder messages, as
+the real transport's parallel connections do); links between racks (nodes' ``rack``
+labels) may have their own latency and bandwidth. Without one, a message
 arrives after a uniform 0.2..2 ms (``latency_s``), the draw the simulator always made.
 
 Counters (always kept, model or not): bytes per directed link (``link_bytes``), and per
