@@ -16,10 +16,12 @@ from fabric.scenario import parse_scenario
 from fabric.sim.disk import SimDisk
 from fabric.sim.loop import VirtualLoop
 from fabric.traffic import FAMILIES, family
+from nodes.services.storage import egroup_file
 from nodes.simcluster import SimCluster
 from tests.sim.conftest import config, started
 from tests.sim.test_erasure_sim import _pending, write_cold
 from tests.sim.test_rebuild_sim import leader_state, under_replicated, write
+from tests.sim.test_scrub_sim import scrub_now
 
 MiB = 1 << 20
 
@@ -112,6 +114,7 @@ def test_a_cross_rack_link_carries_a_rebuild_no_faster_than_its_bandwidth() -> N
         )
         sim.crash(victim)
         sim.run(sim.wait_for(lambda: not under_replicated(sim, 2), 300, "full RF2 again"))
+        assert pulls, f"seed {sim.seed}: the rebuild sent nothing counted as repair"
         took = sim.loop.time() - pulls[0]
         stats = leader_state(sim).container("c").stats  # type: ignore[union-attr]
         copied = stats.rebuilt_bytes
@@ -212,5 +215,30 @@ def test_an_erasure_coded_rebuild_counts_as_repair_not_as_writes() -> None:
         assert grew["repair"] >= strip.length // strip.k, f"seed {sim.seed}: {grew}"
         assert grew["write"] == 0 and grew["read"] == 0, f"seed {sim.seed}: {grew}"
         assert_counters_add_up(sim)
+    finally:
+        sim.close()
+
+
+def test_a_scrub_repair_counts_as_repair_not_as_reads() -> None:
+    """The scrubber fetches a good copy with the same read a client makes."""
+    sim = started(nodes=4, seed=6)
+    net = sim.net
+    try:
+        sim.run(write(sim, "a", random.Random(6).randbytes(8 * MiB)))
+        state = leader_state(sim)
+        ext = next(item.value for _, item in state.scan("extent/"))
+        eg = state.egroup(ext.egroup)
+        assert eg is not None
+        node = eg.replicas[0]
+        disk = next(d for d in sim.disks[node] if d.contents(egroup_file(eg.egid)) is not None)
+        disk.corrupt(egroup_file(eg.egid), ext.offset + 7)
+        before = {f: net.bytes_by(family=f) for f in FAMILIES}
+        passes = sim.nodes[node].scrubber.stats.passes
+        sim.run(scrub_now(sim))
+        sim.run(sim.wait_for(lambda: sim.nodes[node].scrubber.stats.passes > passes, 120, "a pass"))
+        assert sim.nodes[node].scrubber.stats.repaired == 1, f"seed {sim.seed}"
+        grew = {f: net.bytes_by(family=f) - before[f] for f in FAMILIES}
+        assert grew["repair"] >= ext.stored_len, f"seed {sim.seed}: {grew}"
+        assert grew["read"] == 0, f"seed {sim.seed}: {grew}"
     finally:
         sim.close()
