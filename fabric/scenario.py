@@ -50,6 +50,7 @@ from typing import Any
 
 from fabric import limits
 from fabric.config import ConfigError, _Source
+from fabric.hardware import HardwareSpec, parse_hardware
 
 FAULT_KINDS = (
     "node-kill",
@@ -201,6 +202,8 @@ class Scenario:
     seed: int = 0
     """The default seed (``--seed`` overrides it)."""
     origin: str = "<scenario>"
+    hardware: HardwareSpec = field(default_factory=HardwareSpec)
+    """``[hardware]``: what simulated disks and links cost (``fabric.hardware``)."""
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -220,9 +223,13 @@ class _Reader:
     def error(self, key: str, problem: str) -> ScenarioError:
         full = f"{self.where}{key}".rstrip(".")
         err = str(self.src.error(full, problem, self.table, self.nth))
-        if err.startswith(f"{self.src.origin}: ") and self.table:
-            # The key is not written (a required one): point at its table's header.
-            line = _header_line(self.src, self.table, self.nth)
+        if err.startswith(f"{self.src.origin}: "):
+            # A sub-table with its own header ([hardware.disk]), else a key not written (a
+            # required one): point at the sub-table's header, else at its table's.
+            sub = f"{self.table}.{key}" if self.table else key
+            line = _header_line(self.src, sub, 0) if key else None
+            if line is None and self.table:
+                line = _header_line(self.src, self.table, self.nth)
             if line is not None:
                 err = f"{self.src.origin}:{line}: {full}: {problem}"
         return ScenarioError(err)
@@ -316,6 +323,9 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
     )
     faults.done()
     checks = _parse_checks(_Reader(src, top.get("checks", dict, {}), "checks"))
+    hardware = parse_hardware(
+        top.get("hardware", dict, {}), lambda raw, table: _Reader(src, raw, table)
+    )
     top.done()
     return Scenario(
         name,
@@ -328,6 +338,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
         checks,
         seed,
         origin,
+        hardware,
     )
 
 

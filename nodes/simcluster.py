@@ -46,6 +46,7 @@ from fabric.consensus.types import (
     VoteResponse,
 )
 from fabric.consensus.wal import decode_snapshot, decode_wal
+from fabric.hardware import DEFAULT_DISK_BYTES, HardwareSpec
 from fabric.keys import ClusterKeys
 from fabric.ports import Runtime
 from fabric.sim.checkers import DiskAudit, DiskMismatch, RaftChecker, SafetyViolation, check_disks
@@ -78,24 +79,24 @@ class SimCluster:
         checks: bool = True,
         buggify: bool = False,
         faults: bool = False,
+        hardware: HardwareSpec | None = None,
     ) -> None:
         """``checks=False`` runs no checker: only for benchmarks that time the protocol
         itself (the checkers' digests cost more than the protocol they watch).
         ``buggify``: the nodes' BUGGIFY points (``fabric.buggify``) are on, chosen by the
-        seed. ``faults=True``: nodes can take injected faults (``agents``)."""
+        seed. ``faults=True``: nodes can take injected faults (``agents``). ``hardware``:
+        what disks and links cost (a scenario's ``[hardware]``); None or the default spec:
+        no cost, the simulator as it always was."""
         self.config = config
         self.seed = seed
+        self.hardware = hardware or HardwareSpec()
         self.rng = random.Random(seed)
         self.loop = VirtualLoop()
-        self.net = SimNetwork(random.Random(self.rng.getrandbits(64)))
+        racks = {n.id: n.labels["rack"] for n in config.nodes if "rack" in n.labels}
+        self.net = SimNetwork(random.Random(self.rng.getrandbits(64)), self.hardware.network, racks)
         self.clock = SimClock()
         self.snapshot_every_entries = snapshot_every_entries
-        self.disks = {
-            n.id: [
-                SimDisk(f"{n.id}/{d}", n.capacity_of(i) or 1 << 40) for i, d in enumerate(n.disks)
-            ]
-            for n in config.nodes
-        }
+        self.disks = {n.id: self._new_disks(n) for n in config.nodes}
         self.http = SimHttp(self.clock)
         """The URL sources every node's imports read from."""
         self.keys = ClusterKeys(hashlib.sha256(f"simulated cluster {seed}".encode()).digest())
@@ -227,8 +228,15 @@ class SimCluster:
         self.buggify[node.id] = (
             buggify_for_node(self.seed, node.id) if self._buggify_on else buggify_off
         )
-        self.disks[node.id] = [
-            SimDisk(f"{node.id}/{d}", node.capacity_of(i) or 1 << 40)
+        self.disks[node.id] = self._new_disks(node)
+        if "rack" in node.labels:
+            self.net.racks[node.id] = node.labels["rack"]
+
+    def _new_disks(self, node: NodeConfig) -> list[SimDisk]:
+        model = self.hardware.disk
+        default = DEFAULT_DISK_BYTES if model is None else model.capacity_bytes
+        return [
+            SimDisk(f"{node.id}/{d}", node.capacity_of(i) or default, model, self.clock)
             for i, d in enumerate(node.disks)
         ]
 

@@ -4,6 +4,17 @@ Every message is encoded and decoded with the real wire codec on its way, so the
 simulator exercises the same bytes a socket would carry. Every random choice (loss,
 latency) comes from the network's own seeded RNG, in the order messages are sent, so
 a run is replayed exactly by its seed.
+
+With a hardware model (``fabric.hardware.NetworkSpec``) every directed link is a FIFO
+wire: a message waits for the ones sent on it before, goes out at the link's bandwidth,
+then arrives after the base latency plus a jitter draw (which may reorder messages, as
+the real transport's parallel connections do); links between racks (nodes' ``rack``
+labels) may have their own latency and bandwidth. Without one, a message
+arrives after a uniform 0.2..2 ms (``latency_s``), the draw the simulator always made.
+
+Counters (always kept, model or not): bytes per directed link (``link_bytes``), and per
+(``inside``/``across`` racks, traffic family) (``scoped_bytes``, families from
+``fabric.traffic``), counted as sent, whether delivered or not, like ``bytes_sent``.
 """
 
 from __future__ import annotations
@@ -14,11 +25,16 @@ import random
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from fabric import traffic
 from fabric.errors import FabricError, from_code
+from fabric.hardware import NetworkSpec
 from fabric.ports import Handler, OneWayHandler, PeerUnreachable
 from fabric.wire.codec import decode, encode
 from fabric.wire.messages import ErrorReply
 from fabric.wire.refusals import Refusals
+
+SCOPES = ("inside", "across")
+"""Where a link runs: inside one rack (or between nodes without a rack), or across two."""
 
 
 class SenderFaults(Protocol):
@@ -38,8 +54,22 @@ the bytes), as it is handed over, delivered or not."""
 
 
 class SimNetwork:
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        model: NetworkSpec | None = None,
+        racks: dict[str, str] | None = None,
+    ) -> None:
         self.rng = rng
+        self.model = model
+        self.racks: dict[str, str] = dict(racks or {})
+        """Node id -> rack label; a node not listed is in no rack."""
+        self._link_free_at: dict[tuple[str, str], float] = {}
+        self.link_bytes: dict[tuple[str, str], int] = {}
+        """Bytes sent per directed link (sender, receiver)."""
+        self.scoped_bytes: dict[tuple[str, str], int] = {}
+        """Bytes sent per (scope, family): ``("across", "repair")`` is repair traffic
+        between racks."""
         self.endpoints: dict[str, SimTransport] = {}
         self.blocked: set[tuple[str, str]] = set()
         self.loss = 0.0
@@ -72,6 +102,8 @@ class SimNetwork:
             # own node crashes in that instant must see its cancellation first (asyncio's
             # wait_for would let this error through in its place, and the task live on).
             waiting[0].get_loop().call_later(self.latency_s[0], _reset, node_id, waiting)
+        for link in [link for link in self._link_free_at if node_id in link]:
+            del self._link_free_at[link]  # its connections reset: nothing queues on them
 
     # --- faults -----------------------------------------------------------------------------
     def partition(self, *groups: list[str]) -> None:
@@ -92,10 +124,62 @@ class SimNetwork:
         for watcher in self.watchers:
             watcher(frm, to, message)
 
-    def deliver(self, frm: str, to: str, payload: bytes, fn: Callable[[Any], None]) -> None:
-        """Deliver ``payload`` to ``fn`` after a random latency, unless lost or cut."""
+    def cross_rack(self, a: str, b: str) -> bool:
+        return self.racks.get(a) != self.racks.get(b)
+
+    def bytes_by(self, scope: str | None = None, family: str | None = None) -> int:
+        """Bytes sent in ``scope`` (``inside``/``across``) of ``family``; None: any."""
+        return sum(
+            n
+            for (s, f), n in self.scoped_bytes.items()
+            if (scope is None or s == scope) and (family is None or f == family)
+        )
+
+    def traffic(self) -> dict[str, dict[str, int]]:
+        """The counters as plain data for a report: bytes per family inside racks and
+        across them, and per directed link (``"n1->n2"``)."""
+        out: dict[str, dict[str, int]] = {scope: {} for scope in SCOPES}
+        for (scope, family), n in sorted(self.scoped_bytes.items()):
+            out[scope][family] = n
+        out["links"] = {f"{a}->{b}": n for (a, b), n in sorted(self.link_bytes.items())}
+        return out
+
+    def _count(self, frm: str, to: str, nbytes: int, family: str) -> None:
         self.sent += 1
-        self.bytes_sent += len(payload)
+        self.bytes_sent += nbytes
+        link = (frm, to)
+        self.link_bytes[link] = self.link_bytes.get(link, 0) + nbytes
+        key = (SCOPES[self.cross_rack(frm, to)], family)
+        self.scoped_bytes[key] = self.scoped_bytes.get(key, 0) + nbytes
+
+    def _modelled_delay(self, model: NetworkSpec, frm: str, to: str, nbytes: int) -> float:
+        """Seconds from now until the message arrives: its turn on the link, its bytes
+        at the link's bandwidth, the base latency and a jitter draw."""
+        latency_s, bandwidth = model.link(self.cross_rack(frm, to))
+        now = asyncio.get_running_loop().time()
+        out_at = now
+        if bandwidth > 0:
+            link = (frm, to)
+            out_at = max(now, self._link_free_at.get(link, 0.0)) + nbytes / bandwidth
+            self._link_free_at[link] = out_at
+        jitter_s = model.jitter_ms / 1000
+        if jitter_s > 0:
+            if model.jitter == "exponential":
+                latency_s += self.rng.expovariate(1 / jitter_s)
+            else:
+                latency_s += self.rng.uniform(0.0, jitter_s)
+        return out_at - now + latency_s
+
+    def deliver(
+        self,
+        frm: str,
+        to: str,
+        payload: bytes,
+        fn: Callable[[Any], None],
+        family: str = "control",
+    ) -> None:
+        """Deliver ``payload`` to ``fn`` after the link's delay, unless lost or cut."""
+        self._count(frm, to, len(payload), family)
         if self.taps:
             now = asyncio.get_running_loop().time()
             for tap in self.taps:
@@ -103,7 +187,10 @@ class SimNetwork:
         if (frm, to) in self.blocked or self.rng.random() < self.loss:
             self.dropped += 1
             return
-        delay = self.rng.uniform(*self.latency_s)
+        if self.model is None:
+            delay = self.rng.uniform(*self.latency_s)
+        else:
+            delay = self._modelled_delay(self.model, frm, to, len(payload))
         sender = self.endpoints.get(frm)
 
         def arrive() -> None:
@@ -153,20 +240,23 @@ class SimTransport:
 
         self.net.watch(self.node_id, peer, message)
         payload = encode(message)
+        family = traffic.family(message)
         if self.faults is None or not self.faults.rules:
-            self.net.deliver(self.node_id, peer, payload, arrive)
+            self.net.deliver(self.node_id, peer, payload, arrive, family)
             return
         copies, wait_s = self.faults.one_way(peer)
         for _ in range(copies):
             if wait_s:
-                asyncio.get_running_loop().call_later(wait_s, self._late, peer, payload, arrive)
+                asyncio.get_running_loop().call_later(
+                    wait_s, self._late, peer, payload, arrive, family
+                )
             else:
-                self.net.deliver(self.node_id, peer, payload, arrive)
+                self.net.deliver(self.node_id, peer, payload, arrive, family)
 
-    def _late(self, peer: str, payload: bytes, arrive: Callable[[Any], None]) -> None:
+    def _late(self, peer: str, payload: bytes, arrive: Callable[[Any], None], family: str) -> None:
         """A delayed send leaves now, unless this node crashed meanwhile (its queue with it)."""
         if self.net.endpoints.get(self.node_id) is self:
-            self.net.deliver(self.node_id, peer, payload, arrive)
+            self.net.deliver(self.node_id, peer, payload, arrive, family)
 
     async def call(self, peer: str, message: Any, timeout_s: float) -> Any:
         loop = asyncio.get_running_loop()
@@ -176,9 +266,11 @@ class SimTransport:
             if not reply.done():
                 reply.set_result(msg)
 
+        family = traffic.family(message)  # its reply counts in the same family
+
         def arrive(msg: Any) -> None:
             target = self.net.endpoints[peer]
-            target._spawn(target._serve_call(self.node_id, msg, answer))
+            target._spawn(target._serve_call(self.node_id, msg, answer, family))
 
         self.net.watch(self.node_id, peer, message)
         payload = encode(message)
@@ -191,7 +283,7 @@ class SimTransport:
             raise PeerUnreachable(peer, "connection refused (not running)")
         waiting = self.net._waiting.setdefault(peer, {}) if self.net.refuse_dead else {}
         waiting[reply] = None
-        self.net.deliver(self.node_id, peer, payload, arrive)
+        self.net.deliver(self.node_id, peer, payload, arrive, family)
         try:
             result = await asyncio.wait_for(reply, timeout_s)
         except TimeoutError:
@@ -202,10 +294,12 @@ class SimTransport:
             raise from_code(result.code, result.message)
         return result
 
-    async def _serve_call(self, frm: str, msg: Any, answer: Callable[[Any], None]) -> None:
+    async def _serve_call(
+        self, frm: str, msg: Any, answer: Callable[[Any], None], family: str
+    ) -> None:
         assert self._on_call is not None, "a call arrived before the node served"
         try:
             result = await self._on_call(frm, msg)
         except FabricError as exc:
             result = ErrorReply(exc.code, exc.message)
-        self.net.deliver(self.node_id, frm, encode(result), answer)
+        self.net.deliver(self.node_id, frm, encode(result), answer, family)

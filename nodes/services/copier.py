@@ -18,7 +18,7 @@ import logging
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
-from fabric import limits
+from fabric import limits, traffic
 from fabric.buggify import OFF as buggify_off
 from fabric.buggify import Buggify
 from fabric.errors import FabricError, Unavailable
@@ -87,7 +87,8 @@ class Copier:
         # A partial copy an earlier attempt left here is garbage: start from nothing.
         await self.storage.delete(DeleteEgroupFiles(msg.egid))
         try:
-            reply = await self._copy(msg)
+            with traffic.tagged("repair"):
+                reply = await self._copy(msg)
         except BaseException:
             self.stats.failed += 1
             await self.storage.delete(DeleteEgroupFiles(msg.egid))

@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fabric import limits
+from fabric import limits, traffic
 from fabric.buggify import OFF as buggify_off
 from fabric.buggify import Buggify
 from fabric.errors import FabricError, Unavailable
@@ -244,7 +244,8 @@ class EcService:
         for strip in rebuild_suspects(state):
             lost = [m for m in strip.members if m.node in gone or self._lost_with_disk(m)]
             if lost and len(lost) <= strip.m:
-                await self._rebuild(strip, lost[0].egid, lost[0].node)
+                with traffic.tagged("repair"):
+                    await self._rebuild(strip, lost[0].egid, lost[0].node)
                 return
         for strip_id in sorted(state.idx.empty_strips):
             empty = state.strip(strip_id)

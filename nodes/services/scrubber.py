@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from fabric import limits
+from fabric import limits, traffic
 from fabric.buggify import OFF as buggify_off
 from fabric.buggify import Buggify
 from fabric.config import ClusterConfig
@@ -281,7 +281,8 @@ class Scrubber:
 
     async def _mend(self, eg: EgroupRecord, ext: ExtentRecord) -> str:
         """Rewrite this node's copy of ``ext`` with good bytes; where they came from."""
-        good, source = await self._good_copy(eg, ext)
+        with traffic.tagged("repair"):
+            good, source = await self._good_copy(eg, ext)
         await self.storage.repair(RepairExtent(eg.egid, ext.offset, good))
         return source
 
