@@ -49,6 +49,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fabric.config import ConfigError, _Source
+from fabric.failures import FailureSpec, parse_failures
 
 FAULT_KINDS = (
     "node-kill",
@@ -200,6 +201,8 @@ class Scenario:
     seed: int = 0
     """The default seed (``--seed`` overrides it)."""
     origin: str = "<scenario>"
+    failures: FailureSpec = field(default_factory=FailureSpec)
+    """``[failures]``: failure processes (``fabric.failures``); the default schedules none."""
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -315,6 +318,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
     )
     faults.done()
     checks = _parse_checks(_Reader(src, top.get("checks", dict, {}), "checks"))
+    failures = parse_failures(_Reader(src, top.get("failures", dict, {}), "failures"))
     top.done()
     return Scenario(
         name,
@@ -327,6 +331,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
         checks,
         seed,
         origin,
+        failures=failures,
     )
 
 
