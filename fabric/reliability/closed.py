@@ -35,6 +35,7 @@ from fabric.failures import (
     mean_lifetime_s,
     repair_seconds,
 )
+from fabric.reliability.layout import Critical
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +48,12 @@ class ClosedForm:
     bytes_lost_per_year: float
     bytes_at_risk: float
     """Expected bytes in groups with no redundancy left (one more failure loses them)."""
+    loss_incidents_per_year: float
+    """Failures that lose at least one group, a year (see ``closed_form``)."""
     p_loss_per_year: float
-    """1 - exp(-groups lost a year): independent groups (an upper estimate)."""
+    """1 - exp(-incidents a year)."""
     mttdl_years: float
-    """1 / groups lost a year."""
+    """1 / incidents a year."""
     node_repair_s: float
     disk_repair_s: float
 
@@ -68,10 +71,17 @@ def closed_form(
     data_members: int = 1,
     helpers: float = 1.0,
     racks: int = 0,
+    critical: tuple[list[Critical], list[list[Critical]]] | None = None,
+    copysets: int | None = None,
 ) -> ClosedForm:
     """The estimate for ``groups`` groups of ``width`` members on ``nodes`` nodes.
 
     ``helpers``: how many nodes rebuild one node's data together (its scatter width).
+    ``critical``: per node and per (node, disk), the distinct sets of ``tolerance``
+    co-members (``layout.critical_sets``); ``copysets``: distinct member sets. With
+    them, loss *incidents* are counted as a failure that finds any one of its node's
+    (disk's) critical sets down, summed over nodes (disks); without them, every lost
+    group is taken for an incident of its own.
     """
     n, t = width, tolerance
     node_r = repair_seconds(spec, spec.node_bytes, round(helpers))
@@ -101,6 +111,29 @@ def closed_form(
     member_bytes = spec.node_bytes * nodes / (groups * width)
     logical = member_bytes * data_members
     lost_groups = groups * rate
+    incidents = lost_groups
+    if critical is not None:
+        per_node, per_disk = critical
+        pn, pd = lam_node * node_r, lam_disk * disk_r
+
+        def any_down(sets: list[tuple[int, ...]]) -> float:
+            # Sets taken as independent of each other: exact for t = 1 (distinct peers),
+            # a slight overestimate for larger t (sets that share a peer).
+            log_none = 0.0
+            for ks in sets:
+                down = math.prod(pn + (1 - pn) * -math.expm1(k * math.log1p(-pd)) for k in ks)
+                if down >= 1:
+                    return 1.0
+                log_none += math.log1p(-down)
+            return -math.expm1(log_none)
+
+        inc_s = lam_node * sum(any_down(sets) for sets in per_node)
+        inc_s += lam_disk * sum(any_down(sets) for ds in per_disk for sets in ds)
+        if correlated and rho:
+            kill = sum(binomial(n, j, spec.rack_loss_fraction) for j in range(t + 1, n + 1))
+            sets = groups if copysets is None else copysets
+            inc_s += rho * (-math.expm1(sets * math.log1p(-kill)) if kill < 1 else 1.0)
+        incidents = inc_s * YEAR_S
     return ClosedForm(
         member_rate_per_year=lam * YEAR_S,
         member_down_probability=p,
@@ -108,8 +141,9 @@ def closed_form(
         groups_lost_per_year=lost_groups,
         bytes_lost_per_year=lost_groups * logical,
         bytes_at_risk=groups * binomial(n, t, p) * logical,
-        p_loss_per_year=-math.expm1(-lost_groups),
-        mttdl_years=math.inf if lost_groups == 0 else 1 / lost_groups,
+        loss_incidents_per_year=incidents,
+        p_loss_per_year=-math.expm1(-incidents),
+        mttdl_years=math.inf if incidents == 0 else 1 / incidents,
         node_repair_s=node_r,
         disk_repair_s=disk_r,
     )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from itertools import combinations
 
 import numpy as np
 import numpy.typing as npt
@@ -64,6 +65,40 @@ class Layout:
                 peers.update(self.members[g])
             out.append(max(0, len(peers) - 1))
         return out
+
+
+def disk_of(group: int, node: int, disks: int) -> int:
+    """Which of a node's disks holds its member of ``group`` (spread evenly)."""
+    return (group * 31 + node) % disks
+
+
+Critical = list[tuple[int, ...]]
+"""A node's (or disk's) distinct critical sets: for each set of ``tolerance`` peer nodes
+that share a group with it, how many distinct disks of each peer hold those groups."""
+
+
+def critical_sets(layout: Layout, disks: int) -> tuple[list[Critical], list[list[Critical]]]:
+    """Per node and per (node, disk): the distinct sets of ``tolerance`` co-members its
+    groups have. A failure there loses data exactly when one of those sets is down
+    already (the Copysets paper's copysets, seen from one node), so these sets drive
+    how often failures turn into losses. A peer is down for a group when the peer node
+    is lost or the one disk holding that group's member is, hence the disk counts."""
+    t = layout.tolerance
+    per_node: list[Critical] = []
+    per_disk: list[list[Critical]] = []
+    for node, groups in enumerate(layout.node_groups):
+        whole: dict[tuple[int, ...], list[set[int]]] = {}
+        parts: list[dict[tuple[int, ...], list[set[int]]]] = [{} for _ in range(disks)]
+        for g in groups:
+            others = sorted(m for m in layout.members[g] if m != node)
+            for subset in combinations(others, t):
+                for table in (whole, parts[disk_of(g, node, disks)]):
+                    used = table.setdefault(subset, [set() for _ in subset])
+                    for i, m in enumerate(subset):
+                        used[i].add(disk_of(g, m, disks))
+        per_node.append([tuple(len(u) for u in used) for used in whole.values()])
+        per_disk.append([[tuple(len(u) for u in used) for used in d.values()] for d in parts])
+    return per_node, per_disk
 
 
 def cluster(nodes: int, racks: int) -> tuple[list[str], dict[str, str]]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 
 from fabric.failures import YEAR_S, FailureSpec, failure_schedule, repair_seconds
 from fabric.reliability.closed import ClosedForm, closed_form
-from fabric.reliability.layout import Layout
+from fabric.reliability.layout import Layout, critical_sets, disk_of
 from fabric.reliability.stats import Estimate, inverse, mean_ci, poisson_rate_ci, proportion_ci
 
 
@@ -41,11 +41,6 @@ class TrialResult:
     repairs: int = 0
     repair_bytes: float = 0.0
     events: int = 0
-
-
-def disk_of(group: int, node: int, disks: int) -> int:
-    """Which of a node's disks holds its member of ``group`` (spread evenly)."""
-    return (group * 31 + node) % disks
 
 
 class _Trial:
@@ -225,6 +220,7 @@ class Summary:
             "repair_bytes_per_year": self.repair_bytes_per_year,
             "events_per_trial": self.events_per_trial,
             "closed_form": {
+                "loss_incidents_per_year": c.loss_incidents_per_year,
                 "p_loss_per_year": c.p_loss_per_year,
                 "mttdl_years": c.mttdl_years,
                 "groups_lost_per_year": c.groups_lost_per_year,
@@ -270,6 +266,8 @@ def simulate(
         layout.data_members,
         helpers,
         len({r for r in layout.racks.values() if r}),
+        critical_sets(layout, spec.disks_per_node),
+        len({tuple(sorted(m)) for m in layout.members}),
     )
     return Summary(
         trials=trials,
