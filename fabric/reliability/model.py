@@ -27,7 +27,14 @@ from dataclasses import dataclass, field
 from fabric.failures import YEAR_S, FailureSpec, failure_schedule, repair_seconds
 from fabric.reliability.closed import ClosedForm, closed_form
 from fabric.reliability.layout import Layout, critical_sets, disk_of
-from fabric.reliability.stats import Estimate, inverse, mean_ci, poisson_rate_ci, proportion_ci
+from fabric.reliability.stats import (
+    CONFIDENCE,
+    Estimate,
+    inverse,
+    mean_ci,
+    poisson_rate_ci,
+    proportion_ci,
+)
 
 
 @dataclass
@@ -241,6 +248,7 @@ def simulate(
     seed: int,
     repairs: bool = True,
     progress: Callable[[int], None] | None = None,
+    confidence: float = CONFIDENCE,
 ) -> Summary:
     """``trials`` independent trials (seeds derived from ``seed``) and the closed form."""
     assert trials >= 1 and years > 0
@@ -254,7 +262,8 @@ def simulate(
         len({min(whole_years - 1, int(t // YEAR_S)) for t in r.incidents}) for r in results
     )
     exposure = trials * years
-    incident_rate = poisson_rate_ci(sum(len(r.incidents) for r in results), exposure)
+    incidents = sum(len(r.incidents) for r in results)
+    incident_rate = poisson_rate_ci(incidents, exposure, confidence)
     scatter = layout.scatter()
     helpers = sum(scatter) / len(scatter)
     closed = closed_form(
@@ -276,12 +285,12 @@ def simulate(
         groups=len(layout.members),
         width=layout.width,
         tolerance=layout.tolerance,
-        p_loss_per_year=proportion_ci(hit_years, trials * whole_years),
+        p_loss_per_year=proportion_ci(hit_years, trials * whole_years, confidence),
         loss_incidents_per_year=incident_rate,
         mttdl_years=inverse(incident_rate),
-        groups_lost_per_year=mean_ci([r.groups_lost / years for r in results]),
-        bytes_lost_per_year=mean_ci([r.bytes_lost / years for r in results]),
-        bytes_at_risk=mean_ci([r.risk_byte_s / (years * YEAR_S) for r in results]),
+        groups_lost_per_year=mean_ci([r.groups_lost / years for r in results], confidence),
+        bytes_lost_per_year=mean_ci([r.bytes_lost / years for r in results], confidence),
+        bytes_at_risk=mean_ci([r.risk_byte_s / (years * YEAR_S) for r in results], confidence),
         repair_bytes_per_year=sum(r.repair_bytes for r in results) / exposure,
         events_per_trial=sum(r.events for r in results) / trials,
         closed=closed,
