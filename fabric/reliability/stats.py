@@ -45,7 +45,9 @@ def proportion_ci(hits: int, trials: int, confidence: float = CONFIDENCE) -> Est
     denom = 1 + z * z / trials
     centre = (p + z * z / (2 * trials)) / denom
     half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denom
-    return Estimate(p, max(0.0, centre - half), min(1.0, centre + half))
+    low = 0.0 if hits == 0 else max(0.0, centre - half)
+    high = 1.0 if hits == trials else min(1.0, centre + half)
+    return Estimate(p, low, high)
 
 
 def poisson_rate_ci(events: int, exposure: float, confidence: float = CONFIDENCE) -> Estimate:
