@@ -247,30 +247,56 @@ def _lost(
     return back
 
 
-def fault_steps(events: Sequence[FailureEvent], disk_names: Sequence[str] = ()) -> list[FaultStep]:
+def fault_steps(
+    events: Sequence[FailureEvent],
+    racks: Mapping[str, str],
+    disk_names: Sequence[str] = (),
+) -> list[FaultStep]:
     """The schedule as the full simulator's fault steps (``fabric.faults`` kinds).
 
     A transient failure is a node-kill followed by a node-restart; a permanent one a
-    node-kill only (the replacement is ``fabric node replace``, not a fault); a failed
-    disk is a disk-fail on every operation until it is replaced; a rack event kills
-    and restarts ``rack:R``. ``disk_names``: the config's disk names, by index.
+    node-kill, and the node stays down for the rest of the run (its replacement, a new
+    empty machine, is ``fabric node replace``, not a fault: its later events are
+    dropped); a failed disk is a disk-fail on every operation until it is replaced; a
+    rack event kills the rack's running nodes and restarts those not lost in it.
+    ``racks``: node -> rack, as given to ``failure_schedule``; ``disk_names``: the
+    config's disk names, by index.
     """
     from fabric.scenario import FaultStep  # scenario imports this module to parse
 
     steps: list[FaultStep] = []
+    down: set[str] = set()
+    """Nodes not running: failed (until up or replaced) or taken by their rack."""
+    lost: set[str] = set()
+    struck: dict[str, list[str]] = {}
+    """rack -> the nodes its current outage stopped."""
     failed_disk: dict[tuple[str, int], float] = {}
+
+    def step(at: float, kind: str, nodes: list[str]) -> None:
+        if nodes:
+            steps.append(FaultStep(at, kind, {"nodes": sorted(nodes)}, source="failures"))
+
     for e in events:
-        on = {"nodes": [e.node]}
+        if e.node in lost:
+            continue  # gone for good: its replacement is not a fault step
         if e.kind in ("node-down", "node-lost"):
-            steps.append(FaultStep(e.at_s, "node-kill", on, source="failures"))
+            if e.kind == "node-lost":
+                lost.add(e.node)
+            if e.node not in down:
+                step(e.at_s, "node-kill", [e.node])
+            down.add(e.node)
         elif e.kind == "node-up":
-            steps.append(FaultStep(e.at_s, "node-restart", on, source="failures"))
+            step(e.at_s, "node-restart", [e.node])
+            down.discard(e.node)
         elif e.kind == "rack-down":
-            target = {"select": f"rack:{e.rack}"} if e.rack else {"select": "all"}
-            steps.append(FaultStep(e.at_s, "node-kill", target, source="failures"))
+            members = [n for n, r in racks.items() if r == e.rack and n not in down]
+            struck[e.rack] = members
+            step(e.at_s, "node-kill", members)
+            down.update(members)
         elif e.kind == "rack-up":
-            target = {"select": f"rack:{e.rack}"} if e.rack else {"select": "all"}
-            steps.append(FaultStep(e.at_s, "node-restart", target, source="failures"))
+            back = [n for n in struck.pop(e.rack, []) if n not in lost]
+            step(e.at_s, "node-restart", back)
+            down.difference_update(back)
         elif e.kind == "disk-failed":
             failed_disk[(e.node, e.disk)] = e.at_s
         elif e.kind == "disk-replaced" and (e.node, e.disk) in failed_disk:

@@ -67,7 +67,7 @@ class _Trial:
         d = spec.disks_per_node
         self.disk_gone = [[False] * d for _ in range(n)]
         self.disk_gen = [[0] * d for _ in range(n)]
-        self.disk_groups = [[[] for _ in range(d)] for _ in range(n)]  # type: list[list[list[int]]]
+        self.disk_groups: list[list[list[int]]] = [[[] for _ in range(d)] for _ in range(n)]
         for node, groups in enumerate(layout.node_groups):
             for g in groups:
                 self.disk_groups[node][disk_of(g, node, d)].append(g)
@@ -79,7 +79,8 @@ class _Trial:
         self.pending: list[tuple[float, int, str, int, int, int]] = []
         """Repairs in flight: (ends at, seq, "node"|"disk", node, disk, generation)."""
         self._seq = 0
-        self._crossed = False
+        self.crossed = False
+        """Set when the event being applied made a group lose data (one incident)."""
 
     # --- member bookkeeping --------------------------------------------------------------------
     def _down(self, g: int) -> None:
@@ -91,7 +92,7 @@ class _Trial:
             self.risk_bytes -= self.logical
             self.result.groups_lost += 1
             self.result.bytes_lost += self.logical
-            self._crossed = True
+            self.crossed = True
 
     def _up(self, g: int) -> None:
         c = self.lost[g]
@@ -173,12 +174,12 @@ def run_trial(
             advance(at)
             trial.repaired(what, node, disk, gen)
         advance(e.at_s)
-        trial._crossed = False
+        trial.crossed = False
         if e.kind == "node-lost":
             trial.node_lost(index[e.node], e.at_s)
         elif e.kind == "disk-failed":
             trial.disk_failed(index[e.node], e.disk, e.at_s)
-        if trial._crossed:
+        if trial.crossed:
             out.incidents.append(e.at_s)
     while trial.pending and trial.pending[0][0] < horizon:
         at, _, what, node, disk, gen = heapq.heappop(trial.pending)

@@ -147,16 +147,31 @@ def test_the_schedule_becomes_the_simulators_fault_steps() -> None:
         node_afr=0.9, disk_afr=0.9, disks_per_node=2, transient_fraction=0.5, rack_events_per_year=1
     )
     events = failure_schedule(spec, NODES, RACKS, YEAR_S, 9)
-    steps = fault_steps(events, ["disk0", "disk1"])
+    steps = fault_steps(events, RACKS, ["disk0", "disk1"])
     kinds = {s.kind for s in steps}
-    assert kinds <= {"node-kill", "node-restart", "disk-fail"}
-    assert {"node-kill", "disk-fail"} <= kinds
-    kills = sum(1 for e in events if e.kind in ("node-down", "node-lost", "rack-down"))
-    assert sum(1 for s in steps if s.kind == "node-kill") == kills
+    assert kinds == {"node-kill", "node-restart", "disk-fail"}, f"seed 9: {kinds}"
     disk = next(s for s in steps if s.kind == "disk-fail")
     assert disk.params["disk"] in ("disk0", "disk1") and disk.source == "failures"
-    racked = [s for s in steps if s.target.get("select", "").startswith("rack:")]
-    assert racked, "seed 9: rack events become rack:R targets"
+    # Replayed in order, a node is never killed while down nor restarted while running.
+    running = set(NODES)
+    for s in steps:
+        for node in s.target.get("nodes", []):
+            if s.kind == "node-kill":
+                assert node in running, f"seed 9: {node} killed twice at {s.at_s}"
+                running.discard(node)
+            elif s.kind == "node-restart":
+                assert node not in running, f"seed 9: {node} restarted while up at {s.at_s}"
+                running.add(node)
+
+
+def test_a_node_lost_in_a_rack_outage_is_not_restarted_with_its_rack() -> None:
+    spec = FailureSpec(rack_events_per_year=3.0, rack_loss_fraction=0.5, rack_downtime_s=3600)
+    events = failure_schedule(spec, NODES, RACKS, YEAR_S, 4)
+    steps = fault_steps(events, RACKS)
+    lost = next(e for e in events if e.kind == "node-lost")
+    up = next(e for e in events if e.kind == "rack-up" and e.at_s > lost.at_s)
+    restarted = [s for s in steps if s.kind == "node-restart" and s.at_s == up.at_s]
+    assert all(lost.node not in s.target["nodes"] for s in restarted), f"seed 4: {restarted}"
 
 
 def test_repair_time_is_the_delay_then_the_bytes_at_the_slowest_rate() -> None:

@@ -168,3 +168,36 @@ def test_the_cli_side_refuses_a_scenario_without_failures(tmp_path: Path) -> Non
     lines: list[str] = []
     assert run(str(scenario), 1, str(tmp_path), echo=lines.append) == 2
     assert "no [failures] table" in lines[0]
+
+
+def test_copyset_replication_makes_few_copysets_and_loses_data_as_the_paper_says() -> None:
+    from fabric.reliability.copysets import (
+        copyset_replication,
+        loss_probability,
+        random_window,
+        simulate_outages,
+    )
+
+    n, r, failed = 300, 3, 30
+    few = copyset_replication(n, r, 4, seed=1)
+    assert len(few) == 2 * (n // r)  # S / (R - 1) permutations of N / R copysets
+    assert all(len(set(row)) == r for row in few.tolist())
+    many = random_window(n, r, 10)
+    assert len(many) == n * math.comb(10, 2)
+    for sets, seed in ((few, 1), (many, 2)):
+        formula = loss_probability(len(sets), n, r, failed)
+        mc = simulate_outages(sets, n, failed, 3000, seed)
+        # The formula treats copysets as independent: close for few, high for many.
+        assert mc.low <= formula <= mc.high * 1.15, f"seed {seed}: {mc} vs {formula}"
+    assert loss_probability(len(few), n, r, failed) < loss_probability(len(many), n, r, failed)
+
+
+def test_the_outage_monte_carlo_fires_when_a_copyset_is_inside_the_failed_set() -> None:
+    """Checker: an outage of exactly one copyset's nodes must count as a loss."""
+    import numpy as np
+
+    from fabric.reliability.copysets import simulate_outages
+
+    sets = np.array([[0, 1, 2]], dtype=np.int32)
+    assert simulate_outages(sets, 3, 3, 10, seed=1).value == 1.0
+    assert simulate_outages(sets, 4, 2, 10, seed=1).value == 0.0
