@@ -50,6 +50,7 @@ from typing import Any
 
 from fabric import limits
 from fabric.config import ConfigError, _Source
+from fabric.failures import FailureSpec, parse_failures
 from fabric.hardware import HardwareSpec, parse_hardware
 
 FAULT_KINDS = (
@@ -204,6 +205,8 @@ class Scenario:
     origin: str = "<scenario>"
     hardware: HardwareSpec = field(default_factory=HardwareSpec)
     """``[hardware]``: what simulated disks and links cost (``fabric.hardware``)."""
+    failures: FailureSpec = field(default_factory=FailureSpec)
+    """``[failures]``: failure processes (``fabric.failures``); the default schedules none."""
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -326,6 +329,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
     hardware = parse_hardware(
         top.get("hardware", dict, {}), lambda raw, table: _Reader(src, raw, table)
     )
+    failures = parse_failures(_Reader(src, top.get("failures", dict, {}), "failures"))
     top.done()
     return Scenario(
         name,
@@ -339,6 +343,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
         seed,
         origin,
         hardware,
+        failures=failures,
     )
 
 
