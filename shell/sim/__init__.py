@@ -1,0 +1,1 @@
+"""``fabric sim``: scenarios on the simulator, reliability models and sweeps over them."""

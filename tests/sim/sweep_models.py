@@ -1,0 +1,12 @@
+"""Models for the sweep tests, named by ``module:function`` as a researcher's own would be."""
+
+from __future__ import annotations
+
+from fabric.scenario import Scenario
+
+
+def flaky(scenario: Scenario, seed: int) -> dict[str, float]:
+    """A model that breaks on seed 2: the sweep must record it and go on."""
+    if seed == 2:
+        raise RuntimeError(f"broken on purpose at seed {seed}")
+    return {"rf": float(scenario.containers[0].rf), "seed": float(seed)}
