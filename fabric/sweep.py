@@ -5,7 +5,8 @@ sweepable key, the values to try; ``parse_sweep`` types each value through the k
 in ``SWEEP_KEYS`` (the one table of what can be swept), and ``points`` is the cartesian
 product, the first key varying slowest. ``parse_seeds`` reads ``7``, ``1-1000`` or
 ``1,5,9`` (and mixes: ``1-3,9``). ``apply`` turns a scenario and one point into a new
-scenario, so every model runs the point from a plain ``Scenario``.
+scenario, so every model runs the point from a plain ``Scenario``. ``policy=rf3,4+2,6+3``
+sets ``rf`` and ``ec`` together: replication against erasure codes on one axis.
 
 Pure: text in, values out; a user's mistake is a ``SweepError`` naming the key.
 """
@@ -79,6 +80,26 @@ def _ec(text: str) -> Value:
     return f"{int(m.group(1))}+{int(m.group(2))}"
 
 
+def _policy(text: str) -> Value:
+    m = re.fullmatch(r"rf([1-3])", text)
+    if m:
+        return text
+    try:
+        coded = _ec(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not rf1..rf3 nor k+m (e.g. rf3, 4+2)") from None
+    if coded == "none":
+        raise ValueError(f"{text!r} is not rf1..rf3 nor k+m (e.g. rf3, 4+2)")
+    return coded
+
+
+def _set_policy(s: Scenario, v: Value) -> Scenario:
+    text = str(v)
+    if text.startswith("rf"):
+        return _containers(s, "policy", rf=int(text[2:]), ec="")
+    return _containers(s, "policy", ec=text)
+
+
 def _containers(s: Scenario, key: str, **changes: object) -> Scenario:
     if not s.containers:
         raise SweepError(f"{key}: the scenario has no [[containers]] to set it on")
@@ -114,6 +135,12 @@ SWEEP_KEYS: dict[str, SweepKey] = {
             "every container's erasure code: k+m (e.g. 4+2) or none",
             _ec,
             lambda s, v: _containers(s, "ec", ec="" if v == "none" else v),
+        ),
+        SweepKey(
+            "policy",
+            "every container's redundancy, one axis: rf1..rf3 (replicas only) or k+m",
+            _policy,
+            _set_policy,
         ),
         SweepKey(
             "rebuild_rate",

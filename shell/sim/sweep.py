@@ -27,7 +27,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 from fabric.scenario import ScenarioError, load_scenario
-from fabric.sweep import Point, SweepError, apply, label, parse_seeds, parse_sweep, points
+from fabric.sweep import (
+    SWEEP_KEYS,
+    Point,
+    SweepError,
+    apply,
+    label,
+    parse_seeds,
+    parse_sweep,
+    points,
+)
 from fabric.sweepstats import Summary, summarize
 from shell.sim import sweep_report
 from shell.sim.points import Model, UnknownModel, evaluate, find_model
@@ -43,8 +52,9 @@ def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--sweep",
         metavar="'KEY=V1,V2 ...'",
-        help="run every combination of these settings (keys: rf, ec, rebuild_rate (MB/s), "
-        "rebuild_delay_s, nodes, racks), each over --seeds",
+        help="run every combination of these settings, each over --seeds (keys: "
+        + "; ".join(f"{k.name}: {k.means}" for k in SWEEP_KEYS.values())
+        + ")",
     )
     parser.add_argument(
         "--seeds", default="1-10", help="seeds of each point: 7, 1-1000 or 1,5,9 (default 1-10)"

@@ -47,7 +47,7 @@ def test_values_are_typed_per_key_and_points_are_the_cartesian_product() -> None
         ("ec=4-2", "ec: '4-2' is not k+m"),
         ("ec=20+2", "ec: '20+2' is not k+m"),
         ("rebuild_rate=-5", "rebuild_rate: '-5' is not a number"),
-        ("replicas=2", "replicas: not a sweepable key (rf, ec, rebuild_rate,"),
+        ("replicas=2", "replicas: not a sweepable key (rf, ec, policy, rebuild_rate,"),
         ("rf", "'rf': write key=value,value"),
         ("rf=2 rf=3", "rf: given twice"),
         ("rf=2,2", "rf: 2 given twice"),
@@ -110,3 +110,13 @@ def test_nodes_and_racks_resize_the_cluster_and_impossible_points_are_refused() 
     bare = parse_scenario('duration_s = 9\n[[workloads]]\nkind = "kv-cas"\n')
     with pytest.raises(SweepError, match=r"rf: the scenario has no \[\[containers\]\]"):
         apply(bare, {"rf": 2})
+
+
+def test_policy_puts_replication_and_erasure_codes_on_one_axis() -> None:
+    grid = parse_sweep("policy=rf3,4+2,6+3")
+    s = parse_scenario(SCENARIO)
+    applied = [apply(s, p).containers[1] for p in points(grid)]
+    assert [(c.rf, c.ec) for c in applied] == [(3, ""), (2, "4+2"), (2, "6+3")]
+    for bad in ("rf4", "none", "4"):
+        with pytest.raises(SweepError, match=f"policy: '{bad}' is not rf1..rf3 nor k"):
+            parse_sweep(f"policy={bad}")
