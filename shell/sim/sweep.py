@@ -23,8 +23,8 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, TextIO
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, TextIO, TypeVar
 
 from fabric.scenario import ScenarioError, load_scenario
 from fabric.sweep import (
@@ -42,6 +42,7 @@ from shell.sim import sweep_report
 from shell.sim.points import Model, UnknownModel, evaluate, find_model
 from shell.sim.sweep_report import PointResult
 
+T = TypeVar("T")
 WINDOW_PER_WORKER = 4
 """Runs in flight (or done, waiting for an earlier one) per worker: keeps every worker
 busy while one run is slower, and bounds what the parent holds."""
@@ -159,8 +160,36 @@ def _outcomes(
 def _outcome(seed: int, future: cf.Future[dict[str, float]]) -> Outcome:
     try:
         return seed, future.result(), None
+    except cf.BrokenExecutor:
+        return seed, None, CRASHED
     except Exception as exc:  # the run's own failure (or its worker's): an error row
         return seed, None, f"{type(exc).__name__}: {exc}"
+
+
+CRASHED = (
+    "a worker process died (this run, or one running beside it, ended its process); "
+    "the runs in flight with it are recorded as failed"
+)
+
+
+class _LocalPool(cf.Executor):
+    """Local worker processes that start afresh when one died: a run that kills its
+    process (a crash, the OOM killer) costs the runs in flight, not the sweep."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.pool = cf.ProcessPoolExecutor(max_workers=workers)
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> cf.Future[T]:
+        try:
+            return self.pool.submit(fn, *args, **kwargs)
+        except cf.BrokenExecutor:
+            self.pool.shutdown(wait=True)
+            self.pool = cf.ProcessPoolExecutor(max_workers=self.workers)
+            return self.pool.submit(fn, *args, **kwargs)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self.pool.shutdown(wait=wait, cancel_futures=cancel_futures)
 
 
 def _summaries(values: Mapping[str, list[float]], entry: Model) -> dict[str, Summary]:
@@ -184,7 +213,7 @@ def _executor(scheduler: str | None, workers: int | None) -> Iterator[tuple[cf.E
     """The executor and how many runs it runs at once."""
     if scheduler is None:
         slots = workers or os.cpu_count() or 1
-        with cf.ProcessPoolExecutor(max_workers=slots) as pool:
+        with _LocalPool(slots) as pool:
             yield pool, slots
         return
     from distributed import Client

@@ -10,3 +10,13 @@ def flaky(scenario: Scenario, seed: int) -> dict[str, float]:
     if seed == 2:
         raise RuntimeError(f"broken on purpose at seed {seed}")
     return {"rf": float(scenario.containers[0].rf), "seed": float(seed)}
+
+
+def crash(scenario: Scenario, seed: int) -> dict[str, float]:
+    """A model whose run at seed 2 ends its worker process, as a segfault or the OOM
+    killer would."""
+    if seed == 2:
+        import os
+
+        os._exit(3)
+    return {"seed": float(seed)}

@@ -162,3 +162,18 @@ def test_a_dask_cluster_gives_the_same_table_bytes_as_local_processes(
         )
     assert code == 0
     assert _files(dask) == _files(local)
+
+
+def test_a_run_that_kills_its_worker_process_costs_its_neighbours_not_the_sweep(
+    scenario: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    model = "tests.sim.sweep_models:crash"
+    assert run_sweep(scenario, "rf=2", "1-12", str(out), model, workers=1) == 1
+    runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
+    assert [r["seed"] for r in runs] == list(range(1, 13))
+    crashed = [r["seed"] for r in runs if "error" in r]
+    assert 2 in crashed and "worker process died" in runs[1]["error"]
+    # The pool starts again: runs submitted after the crash succeed.
+    assert runs[-1]["metrics"] == {"seed": 12.0}
+    assert f"{len(crashed)} failed" in capsys.readouterr().err
