@@ -9,8 +9,10 @@ runs it, so a worker pays for the models it runs and every process sees the same
 
 from __future__ import annotations
 
+import functools
 import importlib
 import math
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -70,9 +72,15 @@ def evaluate(
     scenario_path: str, point: dict[str, Value], seed: int, model: str
 ) -> dict[str, float]:
     """The metrics of one run; any exception is the run's error (the sweep goes on)."""
-    scenario = apply(load_scenario(scenario_path), point)
+    scenario = apply(_scenario(scenario_path, os.stat(scenario_path).st_mtime_ns), point)
     raw = find_model(model).function()(scenario, seed)
     return _checked(raw, model)
+
+
+@functools.lru_cache(maxsize=8)
+def _scenario(path: str, mtime_ns: int) -> Scenario:
+    # A worker runs many seeds of one file: parse it once (again if the file changed).
+    return load_scenario(path)
 
 
 def _checked(raw: Any, model_name: str) -> dict[str, float]:

@@ -44,8 +44,10 @@ from shell.sim.sweep_report import PointResult
 
 T = TypeVar("T")
 WINDOW_PER_WORKER = 4
-"""Runs in flight (or done, waiting for an earlier one) per worker: keeps every worker
-busy while one run is slower, and bounds what the parent holds."""
+WINDOW_MIN = 64
+"""Runs in flight (or done, waiting for an earlier one): at least 4 per worker, and enough
+to hide a Dask scheduler's round trip behind short runs. Bounds what the parent holds
+(a run's result is a few floats) however many seeds there are."""
 
 
 def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
@@ -102,7 +104,8 @@ def run_sweep(
     results: list[PointResult] = []
     first_error = ""
     with _executor(scheduler, workers) as (executor, slots):
-        runs = _outcomes(executor, slots * WINDOW_PER_WORKER, path, pts, seed_list, model)
+        window = max(WINDOW_MIN, slots * WINDOW_PER_WORKER)
+        runs = _outcomes(executor, window, path, pts, seed_list, model)
         with open(os.path.join(out_dir, "runs.jsonl"), "w", encoding="utf-8") as log:
             for p in pts:
                 values: dict[str, list[float]] = {}
