@@ -101,28 +101,13 @@ def run_sweep(
     os.makedirs(out_dir, exist_ok=True)
     total = len(pts) * len(seed_list)
     bar = _progress(total, err)
-    results: list[PointResult] = []
-    first_error = ""
-    with _executor(scheduler, workers) as (executor, slots):
+    with (
+        _executor(scheduler, workers) as (executor, slots),
+        open(os.path.join(out_dir, "runs.jsonl"), "w", encoding="utf-8") as log,
+    ):
         window = max(WINDOW_MIN, slots * WINDOW_PER_WORKER)
         runs = _outcomes(executor, window, path, pts, seed_list, model)
-        with open(os.path.join(out_dir, "runs.jsonl"), "w", encoding="utf-8") as log:
-            for p in pts:
-                values: dict[str, list[float]] = {}
-                failed = 0
-                for _ in seed_list:
-                    seed, metrics, error = next(runs)
-                    log.write(_run_line(p, seed, metrics, error))
-                    if error is not None:
-                        failed += 1
-                        first_error = first_error or (
-                            f"{label(p)} seed {seed}: {error}\n  replay: fabric sim "
-                            f"{scenario_path} --model {model} --sweep '{label(p)}' --seeds {seed}"
-                        )
-                    for name, value in (metrics or {}).items():
-                        values.setdefault(name, []).append(value)
-                    bar.advance(error is not None)
-                results.append(PointResult(p, len(seed_list), failed, _summaries(values, entry)))
+        results, first_error = _record(runs, pts, seed_list, entry, log, bar)
     bar.close()
     failed = sum(r.failed for r in results)
     sweep_report.write(out_dir, scenario.name, model, seeds, results)
@@ -132,9 +117,42 @@ def run_sweep(
         f" report in {out_dir}",
         file=err,
     )
-    if failed:
-        print(f"first failure: {first_error}", file=err)
+    if first_error is not None:
+        p, seed, error = first_error
+        print(
+            f"first failure: {label(p)} seed {seed}: {error}\n  replay: fabric sim "
+            f"{scenario_path} --model {model} --sweep '{label(p)}' --seeds {seed}",
+            file=err,
+        )
     return 1 if failed else 0
+
+
+def _record(
+    runs: Iterator[Outcome],
+    pts: Sequence[Point],
+    seed_list: Sequence[int],
+    entry: Model,
+    log: TextIO,
+    bar: _Progress,
+) -> tuple[list[PointResult], tuple[Point, int, str] | None]:
+    """Log every run in order and summarize each point as its last seed arrives; the
+    point summaries and the first failure (point, seed, error)."""
+    results: list[PointResult] = []
+    first_error: tuple[Point, int, str] | None = None
+    for p in pts:
+        values: dict[str, list[float]] = {}
+        failed = 0
+        for _ in seed_list:
+            seed, metrics, error = next(runs)
+            log.write(_run_line(p, seed, metrics, error))
+            if error is not None:
+                failed += 1
+                first_error = first_error or (p, seed, error)
+            for name, value in (metrics or {}).items():
+                values.setdefault(name, []).append(value)
+            bar.advance(error is not None)
+        results.append(PointResult(p, len(seed_list), failed, _summaries(values, entry)))
+    return results, first_error
 
 
 Outcome = tuple[int, dict[str, float] | None, str | None]
@@ -216,8 +234,14 @@ def _executor(scheduler: str | None, workers: int | None) -> Iterator[tuple[cf.E
     """The executor and how many runs it runs at once."""
     if scheduler is None:
         slots = workers or os.cpu_count() or 1
-        with _LocalPool(slots) as pool:
+        pool = _LocalPool(slots)
+        try:
             yield pool, slots
+        except BaseException:
+            # Interrupted (^C): drop the queued runs instead of finishing the whole window.
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        pool.shutdown(wait=True)
         return
     from distributed import Client
 
