@@ -90,6 +90,23 @@ def markdown(scenario: str, model: str, seeds: str, results: Sequence[PointResul
     )
 
 
+def _series(results: Sequence[PointResult]) -> tuple[list[str], list[tuple[str, list[int]]]]:
+    """The x labels and the series: with two keys or more, the last key's values are the
+    series (one colour each) and the other keys label the x axis; else one series."""
+    keys = list(results[0].point) if results else []
+    if len(keys) < 2:
+        return [label(r.point) for r in results], [("", list(range(len(results))))]
+    last = keys[-1]
+    xlabels: dict[str, None] = {}
+    series: dict[str, list[int]] = {}
+    # A full cartesian product, the last key fastest: each series has one point per x
+    # label, in x order.
+    for i, r in enumerate(results):
+        xlabels.setdefault(label({k: v for k, v in r.point.items() if k != last}))
+        series.setdefault(f"{last}={format_value(r.point[last])}", []).append(i)
+    return list(xlabels), list(series.items())
+
+
 def plot(out_dir: str, results: Sequence[PointResult]) -> list[str]:
     """One PNG per metric: its value at each point, error bars = the interval."""
     import matplotlib
@@ -99,20 +116,28 @@ def plot(out_dir: str, results: Sequence[PointResult]) -> list[str]:
 
     folder = os.path.join(out_dir, "plots")
     os.makedirs(folder, exist_ok=True)
-    labels = [label(r.point) for r in results]
+    xlabels, series = _series(results)
     written = []
     for m in metric_names(results):
         rows = [r.summaries.get(m) for r in results]
-        xs = [i for i, s in enumerate(rows) if s is not None and not math.isnan(s.value)]
-        if not xs:
+        if all(s is None or math.isnan(s.value) for s in rows):
             continue
-        ys = [rows[i].value for i in xs]  # type: ignore[union-attr]
-        below = [_gap(rows[i], lower=True) for i in xs]
-        above = [_gap(rows[i], lower=False) for i in xs]
-        fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(results) + 2), 4))
-        ax.errorbar(xs, ys, yerr=[below, above], fmt="o", capsize=4)
-        ax.set_xticks(range(len(labels)), labels, rotation=30, ha="right", fontsize=8)
-        ax.set_xlim(-0.5, len(labels) - 0.5)
+        fig, ax = plt.subplots(figsize=(max(5.0, 0.9 * len(xlabels) * len(series) + 2), 4))
+        for j, (name, members) in enumerate(series):
+            shift = (j - (len(series) - 1) / 2) * 0.12
+            have = [(x, rows[i]) for x, i in enumerate(members) if _measured(rows[i])]
+            ax.errorbar(
+                [x + shift for x, _ in have],
+                [s.value for _, s in have],  # type: ignore[union-attr]
+                yerr=[[_gap(s, True) for _, s in have], [_gap(s, False) for _, s in have]],
+                fmt="o",
+                capsize=4,
+                label=name or None,
+            )
+        ax.set_xticks(range(len(xlabels)), xlabels, rotation=30, ha="right", fontsize=8)
+        ax.set_xlim(-0.5, len(xlabels) - 0.5)
+        if len(series) > 1:
+            ax.legend(fontsize=8)
         kind = next(s.kind for s in rows if s is not None)
         ax.set_title(f"{m} ({kind}, {CONFIDENCE:.0%} interval over seeds)", fontsize=10)
         ax.grid(alpha=0.3)
@@ -124,6 +149,10 @@ def plot(out_dir: str, results: Sequence[PointResult]) -> list[str]:
         plt.close(fig)
         written.append(path)
     return written
+
+
+def _measured(s: Summary | None) -> bool:
+    return s is not None and not math.isnan(s.value)
 
 
 def _gap(s: Summary | None, lower: bool) -> float:
