@@ -35,6 +35,9 @@ class Model:
     about: str
     kinds: Mapping[str, Kind] = field(default_factory=dict)
     """How each metric is summarized over seeds; a metric not named here is a mean."""
+    keys: tuple[str, ...] = ()
+    """The sweep keys it responds to (empty: all); sweeping another would give the same
+    row at every value, so the sweep refuses it."""
 
     def function(self) -> ModelFn:
         module, _, name = self.target.partition(":")
@@ -48,6 +51,7 @@ MODELS: dict[str, Model] = {
         "the fabric's placement of RF groups and EC stripes under the scenario's permanent "
         "node kills: data lost, resiliency reduced, repair reads, storage overhead",
         {"data_lost": "proportion"},
+        ("rf", "ec", "policy", "nodes", "racks"),
     ),
 }
 """Sweepable models. The ``full`` simulation and the ``reliability`` model join here."""

@@ -86,6 +86,7 @@ def run_sweep(
     try:
         entry = find_model(model)
         grid = parse_sweep(sweep)
+        _check_keys(grid, entry, model)
         seed_list = parse_seeds(seeds)
         scenario = load_scenario(scenario_path)
         pts = points(grid)
@@ -125,6 +126,14 @@ def run_sweep(
             file=err,
         )
     return 1 if failed else 0
+
+
+def _check_keys(grid: Mapping[str, object], entry: Model, model: str) -> None:
+    for key in grid:
+        if entry.keys and key not in entry.keys:
+            raise SweepError(
+                f"{key}: the {model} model does not use it (it uses {', '.join(entry.keys)})"
+            )
 
 
 def _record(
@@ -281,3 +290,23 @@ class _Progress:
 
 def _progress(total: int, stream: TextIO) -> _Progress:
     return _Progress(total, stream)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m shell.sim.sweep SCENARIO --sweep ...``: the sweep alone, with the flags
+    ``fabric sim`` takes for it."""
+    parser = argparse.ArgumentParser(prog="python -m shell.sim.sweep")
+    parser.add_argument("scenario", help="scenario file (TOML)")
+    parser.add_argument("-o", "--output", default="sweep", help="output folder (default: sweep)")
+    parser.add_argument("--model", default="full", help="what one run is (default: full)")
+    add_sweep_arguments(parser)
+    args = parser.parse_args(argv)
+    if not args.sweep:
+        parser.error("--sweep is required")
+    return run_sweep(
+        args.scenario, args.sweep, args.seeds, args.output, args.model, args.scheduler, args.workers
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -177,3 +177,29 @@ def test_a_run_that_kills_its_worker_process_costs_its_neighbours_not_the_sweep(
     # The pool starts again: runs submitted after the crash (past the window) succeed.
     assert runs[-1]["metrics"] == {"seed": 100.0}
     assert f"{len(crashed)} failed" in capsys.readouterr().err
+
+
+def test_a_key_the_model_ignores_is_refused(
+    scenario: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The placement model has no time: sweeping the rebuild rate would print the same
+    row at every rate, as if the rate did not matter."""
+    assert run_sweep(scenario, "rebuild_rate=50,200", SEEDS, str(tmp_path), "placement") == 2
+    assert "rebuild_rate: the placement model does not use it" in capsys.readouterr().err
+
+
+def test_the_sweep_runs_from_the_command_line_with_plain_progress_lines(
+    scenario: str, tmp_path: Path
+) -> None:
+    import subprocess
+    import sys
+
+    out = tmp_path / "cli"
+    args = [sys.executable, "-m", "shell.sim.sweep", scenario, "-o", str(out)]
+    args += ["--model", "placement", "--sweep", "rf=2,3", "--seeds", "1-5", "--workers", "2"]
+    done = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "sweep: 10/10 runs, 0 failed" in done.stderr.splitlines()
+    assert "\r" not in done.stderr, "no bar when stderr is not a terminal"
+    assert done.stdout.startswith("| rf | runs | failed |")
+    assert (out / "sweep.csv").exists() and (out / "plots" / "data_lost.png").exists()
