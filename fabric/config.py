@@ -460,7 +460,8 @@ def load_config(path: str) -> ClusterConfig:
 
 
 def sized_config(base: ClusterConfig, nodes: int, base_port: int | None = None) -> ClusterConfig:
-    """The base config grown or shrunk to ``nodes`` nodes (``fabric up --nodes N``)."""
+    """The base config grown or shrunk to ``nodes`` nodes (``fabric up --nodes N`` checks
+    ``limits.MAX_LOCAL_NODES`` itself: a simulated cluster may be far bigger)."""
     if not limits.MIN_NODES <= nodes <= limits.MAX_NODES:
         raise ConfigError(f"--nodes {nodes}: must be {limits.MIN_NODES}..{limits.MAX_NODES}")
     template = base.nodes[0]

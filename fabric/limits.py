@@ -87,7 +87,12 @@ MAX_VDISK_BYTES = 64 * 1024 * GiB
 """Largest vdisk (64 TiB): also bounds extent indexes in block maps."""
 
 # --- cluster ------------------------------------------------------------------------------
-MAX_NODES = 15
+MAX_NODES = 10_000
+"""Members of one cluster (config, membership, node lists in peer messages): simulated
+clusters reach thousands of nodes."""
+MAX_LOCAL_NODES = 15
+"""Node processes ``fabric up --nodes`` and ``fabric run`` start on one machine (more is
+for ``fabric sim``, or a config of several hosts)."""
 MAX_FAULTS = 256
 """Faults active on one node at once (``fabric fault inject`` refuses more)."""
 FAULT_CONTROL_TIMEOUT_S = 3.0

@@ -14,6 +14,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from fabric.buggify import OFF as buggify_off
+from fabric.buggify import Buggify
 from fabric.keys import ClusterKeys
 from fabric.urlguard import UrlGuard
 from fabric.wire.refusals import Refusals
@@ -189,3 +191,6 @@ class Runtime:
     keys: ClusterKeys | None = None
     """Keys derived from the cluster secret (None: a runtime for one part's benchmark,
     with no secret; content ids are then unkeyed)."""
+    buggify: Buggify = buggify_off
+    """The node's BUGGIFY points (``fabric.buggify``): only a simulated runtime turns them
+    on."""

@@ -48,6 +48,7 @@ import tomllib
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from fabric import limits
 from fabric.config import ConfigError, _Source
 
 FAULT_KINDS = (
@@ -384,8 +385,8 @@ def _check_unique(reader: _Reader, key: str, names: list[str]) -> None:
 
 def _parse_cluster(r: _Reader) -> ClusterSpec:
     config = r.get("config", str, "")
-    nodes = r.number("nodes", 3, 1, 15, integer=True)
-    racks = r.number("racks", 0, 0, 15, integer=True)
+    nodes = r.number("nodes", 3, 1, limits.MAX_NODES, integer=True)
+    racks = r.number("racks", 0, 0, limits.MAX_NODES, integer=True)
     voters = r.number("voters", min(3, nodes), 1, 7, integer=True)
     if voters > nodes:
         raise r.error("voters", f"{voters} voters but only {nodes} nodes")

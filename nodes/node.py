@@ -137,6 +137,7 @@ class Node:
             work,
             runtime.keys.dedup_key if runtime.keys is not None else None,
             spawn=self.spawn,
+            buggify=runtime.buggify,
         )
         self.inflight = GroupsInFlight()
         self.ec = EcService(
@@ -150,6 +151,7 @@ class Node:
             self.strips,
             work,
             self.inflight,
+            buggify=runtime.buggify,
         )
         self.images = ImageService(
             node_id,
@@ -165,9 +167,10 @@ class Node:
             self.membership,
             config.import_allow,
             config.limits.pending_image_ttl_s,
+            buggify=runtime.buggify,
         )
         self.events = EventLog(node_id, clock, self.metadata)
-        self.copier = Copier(node_id, self.storage, self.replicas)
+        self.copier = Copier(node_id, self.storage, self.replicas, runtime.buggify)
         self.rebuild = RebuildService(
             node_id,
             config,
@@ -191,6 +194,7 @@ class Node:
             self.strips,
             self.events,
             work,
+            buggify=runtime.buggify,
         )
         self.scanner = Scanner(
             node_id,

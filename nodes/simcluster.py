@@ -29,6 +29,8 @@ from typing import Any, TypeVar
 
 import xxhash
 
+from fabric.buggify import OFF as buggify_off
+from fabric.buggify import for_node as buggify_for_node
 from fabric.config import ClusterConfig, NodeConfig
 from fabric.consensus.types import (
     AppendRequest,
@@ -69,9 +71,12 @@ class SimCluster:
         snapshot_every_entries: int | None = None,
         digest_every_entries: int = DIGEST_EVERY_ENTRIES,
         checks: bool = True,
+        buggify: bool = False,
     ) -> None:
         """``checks=False`` runs no checker: only for benchmarks that time the protocol
-        itself (the checkers' digests cost more than the protocol they watch)."""
+        itself (the checkers' digests cost more than the protocol they watch).
+        ``buggify``: the nodes' BUGGIFY points (``fabric.buggify``) are on, chosen by the
+        seed."""
         self.config = config
         self.seed = seed
         self.rng = random.Random(seed)
@@ -90,6 +95,11 @@ class SimCluster:
         self.keys = ClusterKeys(hashlib.sha256(f"simulated cluster {seed}".encode()).digest())
         """The cluster secret, a function of the seed (not a draw: the seed's runs stay)."""
         self.nodes: dict[str, Node] = {}
+        self._buggify_on = buggify
+        self.buggify = {
+            n.id: buggify_for_node(seed, n.id) if buggify else buggify_off for n in config.nodes
+        }
+        """Each node's points, kept across its restarts (its draws go on where they were)."""
         self.checker = RaftChecker()
         self.violation: SafetyViolation | None = None
         """The first safety violation seen; every later ``run`` raises it."""
@@ -156,6 +166,7 @@ class SimCluster:
             disks=list(self.disks[node_id]),
             fetcher=self.http,
             keys=self.keys,
+            buggify=self.buggify.get(node_id, buggify_off),
         )
         node = Node(self.config, node_id, runtime, self.observer, self.snapshot_every_entries)
         holder.append(node)
@@ -169,6 +180,9 @@ class SimCluster:
         on get a config that lists it; those running keep theirs, as real ones do."""
         assert node.id not in self.disks, f"{node.id} exists"
         self.config = replace(self.config, nodes=(*self.config.nodes, node))
+        self.buggify[node.id] = (
+            buggify_for_node(self.seed, node.id) if self._buggify_on else buggify_off
+        )
         self.disks[node.id] = [
             SimDisk(f"{node.id}/{d}", node.capacity_of(i) or 1 << 40)
             for i, d in enumerate(node.disks)

@@ -251,6 +251,11 @@ def prepare(
         else parse_config(default_config_text(), "<embedded default config>")
     )
     if nodes is not None:
+        if not limits.MIN_NODES <= nodes <= limits.MAX_LOCAL_NODES:
+            raise ConfigError(
+                f"--nodes {nodes}: must be {limits.MIN_NODES}..{limits.MAX_LOCAL_NODES} node "
+                "processes on one machine (`fabric sim` runs bigger clusters)"
+            )
         cfg = sized_config(cfg, nodes)
     if not cfg.id:
         import uuid

@@ -13,6 +13,8 @@ until the condition holds or its deadline passes.
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,6 +22,7 @@ from typing import Any
 from fabric import limits
 from fabric.config import ClusterConfig
 from shell.launcher import (
+    EXIT_REASONS,
     POLL_S,
     Access,
     ClusterDir,
@@ -57,8 +60,30 @@ def whole(view: dict[str, Any] | None) -> str:
     return f"at reduced resiliency: {', '.join(reduced)}" if reduced else ""
 
 
+START_ATTEMPTS = 3
+"""How often a node that exits while starting again is started anew. Only for exits
+that may pass (its old process still releasing the port or the directory lock, a
+signal); a bad config or a corrupt log stops the restart at once."""
+PERMANENT_EXITS = frozenset({2, 4})
+
+
+class NodeExited(LaunchError):
+    def __init__(self, node: str, code: int, log: str) -> None:
+        if code < 0:
+            why = f"killed by {signal.Signals(-code).name}"
+        else:
+            why = EXIT_REASONS.get(code, f"exit code {code}")
+        super().__init__(f"{node} exited while restarting ({why}); its log:\n{log}")
+        self.code = code
+
+
 def _wait_whole(
-    cdir: ClusterDir, cfg: ClusterConfig, access: Access, timeout_s: float, node: str
+    cdir: ClusterDir,
+    cfg: ClusterConfig,
+    access: Access,
+    timeout_s: float,
+    node: str,
+    proc: subprocess.Popen[bytes],
 ) -> None:
     """Until the restarted ``node`` itself says it registered again, and then the
     cluster is whole. (A quick restart may never have been seen DOWN by the leader:
@@ -67,10 +92,9 @@ def _wait_whole(
     url = cfg.node(node).url
     why = "starting"
     while time.monotonic() < deadline:
-        if cdir.pid(node) is None:
-            raise LaunchError(
-                f"{node} exited while restarting; its log:\n{log_tail(cdir.log_path(node))}"
-            )
+        code = proc.poll()
+        if code is not None:
+            raise NodeExited(node, code, log_tail(cdir.log_path(node)))
         health = _get_now(url + "/api/v1/health", access)
         if not (isinstance(health, dict) and health.get("registered")):
             why = f"{node} not registered yet"
@@ -102,9 +126,26 @@ def rolling_restart(
         started = time.monotonic()
         say(f"[{i}/{len(order)}] restarting {node}")
         _stop(cdir, [node], say=lambda _: None)
-        spawn(cdir, node)
-        _wait_whole(cdir, cfg, access, timeout_s, node)
+        _start_again(cdir, cfg, access, timeout_s, node, say)
         say(
             f"[{i}/{len(order)}] {node} back; full resiliency in {time.monotonic() - started:.1f} s"
         )
     return order
+
+
+def _start_again(
+    cdir: ClusterDir,
+    cfg: ClusterConfig,
+    access: Access,
+    timeout_s: float,
+    node: str,
+    say: Callable[[str], None],
+) -> None:
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            _wait_whole(cdir, cfg, access, timeout_s, node, spawn(cdir, node))
+            return
+        except NodeExited as exc:
+            if exc.code in PERMANENT_EXITS or attempt == START_ATTEMPTS:
+                raise
+            say(f"  {exc}\n  starting {node} again (attempt {attempt + 1}/{START_ATTEMPTS})")

@@ -19,6 +19,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 
 from fabric import limits
+from fabric.buggify import OFF as buggify_off
+from fabric.buggify import Buggify
 from fabric.errors import FabricError, Unavailable
 from fabric.extents import codec
 from fabric.ports import PeerUnreachable
@@ -66,8 +68,15 @@ def windows(size: int, checks: tuple[ExtentCheck, ...], window: int) -> list[tup
 
 
 class Copier:
-    def __init__(self, node_id: str, storage: StorageService, replicas: ReplicaClient) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        storage: StorageService,
+        replicas: ReplicaClient,
+        buggify: Buggify = buggify_off,
+    ) -> None:
         self.node_id = node_id
+        self.buggify = buggify
         self.storage = storage
         self.replicas = replicas
         self.stats = CopyStats()
@@ -135,6 +144,8 @@ class Copier:
         raise Unavailable(f"no source of {msg.egid} answered: {'; '.join(errors)}")
 
     async def _read(self, egid: str, source: str, offset: int, length: int) -> bytes:
+        if self.buggify.fires("rebuild.pull-fails"):
+            raise PeerUnreachable(source, "BUGGIFY: the pull broke off")
         reply = await self.replicas.call_storage(source, ReadExtent(egid, offset, length))
         assert isinstance(reply, ExtentData)
         if len(reply.data) != length:

@@ -45,6 +45,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fabric import limits
+from fabric.buggify import OFF as buggify_off
+from fabric.buggify import Buggify
 from fabric.errors import FabricError, Unavailable
 from fabric.extents import codec, erasure
 from fabric.extents.policy import ContainerPolicy
@@ -203,8 +205,10 @@ class EcService:
         strips: StripReader,
         offload: Offload,
         inflight: GroupsInFlight,
+        buggify: Buggify = buggify_off,
     ) -> None:
         self.node_id = node_id
+        self.buggify = buggify
         self.clock = clock
         self.rng = rng
         self.metadata = metadata
@@ -401,6 +405,8 @@ class EcService:
             log.warning("EC conversion abandoned: %s", exc)
             await self._roll_back(strip_id, [(p.egid, p.node) for p in parity + copies])
             return False
+        if delay := self.buggify.delay_s("ec.slow-commit"):
+            await self.clock.sleep(delay)
         cmd = CommitStrip(
             strip_id,
             container,

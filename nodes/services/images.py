@@ -38,6 +38,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from fabric import limits
+from fabric.buggify import OFF as buggify_off
+from fabric.buggify import Buggify
 from fabric.errors import (
     BadRequest,
     Conflict,
@@ -222,8 +224,10 @@ class ImageService:
         membership: Membership,
         import_allow: Sequence[str] = (),
         pending_ttl_s: float = limits.PENDING_IMAGE_TTL_S,
+        buggify: Buggify = buggify_off,
     ) -> None:
         self.node_id = node_id
+        self.buggify = buggify
         self.clock = clock
         self.rng = rng
         self.metadata = metadata
@@ -641,6 +645,8 @@ class Ingest:
                 # The vdisk exists (and the image names it) as soon as bytes convert.
                 store = self.store or await self._store(size)
                 for batch in step.batches:
+                    if delay := self.svc.buggify.delay_s("image.slow-batch"):
+                        await self.svc.clock.sleep(delay)
                     await store.put(batch)
                 for run in step.late:
                     await store.merge(run)

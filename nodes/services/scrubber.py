@@ -29,6 +29,8 @@ import logging
 from dataclasses import dataclass
 
 from fabric import limits
+from fabric.buggify import OFF as buggify_off
+from fabric.buggify import Buggify
 from fabric.config import ClusterConfig
 from fabric.errors import FabricError, NotFound, Unavailable
 from fabric.extents import codec, erasure
@@ -89,8 +91,10 @@ class Scrubber:
         strips: StripReader,
         events: EventLog,
         offload: Offload,
+        buggify: Buggify = buggify_off,
     ) -> None:
         self.node_id = node_id
+        self.buggify = buggify
         self.config = config
         self.clock = clock
         self.metadata = metadata
@@ -173,7 +177,8 @@ class Scrubber:
                 if not start <= c.offset < end:
                     continue
                 at = c.offset - start
-                if codec.checksum(data[at : at + c.length]) != c.checksum:
+                bad = codec.checksum(data[at : at + c.length]) != c.checksum
+                if bad or self.buggify.fires("scrub.false-alarm"):
                     await self._found(eg, by_offset[c.offset], run)
         run.groups += 1
         self.stats.groups_scrubbed += 1

@@ -32,6 +32,8 @@ from typing import Any
 import xxhash
 
 from fabric import limits
+from fabric.buggify import OFF as buggify_off
+from fabric.buggify import Buggify
 from fabric.config import ClusterConfig
 from fabric.errors import (
     BadRequest,
@@ -106,10 +108,12 @@ class WriteCoordinator:
         offload: Offload,
         dedup_key: bytes | None = None,
         spawn: Callable[[Coroutine[Any, Any, Any], str], Any] | None = None,
+        buggify: Buggify = buggify_off,
     ) -> None:
         """``spawn`` starts a task that dies with the node: only the broken
         ``[debug] ack_before_commit`` mode uses it, for the commits it leaves behind."""
         self.node_id = node_id
+        self.buggify = buggify
         self.ack_before_commit = config.debug.ack_before_commit
         assert spawn is not None or not self.ack_before_commit, "ack_before_commit needs spawn"
         self._spawn = spawn
@@ -335,6 +339,8 @@ class WriteCoordinator:
                         enc.checksum,
                     )
                 )
+        if delay := self.buggify.delay_s("write.slow-commit"):
+            await self.clock.sleep(delay)
         maps = tuple(MapWrite(pl.index, pl.expect, pl.extent_id) for pl in planned)
         self.stats.holes += sum(1 for pl in planned if not pl.extent_id)
         cmd = WriteExtents(vd.id, egroups, tuple(extents), maps, seal, claimed=True)
@@ -401,7 +407,7 @@ class WriteCoordinator:
         size = sum(map(len, payloads))
         excluded: set[str] = set()
         full: list[str] = []
-        for _ in range(3):
+        for attempt in range(3):
             async with lock:
                 eg = self._open.get(container)
                 if eg is None or set(eg.record.replicas) & excluded:
@@ -429,6 +435,9 @@ class WriteCoordinator:
                     self._open.pop(container, None)
                     eg.full = True
             try:
+                # Only a first attempt: the point exercises moving on, not giving up.
+                if attempt == 0 and self.buggify.fires("write.replica-timeout"):
+                    raise PeerUnreachable(eg.record.replicas[-1], "BUGGIFY: append unanswered")
                 offsets = await self.replicas.append_replicas(eg.record, payloads, at)
             except (PeerUnreachable, FabricError) as exc:
                 log.warning("append to extent group %s failed: %s", eg.record.egid, exc)

@@ -39,7 +39,7 @@ from fabric.config import (
     sized_config,
 )
 from fabric.history import Op
-from fabric.scenario import Scenario, load_scenario, scaled, schedule
+from fabric.scenario import Scenario, ScenarioError, load_scenario, scaled, schedule
 from fabric.timeline import Sample
 from shell.client import ApiError, FabricClient
 from shell.experiment import report, verdicts
@@ -169,6 +169,11 @@ def run(
     if time_scale != 1.0:
         scenario = scaled(scenario, time_scale)
     seed = scenario.seed if seed is None else seed
+    if not scenario.cluster.config and scenario.cluster.nodes > limits.MAX_LOCAL_NODES:
+        raise ScenarioError(
+            f"{scenario_path}: {scenario.cluster.nodes} nodes; `fabric run` starts at most "
+            f"{limits.MAX_LOCAL_NODES} node processes on one machine (`fabric sim` runs it)"
+        )
     out = os.path.abspath(out_dir or os.path.join("fabric-runs", f"{scenario.name}-seed{seed}"))
     os.makedirs(out, exist_ok=True)
     show = progress or Progress()

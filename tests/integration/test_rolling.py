@@ -4,11 +4,15 @@ for good, and the cluster is at full resiliency after every step."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import random
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 from fabric.config import load_config
 from shell.client import ApiError, FabricClient, Unreachable
@@ -83,3 +87,43 @@ def test_a_rolling_restart_keeps_every_write(make_cluster: Callable[[int], Clust
     assert all(n["state"] == "UP" for n in view["nodes"])
     roll = next(c for c in view["containers"] if c["name"] == "roll")
     assert roll["resiliency"] == 1 and roll["reduced_resiliency_bytes"] == 0
+
+
+def _hold_lock_once(node_dir: Path, log: Path, done: threading.Event) -> None:
+    """Take ``node_dir``'s lock the moment its old process lets go of it, and keep it
+    until the new process has said it found the lock taken: its first start fails."""
+    fd = os.open(node_dir / "LOCK", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                time.sleep(0.005)
+        while time.monotonic() < deadline and "another process is running" not in log.read_text():
+            time.sleep(0.05)
+    finally:
+        os.close(fd)
+        done.set()
+
+
+def test_a_node_that_exits_while_restarting_is_started_again(
+    make_cluster: Callable[[int], Cluster],
+) -> None:
+    cluster = make_cluster(3)
+    cluster.fabric("up", "--config", str(cluster.config))
+    node_dir = cluster.dir / "nodes" / "n2"
+    held = threading.Event()
+    holder = threading.Thread(
+        target=_hold_lock_once, args=(node_dir, node_dir / "node.log", held), daemon=True
+    )
+    holder.start()
+    rolled = cluster.fabric("restart", "--rolling", timeout=300)
+    holder.join(timeout=5)
+    assert held.is_set()
+    out = rolled.stdout
+    assert "n2 exited while restarting (another process holds its directory)" in out, out
+    assert "starting n2 again (attempt 2/3)" in out, out
+    assert out.count("back; full resiliency") == 3, out
+    assert all(n["state"] == "UP" for n in cluster.status()["nodes"])

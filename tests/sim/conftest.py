@@ -34,11 +34,12 @@ def started(
     seed: int = 1,
     import_allow: tuple[str, ...] = (),
     debug: DebugSettings | None = None,
+    buggify: bool = False,
 ) -> SimCluster:
     """A running cluster with a leader and every node registered (``debug``: nodes
     broken on purpose, for the tests that prove a checker fires)."""
     cfg = config(nodes, import_allow)
-    sim = SimCluster(cfg if debug is None else replace(cfg, debug=debug), seed)
+    sim = SimCluster(cfg if debug is None else replace(cfg, debug=debug), seed, buggify=buggify)
     sim.run(sim.start_all())
     sim.run(
         sim.wait_for(

@@ -4,10 +4,14 @@ nemesis schedule a pure function of the spec and the seed."""
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import pytest
 
+from fabric.config import ConfigError
 from fabric.scenario import ScenarioError, parse_scenario, schedule
+from shell import launcher
+from shell.experiment import runner
 
 GOOD = """\
 name = "demo"
@@ -204,3 +208,26 @@ def test_a_flaky_source_belongs_to_an_import() -> None:
     text = 'duration_s = 9\n[[workloads]]\nkind = "kv-cas"\ndrop_probability = 0.1\n'
     with pytest.raises(ScenarioError, match="only an image-import"):
         parse_scenario(text)
+
+
+def test_a_scenario_may_ask_for_a_thousand_nodes_in_forty_racks() -> None:
+    """Big clusters are for ``fabric sim``; ``fabric run`` refuses them (below)."""
+    s = parse_scenario(GOOD.replace("nodes = 5", "nodes = 1000").replace("racks = 2", "racks = 40"))
+    assert (s.cluster.nodes, s.cluster.racks) == (1000, 40)
+    with pytest.raises(ScenarioError, match=r"cluster\.nodes: must be 1\.\.10000"):
+        parse_scenario(GOOD.replace("nodes = 5", "nodes = 10001"), "demo.toml")
+
+
+def test_fabric_run_refuses_more_node_processes_than_one_machine_takes(tmp_path: Path) -> None:
+    path = tmp_path / "big.toml"
+    path.write_text(GOOD.replace("nodes = 5", "nodes = 16"))
+    with pytest.raises(
+        ScenarioError, match=r"16 nodes; `fabric run` starts at most 15 .*fabric sim"
+    ):
+        runner.run(str(path), 1, str(tmp_path / "out"), None)
+    assert not (tmp_path / "out" / "cluster").exists()
+
+
+def test_fabric_up_refuses_more_node_processes_than_one_machine_takes(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"--nodes 16: must be 1..15 .*fabric sim"):
+        launcher.prepare(launcher.ClusterDir(str(tmp_path)), None, 16, lambda _: None)
