@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
+from fabric import limits
 from fabric.scenario import ClusterSpec, Scenario
 
 Value = int | float | str
@@ -154,11 +155,16 @@ SWEEP_KEYS: dict[str, SweepKey] = {
             _number_in(0, 86_400),
             lambda s, v: _cluster(s, "rebuild_delay_s", rebuild_delay_s=float(v)),
         ),
-        SweepKey("nodes", "the number of nodes, 1..10000", _int_in(1, 10_000), _set_nodes),
+        SweepKey(
+            "nodes",
+            f"the number of nodes, 1..{limits.MAX_NODES}",
+            _int_in(1, limits.MAX_NODES),
+            _set_nodes,
+        ),
         SweepKey(
             "racks",
             "racks the nodes are spread over (0 or 1: none, fault domain node)",
-            _int_in(0, 1_000),
+            _int_in(0, limits.MAX_NODES),
             lambda s, v: _cluster(s, "racks", racks=v),
         ),
     )
