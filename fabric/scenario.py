@@ -116,6 +116,8 @@ class ClusterSpec:
     its extent groups again, so a bit-rot experiment sees the scrubber at work."""
     scrub_bytes_per_s: int = -1
     """Overrides ``[scrub] bytes_per_s`` (negative: the default; 0: no limit)."""
+    rebuild_bytes_per_s: int = -1
+    """Overrides ``[rebuild] bytes_per_s`` (negative: the default; 0: no limit)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,13 +413,23 @@ def _parse_cluster(r: _Reader) -> ClusterSpec:
         raise r.error("extent_bytes", "must be a power of two")
     down = r.number("down_after_ms", 0, 0, 600_000, integer=True)
     delay = r.number("rebuild_delay_s", -1.0, -1, 86_400)
+    rebuild_rate = r.number("rebuild_bytes_per_s", -1, -1, 1 << 40, integer=True)
     scrub_cycle = r.number("scrub_cycle_s", -1.0, -1, 86_400 * 365)
     if 0 <= scrub_cycle < 1:
         raise r.error("scrub_cycle_s", "must be at least 1 s (or negative: the default)")
     scrub_rate = r.number("scrub_bytes_per_s", -1, -1, 1 << 40, integer=True)
     r.done()
     return ClusterSpec(
-        nodes, racks, voters, extent, config, down, float(delay), float(scrub_cycle), scrub_rate
+        nodes,
+        racks,
+        voters,
+        extent,
+        config,
+        down,
+        float(delay),
+        float(scrub_cycle),
+        scrub_rate,
+        rebuild_rate,
     )
 
 

@@ -141,6 +141,8 @@ def scenario_config(scenario: Scenario) -> ClusterConfig:
         )
     if spec.rebuild_delay_s >= 0:
         cfg = replace(cfg, rebuild=replace(cfg.rebuild, delay_s=spec.rebuild_delay_s))
+    if spec.rebuild_bytes_per_s >= 0:
+        cfg = replace(cfg, rebuild=replace(cfg.rebuild, bytes_per_s=spec.rebuild_bytes_per_s))
     if spec.scrub_cycle_s >= 0:
         cfg = replace(cfg, scrub=replace(cfg.scrub, cycle_s=spec.scrub_cycle_s))
     if spec.scrub_bytes_per_s >= 0:

@@ -1,2 +1,3 @@
-"""``fabric sim``: scenarios on the deterministic simulator (``runner``), its client,
-fault applier and trace hash."""
+"""``fabric sim``: scenarios on the deterministic simulator (``runner``, with its client,
+fault applier and trace hash), the reliability model (``reliability``) and sweeps over
+either (``sweep``)."""
