@@ -162,6 +162,12 @@ SWEEP_KEYS: dict[str, SweepKey] = {
             _set_nodes,
         ),
         SweepKey(
+            "node_afr",
+            "a node's annual failure rate in [failures], 0..1 (the reliability model)",
+            _number_in(0, 1),
+            lambda s, v: replace(s, failures=replace(s.failures, node_afr=float(v))),
+        ),
+        SweepKey(
             "racks",
             "racks the nodes are spread over (0 or 1: none, fault domain node)",
             _int_in(0, limits.MAX_NODES),

@@ -739,7 +739,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sim(args: argparse.Namespace) -> int:
-    """``fabric sim SCENARIO.toml``: the experiment on the simulator, by ``--model``."""
+    """``fabric sim SCENARIO.toml``: the experiment on the simulator, by ``--model``; with
+    ``--sweep``, every point of a grid over ``--seeds`` (shell/sim/sweep.py)."""
+    if args.sweep:
+        from shell.sim.sweep import run_sweep
+
+        out = args.output or os.path.join(
+            "fabric-runs", f"{os.path.splitext(os.path.basename(args.scenario))[0]}-sweep"
+        )
+        return run_sweep(
+            args.scenario, args.sweep, args.seeds, out, args.model, args.scheduler, args.workers
+        )
     return SIM_MODELS[args.model](args)
 
 
@@ -764,7 +774,39 @@ def _sim_full(args: argparse.Namespace) -> int:
     return result.code
 
 
-SIM_MODELS: dict[str, Callable[[argparse.Namespace], int]] = {"full": _sim_full}
+def _sim_reliability(args: argparse.Namespace) -> int:
+    """The reliability model: the scenario's ``[failures]`` over years, Monte Carlo beside
+    the closed form (shell/sim/reliability.py)."""
+    from shell.sim.reliability import run
+
+    seed = 1 if args.seed is None else args.seed
+    out = args.output or os.path.join(
+        "fabric-runs", f"{os.path.splitext(os.path.basename(args.scenario))[0]}-reliability"
+    )
+    return run(args.scenario, seed, out, args.years, args.trials, args.nodes, args.racks)
+
+
+def _sim_placement(args: argparse.Namespace) -> int:
+    """The placement model once: the fabric's placement under the scenario's kills."""
+    from fabric.scenario import ScenarioError, load_scenario
+    from shell.sim.placement_model import run
+
+    try:
+        scenario = load_scenario(args.scenario)
+    except ScenarioError as exc:
+        print(f"fabric sim: {exc}", file=sys.stderr)
+        return 2
+    seed = scenario.seed if args.seed is None else args.seed
+    for name, value in run(scenario, seed).items():
+        print(f"{name:<32} {value:.6g}")
+    return 0
+
+
+SIM_MODELS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "full": _sim_full,
+    "reliability": _sim_reliability,
+    "placement": _sim_placement,
+}
 """``fabric sim --model``: how the scenario is simulated."""
 
 
@@ -914,8 +956,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--model",
         choices=sorted(SIM_MODELS),
         default="full",
-        help="how to simulate (full: real nodes)",
+        help="how to simulate: full (real node code on virtual time), reliability "
+        "([failures] over years, Monte Carlo and closed form), placement (where the "
+        "fabric places data, under the scenario's kills)",
     )
+    rl = sm.add_argument_group("reliability model")
+    rl.add_argument("--years", type=float, default=10.0, help="years per trial (default 10)")
+    rl.add_argument("--trials", type=int, default=100, help="Monte Carlo trials (default 100)")
+    rl.add_argument("--nodes", type=int, help="model this many nodes (default: the scenario's)")
+    rl.add_argument("--racks", type=int, help="over this many racks (default: the scenario's)")
+    from shell.sim.sweep_args import add_sweep_arguments
+
+    add_sweep_arguments(sm.add_argument_group("sweeps"))
     sm.set_defaults(fn=cmd_sim)
     it = sub.add_parser(
         "init", parents=[common], help="make a cluster directory without starting it"

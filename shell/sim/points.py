@@ -53,8 +53,22 @@ MODELS: dict[str, Model] = {
         {"data_lost": "proportion"},
         ("rf", "ec", "policy", "nodes", "racks"),
     ),
+    "full": Model(
+        "shell.sim.runner:metrics",
+        "the scenario on the simulated cluster (real node code on virtual time): checks "
+        "passed, data lost, time at reduced resiliency, rebuild, repair traffic",
+        {"passed": "proportion", "safety_violation": "proportion"},
+        ("rf", "ec", "policy", "rebuild_rate", "rebuild_delay_s", "nodes", "racks"),
+    ),
+    "reliability": Model(
+        "shell.sim.reliability:metrics",
+        "the scenario's [failures] over a 10-year trial per seed (Monte Carlo of the "
+        "layout's critical sets), with the closed form beside each figure",
+        {},
+        ("rf", "ec", "policy", "nodes", "racks", "node_afr"),
+    ),
 }
-"""Sweepable models. The ``full`` simulation and the ``reliability`` model join here."""
+"""Sweepable models: a function of (scenario at a point, seed) -> metrics."""
 
 
 class UnknownModel(ValueError):

@@ -24,7 +24,7 @@ from fabric.failures import FailureSpec
 from fabric.reliability.layout import Layout, cluster, rendezvous_layout
 from fabric.reliability.model import Summary, simulate
 from fabric.reliability.stats import Estimate
-from fabric.scenario import ContainerSpec, ScenarioError, load_scenario
+from fabric.scenario import ContainerSpec, Scenario, ScenarioError, load_scenario
 
 GROUPS_PER_NODE = 9
 """Members per node the model places: the scatter width a node's rebuild can use grows
@@ -96,6 +96,35 @@ def run(
     _write(out_dir, scenario.name, seed, spec, n, r, rows)
     echo(f"wrote {os.path.join(out_dir, 'summary.json')} and report.md")
     return 0
+
+
+SWEEP_YEARS = 10.0
+"""What one run of a sweep is: one trial of the cluster's life over this many years (the
+sweep's seeds are its trials, and its intervals are over them)."""
+
+
+def metrics(scenario: Scenario, seed: int) -> dict[str, float]:
+    """``fabric sim --sweep --model reliability``: one trial per container, its figures
+    named ``CONTAINER.FIGURE`` (the closed form beside each as ``...closed``)."""
+    spec = scenario.failures
+    if not spec.active:
+        raise ValueError("the reliability model needs a [failures] table with a failure rate")
+    n, r = scenario.cluster.nodes, scenario.cluster.racks
+    ids, rack_of = cluster(n, r)
+    out: dict[str, float] = {}
+    for container in scenario.containers:
+        policy = Policy.of(container)
+        if (r if r > 1 else n) < policy.width:
+            raise ValueError(f"{container.name}: {policy.name} needs {policy.width} fault domains")
+        layout = _layout(ids, rack_of, policy, n, GROUPS_PER_NODE)
+        summary = simulate(layout, spec, SWEEP_YEARS, 1, seed)
+        name = container.name
+        out[f"{name}.loss_incidents_per_year"] = summary.loss_incidents_per_year.value
+        out[f"{name}.loss_incidents_per_year.closed"] = summary.closed.loss_incidents_per_year
+        out[f"{name}.groups_lost_per_year"] = summary.groups_lost_per_year.value
+        out[f"{name}.bytes_lost_per_year"] = summary.bytes_lost_per_year.value
+        out[f"{name}.repair_bytes_per_year"] = float(summary.repair_bytes_per_year)
+    return out
 
 
 def _layout(

@@ -84,13 +84,20 @@ def run(
     if time_scale != 1.0:
         scenario = scaled(scenario, time_scale)
     seed = scenario.seed if seed is None else seed
-    check_kinds(scenario, seed)
-    out = os.path.abspath(out_dir or os.path.join("fabric-runs", f"{scenario.name}-seed{seed}-sim"))
-    os.makedirs(out, exist_ok=True)
-    show = progress or Progress(prefix="[fabric sim]")
+    out = out_dir or os.path.join("fabric-runs", f"{scenario.name}-seed{seed}-sim")
     replay = replay_command(scenario_path, seed, time_scale)
+    return run_scenario(scenario, seed, out, replay, progress or Progress(prefix="[fabric sim]"))
+
+
+def run_scenario(
+    scenario: Scenario, seed: int, out_dir: str, replay: str, show: Progress
+) -> SimResult:
+    """One run of a parsed scenario into ``out_dir``; ``replay`` is printed on failure."""
+    check_kinds(scenario, seed)
+    out = os.path.abspath(out_dir)
+    os.makedirs(out, exist_ok=True)
     cfg = scenario_config(scenario)
-    sim = SimCluster(cfg, seed, faults=True)
+    sim = SimCluster(cfg, seed, faults=True, hardware=scenario.hardware)
     trace = TraceHash()
     sim.net.taps.append(trace.message)
     try:
@@ -106,7 +113,14 @@ def run(
     trace.lines(_history_lines(outcome))
     digest = trace.hexdigest()
     show("judging the history")
-    extra = {"trace": digest, "model": "full", "messages": trace.messages}
+    extra = {
+        "trace": digest,
+        "model": "full",
+        "messages": trace.messages,
+        # What the simulated network carried, by family, inside and across racks: the
+        # repair traffic a placement policy costs (a real run cannot count it this way).
+        "network_bytes": sim.net.traffic(),
+    }
     summary = finish(out, scenario, seed, outcome, cfg, simulated_s, extra)
     show.done()
     print_verdict(scenario, seed, summary, out)
@@ -114,6 +128,46 @@ def run(
     if not summary["passed"]:
         print(f"replay: {replay}")
     return SimResult(0 if summary["passed"] else 1, simulated_s, digest, out)
+
+
+def metrics(scenario: Scenario, seed: int) -> dict[str, float]:
+    """``fabric sim --sweep --model full``: one run of the full model, its summary's
+    figures as a sweep's metrics (the report itself goes to a folder dropped after)."""
+    import io
+    import json
+    import math
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="fabric-sweep-") as out:
+        quiet = io.StringIO()
+        with contextlib.redirect_stdout(quiet):
+            result = run_scenario(scenario, seed, out, "", Progress(stream=quiet))
+        path = os.path.join(out, "summary.json")
+        if not os.path.exists(path):  # a safety checker ended the run: no report
+            return {"passed": 0.0, "safety_violation": 1.0}
+        with open(path, encoding="utf-8") as f:
+            s = json.load(f)
+    rebuild = s.get("rebuild") or {}
+    degraded = s.get("degraded_reads") or {}
+    across = s.get("network_bytes", {}).get("across", {})
+    inside = s.get("network_bytes", {}).get("inside", {})
+
+    def num(value: object) -> float:
+        return float(value) if isinstance(value, int | float) else math.nan
+
+    return {
+        "passed": 1.0 if result.code == 0 else 0.0,
+        "safety_violation": 0.0,
+        "acknowledged_writes_lost": num(s.get("acknowledged_writes_lost")),
+        "wrong_reads": num(s.get("wrong_reads")),
+        "reduced_resiliency_s": num(s.get("reduced_resiliency_s")),
+        "rebuild_s": num(rebuild.get("time_s")),
+        "rebuilt_bytes": num(rebuild.get("rebuilt_bytes")),
+        "repair_across_racks_bytes": float(across.get("repair", 0)),
+        "repair_inside_racks_bytes": float(inside.get("repair", 0)),
+        "degraded_read_p99_ms": num(degraded.get("degraded_p99_ms")),
+        "simulated_s": result.simulated_s,
+    }
 
 
 def _history_lines(outcome: Outcome) -> list[str]:

@@ -28,7 +28,6 @@ from typing import Any, TextIO, TypeVar
 
 from fabric.scenario import ScenarioError, load_scenario
 from fabric.sweep import (
-    SWEEP_KEYS,
     Point,
     SweepError,
     apply,
@@ -40,6 +39,7 @@ from fabric.sweep import (
 from fabric.sweepstats import Summary, summarize
 from shell.sim import sweep_report
 from shell.sim.points import Model, UnknownModel, evaluate, find_model
+from shell.sim.sweep_args import add_sweep_arguments
 from shell.sim.sweep_report import PointResult
 
 T = TypeVar("T")
@@ -48,26 +48,6 @@ WINDOW_MIN = 64
 """Runs in flight (or done, waiting for an earlier one): at least 4 per worker, and enough
 to hide a Dask scheduler's round trip behind short runs. Bounds what the parent holds
 (a run's result is a few floats) however many seeds there are."""
-
-
-def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
-    """The sweep flags of ``fabric sim``."""
-    parser.add_argument(
-        "--sweep",
-        metavar="'KEY=V1,V2 ...'",
-        help="run every combination of these settings, each over --seeds (keys: "
-        + "; ".join(f"{k.name}: {k.means}" for k in SWEEP_KEYS.values())
-        + ")",
-    )
-    parser.add_argument(
-        "--seeds", default="1-10", help="seeds of each point: 7, 1-1000 or 1,5,9 (default 1-10)"
-    )
-    parser.add_argument(
-        "--scheduler", metavar="tcp://HOST:PORT", help="run on this Dask cluster's workers"
-    )
-    parser.add_argument(
-        "--workers", type=int, help="local worker processes (default: one per core)"
-    )
 
 
 def run_sweep(
