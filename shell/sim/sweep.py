@@ -15,7 +15,6 @@ point, each metric over the seeds with its confidence interval) and ``plots/``.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import concurrent.futures as cf
 import contextlib
@@ -39,7 +38,6 @@ from fabric.sweep import (
 from fabric.sweepstats import Summary, summarize
 from shell.sim import sweep_report
 from shell.sim.points import Model, UnknownModel, evaluate, find_model
-from shell.sim.sweep_args import add_sweep_arguments
 from shell.sim.sweep_report import PointResult
 
 T = TypeVar("T")
@@ -270,23 +268,3 @@ class _Progress:
 
 def _progress(total: int, stream: TextIO) -> _Progress:
     return _Progress(total, stream)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m shell.sim.sweep SCENARIO --sweep ...``: the sweep alone, with the flags
-    ``fabric sim`` takes for it."""
-    parser = argparse.ArgumentParser(prog="python -m shell.sim.sweep")
-    parser.add_argument("scenario", help="scenario file (TOML)")
-    parser.add_argument("-o", "--output", default="sweep", help="output folder (default: sweep)")
-    parser.add_argument("--model", default="full", help="what one run is (default: full)")
-    add_sweep_arguments(parser)
-    args = parser.parse_args(argv)
-    if not args.sweep:
-        parser.error("--sweep is required")
-    return run_sweep(
-        args.scenario, args.sweep, args.seeds, args.output, args.model, args.scheduler, args.workers
-    )
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -201,3 +201,20 @@ def test_the_outage_monte_carlo_fires_when_a_copyset_is_inside_the_failed_set() 
     sets = np.array([[0, 1, 2]], dtype=np.int32)
     assert simulate_outages(sets, 3, 3, 10, seed=1).value == 1.0
     assert simulate_outages(sets, 4, 2, 10, seed=1).value == 0.0
+
+
+def test_fabric_sim_runs_the_reliability_model_at_a_size_of_its_own(tmp_path: Path) -> None:
+    """``fabric sim --model reliability --nodes N --racks R``: the scenario's policies on a
+    cluster of another size, the report where -o says."""
+    import subprocess
+    import sys
+
+    scenario = Path(__file__).parents[2] / "configs" / "reliability" / "high-afr.toml"
+    args = [sys.executable, "-m", "shell.cli", "sim", str(scenario), "--model", "reliability"]
+    args += ["--trials", "2", "--years", "1", "--nodes", "60", "--racks", "6"]
+    done = subprocess.run(
+        [*args, "-o", str(tmp_path)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    doc = json.loads((tmp_path / "summary.json").read_text())
+    assert [c["nodes"] for c in doc["containers"]] == [60, 60]
