@@ -28,7 +28,7 @@ from typing import Any
 from fabric.config import ClusterConfig
 from fabric.scenario import FaultStep
 from fabric.timeline import FaultBand
-from shell.client import ApiError
+from shell.client import ApiError, Unreachable
 from shell.experiment.api import ClusterApi
 from shell.experiment.workloads import RunClock
 from shell.launcher import ClusterDir, spawn
@@ -71,6 +71,13 @@ class FaultApplier:
                     return
                 self.api_missing = True
                 self.say("the faults API is missing: node faults fall back to signals")
+            except Unreachable as exc:
+                if step.kind not in PROCESS_KINDS or self.cdir is None:
+                    self._band(step, start, (), "skipped", f"no answer: {exc}")
+                    return
+                # The node that took the call may be one the fault stopped before its
+                # answer left: the runner applies the step itself, as an operator would.
+                self.say(f"{step.kind}: no answer from the faults API ({exc}): signalling")
             else:
                 end = None if step.duration_s is None else start + step.duration_s
                 nodes = tuple(answer.get("nodes", ()))

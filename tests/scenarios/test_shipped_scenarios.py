@@ -34,7 +34,9 @@ Summary = dict[str, Any]
 
 
 def _faults(s: Summary, kind: str) -> list[dict[str, Any]]:
-    return [f for f in s["faults"] if f["kind"] == kind and f["via"] == "api"]
+    found = [f for f in s["faults"] if f["kind"] == kind and f["via"] in ("api", "process")]
+    assert found, f"no {kind} applied: {s['faults']}"
+    return found
 
 
 def _down(s: Summary) -> set[str]:
