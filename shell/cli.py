@@ -764,7 +764,7 @@ def _sim_full(args: argparse.Namespace) -> int:
     # tells; on the terminal they would drown the progress line.
     logging.getLogger().setLevel(logging.ERROR)
     started = time.perf_counter()
-    result = run(args.scenario, args.seed, args.output, args.time_scale)
+    result = run(args.scenario, args.seed, args.output, args.time_scale, buggify=args.buggify)
     wall_s = time.perf_counter() - started
     ratio = result.simulated_s / wall_s if wall_s > 0 else float("inf")
     print(
@@ -959,6 +959,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="how to simulate: full (real node code on virtual time), reliability "
         "([failures] over years, Monte Carlo and closed form), placement (where the "
         "fabric places data, under the scenario's kills)",
+    )
+    sm.add_argument(
+        "--buggify",
+        action="store_true",
+        help="full model: the nodes' BUGGIFY points misbehave on purpose, chosen by the seed",
     )
     rl = sm.add_argument_group("reliability model")
     rl.add_argument("--years", type=float, default=10.0, help="years per trial (default 10)")

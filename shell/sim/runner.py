@@ -29,6 +29,7 @@ import random
 import shlex
 from dataclasses import dataclass
 
+from fabric.buggify import fired_total
 from fabric.config import ClusterConfig
 from fabric.scenario import Scenario, load_scenario, scaled, schedule
 from fabric.sim.checkers import SafetyViolation
@@ -67,9 +68,10 @@ class SimResult:
     out: str
 
 
-def replay_command(path: str, seed: int, time_scale: float) -> str:
+def replay_command(path: str, seed: int, time_scale: float, buggify: bool = False) -> str:
     scale = "" if time_scale == 1.0 else f" --time-scale {time_scale:g}"
-    return f"fabric sim {shlex.quote(path)} --seed {seed}{scale}"
+    bug = " --buggify" if buggify else ""
+    return f"fabric sim {shlex.quote(path)} --seed {seed}{scale}{bug}"
 
 
 def run(
@@ -78,26 +80,34 @@ def run(
     out_dir: str | None,
     time_scale: float = 1.0,
     progress: Progress | None = None,
+    buggify: bool = False,
 ) -> SimResult:
-    """Run the experiment on virtual time and write its report (see the module doc)."""
+    """Run the experiment on virtual time and write its report (see the module doc);
+    ``buggify``: the nodes' BUGGIFY points are on (``fabric.buggify``), chosen by the seed."""
     scenario = load_scenario(scenario_path)
     if time_scale != 1.0:
         scenario = scaled(scenario, time_scale)
     seed = scenario.seed if seed is None else seed
     out = out_dir or os.path.join("fabric-runs", f"{scenario.name}-seed{seed}-sim")
-    replay = replay_command(scenario_path, seed, time_scale)
-    return run_scenario(scenario, seed, out, replay, progress or Progress(prefix="[fabric sim]"))
+    replay = replay_command(scenario_path, seed, time_scale, buggify)
+    show = progress or Progress(prefix="[fabric sim]")
+    return run_scenario(scenario, seed, out, replay, show, buggify)
 
 
 def run_scenario(
-    scenario: Scenario, seed: int, out_dir: str, replay: str, show: Progress
+    scenario: Scenario,
+    seed: int,
+    out_dir: str,
+    replay: str,
+    show: Progress,
+    buggify: bool = False,
 ) -> SimResult:
     """One run of a parsed scenario into ``out_dir``; ``replay`` is printed on failure."""
     check_kinds(scenario, seed)
     out = os.path.abspath(out_dir)
     os.makedirs(out, exist_ok=True)
     cfg = scenario_config(scenario)
-    sim = SimCluster(cfg, seed, faults=True, hardware=scenario.hardware)
+    sim = SimCluster(cfg, seed, faults=True, hardware=scenario.hardware, buggify=buggify)
     trace = TraceHash()
     sim.net.taps.append(trace.message)
     try:
@@ -121,6 +131,8 @@ def run_scenario(
         # repair traffic a placement policy costs (a real run cannot count it this way).
         "network_bytes": sim.net.traffic(),
     }
+    if buggify:
+        extra["buggify_fired"] = fired_total(list(sim.buggify.values()))
     summary = finish(out, scenario, seed, outcome, cfg, simulated_s, extra)
     show.done()
     print_verdict(scenario, seed, summary, out)

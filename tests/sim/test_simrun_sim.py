@@ -68,6 +68,19 @@ def test_another_seed_gives_another_trace(node_loss: dict[str, runner.SimResult]
     assert node_loss["other"].trace != node_loss["a"].trace, "seeds 7 and 8 ran the same run"
 
 
+def test_buggify_runs_the_scenario_with_points_firing_and_replays_them(
+    tmp_path: Path, node_loss: dict[str, runner.SimResult]
+) -> None:
+    """``fabric sim --buggify``: the nodes misbehave on purpose where the seed says, the
+    scenario still passes, the summary counts what fired, and the run replays."""
+    runs = [runner.run(NODE_LOSS, 7, str(tmp_path / n), SHORT, buggify=True) for n in "ab"]
+    assert runs[0].code == 0, "seed 7 --buggify: node-loss failed; replay: " + runs[0].out
+    assert runs[0].trace == runs[1].trace, "seed 7 --buggify: two runs, two traces"
+    assert runs[0].trace != node_loss["a"].trace, "seed 7: --buggify changed nothing"
+    fired = json.loads(Path(runs[0].out, "summary.json").read_text())["buggify_fired"]
+    assert sum(fired.values()) > 0, f"seed 7 --buggify: no point fired: {fired}"
+
+
 BROKEN = """\
 # Broken on purpose: the writer answers before its metadata commits.
 name = "broken"
