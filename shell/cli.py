@@ -741,12 +741,34 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_sim(args: argparse.Namespace) -> int:
     """``fabric sim SCENARIO.toml``: the experiment on the simulator, by ``--model``; with
     ``--sweep``, every point of a grid over ``--seeds`` (shell/sim/sweep.py)."""
+    stem = os.path.splitext(os.path.basename(args.scenario))[0]
+    if args.shrink or args.swarm:
+        if args.model != "full" or args.sweep:
+            print(
+                "fabric sim: --swarm and --shrink run the full model, without --sweep",
+                file=sys.stderr,
+            )
+            return 2
+        from shell.sim import swarm
+
+        if args.shrink:
+            seed = "" if args.seed is None else f"-seed{args.seed}"
+            out = args.output or os.path.join("fabric-runs", f"{stem}{seed}-shrink")
+            return swarm.run_shrink(
+                args.scenario,
+                args.seed,
+                out,
+                args.time_scale,
+                args.swarm,
+                args.buggify,
+                args.max_runs,
+            )
+        out = args.output or os.path.join("fabric-runs", f"{stem}-swarm")
+        return swarm.run_swarm(args.scenario, args.seeds, out, args.time_scale, args.workers)
     if args.sweep:
         from shell.sim.sweep import run_sweep
 
-        out = args.output or os.path.join(
-            "fabric-runs", f"{os.path.splitext(os.path.basename(args.scenario))[0]}-sweep"
-        )
+        out = args.output or os.path.join("fabric-runs", f"{stem}-sweep")
         return run_sweep(
             args.scenario, args.sweep, args.seeds, out, args.model, args.scheduler, args.workers
         )
@@ -964,6 +986,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--buggify",
         action="store_true",
         help="full model: the nodes' BUGGIFY points misbehave on purpose, chosen by the seed",
+    )
+    bugs = sm.add_argument_group("finding bugs (full model)")
+    bugs.add_argument(
+        "--swarm",
+        action="store_true",
+        help="each of --seeds under a fault mix of its own (kinds, targets, pace, BUGGIFY); "
+        "with --shrink, the mix of --seed",
+    )
+    bugs.add_argument(
+        "--shrink",
+        action="store_true",
+        help="shrink the failing run of --seed to a 1-minimal fault schedule (delta "
+        "debugging) and write it as a scenario file",
+    )
+    bugs.add_argument(
+        "--max-runs", type=int, default=200, help="--shrink: at most this many reruns (200)"
     )
     rl = sm.add_argument_group("reliability model")
     rl.add_argument("--years", type=float, default=10.0, help="years per trial (default 10)")

@@ -139,6 +139,68 @@ def test_a_cluster_that_acknowledges_before_commit_fails_with_its_replay_command
     assert summary["passed"] is False and summary["acknowledged_writes_lost"] >= 1
 
 
+SHRINK_SEED = 2
+"""A seed at which the broken cluster loses a write with the noise on (at seed 1 the
+noise reorders the reads so that none sees the lost write)."""
+NOISE = """
+[[faults.at]]
+at_s = 3.2
+kind = "net-delay"              # noise: nothing to do with the lost write
+target = { nodes = ["n2"] }
+params = { ms = 5 }
+duration_s = 1
+
+[[faults.at]]
+at_s = 3.6
+kind = "net-duplicate"          # noise, after the power cuts
+target = { nodes = ["n3"] }
+duration_s = 1
+"""
+
+
+def test_shrink_drops_the_faults_a_failure_does_not_need_and_writes_a_replay(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``fabric sim --shrink``: the broken cluster's lost write under five faults shrinks
+    to fewer, written as a scenario that fails the same way (1-minimality itself:
+    tests/unit/test_shrink.py)."""
+    from shell.sim import swarm
+
+    broken = replace(config(5), debug=DebugSettings(ack_before_commit=True))
+    (tmp_path / "cluster.toml").write_text(render_config(broken))
+    scenario = tmp_path / "broken.toml"
+    scenario.write_text(BROKEN.replace("[checks]", NOISE + "\n[checks]"))
+    out = tmp_path / "shrink"
+    assert swarm.run_shrink(str(scenario), SHRINK_SEED, str(out), max_runs=40) == 0
+    said = capsys.readouterr().err
+    shrunk = out / "shrunk.toml"
+    assert shrunk.exists(), f"seed {SHRINK_SEED}: no shrunk schedule:\n{said}"
+    text = shrunk.read_text()
+    kinds = [line.split("=")[1].strip() for line in text.splitlines() if line.startswith("kind")]
+    assert 1 <= len(kinds) < 5, f"seed {SHRINK_SEED}: nothing was dropped: {kinds}\n{said}"
+    (tmp_path / "shrunk.toml").write_text(text)  # beside its cluster.toml
+    again = runner.run(str(tmp_path / "shrunk.toml"), SHRINK_SEED, str(tmp_path / "again"), 1.0)
+    assert again.code == 1, f"seed {SHRINK_SEED}: the shrunk schedule passes:\n{text}"
+    assert swarm.failure_of(again.out, again.code) == ("blocks",)
+
+
+def test_a_swarm_gives_each_seed_its_own_mix_and_replays_one(tmp_path: Path) -> None:
+    """``fabric sim --swarm``: per seed a fault mix of its own, one line each, the runs
+    pass on honest nodes, and a seed's run is the same under its replay."""
+    from shell.sim import swarm
+
+    code = swarm.run_swarm(NODE_LOSS, "1-2", str(tmp_path / "a"), SHORT, workers=2)
+    rows = [json.loads(x) for x in (tmp_path / "a" / "swarm.jsonl").read_text().splitlines()]
+    assert code == 0, rows
+    assert [r["seed"] for r in rows] == [1, 2] and rows[0]["mix"] != rows[1]["mix"]
+    assert swarm.run_swarm(NODE_LOSS, "2", str(tmp_path / "b"), SHORT, workers=1) == 0
+    first, again = (
+        json.loads((tmp_path / d / "seed-2" / "summary.json").read_text())["trace"]
+        for d in ("a", "b")
+    )
+    assert first == again, "seed 2: the swarm run did not replay"
+
+
 def test_the_command_line_writes_the_report_and_prints_trace_and_speed(tmp_path: Path) -> None:
     out = tmp_path / "report"
     cmd = [sys.executable, "-m", "shell.cli", "sim", NODE_LOSS, "--seed", "7"]
