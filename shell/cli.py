@@ -764,7 +764,9 @@ def cmd_sim(args: argparse.Namespace) -> int:
                 args.max_runs,
             )
         out = args.output or os.path.join("fabric-runs", f"{stem}-swarm")
-        return swarm.run_swarm(args.scenario, args.seeds, out, args.time_scale, args.workers)
+        return swarm.run_swarm(
+            args.scenario, args.seeds, out, args.time_scale, args.workers, args.liveness
+        )
     if args.sweep:
         from shell.sim.sweep import run_sweep
 
@@ -786,7 +788,14 @@ def _sim_full(args: argparse.Namespace) -> int:
     # tells; on the terminal they would drown the progress line.
     logging.getLogger().setLevel(logging.ERROR)
     started = time.perf_counter()
-    result = run(args.scenario, args.seed, args.output, args.time_scale, buggify=args.buggify)
+    result = run(
+        args.scenario,
+        args.seed,
+        args.output,
+        args.time_scale,
+        buggify=args.buggify,
+        liveness_s=args.liveness,
+    )
     wall_s = time.perf_counter() - started
     ratio = result.simulated_s / wall_s if wall_s > 0 else float("inf")
     print(
@@ -988,6 +997,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="full model: the nodes' BUGGIFY points misbehave on purpose, chosen by the seed",
     )
     bugs = sm.add_argument_group("finding bugs (full model)")
+    bugs.add_argument(
+        "--liveness",
+        type=float,
+        metavar="SECONDS",
+        help="after the load the faults stop; the cluster must be back at full resiliency "
+        "and take a write within SECONDS (virtual), or the liveness check fails",
+    )
     bugs.add_argument(
         "--swarm",
         action="store_true",

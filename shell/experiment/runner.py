@@ -27,7 +27,7 @@ import random
 import socket
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fabric import limits, timeline
@@ -162,6 +162,9 @@ class Outcome:
     elapsed_s: float
     source: dict[str, int]
     """What the flaky import source did (``flaky.handler``'s counts; empty: not used)."""
+    more_checks: list[verdicts.CheckResult] = field(default_factory=list)
+    """Checks the runner judged itself (``fabric sim --liveness``: recovery after the
+    faults stopped)."""
 
 
 def run(
@@ -223,7 +226,7 @@ def finish(
 ) -> dict[str, Any]:
     """Judge the history and write every file of the report into ``out``; the summary
     (``extra``: more top-level fields for it)."""
-    checks = verdicts.run_checks(scenario.checks.checkers, outcome.ops)
+    checks = verdicts.run_checks(scenario.checks.checkers, outcome.ops) + outcome.more_checks
     racks = {n.id: n.labels["rack"] for n in cfg.nodes if "rack" in n.labels}
     summary = report.summarize(
         scenario, seed, outcome.ops, outcome.samples, outcome.faults, checks, racks, elapsed_s

@@ -33,6 +33,7 @@ from fabric.buggify import fired_total
 from fabric.config import ClusterConfig
 from fabric.scenario import Scenario, load_scenario, scaled, schedule
 from fabric.sim.checkers import SafetyViolation
+from fabric.timeline import FaultBand
 from nodes.simcluster import SimCluster
 from shell.client import ApiError, Unreachable
 from shell.experiment.api import ClusterApi
@@ -48,6 +49,7 @@ from shell.experiment.runner import (
     scenario_config,
 )
 from shell.experiment.sampler import Sampler
+from shell.experiment.verdicts import CheckResult
 from shell.experiment.workloads import Context, Recorder, RunClock, run_client, setup
 from shell.sim.client import IMPORT_BASE_URL, Plane, SimClient
 from shell.sim.faults import SimFaultApplier, check_kinds
@@ -68,10 +70,17 @@ class SimResult:
     out: str
 
 
-def replay_command(path: str, seed: int, time_scale: float, buggify: bool = False) -> str:
+def replay_command(
+    path: str,
+    seed: int,
+    time_scale: float,
+    buggify: bool = False,
+    liveness_s: float | None = None,
+) -> str:
     scale = "" if time_scale == 1.0 else f" --time-scale {time_scale:g}"
     bug = " --buggify" if buggify else ""
-    return f"fabric sim {shlex.quote(path)} --seed {seed}{scale}{bug}"
+    live = "" if liveness_s is None else f" --liveness {liveness_s:g}"
+    return f"fabric sim {shlex.quote(path)} --seed {seed}{scale}{bug}{live}"
 
 
 def run(
@@ -81,6 +90,7 @@ def run(
     time_scale: float = 1.0,
     progress: Progress | None = None,
     buggify: bool = False,
+    liveness_s: float | None = None,
 ) -> SimResult:
     """Run the experiment on virtual time and write its report (see the module doc);
     ``buggify``: the nodes' BUGGIFY points are on (``fabric.buggify``), chosen by the seed."""
@@ -89,9 +99,9 @@ def run(
         scenario = scaled(scenario, time_scale)
     seed = scenario.seed if seed is None else seed
     out = out_dir or os.path.join("fabric-runs", f"{scenario.name}-seed{seed}-sim")
-    replay = replay_command(scenario_path, seed, time_scale, buggify)
+    replay = replay_command(scenario_path, seed, time_scale, buggify, liveness_s)
     show = progress or Progress(prefix="[fabric sim]")
-    return run_scenario(scenario, seed, out, replay, show, buggify)
+    return run_scenario(scenario, seed, out, replay, show, buggify, liveness_s)
 
 
 def run_scenario(
@@ -101,8 +111,12 @@ def run_scenario(
     replay: str,
     show: Progress,
     buggify: bool = False,
+    liveness_s: float | None = None,
 ) -> SimResult:
-    """One run of a parsed scenario into ``out_dir``; ``replay`` is printed on failure."""
+    """One run of a parsed scenario into ``out_dir``; ``replay`` is printed on failure.
+    ``liveness_s``: after the load the faults stop, and the cluster must be back at full
+    resiliency and take a write within this many virtual seconds (the ``liveness``
+    check)."""
     check_kinds(scenario, seed)
     out = os.path.abspath(out_dir)
     os.makedirs(out, exist_ok=True)
@@ -111,7 +125,7 @@ def run_scenario(
     trace = TraceHash()
     sim.net.taps.append(trace.message)
     try:
-        outcome = sim.run(_experiment(sim, scenario, seed, out, cfg, show))
+        outcome = sim.run(_experiment(sim, scenario, seed, out, cfg, show, liveness_s))
         simulated_s = sim.loop.time()
     except SafetyViolation as exc:
         show.done()
@@ -242,6 +256,7 @@ async def _experiment(
     out: str,
     cfg: ClusterConfig,
     show: Progress,
+    liveness_s: float | None = None,
 ) -> Outcome:
     begun = sim.loop.time()
     ready = await _setup(sim, scenario, seed, os.path.join(out, "work"), show)
@@ -289,6 +304,10 @@ async def _experiment(
         await asyncio.wait([sampling_task])
     with contextlib.suppress(ApiError, Unreachable):
         await main.clear_faults()
+    more = []
+    if liveness_s is not None:
+        show("liveness: recovering")
+        more.append(await _recovery(sim, main, faults.bands, liveness_s))
     events = await all_events(main, 0)
     ops = sorted(ctx.recorder.ops, key=lambda op: (op.invoke, op.process))
     return Outcome(
@@ -299,4 +318,43 @@ async def _experiment(
         events,
         sim.loop.time() - begun,
         dict(plane.source_stats) if plane.source_stats["responses"] else {},
+        more,
     )
+
+
+async def _recovery(
+    sim: SimCluster, main: SimClient, bands: list[FaultBand], bound_s: float
+) -> CheckResult:
+    """The liveness check: the faults have stopped; every node not killed for good is
+    started again, and within ``bound_s`` virtual seconds every container must be back
+    at full resiliency and the metadata must take a write."""
+    started = sim.loop.time()
+    gone = {n for b in bands if b.kind == "node-kill" and b.end is None for n in b.nodes}
+    for node in (n.id for n in sim.config.nodes):
+        if node not in sim.nodes and node not in gone:
+            await sim.restart(node)
+    last = "no answer yet"
+    while True:
+        try:
+            rf = {c["name"]: int(c.get("rf", 1)) for c in (await main.cluster())["containers"]}
+            reduced = [
+                c["name"]
+                for c in (await main.rebuild())["containers"]
+                if (c.get("reduced_resiliency_bytes") or 0) > 0
+                or (c.get("resiliency") is not None and c["resiliency"] < rf.get(c["name"], 1) - 1)
+            ]
+            if not reduced:
+                await main.kv_put("liveness/probe", round(sim.loop.time(), 3))
+                took = sim.loop.time() - started
+                detail = (
+                    f"full resiliency and a metadata write {took:.1f} s after the faults "
+                    f"stopped (at most {bound_s:g} s)"
+                )
+                return CheckResult("liveness", "pass", detail)
+            last = "at reduced resiliency: " + ", ".join(reduced)
+        except (ApiError, Unreachable) as exc:
+            last = str(exc)
+        if sim.loop.time() - started >= bound_s:
+            detail = f"not recovered {bound_s:g} s after the faults stopped: {last}"
+            return CheckResult("liveness", "fail", detail)
+        await sim.clock.sleep(1.0)

@@ -76,7 +76,13 @@ def swarmed(scenario: Scenario, seed: int) -> tuple[Scenario, bool, str]:
 
 
 def run_one(
-    scenario: Scenario, seed: int, out: str, replay: str, buggify: bool, mix: str = ""
+    scenario: Scenario,
+    seed: int,
+    out: str,
+    replay: str,
+    buggify: bool,
+    mix: str = "",
+    liveness_s: float | None = None,
 ) -> SeedOutcome:
     """One full-model run, quiet (its report in ``out``): passed, and what failed."""
     import logging
@@ -88,7 +94,9 @@ def run_one(
     logging.getLogger().setLevel(logging.ERROR)
     quiet = io.StringIO()
     with contextlib.redirect_stdout(quiet):
-        result = run_scenario(scenario, seed, out, replay, Progress(stream=quiet), buggify)
+        result = run_scenario(
+            scenario, seed, out, replay, Progress(stream=quiet), buggify, liveness_s
+        )
     return SeedOutcome(seed, result.code == 0, failure_of(out, result.code), mix, out)
 
 
@@ -103,18 +111,22 @@ def failure_of(out: str, code: int) -> tuple[str, ...]:
     return tuple(sorted(c["name"] for c in checks if c["status"] == "fail"))
 
 
-def _swarm_seed(path: str, time_scale: float, seed: int, out_dir: str) -> SeedOutcome:
+def _swarm_seed(
+    path: str, time_scale: float, seed: int, out_dir: str, liveness_s: float | None
+) -> SeedOutcome:
     scenario = load_scenario(path)
     if time_scale != 1.0:
         scenario = scaled(scenario, time_scale)
     mixed, buggify, mix = swarmed(scenario, seed)
-    replay = swarm_replay(path, seed, time_scale)
-    return run_one(mixed, seed, os.path.join(out_dir, f"seed-{seed}"), replay, buggify, mix)
+    replay = swarm_replay(path, seed, time_scale, liveness_s)
+    out = os.path.join(out_dir, f"seed-{seed}")
+    return run_one(mixed, seed, out, replay, buggify, mix, liveness_s)
 
 
-def swarm_replay(path: str, seed: int, time_scale: float) -> str:
+def swarm_replay(path: str, seed: int, time_scale: float, liveness_s: float | None = None) -> str:
     scale = "" if time_scale == 1.0 else f" --time-scale {time_scale:g}"
-    return f"fabric sim {shlex.quote(path)} --swarm --seeds {seed}{scale}"
+    live = "" if liveness_s is None else f" --liveness {liveness_s:g}"
+    return f"fabric sim {shlex.quote(path)} --swarm --seeds {seed}{scale}{live}"
 
 
 def run_swarm(
@@ -123,6 +135,7 @@ def run_swarm(
     out_dir: str,
     time_scale: float = 1.0,
     workers: int | None = None,
+    liveness_s: float | None = None,
     stream: TextIO | None = None,
 ) -> int:
     """Every seed under its own mix, ``workers`` at once; 0 if all passed, 1 if one
@@ -146,6 +159,7 @@ def run_swarm(
             [time_scale] * len(seed_list),
             seed_list,
             [out_dir] * len(seed_list),
+            [liveness_s] * len(seed_list),
         )
         for o in outcomes:
             verdict = "passed" if o.passed else "FAILED: " + ", ".join(o.failure)
@@ -156,7 +170,7 @@ def run_swarm(
                 failed.append(o)
     print(f"swarm: {len(seed_list)} seeds, {len(failed)} failed; runs in {out_dir}", file=err)
     for o in failed[:10]:
-        print(f"  replay: {swarm_replay(path, o.seed, time_scale)}", file=err)
+        print(f"  replay: {swarm_replay(path, o.seed, time_scale, liveness_s)}", file=err)
     return 1 if failed else 0
 
 

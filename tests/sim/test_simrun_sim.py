@@ -201,6 +201,54 @@ def test_a_swarm_gives_each_seed_its_own_mix_and_replays_one(tmp_path: Path) -> 
     assert first == again, "seed 2: the swarm run did not replay"
 
 
+LIVENESS = """
+name = "liveness"
+duration_s = 10
+
+[cluster]
+nodes = 4
+down_after_ms = 2000
+rebuild_delay_s = 1
+
+[[containers]]
+name = "data"
+rf = 2
+
+[[workloads]]
+kind = "vdisk-writer"
+rate = 10
+block_bytes = 65536
+vdisk_bytes = 4194304
+
+[[faults.at]]
+at_s = 2
+kind = "node-kill"
+target = { nodes = ["n3", "n4"] }
+"""
+
+
+@pytest.mark.parametrize("for_good", [False, True])
+def test_liveness_passes_when_the_cluster_recovers_and_fails_when_it_cannot(
+    tmp_path: Path, for_good: bool
+) -> None:
+    """``--liveness S``: killed nodes that come back leave the cluster whole again within
+    S; with three of four nodes gone for good (two of its three voters), it cannot be,
+    and the check says so."""
+    text = LIVENESS if not for_good else LIVENESS.replace('"n3", "n4"', '"n2", "n3", "n4"')
+    text += "" if for_good else "duration_s = 3\n"
+    path = tmp_path / "live.toml"
+    path.write_text(text)
+    result = runner.run(str(path), 3, str(tmp_path / "out"), liveness_s=20)
+    checks = json.loads(Path(result.out, "summary.json").read_text())["checks"]
+    live = next(c for c in checks if c["name"] == "liveness")
+    if for_good:
+        assert live["status"] == "fail" and "not recovered 20 s" in live["detail"], live
+        assert result.code == 1
+    else:
+        assert live["status"] == "pass", f"seed 3: {live}"
+        assert result.code == 0, f"seed 3: {checks}"
+
+
 def test_the_command_line_writes_the_report_and_prints_trace_and_speed(tmp_path: Path) -> None:
     out = tmp_path / "report"
     cmd = [sys.executable, "-m", "shell.cli", "sim", NODE_LOSS, "--seed", "7"]
