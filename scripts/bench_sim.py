@@ -1,0 +1,127 @@
+"""How fast the full simulator runs: simulated time over wall time, and memory, by size.
+
+    .venv/bin/python scripts/bench_sim.py [--nodes 5,25] [--virtual-s 60] [--seed 1]
+
+Each size runs in a process of its own (so its peak RSS is its own): a cluster of N
+nodes (three voters, racks of five) on virtual time with every checker on, a steady
+writer (1 MiB blocks at 4 per second, sequential: groups fill and seal) and one node
+killed for good at a third of the run, whose data the cluster then rebuilds. This is
+`fabric sim` without the report: the scenario machinery of shell/sim/runner.py.
+
+The figure is virtual seconds / wall seconds (the baseline is real time itself: 1.0 is
+as fast as `fabric run`). The same run also times the idle cluster (no workload, no
+fault) for the same virtual time, which is what the protocol alone costs at that size.
+Issue 13's targets: 25 nodes with a workload and failures at >= 50x; 1,000 nodes over 40
+racks, one virtual day, under 10 minutes of wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+SCENARIO = """
+name = "bench-sim-{nodes}"
+duration_s = {duration}
+
+[cluster]
+nodes = {nodes}
+voters = 3
+racks = {racks}
+down_after_ms = 2000
+rebuild_delay_s = 1
+
+[[containers]]
+name = "data"
+rf = 2
+
+{workload}
+"""
+WORKLOAD = """
+[[workloads]]
+kind = "vdisk-writer"
+rate = 4
+block_bytes = 1048576
+vdisk_bytes = 1073741824
+pattern = "sequential"
+
+[[faults.at]]
+at_s = {kill_at}
+kind = "node-kill"
+target = {{ nodes = ["n{victim}"] }}
+"""
+
+
+def one(nodes: int, virtual_s: float, seed: int, loaded: bool) -> dict[str, float]:
+    """Run in a child: one size, one mode; wall s, virtual s, peak RSS MiB."""
+    import contextlib
+    import io
+    import logging
+
+    from fabric.scenario import parse_scenario
+    from shell.experiment.runner import Progress
+    from shell.sim.runner import run_scenario
+
+    logging.getLogger().setLevel(logging.ERROR)
+    workload = WORKLOAD.format(kill_at=round(virtual_s / 3, 1), victim=nodes) if loaded else ""
+    racks = max(1, nodes // 5) if nodes >= 10 else 0
+    text = SCENARIO.format(nodes=nodes, duration=virtual_s, racks=racks, workload=workload)
+    if not loaded:
+        text += '\n[[workloads]]\nkind = "kv-cas"\nrate = 0.2\n'
+    scenario = parse_scenario(text, f"bench-sim-{nodes}")
+    quiet = io.StringIO()
+    with tempfile.TemporaryDirectory() as out, contextlib.redirect_stdout(quiet):
+        began = time.perf_counter()
+        result = run_scenario(scenario, seed, out, "", Progress(stream=quiet))
+        wall = time.perf_counter() - began
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"wall_s": wall, "virtual_s": result.simulated_s, "rss_mib": rss, "code": result.code}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--nodes", default="5,25", help="cluster sizes (default 5,25)")
+    p.add_argument("--virtual-s", type=float, default=60.0, help="virtual seconds of load")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.child:
+        nodes, loaded = a.child.split(":")
+        print(json.dumps(one(int(nodes), a.virtual_s, a.seed, loaded == "1")))
+        return 0
+    rows = []
+    for n in (int(x) for x in a.nodes.split(",")):
+        for loaded in (False, True):
+            child = [sys.executable, __file__, "--child", f"{n}:{int(loaded)}"]
+            child += ["--virtual-s", str(a.virtual_s), "--seed", str(a.seed)]
+            done = subprocess.run(child, capture_output=True, text=True, check=False)
+            if done.returncode != 0:
+                print(done.stderr[-2000:], file=sys.stderr)
+                return 1
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            rows.append((n, "writer + node loss" if loaded else "idle (kv trickle)", r))
+            print(f"  {n} nodes, {rows[-1][1]}: done", file=sys.stderr, flush=True)
+    print(
+        f"{'nodes':>6} {'run':<20} {'virtual s':>9} {'wall s':>8} {'virtual/wall':>12} "
+        f"{'peak RSS MiB':>12} {'MiB/100 nodes':>13} {'checks':>6}"
+    )
+    for n, mode, r in rows:
+        ratio = r["virtual_s"] / r["wall_s"]
+        print(
+            f"{n:>6} {mode:<20} {r['virtual_s']:>9.1f} {r['wall_s']:>8.1f} {ratio:>11.2f}x "
+            f"{r['rss_mib']:>12.0f} {r['rss_mib'] * 100 / n:>13.0f} "
+            f"{'pass' if r['code'] == 0 else 'FAIL':>6}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
