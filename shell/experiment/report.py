@@ -142,18 +142,22 @@ def observed(
 ) -> dict[str, Any]:
     """What the run showed beyond the checks: the leaders in the order they were seen,
     the states each node was seen in, the cluster's events by kind, the bad extent
-    copies mended (by reads and by the scrubber, from the nodes' counters), and the
+    copies mended (by reads and by the scrubber, from the nodes' counters), the most EC
+    saved at any sample, and the
     latency of ok operations before the first fault, while one was on, and between or
     after them."""
     leaders: list[str] = []
     states: dict[str, list[str]] = {}
     repairs = {"read": 0, "scrub": 0}
+    ec_peak = 0
     for raw in raw_samples:
         for how, n in (raw.get("repairs") or {}).items():
             # Cumulative per node; a node that restarted counts from zero again, so the
             # highest total seen is a lower bound, never an overcount.
             repairs[how] = max(repairs.get(how, 0), int(n))
         view = raw.get("view") or {}
+        # Coded data can die later (overwritten, collected): the peak says it was coded.
+        ec_peak = max(ec_peak, int((view.get("usage") or {}).get("ec_savings_bytes") or 0))
         leader = view.get("leader")
         if leader and (not leaders or leaders[-1] != leader):
             leaders.append(leader)
@@ -183,6 +187,7 @@ def observed(
         "node_states": states,
         "events_by_kind": dict(sorted(kinds.items())),
         "repairs": repairs,
+        "ec_savings_peak_bytes": ec_peak,
         "latency_by_phase": {
             k: {
                 "ops": len(v),
