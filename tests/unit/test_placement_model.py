@@ -44,5 +44,5 @@ def test_a_scenario_without_a_permanent_kill_is_refused_clearly(tmp_path: Path) 
 def test_models_are_found_by_name_or_by_function() -> None:
     assert find_model("placement").kinds["data_lost"] == "proportion"
     assert find_model("tests.sim.sweep_models:flaky").target.endswith(":flaky")
-    with pytest.raises(UnknownModel, match="unknown model 'nope' \\(placement"):
+    with pytest.raises(UnknownModel, match="unknown model 'nope' \\(full, placement, reliability"):
         find_model("nope")
