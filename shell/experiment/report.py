@@ -232,7 +232,10 @@ def write(
     rows: Sequence[Row],
     faults: Sequence[FaultBand],
     checks_culprits: dict[str, Op | None],
+    plots: bool = True,
 ) -> None:
+    """Every file of the report; ``plots=False`` leaves out the PNGs (a second or so per
+    report, which runs of a sweep, a swarm or a shrink do not need)."""
     os.makedirs(out_dir, exist_ok=True)
     _lines(os.path.join(out_dir, "history.jsonl"), history.dump(ops))
     _lines(os.path.join(out_dir, "events.jsonl"), (json.dumps(e, sort_keys=True) for e in events))
@@ -246,7 +249,8 @@ def write(
         f.write("\n")
     with open(os.path.join(out_dir, "report.md"), "w") as f:
         f.write(markdown(summary, checks_culprits))
-    plot(out_dir, rows, faults, summary["duration_s"])
+    if plots:
+        plot(out_dir, rows, faults, summary["duration_s"])
 
 
 def _lines(path: str, lines: Any) -> None:

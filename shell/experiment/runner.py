@@ -223,6 +223,7 @@ def finish(
     cfg: ClusterConfig,
     elapsed_s: float,
     extra: dict[str, Any] | None = None,
+    plots: bool = True,
 ) -> dict[str, Any]:
     """Judge the history and write every file of the report into ``out``; the summary
     (``extra``: more top-level fields for it)."""
@@ -250,7 +251,7 @@ def finish(
             )
         }
     )
-    report.write(out, summary, outcome.ops, outcome.events, rows, outcome.faults, culprits)
+    report.write(out, summary, outcome.ops, outcome.events, rows, outcome.faults, culprits, plots)
     with open(os.path.join(out, "samples.jsonl"), "w") as f:
         for raw in outcome.raw_samples:
             f.write(json.dumps(raw, sort_keys=True) + "\n")

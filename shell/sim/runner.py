@@ -112,6 +112,7 @@ def run_scenario(
     show: Progress,
     buggify: bool = False,
     liveness_s: float | None = None,
+    plots: bool = True,
 ) -> SimResult:
     """One run of a parsed scenario into ``out_dir``; ``replay`` is printed on failure.
     ``liveness_s``: after the load the faults stop, and the cluster must be back at full
@@ -147,7 +148,7 @@ def run_scenario(
     }
     if buggify:
         extra["buggify_fired"] = fired_total(list(sim.buggify.values()))
-    summary = finish(out, scenario, seed, outcome, cfg, simulated_s, extra)
+    summary = finish(out, scenario, seed, outcome, cfg, simulated_s, extra, plots)
     show.done()
     print_verdict(scenario, seed, summary, out)
     print(f"trace {digest}")
@@ -167,7 +168,7 @@ def metrics(scenario: Scenario, seed: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="fabric-sweep-") as out:
         quiet = io.StringIO()
         with contextlib.redirect_stdout(quiet):
-            result = run_scenario(scenario, seed, out, "", Progress(stream=quiet))
+            result = run_scenario(scenario, seed, out, "", Progress(stream=quiet), plots=False)
         path = os.path.join(out, "summary.json")
         if not os.path.exists(path):  # a safety checker ended the run: no report
             return {"passed": 0.0, "safety_violation": 1.0}

@@ -84,7 +84,8 @@ def run_one(
     mix: str = "",
     liveness_s: float | None = None,
 ) -> SeedOutcome:
-    """One full-model run, quiet (its report in ``out``): passed, and what failed."""
+    """One full-model run, quiet (its report in ``out``, without plots: the replay line
+    draws them): passed, and what failed."""
     import logging
 
     from shell.sim.runner import run_scenario
@@ -95,7 +96,7 @@ def run_one(
     quiet = io.StringIO()
     with contextlib.redirect_stdout(quiet):
         result = run_scenario(
-            scenario, seed, out, replay, Progress(stream=quiet), buggify, liveness_s
+            scenario, seed, out, replay, Progress(stream=quiet), buggify, liveness_s, plots=False
         )
     return SeedOutcome(seed, result.code == 0, failure_of(out, result.code), mix, out)
 
