@@ -10,4 +10,6 @@ scripts/setup.sh --with-qemu
 # The architecture (pyproject.toml, [tool.importlinter]): the core imports no I/O or nodes.
 .venv/bin/lint-imports --no-cache --no-logo
 # pytest exits 5 when it collected no test: with `set -e` that fails the run, as it should.
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# One worker per core, a test file at a time on each (module fixtures are built once);
+# most tests wait on node processes, so two files at once take far less than twice one.
+.venv/bin/python -m pytest -q -p no:cacheprovider -n auto --dist loadfile "$@"

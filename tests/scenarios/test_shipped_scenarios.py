@@ -25,8 +25,9 @@ SCENARIOS = sorted((Path(__file__).parents[2] / "configs" / "scenarios").glob("*
 TIME_SCALE = 0.3
 """The short form: a 90 s experiment in 27 s of load (the cluster's own timeouts, and
 so how fast it reacts, are those of the full run)."""
-WALL_LIMIT_S = 60
-"""Each short run, cluster start and stop included (they measured 21-42 s on 2 cores)."""
+WALL_LIMIT_S = 90
+"""Each short run, cluster start and stop included (they measured 21-42 s on 2 cores
+alone, up to 53 s beside another test file: the suite runs one per core)."""
 KNOWN_FAILURES: dict[str, str] = {}
 """Scenario -> why its checks fail honestly (a fabric bug, reported): xfail(strict)."""
 
