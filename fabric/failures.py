@@ -25,7 +25,9 @@ import math
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
+
+from fabric.hardware import TableReader
 
 if TYPE_CHECKING:
     from fabric.scenario import FaultStep
@@ -319,20 +321,6 @@ def _disk_step(
 
 
 # --- parsing ([failures] of a scenario) --------------------------------------------------------
-class TableReader(Protocol):
-    """What ``fabric.scenario``'s table reader offers (typed reads, line-accurate errors)."""
-
-    def number(
-        self, key: str, default: Any, low: float, high: float, integer: bool = False
-    ) -> Any: ...
-
-    def choice(self, key: str, choices: tuple[str, ...], default: Any) -> Any: ...
-
-    def error(self, key: str, problem: str) -> Exception: ...
-
-    def done(self) -> None: ...
-
-
 def parse_failures(r: TableReader) -> FailureSpec:
     """The ``[failures]`` table; errors name the key and its line."""
     d = FailureSpec()
