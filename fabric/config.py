@@ -66,6 +66,28 @@ class Timeouts:
     node_heartbeat_ms: int = 300
     degraded_after_ms: int = 1500
     down_after_ms: int = 4000
+    background_scale: int = 1
+    """Multiplies the period of every background loop (scanner, rebuild planner, health
+    monitor, disk probe, membership watch, scrubber wake-up): a big cluster, or a long
+    simulated run, trades how soon these react for how much work they cost."""
+
+
+LONG_RUN_TIMEOUTS = Timeouts(
+    tick_ms=200,
+    election_ticks=25,
+    heartbeat_ticks=10,
+    node_heartbeat_ms=5000,
+    degraded_after_ms=15000,
+    down_after_ms=30000,
+    background_scale=5,
+)
+"""Timing for big clusters and long simulated runs: Raft ticks at 200 ms with a 5-10 s
+election timeout and heartbeats every 2 s, health reports every 5 s (DOWN after 30 s),
+and every background loop five times slower. Per node and virtual second this is about a
+tenth of the default's wake-ups and messages; failover and failure detection take about
+ten times longer."""
+TIMINGS = {"default": Timeouts(), "long-run": LONG_RUN_TIMEOUTS}
+"""The named timings a scenario may ask for (``[cluster] timing``)."""
 
 
 @dataclass(frozen=True, slots=True)

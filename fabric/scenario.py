@@ -49,7 +49,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fabric import limits
-from fabric.config import ConfigError, _Source
+from fabric.config import TIMINGS, ConfigError, _Source
 from fabric.failures import FailureSpec, parse_failures
 from fabric.hardware import HardwareSpec, parse_hardware
 
@@ -118,6 +118,9 @@ class ClusterSpec:
     """Overrides ``[scrub] bytes_per_s`` (negative: the default; 0: no limit)."""
     rebuild_bytes_per_s: int = -1
     """Overrides ``[rebuild] bytes_per_s`` (negative: the default; 0: no limit)."""
+    timing: str = "default"
+    """A named ``[timeouts]`` set (``fabric.config.TIMINGS``): ``long-run`` for big
+    clusters and long simulated runs; ``down_after_ms`` still overrides its own."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +147,12 @@ class WorkloadSpec:
     vdisk_bytes: int = 4 << 20
     pattern: str = "random"
     """``random`` or ``sequential`` block choice (vdisk writers and readers)."""
+    payload: str = "random"
+    """What a vdisk writer's blocks hold: ``random`` bytes (incompressible), or
+    ``stamped``: a random 16-byte stamp repeated over the block, which a compressing
+    container stores in a few hundred bytes. Every byte still crosses every layer and
+    is hashed and checked; only what the disks keep shrinks, so a simulated hour of
+    steady writes fits in memory."""
     verify: bool = True
     """Writers read each acknowledged block back; uploads download the image again."""
     keys: int = 3
@@ -209,6 +218,9 @@ class Scenario:
     """``[hardware]``: what simulated disks and links cost (``fabric.hardware``)."""
     failures: FailureSpec = field(default_factory=FailureSpec)
     """``[failures]``: failure processes (``fabric.failures``); the default schedules none."""
+    sample_every_s: float = 1.0
+    """How often the runner samples the cluster for the timeline (every node's metrics
+    each time): a simulated day of a big cluster wants minutes, not seconds."""
 
 
 # --- parsing --------------------------------------------------------------------------------
@@ -302,6 +314,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
     name = top.get("name", str, _stem(origin))
     duration = top.number("duration_s", _REQUIRED, 1, MAX_DURATION_S)
     seed = top.number("seed", 0, 0, 2**63 - 1, integer=True)
+    sample_every_s = float(top.number("sample_every_s", 1.0, 1, 3600))
     cluster = _parse_cluster(_Reader(src, top.get("cluster", dict, {}), "cluster"))
     containers = tuple(
         _parse_container(_Reader(src, c, "containers", i, f"containers[{i}]."))
@@ -346,6 +359,7 @@ def parse_scenario(text: str, origin: str = "<scenario>") -> Scenario:
         origin,
         hardware,
         failures=failures,
+        sample_every_s=sample_every_s,
     )
 
 
@@ -418,6 +432,9 @@ def _parse_cluster(r: _Reader) -> ClusterSpec:
     if 0 <= scrub_cycle < 1:
         raise r.error("scrub_cycle_s", "must be at least 1 s (or negative: the default)")
     scrub_rate = r.number("scrub_bytes_per_s", -1, -1, 1 << 40, integer=True)
+    timing = r.get("timing", str, "default")
+    if timing not in TIMINGS:
+        raise r.error("timing", f"{timing!r} is not one of {', '.join(TIMINGS)}")
     r.done()
     return ClusterSpec(
         nodes,
@@ -430,6 +447,7 @@ def _parse_cluster(r: _Reader) -> ClusterSpec:
         float(scrub_cycle),
         scrub_rate,
         rebuild_rate,
+        timing,
     )
 
 
@@ -472,6 +490,7 @@ def _parse_workload(r: _Reader, nth: int, containers: tuple[ContainerSpec, ...])
         block_bytes=r.number("block_bytes", 65536, 512, MAX_BLOCK_BYTES, integer=True),
         vdisk_bytes=r.number("vdisk_bytes", 4 << 20, 512, 1 << 40, integer=True),
         pattern=r.choice("pattern", ("random", "sequential"), "random"),
+        payload=r.choice("payload", ("random", "stamped"), "random"),
         verify=r.get("verify", bool, True),
         keys=r.number("keys", 3, 1, 1000, integer=True),
         image_bytes=r.number("image_bytes", 1 << 20, 512, MAX_IMAGE_BYTES, integer=True),
@@ -480,6 +499,8 @@ def _parse_workload(r: _Reader, nth: int, containers: tuple[ContainerSpec, ...])
     )
     if w.drop_probability and kind != "image-import":
         raise r.error("drop_probability", "only an image-import workload has a flaky source")
+    if w.payload != "random" and kind != "vdisk-writer":
+        raise r.error("payload", "only a vdisk-writer chooses what its blocks hold")
     if w.vdisk_bytes < w.block_bytes:
         raise r.error("vdisk_bytes", f"must hold at least one block of {w.block_bytes} bytes")
     r.done()

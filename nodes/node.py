@@ -116,7 +116,13 @@ class Node:
         # Built in dependency order, each from the ones before it: nothing is wired later.
         self.storage = StorageService(node_id, disks)
         self.disk_watch = DiskWatch(
-            node_id, clock, disks, self.node_config.disks, self.storage, self.metadata
+            node_id,
+            clock,
+            disks,
+            self.node_config.disks,
+            self.storage,
+            self.metadata,
+            background_scale=config.timeouts.background_scale,
         )
         self.replicas = ReplicaClient(node_id, transport, self.storage, self.metadata)
         self.membership = Membership(config, self.metadata)
@@ -205,6 +211,7 @@ class Node:
             self.reader,
             self.ec,
             self.images,
+            background_scale=config.timeouts.background_scale,
         )
         self.registered = False
         self.fault: str | None = None
@@ -353,7 +360,9 @@ class Node:
             if urls != known:
                 self.transport.set_peers(urls)
                 known = urls
-            await self.clock.sleep(limits.MEMBERSHIP_WATCH_EVERY_S)
+            await self.clock.sleep(
+                limits.MEMBERSHIP_WATCH_EVERY_S * self.config.timeouts.background_scale
+            )
 
     async def _ran_before(self) -> bool:
         """Does any disk carry this node's member mark (written once it registered)?"""

@@ -31,27 +31,31 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 SCENARIO = """
 name = "bench-sim-{nodes}"
 duration_s = {duration}
+sample_every_s = {sample}
 
 [cluster]
 nodes = {nodes}
 voters = 3
 racks = {racks}
-down_after_ms = 2000
+{down}
 rebuild_delay_s = 1
+timing = "{timing}"
 
 [[containers]]
 name = "data"
 rf = 2
+compression = "{compression}"
 
 {workload}
 """
 WORKLOAD = """
 [[workloads]]
 kind = "vdisk-writer"
-rate = 4
-block_bytes = 1048576
+rate = {rate}
+block_bytes = {block}
 vdisk_bytes = 1073741824
 pattern = "sequential"
+payload = "{payload}"
 
 [[faults.at]]
 at_s = {kill_at}
@@ -60,7 +64,9 @@ target = {{ nodes = ["n{victim}"] }}
 """
 
 
-def one(nodes: int, virtual_s: float, seed: int, loaded: bool) -> dict[str, float]:
+def one(
+    nodes: int, virtual_s: float, seed: int, loaded: bool, load: argparse.Namespace
+) -> dict[str, float]:
     """Run in a child: one size, one mode; wall s, virtual s, peak RSS MiB."""
     import contextlib
     import io
@@ -71,9 +77,28 @@ def one(nodes: int, virtual_s: float, seed: int, loaded: bool) -> dict[str, floa
     from shell.sim.runner import run_scenario
 
     logging.getLogger().setLevel(logging.ERROR)
-    workload = WORKLOAD.format(kill_at=round(virtual_s / 3, 1), victim=nodes) if loaded else ""
+    workload = (
+        WORKLOAD.format(
+            kill_at=round(virtual_s / 3, 1),
+            victim=nodes,
+            rate=load.rate,
+            block=load.block_bytes,
+            payload=load.payload,
+        )
+        if loaded
+        else ""
+    )
     racks = max(1, nodes // 5) if nodes >= 10 else 0
-    text = SCENARIO.format(nodes=nodes, duration=virtual_s, racks=racks, workload=workload)
+    text = SCENARIO.format(
+        nodes=nodes,
+        duration=virtual_s,
+        racks=racks,
+        workload=workload,
+        timing=load.timing,
+        sample=load.sample_every,
+        down="down_after_ms = 2000" if load.timing == "default" else "",
+        compression="zstd" if load.payload == "stamped" else "none",
+    )
     if not loaded:
         text += '\n[[workloads]]\nkind = "kv-cas"\nrate = 0.2\n'
     scenario = parse_scenario(text, f"bench-sim-{nodes}")
@@ -91,17 +116,31 @@ def main() -> int:
     p.add_argument("--nodes", default="5,25", help="cluster sizes (default 5,25)")
     p.add_argument("--virtual-s", type=float, default=60.0, help="virtual seconds of load")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--timing", default="default", help="[cluster] timing (default, long-run)")
+    p.add_argument("--sample-every", type=float, default=1.0, help="timeline sample period, s")
+    p.add_argument("--rate", type=float, default=4.0, help="writer blocks per second")
+    p.add_argument("--block-bytes", type=int, default=1 << 20, help="writer block size")
+    p.add_argument(
+        "--payload",
+        default="random",
+        help="writer payload: random, or stamped (a zstd container stores it small)",
+    )
+    p.add_argument("--modes", default="idle,loaded", help="which runs per size")
     p.add_argument("--child", help=argparse.SUPPRESS)
     a = p.parse_args()
     if a.child:
         nodes, loaded = a.child.split(":")
-        print(json.dumps(one(int(nodes), a.virtual_s, a.seed, loaded == "1")))
+        print(json.dumps(one(int(nodes), a.virtual_s, a.seed, loaded == "1", a)))
         return 0
     rows = []
     for n in (int(x) for x in a.nodes.split(",")):
-        for loaded in (False, True):
+        modes = a.modes.split(",")
+        for loaded in [m == "loaded" for m in ("idle", "loaded") if m in modes]:
             child = [sys.executable, __file__, "--child", f"{n}:{int(loaded)}"]
             child += ["--virtual-s", str(a.virtual_s), "--seed", str(a.seed)]
+            child += ["--timing", a.timing, "--sample-every", str(a.sample_every)]
+            child += ["--rate", str(a.rate), "--block-bytes", str(a.block_bytes)]
+            child += ["--payload", a.payload]
             done = subprocess.run(child, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 print(done.stderr[-2000:], file=sys.stderr)

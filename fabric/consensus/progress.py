@@ -55,6 +55,8 @@ class Progress:
         self.max_inflight = max_inflight
         self.recent_active = False
         self.read_ack = 0
+        self.commit_told = 0
+        """The highest commit index a message told this peer it may apply."""
         self.stalled_heartbeats = 0
 
     # -- transitions -----------------------------------------------------------------
@@ -76,6 +78,7 @@ class Progress:
         self.pending_snapshot = 0
         self.inflight.clear()
         self.stalled_heartbeats = 0
+        self.commit_told = 0  # a peer we probe again may have restarted and forgotten
 
     # -- events ----------------------------------------------------------------------
 

@@ -680,6 +680,11 @@ class Raft:
         if msg.success:
             if pr.acked(msg.match_index) and pr.voter:
                 self._maybe_commit()
+            # A peer whose ack came after the commit moved (a learner, a slow voter) was
+            # told a commit capped below what it now holds; without this it would wait
+            # for the next heartbeat to apply entries the cluster committed long ago.
+            if min(self._log.commit, pr.match) > pr.commit_told:
+                self._send_heartbeat(msg.frm, pr)
         else:
             pr.rejected(msg.match_index, msg.hint_index)
         self._advance_reads()
@@ -699,7 +704,7 @@ class Raft:
     def _can_replicate(self) -> bool:
         assert self._tracker is not None
         last = self._log.last_index
-        return any(pr.can_send() and pr.next <= last for _, pr in self._tracker)
+        return any(pr.next <= last and pr.can_send() for _, pr in self._tracker)
 
     def _replicate(self) -> None:
         """Send every peer what it can take now; peers with nothing new hear a moved
@@ -727,6 +732,7 @@ class Raft:
             self._term, self.id, peer, prev, prev_term, entries, self._log.commit, self._read_seq
         )
         self._send(msg)
+        pr.commit_told = max(pr.commit_told, min(self._log.commit, entries[-1].index))
         pr.sent(entries[-1].index)
 
     def _send_snapshot(self, peer: str, pr: Progress) -> None:
@@ -740,6 +746,7 @@ class Raft:
         if prev_term is None:  # compacted: anchor at the oldest term we know
             prev, prev_term = self._log.offset, self._log.offset_term
         commit = min(self._log.commit, prev)
+        pr.commit_told = max(pr.commit_told, commit)
         self._send(
             AppendRequest(self._term, self.id, peer, prev, prev_term, (), commit, self._read_seq)
         )

@@ -61,9 +61,11 @@ class DiskWatch:
         names: tuple[str, ...],
         storage: StorageService,
         metadata: MetadataService,
+        background_scale: int = 1,
     ) -> None:
         self.node_id = node_id
         self.clock = clock
+        self.background_scale = background_scale
         self.disks = disks
         self.names = {d.name: name for d, name in zip(disks, names, strict=True)}
         """A runtime's disk name -> the disk's name in the config (what users see)."""
@@ -97,7 +99,8 @@ class DiskWatch:
             if set(self.storage.faults) <= self._failed():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(
-                        self.storage.fault_seen.wait(), limits.DISK_PROBE_EVERY_S
+                        self.storage.fault_seen.wait(),
+                        limits.DISK_PROBE_EVERY_S * self.background_scale,
                     )
 
     def _failed(self) -> set[str]:

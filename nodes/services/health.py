@@ -89,7 +89,9 @@ class HealthService:
 
     async def monitor_forever(self) -> None:
         while True:
-            await self.clock.sleep(limits.HEALTH_MONITOR_EVERY_S)
+            await self.clock.sleep(
+                limits.HEALTH_MONITOR_EVERY_S * self.config.timeouts.background_scale
+            )
             if not self.metadata.is_leader:
                 self._led_since_term = None
                 continue

@@ -215,8 +215,12 @@ class MetadataService:
         tick_s = self.config.timeouts.tick_ms / 1000
         while True:
             await self.clock.sleep(tick_s)
-            self._raft().tick()
-            self._wake.set()
+            raft = self._raft()
+            raft.tick()
+            # Most ticks change nothing to act on; waking the driver for them would cost a
+            # task switch per node per tick, which is most of an idle cluster's work.
+            if raft.has_ready():
+                self._wake.set()
 
     def _arm_expiry(self) -> None:
         """One timer for every waiting proposal, set for the oldest one's deadline (they

@@ -219,6 +219,7 @@ class RebuildService:
     ) -> None:
         self.node_id = node_id
         self.config = config
+        self._scale = config.timeouts.background_scale
         self.clock = clock
         self.transport = transport
         self.metadata = metadata
@@ -265,7 +266,7 @@ class RebuildService:
     async def run_forever(self) -> None:
         while True:
             try:
-                await asyncio.wait_for(self._wake.wait(), limits.REBUILD_EVERY_S)
+                await asyncio.wait_for(self._wake.wait(), limits.REBUILD_EVERY_S * self._scale)
             except TimeoutError:
                 pass
             self._wake.clear()
@@ -414,7 +415,7 @@ class RebuildService:
         self._moves = [w for w in self._moves if w.eg.egid not in self._done]
         if self._running or now < self._rebalance_at:
             return [w for w in self._moves if w.eg.egid not in self._running]
-        self._rebalance_at = now + limits.REBALANCE_EVERY_S
+        self._rebalance_at = now + limits.REBALANCE_EVERY_S * self._scale
         self._done.clear()
         nodes = (self.state.up_nodes() - draining) - set(self.catalog.no_room())
         limit = settings.per_node * max(1, len(nodes))
@@ -477,7 +478,7 @@ class RebuildService:
     async def watch_forever(self) -> None:
         while True:
             self.sample()
-            await self.clock.sleep(1.0)
+            await self.clock.sleep(1.0 * self._scale)
 
     def sample(self) -> None:
         now = self.clock.now()

@@ -84,9 +84,11 @@ class Scanner:
         reader: ReadCoordinator,
         ec: EcService,
         images: ImageService,
+        background_scale: int = 1,
     ) -> None:
         self.node_id = node_id
         self.clock = clock
+        self.background_scale = background_scale
         self.metadata = metadata
         self.catalog = catalog
         self.replicas = replicas
@@ -118,7 +120,7 @@ class Scanner:
 
     async def run_forever(self) -> None:
         while True:
-            await self.clock.sleep(limits.SCAN_EVERY_S)
+            await self.clock.sleep(limits.SCAN_EVERY_S * self.background_scale)
             if not self.metadata.is_leader:
                 self._idle.clear()
                 self._claims.clear()
@@ -227,7 +229,7 @@ class Scanner:
     # --- files ------------------------------------------------------------------------------
     async def _sweep_files(self) -> None:
         now = self.clock.now()
-        if now - self._last_sweep < limits.FILE_SWEEP_EVERY_S:
+        if now - self._last_sweep < limits.FILE_SWEEP_EVERY_S * self.background_scale:
             return
         self._last_sweep = now
         await self.metadata.read_index()

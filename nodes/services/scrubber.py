@@ -122,7 +122,7 @@ class Scrubber:
                 self._run_now_seen = settings.run_now
                 await self.scrub_pass()
             else:
-                await self.clock.sleep(1.0)
+                await self.clock.sleep(1.0 * self.config.timeouts.background_scale)
 
     def _last_pass_end(self) -> float:
         """When this node's last recorded pass ended (0: never)."""

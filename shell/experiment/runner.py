@@ -32,6 +32,7 @@ from typing import Any
 
 from fabric import limits, timeline
 from fabric.config import (
+    TIMINGS,
     ClusterConfig,
     default_config_text,
     load_config,
@@ -133,6 +134,8 @@ def scenario_config(scenario: Scenario) -> ClusterConfig:
             fault_domain="rack" if racks else "node",
         )
     cfg = replace(cfg, id="")
+    if spec.timing != "default":
+        cfg = replace(cfg, timeouts=TIMINGS[spec.timing])
     if spec.down_after_ms:
         t = cfg.timeouts
         degraded = min(t.degraded_after_ms, spec.down_after_ms // 2)
@@ -316,7 +319,7 @@ async def _experiment(
             show.say,
         )
         clock.start()  # the run's time starts with the load
-        sampling_task = asyncio.create_task(sampler.run())
+        sampling_task = asyncio.create_task(sampler.run(scenario.sample_every_s))
         clients = [
             asyncio.create_task(run_client(ctx, w, i, vdisks[w.name]))
             for w in scenario.workloads

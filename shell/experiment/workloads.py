@@ -214,6 +214,16 @@ async def run_client(ctx: Context, spec: WorkloadSpec, index: int, vdisks: list[
 
 
 Step = Callable[[int], Awaitable[None]]
+STAMP_BYTES = 16
+
+
+def block_payload(rng: random.Random, spec: WorkloadSpec) -> bytes:
+    """One block for a writer: random bytes, or a random stamp repeated (``payload``)."""
+    if spec.payload == "stamped":
+        reps, rest = divmod(spec.block_bytes, STAMP_BYTES)
+        stamp = rng.randbytes(STAMP_BYTES)
+        return stamp * reps + stamp[:rest]
+    return rng.randbytes(spec.block_bytes)
 
 
 def _writer(ctx: Context, spec: WorkloadSpec, process: int, rng: random.Random, vdisk: str) -> Step:
@@ -222,7 +232,7 @@ def _writer(ctx: Context, spec: WorkloadSpec, process: int, rng: random.Random, 
 
     async def step(i: int) -> None:
         block = i % blocks if spec.pattern == "sequential" else rng.randrange(blocks)
-        data = rng.randbytes(spec.block_bytes)
+        data = block_payload(rng, spec)
         offset = block * spec.block_bytes
         key = f"{vdisk}/{block}"
         extra = {"workload": spec.name, "bytes": len(data), "offset": offset}

@@ -276,7 +276,7 @@ async def _experiment(
         sim=sim,
     )
     clock.start()
-    sampling_task = asyncio.create_task(sampler.run())
+    sampling_task = asyncio.create_task(sampler.run(scenario.sample_every_s))
     clients = [
         asyncio.create_task(run_client(ctx, w, i, vdisks[w.name]))
         for w in scenario.workloads

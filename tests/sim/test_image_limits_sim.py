@@ -104,7 +104,8 @@ def test_the_kv_quota_is_refused_alike_on_every_node(monkeypatch: pytest.MonkeyP
         assert refused.code == "insufficient_storage", f"seed {SEED}: {refused}"
         assert sim.run(n2.propose(Delete("kv/k0"))).ok, f"seed {SEED}"
         assert sim.run(sim.nodes["n3"].metadata.propose(Put("kv/k4", value))).ok, f"seed {SEED}"
-        applied = n2.state.applied_index
+        # n3 proposed the last write: its index is the one every node must reach.
+        applied = sim.nodes["n3"].metadata.state.applied_index
         sim.run(
             sim.wait_for(
                 lambda: all(n.metadata.state.applied_index >= applied for n in sim.nodes.values()),

@@ -124,6 +124,11 @@ checkers = ["blocks"]
 """
 
 
+BROKEN_SEED = 2
+"""A seed at which a read sees a write the broken cluster lost (at seed 1 none does: the
+lost write is one no read asks for)."""
+
+
 def test_a_cluster_that_acknowledges_before_commit_fails_with_its_replay_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -131,18 +136,18 @@ def test_a_cluster_that_acknowledges_before_commit_fails_with_its_replay_command
     (tmp_path / "cluster.toml").write_text(render_config(broken))
     scenario = tmp_path / "broken.toml"
     scenario.write_text(BROKEN)
-    result = runner.run(str(scenario), 1, str(tmp_path / "out"), 1.0)
+    result = runner.run(str(scenario), BROKEN_SEED, str(tmp_path / "out"), 1.0)
     out = capsys.readouterr().out
-    assert result.code == 1, f"seed 1: the broken cluster passed:\n{out}"
+    assert result.code == 1, f"seed {BROKEN_SEED}: the broken cluster passed:\n{out}"
     assert "blocks: fail - acknowledged write lost" in out
-    assert f"replay: fabric sim {scenario} --seed 1\n" in out
+    assert f"replay: fabric sim {scenario} --seed {BROKEN_SEED}\n" in out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["passed"] is False and summary["acknowledged_writes_lost"] >= 1
 
 
-SHRINK_SEED = 6
+SHRINK_SEED = 3
 """A seed at which a read sees the broken cluster's lost write with the noise on (at
-seeds 1-5 no read happens to)."""
+seeds 1 and 2 no read happens to)."""
 NOISE = """
 
 [[faults.at]]

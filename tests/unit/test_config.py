@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fabric.config import (
+    LONG_RUN_TIMEOUTS,
     ConfigError,
     default_config_text,
     parse_config,
@@ -80,3 +81,18 @@ def test_debug_settings_are_off_unless_set_and_survive_a_rewrite() -> None:
 def test_debug_settings_are_checked(table: str, fragment: str) -> None:
     with pytest.raises(ConfigError, match=fragment):
         parse_config(default_config_text() + "\n" + table)
+
+
+def test_background_scale_is_a_positive_timeout_setting() -> None:
+    base = default_config_text()
+    cfg = parse_config(base.replace("[timeouts]\n", "[timeouts]\nbackground_scale = 5\n", 1))
+    assert cfg.timeouts.background_scale == 5
+    assert parse_config(render_config(cfg)).timeouts.background_scale == 5  # round trip
+    assert parse_config(base).timeouts.background_scale == 1
+    with pytest.raises(ConfigError, match="background_scale"):
+        parse_config(base.replace("[timeouts]\n", "[timeouts]\nbackground_scale = 0\n", 1))
+    # The long-run timing keeps the orderings the parser demands of any config.
+    t = LONG_RUN_TIMEOUTS
+    assert t.degraded_after_ms < t.down_after_ms
+    assert t.heartbeat_ticks < t.election_ticks
+    assert t.node_heartbeat_ms * 2 < t.degraded_after_ms

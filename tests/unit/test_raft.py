@@ -467,6 +467,30 @@ def test_heartbeats_carry_commit_clamped_to_the_followers_match() -> None:
     assert beats["c"].commit == 0 and beats["c"].prev_index == 0
 
 
+def test_a_peer_that_acks_after_the_commit_moved_is_told_the_commit_at_once() -> None:
+    """The voters commit an entry before the learner's ack comes back; the heartbeats
+    sent on that commit were capped at the learner's old match. Its ack must bring it
+    the commit now, not at the next heartbeat (a follower serving a client would wait
+    for that heartbeat to apply its own write)."""
+    r = new("a", voters=("a", "b"), learners=("l",))
+    make_leader(r)
+    for peer in ("b", "l"):
+        r.step(AppendResponse(r.term, peer, "a", True, r.last_index))
+    drain(r)
+    index = r.propose(b"x")
+    drain(r)  # the appends to b and l go out
+    r.step(AppendResponse(r.term, "b", "a", True, index))
+    assert r.commit_index == index
+    told = {m.to: m.commit for m in sent(drain(r), AppendRequest)}
+    assert told["l"] < index  # capped: its ack is not in yet
+    r.step(AppendResponse(r.term, "l", "a", True, index))
+    beats = sent(drain(r), AppendRequest, to="l")  # no tick in between
+    assert [m.commit for m in beats] == [index]
+    # Once told, an ack that repeats what it holds brings nothing more.
+    r.step(AppendResponse(r.term, "l", "a", True, index))
+    assert not sent(drain(r), AppendRequest, to="l")
+
+
 # -- snapshots and restart -------------------------------------------------------------
 
 

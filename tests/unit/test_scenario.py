@@ -4,14 +4,17 @@ nemesis schedule a pure function of the spec and the seed."""
 from __future__ import annotations
 
 import itertools
+import random
 from pathlib import Path
 
 import pytest
+import zstandard
 
-from fabric.config import ConfigError
+from fabric.config import LONG_RUN_TIMEOUTS, ConfigError
 from fabric.scenario import ScenarioError, parse_scenario, schedule
 from shell import launcher
 from shell.experiment import runner
+from shell.experiment.workloads import block_payload
 
 GOOD = """\
 name = "demo"
@@ -231,3 +234,51 @@ def test_fabric_run_refuses_more_node_processes_than_one_machine_takes(tmp_path:
 def test_fabric_up_refuses_more_node_processes_than_one_machine_takes(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"--nodes 16: must be 1..15 .*fabric sim"):
         launcher.prepare(launcher.ClusterDir(str(tmp_path)), None, 16, lambda _: None)
+
+
+def test_long_run_timing_stamped_payloads_and_the_sample_period_parse() -> None:
+    text = GOOD.replace("voters = 3\n", 'voters = 3\ntiming = "long-run"\n', 1)
+    text = text.replace("block_bytes = 65536\n", 'block_bytes = 65536\npayload = "stamped"\n', 1)
+    s = parse_scenario("sample_every_s = 30\n" + text, "demo.toml")
+    assert (s.cluster.timing, s.workloads[0].payload, s.sample_every_s) == (
+        "long-run",
+        "stamped",
+        30.0,
+    )
+    cfg = runner.scenario_config(s)
+    assert cfg.timeouts == LONG_RUN_TIMEOUTS and cfg.timeouts.background_scale > 1
+    # The defaults stay what every shipped scenario ran with.
+    plain = parse_scenario(GOOD, "demo.toml")
+    assert (plain.cluster.timing, plain.workloads[0].payload, plain.sample_every_s) == (
+        "default",
+        "random",
+        1.0,
+    )
+    assert runner.scenario_config(plain).timeouts.background_scale == 1
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("voters = 3\n", 'voters = 3\ntiming = "fast"\n'), "cluster.timing: 'fast' is not one of"),
+        (("keys = 2\n", 'keys = 2\npayload = "stamped"\n'), "workloads[1].payload: only a vdisk"),
+        (("block_bytes = 65536\n", 'block_bytes = 65536\npayload = "zero"\n'), "payload"),
+        (('name = "demo"\n', 'name = "demo"\nsample_every_s = 0.5\n'), "sample_every_s"),
+    ],
+)
+def test_unknown_timings_and_payloads_are_refused(change: tuple[str, str], message: str) -> None:
+    with pytest.raises(ScenarioError) as err:
+        parse_scenario(GOOD.replace(*change, 1), "demo.toml")
+    assert message in str(err.value)
+
+
+def test_a_stamped_block_is_its_stamp_repeated_and_differs_per_block() -> None:
+    spec = parse_scenario(
+        GOOD.replace("block_bytes = 65536\n", 'block_bytes = 1000\npayload = "stamped"\n'),
+        "demo.toml",
+    ).workloads[0]
+    rng = random.Random(5)
+    first, second = block_payload(rng, spec), block_payload(rng, spec)
+    assert len(first) == len(second) == 1000
+    assert first[:16] * 62 + first[:8] == first and first != second
+    assert len(zstandard.compress(first)) < 100  # what a zstd container keeps of it
