@@ -703,31 +703,40 @@ class Raft:
 
     def _can_replicate(self) -> bool:
         assert self._tracker is not None
-        last = self._log.last_index
-        return any(pr.next <= last and pr.can_send() for _, pr in self._tracker)
+        last, commit = self._log.last_index, self._log.commit
+        return any(
+            pr.next <= (last if pr.voter else commit) and pr.can_send() for _, pr in self._tracker
+        )
 
     def _replicate(self) -> None:
         """Send every peer what it can take now; peers with nothing new hear a moved
-        commit index through a heartbeat."""
+        commit index through a heartbeat.
+
+        A learner gets committed entries only: its ack counts for nothing, so sending
+        it an entry before the commit would cost a second message to tell it the
+        commit. Sent after, one append carries both (a promoted learner is a voter as
+        soon as the change is in the log, and from then gets every entry)."""
         assert self._tracker is not None
-        last = self._log.last_index
+        last, commit = self._log.last_index, self._log.commit
         for peer, pr in self._tracker:
             sent = False
-            while pr.can_send() and pr.next <= last:
-                self._send_append(peer, pr)
+            end = last if pr.voter else min(last, commit)
+            while pr.can_send() and pr.next <= end:
+                self._send_append(peer, pr, end)
                 sent = True
             if self._commit_dirty and not sent:
                 self._send_heartbeat(peer, pr)
         self._commit_dirty = False
 
-    def _send_append(self, peer: str, pr: Progress) -> None:
+    def _send_append(self, peer: str, pr: Progress, end: int) -> None:
         prev = pr.next - 1
         prev_term = self._log.term_at(prev)
         if prev_term is None:
             self._send_snapshot(peer, pr)
             return
         cfg = self._cfg
-        entries = self._log.slice(pr.next, cfg.max_append_entries, cfg.max_append_bytes)
+        count = min(cfg.max_append_entries, end - prev)
+        entries = self._log.slice(pr.next, count, cfg.max_append_bytes)
         msg = AppendRequest(
             self._term, self.id, peer, prev, prev_term, entries, self._log.commit, self._read_seq
         )

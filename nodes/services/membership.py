@@ -23,8 +23,20 @@ class Membership:
     def __init__(self, config: ClusterConfig, metadata: MetadataService) -> None:
         self.config = config
         self.metadata = metadata
+        self._nodes: tuple[int, int, tuple[NodeConfig, ...]] | None = None
+        """The last answer, with the state object and the index it was read at."""
 
     def nodes(self) -> tuple[NodeConfig, ...]:
+        # Every node asks this several times a second and the answer changes only with a
+        # membership command: reading all records each time made a big cluster quadratic.
+        state = self.metadata.state
+        if self._nodes is not None and self._nodes[:2] == (id(state), state.applied_index):
+            return self._nodes[2]
+        out = self._read_nodes()
+        self._nodes = (id(state), state.applied_index, out)
+        return out
+
+    def _read_nodes(self) -> tuple[NodeConfig, ...]:
         members = healing.members(self.metadata.state)
         out = [n for n in self.config.nodes if not (n.id in members and members[n.id].removed)]
         known = {n.id for n in self.config.nodes}

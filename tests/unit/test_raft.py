@@ -263,8 +263,10 @@ def test_learners_never_campaign_and_do_not_count_in_quorums() -> None:
     net.cut = {follower}
     index = leader.propose(b"x")
     net.tick(2)
-    assert net.nodes["l"].last_index == index  # the learner has it...
-    assert leader.commit_index < index  # ...but a learner's ack is no vote
+    assert leader.commit_index < index  # the learner's ack is no vote...
+    assert net.nodes["l"].last_index < index  # ...so it gets committed entries only
+    leader.step(AppendResponse(leader.term, "l", leader.id, True, index))  # even if it acks
+    assert leader.commit_index < index
     net.cut = set()
     net.tick(2 * E)  # the lost append is re-sent once the pipeline counts as stalled
     assert net.applied["l"][-1].data == b"x"
@@ -398,7 +400,9 @@ def test_only_appends_of_a_durable_term_leave_before_the_write() -> None:
         lone.tick()
     rd = lone.ready()
     assert rd.hard_state is not None and rd.hard_state.term == lone.term
-    assert sent(rd, AppendRequest, to="l") and not rd.early_messages
+    assert not rd.early_messages
+    rd = lone.ready()  # written: the leader's noop commits, and the learner gets it then
+    assert [m.commit for m in sent(rd, AppendRequest, to="l")] == [lone.commit_index]
 
 
 def test_appends_are_batched_and_pipelined_within_limits() -> None:
@@ -468,27 +472,42 @@ def test_heartbeats_carry_commit_clamped_to_the_followers_match() -> None:
 
 
 def test_a_peer_that_acks_after_the_commit_moved_is_told_the_commit_at_once() -> None:
-    """The voters commit an entry before the learner's ack comes back; the heartbeats
-    sent on that commit were capped at the learner's old match. Its ack must bring it
-    the commit now, not at the next heartbeat (a follower serving a client would wait
-    for that heartbeat to apply its own write)."""
+    """b's ack commits an entry before c's comes back; the heartbeat sent on that commit
+    was capped at c's old match. c's ack must bring it the commit now, not at the next
+    heartbeat (a follower serving a client would wait for that heartbeat to apply its
+    own write)."""
+    r = new("a")
+    make_leader(r)
+    for peer in ("b", "c"):
+        r.step(AppendResponse(r.term, peer, "a", True, r.last_index))
+    drain(r)
+    index = r.propose(b"x")
+    drain(r)  # the appends to b and c go out
+    r.step(AppendResponse(r.term, "b", "a", True, index))
+    assert r.commit_index == index
+    told = {m.to: m.commit for m in sent(drain(r), AppendRequest)}
+    assert told["c"] < index  # capped: its ack is not in yet
+    r.step(AppendResponse(r.term, "c", "a", True, index))
+    beats = sent(drain(r), AppendRequest, to="c")  # no tick in between
+    assert [m.commit for m in beats] == [index]
+    # Once told, an ack that repeats what it holds brings nothing more.
+    r.step(AppendResponse(r.term, "c", "a", True, index))
+    assert not sent(drain(r), AppendRequest, to="c")
+
+
+def test_a_learner_gets_an_entry_with_its_commit_in_one_append() -> None:
     r = new("a", voters=("a", "b"), learners=("l",))
     make_leader(r)
     for peer in ("b", "l"):
         r.step(AppendResponse(r.term, peer, "a", True, r.last_index))
     drain(r)
     index = r.propose(b"x")
-    drain(r)  # the appends to b and l go out
+    assert not sent(drain(r), AppendRequest, to="l")  # not before the voters commit it
     r.step(AppendResponse(r.term, "b", "a", True, index))
-    assert r.commit_index == index
-    told = {m.to: m.commit for m in sent(drain(r), AppendRequest)}
-    assert told["l"] < index  # capped: its ack is not in yet
+    appends = sent(drain(r), AppendRequest, to="l")
+    assert [(m.entries[-1].index, m.commit) for m in appends] == [(index, index)]
     r.step(AppendResponse(r.term, "l", "a", True, index))
-    beats = sent(drain(r), AppendRequest, to="l")  # no tick in between
-    assert [m.commit for m in beats] == [index]
-    # Once told, an ack that repeats what it holds brings nothing more.
-    r.step(AppendResponse(r.term, "l", "a", True, index))
-    assert not sent(drain(r), AppendRequest, to="l")
+    assert not sent(drain(r), AppendRequest, to="l")  # nothing more to tell it
 
 
 # -- snapshots and restart -------------------------------------------------------------
