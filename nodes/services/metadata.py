@@ -212,15 +212,36 @@ class MetadataService:
             self._wake.set()
 
     async def tick_forever(self) -> None:
+        """Tick Raft every ``tick_ms`` until cancelled. The ticks are a chain of loop
+        timers, not a sleeping task: a tick is the most frequent thing every node does,
+        and a timer costs one callback where a sleep costs a future and a task step. The
+        task only holds the chain: cancelling it (a stop, a simulated crash) cuts it, and
+        a tick that raises ends it with that error, for the supervisor to see."""
         tick_s = self.config.timeouts.tick_ms / 1000
-        while True:
-            await self.clock.sleep(tick_s)
-            raft = self._raft()
-            raft.tick()
-            # Most ticks change nothing to act on; waking the driver for them would cost a
-            # task switch per node per tick, which is most of an idle cluster's work.
-            if raft.has_ready():
-                self._wake.set()
+        loop = asyncio.get_running_loop()
+        ended: asyncio.Future[None] = loop.create_future()
+        handle: asyncio.TimerHandle | None = None
+
+        def tick() -> None:
+            nonlocal handle
+            try:
+                raft = self._raft()
+                raft.tick()
+                # Most ticks change nothing to act on; waking the driver for them would
+                # cost a task switch per node per tick.
+                if raft.has_ready():
+                    self._wake.set()
+            except Exception as exc:
+                if not ended.done():
+                    ended.set_exception(exc)
+                return
+            handle = loop.call_later(tick_s, tick)
+
+        handle = loop.call_later(tick_s, tick)
+        try:
+            await ended
+        finally:
+            handle.cancel()
 
     def _arm_expiry(self) -> None:
         """One timer for every waiting proposal, set for the oldest one's deadline (they
