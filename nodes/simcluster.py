@@ -68,18 +68,18 @@ of ``digest_stride``'s wider stride once the log is long): a full snapshot per a
 entry would make long runs quadratic."""
 
 
-DIGEST_NODES = 16
+DIGEST_NODES = 8
 """State digests are taken on the voters and the first nodes of the config up to this
 many: a digest costs a pass over the whole state, and a thousand nodes agreeing at an
-index show no more than sixteen do (every node still feeds every other Raft check)."""
+index show no more than eight do (every node still feeds every other Raft check)."""
 
 
 def digest_stride(index: int, every: int) -> int:
-    """The stride of digested indexes around ``index``: ``every`` for the first 512
-    entries, then doubling with each doubling of the log (128 digests per octave). A
+    """The stride of digested indexes around ``index``: ``every`` for the first 256
+    entries, then doubling with each doubling of the log (64 digests per octave). A
     digest hashes the whole state, which grows with the log, so this keeps a long run's
     checking near n log n instead of n squared; every node digests the same indexes."""
-    return max(every, 1 << max(0, index.bit_length() - 7))
+    return max(every, 1 << max(0, index.bit_length() - 6))
 
 
 _RAFT_MESSAGES = (VoteRequest, VoteResponse, AppendRequest, AppendResponse, SnapshotRequest)
