@@ -2,12 +2,13 @@
 
     .venv/bin/python scripts/bench_sim.py                  # 25 nodes, one simulated hour
     .venv/bin/python scripts/bench_sim.py --nodes 50,100,200 --virtual-s 600
+    .venv/bin/python scripts/bench_sim.py --modes loaded --rate 1 --block-bytes 262144
     .venv/bin/python scripts/bench_sim.py --timing default --payload random --virtual-s 60
 
 Each size runs in a process of its own (so its peak RSS is its own): a cluster of N
 nodes (three voters, racks of five) on virtual time with every checker on, `[cluster]
-timing = "long-run"` and a timeline sample a minute, a steady writer (256 KiB stamped
-blocks, one a second, each read back; sequential: groups fill and seal; a zstd
+timing = "long-run"` and a timeline sample a minute, a steady writer (1 MiB stamped
+blocks, one every 4 s, each read back; sequential: groups fill and seal; a zstd
 container) and two failures: one node killed for good at a third of the run, whose
 data the cluster then rebuilds, and another restarted at two thirds. This is `fabric
 sim` without the report: the scenario machinery of shell/sim/runner.py.
@@ -129,8 +130,8 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--timing", default="long-run", help="[cluster] timing: long-run, default")
     p.add_argument("--sample-every", type=float, default=60.0, help="timeline sample period, s")
-    p.add_argument("--rate", type=float, default=1.0, help="writer blocks per second")
-    p.add_argument("--block-bytes", type=int, default=256 << 10, help="writer block size")
+    p.add_argument("--rate", type=float, default=0.25, help="writer blocks per second")
+    p.add_argument("--block-bytes", type=int, default=1 << 20, help="writer block size")
     p.add_argument(
         "--payload",
         default="stamped",
