@@ -293,7 +293,7 @@ def test_check_fires_when_metadata_is_committed_before_the_data(
     # bytes-on-disk check ("has no file on"). Which seed shows which depends on where the
     # faults land, so a few seeds are run until each check has fired at least once.
     fired = {"is unreadable": 0, "has no file on": 0}
-    for seed in range(MUTATION_SEED, MUTATION_SEED + 24):
+    for seed in range(MUTATION_SEED, MUTATION_SEED + 60):
         holder.clear()
         ends.clear()
         try:

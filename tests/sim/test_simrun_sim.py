@@ -124,9 +124,9 @@ checkers = ["blocks"]
 """
 
 
-BROKEN_SEED = 2
-"""A seed at which a read sees a write the broken cluster lost (at seed 1 none does: the
-lost write is one no read asks for)."""
+BROKEN_SEED = 1
+"""A seed at which a read sees a write the broken cluster lost (at seeds 2-4 none does:
+the lost write is one no read asks for)."""
 
 
 def test_a_cluster_that_acknowledges_before_commit_fails_with_its_replay_command(
@@ -145,9 +145,9 @@ def test_a_cluster_that_acknowledges_before_commit_fails_with_its_replay_command
     assert summary["passed"] is False and summary["acknowledged_writes_lost"] >= 1
 
 
-SHRINK_SEED = 3
+SHRINK_SEED = 4
 """A seed at which a read sees the broken cluster's lost write with the noise on (at
-seeds 1 and 2 no read happens to)."""
+seeds 1 and 2 no read happens to; at 3 every fault is needed)."""
 NOISE = """
 
 [[faults.at]]
