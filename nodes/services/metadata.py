@@ -436,6 +436,10 @@ class MetadataService:
         below the returned index, which this node has applied on return."""
         if self.config.debug.stale_reads:
             return self.state.applied_index  # broken on purpose: see DebugSettings
+        if self.raft is None:
+            # The API serves before the log is open (health probes, the token gate): a
+            # read then is "not yet", not a bug.
+            raise Unavailable("the node is starting: its metadata is not open yet")
         deadline = self.clock.now() + limits.PROPOSAL_TIMEOUT_S
         while True:
             leader = self._raft().leader

@@ -211,3 +211,33 @@ def test_same_seed_replays_the_same_run() -> None:
 
     assert trace(11) == trace(11)
     assert trace(11) != trace(12)
+
+
+def test_a_read_before_the_log_is_open_is_unavailable_not_a_crash() -> None:
+    """The API serves while a node starts: the token gate's read then must get a clean
+    'not yet' (a 503), never an assertion (a 500 and an error in the log)."""
+    import random as _random
+
+    from fabric.errors import Unavailable
+    from fabric.sim.disk import SimDisk
+    from fabric.sim.loop import SimClock, VirtualLoop
+    from fabric.sim.network import SimNetwork
+    from nodes.services.metadata import MetadataService
+    from tests.sim.conftest import config as sim_config
+
+    loop = VirtualLoop()
+    try:
+        net = SimNetwork(_random.Random(1))
+        svc = MetadataService(
+            "n1",
+            sim_config(3),
+            SimClock(),
+            _random.Random(1),
+            net.transport("n1", lambda coro: loop.create_task(coro)),
+            SimDisk("n1/d0"),
+            None,
+        )
+        with pytest.raises(Unavailable, match="starting"):
+            loop.run_until_complete(svc.read_index())
+    finally:
+        loop.close()
