@@ -357,7 +357,7 @@ class Node:
         known: dict[str, str] = {}
         while True:
             urls = self.membership.urls()
-            if urls != known:
+            if urls is not known and urls != known:
                 self.transport.set_peers(urls)
                 known = urls
             await self.clock.sleep(

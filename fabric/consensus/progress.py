@@ -191,12 +191,15 @@ class ProgressTracker:
                 pr.voter = p in config.voters
                 peers[p] = pr
         self.peers = peers
+        self._voters = [pr for pr in peers.values() if pr.voter]
+        """The voters' progress: quorum questions are asked on every acknowledgement, and
+        a big cluster is mostly learners."""
 
     def __iter__(self) -> Iterator[tuple[str, Progress]]:
         return iter(self.peers.items())
 
     def _voter_values(self, own: int, pick: Callable[[Progress], int]) -> list[int]:
-        others = [pick(pr) for pr in self.peers.values() if pr.voter]
+        others = [pick(pr) for pr in self._voters]
         return [own, *others] if self.self_voter else others
 
     def committed_index(self, own_match: int) -> int:
@@ -211,7 +214,7 @@ class ProgressTracker:
     def quorum_active(self) -> bool:
         """Whether a majority of voters (this leader included) was heard from lately;
         clears the marks for the next period."""
-        active = self.self_voter + sum(pr.recent_active for pr in self.peers.values() if pr.voter)
+        active = self.self_voter + sum(pr.recent_active for pr in self._voters)
         for pr in self.peers.values():
             pr.recent_active = False
         return active >= quorum(self._voter_count)

@@ -103,6 +103,7 @@ from __future__ import annotations
 
 import random
 from collections import deque
+from collections.abc import Iterable
 from typing import assert_never
 
 from fabric.consensus import membership
@@ -171,6 +172,12 @@ class Raft:
         self._tracker: ProgressTracker | None = None
         self._commit_dirty = False
         """The leader's commit moved; followers hear it at the next ``ready()``."""
+        self._scan_all = True
+        self._touched: set[str] = set()
+        self._scanned_at = (0, 0)
+        """What ``_can_replicate`` may skip: since the (last, commit) it last saw every
+        peer at, only ``_touched`` ones changed, unless ``_scan_all``. A leader is asked
+        after every message, and a big cluster's learners ack every entry."""
         self._msgs: list[Message] = []
         self._read_states: list[ReadState] = []
         self._read_seq = 0
@@ -438,6 +445,7 @@ class Raft:
                 # so that it learns it is out and stops campaigning (§4.2.3).
                 leaving = old.members - new.members - {self.id}
                 self._tracker.reconfigure(new, self._log.membership_index, leaving)
+                self._scan_all = True
                 self._maybe_commit()  # a smaller quorum may commit at once
         if self._tracker is not None:
             return
@@ -458,6 +466,7 @@ class Raft:
             return
         if self._tracker.leaving:
             self._tracker.reconfigure(self._conf, self._log.last_index + 1)
+            self._scan_all = True
         if self.id not in self._conf.voters:
             self._become_follower(self._term, None)
 
@@ -472,6 +481,8 @@ class Raft:
         self._votes = {}
         self._tracker = None
         self._commit_dirty = False
+        self._scan_all = True
+        self._touched.clear()
         self._reads.clear()
         self._reads_waiting.clear()
 
@@ -522,6 +533,7 @@ class Raft:
     def _broadcast_heartbeat(self) -> None:
         assert self._tracker is not None
         stall_limit = max(2, self._cfg.election_ticks // self._cfg.heartbeat_ticks)
+        self._scan_all = True  # a probe unpauses, a stalled peer probes again
         for peer, pr in self._tracker:
             pr.heartbeat_tick(stall_limit)
             self._send_heartbeat(peer, pr)
@@ -677,6 +689,7 @@ class Raft:
             return  # not in our configuration (any more)
         pr.recent_active = True
         pr.read_ack = max(pr.read_ack, msg.read_seq)
+        self._touched.add(msg.frm)
         if msg.success:
             if pr.acked(msg.match_index) and pr.voter:
                 self._maybe_commit()
@@ -704,9 +717,22 @@ class Raft:
     def _can_replicate(self) -> bool:
         assert self._tracker is not None
         last, commit = self._log.last_index, self._log.commit
-        return any(
-            pr.next <= (last if pr.voter else commit) and pr.can_send() for _, pr in self._tracker
+        peers = self._tracker.peers
+        looked: Iterable[Progress] = (
+            peers.values()
+            if self._scan_all or (last, commit) != self._scanned_at
+            else [peers[p] for p in self._touched if p in peers]
         )
+        if any(pr.next <= (last if pr.voter else commit) and pr.can_send() for pr in looked):
+            return True
+        self._replicated(last, commit)
+        return False
+
+    def _replicated(self, last: int, commit: int) -> None:
+        """No peer can take more of the log ``last`` with ``commit`` than it has."""
+        self._scan_all = False
+        self._touched.clear()
+        self._scanned_at = (last, commit)
 
     def _replicate(self) -> None:
         """Send every peer what it can take now; peers with nothing new hear a moved
@@ -727,6 +753,7 @@ class Raft:
             if self._commit_dirty and not sent:
                 self._send_heartbeat(peer, pr)
         self._commit_dirty = False
+        self._replicated(last, commit)
 
     def _send_append(self, peer: str, pr: Progress, end: int) -> None:
         prev = pr.next - 1

@@ -66,6 +66,29 @@ class InvariantBroken(AssertionError):
     """Our own code broke an invariant while applying a command: stop, never go on."""
 
 
+_COMMANDS: dict[bytes, tuple[Command, str | None]] = {}
+_COMMAND_SLOTS = 4096
+_COMMAND_MAX_BYTES = 16 << 10
+"""Bigger commands are decoded every time (the memo stays under 64 MiB)."""
+
+
+def _checked_command(data: bytes) -> tuple[Command, str | None]:
+    """An entry's command and what is wrong with it (None: nothing), remembered for the
+    latest entries: every node applies every entry, and in a simulated cluster they all
+    share this process (commands are frozen; the two with a dict inside are copied or
+    converted where applied). Raises WireError for bytes that are not a command."""
+    known = _COMMANDS.get(data)
+    if known is not None:
+        return known
+    command = decode(data)
+    checked = (command, validate.problem(command))
+    if len(data) <= _COMMAND_MAX_BYTES:
+        if len(_COMMANDS) >= _COMMAND_SLOTS:
+            del _COMMANDS[next(iter(_COMMANDS))]
+        _COMMANDS[data] = checked
+    return checked
+
+
 @dataclass(frozen=True, slots=True)
 class Result:
     """What applying one command produced: a value, or a refusal with a code."""
@@ -215,15 +238,17 @@ class MetadataState:
     def apply_entry(self, index: int, data: bytes) -> tuple[Command | None, Result]:
         """Decode and apply a log entry's bytes; an entry that does not decode is refused."""
         try:
-            command = decode(data)
+            command, reason = _checked_command(data)
         except WireError as exc:
             self._advance(index)
             return None, self._malformed(index, f"undecodable command: {exc}")
-        return command, self.apply(index, command)
+        return command, self._apply(index, command, reason)
 
     def apply(self, index: int, command: Command) -> Result:
+        return self._apply(index, command, validate.problem(command))
+
+    def _apply(self, index: int, command: Command, reason: str | None) -> Result:
         self._advance(index)
-        reason = validate.problem(command)
         if reason is not None:
             return self._malformed(index, reason)
         try:

@@ -26,7 +26,7 @@ _RAFT: tuple[tuple[int, type, Check], ...] = (
     (108, raft.Membership, checks.membership_of),  # inside a Snapshot (as of its index)
 )
 for _tag, _cls, _check in _RAFT:
-    register_class(_cls, _tag, _check)
+    register_class(_cls, _tag, _check, shared=_cls is raft.Entry)
 
 
 @register(40, checks.error_reply)

@@ -23,21 +23,29 @@ class Membership:
     def __init__(self, config: ClusterConfig, metadata: MetadataService) -> None:
         self.config = config
         self.metadata = metadata
-        self._nodes: tuple[int, int, tuple[NodeConfig, ...]] | None = None
-        """The last answer, with the state object and the index it was read at."""
+        self._at: tuple[object, int, ClusterConfig] | None = None
+        """The (state object, index, config) the last answer was read at."""
+        self._members: dict[str, MemberRecord] = {}
+        self._nodes: tuple[NodeConfig, ...] = ()
+        self._urls: tuple[tuple[NodeConfig, ...], dict[str, str]] = ((), {})
 
     def nodes(self) -> tuple[NodeConfig, ...]:
         # Every node asks this several times a second and the answer changes only with a
-        # membership command: reading all records each time made a big cluster quadratic.
+        # membership command: building it from every node each time made a big cluster
+        # quadratic. A new index costs a scan of the (few) runtime member records.
         state = self.metadata.state
-        if self._nodes is not None and self._nodes[:2] == (id(state), state.applied_index):
-            return self._nodes[2]
-        out = self._read_nodes()
-        self._nodes = (id(state), state.applied_index, out)
-        return out
+        at = self._at
+        if at is not None and at[0] is state and at[1] == state.applied_index:
+            if at[2] is self.config:
+                return self._nodes
+        members = healing.members(state)
+        if at is None or at[2] is not self.config or members != self._members:
+            self._nodes = self._read_nodes(members)
+            self._members = members
+        self._at = (state, state.applied_index, self.config)
+        return self._nodes
 
-    def _read_nodes(self) -> tuple[NodeConfig, ...]:
-        members = healing.members(self.metadata.state)
+    def _read_nodes(self, members: dict[str, MemberRecord]) -> tuple[NodeConfig, ...]:
         out = [n for n in self.config.nodes if not (n.id in members and members[n.id].removed)]
         known = {n.id for n in self.config.nodes}
         scheme = "https" if self.config.tls else "http"
@@ -54,4 +62,8 @@ class Membership:
         return tuple(raft.voters) if raft is not None else self.config.voters
 
     def urls(self) -> dict[str, str]:
-        return {n.id: n.url for n in self.nodes()}
+        """Each node's base URL (the same dict object while the membership stays)."""
+        nodes = self.nodes()
+        if self._urls[0] is not nodes:
+            self._urls = (nodes, {n.id: n.url for n in nodes})
+        return self._urls[1]

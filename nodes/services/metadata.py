@@ -218,6 +218,10 @@ class MetadataService:
         task only holds the chain: cancelling it (a stop, a simulated crash) cuts it, and
         a tick that raises ends it with that error, for the supervisor to see."""
         tick_s = self.config.timeouts.tick_ms / 1000
+        # A learner never campaigns: its ticks only age its view of the leader, so it
+        # takes them a heartbeat's worth at a time. In a big cluster almost every node
+        # is a learner, and this is most of what an idle one does.
+        batch = self.config.timeouts.heartbeat_ticks
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()
         handle: asyncio.TimerHandle | None = None
@@ -226,7 +230,9 @@ class MetadataService:
             nonlocal handle
             try:
                 raft = self._raft()
-                raft.tick()
+                ticks = batch if raft.role is Role.LEARNER else 1
+                for _ in range(ticks):
+                    raft.tick()
                 # Most ticks change nothing to act on; waking the driver for them would
                 # cost a task switch per node per tick.
                 if raft.has_ready():
@@ -235,7 +241,7 @@ class MetadataService:
                 if not ended.done():
                     ended.set_exception(exc)
                 return
-            handle = loop.call_later(tick_s, tick)
+            handle = loop.call_later(tick_s * ticks, tick)
 
         handle = loop.call_later(tick_s, tick)
         try:

@@ -124,9 +124,9 @@ checkers = ["blocks"]
 """
 
 
-BROKEN_SEED = 1
-"""A seed at which a read sees a write the broken cluster lost (at seeds 2-4 none does:
-the lost write is one no read asks for)."""
+BROKEN_SEEDS = range(1, 13)
+"""Seeds to try: at some, no read asks for the write the broken cluster lost, and which
+ones depends on the timing of this version (at the time of writing, the first fails)."""
 
 
 def test_a_cluster_that_acknowledges_before_commit_fails_with_its_replay_command(
@@ -136,11 +136,16 @@ def test_a_cluster_that_acknowledges_before_commit_fails_with_its_replay_command
     (tmp_path / "cluster.toml").write_text(render_config(broken))
     scenario = tmp_path / "broken.toml"
     scenario.write_text(BROKEN)
-    result = runner.run(str(scenario), BROKEN_SEED, str(tmp_path / "out"), 1.0)
-    out = capsys.readouterr().out
-    assert result.code == 1, f"seed {BROKEN_SEED}: the broken cluster passed:\n{out}"
+    for seed in BROKEN_SEEDS:
+        result = runner.run(str(scenario), seed, str(tmp_path / "out"), 1.0)
+        out = capsys.readouterr().out
+        if result.code != 0:
+            break
+    else:
+        pytest.fail(f"the broken cluster passed at every seed of {BROKEN_SEEDS}")
+    assert result.code == 1, f"seed {seed}: not a check failure:\n{out}"
     assert "blocks: fail - acknowledged write lost" in out
-    assert f"replay: fabric sim {scenario} --seed {BROKEN_SEED}\n" in out
+    assert f"replay: fabric sim {scenario} --seed {seed}\n" in out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["passed"] is False and summary["acknowledged_writes_lost"] >= 1
 
