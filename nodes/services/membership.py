@@ -35,9 +35,9 @@ class Membership:
         # quadratic. A new index costs a scan of the (few) runtime member records.
         state = self.metadata.state
         at = self._at
-        if at is not None and at[0] is state and at[1] == state.applied_index:
-            if at[2] is self.config:
-                return self._nodes
+        fresh = at is not None and at[0] is state and at[2] is self.config
+        if fresh and at is not None and at[1] == state.applied_index:
+            return self._nodes
         members = healing.members(state)
         if at is None or at[2] is not self.config or members != self._members:
             self._nodes = self._read_nodes(members)
