@@ -66,6 +66,9 @@ class Timeouts:
     node_heartbeat_ms: int = 300
     degraded_after_ms: int = 1500
     down_after_ms: int = 4000
+    learner_heartbeat_every: int = 1
+    """Non-voting nodes hear every this-many-th Raft heartbeat (entries still reach
+    them at once): a thousand-node cluster is almost all learners."""
     background_scale: int = 1
     """Multiplies the period of every background loop (scanner, rebuild planner, health
     monitor, disk probe, membership watch, scrubber wake-up): a big cluster, or a long
@@ -86,7 +89,26 @@ election timeout and heartbeats every 2 s, health reports every 5 s (DOWN after 
 and every background loop five times slower. Per node and virtual second this is about a
 tenth of the default's wake-ups and messages; failover and failure detection take about
 ten times longer."""
-TIMINGS = {"default": Timeouts(), "long-run": LONG_RUN_TIMEOUTS}
+LARGE_CLUSTER_TIMEOUTS = Timeouts(
+    tick_ms=500,
+    election_ticks=20,
+    heartbeat_ticks=4,
+    node_heartbeat_ms=30000,
+    degraded_after_ms=90000,
+    down_after_ms=180000,
+    learner_heartbeat_every=10,
+    background_scale=30,
+)
+"""Timing for a thousand nodes over a simulated day: Raft ticks at 500 ms with a 10-20 s
+election timeout and heartbeats every 2 s to the voters, every 20 s to the learners;
+health reports every 30 s (DOWN after 3 min, as a datacenter's monitoring would say); every
+background loop thirty times slower. An idle node then wakes about once every five
+virtual seconds, and a node loss is noticed in minutes, not seconds."""
+TIMINGS = {
+    "default": Timeouts(),
+    "long-run": LONG_RUN_TIMEOUTS,
+    "large-cluster": LARGE_CLUSTER_TIMEOUTS,
+}
 """The named timings a scenario may ask for (``[cluster] timing``)."""
 
 

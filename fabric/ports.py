@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from contextlib import AbstractAsyncContextManager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -19,6 +20,10 @@ from fabric.buggify import Buggify
 from fabric.keys import ClusterKeys
 from fabric.urlguard import UrlGuard
 from fabric.wire.refusals import Refusals
+
+NODE_ID: ContextVar[str | None] = ContextVar("fabric_node_id", default=None)
+"""The node whose task is running (``Node.spawn`` sets it in every task it starts, and
+tasks inherit it): what lets the simulator pause one node of many on one event loop."""
 
 
 class Clock(Protocol):

@@ -119,8 +119,9 @@ class ClusterSpec:
     rebuild_bytes_per_s: int = -1
     """Overrides ``[rebuild] bytes_per_s`` (negative: the default; 0: no limit)."""
     timing: str = "default"
-    """A named ``[timeouts]`` set (``fabric.config.TIMINGS``): ``long-run`` for big
-    clusters and long simulated runs; ``down_after_ms`` still overrides its own."""
+    """A named ``[timeouts]`` set (``fabric.config.TIMINGS``): ``long-run`` for long
+    simulated runs, ``large-cluster`` for hundreds of nodes over a simulated day;
+    ``down_after_ms`` still overrides its own."""
 
 
 @dataclass(frozen=True, slots=True)

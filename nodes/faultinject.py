@@ -373,11 +373,11 @@ _RESUMER = (
 process cannot wake itself."""
 
 
-def _kill_self() -> None:
+def _kill_self(fault: Fault) -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
-def _restart_self() -> None:
+def _restart_self(fault: Fault) -> None:
     """Exec this node again with the same command line (same pid: the launcher's pid
     file stays right). Nothing is flushed or closed, as after a crash; every descriptor
     is close-on-exec, so the directory lock and the listening socket go with the image."""
@@ -385,8 +385,21 @@ def _restart_self() -> None:
     os.execv(sys.executable, sys.orig_argv)
 
 
-def _pause_self() -> None:
+def _pause_self(fault: Fault) -> None:
+    if fault.until_wall is not None:
+        wait = fault.until_wall - fault.started_wall
+        subprocess.Popen(
+            [sys.executable, "-c", _RESUMER, f"{wait:.3f}", str(os.getpid())],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
     os.kill(os.getpid(), signal.SIGSTOP)
+
+
+ProcessFault = Callable[[Fault], None]
+"""What a node fault does to the process (the simulator brings its own)."""
 
 
 # --- the agent ----------------------------------------------------------------------------
@@ -400,7 +413,7 @@ class FaultAgent:
         clock: FaultyClock,
         disks: Sequence[FaultyDisk],
         net: NetFaults,
-        process: dict[str, Callable[[], None]] | None = None,
+        process: dict[str, ProcessFault] | None = None,
     ) -> None:
         self.node_id = node_id
         self.clock = clock
@@ -468,17 +481,8 @@ class FaultAgent:
     def _node_fault(self, fault: Fault, loop: asyncio.AbstractEventLoop) -> None:
         if fault.kind == "node-resume":
             return  # a node that hears this runs already
-        if fault.kind == "node-pause" and fault.until_wall is not None:
-            wait = fault.until_wall - fault.started_wall
-            subprocess.Popen(
-                [sys.executable, "-c", _RESUMER, f"{wait:.3f}", str(os.getpid())],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
         # A moment later, so that the answer saying it was done goes out first.
-        loop.call_later(limits.FAULT_ACT_DELAY_S, self.process[fault.kind])
+        loop.call_later(limits.FAULT_ACT_DELAY_S, self.process[fault.kind], fault)
 
     def _start_expiry(self, fault_id: str) -> None:
         # Kept until done: a task only the loop refers to may be collected mid-way.

@@ -19,6 +19,7 @@ takes the node out of service the same way, but only until the write succeeds ag
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
 import logging
 from collections.abc import Callable, Coroutine
@@ -36,7 +37,7 @@ from fabric.consensus.types import (
 from fabric.errors import BadRequest, FabricError, Unavailable
 from fabric.images.base import MemorySpill, ReaderLimits
 from fabric.metadata.commands import RegisterNode
-from fabric.ports import DiskFault, PeerUnreachable, Runtime
+from fabric.ports import NODE_ID, DiskFault, PeerUnreachable, Runtime
 from fabric.wire.messages import (
     AppendExtents,
     ClusterViewReply,
@@ -222,7 +223,12 @@ class Node:
 
     # --- lifecycle --------------------------------------------------------------------------
     def spawn(self, coro: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro, name=f"{self.id}:{name}")
+        # Ours, whoever asked: a message handler runs in its sender's task.
+        context = contextvars.copy_context()
+        context.run(NODE_ID.set, self.id)
+        task = asyncio.get_running_loop().create_task(
+            coro, name=f"{self.id}:{name}", context=context
+        )
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
         return task

@@ -25,6 +25,7 @@ the metadata once a run has settled.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import random
 from collections.abc import Callable, Coroutine
@@ -46,6 +47,7 @@ from fabric.consensus.types import (
     VoteResponse,
 )
 from fabric.consensus.wal import decode_snapshot, decode_wal
+from fabric.faults import Fault
 from fabric.hardware import DEFAULT_DISK_BYTES, HardwareSpec
 from fabric.keys import ClusterKeys
 from fabric.ports import Runtime
@@ -55,7 +57,7 @@ from fabric.sim.http import SimHttp
 from fabric.sim.loop import SimClock, VirtualLoop
 from fabric.sim.network import SimNetwork
 from fabric.sim.records import referenced
-from nodes.faultinject import FaultAgent, FaultyClock, FaultyDisk, NetFaults
+from nodes.faultinject import FaultAgent, FaultyClock, FaultyDisk, NetFaults, ProcessFault
 from nodes.node import Node
 from nodes.services.metadata import SNAP, WAL, RaftObserver
 from nodes.services.storage import SUFFIX, egroup_file
@@ -109,6 +111,7 @@ class SimCluster:
         self.hardware = hardware or HardwareSpec()
         self.rng = random.Random(seed)
         self.loop = VirtualLoop()
+        self.loop.pausable = faults
         racks = {n.id: n.labels["rack"] for n in config.nodes if "rack" in n.labels}
         self.net = SimNetwork(random.Random(self.rng.getrandbits(64)), self.hardware.network, racks)
         self.clock = SimClock()
@@ -215,10 +218,10 @@ class SimCluster:
         net = NetFaults(random.Random(self.rng.getrandbits(64)))
         transport.faults = net
         disks = [FaultyDisk(d, random.Random(self.rng.getrandbits(64))) for d in runtime.disks]
-        process = {
-            "node-kill": lambda: self._crash_if_running(node_id),
-            "node-restart": lambda: self._restart_soon(node_id),
-            "node-pause": lambda: self._cannot_pause(node_id),
+        process: dict[str, ProcessFault] = {
+            "node-kill": lambda _: self._crash_if_running(node_id),
+            "node-restart": lambda _: self._restart_soon(node_id),
+            "node-pause": lambda fault: self._pause_for(node_id, fault),
         }
         self.agents[node_id] = FaultAgent(node_id, clock, disks, net, process)
         return replace(runtime, clock=clock, disks=list(disks))
@@ -234,8 +237,29 @@ class SimCluster:
         self._restarting.add(task)
         task.add_done_callback(self._restarting.discard)
 
-    def _cannot_pause(self, node_id: str) -> None:
-        raise AssertionError(f"seed {self.seed}: node-pause of {node_id} is not simulated")
+    def _pause_for(self, node_id: str, fault: Fault) -> None:
+        """SIGSTOP, and the resumer a real node starts for a pause with a duration."""
+        self.pause(node_id)
+        if fault.until_wall is not None:
+            # Outside the node's context: its own timers wait for the resume.
+            self.loop.call_later(
+                fault.until_wall - fault.started_wall,
+                self.resume,
+                node_id,
+                context=contextvars.Context(),
+            )
+
+    def pause(self, node_id: str) -> None:
+        """Stop ``node_id`` as SIGSTOP does: it keeps its memory and runs nothing; what
+        reaches it waits, and its peers' calls time out."""
+        if node_id in self.nodes:
+            self.loop.pause(node_id)
+
+    def resume(self, node_id: str) -> None:
+        self.loop.resume(node_id)
+
+    def paused(self) -> set[str]:
+        return set(self.loop.paused)
 
     def add_node(self, node: NodeConfig) -> None:
         """A new machine with empty disks (``fabric node add``): nodes started from now
@@ -264,6 +288,7 @@ class SimCluster:
     def crash(self, node_id: str) -> None:
         """Power loss on ``node_id``: tasks, memory and unsynced writes are gone."""
         node = self.nodes.pop(node_id)
+        self.loop.resume(node_id)  # a paused process dies too; its tasks unwind as it goes
         node.kill()
         self.agents.pop(node_id, None)
         self.net.detach(node_id)

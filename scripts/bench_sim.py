@@ -4,6 +4,8 @@
     .venv/bin/python scripts/bench_sim.py --nodes 50,100,200 --virtual-s 600
     .venv/bin/python scripts/bench_sim.py --modes loaded --rate 1 --block-bytes 262144
     .venv/bin/python scripts/bench_sim.py --timing default --payload random --virtual-s 60
+    .venv/bin/python scripts/bench_sim.py --nodes 1000 --racks 40 --timing large-cluster \
+        --virtual-s 86400 --rate 0.0166 --sample-every 600     # issue 13's simulated day
 
 Each size runs in a process of its own (so its peak RSS is its own): a cluster of N
 nodes (three voters, racks of five) on virtual time with every checker on, `[cluster]
@@ -100,7 +102,7 @@ def one(
         if loaded
         else ""
     )
-    racks = max(1, nodes // 5) if nodes >= 10 else 0
+    racks = load.racks or (max(1, nodes // 5) if nodes >= 10 else 0)
     text = SCENARIO.format(
         nodes=nodes,
         duration=virtual_s,
@@ -128,7 +130,10 @@ def main() -> int:
     p.add_argument("--nodes", default="25", help="cluster sizes, comma-separated (default 25)")
     p.add_argument("--virtual-s", type=float, default=3600.0, help="virtual seconds of load")
     p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--timing", default="long-run", help="[cluster] timing: long-run, default")
+    p.add_argument("--racks", type=int, default=0, help="racks (default: one per five nodes)")
+    p.add_argument(
+        "--timing", default="long-run", help="[cluster] timing: long-run, large-cluster, default"
+    )
     p.add_argument("--sample-every", type=float, default=60.0, help="timeline sample period, s")
     p.add_argument("--rate", type=float, default=0.25, help="writer blocks per second")
     p.add_argument("--block-bytes", type=int, default=1 << 20, help="writer block size")
@@ -152,7 +157,7 @@ def main() -> int:
             child += ["--virtual-s", str(a.virtual_s), "--seed", str(a.seed)]
             child += ["--timing", a.timing, "--sample-every", str(a.sample_every)]
             child += ["--rate", str(a.rate), "--block-bytes", str(a.block_bytes)]
-            child += ["--payload", a.payload]
+            child += ["--payload", a.payload, "--racks", str(a.racks)]
             done = subprocess.run(child, capture_output=True, text=True, check=False)
             if done.returncode != 0:
                 print(done.stderr[-2000:], file=sys.stderr)

@@ -144,6 +144,8 @@ def _check_config(cfg: RaftConfig) -> None:
         raise ValueError("a node needs an id")
     if not 0 < cfg.heartbeat_ticks < cfg.election_ticks:
         raise ValueError("need 0 < heartbeat_ticks < election_ticks")
+    if cfg.learner_heartbeat_every < 1:
+        raise ValueError("learner_heartbeat_every must be at least 1")
     if min(cfg.max_append_entries, cfg.max_append_bytes, cfg.max_inflight_appends) < 1:
         raise ValueError("append limits must be positive")
 
@@ -167,6 +169,8 @@ class Raft:
         self._leader: str | None = None
         self._election_elapsed = 0
         self._heartbeat_elapsed = 0
+        self._heartbeats = 0
+        """Heartbeats this leader sent (every ``learner_heartbeat_every``-th goes to all)."""
         self._timeout = self._random_timeout()
         self._votes: dict[str, bool] = {}
         self._tracker: ProgressTracker | None = None
@@ -476,7 +480,7 @@ class Raft:
     def _reset(self, role: Role, leader: str | None) -> None:
         self._role = role
         self._leader = leader
-        self._election_elapsed = self._heartbeat_elapsed = 0
+        self._election_elapsed = self._heartbeat_elapsed = self._heartbeats = 0
         self._timeout = self._random_timeout()
         self._votes = {}
         self._tracker = None
@@ -534,7 +538,11 @@ class Raft:
         assert self._tracker is not None
         stall_limit = max(2, self._cfg.election_ticks // self._cfg.heartbeat_ticks)
         self._scan_all = True  # a probe unpauses, a stalled peer probes again
+        self._heartbeats += 1
+        learners_too = self._heartbeats % self._cfg.learner_heartbeat_every == 0
         for peer, pr in self._tracker:
+            if not (pr.voter or learners_too):
+                continue
             pr.heartbeat_tick(stall_limit)
             self._send_heartbeat(peer, pr)
 

@@ -207,6 +207,10 @@ class RaftConfig:
     """A follower that hears no leader for a random time in [election, 2*election)
     ticks starts a pre-vote."""
     heartbeat_ticks: int = 2
+    learner_heartbeat_every: int = 1
+    """Learners (and peers leaving) hear every this-many-th heartbeat: they vote in
+    nothing, so only their stall detection and how soon an idle one learns a new
+    leader depend on it, and a big cluster is mostly learners."""
     max_append_entries: int = 256
     """At most this many entries in one AppendRequest (batching)."""
     max_append_bytes: int = 1 << 20

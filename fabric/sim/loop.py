@@ -12,13 +12,26 @@ fast as the CPU allows, and the same seed replays the same run.
 
 If nothing is ready and no timer is pending, no event can ever happen again:
 ``select`` raises ``SimulationStalled`` instead of hanging.
+
+Pausing one node (SIGSTOP under ``fabric run``): every task a node starts carries its id
+(``fabric.ports.NODE_ID``, a context variable), and a ``pausable`` loop schedules each
+callback of such a context behind a gate. While the node is paused the gate holds what
+reaches it, in order, instead of running it; ``resume`` schedules the held callbacks
+again. Its timers keep their deadlines, so a node paused past its election timeout
+campaigns the moment it resumes, as a stopped process does.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import selectors
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVarTuple
+
+from fabric.ports import NODE_ID
+
+_Ts = TypeVarTuple("_Ts")
 
 
 class SimulationStalled(RuntimeError):
@@ -47,8 +60,67 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         selector.loop = self
         self._clock_resolution = 1e-9
 
+        self.pausable = False
+        """Gate node callbacks (``pause``); off, a callback costs nothing more."""
+        self.paused: set[str] = set()
+        self._held: dict[str, list[tuple[Callable[..., Any], tuple[Any, ...], Any]]] = {}
+
     def time(self) -> float:
         return self._virtual_now
+
+    # --- pausing a node ---------------------------------------------------------------------
+    def call_soon(
+        self,
+        callback: Callable[[*_Ts], object],
+        *args: *_Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.Handle:
+        node = self._node_of(context)
+        if node is None:
+            return super().call_soon(callback, *args, context=context)
+        return super().call_soon(self._gate, node, callback, args, context=context)
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[[*_Ts], object],
+        *args: *_Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        node = self._node_of(context)
+        if node is None:
+            return super().call_at(when, callback, *args, context=context)
+        return super().call_at(when, self._gate, node, callback, args, context=context)
+
+    def _node_of(self, context: contextvars.Context | None) -> str | None:
+        if not self.pausable:
+            return None
+        return NODE_ID.get() if context is None else context.get(NODE_ID)
+
+    def _gate(self, node: str, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        if node in self.paused:
+            held = (callback, args, contextvars.copy_context())
+            self._held.setdefault(node, []).append(held)
+            return
+        callback(*args)
+
+    def hold(self, node: str, callback: Callable[[], Any]) -> None:
+        """Run ``callback`` now, or when ``node`` resumes if it is paused (what arrives
+        for a paused node: it waits in the socket)."""
+        if node in self.paused:
+            self._held.setdefault(node, []).append((callback, (), contextvars.Context()))
+        else:
+            callback()
+
+    def pause(self, node: str) -> None:
+        assert self.pausable, "a loop made pausable before the nodes started"
+        self.paused.add(node)
+
+    def resume(self, node: str) -> None:
+        """``node`` runs again: what it was held from, in order, before anything new."""
+        self.paused.discard(node)
+        for callback, args, context in self._held.pop(node, []):
+            super().call_soon(self._gate, node, callback, args, context=context)
 
     def advance(self, seconds: float) -> None:
         assert seconds >= 0, "virtual time never goes backwards"

@@ -29,6 +29,7 @@ from fabric import traffic
 from fabric.errors import FabricError, from_code
 from fabric.hardware import NetworkSpec
 from fabric.ports import Handler, OneWayHandler, PeerUnreachable
+from fabric.sim.loop import VirtualLoop
 from fabric.wire.codec import decode, encode
 from fabric.wire.messages import ErrorReply
 from fabric.wire.refusals import Refusals
@@ -194,6 +195,10 @@ class SimNetwork:
         sender = self.endpoints.get(frm)
 
         def arrive() -> None:
+            loop = asyncio.get_running_loop()
+            if isinstance(loop, VirtualLoop) and to in loop.paused:
+                loop.hold(to, arrive)  # a stopped process leaves it in its socket
+                return
             # A node that crashed since sending, or a receiver that is gone, loses it.
             if self.endpoints.get(frm) is not sender or to not in self.endpoints:
                 self.dropped += 1

@@ -94,6 +94,7 @@ class HealthService:
             )
             if not self.metadata.is_leader:
                 self._led_since_term = None
+                await self.metadata.until_leader()
                 continue
             term = self.metadata.raft.term if self.metadata.raft else 0
             if self._led_since_term != term:

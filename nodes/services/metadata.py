@@ -128,6 +128,8 @@ class MetadataService:
         self.state = MetadataState()
         self.raft: Raft | None = None
         self._wake = asyncio.Event()
+        self._leading = asyncio.Event()
+        """Set by the driver once this node leads (``until_leader``)."""
         self._proposals: dict[int, tuple[int, asyncio.Future[Result], float]] = {}
         """Log index -> (term, future, deadline) of this leader's waiting proposers, oldest
         first (see ``_arm_expiry``)."""
@@ -175,6 +177,7 @@ class MetadataService:
             learners=self.config.learners,
             election_ticks=tm.election_ticks,
             heartbeat_ticks=tm.heartbeat_ticks,
+            learner_heartbeat_every=tm.learner_heartbeat_every,
             abstain=self.state_lost,
         )
         if self.state_lost:
@@ -219,9 +222,10 @@ class MetadataService:
         a tick that raises ends it with that error, for the supervisor to see."""
         tick_s = self.config.timeouts.tick_ms / 1000
         # A learner never campaigns: its ticks only age its view of the leader, so it
-        # takes them a heartbeat's worth at a time. In a big cluster almost every node
-        # is a learner, and this is most of what an idle one does.
-        batch = self.config.timeouts.heartbeat_ticks
+        # takes them a learner heartbeat's worth at a time. In a big cluster almost every
+        # node is a learner, and this is most of what an idle one does.
+        t = self.config.timeouts
+        batch = t.heartbeat_ticks * t.learner_heartbeat_every
         loop = asyncio.get_running_loop()
         ended: asyncio.Future[None] = loop.create_future()
         handle: asyncio.TimerHandle | None = None
@@ -684,8 +688,19 @@ class MetadataService:
 
     def _observe(self) -> None:
         raft = self._raft()
-        if self.observer and raft.role == Role.LEADER:
-            self.observer.observe_leader(self.node_id, raft.term)
+        if raft.role == Role.LEADER:
+            self._leading.set()
+            if self.observer:
+                self.observer.observe_leader(self.node_id, raft.term)
+
+    async def until_leader(self) -> None:
+        """Return once this node leads (at once if it does). The leader's own loops
+        (scanner, rebuild planner, health monitor) wait here on every other node instead
+        of waking to find they have nothing to do: in a big cluster that is most nodes.
+        A new leader always has a Ready to perform (its first entry), which sets it."""
+        while not self.is_leader:
+            self._leading.clear()
+            await self._leading.wait()
 
     def status(self) -> dict[str, Any]:
         return {**self._raft().status(), "applied_index": self.state.applied_index}

@@ -272,6 +272,7 @@ class RebuildService:
             self._wake.clear()
             if not self.metadata.is_leader:
                 self._stand_down()
+                await self.metadata.until_leader()
                 continue
             await self.plan()
 

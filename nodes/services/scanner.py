@@ -125,6 +125,7 @@ class Scanner:
                 self._idle.clear()
                 self._claims.clear()
                 self._unknown.clear()
+                await self.metadata.until_leader()
                 continue
             await self.scan_once()
 

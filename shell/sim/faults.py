@@ -8,46 +8,47 @@ around its simulated clock, disks and sends. What differs is the process: a kill
 restart is ``SimCluster.crash`` / ``restart``, and a kill with a duration ends with the
 node started again from its disks, as the runner of ``fabric run`` does it.
 
-A paused process keeps its memory but runs nothing; the simulator has no way to stop
-one node's tasks while the others run, so ``node-pause`` and ``node-resume`` are refused
-before the run starts (``check_kinds``), never silently skipped.
+A pause is ``SimCluster.pause``: the loop holds every callback of the node's tasks and
+whatever arrives for it until ``resume`` (see ``fabric.sim.loop``), so the node keeps its
+memory and runs nothing, as under SIGSTOP. A pause with a duration ends by itself (the
+node's agent schedules it, as a real one starts its resumer); ``node-resume`` is the
+runner's to apply, as ``fabric run``'s SIGCONT is: a paused node answers no API.
+Every fault kind of ``fabric.faults`` is applied.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fabric import faults
-from fabric.scenario import Scenario, ScenarioError, schedule
+from fabric.scenario import FaultStep
 from nodes.simcluster import SimCluster
 from shell.experiment.faults import FaultApplier
-
-NOT_SIMULATED = {
-    "node-pause": "a paused process keeps its state but runs nothing; the simulator cannot "
-    "stop one node's tasks while the others run",
-    "node-resume": "it ends a node-pause, which is not simulated",
-}
-SIMULATED_KINDS = tuple(k for k in faults.KINDS if k not in NOT_SIMULATED)
-
-
-def check_kinds(scenario: Scenario, seed: int) -> None:
-    """Refuse a scenario that may inject a kind the simulator cannot apply (whatever the
-    seed draws: a nemesis that lists it is refused too)."""
-    kinds = {s.kind for s in schedule(scenario, seed)}
-    if scenario.nemesis is not None:
-        kinds |= set(scenario.nemesis.kinds)
-    for kind in sorted(kinds):
-        if kind in NOT_SIMULATED:
-            raise ScenarioError(
-                f"{scenario.origin}: fault kind {kind!r} is not simulated yet "
-                f"({NOT_SIMULATED[kind]}); fabric sim applies: {', '.join(SIMULATED_KINDS)}"
-            )
 
 
 @dataclass
 class SimFaultApplier(FaultApplier):
     sim: SimCluster | None = None
     restarting: list[str] = field(default_factory=list)
+
+    async def run(self, step: FaultStep) -> None:
+        if step.kind != "node-resume":
+            await super().run(step)
+            return
+        assert self.sim is not None, "a simulated applier knows its cluster"
+        wait = step.at_s - self.clock.now()
+        if wait > 0:
+            await self.sim.clock.sleep(wait)
+        start = self.clock.now()
+        nodes = sorted(set(self._nodes(self._runner_target(step.target))) & self.sim.paused())
+        for node in nodes:
+            self.sim.resume(node)
+        self._band(step, start, tuple(nodes), "process")
+
+    def resume_all(self) -> None:
+        """End every pause still on (the run is over: as ``restore`` does for signals)."""
+        assert self.sim is not None, "a simulated applier knows its cluster"
+        for node in sorted(self.sim.paused()):
+            self.sim.resume(node)
 
     async def _start_again(self, nodes: tuple[str, ...], after_s: float) -> None:
         assert self.sim is not None, "a simulated applier knows its cluster"

@@ -52,7 +52,7 @@ from shell.experiment.sampler import Sampler
 from shell.experiment.verdicts import CheckResult
 from shell.experiment.workloads import Context, Recorder, RunClock, run_client, setup
 from shell.sim.client import IMPORT_BASE_URL, Plane, SimClient
-from shell.sim.faults import SimFaultApplier, check_kinds
+from shell.sim.faults import SimFaultApplier
 from shell.sim.trace import TraceHash
 
 TIME_EPSILON_S = 1e-6
@@ -118,7 +118,6 @@ def run_scenario(
     ``liveness_s``: after the load the faults stop, and the cluster must be back at full
     resiliency and take a write within this many virtual seconds (the ``liveness``
     check)."""
-    check_kinds(scenario, seed)
     out = os.path.abspath(out_dir)
     os.makedirs(out, exist_ok=True)
     cfg = scenario_config(scenario)
@@ -245,7 +244,6 @@ def check(scenario_path: str, seed: int | None, workdir: str) -> None:
     up its workloads, then stop: what a scenario needs to run at all (no load, no report)."""
     scenario = load_scenario(scenario_path)
     seed = scenario.seed if seed is None else seed
-    check_kinds(scenario, seed)
     with SimCluster(scenario_config(scenario), seed, faults=True) as sim:
         sim.run(_setup(sim, scenario, seed, workdir, Progress(prefix="[fabric sim]")))
 
@@ -303,6 +301,7 @@ async def _experiment(
         await asyncio.wait([*clients, *fault_tasks], timeout=SETTLE_S)
         sampling_task.cancel()
         await asyncio.wait([sampling_task])
+    faults.resume_all()  # first: a paused node answers no clear
     with contextlib.suppress(ApiError, Unreachable):
         await main.clear_faults()
     more = []

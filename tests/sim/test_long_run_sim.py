@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from fabric.config import LONG_RUN_TIMEOUTS
+from fabric.config import LARGE_CLUSTER_TIMEOUTS, LONG_RUN_TIMEOUTS
 from shell.sim import runner
 
 SEED = 3
@@ -97,3 +97,38 @@ def test_the_timeline_is_sampled_at_the_period_asked_and_stamps_stay_small(
     savings = summary["savings"]
     assert savings["logical_bytes"] > 50 << 20, f"seed {SEED}: {savings}"
     assert savings["stored_bytes"] * 100 < savings["logical_bytes"], f"seed {SEED}: {savings}"
+
+
+LARGE = (
+    LONG_RUN.replace('timing = "long-run"', 'timing = "large-cluster"\nracks = 4')
+    .replace("duration_s = 150", "duration_s = 480")
+    .replace("nodes = 6\n", "nodes = 12\n")
+    .replace('nodes = ["n6"]', 'nodes = ["n12"]')
+    .replace("rate = 2\n", "rate = 0.5\n")
+    + """
+[[faults.at]]
+at_s = 60
+kind = "node-restart"
+target = { nodes = ["n11"] }
+"""
+)
+
+
+def test_a_large_cluster_timing_finds_a_lost_node_in_minutes_and_heals_it(
+    tmp_path: Path,
+) -> None:
+    """``timing = "large-cluster"``: learners hear a heartbeat every 20 s and the leader's
+    own loops sleep on every other node, yet a killed node is DOWN after its 3 minutes of
+    silence and rebuilt, and a restarted learner, told of the leader by no heartbeat for
+    a while, reports in before anyone calls it DEGRADED."""
+    result, summary, _ = run(tmp_path, LARGE)
+    assert result.code == 0, f"seed {SEED}: {summary['checks']}"
+    states = summary["observed"]["node_states"]
+    assert "DOWN" in states["n12"], f"seed {SEED}: {states['n12']}"
+    assert set(states["n11"]) == {"UP"}, f"seed {SEED}: the restarted node: {states['n11']}"
+    assert summary["rebuild"]["rebuilt_bytes"] > 0, f"seed {SEED}: {summary['rebuild']}"
+    lines = Path(result.out, "events.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    down = next(e for e in events if e["kind"] == "node_state" and "-> DOWN" in e["message"])
+    silent_s = float(re.search(r"no report for ([0-9.]+) s", down["message"])[1])  # type: ignore[index]
+    assert silent_s >= LARGE_CLUSTER_TIMEOUTS.down_after_ms / 1000, f"seed {SEED}: {down}"

@@ -22,7 +22,6 @@ from pathlib import Path
 import pytest
 
 from fabric.config import DebugSettings, render_config
-from fabric.scenario import ScenarioError
 from shell.experiment.report import FILES
 from shell.sim import runner
 from tests.sim.conftest import config
@@ -150,9 +149,9 @@ def test_a_cluster_that_acknowledges_before_commit_fails_with_its_replay_command
     assert summary["passed"] is False and summary["acknowledged_writes_lost"] >= 1
 
 
-SHRINK_SEED = 4
-"""A seed at which a read sees the broken cluster's lost write with the noise on (at
-seeds 1 and 2 no read happens to; at 3 every fault is needed)."""
+SHRINK_SEEDS = range(1, 41)
+"""Where to look for a seed that loses a write with the noise and without (at the time of
+writing, 14 is the first; a loss shows at about one seed in six)."""
 NOISE = """
 
 [[faults.at]]
@@ -175,18 +174,35 @@ def test_shrink_drops_the_faults_a_failure_does_not_need_and_writes_a_replay(
     (tmp_path / "cluster.toml").write_text(render_config(broken))
     scenario = tmp_path / "broken.toml"
     scenario.write_text(BROKEN.replace("[checks]", NOISE + "\n[checks]"))
+    quiet = tmp_path / "quiet.toml"
+    quiet.write_text(BROKEN)
+    # A seed at which a read sees the lost write both with the noise and without it: the
+    # four faults are then not 1-minimal, so the shrinker must drop one (which one is its
+    # path's; which seeds qualify depends on this version's timing).
+    seed = next(
+        (
+            s
+            for s in SHRINK_SEEDS
+            if all(
+                runner.run(str(path), s, str(tmp_path / "try"), 1.0).code == 1
+                for path in (quiet, scenario)
+            )
+        ),
+        None,
+    )
+    capsys.readouterr()
+    assert seed is not None, f"no seed of {SHRINK_SEEDS} loses a write with and without noise"
     out = tmp_path / "shrink"
-    assert swarm.run_shrink(str(scenario), SHRINK_SEED, str(out), max_runs=40) == 0
+    assert swarm.run_shrink(str(scenario), seed, str(out), max_runs=40) == 0
     said = capsys.readouterr().err
     shrunk = out / "shrunk.toml"
-    assert shrunk.exists(), f"seed {SHRINK_SEED}: no shrunk schedule:\n{said}"
+    assert shrunk.exists(), f"seed {seed}: no shrunk schedule:\n{said}"
     text = shrunk.read_text()
     kinds = [f["kind"] for f in tomllib.loads(text)["faults"]["at"]]
-    assert 1 <= len(kinds) < 4, f"seed {SHRINK_SEED}: nothing was dropped: {kinds}\n{said}"
-    assert "net-duplicate" not in kinds, f"seed {SHRINK_SEED}: the noise was kept: {kinds}"
+    assert 1 <= len(kinds) < 4, f"seed {seed}: nothing was dropped: {kinds}\n{said}"
     (tmp_path / "shrunk.toml").write_text(text)  # beside its cluster.toml
-    again = runner.run(str(tmp_path / "shrunk.toml"), SHRINK_SEED, str(tmp_path / "again"), 1.0)
-    assert again.code == 1, f"seed {SHRINK_SEED}: the shrunk schedule passes:\n{text}"
+    again = runner.run(str(tmp_path / "shrunk.toml"), seed, str(tmp_path / "again"), 1.0)
+    assert again.code == 1, f"seed {seed}: the shrunk schedule passes:\n{text}"
     assert swarm.failure_of(again.out, again.code) == ("blocks",)
 
 
@@ -280,14 +296,8 @@ def test_the_command_line_writes_the_report_and_prints_trace_and_speed(tmp_path:
 
 
 SHIPPED = sorted((ROOT / "configs" / "scenarios").glob("*.toml"))
-REFUSED = {"jepsen-mix": "node-pause"}
-"""Shipped scenarios with a fault kind the simulator does not apply, and that kind."""
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
-def test_every_shipped_scenario_starts_or_is_refused_by_name(path: Path, tmp_path: Path) -> None:
-    if path.stem in REFUSED:
-        with pytest.raises(ScenarioError, match=f"fault kind '{REFUSED[path.stem]}'"):
-            runner.check(str(path), None, str(tmp_path))
-        return
+def test_every_shipped_scenario_starts(path: Path, tmp_path: Path) -> None:
     runner.check(str(path), None, str(tmp_path))

@@ -6,6 +6,7 @@ import pytest
 
 from fabric.config import (
     LONG_RUN_TIMEOUTS,
+    TIMINGS,
     ConfigError,
     default_config_text,
     parse_config,
@@ -91,8 +92,24 @@ def test_background_scale_is_a_positive_timeout_setting() -> None:
     assert parse_config(base).timeouts.background_scale == 1
     with pytest.raises(ConfigError, match="background_scale"):
         parse_config(base.replace("[timeouts]\n", "[timeouts]\nbackground_scale = 0\n", 1))
-    # The long-run timing keeps the orderings the parser demands of any config.
-    t = LONG_RUN_TIMEOUTS
-    assert t.degraded_after_ms < t.down_after_ms
-    assert t.heartbeat_ticks < t.election_ticks
-    assert t.node_heartbeat_ms * 2 < t.degraded_after_ms
+    # The named timings keep the orderings the parser demands of any config.
+    for t in TIMINGS.values():
+        assert t.degraded_after_ms < t.down_after_ms
+        assert t.heartbeat_ticks < t.election_ticks
+        assert t.node_heartbeat_ms * 2 < t.degraded_after_ms
+        # A restarted learner hears of the leader well before it could be called DEGRADED.
+        learner_beat_ms = t.tick_ms * t.heartbeat_ticks * t.learner_heartbeat_every
+        assert learner_beat_ms * 2 < t.degraded_after_ms
+    assert TIMINGS["long-run"] is LONG_RUN_TIMEOUTS
+
+
+def test_learner_heartbeat_every_is_a_positive_timeout_setting() -> None:
+    base = default_config_text()
+    cfg = parse_config(
+        base.replace("[timeouts]\n", "[timeouts]\nlearner_heartbeat_every = 10\n", 1)
+    )
+    assert cfg.timeouts.learner_heartbeat_every == 10
+    assert parse_config(render_config(cfg)).timeouts.learner_heartbeat_every == 10
+    assert parse_config(base).timeouts.learner_heartbeat_every == 1
+    with pytest.raises(ConfigError, match="learner_heartbeat_every"):
+        parse_config(base.replace("[timeouts]\n", "[timeouts]\nlearner_heartbeat_every = 0\n", 1))

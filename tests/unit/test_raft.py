@@ -510,6 +510,46 @@ def test_a_learner_gets_an_entry_with_its_commit_in_one_append() -> None:
     assert not sent(drain(r), AppendRequest, to="l")  # nothing more to tell it
 
 
+def test_learners_hear_every_nth_heartbeat_but_entries_at_once() -> None:
+    """``learner_heartbeat_every``: a thousand-node cluster is mostly learners, and
+    heartbeats to them are most of an idle leader's messages."""
+    r = new("a", voters=("a", "b"), learners=("l",), learner_heartbeat_every=3)
+    make_leader(r)
+    for peer in ("b", "l"):
+        r.step(AppendResponse(r.term, peer, "a", True, r.last_index))
+    drain(r)
+    heard: dict[str, int] = {"b": 0, "l": 0}
+    for _ in range(6 * 2):  # six heartbeats of heartbeat_ticks=2
+        r.tick()
+        for m in sent(drain(r), AppendRequest):
+            heard[m.to] += 1
+    assert heard == {"b": 6, "l": 2}
+    index = r.propose(b"x")
+    drain(r)
+    r.step(AppendResponse(r.term, "b", "a", True, index))
+    appends = sent(drain(r), AppendRequest, to="l")  # no heartbeat due: the entry goes
+    assert [m.entries[-1].index for m in appends] == [index]
+
+
+def test_a_learner_rejected_at_its_heartbeat_is_probed_again_at_once() -> None:
+    """The leader skips peers it saw nothing change for: a rejection (a learner whose
+    disk was replaced) must still send it the entries it lacks, without a tick."""
+    r = new("a", voters=("a", "b"), learners=("l",))
+    make_leader(r)
+    r.step(AppendResponse(r.term, "b", "a", True, r.last_index))
+    r.step(AppendResponse(r.term, "l", "a", True, r.last_index))
+    drain(r)
+    index = r.propose(b"x")
+    drain(r)
+    r.step(AppendResponse(r.term, "b", "a", True, index))
+    r.step(AppendResponse(r.term, "l", "a", True, index))
+    drain(r)
+    assert not r.has_ready()
+    r.step(AppendResponse(r.term, "l", "a", False, index, 1))  # lost everything
+    again = sent(drain(r), AppendRequest, to="l")
+    assert again and again[0].prev_index == 0 and again[0].entries[-1].index <= index
+
+
 # -- snapshots and restart -------------------------------------------------------------
 
 
