@@ -54,7 +54,7 @@ from fabric.metadata.records import (
     VdiskRecord,
 )
 from fabric.metadata.refusal import Refused
-from fabric.wire.codec import WireError, decode, loads, pack
+from fabric.wire.codec import Recent, WireError, decode, loads, pack
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,7 @@ class InvariantBroken(AssertionError):
     """Our own code broke an invariant while applying a command: stop, never go on."""
 
 
-_COMMANDS: dict[bytes, tuple[Command, str | None]] = {}
-_COMMAND_SLOTS = 4096
+_COMMANDS = Recent(4096)
 _COMMAND_MAX_BYTES = 16 << 10
 """Bigger commands are decoded every time (the memo stays under 64 MiB)."""
 
@@ -77,15 +76,13 @@ def _checked_command(data: bytes) -> tuple[Command, str | None]:
     latest entries: every node applies every entry, and in a simulated cluster they all
     share this process (commands are frozen; the two with a dict inside are copied or
     converted where applied). Raises WireError for bytes that are not a command."""
-    known = _COMMANDS.get(data)
+    known: tuple[Command, str | None] | None = _COMMANDS.get(data)
     if known is not None:
         return known
     command = decode(data)
     checked = (command, validate.problem(command))
     if len(data) <= _COMMAND_MAX_BYTES:
-        if len(_COMMANDS) >= _COMMAND_SLOTS:
-            del _COMMANDS[next(iter(_COMMANDS))]
-        _COMMANDS[data] = checked
+        _COMMANDS.put(data, checked)
     return checked
 
 

@@ -75,7 +75,7 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> asyncio.Handle:
-        node = self._node_of(context)
+        node = self._node_of(context) if self.pausable else None
         if node is None:
             return super().call_soon(callback, *args, context=context)
         return super().call_soon(self._gate, node, callback, args, context=context)
@@ -87,14 +87,13 @@ class VirtualLoop(asyncio.SelectorEventLoop):
         *args: *_Ts,
         context: contextvars.Context | None = None,
     ) -> asyncio.TimerHandle:
-        node = self._node_of(context)
+        node = self._node_of(context) if self.pausable else None
         if node is None:
             return super().call_at(when, callback, *args, context=context)
         return super().call_at(when, self._gate, node, callback, args, context=context)
 
-    def _node_of(self, context: contextvars.Context | None) -> str | None:
-        if not self.pausable:
-            return None
+    @staticmethod
+    def _node_of(context: contextvars.Context | None) -> str | None:
         return NODE_ID.get() if context is None else context.get(NODE_ID)
 
     def _gate(self, node: str, callback: Callable[..., Any], args: tuple[Any, ...]) -> None:

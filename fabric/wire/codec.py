@@ -55,6 +55,7 @@ _by_tag: dict[int, tuple[type, tuple[_Converter, ...]]] = {}
 _checks: dict[int, Check] = {}
 _by_type: dict[type, int] = {}
 _required: dict[int, int] = {}
+"""tag -> fields without a default: an older sender may omit the trailing others."""
 _names: dict[int, tuple[str, ...]] = {}
 """tag -> its field names, in order (read on every encode)."""
 _shared: set[int] = set()
@@ -66,8 +67,9 @@ SHARE_SLOTS = 8192
 """How many encodings and decodings of shared values it remembers (each way)."""
 
 
-class _Recent:
-    """A bounded map that forgets its oldest insertions first."""
+class Recent:
+    """A bounded map that forgets its oldest insertions first (the codec's memos, and
+    ``fabric.metadata.state``'s of checked commands)."""
 
     def __init__(self, slots: int) -> None:
         self.slots = slots
@@ -82,9 +84,9 @@ class _Recent:
         self.items[key] = value
 
 
-_encoded = _Recent(SHARE_SLOTS)
+_encoded = Recent(SHARE_SLOTS)
 """id(value) -> (value, its extension): holding the value keeps its id from reuse."""
-_decoded = _Recent(SHARE_SLOTS)
+_decoded = Recent(SHARE_SLOTS)
 """An extension's bytes -> the value they decoded to."""
 
 
@@ -180,6 +182,7 @@ def register_class(cls: type, tag: int, check: Check | None = None, shared: bool
     assert dataclasses.is_dataclass(cls), f"{cls} is not a dataclass"
     assert tag not in _by_tag, f"wire tag {tag} used by {_by_tag[tag][0]} and {cls}"
     assert cls not in _by_type, f"{cls} registered twice"
+    assert not shared or vars(cls)["__dataclass_params__"].frozen, f"{cls} is shared but not frozen"
     hints = typing.get_type_hints(cls)
     fields = dataclasses.fields(cls)
     convs = tuple(_converter(hints[f.name]) for f in fields)
@@ -195,7 +198,6 @@ def register_class(cls: type, tag: int, check: Check | None = None, shared: bool
     _names[tag] = tuple(f.name for f in fields)
     _by_type[cls] = tag
     if shared:
-        assert vars(cls)["__dataclass_params__"].frozen, f"{cls} is shared but not frozen"
         _shared.add(tag)
 
 

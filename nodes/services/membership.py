@@ -23,7 +23,7 @@ class Membership:
     def __init__(self, config: ClusterConfig, metadata: MetadataService) -> None:
         self.config = config
         self.metadata = metadata
-        self._at: tuple[object, int, ClusterConfig] | None = None
+        self._at: tuple[object, int, object] = (None, -1, None)
         """The (state object, index, config) the last answer was read at."""
         self._members: dict[str, MemberRecord] = {}
         self._nodes: tuple[NodeConfig, ...] = ()
@@ -35,11 +35,11 @@ class Membership:
         # quadratic. A new index costs a scan of the (few) runtime member records.
         state = self.metadata.state
         at = self._at
-        fresh = at is not None and at[0] is state and at[2] is self.config
-        if fresh and at is not None and at[1] == state.applied_index:
+        same = at[0] is state and at[2] is self.config
+        if same and at[1] == state.applied_index:
             return self._nodes
         members = healing.members(state)
-        if at is None or at[2] is not self.config or members != self._members:
+        if not same or members != self._members:
             self._nodes = self._read_nodes(members)
             self._members = members
         self._at = (state, state.applied_index, self.config)

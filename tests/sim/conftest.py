@@ -35,11 +35,14 @@ def started(
     import_allow: tuple[str, ...] = (),
     debug: DebugSettings | None = None,
     buggify: bool = False,
+    faults: bool = False,
 ) -> SimCluster:
     """A running cluster with a leader and every node registered (``debug``: nodes
-    broken on purpose, for the tests that prove a checker fires)."""
+    broken on purpose, for the tests that prove a checker fires; ``faults``: nodes take
+    injected faults and may be paused)."""
     cfg = config(nodes, import_allow)
-    sim = SimCluster(cfg if debug is None else replace(cfg, debug=debug), seed, buggify=buggify)
+    cfg = cfg if debug is None else replace(cfg, debug=debug)
+    sim = SimCluster(cfg, seed, buggify=buggify, faults=faults)
     sim.run(sim.start_all())
     sim.run(
         sim.wait_for(

@@ -61,6 +61,15 @@ def run(tmp_path: Path, text: str) -> tuple[runner.SimResult, dict[str, Any], li
     return result, summary, history
 
 
+def _down_event(result: runner.SimResult) -> tuple[list[dict[str, Any]], dict[str, Any], float]:
+    """The run's events, its first "-> DOWN" one, and the silence that event reports."""
+    lines = Path(result.out, "events.jsonl").read_text().splitlines()
+    events = [json.loads(line) for line in lines]
+    down = next(e for e in events if e["kind"] == "node_state" and "-> DOWN" in e["message"])
+    silent_s = float(re.search(r"no report for ([0-9.]+) s", down["message"])[1])  # type: ignore[index]
+    return events, down, silent_s
+
+
 def test_a_long_run_cluster_still_finds_and_heals_a_lost_node(tmp_path: Path) -> None:
     result, summary, history = run(tmp_path, LONG_RUN)
     assert result.code == 0, f"seed {SEED}: {summary['checks']}"
@@ -69,10 +78,7 @@ def test_a_long_run_cluster_still_finds_and_heals_a_lost_node(tmp_path: Path) ->
     assert rebuild["rebuilt_bytes"] > 0, f"seed {SEED}: nothing rebuilt: {rebuild}"
     # The long-run timing is the one in force: DOWN only after its 30 s of silence, and
     # the rebuild after that.
-    lines = Path(result.out, "events.jsonl").read_text().splitlines()
-    events = [json.loads(line) for line in lines]
-    down = next(e for e in events if e["kind"] == "node_state" and "-> DOWN" in e["message"])
-    silent_s = float(re.search(r"no report for ([0-9.]+) s", down["message"])[1])  # type: ignore[index]
+    events, down, silent_s = _down_event(result)
     assert silent_s >= LONG_RUN_TIMEOUTS.down_after_ms / 1000, f"seed {SEED}: {down}"
     started = next(e for e in events if e["kind"] == "rebuild_started")
     assert started["at_wall"] >= down["at_wall"], f"seed {SEED}: {started}"
@@ -127,8 +133,5 @@ def test_a_large_cluster_timing_finds_a_lost_node_in_minutes_and_heals_it(
     assert "DOWN" in states["n12"], f"seed {SEED}: {states['n12']}"
     assert set(states["n11"]) == {"UP"}, f"seed {SEED}: the restarted node: {states['n11']}"
     assert summary["rebuild"]["rebuilt_bytes"] > 0, f"seed {SEED}: {summary['rebuild']}"
-    lines = Path(result.out, "events.jsonl").read_text().splitlines()
-    events = [json.loads(line) for line in lines]
-    down = next(e for e in events if e["kind"] == "node_state" and "-> DOWN" in e["message"])
-    silent_s = float(re.search(r"no report for ([0-9.]+) s", down["message"])[1])  # type: ignore[index]
+    _, down, silent_s = _down_event(result)
     assert silent_s >= LARGE_CLUSTER_TIMEOUTS.down_after_ms / 1000, f"seed {SEED}: {down}"

@@ -14,12 +14,11 @@ import contextvars
 import json
 from pathlib import Path
 
-from fabric.config import default_config_text, parse_config
 from fabric.metadata.commands import Put
 from fabric.ports import NODE_ID
 from fabric.sim.loop import VirtualLoop
-from nodes.simcluster import SimCluster
 from shell.sim import runner
+from tests.sim.conftest import started
 
 SEED = 5
 
@@ -58,21 +57,8 @@ def test_a_paused_nodes_callbacks_wait_in_order_and_the_others_run() -> None:
         loop.close()
 
 
-def _cluster(seed: int) -> SimCluster:
-    sim = SimCluster(parse_config(default_config_text()), seed, faults=True)
-    sim.run(sim.start_all())
-    sim.run(
-        sim.wait_for(
-            lambda: sim.leader() is not None and all(n.registered for n in sim.nodes.values()),
-            20,
-            "a leader and every node registered",
-        )
-    )
-    return sim
-
-
 def test_a_paused_leader_is_replaced_and_rejoins_as_follower_once_resumed() -> None:
-    sim = _cluster(SEED)
+    sim = started(seed=SEED, faults=True)
     try:
         old = sim.leader()
         assert old is not None
@@ -114,7 +100,7 @@ def test_a_paused_leader_is_replaced_and_rejoins_as_follower_once_resumed() -> N
 
 
 def test_a_node_killed_while_paused_restarts_from_its_disks() -> None:
-    sim = _cluster(SEED)
+    sim = started(seed=SEED, faults=True)
     try:
         follower = next(n for n in sim.nodes if n != sim.leader() and n not in sim.config.voters)
         sim.pause(follower)
