@@ -9,23 +9,21 @@ are rewrapped, and anything else is a bug answered with 500 ``internal``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry
 
 from fabric import limits
 from fabric.errors import BadRequest, Conflict, FabricError, NotFound, TooLarge, from_code
 from fabric.metadata import keys
 from fabric.metadata.commands import Delete, Put
+from nodes.metrics import exposition, node_registry
 from nodes.node import Node
 from nodes.openapi import Operation, document, operation, route_path
 from nodes.schemas import check, from_query, parse_json
-from nodes.services.accounting import container_views
 
 log = logging.getLogger(__name__)
 
@@ -217,224 +215,10 @@ def _refusal(code: str, message: str) -> FabricError:
 
 
 # --- observability ------------------------------------------------------------------------
-DISK_STATE_CODES = {"UP": 0, "FULL": 1, "FAILED": 2}
-
-
-class NodeCollector(Collector):
-    """Reads the node's live numbers at scrape time: nothing is double-booked."""
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        node = self.node
-        raft = node.metadata.raft
-        labels = ["node"]
-        gauges = {
-            "fabric_raft_term": ("Current Raft term", raft.term if raft else 0),
-            "fabric_raft_commit_index": ("Raft commit index", raft.commit_index if raft else 0),
-            "fabric_metadata_applied_index": (
-                "Metadata index applied on this node",
-                node.metadata.state.applied_index,
-            ),
-            "fabric_is_leader": (
-                "1 if this node is the metadata leader",
-                int(node.metadata.is_leader) if raft else 0,
-            ),
-        }
-        for name, (doc, value) in gauges.items():
-            g = GaugeMetricFamily(name, doc, labels=labels)
-            g.add_metric([node.id], value)
-            yield g
-        c = CounterMetricFamily(
-            "fabric_metadata_commands_applied", "Metadata commands applied", labels=labels
-        )
-        c.add_metric([node.id], node.metadata.commits)
-        yield c
-        refused = CounterMetricFamily(
-            "fabric_peer_requests_refused",
-            "Node-to-node requests refused by authentication, by the check that failed",
-            labels=["node", "check"],
-        )
-        for failed, count in sorted(getattr(node.runtime.transport, "refused", {}).items()):
-            refused.add_metric([node.id, failed], count)
-        yield refused
-        pulled = CounterMetricFamily(
-            "fabric_rebuild_pulled_bytes",
-            "Bytes this node read from each source node to make rebuild copies",
-            labels=["node", "source"],
-        )
-        for source, count in sorted(node.copier.stats.bytes_from.items()):
-            pulled.add_metric([node.id, source], count)
-        yield pulled
-        states = GaugeMetricFamily(
-            "fabric_node_up", "1 if the node is UP in the replicated metadata", labels=["peer"]
-        )
-        for peer, record in node.metadata.state.nodes().items():
-            states.add_metric([peer], int(record.state == "UP"))
-        yield states
-        yield from self._containers()
-        yield from self._healing()
-        yield from self._io()
-        yield self._refusals()
-
-    def _refusals(self) -> CounterMetricFamily:
-        c = CounterMetricFamily(
-            "fabric_peer_messages_refused",
-            "Messages from other nodes refused before any handler saw them, by reason",
-            labels=["node", "reason"],
-        )
-        for reason, n in self.node.transport.refusals.by_reason.items():
-            c.add_metric([self.node.id, reason], n)
-        return c
-
-    def _containers(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
-        views = container_views(self.node.metadata.state)
-        for field, doc in (
-            ("logical_bytes", "Bytes written by users, holes excluded"),
-            ("unique_bytes", "Logical bytes after dedup"),
-            ("stored_bytes", "Unique bytes after compression"),
-            ("physical_bytes", "Bytes on disks, every copy and unreclaimed space counted"),
-            ("resiliency", "Further node failures every extent group survives now"),
-        ):
-            g = GaugeMetricFamily(f"fabric_container_{field}", doc, labels=["container"])
-            for v in views:
-                g.add_metric([v["name"]], v[field])
-            yield g
-        rebuild = self.node.rebuild
-        progress = rebuild.progress()
-        g = GaugeMetricFamily(
-            "fabric_container_reduced_resiliency_bytes",
-            "Bytes with a copy or strip member on a node that is not UP",
-            labels=["container"],
-        )
-        for v in views:
-            g.add_metric([v["name"]], progress[v["name"]]["reduced_resiliency_bytes"])
-        yield g
-        c = CounterMetricFamily(
-            "fabric_container_rebuilt_bytes",
-            "Bytes copied or recomputed to restore lost copies and strip members",
-            labels=["container"],
-        )
-        for v in views:
-            c.add_metric([v["name"]], v["rebuilt_bytes"])
-        yield c
-        c = CounterMetricFamily(
-            "fabric_container_reduced_resiliency_seconds",
-            "Seconds this node saw some of the container's data at reduced resiliency",
-            labels=["container"],
-        )
-        for name, watch in sorted(rebuild.watch.items()):
-            c.add_metric([name], watch.reduced_seconds)
-        yield c
-
-    def _healing(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
-        node = self.node
-        g = GaugeMetricFamily(
-            "fabric_scrub_last_pass_end_seconds",
-            "When this node's last full scrub pass ended (Unix time; 0: never)",
-            labels=["node"],
-        )
-        g.add_metric([node.id], node.scrubber.stats.last_pass_end_wall)
-        yield g
-        status = node.disk_watch.status
-        for name, doc, attr in (
-            ("fabric_disk_state", "This node's disks: 0 UP, 1 FULL, 2 FAILED", None),
-            ("fabric_disk_used_bytes", "Bytes used on this node's disks", "used_bytes"),
-            ("fabric_disk_capacity_bytes", "Capacity of this node's disks", "capacity_bytes"),
-        ):
-            g = GaugeMetricFamily(name, doc, labels=["node", "disk"])
-            for disk, st in status.items():
-                number = DISK_STATE_CODES[st.state] if attr is None else getattr(st, attr)
-                g.add_metric([node.id, disk], number)
-            yield g
-        if node.metadata.is_leader:
-            for name, value, doc in (
-                ("copies", node.rebuild.stats.copies, "Rebuild copies committed (leader)"),
-                ("copies_failed", node.rebuild.stats.failed, "Rebuild copies that failed"),
-            ):
-                c = CounterMetricFamily(f"fabric_rebuild_leader_{name}", doc, labels=["node"])
-                c.add_metric([node.id], value)
-                yield c
-
-    def _io(self) -> Iterator[CounterMetricFamily]:
-        node = self.node
-        counters = {
-            "fabric_write_batches": ("Write batches committed", node.writer.stats.batches),
-            "fabric_write_retries": (
-                "Write batches redone after a conflict",
-                node.writer.stats.retries,
-            ),
-            "fabric_dedup_hits": (
-                "Extents stored as a reference to existing content",
-                node.writer.stats.dedup_hits,
-            ),
-            "fabric_degraded_reads": (
-                "Extent reads that skipped an unreachable replica",
-                node.reader.stats.degraded_reads,
-            ),
-            "fabric_replica_repairs": (
-                "Bad extent copies rewritten from a good one",
-                node.reader.stats.repairs,
-            ),
-            "fabric_storage_written_bytes": (
-                "Bytes appended to local extent groups",
-                node.storage.bytes_written,
-            ),
-            "fabric_storage_read_bytes": (
-                "Bytes read from local extent groups",
-                node.storage.bytes_read,
-            ),
-            "fabric_ec_converted_bytes": (
-                "Data bytes of extent groups converted to erasure-coded strips",
-                node.ec.stats.converted_bytes,
-            ),
-            "fabric_ec_convert_seconds": (
-                "Seconds spent converting groups to strips (committed or rolled back)",
-                node.ec.stats.convert_seconds,
-            ),
-            "fabric_rebuild_copied_bytes": (
-                "Bytes this node copied as the target of a rebuild",
-                node.copier.stats.bytes_copied,
-            ),
-            "fabric_rebuild_copies_failed": (
-                "Rebuild copies this node failed to make as a target",
-                node.copier.stats.failed,
-            ),
-            "fabric_rebuild_bad_ranges": (
-                "Extents a rebuild found bad on one source and read from another",
-                node.copier.stats.bad_ranges,
-            ),
-            "fabric_scrub_bytes": (
-                "Bytes re-read and verified by the scrubber",
-                node.scrubber.stats.bytes_scrubbed,
-            ),
-            "fabric_scrub_errors": (
-                "Extents the scrubber found failing their checksum",
-                node.scrubber.stats.errors_found,
-            ),
-            "fabric_scrub_repaired": (
-                "Bad extents the scrubber rewrote from a good copy",
-                node.scrubber.stats.repaired,
-            ),
-            "fabric_scrub_passes": (
-                "Full scrub passes over this node's groups",
-                node.scrubber.stats.passes,
-            ),
-            "fabric_scanner_reclaimed_bytes": (
-                "Bytes freed by collecting extent groups",
-                node.scanner.stats.bytes_reclaimed,
-            ),
-        }
-        for name, (doc, value) in counters.items():
-            c = CounterMetricFamily(name, doc, labels=["node"])
-            c.add_metric([node.id], value)
-            yield c
-
-
 async def get_metrics(request: web.Request) -> web.Response:
-    registry = request.app[REGISTRY]
-    return web.Response(body=generate_latest(registry), content_type="text/plain", charset="utf-8")
+    # name[] narrows the answer to those series, as prometheus_client's own server does.
+    body = exposition(request.app[REGISTRY], request.query.getall("name[]", []))
+    return web.Response(body=body, content_type="text/plain", charset="utf-8")
 
 
 REGISTRY = web.AppKey("registry", CollectorRegistry)
@@ -454,9 +238,7 @@ def build_app(
         middlewares=[errors, *middlewares], client_max_size=limits.MAX_MESSAGE_BYTES
     )
     app[NODE] = node
-    registry = CollectorRegistry()
-    registry.register(NodeCollector(node))
-    app[REGISTRY] = registry
+    app[REGISTRY] = node_registry(node)
     app.add_routes(
         [
             web.get("/api/v1/health", get_health),

@@ -29,7 +29,7 @@ import io
 import os
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any, BinaryIO, TypeVar
 
@@ -294,11 +294,13 @@ class FabricClient:
         h: dict[str, Any] = await self.request("GET", "/api/v1/health")
         return h
 
-    async def metrics_text(self) -> str:
-        """The first answering node's ``/metrics`` (Prometheus text: that node's numbers)."""
+    async def metrics_text(self, names: Sequence[str] = ()) -> str:
+        """The first answering node's ``/metrics`` (Prometheus text: that node's numbers),
+        only the series ``names`` if any are given."""
+        params = [("name[]", name) for name in names]
 
         async def attempt(url: str, watch: _Watch) -> str:
-            async with self.session.get(url + "/metrics") as resp:
+            async with self.session.get(url + "/metrics", params=params) as resp:
                 watch.moved()
                 if resp.status >= 400:
                     await self._answer(resp)

@@ -9,6 +9,7 @@ Either raises the same errors (``ApiError`` with the status, ``Unreachable``,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, BinaryIO, Protocol
 
 
@@ -19,7 +20,7 @@ class ClusterApi(Protocol):
 
     async def rebuild(self, **settings: Any) -> dict[str, Any]: ...
 
-    async def metrics_text(self) -> str: ...
+    async def metrics_text(self, names: Sequence[str] = ()) -> str: ...
 
     async def events(
         self, since: int | None = None, limit: int | None = None, kind: str | None = None

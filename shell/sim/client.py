@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TypeVar
 from urllib.parse import parse_qs, urlsplit
-
-from prometheus_client import CollectorRegistry, generate_latest
 
 from fabric.errors import Conflict, FabricError
 from fabric.extents.policy import policy_from_request
@@ -33,9 +31,10 @@ from fabric.faults import CLIENTS
 from fabric.metadata.records import to_json
 from fabric.ports import PeerUnreachable
 from fabric.sim.http import SimSource
-from nodes.api import STATUS_PATHS, NodeCollector, kv_read, kv_write
+from nodes.api import STATUS_PATHS, kv_read, kv_write
 from nodes.api_faults import FaultCoordinator
 from nodes.api_healing import events_answer, rebuild_answer
+from nodes.metrics import exposition, node_registry
 from nodes.node import Node
 from nodes.openapi import operation
 from nodes.schemas import check
@@ -198,11 +197,9 @@ class SimClient:
         assert not settings, "the simulated client only reads rebuild progress"
         return await self._each_node(rebuild_answer)
 
-    async def metrics_text(self) -> str:
+    async def metrics_text(self, names: Sequence[str] = ()) -> str:
         async def scrape(node: Node) -> str:
-            registry = CollectorRegistry()
-            registry.register(NodeCollector(node))
-            return generate_latest(registry).decode()
+            return exposition(node_registry(node), names).decode()
 
         return await self._each_node(scrape, path="/metrics")
 

@@ -42,6 +42,11 @@ def test_metrics_and_openapi_on_every_node(make_cluster: Callable[[int], Cluster
                 # A healthy cluster's own traffic passes every check on the wire.
                 for reason in ("invalid", "bad_field", "envelope"):
                     assert f'reason="{reason}"}} 0.0' in text
+                # name[] narrows the answer to the series named (what the sampler asks).
+                narrow = await client.metrics_text(["fabric_scrub_bytes_total"])
+                assert narrow.startswith("# HELP fabric_scrub_bytes_total ")
+                assert "fabric_scrub_bytes_total{node=" in narrow
+                assert "fabric_node_up" not in narrow and "fabric_raft_term" not in narrow
                 spec = await client.request("GET", "/api/v1/openapi.json")
                 assert spec["openapi"].startswith("3.")
                 assert "/api/v1/vdisks/{id}/data" in spec["paths"]

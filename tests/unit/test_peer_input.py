@@ -30,7 +30,7 @@ from fabric.sim.disk import SimDisk
 from fabric.wire.codec import encode, encode_parts
 from fabric.wire.messages import AppendExtents, ReadExtent, RepairExtent, StatEgroup
 from fabric.wire.refusals import Refusals
-from nodes.api import NodeCollector
+from nodes.metrics import Peers
 from nodes.runtime import PARTS_HEADER, FileDisk, HttpTransport
 from nodes.services.storage import StorageService
 from scripts.benchkit import free_ports
@@ -200,8 +200,9 @@ def test_metrics_export_the_refusals_by_reason() -> None:
     refusals = Refusals()
     refusals.by_reason["invalid"] = 3
     transport = SimpleNamespace(refusals=refusals)
-    collector = NodeCollector(SimpleNamespace(id="n2", transport=transport))  # type: ignore[arg-type]
-    family = collector._refusals()
+    runtime = SimpleNamespace(transport=SimpleNamespace(refused={}))
+    node = SimpleNamespace(id="n2", transport=transport, runtime=runtime)
+    family = next(f for f in Peers(node).collect() if f.name == "fabric_peer_messages_refused")  # type: ignore[arg-type]
     assert family.name == "fabric_peer_messages_refused"
     samples = {s.labels["reason"]: s.value for s in family.samples if s.name.endswith("_total")}
     assert samples["invalid"] == 3 and samples["undecodable"] == 0
