@@ -277,11 +277,17 @@ class Raft:
 
     # -- inputs ----------------------------------------------------------------------
 
-    def tick(self) -> None:
-        if self._role is Role.LEADER:
-            self._tick_leader()
-        else:
-            self._tick_election()
+    def tick(self, n: int = 1) -> None:
+        """``n`` ticks. A learner takes them in one step: it never campaigns, so a tick
+        only ages its view of the leader (a big cluster's learners tick in batches)."""
+        if self._role is Role.LEARNER:
+            self._election_elapsed += n
+            return
+        for _ in range(n):
+            if self._role is Role.LEADER:
+                self._tick_leader()
+            else:
+                self._tick_election()
 
     def step(self, msg: Message) -> None:
         """Handle one message from a peer; wrong, stale or malformed ones are dropped."""

@@ -116,6 +116,7 @@ class MetadataState:
         self.refused_malformed = 0
         """Entries refused as malformed (a forged or corrupt command)."""
         self._nodes: dict[str, NodeRecord] | None = None
+        self._up: frozenset[str] | None = None
         """Cache of ``nodes()``; dropped whenever a node record changes."""
 
     # --- generic reads ----------------------------------------------------------------------
@@ -155,9 +156,12 @@ class MetadataState:
             self._nodes = {key[len(keys.NODE) :]: item.value for key, item in self.scan(keys.NODE)}
         return self._nodes
 
-    def up_nodes(self) -> set[str]:
-        """Ids of the nodes the leader last recorded as UP."""
-        return {n for n, rec in self.nodes().items() if rec.state == "UP"}
+    def up_nodes(self) -> frozenset[str]:
+        """Ids of the nodes the leader last recorded as UP (cached like ``nodes``: every
+        node's rebuild watch asks each sample, and a big cluster has thousands)."""
+        if self._up is None:
+            self._up = frozenset(n for n, rec in self.nodes().items() if rec.state == "UP")
+        return self._up
 
     def container(self, name: str) -> ContainerRecord | None:
         value: ContainerRecord | None = self.value(keys.container_key(name))
@@ -306,7 +310,7 @@ class MetadataState:
         self._spaces.setdefault(space, {})[key] = item
         self.idx.update(space, key, None if old is None else old.value, value)
         if space == keys.NODE:
-            self._nodes = None
+            self._nodes = self._up = None
         elif space == keys.KV:
             self.idx.kv_set(key, value)
 
@@ -318,7 +322,7 @@ class MetadataState:
         self._spaces[space].pop(key, None)
         self.idx.update(space, key, old.value, None)
         if space == keys.NODE:
-            self._nodes = None
+            self._nodes = self._up = None
         elif space == keys.KV:
             self.idx.kv_drop(key)
 

@@ -235,8 +235,7 @@ class MetadataService:
             try:
                 raft = self._raft()
                 ticks = batch if raft.role is Role.LEARNER else 1
-                for _ in range(ticks):
-                    raft.tick()
+                raft.tick(ticks)
                 # Most ticks change nothing to act on; waking the driver for them would
                 # cost a task switch per node per tick.
                 if raft.has_ready():

@@ -40,7 +40,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Set
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,7 +114,7 @@ def to_rebuild(
 
 def rebalance_moves(
     state: MetadataState,
-    nodes: set[str],
+    nodes: Set[str],
     domains: dict[str, str],
     limit: int,
     started: bool = False,

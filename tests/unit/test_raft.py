@@ -241,6 +241,24 @@ def test_one_vote_per_term_and_the_vote_is_persisted_before_it_is_sent() -> None
     assert not sent(drain(restarted), VoteResponse)[0].granted
 
 
+def test_many_ticks_at_once_are_as_many_single_ticks() -> None:
+    """A learner takes a batch of ticks in one step; anyone else still takes them one by
+    one, so a follower that times out inside a batch campaigns as it would have."""
+    one, batched = new("a", learners=("l",)), new("a", learners=("l",))
+    for _ in range(2 * E):
+        one.tick()
+    batched.tick(2 * E)
+    assert batched.role is one.role is Role.PRE_CANDIDATE
+    assert drain(batched).messages == drain(one).messages
+    learners = [new("l", voters=("a", "b"), learners=("l",)) for _ in range(2)]
+    for _ in range(10 * E):
+        learners[0].tick()
+    learners[1].tick(10 * E)
+    for learner in learners:
+        assert learner.role is Role.LEARNER and not drain(learner).messages
+    assert learners[0]._election_elapsed == learners[1]._election_elapsed == 10 * E
+
+
 def test_learners_never_campaign_and_do_not_count_in_quorums() -> None:
     learner = new("l", voters=("a", "b"), learners=("l",))
     for _ in range(10 * E):
