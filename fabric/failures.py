@@ -252,61 +252,74 @@ def _lost(
 def fault_steps(
     events: Sequence[FailureEvent],
     racks: Mapping[str, str],
-    disk_names: Sequence[str] = (),
+    disk_names: Mapping[str, Sequence[str]] | None = None,
 ) -> list[FaultStep]:
     """The schedule as the full simulator's fault steps (``fabric.faults`` kinds).
 
-    A transient failure is a node-kill followed by a node-restart; a permanent one a
-    node-kill, and the node stays down for the rest of the run (its replacement, a new
-    empty machine, is ``fabric node replace``, not a fault: its later events are
-    dropped); a failed disk is a disk-fail on every operation until it is replaced; a
-    rack event kills the rack's running nodes and restarts those not lost in it.
-    ``racks``: node -> rack, as given to ``failure_schedule``; ``disk_names``: the
-    config's disk names, by index.
+    A transient failure is a node-kill lasting until the node is back (the runner then
+    starts it again, as an operator would); a permanent one a node-kill without end, and
+    the node stays down for the rest of the run (its replacement, a new empty machine,
+    is ``fabric node replace``, not a fault: its later events are dropped); a failed
+    disk is a disk-fail on every operation until it is replaced; a rack event is one
+    kill of the rack's running nodes, lasting the outage for those not lost in it.
+    ``racks``: node -> rack, as given to ``failure_schedule``; ``disk_names``: node -> its
+    disks' names as its fault agent knows them, by index (without: a disk failure fails
+    every disk of its node).
     """
     from fabric.scenario import FaultStep  # scenario imports this module to parse
 
     steps: list[FaultStep] = []
-    down: set[str] = set()
-    """Nodes not running: failed (until up or replaced) or taken by their rack."""
+    since: dict[str, float] = {}
+    """Nodes not running (failed, or taken by their rack) -> since when."""
+    outages: dict[tuple[float, float | None], list[str]] = {}
+    """(down at, back at or None) -> the nodes down over that span: one kill each."""
     lost: set[str] = set()
     struck: dict[str, list[str]] = {}
     """rack -> the nodes its current outage stopped."""
     failed_disk: dict[tuple[str, int], float] = {}
 
-    def step(at: float, kind: str, nodes: list[str]) -> None:
-        if nodes:
-            steps.append(FaultStep(at, kind, {"nodes": sorted(nodes)}, source="failures"))
+    def names(node: str) -> Sequence[str]:
+        return (disk_names or {}).get(node, ())
+
+    def back(node: str, at: float) -> None:
+        start = since.pop(node, None)
+        if start is not None:
+            outages.setdefault((start, at), []).append(node)
 
     for e in events:
         if e.node in lost:
             continue  # gone for good: its replacement is not a fault step
         if e.kind in ("node-down", "node-lost"):
+            since.setdefault(e.node, e.at_s)
             if e.kind == "node-lost":
                 lost.add(e.node)
-            if e.node not in down:
-                step(e.at_s, "node-kill", [e.node])
-            down.add(e.node)
         elif e.kind == "node-up":
-            step(e.at_s, "node-restart", [e.node])
-            down.discard(e.node)
+            if racks.get(e.node, "") in struck:
+                struck[racks[e.node]].append(e.node)  # its rack is still out: back with it
+            else:
+                back(e.node, e.at_s)
         elif e.kind == "rack-down":
-            members = [n for n, r in racks.items() if r == e.rack and n not in down]
+            members = [n for n, r in racks.items() if r == e.rack and n not in since]
             struck[e.rack] = members
-            step(e.at_s, "node-kill", members)
-            down.update(members)
+            for n in members:
+                since[n] = e.at_s
         elif e.kind == "rack-up":
-            back = [n for n in struck.pop(e.rack, []) if n not in lost]
-            step(e.at_s, "node-restart", back)
-            down.difference_update(back)
+            for n in struck.pop(e.rack, []):
+                if n not in lost:
+                    back(n, e.at_s)
         elif e.kind == "disk-failed":
             failed_disk[(e.node, e.disk)] = e.at_s
         elif e.kind == "disk-replaced" and (e.node, e.disk) in failed_disk:
             start = failed_disk.pop((e.node, e.disk))
-            steps.append(_disk_step(e.node, e.disk, start, e.at_s - start, disk_names))
+            steps.append(_disk_step(e.node, e.disk, start, e.at_s - start, names(e.node)))
+    for node, start in since.items():
+        outages.setdefault((start, None), []).append(node)
+    for (start, end), nodes in outages.items():
+        lasts = None if end is None else end - start
+        steps.append(FaultStep(start, "node-kill", {"nodes": sorted(nodes)}, {}, lasts, "failures"))
     for (node, disk), start in failed_disk.items():
-        steps.append(_disk_step(node, disk, start, None, disk_names))
-    return sorted(steps, key=lambda s: s.at_s)
+        steps.append(_disk_step(node, disk, start, None, names(node)))
+    return sorted(steps, key=lambda s: (s.at_s, s.kind))
 
 
 def _disk_step(

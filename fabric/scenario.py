@@ -45,12 +45,13 @@ from __future__ import annotations
 import random
 import re
 import tomllib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fabric import limits
 from fabric.config import TIMINGS, ConfigError, _Source
-from fabric.failures import FailureSpec, parse_failures
+from fabric.failures import FailureSpec, failure_schedule, fault_steps, parse_failures
 from fabric.hardware import HardwareSpec, parse_hardware
 
 FAULT_KINDS = (
@@ -177,7 +178,7 @@ class FaultStep:
     params: dict[str, Any] = field(default_factory=dict)
     duration_s: float | None = None
     source: str = "script"
-    """``script`` (``[[faults.at]]``) or ``nemesis``."""
+    """``script`` (``[[faults.at]]``), ``nemesis`` or ``failures`` (the failure model)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -617,18 +618,46 @@ def load_scenario(path: str) -> Scenario:
 
 
 # --- the fault schedule ---------------------------------------------------------------------
-def schedule(scenario: Scenario, seed: int) -> list[FaultStep]:
-    """Every fault of the run in start order: the script's and the nemesis's.
+def schedule(
+    scenario: Scenario,
+    seed: int,
+    racks: Mapping[str, str] | None = None,
+    disk_names: Mapping[str, Sequence[str]] | None = None,
+) -> list[FaultStep]:
+    """Every fault of the run in start order: the script's, the nemesis's and the
+    failure model's.
 
     The nemesis draws from its own ``random.Random(seed)``: one quiet gap
     (exponential, mean ``mean_interval_s``), then a kind and a target, then the fault
     for ``duration_s``; its faults never overlap each other and all end before the
-    run does.
+    run does. ``[failures]`` draws its schedule over the run (``failure_schedule``) and
+    plays it as node kills and restarts and disk failures (``fault_steps``): ``racks``
+    maps each node of the cluster to its rack (default: the nodes and racks ``[cluster]``
+    makes) and ``disk_names`` each node to its disks' names as its fault agent knows
+    them (their number is the disks per node the model fails).
     """
     steps = list(scenario.script)
     if scenario.nemesis is not None:
         steps += nemesis_steps(scenario.nemesis, scenario.duration_s, seed)
+    if scenario.failures.active:
+        steps += failure_steps(scenario, seed, racks, disk_names)
     return sorted(steps, key=lambda s: (s.at_s, s.source))
+
+
+def failure_steps(
+    scenario: Scenario,
+    seed: int,
+    racks: Mapping[str, str] | None = None,
+    disk_names: Mapping[str, Sequence[str]] | None = None,
+) -> list[FaultStep]:
+    spec = scenario.failures
+    if racks is None:
+        n, r = scenario.cluster.nodes, scenario.cluster.racks
+        racks = {f"n{i + 1}": (f"r{i % r + 1}" if r > 1 else "") for i in range(n)}
+    if disk_names:
+        spec = replace(spec, disks_per_node=min(len(d) for d in disk_names.values()))
+    events = failure_schedule(spec, list(racks), racks, scenario.duration_s, seed)
+    return fault_steps(events, racks, disk_names)
 
 
 def nemesis_steps(spec: NemesisSpec, duration_s: float, seed: int) -> list[FaultStep]:

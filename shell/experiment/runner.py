@@ -325,7 +325,9 @@ async def _experiment(
             for w in scenario.workloads
             for i in range(w.concurrency)
         ]
-        fault_tasks = [asyncio.create_task(faults.run(s)) for s in schedule(scenario, seed)]
+        racks = {n.id: n.labels.get("rack", "") for n in cfg.nodes}
+        steps = schedule(scenario, seed, racks, {n.id: list(n.disks) for n in cfg.nodes})
+        fault_tasks = [asyncio.create_task(faults.run(s)) for s in steps]
         try:
             while (left := scenario.duration_s - clock.now()) > 0:
                 active = sum(1 for f in faults.bands if f.end is None or f.end > clock.now())

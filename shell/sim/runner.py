@@ -280,7 +280,11 @@ async def _experiment(
         for w in scenario.workloads
         for i in range(w.concurrency)
     ]
-    fault_tasks = [asyncio.create_task(faults.run(s)) for s in schedule(scenario, seed)]
+    racks = {n.id: n.labels.get("rack", "") for n in cfg.nodes}
+    # A simulated node's disks are named by node, as its fault agent knows them.
+    disks = {n.id: [f"{n.id}/{d}" for d in n.disks] for n in cfg.nodes}
+    steps = schedule(scenario, seed, racks, disks)
+    fault_tasks = [asyncio.create_task(faults.run(s)) for s in steps]
     total = scenario.duration_s
     try:
         # Virtual time is a float: a remainder below the loop's resolution never elapses.

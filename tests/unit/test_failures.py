@@ -147,21 +147,21 @@ def test_the_schedule_becomes_the_simulators_fault_steps() -> None:
         node_afr=0.9, disk_afr=0.9, disks_per_node=2, transient_fraction=0.5, rack_events_per_year=1
     )
     events = failure_schedule(spec, NODES, RACKS, YEAR_S, 9)
-    steps = fault_steps(events, RACKS, ["disk0", "disk1"])
+    steps = fault_steps(events, RACKS, {n: ["disk0", "disk1"] for n in NODES})
     kinds = {s.kind for s in steps}
-    assert kinds == {"node-kill", "node-restart", "disk-fail"}, f"seed 9: {kinds}"
+    assert kinds == {"node-kill", "disk-fail"}, f"seed 9: {kinds}"
     disk = next(s for s in steps if s.kind == "disk-fail")
     assert disk.params["disk"] in ("disk0", "disk1") and disk.source == "failures"
-    # Replayed in order, a node is never killed while down nor restarted while running.
-    running = set(NODES)
-    for s in steps:
-        for node in s.target.get("nodes", []):
-            if s.kind == "node-kill":
-                assert node in running, f"seed 9: {node} killed twice at {s.at_s}"
-                running.discard(node)
-            elif s.kind == "node-restart":
-                assert node not in running, f"seed 9: {node} restarted while up at {s.at_s}"
-                running.add(node)
+    kills = [s for s in steps if s.kind == "node-kill"]
+    # A transient failure is a kill that lasts until the node is back (the runner starts
+    # it again), a permanent one a kill without end; a node is never killed while down.
+    assert any(s.duration_s for s in kills) and any(s.duration_s is None for s in kills)
+    down_until: dict[str, float] = {}
+    for s in kills:
+        end = math.inf if s.duration_s is None else s.at_s + s.duration_s
+        for node in s.target["nodes"]:
+            assert down_until.get(node, -1.0) <= s.at_s, f"seed 9: {node} killed twice"
+            down_until[node] = end
 
 
 def test_a_node_lost_in_a_rack_outage_is_not_restarted_with_its_rack() -> None:
@@ -170,8 +170,13 @@ def test_a_node_lost_in_a_rack_outage_is_not_restarted_with_its_rack() -> None:
     steps = fault_steps(events, RACKS)
     lost = next(e for e in events if e.kind == "node-lost")
     up = next(e for e in events if e.kind == "rack-up" and e.at_s > lost.at_s)
-    restarted = [s for s in steps if s.kind == "node-restart" and s.at_s == up.at_s]
-    assert all(lost.node not in s.target["nodes"] for s in restarted), f"seed 4: {restarted}"
+    back = [
+        s
+        for s in steps
+        if s.duration_s is not None and math.isclose(s.at_s + s.duration_s, up.at_s)
+    ]
+    assert back and all(lost.node not in s.target["nodes"] for s in back), f"seed 4: {back}"
+    assert any(s.duration_s is None and lost.node in s.target["nodes"] for s in steps)
 
 
 def test_repair_time_is_the_delay_then_the_bytes_at_the_slowest_rate() -> None:
