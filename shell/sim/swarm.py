@@ -41,6 +41,7 @@ SWARM_PARAMS: dict[str, dict[str, Any]] = {
 SWARM_KINDS = (
     "node-kill",
     "node-restart",
+    "node-pause",
     "net-partition",
     "net-delay",
     "net-loss",
