@@ -93,18 +93,19 @@ LARGE_CLUSTER_TIMEOUTS = Timeouts(
     tick_ms=500,
     election_ticks=20,
     heartbeat_ticks=4,
-    node_heartbeat_ms=60000,
-    degraded_after_ms=180000,
+    node_heartbeat_ms=120000,
+    degraded_after_ms=300000,
     down_after_ms=600000,
-    learner_heartbeat_every=15,
+    learner_heartbeat_every=45,
     background_scale=60,
 )
 """Timing for a thousand nodes over a simulated day: Raft ticks at 500 ms with a 10-20 s
-election timeout and heartbeats every 2 s to the voters, every 30 s to the learners;
-health reports every minute, DEGRADED after 3 minutes of silence and DOWN (so rebuilt)
-after 10, which is Ceph's default wait before it marks a silent OSD out and re-replicates
-(``mon_osd_down_out_interval``); every background loop sixty times slower. An idle node
-then wakes about once every ten virtual seconds; a node loss is acted on in minutes."""
+election timeout and heartbeats every 2 s to the voters, every 90 s to the learners;
+health reports every 2 minutes (a Raft answer counts as one too), DEGRADED after 5
+minutes of silence and DOWN (so rebuilt) after 10, which is Ceph's default wait before
+it marks a silent OSD out and re-replicates (``mon_osd_down_out_interval``); every
+background loop sixty times slower. An idle node then wakes about once every twenty
+virtual seconds; a node loss is acted on in minutes."""
 TIMINGS = {
     "default": Timeouts(),
     "long-run": LONG_RUN_TIMEOUTS,

@@ -1,8 +1,10 @@
 """Node health: every node reports to the leader; the leader decides UP/DEGRADED/DOWN.
 
 Every node sends a ``NodeReport`` to the leader each ``node_heartbeat_ms``. The leader
-keeps the time it last heard from each node (in memory: it changes constantly) and,
-when the age crosses ``degraded_after_ms`` or ``down_after_ms``, commits a
+keeps the time it last heard from each node (in memory: it changes constantly): its
+last report, or its last answer to a Raft append or heartbeat, whichever is later (a
+report adds what the node says of itself: out of service, its disks). When the age
+crosses ``degraded_after_ms`` or ``down_after_ms``, it commits a
 ``SetNodeState`` so the transition is in the replicated metadata and every node sees
 the same states. A new leader starts every node's clock at its election, so a failover
 does not declare the whole cluster DOWN.
@@ -11,6 +13,7 @@ does not declare the whole cluster DOWN.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -79,11 +82,14 @@ class HealthService:
 
     def desired_state(self, node_id: str, now: float) -> tuple[str, str]:
         t = self.config.timeouts
-        age_ms = (now - self.last_seen.get(node_id, now)) * 1000
+        # A Raft answer is as good a sign of life as a report; the report adds what the
+        # node says of itself (out of service, its disks).
+        seen = max(self.last_seen.get(node_id, now), self.metadata.heard.get(node_id, -math.inf))
+        age_ms = (now - seen) * 1000
         if age_ms >= t.down_after_ms:
-            return "DOWN", f"no report for {age_ms / 1000:.1f} s"
+            return "DOWN", f"no report or Raft answer for {age_ms / 1000:.1f} s"
         if age_ms >= t.degraded_after_ms:
-            return "DEGRADED", f"no report for {age_ms / 1000:.1f} s"
+            return "DEGRADED", f"no report or Raft answer for {age_ms / 1000:.1f} s"
         reported = self.reports.get(node_id, {}).get("state", "UP")
         return reported, self.reports.get(node_id, {}).get("reason", "")
 

@@ -46,6 +46,7 @@ from fabric import limits
 from fabric.config import ClusterConfig
 from fabric.consensus.raft import Raft
 from fabric.consensus.types import (
+    AppendResponse,
     Entry,
     EntryKind,
     HardState,
@@ -138,6 +139,10 @@ class MetadataService:
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._read_ctx = itertools.count(1)
         self._persisted: list[Entry] = []
+        self.heard: dict[str, float] = {}
+        """Peer -> when (``clock.now()``) it last answered this node's appends or
+        heartbeats: proof that it runs and hears this leader, which the health monitor
+        counts as a report (so a big cluster's nodes may report rarely)."""
         """Entries in the WAL after the snapshot: kept to rewrite the WAL on compaction."""
         self._hard_state = HardState()
         self._wal_hard_state = HardState()
@@ -276,6 +281,8 @@ class MetadataService:
 
     # --- inputs -----------------------------------------------------------------------------
     def step(self, message: Message) -> None:
+        if isinstance(message, AppendResponse):
+            self.heard[message.frm] = self.clock.now()
         self._raft().step(message)
         self._wake.set()
 
