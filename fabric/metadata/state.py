@@ -310,7 +310,15 @@ class MetadataState:
         self._spaces.setdefault(space, {})[key] = item
         self.idx.update(space, key, None if old is None else old.value, value)
         if space == keys.NODE:
-            self._nodes = self._up = None
+            node_id = key[len(keys.NODE) :]
+            if self._nodes is not None and node_id in self._nodes:
+                # A new dict, not the cached one changed: a caller may be iterating it
+                # across an await. Copying is far cheaper than scanning the key space,
+                # and a known node keeps its place (a new one is placed by the scan).
+                self._nodes = {**self._nodes, node_id: value}
+            else:
+                self._nodes = None
+            self._up = None
         elif space == keys.KV:
             self.idx.kv_set(key, value)
 

@@ -67,6 +67,20 @@ def test_a_node_state_change_is_an_event_and_a_repeat_is_not() -> None:
     assert log[0].at_wall == 5.0 and log[0].severity == "warning"
 
 
+def test_the_cached_node_records_match_a_fresh_scan_and_never_change_under_a_reader() -> None:
+    s = MetadataState()
+    for i, n in enumerate(("n3", "n1", "n12", "n2"), start=1):
+        assert s.apply(i, RegisterNode(n, f"127.0.0.1:{i}", ("d",), {})).ok
+    before, up_before = s.nodes(), s.up_nodes()
+    assert s.apply(5, SetNodeState("n12", "DOWN", 5.0, "gone")).ok
+    assert s.apply(6, RegisterNode("n0", "127.0.0.1:6", ("d",), {})).ok
+    assert before["n12"].state == "UP" and len(before) == 4  # a reader's view stands
+    assert up_before == {"n1", "n2", "n3", "n12"}
+    fresh = {key[len(keys.NODE) :]: item.value for key, item in s.scan(keys.NODE)}
+    assert list(s.nodes().items()) == list(fresh.items())  # same records, same order
+    assert s.up_nodes() == {"n0", "n1", "n2", "n3"}
+
+
 def test_malformed_events_and_settings_are_refused() -> None:
     s = MetadataState()
     assert s.apply(1, RecordEvents((event("x", kind="nonsense"),))).code == "bad_command"
