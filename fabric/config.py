@@ -182,6 +182,10 @@ class ClusterConfig:
     debug: DebugSettings = field(default_factory=DebugSettings)
     """``[debug]``: broken on purpose, for tests only (``DebugSettings``)."""
 
+    def racks(self) -> dict[str, str]:
+        """Node id -> its ``rack`` label ("" for a node without one)."""
+        return {n.id: n.labels.get("rack", "") for n in self.nodes}
+
     def node(self, node_id: str) -> NodeConfig:
         for node in self.nodes:
             if node.id == node_id:

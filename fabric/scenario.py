@@ -652,8 +652,9 @@ def failure_steps(
 ) -> list[FaultStep]:
     spec = scenario.failures
     if racks is None:
-        n, r = scenario.cluster.nodes, scenario.cluster.racks
-        racks = {f"n{i + 1}": (f"r{i % r + 1}" if r > 1 else "") for i in range(n)}
+        from fabric.reliability.layout import cluster  # numpy: only when asked
+
+        racks = cluster(scenario.cluster.nodes, scenario.cluster.racks)[1]
     if disk_names:
         spec = replace(spec, disks_per_node=min(len(d) for d in disk_names.values()))
     events = failure_schedule(spec, list(racks), racks, scenario.duration_s, seed)

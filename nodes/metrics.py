@@ -9,7 +9,7 @@ an experiment's sampler scrapes every node for five counters.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import ClassVar
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -40,33 +40,41 @@ class Section(Collector):
         return c
 
 
+CONSENSUS_GAUGES: tuple[tuple[str, str, Callable[[Node], float]], ...] = (
+    (
+        "fabric_raft_term",
+        "Current Raft term",
+        lambda n: n.metadata.raft.term if n.metadata.raft else 0,
+    ),
+    (
+        "fabric_raft_commit_index",
+        "Raft commit index",
+        lambda n: n.metadata.raft.commit_index if n.metadata.raft else 0,
+    ),
+    (
+        "fabric_metadata_applied_index",
+        "Metadata index applied on this node",
+        lambda n: n.metadata.state.applied_index,
+    ),
+    (
+        "fabric_is_leader",
+        "1 if this node is the metadata leader",
+        lambda n: int(n.metadata.is_leader) if n.metadata.raft else 0,
+    ),
+)
+
+
 class Consensus(Section):
     families: ClassVar[dict[str, str]] = {
-        "fabric_raft_term": "gauge",
-        "fabric_raft_commit_index": "gauge",
-        "fabric_metadata_applied_index": "gauge",
-        "fabric_is_leader": "gauge",
+        **{name: "gauge" for name, _, _ in CONSENSUS_GAUGES},
         "fabric_metadata_commands_applied": "counter",
     }
 
     def collect(self) -> Iterator[Family]:
         node = self.node
-        raft = node.metadata.raft
-        gauges = {
-            "fabric_raft_term": ("Current Raft term", raft.term if raft else 0),
-            "fabric_raft_commit_index": ("Raft commit index", raft.commit_index if raft else 0),
-            "fabric_metadata_applied_index": (
-                "Metadata index applied on this node",
-                node.metadata.state.applied_index,
-            ),
-            "fabric_is_leader": (
-                "1 if this node is the metadata leader",
-                int(node.metadata.is_leader) if raft else 0,
-            ),
-        }
-        for name, (doc, value) in gauges.items():
+        for name, doc, read in CONSENSUS_GAUGES:
             g = GaugeMetricFamily(name, doc, labels=["node"])
-            g.add_metric([node.id], value)
+            g.add_metric([node.id], read(node))
             yield g
         yield self._counter(
             "fabric_metadata_commands_applied", "Metadata commands applied", node.metadata.commits
@@ -213,101 +221,98 @@ class Healing(Section):
             )
 
 
+IO_COUNTERS: tuple[tuple[str, str, Callable[[Node], float]], ...] = (
+    ("fabric_write_batches", "Write batches committed", lambda n: n.writer.stats.batches),
+    (
+        "fabric_write_retries",
+        "Write batches redone after a conflict",
+        lambda n: n.writer.stats.retries,
+    ),
+    (
+        "fabric_dedup_hits",
+        "Extents stored as a reference to existing content",
+        lambda n: n.writer.stats.dedup_hits,
+    ),
+    (
+        "fabric_degraded_reads",
+        "Extent reads that skipped an unreachable replica",
+        lambda n: n.reader.stats.degraded_reads,
+    ),
+    (
+        "fabric_replica_repairs",
+        "Bad extent copies rewritten from a good one",
+        lambda n: n.reader.stats.repairs,
+    ),
+    (
+        "fabric_storage_written_bytes",
+        "Bytes appended to local extent groups",
+        lambda n: n.storage.bytes_written,
+    ),
+    (
+        "fabric_storage_read_bytes",
+        "Bytes read from local extent groups",
+        lambda n: n.storage.bytes_read,
+    ),
+    (
+        "fabric_ec_converted_bytes",
+        "Data bytes of extent groups converted to erasure-coded strips",
+        lambda n: n.ec.stats.converted_bytes,
+    ),
+    (
+        "fabric_ec_convert_seconds",
+        "Seconds spent converting groups to strips (committed or rolled back)",
+        lambda n: n.ec.stats.convert_seconds,
+    ),
+    (
+        "fabric_rebuild_copied_bytes",
+        "Bytes this node copied as the target of a rebuild",
+        lambda n: n.copier.stats.bytes_copied,
+    ),
+    (
+        "fabric_rebuild_copies_failed",
+        "Rebuild copies this node failed to make as a target",
+        lambda n: n.copier.stats.failed,
+    ),
+    (
+        "fabric_rebuild_bad_ranges",
+        "Extents a rebuild found bad on one source and read from another",
+        lambda n: n.copier.stats.bad_ranges,
+    ),
+    (
+        "fabric_scrub_bytes",
+        "Bytes re-read and verified by the scrubber",
+        lambda n: n.scrubber.stats.bytes_scrubbed,
+    ),
+    (
+        "fabric_scrub_errors",
+        "Extents the scrubber found failing their checksum",
+        lambda n: n.scrubber.stats.errors_found,
+    ),
+    (
+        "fabric_scrub_repaired",
+        "Bad extents the scrubber rewrote from a good copy",
+        lambda n: n.scrubber.stats.repaired,
+    ),
+    (
+        "fabric_scrub_passes",
+        "Full scrub passes over this node's groups",
+        lambda n: n.scrubber.stats.passes,
+    ),
+    (
+        "fabric_scanner_reclaimed_bytes",
+        "Bytes freed by collecting extent groups",
+        lambda n: n.scanner.stats.bytes_reclaimed,
+    ),
+)
+"""Per-node counters: name, help, how to read it (one table for families and collect)."""
+
+
 class Io(Section):
-    families: ClassVar[dict[str, str]] = {
-        name: "counter"
-        for name in (
-            "fabric_write_batches",
-            "fabric_write_retries",
-            "fabric_dedup_hits",
-            "fabric_degraded_reads",
-            "fabric_replica_repairs",
-            "fabric_storage_written_bytes",
-            "fabric_storage_read_bytes",
-            "fabric_ec_converted_bytes",
-            "fabric_ec_convert_seconds",
-            "fabric_rebuild_copied_bytes",
-            "fabric_rebuild_copies_failed",
-            "fabric_rebuild_bad_ranges",
-            "fabric_scrub_bytes",
-            "fabric_scrub_errors",
-            "fabric_scrub_repaired",
-            "fabric_scrub_passes",
-            "fabric_scanner_reclaimed_bytes",
-        )
-    }
+    families: ClassVar[dict[str, str]] = {name: "counter" for name, _, _ in IO_COUNTERS}
 
     def collect(self) -> Iterator[Family]:
-        node = self.node
-        counters = {
-            "fabric_write_batches": ("Write batches committed", node.writer.stats.batches),
-            "fabric_write_retries": (
-                "Write batches redone after a conflict",
-                node.writer.stats.retries,
-            ),
-            "fabric_dedup_hits": (
-                "Extents stored as a reference to existing content",
-                node.writer.stats.dedup_hits,
-            ),
-            "fabric_degraded_reads": (
-                "Extent reads that skipped an unreachable replica",
-                node.reader.stats.degraded_reads,
-            ),
-            "fabric_replica_repairs": (
-                "Bad extent copies rewritten from a good one",
-                node.reader.stats.repairs,
-            ),
-            "fabric_storage_written_bytes": (
-                "Bytes appended to local extent groups",
-                node.storage.bytes_written,
-            ),
-            "fabric_storage_read_bytes": (
-                "Bytes read from local extent groups",
-                node.storage.bytes_read,
-            ),
-            "fabric_ec_converted_bytes": (
-                "Data bytes of extent groups converted to erasure-coded strips",
-                node.ec.stats.converted_bytes,
-            ),
-            "fabric_ec_convert_seconds": (
-                "Seconds spent converting groups to strips (committed or rolled back)",
-                node.ec.stats.convert_seconds,
-            ),
-            "fabric_rebuild_copied_bytes": (
-                "Bytes this node copied as the target of a rebuild",
-                node.copier.stats.bytes_copied,
-            ),
-            "fabric_rebuild_copies_failed": (
-                "Rebuild copies this node failed to make as a target",
-                node.copier.stats.failed,
-            ),
-            "fabric_rebuild_bad_ranges": (
-                "Extents a rebuild found bad on one source and read from another",
-                node.copier.stats.bad_ranges,
-            ),
-            "fabric_scrub_bytes": (
-                "Bytes re-read and verified by the scrubber",
-                node.scrubber.stats.bytes_scrubbed,
-            ),
-            "fabric_scrub_errors": (
-                "Extents the scrubber found failing their checksum",
-                node.scrubber.stats.errors_found,
-            ),
-            "fabric_scrub_repaired": (
-                "Bad extents the scrubber rewrote from a good copy",
-                node.scrubber.stats.repaired,
-            ),
-            "fabric_scrub_passes": (
-                "Full scrub passes over this node's groups",
-                node.scrubber.stats.passes,
-            ),
-            "fabric_scanner_reclaimed_bytes": (
-                "Bytes freed by collecting extent groups",
-                node.scanner.stats.bytes_reclaimed,
-            ),
-        }
-        for name, (doc, value) in counters.items():
-            yield self._counter(name, doc, value)
+        for name, doc, read in IO_COUNTERS:
+            yield self._counter(name, doc, read(self.node))
 
 
 SECTIONS: tuple[type[Section], ...] = (Consensus, Peers, Members, Containers, Healing, Io)

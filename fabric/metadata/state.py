@@ -116,8 +116,10 @@ class MetadataState:
         self.refused_malformed = 0
         """Entries refused as malformed (a forged or corrupt command)."""
         self._nodes: dict[str, NodeRecord] | None = None
+        """Cache of ``nodes()``: replaced by a copy when a known node's record changes,
+        dropped when a node comes or goes."""
         self._up: frozenset[str] | None = None
-        """Cache of ``nodes()``; dropped whenever a node record changes."""
+        """Cache of ``up_nodes()``; dropped whenever a node record changes."""
 
     # --- generic reads ----------------------------------------------------------------------
     def get(self, key: str) -> Item | None:

@@ -139,11 +139,11 @@ class MetadataService:
         self._applied_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._read_ctx = itertools.count(1)
         self._persisted: list[Entry] = []
+        """Entries in the WAL after the snapshot: kept to rewrite the WAL on compaction."""
         self.heard: dict[str, float] = {}
         """Peer -> when (``clock.now()``) it last answered this node's appends or
         heartbeats: proof that it runs and hears this leader, which the health monitor
         counts as a report (so a big cluster's nodes may report rarely)."""
-        """Entries in the WAL after the snapshot: kept to rewrite the WAL on compaction."""
         self._hard_state = HardState()
         self._wal_hard_state = HardState()
         """The newest hard state in the WAL (``_hard_state`` may be ahead by its commit)."""

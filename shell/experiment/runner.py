@@ -325,8 +325,7 @@ async def _experiment(
             for w in scenario.workloads
             for i in range(w.concurrency)
         ]
-        racks = {n.id: n.labels.get("rack", "") for n in cfg.nodes}
-        steps = schedule(scenario, seed, racks, {n.id: list(n.disks) for n in cfg.nodes})
+        steps = schedule(scenario, seed, cfg.racks(), {n.id: list(n.disks) for n in cfg.nodes})
         fault_tasks = [asyncio.create_task(faults.run(s)) for s in steps]
         try:
             while (left := scenario.duration_s - clock.now()) > 0:

@@ -280,10 +280,9 @@ async def _experiment(
         for w in scenario.workloads
         for i in range(w.concurrency)
     ]
-    racks = {n.id: n.labels.get("rack", "") for n in cfg.nodes}
     # A simulated node's disks are named by node, as its fault agent knows them.
     disks = {n.id: [f"{n.id}/{d}" for d in n.disks] for n in cfg.nodes}
-    steps = schedule(scenario, seed, racks, disks)
+    steps = schedule(scenario, seed, cfg.racks(), disks)
     fault_tasks = [asyncio.create_task(faults.run(s)) for s in steps]
     total = scenario.duration_s
     try:
