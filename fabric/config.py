@@ -67,8 +67,10 @@ class Timeouts:
     degraded_after_ms: int = 1500
     down_after_ms: int = 4000
     learner_heartbeat_every: int = 1
-    """Non-voting nodes hear every this-many-th Raft heartbeat (entries still reach
-    them at once): a thousand-node cluster is almost all learners."""
+    """Non-voting nodes hear every this-many-th Raft heartbeat: a thousand-node cluster is
+    almost all learners. Above 1, committed entries ride on that heartbeat too, instead
+    of reaching them at once, except what a learner waits for (a read, its own
+    proposal, a promotion), which the leader sends it then."""
     background_scale: int = 1
     """Multiplies the period of every background loop (scanner, rebuild planner, health
     monitor, disk probe, membership watch, scrubber wake-up): a big cluster, or a long
@@ -100,7 +102,8 @@ LARGE_CLUSTER_TIMEOUTS = Timeouts(
     background_scale=60,
 )
 """Timing for a thousand nodes over a simulated day: Raft ticks at 500 ms with a 10-20 s
-election timeout and heartbeats every 2 s to the voters, every 90 s to the learners;
+election timeout and heartbeats every 2 s to the voters, every 90 s to the learners,
+which get the log's new entries then, or at once when they wait for them;
 health reports every 2 minutes (a Raft answer counts as one too), DEGRADED after 5
 minutes of silence and DOWN (so rebuilt) after 10, which is Ceph's default wait before
 it marks a silent OSD out and re-replicates (``mon_osd_down_out_interval``); every

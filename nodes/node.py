@@ -446,13 +446,13 @@ class Node:
         match message:
             case ProposeRequest():
                 self.check_in_service()
-                return await self.metadata.serve_forwarded(message)
+                return await self.metadata.serve_forwarded(message, frm)
             case ReadIndexRequest():
                 self.check_in_service()
-                return await self.metadata.serve_read_index()
+                return await self.metadata.serve_read_index(frm)
             case MembershipRequest():
                 self.check_in_service()
-                return await self.metadata.serve_membership(message)
+                return await self.metadata.serve_membership(message, frm)
             case NodeReport():
                 self.check_in_service()
                 if message.node_id != frm:

@@ -54,7 +54,7 @@ from fabric.ports import Runtime
 from fabric.sim.checkers import DiskAudit, DiskMismatch, RaftChecker, SafetyViolation, check_disks
 from fabric.sim.disk import SimDisk
 from fabric.sim.http import SimHttp
-from fabric.sim.loop import SimClock, VirtualLoop
+from fabric.sim.loop import SimClock, VirtualLoop, sparse_collection
 from fabric.sim.network import SimNetwork
 from fabric.sim.records import referenced
 from nodes.faultinject import FaultAgent, FaultyClock, FaultyDisk, NetFaults, ProcessFault
@@ -169,7 +169,8 @@ class SimCluster:
             coro.close()
             raise self.violation
         try:
-            result = self.loop.run_until_complete(coro)
+            with sparse_collection():
+                result = self.loop.run_until_complete(coro)
         except BaseException as exc:
             if self.violation is not None:
                 raise self.violation from exc

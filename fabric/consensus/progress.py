@@ -57,6 +57,10 @@ class Progress:
         self.read_ack = 0
         self.commit_told = 0
         """The highest commit index a message told this peer it may apply."""
+        self.lazy = False
+        """A learner that gets committed entries with its heartbeats (``lazy_learners``)."""
+        self.wanted = 0
+        """A lazy learner is sent entries up to here at once (``Raft.catch_up``)."""
         self.stalled_heartbeats = 0
 
     # -- transitions -----------------------------------------------------------------
@@ -169,10 +173,16 @@ def quorum_value(values: list[int]) -> int:
 
 class ProgressTracker:
     def __init__(
-        self, self_id: str, config: Membership, next_index: int, max_inflight: int
+        self,
+        self_id: str,
+        config: Membership,
+        next_index: int,
+        max_inflight: int,
+        lazy_learners: bool = False,
     ) -> None:
         self._self_id = self_id
         self._max_inflight = max_inflight
+        self._lazy_learners = lazy_learners
         self.peers: dict[str, Progress] = {}
         self.reconfigure(config, next_index)
 
@@ -189,6 +199,8 @@ class ProgressTracker:
             if p != self._self_id:
                 pr = self.peers.get(p) or Progress(next_index, self._max_inflight, voter=False)
                 pr.voter = p in config.voters
+                # A peer leaving is not lazy: it must hear the change that removes it.
+                pr.lazy = self._lazy_learners and not pr.voter and p not in leaving
                 peers[p] = pr
         self.peers = peers
         self._voters = [pr for pr in peers.values() if pr.voter]

@@ -323,6 +323,8 @@ class Raft:
         if self._role is not Role.LEADER:
             raise NotLeader(self._leader)
         new = Membership(tuple(voters), tuple(learners))
+        for peer in new.voters:
+            self.catch_up(peer, self._log.commit)  # a learner to promote must catch up
         membership.check_change(self._conf, new, self._caught_up)
         if self._log.membership_index > self._log.commit:
             raise MembershipChangeRefused(
@@ -341,6 +343,17 @@ class Raft:
         assert self._tracker is not None
         pr = self._tracker.peers.get(peer)
         return pr is not None and pr.match >= self._log.commit
+
+    def catch_up(self, peer: str, index: int) -> None:
+        """Send ``peer`` the log up to ``index`` (as it commits) now, not with its next
+        heartbeat: a lazy learner about to read at ``index``, or waiting to apply its own
+        proposal there. Nothing for any other peer, or on a follower."""
+        if self._tracker is None:
+            return
+        pr = self._tracker.peers.get(peer)
+        if pr is not None and pr.lazy and index > pr.wanted:
+            pr.wanted = index
+            self._touched.add(peer)
 
     def read_index(self, ctx: int) -> None:
         if self._role is not Role.LEADER:
@@ -516,9 +529,17 @@ class Raft:
         self._reset(Role.LEADER, self.id)
         next_index = self._log.last_index + 1
         self._tracker = ProgressTracker(
-            self.id, self._conf, next_index, self._cfg.max_inflight_appends
+            self.id,
+            self._conf,
+            next_index,
+            self._cfg.max_inflight_appends,
+            self._cfg.lazy_learners,
         )
         self._log.append(Entry(next_index, self._term, EntryKind.NOOP))
+        for _, pr in self._tracker:
+            # Every learner hears of the new leader at once (with its first entry): a
+            # learner's reads and proposals go to the leader it knows.
+            pr.wanted = next_index
 
     # -- ticks -----------------------------------------------------------------------
 
@@ -546,10 +567,14 @@ class Raft:
         self._scan_all = True  # a probe unpauses, a stalled peer probes again
         self._heartbeats += 1
         learners_too = self._heartbeats % self._cfg.learner_heartbeat_every == 0
+        commit = self._log.commit
         for peer, pr in self._tracker:
             if not (pr.voter or learners_too):
                 continue
             pr.heartbeat_tick(stall_limit)
+            if pr.lazy and pr.next <= commit and pr.can_send():
+                pr.wanted = commit  # its entries go instead, at the next Ready
+                continue
             self._send_heartbeat(peer, pr)
 
     # -- admission and terms ---------------------------------------------------------
@@ -737,7 +762,7 @@ class Raft:
             if self._scan_all or (last, commit) != self._scanned_at
             else [peers[p] for p in self._touched if p in peers]
         )
-        if any(pr.next <= (last if pr.voter else commit) and pr.can_send() for pr in looked):
+        if any(pr.next <= _end(pr, last, commit) and pr.can_send() for pr in looked):
             return True
         self._replicated(last, commit)
         return False
@@ -755,16 +780,18 @@ class Raft:
         A learner gets committed entries only: its ack counts for nothing, so sending
         it an entry before the commit would cost a second message to tell it the
         commit. Sent after, one append carries both (a promoted learner is a voter as
-        soon as the change is in the log, and from then gets every entry)."""
+        soon as the change is in the log, and from then gets every entry). A lazy
+        learner gets them up to what it asked for (``catch_up``); the rest waits for
+        its heartbeat."""
         assert self._tracker is not None
         last, commit = self._log.last_index, self._log.commit
         for peer, pr in self._tracker:
             sent = False
-            end = last if pr.voter else min(last, commit)
+            end = _end(pr, last, commit)
             while pr.can_send() and pr.next <= end:
                 self._send_append(peer, pr, end)
                 sent = True
-            if self._commit_dirty and not sent:
+            if self._commit_dirty and not sent and not pr.lazy:
                 self._send_heartbeat(peer, pr)
         self._commit_dirty = False
         self._replicated(last, commit)
@@ -819,6 +846,13 @@ class Raft:
         while self._reads and self._reads[0][0] <= acked:
             _, ctx, index = self._reads.popleft()
             self._read_states.append(ReadState(ctx, index))
+
+
+def _end(pr: Progress, last: int, commit: int) -> int:
+    """The last index the leader sends ``pr`` now."""
+    if pr.voter:
+        return last
+    return min(commit, pr.wanted) if pr.lazy else commit
 
 
 def _well_formed(msg: AppendRequest) -> bool:

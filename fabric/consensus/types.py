@@ -211,6 +211,11 @@ class RaftConfig:
     """Learners (and peers leaving) hear every this-many-th heartbeat: they vote in
     nothing, so only their stall detection and how soon an idle one learns a new
     leader depend on it, and a big cluster is mostly learners."""
+    lazy_learners: bool = False
+    """Committed entries reach a learner with its heartbeat (see above), not at once, unless
+    it asks to be caught up (``Raft.catch_up``: it is about to read, or it forwarded a
+    proposal) or it is to be promoted. In a big cluster almost every node is a learner,
+    and each entry would otherwise cost an append and an answer per node."""
     max_append_entries: int = 256
     """At most this many entries in one AppendRequest (batching)."""
     max_append_bytes: int = 1 << 20

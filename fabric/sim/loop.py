@@ -24,14 +24,38 @@ campaigns the moment it resumes, as a stopped process does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
+import gc
 import selectors
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVarTuple
 
 from fabric.ports import NODE_ID
 
 _Ts = TypeVarTuple("_Ts")
+
+
+SIM_GC_THRESHOLD = (50_000, 20, 100)
+"""The cyclic collector's thresholds while a simulation runs (Python's are (700, 10, 10))."""
+
+
+@contextlib.contextmanager
+def sparse_collection() -> Iterator[None]:
+    """Collect cyclic garbage less often while a simulation runs; the thresholds are
+    restored after.
+
+    A simulated cluster keeps millions of long-lived objects (every node's records, log
+    entries and indexes), and the default thresholds re-scan them again and again: at a
+    thousand nodes the collector took 29% of the run's wall time. What a simulated node
+    makes and drops (messages, timers, futures) is freed by reference counting; cycles
+    wait a little longer for their collection."""
+    before = gc.get_threshold()
+    gc.set_threshold(*SIM_GC_THRESHOLD)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
 
 
 class SimulationStalled(RuntimeError):

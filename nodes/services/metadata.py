@@ -183,6 +183,7 @@ class MetadataService:
             election_ticks=tm.election_ticks,
             heartbeat_ticks=tm.heartbeat_ticks,
             learner_heartbeat_every=tm.learner_heartbeat_every,
+            lazy_learners=tm.learner_heartbeat_every > 1,
             abstain=self.state_lost,
         )
         if self.state_lost:
@@ -352,7 +353,7 @@ class MetadataService:
         await self.wait_applied(reply.index)
         return Result(reply.ok, reply.value, reply.code, reply.message)
 
-    async def serve_forwarded(self, request: ProposeRequest) -> ProposeReply:
+    async def serve_forwarded(self, request: ProposeRequest, frm: str) -> ProposeReply:
         """A follower forwarded a proposal: commit it here if we lead."""
         if not self.is_leader:
             raise Unavailable(f"{self.node_id} is not the leader")
@@ -363,6 +364,7 @@ class MetadataService:
         except NotLeader as exc:
             raise Unavailable(str(exc)) from None
         index = self.state.applied_index  # applied through the proposal (or beyond)
+        self.catch_up(frm, index)  # it answers its caller once it has applied it too
         return ProposeReply(result.ok, result.value, result.code, result.message, index)
 
     # --- membership changes -----------------------------------------------------------------
@@ -422,12 +424,14 @@ class MetadataService:
             learners = [n for n in learners if n != node]
         else:
             raise BadRequest(f"unknown membership change {op!r}")
-        index = raft.propose_membership(tuple(voters), tuple(learners))
+        try:
+            index = raft.propose_membership(tuple(voters), tuple(learners))
+        finally:
+            self._wake.set()  # a learner to promote was told to catch up, even if refused
         future: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         deadline = self.clock.now() + limits.PROPOSAL_TIMEOUT_S
         self._proposals[index] = (raft.term, future, deadline)
         self._arm_expiry()
-        self._wake.set()
         try:
             await future
         finally:
@@ -435,7 +439,7 @@ class MetadataService:
                 del self._proposals[index]
         return index
 
-    async def serve_membership(self, request: MembershipRequest) -> ProposeReply:
+    async def serve_membership(self, request: MembershipRequest, frm: str) -> ProposeReply:
         if not self.is_leader:
             raise Unavailable(f"{self.node_id} is not the leader")
         try:
@@ -445,6 +449,7 @@ class MetadataService:
         except MembershipChangeRefused as exc:
             code = "unavailable" if exc.retryable else "conflict"
             return ProposeReply(False, None, code, str(exc), 0)
+        self.catch_up(frm, index)
         return ProposeReply(True, index, "", "", index)
 
     async def read_index(self) -> int:
@@ -489,13 +494,22 @@ class MetadataService:
         finally:
             self._reads.pop(ctx, None)
 
-    async def serve_read_index(self) -> ReadIndexReply:
+    async def serve_read_index(self, frm: str) -> ReadIndexReply:
         if not self.is_leader:
             raise Unavailable(f"{self.node_id} is not the leader")
         try:
-            return ReadIndexReply(await self._read_index_local())
+            index = await self._read_index_local()
         except NotLeader as exc:
             raise Unavailable(str(exc)) from None
+        self.catch_up(frm, index)  # it reads once it has applied this far
+        return ReadIndexReply(index)
+
+    def catch_up(self, peer: str, index: int) -> None:
+        """``peer`` waits to apply ``index``: send it the log that far now (a learner of a
+        big cluster otherwise gets entries only with its heartbeats)."""
+        if self.raft is not None:
+            self.raft.catch_up(peer, index)
+            self._wake.set()
 
     async def wait_applied(self, index: int) -> None:
         if self.state.applied_index >= index:

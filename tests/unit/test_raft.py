@@ -23,6 +23,7 @@ from fabric.consensus.types import (
     EntryKind,
     HardState,
     Membership,
+    MembershipChangeRefused,
     Message,
     NotLeader,
     RaftConfig,
@@ -547,6 +548,82 @@ def test_learners_hear_every_nth_heartbeat_but_entries_at_once() -> None:
     r.step(AppendResponse(r.term, "b", "a", True, index))
     appends = sent(drain(r), AppendRequest, to="l")  # no heartbeat due: the entry goes
     assert [m.entries[-1].index for m in appends] == [index]
+
+
+def _lazy_leader() -> tuple[Raft, int]:
+    """Leader of voters a, b with a lazy learner l caught up through the noop; the index
+    of a command committed after."""
+    r = new("a", voters=("a", "b"), learners=("l",), learner_heartbeat_every=3, lazy_learners=True)
+    make_leader(r)
+    for peer in ("b", "l"):
+        r.step(AppendResponse(r.term, peer, "a", True, r.last_index))
+    drain(r)
+    index = r.propose(b"x")
+    drain(r)
+    r.step(AppendResponse(r.term, "b", "a", True, index))
+    assert r.commit_index == index
+    return r, index
+
+
+def test_a_lazy_learner_gets_new_entries_with_its_heartbeat_not_at_once() -> None:
+    """A big cluster's learners: each entry would cost an append and an answer per node;
+    with its heartbeat one append carries whatever committed since."""
+    r, index = _lazy_leader()
+    assert not sent(drain(r), AppendRequest, to="l")  # committed: b heard, l waits
+    second = r.propose(b"y")
+    drain(r)
+    r.step(AppendResponse(r.term, "b", "a", True, second))
+    assert not sent(drain(r), AppendRequest, to="l")
+    to_l: list[AppendRequest] = []
+    for _ in range(3 * 2):  # three heartbeats of heartbeat_ticks=2: the third is l's
+        r.tick()
+        to_l += sent(drain(r), AppendRequest, to="l")
+    assert [(m.entries[0].index, m.entries[-1].index, m.commit) for m in to_l] == [
+        (index, second, second)
+    ]  # one append with both entries and the commit, instead of a heartbeat
+
+
+def test_a_lazy_learner_that_waits_for_an_index_is_caught_up_at_once() -> None:
+    """It is about to read at that index, or to apply its own proposal: it must not wait
+    for its heartbeat (and a voter or an unknown peer asks for nothing)."""
+    r, index = _lazy_leader()
+    drain(r)
+    r.catch_up("b", index)
+    r.catch_up("zz", index)
+    assert not r.has_ready()
+    r.catch_up("l", index + 1)  # up to an index not committed yet: what is committed goes
+    appends = sent(drain(r), AppendRequest, to="l")
+    assert [(m.entries[-1].index, m.commit) for m in appends] == [(index, index)]
+    later = r.propose(b"z")
+    drain(r)
+    r.step(AppendResponse(r.term, "b", "a", True, later))
+    assert [m.entries[-1].index for m in sent(drain(r), AppendRequest, to="l")] == [later]
+    again = r.propose(b"w")  # past what l asked for: it waits again
+    drain(r)
+    r.step(AppendResponse(r.term, "b", "a", True, again))
+    assert not sent(drain(r), AppendRequest, to="l")
+
+
+def test_a_new_leader_tells_lazy_learners_at_once_and_promotes_one_after_catching_it_up() -> None:
+    """Learners send their reads and proposals to the leader they know: they hear of a
+    new one with its first entry. A learner to promote is sent the log at once (the
+    change is refused until it has acknowledged it)."""
+    r = new("a", voters=("a", "b"), learners=("l",), learner_heartbeat_every=3, lazy_learners=True)
+    rd = make_leader(r)
+    noop = r.last_index
+    r.step(AppendResponse(r.term, "b", "a", True, noop))
+    to_l = sent(rd, AppendRequest, to="l") + sent(drain(r), AppendRequest, to="l")
+    assert [m.entries[-1].index for m in to_l if m.entries] == [noop]
+    r.step(AppendResponse(r.term, "l", "a", True, noop))
+    index = r.propose(b"x")
+    drain(r)
+    r.step(AppendResponse(r.term, "b", "a", True, index))
+    assert not sent(drain(r), AppendRequest, to="l")
+    with pytest.raises(MembershipChangeRefused, match="caught up"):
+        r.propose_membership(("a", "b", "l"))
+    assert [m.entries[-1].index for m in sent(drain(r), AppendRequest, to="l")] == [index]
+    r.step(AppendResponse(r.term, "l", "a", True, index))
+    assert r.propose_membership(("a", "b", "l")) == index + 1
 
 
 def test_a_learner_rejected_at_its_heartbeat_is_probed_again_at_once() -> None:
