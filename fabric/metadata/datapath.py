@@ -79,13 +79,25 @@ class DataPath:
 
     def __init__(self, state: MetadataState) -> None:
         self.s = state
+        self._moved: dict[str, dict[str, int]] = {}
+        """container -> total -> how much this command moved it (put once, at its end)."""
 
     # --- helpers ----------------------------------------------------------------------------
     def _stats_add(self, index: int, container: str, **deltas: int) -> None:
-        record = self.s.container(container)
-        assert record is not None, f"totals of missing container {container}"
-        stats: ContainerStats = record.stats.add(**deltas)
-        self.s.put(index, keys.container_key(container), replace(record, stats=stats))
+        # A write moves three totals of its container, and every node applies every
+        # write: the container record is rewritten once per command, not per total.
+        assert self.s.container(container) is not None, f"totals of missing container {container}"
+        moved = self._moved.setdefault(container, {})
+        for name, delta in deltas.items():
+            moved[name] = moved.get(name, 0) + delta
+
+    def _put_totals(self, index: int) -> None:
+        for container, moved in self._moved.items():
+            record = self.s.container(container)
+            assert record is not None, f"totals of missing container {container}"
+            stats: ContainerStats = record.stats.add(**moved)
+            self.s.put(index, keys.container_key(container), replace(record, stats=stats))
+        self._moved.clear()
 
     def _egroup(self, egid: str) -> EgroupRecord:
         eg = self.s.egroup(egid)
@@ -97,6 +109,12 @@ class DataPath:
 
     # --- dispatch ---------------------------------------------------------------------------
     def apply(self, index: int, cmd: DataCommand) -> Any:
+        try:
+            return self._dispatch(index, cmd)
+        finally:
+            self._put_totals(index)
+
+    def _dispatch(self, index: int, cmd: DataCommand) -> Any:
         match cmd:
             case CreateContainer():
                 return self._create_container(index, cmd)

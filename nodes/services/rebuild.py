@@ -231,6 +231,8 @@ class RebuildService:
         self.inflight = inflight
         self.stats = RebuildStats()
         self.watch: dict[str, ContainerWatch] = {}
+        self._reduced: tuple[MetadataState | None, int, dict[str, int]] = (None, -1, {})
+        """``reduced_bytes`` of a state at an applied index (only an entry changes it)."""
         self._running: dict[str, asyncio.Task[Any]] = {}
         self._busy: dict[str, int] = {}
         """node -> copies it takes part in now (as source or target)."""
@@ -483,7 +485,12 @@ class RebuildService:
 
     def sample(self) -> None:
         now = self.clock.now()
-        reduced = reduced_bytes(self.state)
+        state = self.state
+        cached, at, reduced = self._reduced
+        if cached is not state or at != state.applied_index:
+            # Every node samples; a big cluster's learners apply a batch a heartbeat.
+            reduced = reduced_bytes(state)
+            self._reduced = (state, state.applied_index, reduced)
         for container in self.state.containers():
             watch = self.watch.setdefault(container.name, ContainerWatch())
             if watch.samples and watch.reduced_bytes:
