@@ -217,6 +217,9 @@ class Node:
         self.registered = False
         self.fault: str | None = None
         """Why a bug took this node out of service, for good (until restarted)."""
+        self._out_since: float | None = None
+        """Since when this node has been out of service, without a break (its reports say
+        for how long)."""
         self.restarts: dict[str, int] = {}
         """Restarts after operating faults, by task name (shown in ``/api/v1/health``)."""
         self._duties: dict[str, asyncio.Task[Any]] = {}
@@ -423,7 +426,17 @@ class Node:
         if self.disk_watch.all_failed:
             problems.append(f"every disk failed: {', '.join(failed)}")
         if problems:
-            return "DEGRADED", {"disks": disks, "reason": "; ".join(problems)}
+            detail: dict[str, Any] = {"disks": disks, "reason": "; ".join(problems)}
+            if self.out_of_service is not None or self.disk_watch.all_failed:
+                # It holds nothing the cluster can use: left so long, the leader calls it
+                # DOWN and has its data rebuilt.
+                if self._out_since is None:
+                    self._out_since = self.clock.now()
+                detail["out_of_service_s"] = self.clock.now() - self._out_since
+                return "DEGRADED", detail
+            self._out_since = None
+            return "DEGRADED", detail
+        self._out_since = None
         return "UP", {"disks": disks}
 
     # --- incoming traffic -------------------------------------------------------------------

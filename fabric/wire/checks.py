@@ -217,9 +217,12 @@ def node_report(m: NodeReport) -> None:
     ids.node_id(m.node_id)
     if m.state not in REPORT_STATES:
         raise WireError(f"a node reports itself {m.state[:40]!r}")
-    unknown = set(m.detail) - {"disks", "reason"}
+    unknown = set(m.detail) - {"disks", "reason", "out_of_service_s"}
     if unknown:
         raise WireError(f"unknown report field {sorted(unknown)[0][:40]!r}")
+    out_s = m.detail.get("out_of_service_s", 0.0)
+    if isinstance(out_s, bool) or not isinstance(out_s, int | float) or not 0 <= out_s < 1e12:
+        raise WireError("a report's out_of_service_s is a number of seconds")
     reason = m.detail.get("reason", "")
     if not isinstance(reason, str):
         raise WireError("a report's reason is text")

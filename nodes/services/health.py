@@ -7,7 +7,14 @@ report adds what the node says of itself: out of service, its disks). When the a
 crosses ``degraded_after_ms`` or ``down_after_ms``, it commits a
 ``SetNodeState`` so the transition is in the replicated metadata and every node sees
 the same states. A new leader starts every node's clock at its election, so a failover
-does not declare the whole cluster DOWN.
+does not declare the whole cluster DOWN; that grace is no sign of life, though: a node the
+old leader called DEGRADED or DOWN stays so until the new one hears from it.
+
+A node that reports itself out of service (a bug stopped it, its Raft log cannot be
+written, every disk failed) is DEGRADED; once it says it has been out for
+``down_after_ms`` (by its own clock, so a new leader knows too) it is DOWN like a silent
+one, and the cluster rebuilds what it held instead of waiting for it forever. It is UP
+again once it reports so.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from fabric.wire.messages import Ack, NodeReport
 from nodes.services.metadata import MetadataService
 
 log = logging.getLogger(__name__)
+
+_RANK = {"DOWN": 0, "DEGRADED": 1, "UP": 2}
 
 
 class HealthService:
@@ -47,6 +56,10 @@ class HealthService:
         self.last_seen: dict[str, float] = {}
         self.reports: dict[str, dict[str, Any]] = {}
         self._led_since_term: int | None = None
+        self._led_since = -math.inf
+        """When this node last became leader (its grace for every node starts then)."""
+        self._reported_at: dict[str, float] = {}
+        """node -> when its last report reached this leader (the grace does not count)."""
 
     async def _report(self) -> NodeReport:
         state, detail = await self.local_report()
@@ -76,9 +89,18 @@ class HealthService:
     def receive(self, report: NodeReport) -> Ack:
         if not self.metadata.is_leader:
             raise Unavailable(f"{self.node_id} is not the leader")
-        self.last_seen[report.node_id] = self.clock.now()
+        now = self.clock.now()
+        self.last_seen[report.node_id] = now
+        self._reported_at[report.node_id] = now
         self.reports[report.node_id] = {"state": report.state, **report.detail}
         return Ack()
+
+    def _heard_since_leading(self, node_id: str) -> bool:
+        heard = max(
+            self._reported_at.get(node_id, -math.inf),
+            self.metadata.heard.get(node_id, -math.inf),
+        )
+        return heard >= self._led_since
 
     def desired_state(self, node_id: str, now: float) -> tuple[str, str]:
         t = self.config.timeouts
@@ -90,8 +112,12 @@ class HealthService:
             return "DOWN", f"no report or Raft answer for {age_ms / 1000:.1f} s"
         if age_ms >= t.degraded_after_ms:
             return "DEGRADED", f"no report or Raft answer for {age_ms / 1000:.1f} s"
-        reported = self.reports.get(node_id, {}).get("state", "UP")
-        return reported, self.reports.get(node_id, {}).get("reason", "")
+        report = self.reports.get(node_id, {})
+        reason = report.get("reason", "")
+        out_s = report.get("out_of_service_s", 0.0)  # by the node's own clock
+        if out_s * 1000 >= t.down_after_ms:
+            return "DOWN", f"{reason} (out of service for {out_s:.1f} s)"
+        return report.get("state", "UP"), reason
 
     async def monitor_forever(self) -> None:
         while True:
@@ -107,6 +133,7 @@ class HealthService:
                 # A new leader has no history: give every node a full grace period.
                 self._led_since_term = term
                 now = self.clock.now()
+                self._led_since = now
                 self.last_seen = {n: now for n in self.metadata.state.nodes()}
             await self._commit_transitions()
 
@@ -116,6 +143,9 @@ class HealthService:
             state, reason = self.desired_state(node_id, now)
             if state == record.state:
                 continue
+            better = _RANK[state] > _RANK.get(record.state, 0)
+            if better and not self._heard_since_leading(node_id):
+                continue  # only our grace says so: no sign of life yet
             log.info("node %s: %s -> %s (%s)", node_id, record.state, state, reason)
             try:
                 await self.metadata.propose(SetNodeState(node_id, state, self.clock.wall(), reason))

@@ -185,7 +185,8 @@ KINDS: dict[type, st.SearchStrategy[Any]] = {
         node_ids,
         st.sampled_from(["UP", "DEGRADED"]),
         st.fixed_dictionaries(
-            {"disks": st.lists(disk_reports, max_size=3)}, optional={"reason": texts}
+            {"disks": st.lists(disk_reports, max_size=3)},
+            optional={"reason": texts, "out_of_service_s": st.floats(0, 1e6)},
         ),
     ),
     wm.Ack: st.just(wm.Ack()),

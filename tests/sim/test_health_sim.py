@@ -35,3 +35,28 @@ def test_a_node_that_answers_raft_but_stops_reporting_stays_up(sim: SimCluster) 
             f"seed {SEED}: {node} DOWN once it neither reports nor answers",
         )
     )
+
+
+def test_a_new_leader_keeps_a_down_node_down_until_it_hears_from_it(sim: SimCluster) -> None:
+    """A new leader gives every node a full grace period from its election, so a failover
+    does not call the cluster DOWN; but that grace is no sign of life: the node the old
+    leader found DOWN must not be UP (a rebuild target) or DEGRADED again meanwhile."""
+    old = sim.leader()
+    assert old is not None
+    victim = next(n for n in sorted(sim.nodes) if n not in sim.config.voters)
+    t = sim.config.timeouts
+    sim.crash(victim)
+    sim.run(
+        sim.wait_for(
+            lambda: _state(sim, victim) == "DOWN", 3 * t.down_after_ms / 1000, f"{victim} DOWN"
+        )
+    )
+    since = sim.nodes[old].metadata.state.nodes()[victim].state_since
+    sim.crash(old)
+    sim.run(sim.wait_for(lambda: sim.leader() not in (None, old), 30, "a new leader"))
+    new = sim.leader()
+    assert new is not None
+    # Past the grace the new leader gives, and past a DOWN timeout after it.
+    sim.run(sim.sleep(3 * t.down_after_ms / 1000))
+    record = sim.nodes[new].metadata.state.nodes()[victim]
+    assert (record.state, record.state_since) == ("DOWN", since), f"seed {SEED}: {record}"

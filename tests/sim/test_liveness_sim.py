@@ -320,6 +320,35 @@ def test_follower_with_a_full_wal_disk_is_reported_then_recovers(seed: int) -> N
     run_story(seed, follower_wal_fills_up)
 
 
+async def wal_disk_stays_full(sim: SimCluster) -> None:
+    """Out of service past ``down_after_ms``, a node is DOWN (so its data is rebuilt),
+    though it still reports; UP again once it is back in service."""
+    leader = sim.leader()
+    victim = next(n for n in sorted(sim.config.voters) if n != leader)
+    disk = sim.disks[victim][0]
+    disk.full = True
+    down_s = sim.config.timeouts.down_after_ms / 1000
+    began = sim.clock.now()
+    await sim.wait_for(
+        lambda: state_of(sim, victim)[0] == "DOWN",
+        3 * down_s,
+        f"{victim} DOWN after {down_s} s out of service",
+    )
+    assert sim.clock.now() - began >= down_s
+    assert "out of service for" in state_of(sim, victim)[1], state_of(sim, victim)
+    assert "no space left on device" in state_of(sim, victim)[1], state_of(sim, victim)
+    now_leader = sim.leader()
+    assert now_leader is not None
+    assert sim.nodes[now_leader].health.last_seen[victim] > began  # it kept reporting
+    disk.full = False
+    await sim.wait_for(lambda: all_up(sim), HEAL_DEADLINE_S, "every node UP again")
+
+
+@pytest.mark.parametrize("seed", SEEDS[:3])
+def test_a_node_out_of_service_past_the_down_timeout_is_down_until_back(seed: int) -> None:
+    run_story(seed, wal_disk_stays_full)
+
+
 @pytest.mark.parametrize("seed", SEEDS)
 def test_leader_with_a_full_wal_disk_is_reported_then_recovers(seed: int) -> None:
     run_story(seed, leader_wal_fills_up)

@@ -28,7 +28,7 @@ from fabric.errors import BadRequest
 from fabric.keys import ClusterKeys
 from fabric.sim.disk import SimDisk
 from fabric.wire.codec import encode, encode_parts
-from fabric.wire.messages import AppendExtents, ReadExtent, RepairExtent, StatEgroup
+from fabric.wire.messages import AppendExtents, NodeReport, ReadExtent, RepairExtent, StatEgroup
 from fabric.wire.refusals import Refusals
 from nodes.metrics import Peers
 from nodes.runtime import PARTS_HEADER, FileDisk, HttpTransport
@@ -137,6 +137,8 @@ async def test_a_forged_append_with_a_traversal_id_is_refused_and_writes_nothing
         (ReadExtent("eg-1", 2**62, 1), "outside an extent-group file"),
         (AppendExtents("eg-1", (b"x",), -7), "outside an extent-group file"),
         (StatEgroup(42), "expected str"),  # type: ignore[arg-type]
+        (NodeReport("n2", "DEGRADED", {"out_of_service_s": -3.0}), "a number of seconds"),
+        (NodeReport("n2", "DEGRADED", {"out_of_service_s": "forever"}), "a number of seconds"),
     ],
 )
 async def test_out_of_range_fields_are_refused_with_the_reason(
