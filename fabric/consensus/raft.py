@@ -51,6 +51,14 @@ probe/replicate/snapshot flow control). Appends carry up to ``max_append_entries
 peer's ``match`` index, so they never fail for a healthy follower; they carry
 ``commit = min(commit, match)``.
 
+Learners get committed entries only (their acks count for nothing). With
+``lazy_learners`` they get them with their heartbeat (every ``learner_heartbeat_every``-th),
+one append for whatever committed since, instead of one append and one answer per entry
+per learner; ``catch_up(peer, index)`` sends one the log up to ``index`` at once (the
+driver calls it when a learner waits for that index: a read, its own proposal), a learner
+to promote is caught up the same way, and a new leader sends every learner its first
+entry, so each learns at once whom to ask.
+
 A rejected append answers ``hint_index`` (where to probe next) and echoes the rejected
 ``prev_index`` in ``match_index`` so the leader can tell a stale rejection from a fresh
 one.
