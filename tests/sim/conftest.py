@@ -10,6 +10,7 @@ import pytest
 from fabric.config import (
     ClusterConfig,
     DebugSettings,
+    Timeouts,
     default_config_text,
     parse_config,
     sized_config,
@@ -36,18 +37,20 @@ def started(
     debug: DebugSettings | None = None,
     buggify: bool = False,
     faults: bool = False,
+    timeouts: Timeouts | None = None,
 ) -> SimCluster:
     """A running cluster with a leader and every node registered (``debug``: nodes
     broken on purpose, for the tests that prove a checker fires; ``faults``: nodes take
     injected faults and may be paused)."""
     cfg = config(nodes, import_allow)
     cfg = cfg if debug is None else replace(cfg, debug=debug)
+    cfg = cfg if timeouts is None else replace(cfg, timeouts=timeouts)
     sim = SimCluster(cfg, seed, buggify=buggify, faults=faults)
     sim.run(sim.start_all())
     sim.run(
         sim.wait_for(
             lambda: sim.leader() is not None and all(n.registered for n in sim.nodes.values()),
-            20,
+            20 if timeouts is None else 6 * timeouts.election_ticks * timeouts.tick_ms / 1000,
             "a leader and every node registered",
         )
     )

@@ -6,12 +6,10 @@ linearizable), and the news of a new leader all reach it at once.
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 from fabric.config import LARGE_CLUSTER_TIMEOUTS
 from fabric.metadata.commands import Put
 from nodes.simcluster import SimCluster
-from tests.sim.conftest import config
+from tests.sim.conftest import started
 
 SEED = 4
 FAST_S = 2.0
@@ -21,18 +19,8 @@ QUIET_S = 20.0
 every 90 s, so it may have come just before the write)."""
 
 
-def large(nodes: int = 6) -> SimCluster:
-    cfg = replace(config(nodes), timeouts=LARGE_CLUSTER_TIMEOUTS)
-    sim = SimCluster(cfg, SEED)
-    sim.run(sim.start_all())
-    sim.run(
-        sim.wait_for(
-            lambda: sim.leader() is not None and all(n.registered for n in sim.nodes.values()),
-            120,
-            "a leader and every node registered",
-        )
-    )
-    return sim
+def large() -> SimCluster:
+    return started(nodes=6, seed=SEED, timeouts=LARGE_CLUSTER_TIMEOUTS)
 
 
 def test_a_learner_lags_between_heartbeats_but_reads_every_committed_write() -> None:
