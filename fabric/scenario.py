@@ -650,6 +650,7 @@ def failure_steps(
     racks: Mapping[str, str] | None = None,
     disk_names: Mapping[str, Sequence[str]] | None = None,
 ) -> list[FaultStep]:
+    """The ``[failures]`` part of ``schedule`` (same arguments)."""
     spec = scenario.failures
     if racks is None:
         from fabric.reliability.layout import cluster  # numpy: only when asked

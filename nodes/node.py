@@ -425,19 +425,19 @@ class Node:
         failed = [str(d["name"]) for d in disks if d["state"] == "FAILED"]
         if self.disk_watch.all_failed:
             problems.append(f"every disk failed: {', '.join(failed)}")
-        if problems:
-            detail: dict[str, Any] = {"disks": disks, "reason": "; ".join(problems)}
-            if self.out_of_service is not None or self.disk_watch.all_failed:
-                # It holds nothing the cluster can use: left so long, the leader calls it
-                # DOWN and has its data rebuilt.
-                if self._out_since is None:
-                    self._out_since = self.clock.now()
-                detail["out_of_service_s"] = self.clock.now() - self._out_since
-                return "DEGRADED", detail
+        now = self.clock.now()
+        if self.out_of_service is None and not self.disk_watch.all_failed:
             self._out_since = None
-            return "DEGRADED", detail
-        self._out_since = None
-        return "UP", {"disks": disks}
+        elif self._out_since is None:
+            self._out_since = now
+        if not problems:
+            return "UP", {"disks": disks}
+        detail: dict[str, Any] = {"disks": disks, "reason": "; ".join(problems)}
+        if self._out_since is not None:
+            # It holds nothing the cluster can use: left so long, the leader calls it DOWN
+            # and has its data rebuilt.
+            detail["out_of_service_s"] = now - self._out_since
+        return "DEGRADED", detail
 
     # --- incoming traffic -------------------------------------------------------------------
     def _on_message(self, frm: str, message: Any) -> None:

@@ -85,8 +85,8 @@ class DataPath:
     # --- helpers ----------------------------------------------------------------------------
     def _stats_add(self, index: int, container: str, **deltas: int) -> None:
         # A write moves three totals of its container, and every node applies every
-        # write: the container record is rewritten once per command, not per total.
-        assert self.s.container(container) is not None, f"totals of missing container {container}"
+        # write: the container record is rewritten once per command (``_put_totals``,
+        # which also finds a missing container), not per total.
         moved = self._moved.setdefault(container, {})
         for name, delta in deltas.items():
             moved[name] = moved.get(name, 0) + delta
