@@ -66,7 +66,8 @@ class Sampler:
     async def sample(self) -> Sample:
         t = self.clock.now()
         try:
-            view, rebuild, metrics = await asyncio.wait_for(self._ask(), SAMPLE_TIMEOUT_S)
+            async with asyncio.timeout(SAMPLE_TIMEOUT_S):
+                view, rebuild, metrics = await self._ask()
         except Exception as exc:  # any failure of the cluster is a missing sample
             s = Sample(t=round(t, 3), ok=False)
             self.raw.append({"t": s.t, "ok": False, "error": str(exc) or type(exc).__name__})
