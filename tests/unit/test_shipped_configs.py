@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -55,3 +56,21 @@ def test_the_grafana_dashboard_imports_with_any_prometheus() -> None:
     sources += [v["datasource"] for v in dashboard["templating"]["list"]]
     assert sources and all(s == {"type": "prometheus", "uid": "${DS_PROMETHEUS}"} for s in sources)
     assert len({p["id"] for p in panels}) == len(panels)
+
+
+def test_the_grafana_dashboard_queries_are_well_formed() -> None:
+    """Brackets balance, and ``rate``/``increase`` only ever see a counter (``_total``):
+    a gauge there gives nonsense, not an error."""
+    dashboard = json.loads((SHIPPED / "grafana-dashboard.json").read_text())
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert panels and all(p["targets"] for p in panels)
+    for expr in (t["expr"] for p in panels for t in p["targets"]):
+        depth = []
+        for ch in expr:
+            if ch in "([{":
+                depth.append("([{".index(ch))
+            elif ch in ")]}":
+                assert depth and depth.pop() == ")]}".index(ch), expr
+        assert not depth, expr
+        for series in re.findall(r"\b(?:rate|increase)\((fabric_[a-z0-9_]+)", expr):
+            assert series.endswith("_total"), expr
