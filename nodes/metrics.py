@@ -9,7 +9,7 @@ an experiment's sampler scrapes every node for five counters.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import ClassVar
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -112,10 +112,11 @@ class Members(Section):
 
     def collect(self) -> Iterator[Family]:
         states = GaugeMetricFamily(
-            "fabric_node_up", "1 if the node is UP in the replicated metadata", labels=["peer"]
+            "fabric_node_up", "1 if the node is UP in the replicated metadata", labels=["node"]
         )
-        for peer, record in self.node.metadata.state.nodes().items():
-            states.add_metric([peer], int(record.state == "UP"))
+        # ``node`` names the node the figure is about (as everywhere): here each member.
+        for member, record in self.node.metadata.state.nodes().items():
+            states.add_metric([member], int(record.state == "UP"))
         yield states
 
 
@@ -124,6 +125,9 @@ CONTAINER_FIELDS = (
     ("unique_bytes", "Logical bytes after dedup"),
     ("stored_bytes", "Unique bytes after compression"),
     ("physical_bytes", "Bytes on disks, every copy and unreclaimed space counted"),
+    ("dedup_savings_bytes", "Logical bytes not stored thanks to dedup"),
+    ("compression_savings_bytes", "Unique bytes not stored thanks to compression"),
+    ("ec_savings_bytes", "Bytes erasure coding saves over full replicas of the same data"),
     ("resiliency", "Further node failures every extent group survives now"),
 )
 
@@ -164,10 +168,10 @@ class Containers(Section):
         c = CounterMetricFamily(
             "fabric_container_reduced_resiliency_seconds",
             "Seconds this node saw some of the container's data at reduced resiliency",
-            labels=["container"],
+            labels=["node", "container"],
         )
         for name, watch in sorted(rebuild.watch.items()):
-            c.add_metric([name], watch.reduced_seconds)
+            c.add_metric([self.node.id, name], watch.reduced_seconds)
         yield c
 
 
@@ -180,7 +184,7 @@ DISK_GAUGES = (
 
 class Healing(Section):
     families: ClassVar[dict[str, str]] = {
-        "fabric_scrub_last_pass_end_seconds": "gauge",
+        "fabric_scrub_last_pass_end_timestamp_seconds": "gauge",
         **{name: "gauge" for name, _, _ in DISK_GAUGES},
         "fabric_rebuild_pulled_bytes": "counter",
         "fabric_rebuild_leader_copies": "counter",
@@ -190,7 +194,7 @@ class Healing(Section):
     def collect(self) -> Iterator[Family]:
         node = self.node
         g = GaugeMetricFamily(
-            "fabric_scrub_last_pass_end_seconds",
+            "fabric_scrub_last_pass_end_timestamp_seconds",
             "When this node's last full scrub pass ended (Unix time; 0: never)",
             labels=["node"],
         )
@@ -242,16 +246,6 @@ IO_COUNTERS: tuple[tuple[str, str, Callable[[Node], float]], ...] = (
         "fabric_replica_repairs",
         "Bad extent copies rewritten from a good one",
         lambda n: n.reader.stats.repairs,
-    ),
-    (
-        "fabric_storage_written_bytes",
-        "Bytes appended to local extent groups",
-        lambda n: n.storage.bytes_written,
-    ),
-    (
-        "fabric_storage_read_bytes",
-        "Bytes read from local extent groups",
-        lambda n: n.storage.bytes_read,
     ),
     (
         "fabric_ec_converted_bytes",
@@ -307,12 +301,35 @@ IO_COUNTERS: tuple[tuple[str, str, Callable[[Node], float]], ...] = (
 """Per-node counters: name, help, how to read it (one table for families and collect)."""
 
 
+DISK_COUNTERS: tuple[tuple[str, str, Callable[[Node], Mapping[str, int]]], ...] = (
+    (
+        "fabric_storage_written_bytes",
+        "Bytes appended to extent groups on each of this node's disks",
+        lambda n: n.storage.bytes_written,
+    ),
+    (
+        "fabric_storage_read_bytes",
+        "Bytes read from extent groups on each of this node's disks",
+        lambda n: n.storage.bytes_read,
+    ),
+)
+"""Per-disk counters: name, help, how to read the runtime's disk name -> count."""
+
+
 class Io(Section):
-    families: ClassVar[dict[str, str]] = {name: "counter" for name, _, _ in IO_COUNTERS}
+    families: ClassVar[dict[str, str]] = {
+        name: "counter" for name, _, _ in (*IO_COUNTERS, *DISK_COUNTERS)
+    }
 
     def collect(self) -> Iterator[Family]:
         for name, doc, read in IO_COUNTERS:
             yield self._counter(name, doc, read(self.node))
+        shown = self.node.disk_watch.names  # the runtime's disk names -> the config's
+        for name, doc, read_disks in DISK_COUNTERS:
+            c = CounterMetricFamily(name, doc, labels=["node", "disk"])
+            for disk, count in sorted(read_disks(self.node).items()):
+                c.add_metric([self.node.id, shown[disk]], count)
+            yield c
 
 
 SECTIONS: tuple[type[Section], ...] = (Consensus, Peers, Members, Containers, Healing, Io)

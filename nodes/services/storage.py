@@ -76,8 +76,9 @@ class StorageService:
         self.disks = disks
         self._where: dict[str, Disk] = {}
         self._tails: dict[str, Tail] = {}
-        self.bytes_written = 0
-        self.bytes_read = 0
+        self.bytes_written = dict.fromkeys((d.name for d in disks), 0)
+        """disk -> bytes appended to its extent groups (``/metrics``, per disk)."""
+        self.bytes_read = dict.fromkeys((d.name for d in disks), 0)
         self.repairs = 0
         self.disk_state: dict[str, str] = {d.name: "UP" for d in disks}
         """UP, FULL (takes no new group) or FAILED (holds nothing): kept by ``DiskWatch``."""
@@ -208,7 +209,7 @@ class StorageService:
         for payload in msg.payloads:
             offsets.append(pos)
             pos += len(payload)
-        self.bytes_written += size
+        self.bytes_written[disk.name] += size
         return AppendReply(tuple(offsets))
 
     async def flush(self, egid: str) -> int:
@@ -267,7 +268,7 @@ class StorageService:
         except DiskFault as exc:
             self._fault(disk, exc)
             raise Unavailable(f"{self.node_id}: {exc}") from None
-        self.bytes_read += len(data)
+        self.bytes_read[disk.name] += len(data)
         return ExtentData(data)
 
     async def stat(self, msg: StatEgroup) -> EgroupStat:
