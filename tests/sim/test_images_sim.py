@@ -407,3 +407,30 @@ def test_a_raw_disk_is_padded_to_a_whole_sector_like_qemu_img(source: Path) -> N
         assert image["stored_bytes"] == c["stored_bytes"] < image["logical_bytes"]  # zstd
     finally:
         sim.close()
+
+
+def test_a_failed_image_that_kept_its_vdisk_is_freed_when_its_name_is_taken() -> None:
+    """A failure whose vdisk could not be dropped left it named on the ERROR record: the
+    next image of that name drops it first, so no data outlives its record."""
+    from dataclasses import replace
+
+    from fabric.metadata.commands import UpdateImage
+
+    sim = started(nodes=3, seed=31)
+    try:
+        svc = sim.nodes["n2"].images
+
+        async def go() -> dict[str, Any]:
+            image = await svc.create({"name": "stuck"})
+            vd = await svc.catalog.create_vdisk("image-leftover", "images", MiB)
+            record = svc.image(image["id"])
+            failed = replace(record, state="ERROR", error="drop failed", vdisk_id=vd.id)
+            assert (await svc.metadata.propose(UpdateImage(failed, "PENDING"))).ok
+            return await svc.create({"name": "stuck"})
+
+        again = sim.run(go())
+        assert again["state"] == "PENDING"
+        assert not sim.run(sim.nodes["n1"].catalog.vdisks()), f"seed {sim.seed}"
+        assert [i["id"] for i in sim.run(svc.listing())] == [again["id"]]
+    finally:
+        sim.close()
