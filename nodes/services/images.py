@@ -20,8 +20,11 @@ loop only moves chunks and batches; every byte-level step runs in worker threads
 (zlib, hashlib and zstd release the GIL), and the bytes are copied once, when the
 pieces of an extent are joined. The image
 turns ACTIVE only after the whole source was read, the reader found it sound, and the
-optional checksum matched. Any failure turns it ERROR with the reason and deletes its
-vdisk, so no half-written image is readable and its extents are collected. An ingest
+optional checksum matched, and the content is of the format and type its creator
+declared, if any (``allowed_formats``: the decoder refuses other content at its first
+bytes). Any failure turns it ERROR with the reason and deletes its vdisk, so no
+half-written image is readable and its extents are collected; the ERROR record keeps
+the reason but not the name, which the next image of that name takes over. An ingest
 owned by a node that dies is failed by the leader's scan (``fail_orphans``).
 """
 
