@@ -19,6 +19,7 @@ from typing import Any
 
 from fabric import faults, limits, tokens
 from fabric.config import SETTINGS_BOUNDS
+from fabric.images.declared import FORMATS
 from nodes.schemas import Schema, array, boolean, integer, number, obj, string
 
 # --- request pieces ------------------------------------------------------------------------
@@ -108,7 +109,19 @@ IMAGE_REQUEST = obj(
         nullable=True,
         description="an http(s) URL to import the image from",
     ),
-    image_type={"type": "string", "enum": ["DISK", "ISO"]},
+    image_type={
+        "type": "string",
+        "enum": ["DISK", "ISO"],
+        "description": "ISO only for ISO 9660 content ('CD001' at byte 32769), DISK only "
+        "for other content (422 otherwise); left out, the type follows the content",
+    },
+    source_format={
+        "type": "string",
+        "enum": list(FORMATS),
+        "nullable": True,
+        "description": "the format the bytes will be in; content of another format is "
+        "refused with 422 naming both. Left out, the format is detected from the content",
+    },
     checksum=_CHECKSUM,
 )
 MEMBER_REQUEST = obj(
@@ -162,8 +175,12 @@ def _view(**props: Schema) -> Schema:
     return {"type": "object", "properties": props, "required": list(props)}
 
 
-def _nullable(schema: Schema) -> Schema:
-    return {**schema, "nullable": True}
+def _nullable(schema: Schema, description: str = "") -> Schema:
+    return {**_described(schema, description), "nullable": True}
+
+
+def _described(schema: Schema, description: str) -> Schema:
+    return {**schema, "description": description} if description else schema
 
 
 _STR: Schema = {"type": "string"}
@@ -211,10 +228,19 @@ IMAGE = _view(
     container=_STR,
     state={"type": "string", "enum": ["PENDING", "ACTIVE", "ERROR"]},
     image_type=_STR,
-    source_format=_nullable(_STR),
-    virtual_size=_nullable(_INT),
-    source_bytes=_INT,
-    stored_bytes=_INT,
+    source_format=_nullable(_STR, "the format detected from the content (once ACTIVE)"),
+    declared_format=_nullable(_STR, "the source_format the image was created with"),
+    virtual_size=_nullable(_INT, "the raw disk's size in bytes, padded_bytes included"),
+    padded_bytes=_described(
+        _INT, "zeros added to end a raw source on a whole 512-byte sector, as qemu-img does"
+    ),
+    source_bytes=_described(_INT, "bytes received, in the source format"),
+    logical_bytes=_described(_INT, "bytes of the raw disk that are not holes (whole extents)"),
+    stored_bytes=_described(
+        _INT,
+        "the image's distinct extents after compression, before replicas: what the "
+        "container's stored_bytes counts, for this image alone (shared extents in full)",
+    ),
     source_sha256=_nullable(_STR),
     error=_nullable(_STR),
     task_id=_nullable(_STR),
@@ -226,6 +252,9 @@ TASK = _view(
     state=_STR,
     progress={"type": "number", "minimum": 0, "maximum": 1},
     bytes_done=_INT,
+    bytes_expected=_nullable(
+        _INT, "the source's Content-Length (at the end: the bytes read, if it sent none)"
+    ),
     error=_nullable(_STR),
 )
 EVENTS = _view(

@@ -590,6 +590,7 @@ class Progress:
         self._bar: Any = None
         self._last_line = 0.0
         self._last_tenth = -1
+        self._shown = -1
         if sys.stderr.isatty():
             from tqdm import tqdm
 
@@ -611,9 +612,13 @@ class Progress:
         now = time.monotonic()
         if tenth != self._last_tenth or now - self._last_line > 5:
             self._last_tenth, self._last_line = tenth, now
-            pct = f" ({self.done * 100 // self.total}%)" if self.total else ""
-            total = f" of {_human(self.total)}" if self.total else ""
-            print(f"{self.what}: {_human(self.done)}{total}{pct}", file=sys.stderr)
+            self._line()
+
+    def _line(self) -> None:
+        self._shown = self.done
+        pct = f" ({self.done * 100 // self.total}%)" if self.total else ""
+        total = f" of {_human(self.total)}" if self.total else ""
+        print(f"{self.what}: {_human(self.done)}{total}{pct}", file=sys.stderr)
 
     def set(self, done: int, total: int | None) -> None:
         if total and self.total != total:
@@ -625,6 +630,8 @@ class Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+        elif self._shown != self.done:
+            self._line()  # the last line says where it ended
 
 
 def cmd_image(args: argparse.Namespace) -> int:
@@ -654,13 +661,18 @@ async def _image(args: argparse.Namespace) -> Any:
     async with _connect(args, 24 * 3600) as client:
         match args.image_cmd:
             case "upload":
+                # Checked before the cluster is asked for anything: a wrong path must not
+                # leave an image waiting for bytes that never come.
+                with open(args.file, "rb"):
+                    size = os.path.getsize(args.file)
                 image = await client.create_image(
                     args.name,
                     container=args.container,
                     image_type=args.type,
+                    source_format=args.format,
                     checksum=args.checksum,
                 )
-                bar = Progress(f"upload {args.name}", os.path.getsize(args.file))
+                bar = Progress(f"upload {args.name}", size)
                 try:
                     return await client.upload_image(image["id"], args.file, bar.update)
                 finally:
@@ -670,6 +682,7 @@ async def _image(args: argparse.Namespace) -> Any:
                     args.name,
                     container=args.container,
                     image_type=args.type,
+                    source_format=args.format,
                     checksum=args.checksum,
                     source_url=args.url,
                 )
@@ -1198,13 +1211,28 @@ def build_parser() -> argparse.ArgumentParser:
         i.add_argument(what)
         i.add_argument("--name", required=True)
         i.add_argument("--container", help="default: the 'images' container (RF2, dedup, zstd)")
-        i.add_argument("--type", choices=("DISK", "ISO"), default=None)
+        i.add_argument(
+            "--type",
+            choices=("DISK", "ISO"),
+            default=None,
+            help="ISO only for ISO 9660 content, DISK only for the rest; default: from the content",
+        )
+        i.add_argument(
+            "--format",
+            choices=("raw", "qcow2", "vmdk", "vhd", "vhdx", "iso"),
+            help="the source's format: content of another format is refused; "
+            "default: detected from the content",
+        )
         i.add_argument("--checksum", help="sha256:HEX or sha1:HEX of the source file")
         if verb == "import":
             i.add_argument("--no-wait", action="store_true", help="return once the task started")
-    im.add_parser("list", parents=[common])
-    im.add_parser("show", parents=[common]).add_argument("name")
-    im.add_parser("delete", parents=[common]).add_argument("name")
+    im.add_parser("list", parents=[common], help="every image: state, type, format, sizes")
+    im.add_parser("show", parents=[common], help="one image's record as JSON").add_argument(
+        "name", help="image name or id"
+    )
+    im.add_parser("delete", parents=[common], help="an image and its data").add_argument(
+        "name", help="image name or id"
+    )
     d = im.add_parser("download", parents=[common], help="the raw image, bit-exact")
     d.add_argument("name")
     d.add_argument("-o", "--output", required=True, help="file, or - for standard output")

@@ -50,6 +50,7 @@ from fabric.images.base import (
     RunData,
     Spill,
 )
+from fabric.images.declared import check_chosen, check_final
 from fabric.images.detect import HEAD_BYTES, sniff
 
 
@@ -287,8 +288,11 @@ class Decoder:
         batch_extents: int,
         bridge_extents: int,
         pin_limit_bytes: int,
+        allowed: frozenset[str] | None = None,
     ) -> None:
+        """``allowed``: the formats the content may have (declared.py); None for any."""
         self.limits = limits
+        self.allowed = allowed
         self.spill = spill
         self.reader: ImageReader | None = None
         self.assembler: ExtentAssembler | None = None
@@ -340,6 +344,7 @@ class Decoder:
             self._head += chunk
             cls = sniff(bytes(self._head[:HEAD_BYTES]), at_eof=False)
             if cls is not None:
+                check_chosen(self.allowed, cls)
                 self.reader = cls(self.limits, self.spill)
                 head, self._head = bytes(self._head), bytearray()
                 yield from self.reader.feed(head)
@@ -350,10 +355,12 @@ class Decoder:
                 raise ImageError("the image is empty")
             cls = sniff(bytes(self._head), at_eof=True)
             assert cls is not None, "sniff decides at the end of the file"
+            check_chosen(self.allowed, cls)
             self.reader = cls(self.limits, self.spill)
             head, self._head = bytes(self._head), bytearray()
             yield from self.reader.feed(head)
         yield from self.reader.finish()
+        check_final(self.allowed, self.reader)
 
     def _assembler(self) -> ExtentAssembler:
         if self.assembler is None:

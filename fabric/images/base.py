@@ -163,11 +163,17 @@ class MetadataBudget:
         assert self.used_bytes >= 0, f"{self.fmt}: released more table memory than charged"
 
 
+SECTOR_BYTES = 512
+"""A disk is a whole number of sectors: a raw source is padded to the next one."""
+
+
 class ImageReader(ABC):
     """A streaming converter from one source format to raw guest runs."""
 
     #: short format name: "qcow2", "vmdk", "vhd", "vhdx", "raw", "iso"
     format: str = ""
+    padded_bytes: int = 0
+    """Zeros added after the source's last byte to end the disk on a whole sector."""
 
     def __init__(self, limits: ReaderLimits, spill: Spill) -> None:
         self.limits = limits

@@ -13,6 +13,10 @@ equals the bytes before it, they are dropped and the reader reports ``format = "
 otherwise they are ordinary disk bytes. Requiring the exact size match keeps a raw disk
 that merely ends in footer-like bytes whole.
 
+A disk is whole sectors: a raw source whose size is not a multiple of ``SECTOR_BYTES``
+is padded with zeros to the next sector, as ``qemu-img convert`` does, and the reader
+says how many it added (``padded_bytes``). The zeros cost nothing: they are a hole.
+
 ``IsoReader`` is the same pass-through without the footer rule: an ISO never carries one.
 """
 
@@ -20,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from fabric.images.base import ImageReader, ReaderLimits, Run, Spill, frozen_bytes
+from fabric.images.base import SECTOR_BYTES, ImageReader, ReaderLimits, Run, Spill, frozen_bytes
 from fabric.images.vhd_format import DISK_FIXED, FOOTER_BYTES, parse_footer
 from fabric.images.vhd_runs import RunBuffer
 
@@ -74,7 +78,8 @@ class RawReader(ImageReader):
             yield from self._runs.add(self._emitted, self._held)
             self._emitted += len(self._held)
         self._held = b""
-        self._size = self.check_virtual_size(self._emitted)
+        self.padded_bytes = -self._emitted % SECTOR_BYTES
+        self._size = self.check_virtual_size(self._emitted + self.padded_bytes)
         yield from self._runs.flush()
 
     def _is_fixed_vhd_footer(self, tail: bytes) -> bool:

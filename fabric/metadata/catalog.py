@@ -3,7 +3,7 @@
 Keys: ``image/<id>`` (``ImageRecord``), ``image-name/<name>`` (its id), ``task/<id>``
 (``TaskRecord``). Every update is compare-and-set on the record's state and must be a
 legal move (``fabric.metadata.lifecycle``); the id, name and container of an image
-never change.
+never change. A new image takes the name of one that ended in ERROR, which goes.
 """
 
 from __future__ import annotations
@@ -72,8 +72,12 @@ def check_room(state: MetadataState) -> None:
 def _create(state: MetadataState, index: int, cmd: CreateImage) -> str:
     image = cmd.image
     check_room(state)
-    if state.get(keys.image_name_key(image.name)) is not None:
+    named = state.value(keys.image_name_key(image.name))
+    old = None if named is None else state.image(named)
+    if old is not None and old.state != "ERROR":
         raise Refused("conflict", f"an image named {image.name!r} already exists")
+    if old is not None and old.vdisk_id:
+        raise Refused("conflict", f"the failed image {image.name!r} still has data; delete it")
     if state.get(keys.image_key(image.id)) is not None:
         raise Refused("conflict", f"image id {image.id} exists")
     if state.container(image.container) is None:
@@ -84,6 +88,10 @@ def _create(state: MetadataState, index: int, cmd: CreateImage) -> str:
         if cmd.task.image_id != image.id or cmd.task.state != TASK_INITIAL:
             raise Refused("bad_command", "the task of a new image must be RUNNING for it")
         state.put(index, keys.task_key(cmd.task.id), cmd.task)
+    if old is not None:
+        # A failed image only records why it failed (its vdisk was dropped with the
+        # failure): it must not keep the user from trying again under the same name.
+        state.delete(keys.image_key(old.id))
     state.put(index, keys.image_name_key(image.name), image.id)
     state.put(index, keys.image_key(image.id), image)
     return image.id

@@ -189,6 +189,17 @@ class ImageRecord:
     node: str | None = None
     """The node converting it while PENDING (None once it has ended)."""
     task_id: str | None = None
+    # Fields below were added after release 0.2; older records decode with the defaults.
+    declared_format: str | None = None
+    """The source format the user declared (``fabric.images.declared.FORMATS``); the
+    content must be of it. None: detected freely."""
+    type_declared: bool = False
+    """Whether ``image_type`` was given by the user (then the content must agree) or is
+    the default, which follows the content."""
+    padded_bytes: int = 0
+    """Zeros added to end a raw source on a whole sector (``virtual_size`` includes them)."""
+    logical_bytes: int = 0
+    """Guest bytes that are not holes (whole extents), as a vdisk counts them."""
 
 
 @register(90)

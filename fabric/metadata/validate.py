@@ -20,6 +20,8 @@ from typing import Any
 from fabric import ids, limits
 from fabric.errors import BadRequest
 from fabric.extents.policy import ContainerPolicy, check_name, check_policy
+from fabric.images.base import SECTOR_BYTES
+from fabric.images.declared import FORMATS
 from fabric.metadata import keys
 from fabric.metadata.commands import (
     AddReplica,
@@ -281,6 +283,12 @@ def image(record: ImageRecord) -> None:
         raise BadRequest(f"image type {record.image_type!r}")
     if record.checksum is not None and record.checksum.type not in ("sha256", "sha1"):
         raise BadRequest(f"checksum type {record.checksum.type!r}")
+    if record.declared_format is not None and record.declared_format not in FORMATS:
+        raise BadRequest(f"declared format {record.declared_format!r}")
+    if not 0 <= record.padded_bytes < SECTOR_BYTES:
+        raise BadRequest(f"padded bytes {record.padded_bytes}")
+    if min(record.source_bytes, record.stored_bytes, record.logical_bytes) < 0:
+        raise BadRequest("image byte counts must not be negative")
 
 
 def task(record: TaskRecord) -> None:

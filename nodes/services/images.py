@@ -20,8 +20,11 @@ loop only moves chunks and batches; every byte-level step runs in worker threads
 (zlib, hashlib and zstd release the GIL), and the bytes are copied once, when the
 pieces of an extent are joined. The image
 turns ACTIVE only after the whole source was read, the reader found it sound, and the
-optional checksum matched. Any failure turns it ERROR with the reason and deletes its
-vdisk, so no half-written image is readable and its extents are collected. An ingest
+optional checksum matched, and the content is of the format and type its creator
+declared, if any (``allowed_formats``: the decoder refuses other content at its first
+bytes). Any failure turns it ERROR with the reason and deletes its vdisk, so no
+half-written image is readable and its extents are collected; the ERROR record keeps
+the reason but not the name, which the next image of that name takes over. An ingest
 owned by a node that dies is failed by the leader's scan (``fail_orphans``).
 """
 
@@ -52,6 +55,7 @@ from fabric.errors import (
 from fabric.extents.policy import ContainerPolicy, check_name
 from fabric.images.assembly import Decoder, ExtentBatch, Step
 from fabric.images.base import ImageError, ReaderLimits, Run, Spill
+from fabric.images.declared import DISK_FORMATS, FORMATS, ISO_MAGIC, FormatMismatch
 from fabric.metadata import keys
 from fabric.metadata.commands import (
     CreateImage,
@@ -61,7 +65,8 @@ from fabric.metadata.commands import (
     UpdateImage,
     UpdateTask,
 )
-from fabric.metadata.records import Checksum, ImageRecord, TaskRecord, to_json
+from fabric.metadata.records import Checksum, ImageRecord, TaskRecord, VdiskRecord, to_json
+from fabric.metadata.state import MetadataState
 from fabric.ports import Clock, Fetcher, SourceDropped, SourceFailed
 from fabric.urlguard import UrlGuard, guard_for, scrub, shown_url
 from nodes.services.catalog import Catalog
@@ -306,9 +311,7 @@ class ImageService:
 
     async def create(self, body: dict[str, Any]) -> dict[str, Any]:
         name = check_name("image", body.get("name"))
-        image_type = body.get("image_type", "DISK")
-        if image_type not in ("DISK", "ISO"):
-            raise BadRequest("image_type must be DISK or ISO")
+        declared, given_type = declared_kind(body)
         url = body.get("source_url")
         if url is not None:
             check_url(url)
@@ -323,6 +326,7 @@ class ImageService:
         container = body.get("container") or await self._default_container()
         if not isinstance(container, str) or self.metadata.state.container(container) is None:
             raise NotFound(f"no container {container!r}")
+        await self._clear_failed(name)
         image_id = f"img-{self.rng.getrandbits(64):016x}"
         task: TaskRecord | None = None
         if url is not None:
@@ -338,12 +342,14 @@ class ImageService:
             name=name,
             container=container,
             state="PENDING",
-            image_type=image_type,
+            image_type=given_type or ("ISO" if declared == "iso" else "DISK"),
             created=self.clock.wall(),
             source_url=None if url is None else shown_url(url),
             checksum=checksum,
             node=self.node_id if task else None,
             task_id=task.id if task else None,
+            declared_format=declared,
+            type_declared=given_type is not None,
         )
         result = await self.metadata.propose(CreateImage(record, task))
         if not result.ok:
@@ -355,6 +361,14 @@ class ImageService:
             self._tasks.add(job)
             job.add_done_callback(self._tasks.discard)
         return public(record)
+
+    async def _clear_failed(self, name: str) -> None:
+        """An image of this name that ended in ERROR gives way to the new one; if it
+        still holds a vdisk (a failure that could not drop it), that goes first."""
+        image_id = self.metadata.state.value(keys.image_name_key(name))
+        old = self.metadata.state.image(image_id) if isinstance(image_id, str) else None
+        if old is not None and old.state == "ERROR" and old.vdisk_id:
+            await self.delete(old.id)
 
     def _check_capacity(self) -> None:
         if len(self._busy) >= limits.MAX_INGESTS:
@@ -413,6 +427,10 @@ class ImageService:
         ingest = Ingest(self, image, spill)
         try:
             done = await ingest.run(chunks, progress)
+        except FormatMismatch as exc:
+            reason = mismatch(image, exc)
+            await ingest.fail(reason)
+            raise Unprocessable(f"image refused: {reason}") from None
         except ImageError as exc:
             await ingest.fail(str(exc))
             raise Unprocessable(f"image refused: {exc}") from None
@@ -446,11 +464,13 @@ class ImageService:
         assert image.task_id is not None and image.source_url is not None
         task_id = image.task_id
         last = [self.clock.now()]
+        told: list[int | None] = [None]  # the size recorded so far
 
         async def progress(done: int, expected: int | None = None) -> None:
-            if self.clock.now() - last[0] < limits.IMPORT_PROGRESS_EVERY_S:
+            # The size is recorded as soon as the source tells it, the rest now and then.
+            if expected == told[0] and self.clock.now() - last[0] < limits.IMPORT_PROGRESS_EVERY_S:
                 return
-            last[0] = self.clock.now()
+            last[0], told[0] = self.clock.now(), expected
             fields: dict[str, Any] = {"bytes_done": done}
             if expected:
                 fields.update(
@@ -464,22 +484,16 @@ class ImageService:
         assert self.fetcher is not None, "create() refuses URL imports without a fetcher"
         source = UrlSource(self.fetcher, self.clock, url, self.guard(), progress)
         try:
-            done = await self._ingest(image, source.chunks(), None)
+            await self._ingest(image, source.chunks(), None)
         except (FabricError, ImportFailed) as exc:
             message = exc.message if isinstance(exc, FabricError) else str(exc)
-            await self._finish_task(task_id, "FAILED", error=scrub(message, url))
+            await self._finish_task(task_id, "FAILED", error=scrub(message, url), **source.sizes())
             return
         except Exception as exc:
             log.exception("import of %s failed", image_id)
-            await self._finish_task(task_id, "FAILED", error=scrub(str(exc), url))
+            await self._finish_task(task_id, "FAILED", error=scrub(str(exc), url), **source.sizes())
             return
-        await self._finish_task(
-            task_id,
-            "SUCCEEDED",
-            progress=1.0,
-            bytes_done=done["source_bytes"],
-            bytes_expected=done["source_bytes"],
-        )
+        await self._finish_task(task_id, "SUCCEEDED", progress=1.0, **source.sizes())
 
     async def _finish_task(self, task_id: str, state: str, **fields: Any) -> None:
         try:
@@ -583,6 +597,7 @@ class Ingest:
             batch_extents=limits.INGEST_BATCH_EXTENTS,
             bridge_extents=limits.INGEST_BRIDGE_EXTENTS,
             pin_limit_bytes=limits.INGEST_PINNED_BYTES,
+            allowed=allowed_formats(self.image),
         )
         source = ReadAhead(chunks, limits.INGEST_READ_AHEAD_BYTES)
         source_bytes = 0
@@ -621,16 +636,18 @@ class Ingest:
                 f"expected {checksum.value}"
             )
         vd = svc.catalog.vdisk(store.vdisk_id)
-        image_type = "ISO" if reader.format == "iso" else self.image.image_type
         return await svc.update_image(
             self.image.id,
             state="ACTIVE",
             source_format=reader.format,
             virtual_size=size,
+            padded_bytes=reader.padded_bytes,
             source_bytes=source_bytes,
             source_sha256=digest,
-            stored_bytes=vd.logical_bytes,
-            image_type=image_type,
+            logical_bytes=vd.logical_bytes,
+            stored_bytes=stored_bytes(svc.metadata.state, vd),
+            # Declared types were checked against the content: the type follows it.
+            image_type="ISO" if reader.format == "iso" else "DISK",
             vdisk_id=store.vdisk_id,
             node=None,
         )
@@ -710,6 +727,11 @@ class UrlSource:
         self.offset = 0
         self.expected: int | None = None
 
+    def sizes(self) -> dict[str, int]:
+        """The task's byte counts at the end: what was read of what the source said it
+        would send (what was read, when it did not say)."""
+        return {"bytes_done": self.offset, "bytes_expected": self.expected or self.offset}
+
     async def chunks(self) -> AsyncIterator[bytes]:
         drops = 0
         while True:
@@ -750,6 +772,60 @@ class UrlSource:
             raise SourceDropped(f"connection closed at {self.offset} of {self.expected} bytes")
 
 
+def declared_kind(body: dict[str, Any]) -> tuple[str | None, str | None]:
+    """The source format and image type a request declares (None: not declared), once
+    they agree with each other; whether the content agrees is for the ingest."""
+    declared, given_type = body.get("source_format"), body.get("image_type")
+    if declared is not None and declared not in FORMATS:
+        raise BadRequest(f"source_format must be one of {', '.join(FORMATS)}")
+    if given_type not in (None, "DISK", "ISO"):
+        raise BadRequest("image_type must be DISK or ISO")
+    if given_type == "ISO" and declared not in (None, "iso"):
+        raise Unprocessable(
+            f"image_type ISO is for ISO 9660 content, but source_format {declared} was declared"
+        )
+    if given_type == "DISK" and declared == "iso":
+        raise Unprocessable(
+            "source_format iso is an ISO 9660 image, but image_type DISK was declared"
+        )
+    return declared, given_type
+
+
+def allowed_formats(image: ImageRecord) -> frozenset[str] | None:
+    """The formats an image's content may have, from what its creator declared."""
+    if image.declared_format is not None:
+        return frozenset({image.declared_format})
+    if image.type_declared:
+        return frozenset({"iso"}) if image.image_type == "ISO" else DISK_FORMATS
+    return None
+
+
+def mismatch(image: ImageRecord, exc: FormatMismatch) -> str:
+    """Why content is refused, naming what was declared and what was found."""
+    if image.declared_format is not None:
+        why = f"declared source_format {image.declared_format}, but the content is {exc.detected}"
+        return (
+            f"{why} (an ISO 9660 image has {ISO_MAGIC})" if image.declared_format == "iso" else why
+        )
+    if image.image_type == "ISO":
+        return (
+            f"declared image_type ISO, but the content is {exc.detected}, not ISO 9660 "
+            f"({ISO_MAGIC} is missing)"
+        )
+    return (
+        "declared image_type DISK, but the content is an ISO 9660 image (iso); "
+        "declare image_type ISO or leave it out"
+    )
+
+
+def stored_bytes(state: MetadataState, vd: VdiskRecord) -> int:
+    """An image's data as stored, compressed and before replicas: each distinct extent
+    its vdisk maps counted once, as a container's ``stored_bytes`` counts its unique
+    extents (extents shared with other images are counted in full here too)."""
+    ids = set(state.block_map(vd.id).values())
+    return sum(ext.stored_len for eid in ids if (ext := state.extent(vd.container, eid)))
+
+
 def check_url(url: Any) -> str:
     if not isinstance(url, str):
         raise BadRequest("source_url must be a string")
@@ -786,7 +862,10 @@ _PUBLIC = (
     "source_format",
     "virtual_size",
     "source_bytes",
+    "logical_bytes",
     "stored_bytes",
+    "padded_bytes",
+    "declared_format",
     "source_sha256",
     "error",
     "source_url",

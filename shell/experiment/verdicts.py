@@ -69,8 +69,11 @@ def check_images(ops: list[Op]) -> CheckResult:
     node's hash of the bytes as they came, resumes and all) is the source file's, and an
     ok download returns what the upload or import stored. An image is written once, so
     this is a plain comparison, not a register model."""
+    # A download is the disk, which ends on a whole sector (the source padded with zeros).
     sent = {
-        op.key: op.value for op in ops if op.kind in ("upload", "import") and op.outcome == "ok"
+        op.key: op.extra.get("disk_sha256", op.value)
+        for op in ops
+        if op.kind in ("upload", "import") and op.outcome == "ok"
     }
     checked = 0
     for op in ops:

@@ -361,6 +361,11 @@ async def _kv_cas(client: ClusterApi, key: str, expected: int, new: int) -> None
     await client.kv_put(key, new, expect_version=version)
 
 
+def disk_digest(source: bytes) -> str:
+    """sha256 of the disk a raw source becomes: padded with zeros to a whole sector."""
+    return digest(source + bytes(-len(source) % 512))
+
+
 def _image_file(ctx: Context, name: str, data: bytes) -> str:
     path = os.path.join(ctx.workdir, name + ".raw")
     with open(path, "wb") as f:
@@ -377,6 +382,7 @@ def _upload(ctx: Context, spec: WorkloadSpec, process: int, rng: random.Random, 
         sha = digest(data)
         path = _image_file(ctx, name, data)
         extra: dict[str, Any] = {"workload": spec.name, "bytes": len(data)}
+        extra["disk_sha256"] = disk_digest(data)
 
         async def upload() -> None:
             try:
@@ -416,6 +422,7 @@ def _import(ctx: Context, spec: WorkloadSpec, process: int, rng: random.Random, 
         sha = digest(data)
         path = _image_file(ctx, name, data)
         extra: dict[str, Any] = {"workload": spec.name, "bytes": len(data)}
+        extra["disk_sha256"] = disk_digest(data)
 
         async def do_import() -> None:
             file = os.path.basename(path)

@@ -268,3 +268,72 @@ def test_killing_the_node_serving_an_upload(cluster: Cluster, tmp_path: Path) ->
     assert not [v for v in vdisks if v["name"].startswith("image-")]
     dl = cluster.fabric("image", "download", "doomed", "-o", str(tmp_path / "x"), check=False)
     assert dl.returncode == 1
+
+
+def _human(n: int) -> str:
+    from shell.cli import _human as human
+
+    return human(n)
+
+
+def test_a_failed_upload_never_blocks_its_name(cluster: Cluster, tmp_path: Path) -> None:
+    """A wrong path creates nothing; content that breaks its declared format is a 422
+    naming both formats; the retry under the same name just works."""
+    out = cluster.fabric(
+        "image", "upload", str(tmp_path / "missing.qcow2"), "--name", "vm", check=False
+    )
+    assert out.returncode == 2 and "No such file" in out.stderr, out.stderr
+    assert json.loads(cluster.fabric("image", "list", "--json").stdout) == []
+
+    raw = tmp_path / "disk.raw"
+    make_mixed_raw(raw, 3 * MiB, seed=12)
+    good = tmp_path / "vm.qcow2"
+    qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, good)
+    broken = tmp_path / "broken.qcow2"
+    broken.write_bytes(b"QFI\x00" + good.read_bytes()[4:])  # the magic's last byte lost
+    out = cluster.fabric(
+        "image", "upload", str(broken), "--name", "vm", "--format", "qcow2", check=False
+    )
+    assert out.returncode == 1, out.stderr
+    assert "declared source_format qcow2, but the content is raw" in out.stderr, out.stderr
+    assert "(unprocessable" in out.stderr, out.stderr  # the 422's code
+    assert json.loads(cluster.fabric("image", "show", "vm").stdout)["state"] == "ERROR"
+
+    out = cluster.fabric("image", "upload", str(good), "--name", "vm", "--format", "qcow2")
+    image = json.loads(out.stdout)
+    assert image["state"] == "ACTIVE" and image["source_format"] == "qcow2"
+    assert [i["name"] for i in json.loads(cluster.fabric("image", "list", "--json").stdout)] == [
+        "vm"
+    ]
+
+    data = good.read_bytes()
+    with FlakySource(data) as src:
+        out = cluster.fabric(
+            "image",
+            "import",
+            f"http://127.0.0.1:{src.port}/disk.img",
+            "--name",
+            "web",
+            "--format",
+            "qcow2",
+        )
+        assert json.loads(out.stdout)["state"] == "ACTIVE"
+        last = out.stderr.strip().splitlines()[-1]
+        assert last == f"import web: {_human(len(data))} of {_human(len(data))} (100%)"
+        # Refused at its first bytes: the last progress line still tells the real size.
+        out = cluster.fabric(
+            "image",
+            "import",
+            f"http://127.0.0.1:{src.port}/disk.img",
+            "--name",
+            "web2",
+            "--format",
+            "vhdx",
+            check=False,
+        )
+    assert (
+        out.returncode == 1
+        and "declared source_format vhdx, but the content is qcow2" in out.stderr
+    )
+    progress = [line for line in out.stderr.splitlines() if line.startswith("import web2:")]
+    assert progress and f" of {_human(len(data))} (" in progress[-1], out.stderr

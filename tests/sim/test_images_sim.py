@@ -321,3 +321,116 @@ def test_concurrent_uploads_share_one_window_of_writes_in_flight() -> None:
         ), f"seed {sim.seed}: {inflight[1]} batches in flight at most"
     finally:
         sim.close()
+
+
+def _iso(tmp: Path) -> Path:
+    """An ISO 9660 image as far as detection goes: its first volume descriptor says so."""
+    blob = bytearray(make_mixed_raw(tmp / "iso.raw", 2 * MiB, seed=7))
+    blob[32768:32774] = b"\x01CD001"
+    path = tmp / "cd.iso"
+    path.write_bytes(bytes(blob))
+    return path
+
+
+def test_declared_formats_and_types_must_match_the_content(source: Path, tmp_path: Path) -> None:
+    """What a user declares is checked: a qcow2 whose magic broke in transit is refused,
+    not stored as a raw disk, and a retry under the same name replaces the failure."""
+    sim = started(nodes=3, seed=28)
+    try:
+        good = tmp_path / "disk.qcow2"
+        qemu_img("convert", "-f", "raw", "-O", "qcow2", source, good)
+        broken = tmp_path / "broken.qcow2"
+        broken.write_bytes(good.read_bytes())
+        _patch(broken, 3, b"\x00")  # the magic's last byte lost
+        iso = _iso(tmp_path)
+        refusals: list[tuple[Path, dict[str, Any], tuple[str, ...]]] = [
+            (broken, {"source_format": "qcow2"}, ("declared source_format qcow2", "is raw")),
+            (good, {"image_type": "ISO"}, ("declared image_type ISO", "is qcow2", "CD001")),
+            (good, {"source_format": "iso"}, ("declared source_format iso", "is qcow2")),
+            (iso, {"image_type": "DISK"}, ("declared image_type DISK", "ISO 9660")),
+            (iso, {"source_format": "raw"}, ("declared source_format raw", "is iso")),
+        ]
+        for path, declared, fragments in refusals:
+            with pytest.raises(Unprocessable) as err:
+                upload(sim, path, "vm", **declared)
+            for fragment in fragments:
+                assert fragment in err.value.message, (declared, err.value.message)
+            image = sim.run(sim.nodes["n1"].images.get("vm"))
+            assert image["state"] == "ERROR" and fragments[0] in image["error"], image
+            assert not sim.run(sim.nodes["n1"].catalog.vdisks()), f"seed {sim.seed}: {declared}"
+
+        # The failed image does not hold the name: the retry replaces it.
+        failed_id = sim.run(sim.nodes["n1"].images.get("vm"))["id"]
+        image = upload(sim, good, "vm", source_format="qcow2")
+        assert image["state"] == "ACTIVE" and image["id"] != failed_id
+        assert (image["source_format"], image["declared_format"]) == ("qcow2", "qcow2")
+        assert [i["id"] for i in sim.run(sim.nodes["n1"].images.listing())] == [image["id"]]
+        assert download(sim, "vm") == reference(good, "qcow2")
+
+        cd = upload(sim, iso, "cd", image_type="ISO")
+        assert (cd["image_type"], cd["source_format"]) == ("ISO", "iso")
+        assert upload(sim, iso, "cd2")["image_type"] == "ISO"  # undeclared: from the content
+        assert upload(sim, good, "disk", image_type="DISK")["image_type"] == "DISK"
+    finally:
+        sim.close()
+
+
+def test_a_declaration_that_contradicts_itself_creates_nothing() -> None:
+    sim = started(nodes=3, seed=29)
+    try:
+        svc = sim.nodes["n2"].images
+        for body in (
+            {"name": "x", "image_type": "ISO", "source_format": "qcow2"},
+            {"name": "x", "image_type": "DISK", "source_format": "iso"},
+        ):
+            with pytest.raises(Unprocessable, match="declared"):
+                sim.run(svc.create(body))
+        assert not sim.run(svc.listing())
+    finally:
+        sim.close()
+
+
+def test_a_raw_disk_is_padded_to_a_whole_sector_like_qemu_img(source: Path) -> None:
+    """SIZE is not whole sectors: the disk ends with zeros to the next 512 bytes, and the
+    image says how many; its sizes mean what the container's sizes mean."""
+    sim = started(nodes=3, seed=30)
+    try:
+        image = upload(sim, source, "odd")
+        ref = reference(source, "raw")
+        assert len(ref) % 512 == 0 and len(ref) > SIZE
+        assert image["virtual_size"] == len(ref) and image["padded_bytes"] == len(ref) - SIZE
+        assert image["source_bytes"] == SIZE and image["source_format"] == "raw"
+        assert download(sim, "odd") == ref
+        # The only image of its container: its sizes are the container's.
+        c = sim.run(sim.nodes["n1"].cluster_view())["containers"][0]
+        assert image["logical_bytes"] == c["logical_bytes"] > 0
+        assert image["stored_bytes"] == c["stored_bytes"] < image["logical_bytes"]  # zstd
+    finally:
+        sim.close()
+
+
+def test_a_failed_image_that_kept_its_vdisk_is_freed_when_its_name_is_taken() -> None:
+    """A failure whose vdisk could not be dropped left it named on the ERROR record: the
+    next image of that name drops it first, so no data outlives its record."""
+    from dataclasses import replace
+
+    from fabric.metadata.commands import UpdateImage
+
+    sim = started(nodes=3, seed=31)
+    try:
+        svc = sim.nodes["n2"].images
+
+        async def go() -> dict[str, Any]:
+            image = await svc.create({"name": "stuck"})
+            vd = await svc.catalog.create_vdisk("image-leftover", "images", MiB)
+            record = svc.image(image["id"])
+            failed = replace(record, state="ERROR", error="drop failed", vdisk_id=vd.id)
+            assert (await svc.metadata.propose(UpdateImage(failed, "PENDING"))).ok
+            return await svc.create({"name": "stuck"})
+
+        again = sim.run(go())
+        assert again["state"] == "PENDING"
+        assert not sim.run(sim.nodes["n1"].catalog.vdisks()), f"seed {sim.seed}"
+        assert [i["id"] for i in sim.run(svc.listing())] == [again["id"]]
+    finally:
+        sim.close()

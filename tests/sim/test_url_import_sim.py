@@ -28,9 +28,11 @@ IMPORT_DEADLINE_S = 600.0
 """Virtual seconds an import may take, its resumes and their backoff included."""
 
 
-async def import_and_wait(sim: SimCluster, name: str, via: str = "n2") -> dict[str, Any]:
+async def import_and_wait(
+    sim: SimCluster, name: str, via: str = "n2", **extra: Any
+) -> dict[str, Any]:
     svc = sim.nodes[via].images
-    image = await svc.create({"name": name, "source_url": URL})
+    image = await svc.create({"name": name, "source_url": URL, **extra})
     task_id = image["task_id"]
     assert task_id, f"seed {sim.seed}: no task"
 
@@ -100,5 +102,36 @@ def test_a_server_without_range_support_cannot_be_resumed(qcow2: tuple[bytes, by
         sim.http.serve(URL, SimSource(source, drops=[500_000], ranges=False))
         task = sim.run(import_and_wait(sim, "norange"))
         assert task["state"] == "FAILED" and "Range" in task["error"], task
+    finally:
+        sim.close()
+
+
+def test_an_import_records_its_size_from_the_start_and_to_the_end(
+    qcow2: tuple[bytes, bytes],
+) -> None:
+    """The size the source announced is on the task while it runs (the CLI's bar needs
+    it), and a failed import still says how far it got of how much."""
+    source, _ = qcow2
+    sim = started(nodes=3, seed=44, import_allow=ALLOW)
+    try:
+        sim.http.serve(URL, SimSource(source, drops=[len(source) // 2]))
+        svc = sim.nodes["n2"].images
+        image = sim.run(svc.create({"name": "sized", "source_url": URL}))
+        task_id = image["task_id"]
+
+        def sized_while_running() -> bool:
+            task = svc.metadata.state.task(task_id)
+            assert task is not None and task.state == "RUNNING", f"seed {sim.seed}: {task}"
+            return task.bytes_expected == len(source)
+
+        sim.run(sim.wait_for(sized_while_running, 60, "the size on the running task"))
+
+        # Declared qcow2, served a raw disk: refused at the first bytes, naming both.
+        sim.http.serve(URL, SimSource(b"\x01" * 700_001))
+        task = sim.run(import_and_wait(sim, "liar", source_format="qcow2"))
+        assert task["state"] == "FAILED", f"seed {sim.seed}: {task}"
+        assert "declared source_format qcow2, but the content is raw" in task["error"]
+        assert task["bytes_expected"] == 700_001 and 0 < task["bytes_done"] <= 700_001
+        assert sim.run(svc.get("liar"))["state"] == "ERROR"
     finally:
         sim.close()

@@ -21,6 +21,7 @@ from shell.experiment import flaky, report
 from shell.experiment.runner import cluster_config
 from shell.experiment.sampler import repair_counts
 from shell.experiment.verdicts import check_images
+from shell.experiment.workloads import digest, disk_digest
 
 
 async def _fetch_resuming(base: str, name: str) -> tuple[bytes, int]:
@@ -81,6 +82,18 @@ def test_the_image_check_compares_what_arrived_with_what_was_sent() -> None:
     read_wrong = [*good, _op("download", "b", "hX")]
     bad = check_images(read_wrong)
     assert bad.status == "fail" and bad.culprit == read_wrong[-1]
+
+
+def test_a_download_is_checked_against_the_disk_the_source_became() -> None:
+    """A raw source of 1000 bytes is stored as 1024 (a whole sector): the download's hash
+    is the padded disk's, the import's reported hash the source's."""
+    source = b"\x07" * 1000
+    disk = disk_digest(source)
+    assert disk == hashlib.sha256(source + bytes(24)).hexdigest() != digest(source)
+    extra = {"sha256_reported": digest(source), "disk_sha256": disk}
+    ops = [_op("import", "a", digest(source), extra), _op("download", "a", disk)]
+    assert check_images(ops).status == "pass"
+    assert check_images([ops[0], _op("download", "a", digest(source))]).status == "fail"
 
 
 def test_observed_leaders_states_events_and_latency_by_phase() -> None:

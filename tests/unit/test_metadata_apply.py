@@ -87,6 +87,20 @@ MALFORMED_ENTRIES: list[tuple[str, bytes]] = [
         encode(CreateImage(ImageRecord("img-1", "i", "c", "PENDING", "TAPE", 1.0))),
     ),
     (
+        "an image declared in an unknown format",
+        encode(
+            CreateImage(
+                ImageRecord("img-1", "i", "c", "PENDING", "DISK", 1.0, declared_format="tape")
+            )
+        ),
+    ),
+    (
+        "an image padded by a whole sector",
+        encode(
+            CreateImage(ImageRecord("img-1", "i", "c", "PENDING", "DISK", 1.0, padded_bytes=512))
+        ),
+    ),
+    (
         "a task with progress 7",
         encode(UpdateTask(TaskRecord("t", "image_import", "img-1", "RUNNING", "n1", 7.0), "x")),
     ),
@@ -123,6 +137,36 @@ def test_an_illegal_image_move_is_a_refusal_and_the_first_of_two_racers_wins() -
     # An ACTIVE image never goes back, whatever the update expects.
     back = UpdateImage(ImageRecord("img-1", "i", "c", "PENDING", "DISK", 1.0), "ACTIVE")
     assert not s.apply(6, back).ok
+
+
+def test_a_new_image_takes_the_name_of_one_that_failed_and_only_of_such_one() -> None:
+    s = fresh()
+    first = ImageRecord("img-1", "i", "c", "PENDING", "DISK", 1.0)
+    again = ImageRecord("img-2", "i", "c", "PENDING", "DISK", 2.0)
+    assert s.apply(3, CreateImage(first)).ok
+    refused = s.apply(4, CreateImage(again))
+    assert not refused.ok and refused.code == "conflict"  # PENDING blocks its name
+    failed = ImageRecord("img-1", "i", "c", "ERROR", "DISK", 1.0, error="not qcow2")
+    assert s.apply(5, UpdateImage(failed, "PENDING")).ok
+    assert s.apply(6, CreateImage(again)).ok
+    assert s.image("img-1") is None and s.image_by_ref("i") == again
+    assert [i.id for i in s.images()] == ["img-2"]
+    # An ACTIVE image keeps its name.
+    active = ImageRecord("img-2", "i", "c", "ACTIVE", "DISK", 2.0)
+    assert s.apply(7, UpdateImage(active, "PENDING")).ok
+    third = ImageRecord("img-3", "i", "c", "PENDING", "DISK", 3.0)
+    assert not s.apply(8, CreateImage(third)).ok and s.image_by_ref("i") == active
+
+
+def test_a_failed_image_that_still_names_a_vdisk_is_not_replaced() -> None:
+    """Its vdisk would be left with no record pointing at it: the node drops it first."""
+    s = fresh()
+    assert s.apply(3, CreateImage(ImageRecord("img-1", "i", "c", "PENDING", "DISK", 1.0))).ok
+    stuck = ImageRecord("img-1", "i", "c", "ERROR", "DISK", 1.0, vdisk_id="vd-1")
+    assert s.apply(4, UpdateImage(stuck, "PENDING")).ok
+    again = ImageRecord("img-2", "i", "c", "PENDING", "DISK", 2.0)
+    refused = s.apply(5, CreateImage(again))
+    assert not refused.ok and "still has data" in refused.message
 
 
 def test_a_commit_whose_claim_expired_is_refused() -> None:

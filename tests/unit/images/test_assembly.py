@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import random
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from fabric.images.assembly import Decoder, ExtentAssembler, ExtentBatch
 from fabric.images.base import MemorySpill, ReaderLimits, Run
+from fabric.images.declared import DISK_FORMATS, FormatMismatch
 
 E = 4096
 REORDER = 3
@@ -175,5 +177,56 @@ def test_decoder_steps_a_raw_source_within_its_budget() -> None:
         store.apply(step.batches, step.late)
         if not step.more:
             break
-    assert dec.reader is not None and dec.reader.virtual_size == len(disk)
-    assert store is not None and store.read(len(disk)) == disk
+    pad = -len(disk) % 512  # a raw disk ends on a whole sector
+    assert dec.reader is not None and dec.reader.virtual_size == len(disk) + pad
+    assert store is not None and store.read(len(disk) + pad) == disk + bytes(pad)
+
+
+def _decode(blob: bytes, allowed: frozenset[str] | None, chunk: int = 4096) -> Decoder:
+    """Feed ``blob`` through a decoder (extents discarded); the decoder at the end."""
+    dec = Decoder(ReaderLimits(), MemorySpill(), E, REORDER, BATCH, BRIDGE, 1 << 20, allowed)
+    for at in range(0, len(blob), chunk):
+        dec.feed([blob[at : at + chunk]])
+        while dec.step(budget_bytes=2 * E).more:
+            pass
+    dec.finish()
+    while dec.step(budget_bytes=2 * E).more:
+        pass
+    return dec
+
+
+def test_a_declared_format_refuses_other_content_before_any_run() -> None:
+    """A qcow2 whose magic was damaged reads as raw: declared qcow2, it is refused as
+    soon as the reader is chosen, before a single extent is cut."""
+    broken = b"QFI\x00" + bytes(range(256)) * 300
+    dec = Decoder(
+        ReaderLimits(), MemorySpill(), E, REORDER, BATCH, BRIDGE, 1 << 20, frozenset({"qcow2"})
+    )
+    dec.feed([broken])
+    with pytest.raises(FormatMismatch) as err:
+        dec.step(budget_bytes=2 * E)
+    assert (err.value.detected, err.value.allowed) == ("raw", frozenset({"qcow2"}))
+    assert dec.assembler is None  # nothing was cut into extents
+    assert _decode(broken, frozenset({"raw"})).reader.format == "raw"  # type: ignore[union-attr]
+    assert _decode(broken, None).reader.format == "raw"  # type: ignore[union-attr]
+
+
+def test_iso_content_is_told_by_its_volume_descriptor() -> None:
+    iso = bytearray(64 * 1024)
+    iso[32769:32774] = b"CD001"
+    assert _decode(bytes(iso), frozenset({"iso"})).reader.format == "iso"  # type: ignore[union-attr]
+    with pytest.raises(FormatMismatch) as err:
+        _decode(bytes(iso), DISK_FORMATS)
+    assert err.value.detected == "iso"
+    with pytest.raises(FormatMismatch):
+        _decode(bytes(64 * 1024), frozenset({"iso"}))  # no descriptor: a raw disk
+
+
+def test_a_raw_reader_that_turns_out_a_fixed_vhd_is_checked_at_the_end() -> None:
+    from tests.unit.images.test_raw import fixed_footer
+
+    blob = b"z" * 4096 + fixed_footer(4096)
+    assert _decode(blob, frozenset({"vhd"})).reader.format == "vhd"  # type: ignore[union-attr]
+    with pytest.raises(FormatMismatch) as err:
+        _decode(blob, frozenset({"raw"}))
+    assert err.value.detected == "vhd"

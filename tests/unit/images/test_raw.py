@@ -37,13 +37,29 @@ def fixed_footer(size: int) -> bytes:
 @needs_qemu
 @pytest.mark.parametrize("size", [4 * MiB, 3 * MiB + 512, 3 * MiB + 777, 100, 1])
 def test_raw_reads_like_qemu(tmp_path: Path, size: int) -> None:
-    """qemu pads a disk that is not whole sectors to 512; our disk is the file itself."""
+    """A disk that is not whole sectors is padded with zeros to 512, as qemu pads it."""
     data = make_mixed_raw(tmp_path / "disk.img", size, seed=size)
     ref = qemu_raw(tmp_path / "disk.img", tmp_path)
     assert ref[:size] == data and ref[size:].count(0) == len(ref) - size
     for seed in SEEDS:
-        assert read_through(RawReader, tmp_path / "disk.img", seed=seed) == data
-        assert read_through(IsoReader, tmp_path / "disk.img", seed=seed) == data
+        assert read_through(RawReader, tmp_path / "disk.img", seed=seed) == ref
+        assert read_through(IsoReader, tmp_path / "disk.img", seed=seed) == ref
+
+
+@pytest.mark.parametrize(("size", "padded"), [(1, 511), (511, 1), (512, 0), (5000, 120), (0, 0)])
+def test_padding_to_a_whole_sector_is_counted(size: int, padded: int) -> None:
+    reader = RawReader(ReaderLimits(), MemorySpill())
+    runs = list(reader.feed(b"x" * size)) + list(reader.finish())
+    assert reader.virtual_size == size + padded and reader.padded_bytes == padded
+    assert sum(len(r.data) for r in runs) == size  # the zeros are a hole, never sent
+
+
+def test_a_fixed_vhd_is_not_padded() -> None:
+    disk = b"y" * 1024
+    reader = RawReader(ReaderLimits(), MemorySpill())
+    list(reader.feed(disk + fixed_footer(len(disk))))
+    list(reader.finish())
+    assert reader.format == "vhd" and reader.padded_bytes == 0 and reader.virtual_size == 1024
 
 
 def test_size_is_known_at_finish_only() -> None:
@@ -51,7 +67,7 @@ def test_size_is_known_at_finish_only() -> None:
     list(reader.feed(b"x" * 5000))
     assert reader.virtual_size is None
     list(reader.finish())
-    assert reader.virtual_size == 5000 and reader.format == "raw"
+    assert reader.virtual_size == 5120 and reader.format == "raw"
 
 
 def test_empty_file_is_an_empty_disk() -> None:
@@ -138,11 +154,11 @@ def _with_type(footer: bytes, disk_type: int) -> bytes:
 def test_footer_like_tails_stay_disk_bytes(blob: bytes) -> None:
     reader = RawReader(ReaderLimits(), MemorySpill())
     runs = [*reader.feed(blob), *reader.finish()]
-    assert reader.format == "raw" and reader.virtual_size == len(blob)
-    disk = bytearray(len(blob))
+    assert reader.format == "raw" and reader.virtual_size == len(blob) + reader.padded_bytes
+    disk = bytearray(reader.virtual_size)
     for run in runs:
         disk[run.offset : run.offset + len(run.data)] = run.data
-    assert disk == blob
+    assert disk == blob + bytes(reader.padded_bytes)
 
 
 def test_a_bare_fixed_footer_is_an_empty_vhd() -> None:
