@@ -251,9 +251,11 @@ def prepare(
     say: Callable[[str], None],
     tls: bool = False,
     port_base: int | None = None,
+    check_ports: bool = False,
 ) -> ClusterConfig:
     """The config to run: the directory's own, or a new one written into it (with a new
-    private CA and node certificate when ``tls``; on free ports, see ``_on_free_ports``)."""
+    private CA and node certificate when ``tls``; nodes from ``port_base`` on; with
+    ``check_ports``, for a cluster that starts here, on free ports: ``_on_free_ports``)."""
     if cdir.exists():
         cfg = cdir.config()
         if tls and cfg.tls is None:
@@ -278,7 +280,10 @@ def prepare(
                 "processes on one machine (`fabric sim` runs bigger clusters)"
             )
         cfg = sized_config(cfg, nodes)
-    cfg = _on_free_ports(cfg, port_base, fixed=config_file is not None, say=say)
+    if port_base is not None:
+        cfg = _renumbered(cfg, port_base)
+    if check_ports:
+        cfg = _on_free_ports(cfg, fixed=config_file is not None or port_base is not None, say=say)
     if not cfg.id:
         import uuid
 
@@ -341,23 +346,20 @@ def _free_base(cfg: ClusterConfig) -> int:
     raise LaunchError(f"no {len(cfg.nodes)} free ports above {first}")
 
 
-def _on_free_ports(
-    cfg: ClusterConfig, port_base: int | None, fixed: bool, say: Callable[[str], None]
-) -> ClusterConfig:
-    """A new cluster's config on ports nobody listens on.
+def _on_free_ports(cfg: ClusterConfig, fixed: bool, say: Callable[[str], None]) -> ClusterConfig:
+    """A new cluster's config on ports nobody listens on, checked before anything is
+    written (a refused ``up`` leaves no directory behind to get in the way of the next).
 
-    Ports the user chose (a config file, ``--port-base``) are kept, or refused with a
-    ``--port-base`` that is free; the embedded default's move up by themselves, so a
-    second ``fabric up --dir OTHER`` starts beside the first."""
-    if port_base is not None:
-        cfg = _renumbered(cfg, port_base)
+    Ports the user chose (``fixed``: a config file, ``--port-base``) are kept, or refused
+    with a ``--port-base`` that is free; the embedded default's move up by themselves, so
+    a second ``fabric up --dir OTHER`` starts beside the first."""
     taken = [n for n in cfg.nodes if not port_free(n.host, n.port)]
     if not taken:
         return cfg
     free = _free_base(cfg)
     ports = ", ".join(f"{n.port} ({n.id})" for n in taken)
-    if fixed or port_base is not None:
-        raise LaunchRefused(
+    if fixed:
+        raise LaunchError(
             f"port {ports} on {taken[0].host} already in use (another cluster?); "
             f"`--port-base {free}` puts the {len(cfg.nodes)} nodes on free ports"
         )
@@ -587,7 +589,7 @@ def up(
     """
     cdir = ClusterDir(root)
     try:
-        cfg = prepare(cdir, config_file, nodes, say, tls, port_base)
+        cfg = prepare(cdir, config_file, nodes, say, tls, port_base, check_ports=True)
     except LaunchRefused:
         raise
     except ConfigError as exc:

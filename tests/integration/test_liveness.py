@@ -207,10 +207,11 @@ def test_up_starts_every_node_it_can_and_names_the_one_that_cannot(
     make_cluster: Callable[[int], Cluster],
 ) -> None:
     cluster = make_cluster(3)
+    cluster.fabric("init", "--config", str(cluster.config))  # `up` refuses taken ports at first
     with socket.socket() as squatter:
         squatter.bind(("127.0.0.1", node_port(cluster, 1)))  # n2's port
         squatter.listen()
-        elapsed, code, stdout, err = timed(cluster, "up", "--config", str(cluster.config))
+        elapsed, code, stdout, err = timed(cluster, "up")
         assert code == 6, f"{stdout}\n{err}"
         assert elapsed < 30, f"fabric up took {elapsed:.1f} s"
         assert "node n2 failed to start: its address is already in use" in err

@@ -16,7 +16,7 @@ import pytest
 from fabric.config import ClusterConfig, load_config
 from shell import exits, lastdir
 from shell.cli import build_parser, main
-from shell.launcher import CONFIG_NAME, LaunchRefused, _on_free_ports, port_free, resolve_dir
+from shell.launcher import CONFIG_NAME, LaunchError, _on_free_ports, port_free, resolve_dir
 from tests.integration.conftest import free_ports, write_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,7 +132,7 @@ def config_on(tmp_path: Path, nodes: int, first_port: int) -> ClusterConfig:
 def test_a_new_cluster_on_the_default_ports_moves_to_free_ones(
     tmp_path: Path, taken_port: int
 ) -> None:
-    cfg = _on_free_ports(config_on(tmp_path, 3, taken_port), None, fixed=False, say=print)
+    cfg = _on_free_ports(config_on(tmp_path, 3, taken_port), fixed=False, say=print)
     ports = [n.port for n in cfg.nodes]
     assert taken_port not in ports and ports == list(range(ports[0], ports[0] + 3))
     assert all(port_free("127.0.0.1", p) for p in ports)
@@ -142,10 +142,8 @@ def test_ports_the_user_fixed_are_refused_with_a_free_port_base(
     tmp_path: Path, taken_port: int
 ) -> None:
     cfg = config_on(tmp_path, 2, taken_port)
-    with pytest.raises(LaunchRefused, match=r"--port-base \d+") as refused:
-        _on_free_ports(cfg, None, fixed=True, say=print)
-    with pytest.raises(LaunchRefused, match=r"--port-base \d+"):
-        _on_free_ports(cfg, taken_port, fixed=False, say=print)  # --port-base PORT
+    with pytest.raises(LaunchError, match=r"--port-base \d+") as refused:
+        _on_free_ports(cfg, fixed=True, say=print)
     suggested = int(re.findall(r"--port-base (\d+)", str(refused.value))[0])
     assert str(taken_port) in str(refused.value)
     assert port_free("127.0.0.1", suggested) and port_free("127.0.0.1", suggested + 1)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 from pathlib import Path
 
 from shell.sparse import BLOCK_BYTES, SparseWriter
@@ -11,7 +11,7 @@ MIB = 1 << 20
 
 
 def test_zero_runs_become_holes_and_the_content_is_kept(tmp_path: Path) -> None:
-    data = os.urandom(3 * BLOCK_BYTES + 123)
+    data = random.Random(1).randbytes(3 * BLOCK_BYTES + 123)
     size = 64 * MIB
     stream = bytes(8 * MIB) + data + bytes(size - 8 * MIB - len(data))
     out = tmp_path / "out.img"
@@ -28,7 +28,7 @@ def test_zero_runs_become_holes_and_the_content_is_kept(tmp_path: Path) -> None:
 
 
 def test_a_stream_of_data_is_written_as_it_is(tmp_path: Path) -> None:
-    stream = os.urandom(BLOCK_BYTES * 2 + 7)
+    stream = random.Random(2).randbytes(BLOCK_BYTES * 2 + 7)
     out = tmp_path / "out.img"
     with open(out, "wb") as f:
         sparse = SparseWriter(f)
