@@ -452,6 +452,12 @@ class FabricClient:
         vd: dict[str, Any] = await self.request("GET", f"/api/v1/vdisks/{ref}")
         return vd
 
+    async def vdisk_extents(self, ref: str) -> dict[str, Any]:
+        """``size``, ``extent_bytes`` and the ``mapped`` runs ``[first index, count]`` of
+        extents that hold data (the others are holes)."""
+        answer: dict[str, Any] = await self.request("GET", f"/api/v1/vdisks/{ref}/extents")
+        return answer
+
     async def delete_vdisk(self, ref: str) -> None:
         await self.request("DELETE", f"/api/v1/vdisks/{ref}")
 

@@ -2,9 +2,9 @@
 
 A thin vdisk is mostly holes, and its stream carries them as zeros; written as they
 come, a 10 GiB vdisk with 1 MiB of data takes 10 GiB of disk. ``SparseWriter`` seeks
-over every all-zero block instead and sets the file's size at the end, so the copy
-takes the room its data takes (on file systems with holes; elsewhere the seek fills
-in zeros, as a plain write would).
+over every all-zero block instead (and over the holes its caller knows of, ``skip``)
+and sets the file's size at the end, so the copy takes the room its data takes (on
+file systems with holes; elsewhere the seek fills in zeros, as a plain write would).
 """
 
 from __future__ import annotations
@@ -43,6 +43,11 @@ class SparseWriter:
                 self._written_to = self._pos + len(piece)
             self._pos += len(piece)
         return len(view)
+
+    def skip(self, n: int) -> None:
+        """The next ``n`` bytes are a hole (known without reading them)."""
+        self._pos += n
+        self.hole_bytes += n
 
     def flush(self) -> None:
         self._out.flush()

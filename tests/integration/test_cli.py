@@ -98,6 +98,10 @@ def test_a_users_session_from_up_to_down(tmp_path: Path, stops: list[Path]) -> N
         assert f.read(3 * MiB) == data
         assert f.read() == bytes(256 * MiB - 103 * MiB)
 
+    # Only the extents that hold data crossed the network.
+    again = fabric(elsewhere, "vdisk", "read", "vm1", "-o", str(out), "--json")
+    assert json.loads(again.stdout)["transferred_bytes"] == 3 * MiB
+
     fabric(elsewhere, "down")
     stopped = fabric(elsewhere, "vdisk", "list", check=False)
     assert stopped.returncode == exits.NOT_RUNNING

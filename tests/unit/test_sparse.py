@@ -1,10 +1,12 @@
-"""``fabric vdisk read -o FILE`` writes a thin vdisk as a sparse file."""
+"""``fabric vdisk read -o FILE`` reads a thin vdisk's data only and writes it as a sparse file."""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
 
+from nodes.api_data import extent_runs
+from shell.cli import READ_GAP_BYTES, _data_ranges
 from shell.sparse import BLOCK_BYTES, SparseWriter
 
 MIB = 1 << 20
@@ -35,3 +37,17 @@ def test_a_stream_of_data_is_written_as_it_is(tmp_path: Path) -> None:
         sparse.write(stream)
         sparse.finish()
     assert out.read_bytes() == stream and sparse.hole_bytes == 0
+
+
+def test_a_reader_asks_only_for_the_extents_that_hold_data() -> None:
+    block_map = {0: "a", 1: "b", 5: "", 7: "c", 40: "d", 41: "e"}
+    runs = extent_runs(block_map)
+    assert runs == [[0, 2], [7, 1], [40, 2]]
+    layout = {"size": 42 * MIB - 10, "extent_bytes": MIB, "mapped": runs}
+    # Runs closer than READ_GAP_BYTES are read as one; the end is the vdisk's.
+    assert 5 * MIB < READ_GAP_BYTES < 32 * MIB
+    assert _data_ranges(layout, 0, layout["size"]) == [(0, 8 * MIB), (40 * MIB, 42 * MIB - 10)]
+    # An offset and a length cut the ranges.
+    assert _data_ranges(layout, MIB + 5, 7 * MIB + 1) == [(MIB + 5, 7 * MIB + 1)]
+    assert _data_ranges(layout, 40 * MIB + 1, 41 * MIB) == [(40 * MIB + 1, 41 * MIB)]
+    assert _data_ranges(layout, 10 * MIB, 20 * MIB) == []
