@@ -1506,6 +1506,10 @@ def _not_running(args: argparse.Namespace) -> str:
     cdir = ClusterDir(resolve_dir(getattr(args, "dir", None)))
     nodes = cdir.config().nodes
     alive = [n.id for n in nodes if cdir.pid(n.id) is not None]
+    if not any(os.path.isdir(cdir.node_dir(n.id)) for n in nodes):
+        # Made by `fabric init`: its nodes run on other hosts (docs/DEPLOY.md).
+        where = ", ".join(n.address for n in nodes)
+        return f"no node of the cluster in {cdir.root} answers (at {where})"
     if not alive:
         return (
             f"the cluster in {cdir.root} is not running (`fabric up --dir {cdir.root}` starts it)"

@@ -167,11 +167,25 @@ def test_init_with_port_base_puts_the_nodes_there(
 
 
 def stopped_cluster(tmp_path: Path) -> Path:
-    """A cluster directory whose nodes are not running (on ports nobody listens on)."""
+    """A local cluster directory whose nodes are not running (on ports nobody listens on)."""
     root = tmp_path / "stopped"
     root.mkdir()
     write_config(root / CONFIG_NAME, 2)
+    for node in ("n1", "n2"):
+        (root / "nodes" / node).mkdir(parents=True)
     return root
+
+
+def test_a_cluster_of_other_hosts_that_does_not_answer_is_named_by_its_addresses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    root = tmp_path / "remote"
+    root.mkdir()
+    write_config(root / CONFIG_NAME, 1)  # as `fabric init` leaves it: no node runs here
+    port = re.findall(r"^port = (\d+)", (root / CONFIG_NAME).read_text(), re.M)[0]
+    assert main(["kv", "get", "k", "--dir", str(root)]) == exits.NOT_RUNNING
+    err = capsys.readouterr().err
+    assert err == f"error: no node of the cluster in {root} answers (at 127.0.0.1:{port})\n"
 
 
 @pytest.mark.parametrize(
