@@ -21,7 +21,7 @@ from fabric.errors import BadRequest, Conflict, FabricError, NotFound, TooLarge,
 from fabric.metadata import keys
 from fabric.metadata.commands import Delete, Put
 from nodes.metrics import exposition, node_registry
-from nodes.node import Node
+from nodes.node import Node, cluster_role
 from nodes.openapi import Operation, document, operation, route_path
 from nodes.schemas import check, from_query, parse_json
 
@@ -138,7 +138,11 @@ async def get_health(request: web.Request) -> web.Response:
             "cluster": node.config.name,
             "cluster_id": node.config.id,
             "leader": node.metadata.leader,
-            "role": raft.role.name.lower() if raft else "starting",
+            # The word `fabric status` uses; Raft's own word (follower, learner, ...) apart.
+            "role": cluster_role(node.id, node.metadata.leader, node.membership.voters())
+            if raft
+            else "starting",
+            "raft_role": raft.role.name.lower() if raft else "starting",
             "term": raft.term if raft else 0,
             "registered": node.registered,
             "applied_index": node.metadata.state.applied_index,

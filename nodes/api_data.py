@@ -71,6 +71,31 @@ async def get_vdisk(request: web.Request) -> web.Response:
     return web.json_response(to_json(vd))
 
 
+async def get_vdisk_extents(request: web.Request) -> web.Response:
+    """Which extents of a vdisk hold data: a reader skips the rest (a thin vdisk is
+    mostly holes), a sparse copy leaves them holes."""
+    node = request.app[NODE]
+    vd = await node.catalog.get_vdisk(request.match_info["id"])
+    return web.json_response(
+        {
+            "size": vd.size,
+            "extent_bytes": node.config.extent_bytes,
+            "mapped": extent_runs(node.metadata.state.block_map(vd.id)),
+        }
+    )
+
+
+def extent_runs(block_map: dict[int, str]) -> list[list[int]]:
+    """``[first index, count]`` of every run of consecutive extents that hold data."""
+    runs: list[list[int]] = []
+    for index in sorted(i for i, extent_id in block_map.items() if extent_id):
+        if runs and runs[-1][0] + runs[-1][1] == index:
+            runs[-1][1] += 1
+        else:
+            runs.append([index, 1])
+    return runs
+
+
 async def delete_vdisk(request: web.Request) -> web.Response:
     await request.app[NODE].catalog.delete_vdisk(request.match_info["id"])
     return web.Response(status=204)
@@ -192,6 +217,7 @@ def routes() -> list[web.RouteDef]:
         web.post("/api/v1/vdisks", create_vdisk),
         web.get("/api/v1/vdisks", list_vdisks),
         web.get("/api/v1/vdisks/{id}", get_vdisk),
+        web.get("/api/v1/vdisks/{id}/extents", get_vdisk_extents),
         web.delete("/api/v1/vdisks/{id}", delete_vdisk),
         web.put("/api/v1/vdisks/{id}/data", write_vdisk),
         web.get("/api/v1/vdisks/{id}/data", read_vdisk),

@@ -514,7 +514,7 @@ class Node:
         for nc in self.membership.nodes():
             record = registered.get(nc.id)
             live = self.health.reports.get(nc.id, {}) if leader == self.id else {}
-            role = "leader" if nc.id == leader else ("voter" if nc.id in voters else "member")
+            role = cluster_role(nc.id, leader, voters)
             nodes.append(
                 {
                     "id": nc.id,
@@ -549,3 +549,12 @@ class Node:
                 "copies_running": len(self.rebuild.running),
             },
         }
+
+
+def cluster_role(node_id: str, leader: str | None, voters: tuple[str, ...]) -> str:
+    """A node's role in the words users see (``fabric status``, ``/api/v1/cluster``,
+    ``/api/v1/health``): leader, voter, or member (holds data, no vote; Raft calls it a
+    learner)."""
+    if node_id == leader:
+        return "leader"
+    return "voter" if node_id in voters else "member"

@@ -193,7 +193,8 @@ HEALTH = _view(
     cluster=_STR,
     cluster_id=_STR,
     leader=_nullable(_STR),
-    role=_STR,
+    role={"type": "string", "enum": ["leader", "voter", "member", "starting"]},
+    raft_role=_STR,
     term=_INT,
     registered=_BOOL,
     applied_index=_INT,
@@ -222,6 +223,11 @@ KV_ITEM = _view(key=_STR, version=_INT, value={})
 KV_VERSION = _view(key=_STR, version=_INT)
 VDISK = _view(id=_STR, name=_STR, container=_STR, size=_INT, created=_NUM)
 WRITTEN = _view(written=_INT, offset=_INT)
+VDISK_EXTENTS = _view(
+    size=_INT,
+    extent_bytes=_INT,
+    mapped={"type": "array", "items": {"type": "array", "items": _INT}},
+)
 IMAGE = _view(
     id=_STR,
     name=_STR,
@@ -356,6 +362,12 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation("POST", "/api/v1/vdisks", "Create a vdisk", ok=201, answer=VDISK, body=VDISK_REQUEST),
     Operation("GET", "/api/v1/vdisks/{id}", "One vdisk (by id or name)", answer=VDISK),
     Operation("DELETE", "/api/v1/vdisks/{id}", "Delete a vdisk and release its extents", ok=204),
+    Operation(
+        "GET",
+        "/api/v1/vdisks/{id}/extents",
+        "The runs [first index, count] of extents that hold data; the others are holes",
+        answer=VDISK_EXTENTS,
+    ),
     Operation(
         "PUT",
         "/api/v1/vdisks/{id}/data",

@@ -1,10 +1,10 @@
 """``fabric``: the command line of the storage fabric.
 
 Every command finds its cluster through ``--dir``, else ``$FABRIC_DIR``, else
-``./fabric-data``. Commands that print data take ``--json``. Exit codes: 0 success,
-1 the cluster said no (or could not be reached, or a transfer broke off), 2 bad usage or
-input, 6 ``fabric up`` started the cluster without some nodes (named, with the reason);
-``fabric node run`` exits with the codes of ``shell.launcher.EXIT_REASONS``.
+``./fabric-data`` if it holds one, else the last cluster ``fabric up`` started
+(``shell.lastdir``). The global options (``--dir``, ``--json``) go before or after the
+subcommand. Commands that print data print one readable line or table, and the full
+record with ``--json``. Exit codes: ``shell.exits`` (``fabric --help`` lists them).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 # argparse, the config and the stdlib. Each command imports what it needs (the HTTP
 # client and asyncio, the launcher, tqdm, the node) when it runs; a test holds the line.
 import argparse
+import io
 import json
 import os
 import re
@@ -20,6 +21,8 @@ import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
+
+from shell import exits
 
 if TYPE_CHECKING:
     from fabric.config import ClusterConfig
@@ -50,20 +53,20 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
 
 
 # --- cluster lifecycle ----------------------------------------------------------------------
-EXIT_PARTIAL_START = 6
-"""``fabric up``: some nodes could not start; the others run, healthy, with a leader."""
-
-
 def cmd_up(args: argparse.Namespace) -> int:
+    from shell import lastdir
     from shell.launcher import PartialStart, resolve_dir, up
 
-    root = resolve_dir(args.dir)
+    # `up` makes or restarts the cluster where the user is: never the remembered one.
+    root = resolve_dir(args.dir, remembered=False)
     try:
-        cfg = up(root, args.config, args.nodes, tls=args.tls)
+        cfg = up(root, args.config, args.nodes, tls=args.tls, port_base=args.port_base)
     except PartialStart as exc:
+        lastdir.remember(root)
         _print_up(root, exc.config)
         print(f"\nerror: {exc}", file=sys.stderr)
-        return EXIT_PARTIAL_START
+        return exits.PARTIAL_START
+    lastdir.remember(root)
     _print_up(root, cfg)
     return 0
 
@@ -84,10 +87,10 @@ def cmd_init(args: argparse.Namespace) -> int:
     what nodes on several hosts are given (docs/DEPLOY.md)."""
     from shell.launcher import ClusterDir, LaunchError, prepare, resolve_dir
 
-    cdir = ClusterDir(resolve_dir(args.dir))
+    cdir = ClusterDir(resolve_dir(args.dir, remembered=False))
     if cdir.exists():
         raise LaunchError(f"{cdir.root} already holds a cluster")
-    cfg = prepare(cdir, args.config, args.nodes, print, args.tls)
+    cfg = prepare(cdir, args.config, args.nodes, print, args.tls, args.port_base)
     print(f"cluster {cfg.name!r} (id {cfg.id}) made in {cdir.root}:")
     for path in (cdir.config_path, cdir.secret_path, cdir.token_path):
         print(f"  {path}")
@@ -207,10 +210,14 @@ def cmd_kv(args: argparse.Namespace) -> int:
             return {"key": args.key, "deleted": True}
 
     result = _run(go())
-    if args.json or args.kv_cmd != "get":
+    if args.json:
         _print_json(result)
-    else:
+    elif args.kv_cmd == "get":
         print(json.dumps(result["value"]))
+    elif args.kv_cmd == "put":
+        print(f"put {args.key} (version {result['version']})")
+    else:
+        print(f"deleted {args.key}")
     return 0
 
 
@@ -471,11 +478,71 @@ def cmd_container(args: argparse.Namespace) -> int:
         raise AssertionError(args.container_cmd)
 
     result = _run(go())
-    if args.json or args.container_cmd != "list":
+    if args.json:
         _print_json(result)
-    else:
+    elif args.container_cmd == "list":
         _print_containers(result)
+    elif args.container_cmd == "show":
+        _print_fields(result)
+    elif args.container_cmd == "create":
+        print(f"created container {result['name']} ({_policy(result)})")
+    else:
+        print(f"deleted container {args.name}")
     return 0
+
+
+def _policy(c: dict[str, Any]) -> str:
+    parts = [f"rf {c['rf']}"]
+    if c.get("ec"):
+        parts.append(f"ec {c['ec']}")
+    if c.get("dedup"):
+        parts.append("dedup")
+    if c.get("compression") not in (None, "none"):
+        parts.append(c["compression"])
+    return ", ".join(parts)
+
+
+def _print_fields(record: dict[str, Any]) -> None:
+    """One record as ``field  value`` lines: sizes in binary units, times as local
+    ISO-8601 (``--json`` has the numbers as they are)."""
+    width = max(map(len, record), default=0)
+    for key, value in record.items():
+        print(f"{key:<{width}}  {_field(key, value)}")
+
+
+def _field(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int | float) and (key in _TIME_FIELDS or key.endswith("_wall")):
+        return _when(float(value))
+    if isinstance(value, int) and (key == "size" or key.endswith("_bytes")):
+        return f"{_exact(value)} ({value} bytes)" if value >= 1024 else f"{value} bytes"
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return str(value)
+
+
+_TIME_FIELDS = frozenset({"created", "updated", "at", "started", "finished"})
+"""Record fields that hold seconds since the epoch."""
+
+
+def _when(epoch_s: float) -> str:
+    """Seconds since the epoch as local ISO-8601 time, to the second."""
+    from datetime import datetime
+
+    return datetime.fromtimestamp(epoch_s).astimezone().isoformat(timespec="seconds")
+
+
+def _exact(n: int) -> str:
+    """``10 GiB`` for a round size, else as ``_human`` rounds it."""
+    for unit, scale in (("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return _human(n)
 
 
 def _print_containers(views: list[dict[str, Any]]) -> None:
@@ -535,7 +602,8 @@ def cmd_vdisk(args: argparse.Namespace) -> int:
                     await client.delete_vdisk(args.name)
                     return {"deleted": args.name}
                 case "write":
-                    n = await client.write_vdisk(args.name, args.file, args.offset)
+                    with _bar(args, f"write {args.name}", os.path.getsize(args.file)) as bar:
+                        n = await client.write_vdisk(args.name, args.file, args.offset, bar.update)
                     return {"vdisk": args.name, "written": n, "offset": args.offset}
                 case "read":
                     return await _read_to(client, args)
@@ -544,22 +612,68 @@ def cmd_vdisk(args: argparse.Namespace) -> int:
     result = _run(go())
     if args.vdisk_cmd == "read" and args.output == "-":
         return 0
-    if args.json or args.vdisk_cmd != "list":
+    if args.json:
         _print_json(result)
+    elif args.vdisk_cmd == "list":
+        _print_vdisks(result)
+    elif args.vdisk_cmd == "show":
+        _print_fields(result)
     else:
-        rows = [("VDISK", "ID", "CONTAINER", "SIZE", "WRITTEN")]
-        rows += [
-            (
-                v["name"],
-                v["id"],
-                v["container"],
-                _human(v["size"]),
-                _human(v.get("logical_bytes", 0)),
-            )
-            for v in result
-        ]
-        _table(rows)
+        print(_vdisk_done(args, result))
     return 0
+
+
+def _print_vdisks(views: list[dict[str, Any]]) -> None:
+    rows = [("VDISK", "ID", "CONTAINER", "SIZE", "WRITTEN", "CREATED")]
+    rows += [
+        (
+            v["name"],
+            v["id"],
+            v["container"],
+            _human(v["size"]),
+            _human(v.get("logical_bytes", 0)),
+            _when(v["created"]),
+        )
+        for v in views
+    ]
+    _table(rows)
+
+
+def _vdisk_done(args: argparse.Namespace, result: dict[str, Any]) -> str:
+    """The one line that says what a vdisk command did."""
+    match args.vdisk_cmd:
+        case "create":
+            return (
+                f"created vdisk {result['name']} ({_exact(result['size'])}, "
+                f"container {result['container']})"
+            )
+        case "delete":
+            return f"deleted vdisk {args.name}"
+        case "write":
+            return f"wrote {_human(result['written'])} to vdisk {args.name} at offset {args.offset}"
+    holes = (
+        f"; {_human(result['hole_bytes'])} of holes left unallocated"
+        if result["hole_bytes"]
+        else ""
+    )
+    return f"read {_human(result['read'])} of vdisk {args.name} into {args.output}{holes}"
+
+
+def _bar(args: argparse.Namespace, what: str, total: int | None) -> Any:
+    """A tqdm progress bar on standard error: on a terminal, or with ``--progress``
+    (``--no-progress``: never); otherwise one that shows nothing, so pipes stay clean."""
+    from tqdm import tqdm
+
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    return tqdm(
+        total=total,
+        desc=what,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        disable=not show,
+    )
 
 
 async def _read_to(client: FabricClient, args: argparse.Namespace) -> dict[str, Any]:
@@ -567,16 +681,64 @@ async def _read_to(client: FabricClient, args: argparse.Namespace) -> dict[str, 
         n = await client.read_vdisk(args.name, sys.stdout.buffer, args.offset, args.length)
         sys.stdout.buffer.flush()
         return {"vdisk": args.name, "read": n, "output": args.output}
+    from shell.sparse import SparseWriter
+
+    layout = await client.vdisk_extents(args.name)
+    start = args.offset
+    end = layout["size"] if args.length is None else start + args.length
+    if not 0 <= start <= end <= layout["size"]:
+        # Past the end: the node's refusal says so, as for any read.
+        await client.read_vdisk(args.name, io.BytesIO(), args.offset, args.length)
     try:
-        with open(args.output, "wb") as out:
-            n = await client.read_vdisk(args.name, out, args.offset, args.length)
+        with open(args.output, "wb") as out, _bar(args, f"read {args.name}", end - start) as bar:
+            sparse = SparseWriter(out)
+            pos, transferred = start, 0
+            # Only the extents that hold data cross the network; holes stay holes.
+            for first, last in _data_ranges(layout, start, end):
+                sparse.skip(first - pos)
+                bar.update(first - pos)
+                transferred += await client.read_vdisk(
+                    args.name, sparse, first, last - first, bar.update
+                )
+                pos = last
+            sparse.skip(end - pos)
+            bar.update(end - pos)
+            sparse.finish()
     except BaseException:
         # A partial file of the right name would look like a good copy.
         if os.path.isfile(args.output):
             os.unlink(args.output)
             print(f"removed the partial {args.output}", file=sys.stderr)
         raise
-    return {"vdisk": args.name, "read": n, "output": args.output}
+    return {
+        "vdisk": args.name,
+        "read": end - start,
+        "output": args.output,
+        "transferred_bytes": transferred,
+        "hole_bytes": sparse.hole_bytes,
+    }
+
+
+READ_GAP_BYTES = 8 << 20
+"""Data ranges closer than this are read as one (the zeros between still become holes):
+fewer requests for a fragmented vdisk."""
+
+
+def _data_ranges(layout: dict[str, Any], start: int, end: int) -> list[tuple[int, int]]:
+    """The byte ranges within ``[start, end)`` of the extents that hold data, merged
+    across gaps shorter than ``READ_GAP_BYTES``."""
+    size, extent = layout["size"], layout["extent_bytes"]
+    ranges: list[tuple[int, int]] = []
+    for first, count in layout["mapped"]:
+        lo = max(start, first * extent)
+        hi = min(end, size, (first + count) * extent)
+        if lo >= hi:
+            continue
+        if ranges and lo - ranges[-1][1] < READ_GAP_BYTES:
+            ranges[-1] = (ranges[-1][0], hi)
+        else:
+            ranges.append((lo, hi))
+    return ranges
 
 
 # --- images -------------------------------------------------------------------------------
@@ -761,7 +923,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
                 "fabric sim: --swarm and --shrink run the full model, without --sweep",
                 file=sys.stderr,
             )
-            return 2
+            return exits.USAGE
         from shell.sim import swarm
 
         if args.shrink:
@@ -839,7 +1001,7 @@ def _sim_placement(args: argparse.Namespace) -> int:
         scenario = load_scenario(args.scenario)
     except ScenarioError as exc:
         print(f"fabric sim: {exc}", file=sys.stderr)
-        return 2
+        return exits.USAGE
     seed = scenario.seed if args.seed is None else args.seed
     for name, value in run(scenario, seed).items():
         print(f"{name:<32} {value:.6g}")
@@ -877,7 +1039,7 @@ def _fault_params(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep:
-            raise SystemExit(f"error: --param {pair!r}: expected KEY=VALUE")
+            raise UsageError(f"--param {pair!r}: expected KEY=VALUE")
         if "," in value or key == "ops":
             params[key] = [v for v in value.split(",") if v]
             continue
@@ -956,12 +1118,66 @@ def cmd_fault(args: argparse.Namespace) -> int:
 
 
 # --- wiring ---------------------------------------------------------------------------------
+def _global_options(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """``--dir`` and ``--json``: with defaults on the top-level parser; on a subcommand
+    (``suppress``) without, so that an option given before the subcommand stays set."""
+    parser.add_argument(
+        "--dir",
+        default=argparse.SUPPRESS if suppress else None,
+        help="cluster directory (default: $FABRIC_DIR, else ./fabric-data if it holds a "
+        "cluster, else the last cluster `fabric up` started)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        default=argparse.SUPPRESS if suppress else False,
+        help="print the full record as JSON",
+    )
+
+
+def _port_base_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--port-base",
+        type=int,
+        metavar="PORT",
+        help="a new cluster's nodes listen on PORT, PORT+1, ... (default: the config's "
+        "ports, moved up to free ones when taken unless the config was given)",
+    )
+
+
+def _progress_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: on a terminal only)",
+    )
+
+
+def _describe_subcommands(parser: argparse.ArgumentParser) -> None:
+    """Every subcommand's ``--help`` opens with its one-line summary from the list."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                child = action.choices[choice.dest]
+                if child.description is None:
+                    child.description = choice.help
+                _describe_subcommands(child)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="fabric",
+        description="A distributed storage fabric.",
+        epilog=exits.epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    # The global options go before the subcommand or after it: the top-level parser
+    # gives their defaults, and a subcommand's copy (SUPPRESS) sets them only if given.
+    _global_options(p, suppress=False)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--dir", help="cluster directory (default: $FABRIC_DIR or ./fabric-data)")
-    common.add_argument("--json", action="store_true", help="print JSON")
-    p = argparse.ArgumentParser(prog="fabric", description="A distributed storage fabric.")
-    sub = p.add_subparsers(dest="command", required=True)
+    _global_options(common, suppress=True)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("up", parents=[common], help="start a local cluster")
     s.add_argument("--nodes", type=int, help="number of nodes (1..15)")
@@ -969,6 +1185,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--tls", action="store_true", help="HTTPS everywhere, with a private CA made for it"
     )
+    _port_base_option(s)
     s.set_defaults(fn=cmd_up)
     rn = sub.add_parser(
         "run", help="run an experiment: cluster, workloads, faults, checks; write a report"
@@ -976,7 +1193,11 @@ def build_parser() -> argparse.ArgumentParser:
     rn.add_argument("scenario", help="scenario file (TOML)")
     rn.add_argument("--seed", type=int, help="seed of the nemesis and workloads")
     rn.add_argument("-o", "--output", help="output folder (default: fabric-runs/NAME-seedN)")
-    rn.add_argument("--dir", help="run against the running cluster of this directory")
+    rn.add_argument(
+        "--dir",
+        default=argparse.SUPPRESS,
+        help="run against the running cluster of this directory (default: a new one)",
+    )
     rn.add_argument(
         "--time-scale",
         type=float,
@@ -1047,6 +1268,7 @@ def build_parser() -> argparse.ArgumentParser:
     it.add_argument("--nodes", type=int, help="number of nodes (1..15)")
     it.add_argument("--config", help="cluster config (TOML); default: the embedded one")
     it.add_argument("--tls", action="store_true", help="make a private CA and a node certificate")
+    _port_base_option(it)
     it.set_defaults(fn=cmd_init)
     sub.add_parser("down", parents=[common], help="stop the local cluster").set_defaults(
         fn=cmd_down
@@ -1106,8 +1328,8 @@ def build_parser() -> argparse.ArgumentParser:
     dr.add_argument("--undo", action="store_true", help="stop draining; new data may go there")
     dr.set_defaults(fn=cmd_drain)
     run = node.add_parser("run", help="run a node in the foreground")
-    run.add_argument("--config", required=True)
-    run.add_argument("--id", required=True)
+    run.add_argument("--config", required=True, help="the cluster config (TOML)")
+    run.add_argument("--id", required=True, help="which node of the config this one is")
     run.add_argument("--dir", dest="node_dir", help="the node's data directory")
     run.add_argument(
         "--secret", help="the cluster secret file (default: cluster.secret beside the config)"
@@ -1128,11 +1350,11 @@ def build_parser() -> argparse.ArgumentParser:
     kv = sub.add_parser("kv", help="the metadata key space").add_subparsers(
         dest="kv_cmd", required=True
     )
-    put = kv.add_parser("put", parents=[common])
+    put = kv.add_parser("put", parents=[common], help="set a key to a value")
     put.add_argument("key")
     put.add_argument("value", help="JSON, or a plain string")
-    kv.add_parser("get", parents=[common]).add_argument("key")
-    kv.add_parser("delete", parents=[common]).add_argument("key")
+    kv.add_parser("get", parents=[common], help="a key's value").add_argument("key")
+    kv.add_parser("delete", parents=[common], help="delete a key").add_argument("key")
     for name in ("put", "get", "delete"):
         kv.choices[name].set_defaults(fn=cmd_kv)
 
@@ -1152,31 +1374,37 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="how long data stays cold before EC (e.g. 0s, 1h)",
     )
-    ct.add_parser("list", parents=[common])
-    ct.add_parser("show", parents=[common]).add_argument("name")
-    ct.add_parser("delete", parents=[common]).add_argument("name")
+    ct.add_parser("list", parents=[common], help="containers: policy, usage, savings, resiliency")
+    ct.add_parser("show", parents=[common], help="one container's policy and usage").add_argument(
+        "name"
+    )
+    ct.add_parser("delete", parents=[common], help="delete an empty container").add_argument("name")
     for parser in ct.choices.values():
         parser.set_defaults(fn=cmd_container)
 
     vd = sub.add_parser("vdisk", help="virtual disks").add_subparsers(
         dest="vdisk_cmd", required=True
     )
-    v = vd.add_parser("create", parents=[common])
+    v = vd.add_parser("create", parents=[common], help="create a thin-provisioned vdisk")
     v.add_argument("name")
     v.add_argument("--container", required=True)
     v.add_argument("--size", type=parse_size, required=True, help="e.g. 10G")
-    vd.add_parser("list", parents=[common])
-    vd.add_parser("show", parents=[common]).add_argument("name")
-    vd.add_parser("delete", parents=[common]).add_argument("name")
+    vd.add_parser("list", parents=[common], help="vdisks: size and bytes written")
+    vd.add_parser("show", parents=[common], help="one vdisk").add_argument("name")
+    vd.add_parser(
+        "delete", parents=[common], help="delete a vdisk and release its extents"
+    ).add_argument("name")
     w = vd.add_parser("write", parents=[common], help="stream a file into a vdisk")
     w.add_argument("name")
     w.add_argument("file")
-    w.add_argument("--offset", type=parse_size, default=0)
+    w.add_argument("--offset", type=parse_size, default=0, help="where in the vdisk (e.g. 1G)")
+    _progress_option(w)
     r = vd.add_parser("read", parents=[common], help="stream a vdisk into a file")
     r.add_argument("name")
     r.add_argument("-o", "--output", required=True, help="file, or - for standard output")
-    r.add_argument("--offset", type=parse_size, default=0)
-    r.add_argument("--length", type=parse_size, default=None)
+    r.add_argument("--offset", type=parse_size, default=0, help="from where (e.g. 1G)")
+    r.add_argument("--length", type=parse_size, default=None, help="how much (default: to the end)")
+    _progress_option(r)
     for parser in vd.choices.values():
         parser.set_defaults(fn=cmd_vdisk)
 
@@ -1239,7 +1467,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--resume", action="store_true", help="continue a partial download")
     for parser in im.choices.values():
         parser.set_defaults(fn=cmd_image)
+    _describe_subcommands(p)
     return p
+
+
+class UsageError(Exception):
+    """The command line asks for something malformed (argparse cannot tell)."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1248,45 +1481,72 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return fn(args)
     except KeyboardInterrupt:
-        return 130
+        return exits.INTERRUPTED
     except BrokenPipeError:
-        return 0  # the reader of our output went away (| head): not an error of ours
+        return exits.OK  # the reader of our output went away (| head): not an error of ours
     except Exception as exc:
-        code = _exit_code(exc)
+        code = _exit_code(exc, args)
         if code is None:
             raise
         return code
 
 
-def _exit_code(exc: Exception) -> int | None:
-    """Report an operating error and return its exit code; None for a bug (re-raised).
+def _exit_code(exc: Exception, args: argparse.Namespace) -> int | None:
+    """Report an operating error in one line and return its exit code (``shell.exits``);
+    None for a bug (re-raised).
 
     The error types load here, on failure only, so that no command pays for the
     modules of the others.
     """
     from fabric.config import ConfigError
 
-    if isinstance(exc, ConfigError):  # a ScenarioError too
+    if isinstance(exc, (ConfigError, UsageError)):  # a ScenarioError, a LaunchRefused too
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    from shell.launcher import LaunchError
+        return exits.USAGE
+    from shell.launcher import LaunchError, NoCluster
 
     if isinstance(exc, LaunchError):
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return exits.NOT_RUNNING if isinstance(exc, NoCluster) else exits.FAILED
     if "shell.client" in sys.modules:  # only a command that loaded the client can raise these
         from shell.client import ApiError, BrokenStream, Unreachable
 
         if isinstance(exc, ApiError):
             print(f"error: {exc.message} ({exc.code})", file=sys.stderr)
-            return 1
+            return exits.FAILED
+        if isinstance(exc, Unreachable) and not exc.maybe_sent:
+            print(f"error: {_not_running(args)}", file=sys.stderr)
+            return exits.NOT_RUNNING
         if isinstance(exc, (Unreachable, BrokenStream)):
             print(f"error: {exc}", file=sys.stderr)
-            return 1
+            return exits.FAILED
     if isinstance(exc, OSError):
         print(f"error: {exc.strerror or exc}: {exc.filename or ''}", file=sys.stderr)
-        return 2
+        return exits.USAGE
     return None
+
+
+def _not_running(args: argparse.Namespace) -> str:
+    """Why no node answered, in one line: the nodes' own errors say the same thing N
+    times over and name no remedy."""
+    from shell.launcher import ClusterDir, resolve_dir
+
+    cdir = ClusterDir(resolve_dir(getattr(args, "dir", None)))
+    nodes = cdir.config().nodes
+    alive = [n.id for n in nodes if cdir.pid(n.id) is not None]
+    if not any(os.path.isdir(cdir.node_dir(n.id)) for n in nodes):
+        # Made by `fabric init`: its nodes run on other hosts (docs/DEPLOY.md).
+        where = ", ".join(n.address for n in nodes)
+        return f"no node of the cluster in {cdir.root} answers (at {where})"
+    if not alive:
+        return (
+            f"the cluster in {cdir.root} is not running (`fabric up --dir {cdir.root}` starts it)"
+        )
+    return (
+        f"no node of the cluster in {cdir.root} answers, although {len(alive)} of its "
+        f"{len(nodes)} node processes run (paused or overloaded? see `fabric status "
+        f"--dir {cdir.root}` and the nodes' logs)"
+    )
 
 
 if __name__ == "__main__":

@@ -31,13 +31,20 @@ import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, BinaryIO, Protocol, TypeVar
 
 import aiohttp
 
 from fabric import limits
 
 T = TypeVar("T")
+
+
+class Writable(Protocol):
+    """Where a streamed answer goes: a binary file, or anything that takes bytes."""
+
+    def write(self, data: bytes) -> int: ...
+
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 """Methods whose request may be sent again to another node when one hangs."""
@@ -445,13 +452,25 @@ class FabricClient:
         vd: dict[str, Any] = await self.request("GET", f"/api/v1/vdisks/{ref}")
         return vd
 
+    async def vdisk_extents(self, ref: str) -> dict[str, Any]:
+        """``size``, ``extent_bytes`` and the ``mapped`` runs ``[first index, count]`` of
+        extents that hold data (the others are holes)."""
+        answer: dict[str, Any] = await self.request("GET", f"/api/v1/vdisks/{ref}/extents")
+        return answer
+
     async def delete_vdisk(self, ref: str) -> None:
         await self.request("DELETE", f"/api/v1/vdisks/{ref}")
 
-    async def write_vdisk(self, ref: str, path: str, offset: int = 0) -> int:
+    async def write_vdisk(
+        self,
+        ref: str,
+        path: str,
+        offset: int = 0,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         """Stream a local file into the vdisk at ``offset``."""
         answer = await self._send_file(
-            f"/api/v1/vdisks/{ref}/data", path, params={"offset": str(offset)}
+            f"/api/v1/vdisks/{ref}/data", path, params={"offset": str(offset)}, progress=progress
         )
         return int(answer["written"])
 
@@ -497,7 +516,7 @@ class FabricClient:
     async def _receive(
         self,
         path: str,
-        out: BinaryIO,
+        out: BinaryIO | Writable,
         headers: dict[str, str],
         progress: Callable[[int], None] | None = None,
     ) -> int:
@@ -533,14 +552,19 @@ class FabricClient:
         return int(answer["written"])
 
     async def read_vdisk(
-        self, ref: str, out: BinaryIO, offset: int = 0, length: int | None = None
+        self,
+        ref: str,
+        out: BinaryIO | Writable,
+        offset: int = 0,
+        length: int | None = None,
+        progress: Callable[[int], None] | None = None,
     ) -> int:
         """Stream ``length`` bytes (default: to the end) from ``offset`` into ``out``."""
         headers = {}
         if offset or length is not None:
             end = "" if length is None else str(offset + length - 1)
             headers["Range"] = f"bytes={offset}-{end}"
-        return await self._receive(f"/api/v1/vdisks/{ref}/data", out, headers)
+        return await self._receive(f"/api/v1/vdisks/{ref}/data", out, headers, progress)
 
     async def read_vdisk_bytes(self, ref: str, offset: int = 0, length: int | None = None) -> bytes:
         buf = io.BytesIO()

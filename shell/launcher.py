@@ -56,6 +56,7 @@ from fabric.config import (
     render_config,
     sized_config,
 )
+from shell import lastdir
 
 CONFIG_NAME = "cluster.toml"
 TOKEN_NAME = "admin.token"
@@ -73,6 +74,14 @@ EXIT_REASONS = {
 
 class LaunchError(Exception):
     """The cluster could not be started or stopped; the message says which node and why."""
+
+
+class NoCluster(LaunchError):
+    """The directory holds no cluster."""
+
+
+class LaunchRefused(LaunchError, ConfigError):
+    """``up`` was given a config it cannot run (the user's input): nothing started."""
 
 
 @dataclass(frozen=True)
@@ -170,7 +179,7 @@ class ClusterDir:
 
     def config(self) -> ClusterConfig:
         if not self.exists():
-            raise LaunchError(f"no cluster in {self.root} (run `fabric up` first)")
+            raise NoCluster(f"no cluster in {self.root} (`fabric up --dir {self.root}` makes one)")
         return load_config(self.config_path)
 
     def pid(self, node_id: str) -> int | None:
@@ -212,8 +221,19 @@ def _live_cmdline(pid: int) -> list[str] | None:
         return None
 
 
-def resolve_dir(arg: str | None) -> str:
-    return os.path.abspath(arg or os.environ.get("FABRIC_DIR") or "fabric-data")
+def resolve_dir(arg: str | None, remembered: bool = True) -> str:
+    """The cluster directory of a command: ``--dir``, else ``$FABRIC_DIR``, else
+    ``./fabric-data`` if it holds a cluster, else (``remembered``) the last cluster
+    ``fabric up`` started if it still exists, else ``./fabric-data``."""
+    given = arg or os.environ.get("FABRIC_DIR")
+    if given:
+        return os.path.abspath(given)
+    here = os.path.abspath("fabric-data")
+    if remembered and not os.path.exists(os.path.join(here, CONFIG_NAME)):
+        last = lastdir.recall()
+        if last is not None and os.path.exists(os.path.join(last, CONFIG_NAME)):
+            return last
+    return here
 
 
 def log_tail(path: str, lines: int = 5) -> str:
@@ -230,14 +250,17 @@ def prepare(
     nodes: int | None,
     say: Callable[[str], None],
     tls: bool = False,
+    port_base: int | None = None,
+    check_ports: bool = False,
 ) -> ClusterConfig:
     """The config to run: the directory's own, or a new one written into it (with a new
-    private CA and node certificate when ``tls``)."""
+    private CA and node certificate when ``tls``; nodes from ``port_base`` on; with
+    ``check_ports``, for a cluster that starts here, on free ports: ``_on_free_ports``)."""
     if cdir.exists():
         cfg = cdir.config()
         if tls and cfg.tls is None:
             say(f"note: cluster {cfg.name!r} was made without TLS; --tls applies to new ones")
-        if config_file or (nodes and nodes != len(cfg.nodes)):
+        if config_file or port_base is not None or (nodes and nodes != len(cfg.nodes)):
             say(
                 f"note: {cdir.root} already holds cluster {cfg.name!r} with "
                 f"{len(cfg.nodes)} nodes; restarting it as it is "
@@ -257,6 +280,10 @@ def prepare(
                 "processes on one machine (`fabric sim` runs bigger clusters)"
             )
         cfg = sized_config(cfg, nodes)
+    if port_base is not None:
+        cfg = _renumbered(cfg, port_base)
+    if check_ports:
+        cfg = _on_free_ports(cfg, fixed=config_file is not None or port_base is not None, say=say)
     if not cfg.id:
         import uuid
 
@@ -284,6 +311,63 @@ def prepare(
     write_private(cdir.config_path, render_config(cfg))
     credentials(cdir, say)
     return cfg
+
+
+PORT_SEARCH_STEP = 100
+"""A new cluster whose ports are taken moves up by this much until all of its are free
+(and the ports just after it, which ``fabric node add`` takes, likely too)."""
+
+
+def port_free(host: str, port: int) -> bool:
+    """Could a node listen on ``host:port`` now? (With SO_REUSEADDR, as the node's server
+    binds: a port that a stopped node left in TIME_WAIT counts as free.)"""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _renumbered(cfg: ClusterConfig, base: int) -> ClusterConfig:
+    if not 1 <= base <= 65536 - len(cfg.nodes):
+        raise LaunchRefused(f"--port-base {base}: the nodes' ports must lie in 1..65535")
+    return replace(cfg, nodes=tuple(replace(n, port=base + i) for i, n in enumerate(cfg.nodes)))
+
+
+def _free_base(cfg: ClusterConfig) -> int:
+    """The first base from the config's first port up, in ``PORT_SEARCH_STEP``s, whose
+    ports are all free."""
+    first = cfg.nodes[0].port
+    for base in range(first + PORT_SEARCH_STEP, 65536 - len(cfg.nodes), PORT_SEARCH_STEP):
+        if all(port_free(n.host, base + i) for i, n in enumerate(cfg.nodes)):
+            return base
+    raise LaunchError(f"no {len(cfg.nodes)} free ports above {first}")
+
+
+def _on_free_ports(cfg: ClusterConfig, fixed: bool, say: Callable[[str], None]) -> ClusterConfig:
+    """A new cluster's config on ports nobody listens on, checked before anything is
+    written (a refused ``up`` leaves no directory behind to get in the way of the next).
+
+    Ports the user chose (``fixed``: a config file, ``--port-base``) are kept, or refused
+    with a ``--port-base`` that is free; the embedded default's move up by themselves, so
+    a second ``fabric up --dir OTHER`` starts beside the first."""
+    taken = [n for n in cfg.nodes if not port_free(n.host, n.port)]
+    if not taken:
+        return cfg
+    free = _free_base(cfg)
+    ports = ", ".join(f"{n.port} ({n.id})" for n in taken)
+    if fixed:
+        raise LaunchError(
+            f"port {ports} on {taken[0].host} already in use (another cluster?); "
+            f"`--port-base {free}` puts the {len(cfg.nodes)} nodes on free ports"
+        )
+    say(
+        f"port {ports} already in use (another cluster?): this cluster takes ports "
+        f"{free}..{free + len(cfg.nodes) - 1}"
+    )
+    return _renumbered(cfg, free)
 
 
 def write_private(path: str, text: str) -> None:
@@ -496,6 +580,7 @@ def up(
     say: Callable[[str], None] = print,
     timeout_s: float = limits.STARTUP_TIMEOUT_S,
     tls: bool = False,
+    port_base: int | None = None,
 ) -> ClusterConfig:
     """Start the cluster of ``root``; its config once every node is UP.
 
@@ -504,9 +589,11 @@ def up(
     """
     cdir = ClusterDir(root)
     try:
-        cfg = prepare(cdir, config_file, nodes, say, tls)
+        cfg = prepare(cdir, config_file, nodes, say, tls, port_base, check_ports=True)
+    except LaunchRefused:
+        raise
     except ConfigError as exc:
-        raise LaunchError(str(exc)) from exc
+        raise LaunchRefused(str(exc)) from exc
     for name in cfg.debug.enabled():
         say(
             f"WARNING: [debug] {name} = true in {cdir.config_path}: this cluster is BROKEN ON "

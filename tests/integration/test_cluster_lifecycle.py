@@ -62,13 +62,16 @@ def test_down_then_up_restarts_the_same_cluster_with_its_metadata(
 
 def test_port_in_use_names_the_node_and_its_log(make_cluster: Callable[[int], Cluster]) -> None:
     cluster = make_cluster(3)
+    # A made cluster whose ports others took since (a new one would be refused at once,
+    # test_cli_usage).
+    cluster.fabric("init", "--config", str(cluster.config))
     ports = cluster.config.read_text().split("port = ")
     with socket.socket() as squatter, socket.socket() as squatter2:
         squatter.bind(("127.0.0.1", int(ports[2].split()[0])))  # n2's port
         squatter.listen()
         squatter2.bind(("127.0.0.1", int(ports[3].split()[0])))  # n3's: no quorum is left
         squatter2.listen()
-        out = cluster.fabric("up", "--config", str(cluster.config), check=False)
+        out = cluster.fabric("up", check=False)
     assert out.returncode == 1
     assert "node n2 failed to start: its address is already in use" in out.stderr
     assert str(cluster.dir / "nodes" / "n2" / "node.log") in out.stderr
@@ -125,7 +128,12 @@ def test_a_second_cluster_on_the_same_ports_is_never_confused_with_the_first(
     second = Cluster(tmp_path / "second", first.config)  # same ports, another directory
     out = second.fabric("up", "--config", str(first.config), check=False)
     assert out.returncode == 1
-    assert "another cluster" in out.stderr or "already in use" in out.stderr
+    assert "already in use" in out.stderr and "--port-base" in out.stderr
+    assert not second.dir.exists(), "a refused up leaves nothing behind"
+    # Made anyway (`init` checks no port: its nodes may run on other hosts), it fails too.
+    second.fabric("init", "--config", str(first.config))
+    out = second.fabric("up", check=False)
+    assert out.returncode == 1 and "already in use" in out.stderr
     # Its commands reach the first cluster's ports, which refuse them.
     got = second.fabric("kv", "get", "owner", check=False)
     assert got.returncode == 1 and "another cluster is using these ports" in got.stderr

@@ -17,8 +17,25 @@ from pathlib import Path
 import pytest
 
 # What a start-up must not pay for: the HTTP client stack and its event loop, the node
-# process, the codecs, progress bars, and process inspection (status reads /proc).
-HEAVY = ("aiohttp", "asyncio", "nodes", "zstandard", "pyeclib", "xxhash", "tqdm", "psutil")
+# process, the codecs, progress bars, process inspection (status reads /proc), the
+# numeric, plotting and distributed stacks of experiments and sweeps, and TLS certificates.
+HEAVY = (
+    "aiohttp",
+    "asyncio",
+    "nodes",
+    "zstandard",
+    "pyeclib",
+    "xxhash",
+    "tqdm",
+    "psutil",
+    "numpy",
+    "scipy",
+    "matplotlib",
+    "dask",
+    "cryptography",
+)
+HEAVY_PACKAGES = ("shell.experiment", "shell.sim.runner", "shell.sim.sweep", "fabric.sim")
+"""Packages of the project that only `fabric run` and `fabric sim` need."""
 CHILD = """
 import json, sys
 from shell.cli import main
@@ -53,6 +70,10 @@ def run_cli(tmp_path: Path, *argv: str) -> tuple[int, set[str], str]:
     )
     assert report.exists(), f"the CLI did not finish: {out.stderr}"
     result = json.loads(report.read_text())
+    ours = [
+        m for m in result["modules"] if any(m == p or m.startswith(f"{p}.") for p in HEAVY_PACKAGES)
+    ]
+    assert not ours, f"`fabric {' '.join(argv)}` loaded {ours}"
     return result["code"], {m.split(".")[0] for m in result["modules"]}, out.stdout
 
 
