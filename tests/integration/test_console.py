@@ -5,11 +5,11 @@ low, a form sent from another site, its cookie on the API)."""
 from __future__ import annotations
 
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from http.client import HTTPResponse
-from pathlib import Path
 
 import pytest
 
@@ -169,16 +169,18 @@ def test_the_stream_sends_the_summary(cluster: Cluster) -> None:
         headers={"Cookie": f"fabric_session={browser.cookies['fabric_session']}"},
     )
     leader = cluster.status()["leader"]
+    deadline = time.monotonic() + 30
+    event: list[str] = []
     with urllib.request.urlopen(req, timeout=30) as resp:
         assert resp.headers["Content-Type"].startswith("text/event-stream")
-        lines = []
-        for raw in resp:
+        for raw in resp:  # events end with a blank line; pings are comments (": ping")
             line = raw.decode().rstrip("\r\n")
-            if not line and any(x.startswith("event: summary") for x in lines):
+            if line:
+                event.append(line)
+            elif event and event[0] == "event: summary":
                 break
-            lines.append(line)
-    event = "\n".join(lines)
-    assert "event: summary" in event and f"data-leader>{leader}<" in event
-
-
-__all__ = ["Path"]
+            else:
+                event = []
+            assert time.monotonic() < deadline, "no summary event in 30 s"
+    text = "\n".join(event)
+    assert f"data-leader>{leader}<" in text, text
