@@ -70,4 +70,5 @@ def install(app: web.Application) -> None:
         filters=FILTERS,
         undefined=jinja2.StrictUndefined,
     )
-    app.add_routes([*pages.routes(), *stream.routes(), web.static("/static", HERE / "static")])
+    app.add_routes([*pages.routes(), web.static("/static", HERE / "static")])
+    stream.install(app)

@@ -8,6 +8,7 @@ also say they come from a page of this node: their ``Origin`` (or, failing that,
 
 from __future__ import annotations
 
+import re
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -16,6 +17,8 @@ COOKIE = "fabric_session"
 FLASH_COOKIE = "fabric_flash"
 """A one-time message for the page a form redirects to ("container x created")."""
 _NOT_CONSOLE = ("/api/", "/internal/")
+_LOCAL_PATH = re.compile(r"/(?![/\\])[\x21-\x7e]*")
+"""A path of this node: ``/`` then no second slash or backslash, printable ASCII only."""
 
 
 def owns(path: str) -> bool:
@@ -40,8 +43,9 @@ def same_origin(request: web.Request) -> bool:
 
 
 def safe_next(target: str | None) -> str:
-    """Where to go after login: a path of this node, never another site."""
-    if not target or not target.startswith("/") or target.startswith(("//", "/\\")):
+    """Where to go after login: a path of this node, never another site (browsers read a
+    backslash as a slash and drop tabs and newlines, so those make ``//host`` too)."""
+    if not target or not _LOCAL_PATH.fullmatch(target):
         return "/"
     return target
 

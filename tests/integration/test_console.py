@@ -8,13 +8,15 @@ import re
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.client import HTTPResponse
 
 import pytest
 
 from fabric.config import load_config
-from tests.integration.conftest import Cluster, write_config
+from tests.integration.conftest import Cluster, make_cluster, write_config
+
+__all__ = ["make_cluster"]  # the fixture, for the stream story that needs its own cluster
 
 PAGES = ("/", "/nodes", "/containers", "/vdisks", "/tasks", "/events")
 
@@ -161,26 +163,46 @@ def test_a_form_sent_from_another_site_is_refused(cluster: Cluster, origin: str)
     assert '"csrf"' not in cluster.fabric("container", "list", "--json").stdout
 
 
+def first_summary(url: str, session: str) -> tuple[HTTPResponse, str]:
+    """Open ``/console/stream`` and read up to its first summary event (30 s at most)."""
+    req = urllib.request.Request(
+        url + "/console/stream", headers={"Cookie": f"fabric_session={session}"}
+    )
+    deadline = time.monotonic() + 30
+    event: list[str] = []
+    resp: HTTPResponse = urllib.request.urlopen(req, timeout=30)
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    for raw in resp:  # events end with a blank line; pings are comments (": ping")
+        line = raw.decode().rstrip("\r\n")
+        if line:
+            event.append(line)
+        elif event and event[0] == "event: summary":
+            break
+        else:
+            event = []
+        assert time.monotonic() < deadline, "no summary event in 30 s"
+    return resp, "\n".join(event)
+
+
 def test_the_stream_sends_the_summary(cluster: Cluster) -> None:
     browser = Browser(urls(cluster)[1])
     browser.log_in(cluster.token)
-    req = urllib.request.Request(
-        browser.url + "/console/stream",
-        headers={"Cookie": f"fabric_session={browser.cookies['fabric_session']}"},
-    )
     leader = cluster.status()["leader"]
-    deadline = time.monotonic() + 30
-    event: list[str] = []
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        assert resp.headers["Content-Type"].startswith("text/event-stream")
-        for raw in resp:  # events end with a blank line; pings are comments (": ping")
-            line = raw.decode().rstrip("\r\n")
-            if line:
-                event.append(line)
-            elif event and event[0] == "event: summary":
-                break
-            else:
-                event = []
-            assert time.monotonic() < deadline, "no summary event in 30 s"
-    text = "\n".join(event)
-    assert f"data-leader>{leader}<" in text, text
+    resp, event = first_summary(browser.url, browser.cookies["fabric_session"])
+    resp.close()
+    assert f"data-leader>{leader}<" in event, event
+
+
+def test_an_open_stream_does_not_hold_up_fabric_down(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1)
+    cluster.fabric("up", "--config", str(cluster.config))
+    browser = Browser(urls(cluster)[0])
+    browser.log_in(cluster.token)
+    resp, _ = first_summary(browser.url, browser.cookies["fabric_session"])
+    with resp:
+        started = time.monotonic()
+        out = cluster.fabric("down")
+        assert "killing" not in out.stdout, out.stdout
+        assert time.monotonic() - started < 5
