@@ -48,6 +48,10 @@ async def console_pages(
             response = _error(request, 401, f"{exc.message}; log in again")
     except FabricError as exc:
         response = _error(request, exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _error(request, exc.status, exc.reason)  # no such page, wrong method
     return _with_headers(response)
 
 

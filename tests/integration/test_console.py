@@ -113,6 +113,16 @@ def test_a_good_token_logs_in_and_the_summary_shows_the_cluster(cluster: Cluster
     assert browser.request("/")[0] == 303
 
 
+def test_a_revoked_token_ends_its_session(cluster: Cluster) -> None:
+    browser = Browser(urls(cluster)[2])
+    made = token(cluster, "read-only")
+    browser.log_in(made)
+    assert browser.request("/nodes")[0] == 200
+    cluster.fabric("token", "revoke", made.split("_")[1])
+    status, headers, _ = browser.request("/nodes")
+    assert (status, headers["Location"]) == (303, "/login?next=%2Fnodes")
+
+
 def test_the_cookie_never_authorises_the_api(cluster: Cluster) -> None:
     browser = Browser(urls(cluster)[0])
     browser.log_in(cluster.token)
@@ -126,6 +136,8 @@ def test_every_page_renders_for_an_admin(cluster: Cluster) -> None:
         status, headers, body = browser.request(path)
         assert status == 200, (path, body)
         assert "<h1>" in body and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    status, headers, body = browser.request("/no-such-page")
+    assert status == 404 and headers["Content-Type"].startswith("text/html"), body
 
 
 def test_only_a_role_that_may_create_containers_can_use_the_form(cluster: Cluster) -> None:
