@@ -345,6 +345,15 @@ STREAM_CHUNK_BYTES = 1 << 20
 # --- cluster view --------------------------------------------------------------------------
 CLUSTER_VIEW_TIMEOUT_S = 3.0
 
+# --- web console ---------------------------------------------------------------------------
+CONSOLE_REFRESH_S = 5.0
+"""How often the console's live summary is sent (each send is one cluster view)."""
+CONSOLE_STREAM_MAX_S = 600.0
+"""A live summary stream ends after this and the browser opens a new one: no response
+lives forever. (Its token is checked again before every send.)"""
+CONSOLE_EVENTS_SHOWN = 200
+"""The newest events the console's event log page shows."""
+
 # --- history checkers ----------------------------------------------------------------------
 CHECKER_ANOMALIES_LISTED = 20
 """Anomalies a verdict lists in its stats (all are counted): a broken run can have

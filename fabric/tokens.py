@@ -32,8 +32,13 @@ TOKEN_ID = re.compile(r"^[a-z0-9]{1,32}$")
 _TOKEN = re.compile(r"^fabric_([a-z0-9]{1,32})_([A-Za-z0-9_-]{43})$")
 SECRET_BYTES = 32
 
-PUBLIC_PATHS = frozenset({"/api/v1/openapi.json"})
-"""Served to anyone: the API's description holds nothing about the cluster."""
+PUBLIC_PATHS = frozenset({"/api/v1/openapi.json", "/login", "/logout"})
+"""Served to anyone: the API's description holds nothing about the cluster; the
+console's login page is where a token is given."""
+PUBLIC_PREFIXES = ("/static/",)
+"""The console's stylesheet and scripts: the login page needs them too."""
+CONSOLE_ACTIONS = {"/containers": "/api/v1/containers"}
+"""A console form and the API route it performs: it needs the same role."""
 OPENABLE_PATHS = ("/metrics", "/api/v1/health")
 """What ``[auth] public`` in the config may open to scrapers and load balancers."""
 
@@ -97,6 +102,9 @@ def required_role(method: str, path: str, public: frozenset[str] = frozenset()) 
     """The least role that may make this request; None: anyone may."""
     if path in PUBLIC_PATHS or (path in public and path in OPENABLE_PATHS):
         return None
+    if path.startswith(PUBLIC_PREFIXES):
+        return None
+    path = CONSOLE_ACTIONS.get(path, path)
     if path.startswith("/api/v1/tokens"):
         return "admin"  # even listing them: names and roles say who has access
     if method in ("GET", "HEAD", "OPTIONS"):

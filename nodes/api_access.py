@@ -2,7 +2,9 @@
 
 ``access`` is the middleware: it finds the role a route needs (``fabric.tokens``), reads
 the request's ``Authorization: Bearer`` token, and refuses with 401 (no token, or one
-that proves nothing) or 403 (a token whose role is too low). Node-to-node paths
+that proves nothing) or 403 (a token whose role is too low). The console's pages
+present their token in a session cookie instead (``nodes.console.session``); it is
+checked the same way. Node-to-node paths
 (``/internal/``) are not its business: the transport authenticates those itself.
 
 Tokens are read from the node's own copy of the metadata, kept at most
@@ -40,6 +42,7 @@ from fabric.metadata import access
 from fabric.metadata.commands import SetToken
 from fabric.metadata.records import TokenRecord
 from nodes.api import NODE, json_body
+from nodes.console import session
 from nodes.node import Node
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,7 @@ async def check_access(
         presented = tokens.bearer(request.headers.get("Authorization"))
     except tokens.TokenError as exc:
         raise Unauthorized(str(exc)) from None
+    presented = presented or session.token(request)  # the console's cookie: same checks
     if presented is None:
         raise Unauthorized(
             "this API needs a token: send 'Authorization: Bearer <token>' "

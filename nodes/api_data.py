@@ -14,6 +14,7 @@ from fabric.errors import BadRequest, FabricError, NotFound
 from fabric.extents.policy import policy_from_request
 from fabric.metadata.records import to_json
 from nodes.api import NODE, json_body, query
+from nodes.node import Node
 from nodes.services.accounting import container_views
 
 log = logging.getLogger(__name__)
@@ -27,14 +28,18 @@ def _views(request: web.Request) -> list[dict[str, Any]]:
 
 
 async def create_container(request: web.Request) -> web.Response:
-    body = await json_body(request)
+    view = await container_create(request.app[NODE], await json_body(request))
+    return web.json_response(view, status=201)
+
+
+async def container_create(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+    """``POST /api/v1/containers``'s answer (the console's form makes the same call)."""
     policy = policy_from_request(body)
     name = body.get("name")
     if not isinstance(name, str):
         raise BadRequest("body needs a container 'name'")
-    await request.app[NODE].catalog.create_container(name, policy)
-    view = next(v for v in _views(request) if v["name"] == name)
-    return web.json_response(view, status=201)
+    await node.catalog.create_container(name, policy)
+    return next(v for v in container_views(node.metadata.state) if v["name"] == name)
 
 
 async def list_containers(request: web.Request) -> web.Response:

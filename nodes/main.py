@@ -39,6 +39,8 @@ from nodes.api_faults import routes as fault_routes
 from nodes.api_healing import routes as healing_routes
 from nodes.api_images import routes as image_routes
 from nodes.api_members import routes as member_routes
+from nodes.console.app import console_pages
+from nodes.console.app import install as install_console
 from nodes.faultinject import (
     NET_FAULTS,
     FaultAgent,
@@ -115,8 +117,10 @@ async def serve(
         keys=keys,
     )
     node = Node(config, node_id, runtime)
-    app = build_app(node, [*transport.routes(), *api_routes()], [check_access])
+    # The console's middleware turns check_access's refusals of its pages into pages.
+    app = build_app(node, [*transport.routes(), *api_routes()], [console_pages, check_access])
     install_access(app)
+    install_console(app)
     install_faults(app, transport, agent)
     app[NET_FAULTS] = net
     app[HEALTH_EXTRA] = agent.summary

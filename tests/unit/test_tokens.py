@@ -59,6 +59,14 @@ def test_the_admin_token_comes_from_the_cluster_secret() -> None:
         ("PUT", "/api/v1/rebuild", "admin"),
         ("GET", "/api/v1/tokens", "admin"),
         ("POST", "/api/v1/faults", "admin"),
+        # The console: its pages are reads, its forms need what their API call needs.
+        ("GET", "/", "read-only"),
+        ("GET", "/containers", "read-only"),
+        ("GET", "/console/stream", "read-only"),
+        ("POST", "/containers", "admin"),
+        ("GET", "/login", None),
+        ("POST", "/login", None),
+        ("GET", "/static/console.css", None),
     ],
 )
 def test_each_request_needs_the_role_of_the_table(method: str, path: str, role: str | None) -> None:

@@ -1,0 +1,220 @@
+"""The web console on a real cluster: log in with a token, read every page, create a
+container from a form, watch the live summary; and what it refuses (no token, a role too
+low, a form sent from another site, its cookie on the API)."""
+
+from __future__ import annotations
+
+import re
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from http.client import HTTPResponse
+
+import pytest
+
+from fabric.config import load_config
+from tests.integration.conftest import Cluster, make_cluster, write_config
+
+__all__ = ["make_cluster"]  # the fixture, for the stream story that needs its own cluster
+
+PAGES = ("/", "/nodes", "/containers", "/vdisks", "/tasks", "/events")
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None  # a 303 is the answer under test, not a hop
+
+
+_opener = urllib.request.build_opener(_NoRedirect)
+
+
+class Browser:
+    """What a browser does with the console: keeps its cookies, sends forms with the
+    page's Origin (or the one given)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.cookies: dict[str, str] = {}
+
+    def request(
+        self, path: str, form: dict[str, str] | None = None, origin: str | None = None
+    ) -> tuple[int, dict[str, str], str]:
+        headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
+        data = None
+        if form is not None:
+            data = urllib.parse.urlencode(form).encode()
+            headers["Content-Type"] = "application/x-www-form-urlencoded"
+            headers["Origin"] = self.url if origin is None else origin
+        req = urllib.request.Request(self.url + path, data=data, headers=headers)
+        try:
+            resp: HTTPResponse = _opener.open(req, timeout=30)
+        except urllib.error.HTTPError as exc:
+            resp = exc  # type: ignore[assignment]
+        with resp:
+            status, body = resp.status, resp.read().decode()
+            for cookie in resp.headers.get_all("Set-Cookie") or []:
+                name, _, rest = cookie.partition("=")
+                value = rest.split(";")[0]
+                if value in ("", '""') or "Max-Age=0" in cookie:
+                    self.cookies.pop(name, None)
+                else:
+                    self.cookies[name] = value
+            return status, dict(resp.headers), body
+
+    def log_in(self, token: str) -> tuple[int, dict[str, str], str]:
+        return self.request("/login", {"token": token, "next": "/"})
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("console")
+    c = Cluster(root / "data", write_config(root / "cluster.toml", 3))
+    c.fabric("up", "--config", str(c.config))
+    yield c
+    c.fabric("down", check=False)
+
+
+def urls(cluster: Cluster) -> list[str]:
+    return [n.url for n in load_config(str(cluster.dir / "cluster.toml")).nodes]
+
+
+def token(cluster: Cluster, role: str) -> str:
+    return cluster.fabric("token", "create", f"console {role}", "--role", role).stdout.strip()
+
+
+def test_a_page_without_a_token_goes_to_the_login_page(cluster: Cluster) -> None:
+    browser = Browser(urls(cluster)[0])
+    for path in PAGES:
+        status, headers, _ = browser.request(path)
+        assert (status, headers["Location"]) == (303, "/login?next=" + path.replace("/", "%2F"))
+    status, _, body = browser.request("/login")
+    assert status == 200 and 'name="token"' in body
+    assert browser.request("/static/console.css")[0] == 200  # the login page's style
+
+
+def test_a_good_token_logs_in_and_the_summary_shows_the_cluster(cluster: Cluster) -> None:
+    browser = Browser(urls(cluster)[1])
+    status, _, body = browser.log_in("fabric_admin_" + "A" * 43)
+    assert status == 401 and "wrong token" in body
+    assert "fabric_session" not in browser.cookies
+
+    status, headers, _ = browser.log_in(cluster.token)
+    assert (status, headers["Location"]) == (303, "/")
+    cookie = headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    status, _, body = browser.request("/")
+    assert status == 200
+    leader = cluster.status()["leader"]
+    assert re.search(rf"data-leader>{leader}<", body), body
+    assert 'data-nodes="3"' in body
+
+    browser.request("/logout", {})
+    assert browser.request("/")[0] == 303
+
+
+def test_a_revoked_token_ends_its_session(cluster: Cluster) -> None:
+    browser = Browser(urls(cluster)[2])
+    made = token(cluster, "read-only")
+    browser.log_in(made)
+    assert browser.request("/nodes")[0] == 200
+    cluster.fabric("token", "revoke", made.split("_")[1])
+    status, headers, _ = browser.request("/nodes")
+    assert (status, headers["Location"]) == (303, "/login?next=%2Fnodes")
+
+
+def test_the_cookie_never_authorises_the_api(cluster: Cluster) -> None:
+    browser = Browser(urls(cluster)[0])
+    browser.log_in(cluster.token)
+    assert browser.request("/api/v1/cluster")[0] == 401
+
+
+def test_every_page_renders_for_an_admin(cluster: Cluster) -> None:
+    browser = Browser(urls(cluster)[2])
+    browser.log_in(cluster.token)
+    for path in PAGES:
+        status, headers, body = browser.request(path)
+        assert status == 200, (path, body)
+        assert "<h1>" in body and "frame-ancestors 'none'" in headers["Content-Security-Policy"]
+    status, headers, body = browser.request("/no-such-page")
+    assert status == 404 and headers["Content-Type"].startswith("text/html"), body
+
+
+def test_only_a_role_that_may_create_containers_can_use_the_form(cluster: Cluster) -> None:
+    url = urls(cluster)[0]
+    reader, operator = Browser(url), Browser(url)
+    reader.log_in(token(cluster, "read-only"))
+    operator.log_in(token(cluster, "operator"))
+    status, _, body = reader.request("/containers")
+    assert status == 200 and "cannot create containers" in body
+    # The API lets an operator write data but not make containers: nor does the console.
+    for browser in (reader, operator):
+        status, _, body = browser.request("/containers", {"name": "denied", "rf": "2"})
+        assert status == 403 and "needs admin" in body
+    assert "denied" not in cluster.fabric("container", "list", "--json").stdout
+
+    admin = Browser(url)
+    admin.log_in(cluster.token)
+    status, headers, _ = admin.request("/containers", {"name": "fromweb", "rf": "2", "dedup": "on"})
+    assert (status, headers["Location"]) == (303, "/containers")
+    status, _, body = admin.request("/containers")
+    assert "container fromweb created" in body and 'data-container="fromweb"' in body
+    assert "dedup" in body
+    assert '"fromweb"' in cluster.fabric("container", "list", "--json").stdout
+    # A refusal of the service comes back as the page's message, not a crash.
+    admin.request("/containers", {"name": "fromweb", "rf": "2"})
+    assert "error:" in admin.request("/containers")[2]
+
+
+@pytest.mark.parametrize("origin", ["http://127.0.0.2:1", "null", ""])
+def test_a_form_sent_from_another_site_is_refused(cluster: Cluster, origin: str) -> None:
+    browser = Browser(urls(cluster)[0])
+    browser.log_in(cluster.token)
+    status, _, body = browser.request("/containers", {"name": "csrf", "rf": "1"}, origin=origin)
+    assert status == 403 and "cross-site" in body
+    assert '"csrf"' not in cluster.fabric("container", "list", "--json").stdout
+
+
+def first_summary(url: str, session: str) -> tuple[HTTPResponse, str]:
+    """Open ``/console/stream`` and read up to its first summary event (30 s at most)."""
+    req = urllib.request.Request(
+        url + "/console/stream", headers={"Cookie": f"fabric_session={session}"}
+    )
+    deadline = time.monotonic() + 30
+    event: list[str] = []
+    resp: HTTPResponse = urllib.request.urlopen(req, timeout=30)
+    assert resp.headers["Content-Type"].startswith("text/event-stream")
+    for raw in resp:  # events end with a blank line; pings are comments (": ping")
+        line = raw.decode().rstrip("\r\n")
+        if line:
+            event.append(line)
+        elif event and event[0] == "event: summary":
+            break
+        else:
+            event = []
+        assert time.monotonic() < deadline, "no summary event in 30 s"
+    return resp, "\n".join(event)
+
+
+def test_the_stream_sends_the_summary(cluster: Cluster) -> None:
+    browser = Browser(urls(cluster)[1])
+    browser.log_in(cluster.token)
+    leader = cluster.status()["leader"]
+    resp, event = first_summary(browser.url, browser.cookies["fabric_session"])
+    resp.close()
+    assert f"data-leader>{leader}<" in event, event
+
+
+def test_an_open_stream_does_not_hold_up_fabric_down(
+    make_cluster: Callable[..., Cluster],
+) -> None:
+    cluster = make_cluster(1)
+    cluster.fabric("up", "--config", str(cluster.config))
+    browser = Browser(urls(cluster)[0])
+    browser.log_in(cluster.token)
+    resp, _ = first_summary(browser.url, browser.cookies["fabric_session"])
+    with resp:
+        started = time.monotonic()
+        out = cluster.fabric("down")
+        assert "killing" not in out.stdout, out.stdout
+        assert time.monotonic() - started < 5
