@@ -80,6 +80,10 @@ def _print_up(root: str, cfg: ClusterConfig) -> None:
     print()
     for node in cfg.nodes:
         print(f"  {node.id}: API {node.url}/api/v1   log {cdir.log_path(node.id)}")
+    print(
+        f"\n  console: {cfg.nodes[0].url}/ (any node serves it; "
+        f"log in with the token in {cdir.token_path})"
+    )
 
 
 def cmd_init(args: argparse.Namespace) -> int:

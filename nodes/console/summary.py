@@ -31,6 +31,8 @@ async def summary(node: Node) -> dict[str, Any]:
         "node_states": {s: states.count(s) for s in ("UP", "DEGRADED", "DOWN")},
         "rebuilding": rebuilding,
         "scrub": dataclasses.asdict(scrub),
-        # Each node scrubs its own disks; the node serving the page reports its passes.
+        # Each node scrubs its own disks; the node serving the page reports its passes
+        # (under its own id: the view's served_by may be the leader that built it).
+        "scrub_node": node.id,
         "scrub_here": dataclasses.asdict(node.scrubber.stats),
     }

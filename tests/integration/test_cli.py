@@ -57,7 +57,12 @@ def test_a_users_session_from_up_to_down(tmp_path: Path, stops: list[Path]) -> N
     elsewhere.mkdir()
     config = write_config(tmp_path / "two.toml", 2, voters=1)  # n2: a member, no vote
     stops.append(home / "c1")
-    fabric(home, "up", "--config", str(config), "--dir", "c1")
+    up = fabric(home, "up", "--config", str(config), "--dir", "c1")
+    # `up` says where the console is, and that address serves its login page.
+    console = re.search(r"console: (http://127\.0\.0\.1:\d+/) ", up.stdout)
+    assert console, up.stdout
+    with urllib.request.urlopen(console.group(1) + "login", timeout=10) as page:
+        assert 'name="token"' in page.read().decode()
 
     # From another directory, without --dir: the cluster `up` started last.
     view = json.loads(fabric(elsewhere, "status", "--json").stdout)
