@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
-# Installs what the fabric needs into ./.venv (and qemu-utils for the image tests).
+# Installs what the fabric needs into ./.venv; with --with-test-tools also the Debian
+# packages the tests drive: qemu-utils (real images) and chromium with its driver (the
+# console's browser tests; Debian's build, nothing downloads a browser of its own).
 # Safe to run again: it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-want_qemu="${1:-}"
-if [ "$want_qemu" = "--with-qemu" ] && ! command -v qemu-img >/dev/null 2>&1; then
-  echo "setup: installing qemu-utils (qemu-img) with apt-get" >&2
+want_tools="${1:-}"
+missing=()
+if [ "$want_tools" = "--with-test-tools" ]; then
+  command -v qemu-img >/dev/null 2>&1 || missing+=(qemu-utils)
+  command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+  command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+fi
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing ${missing[*]} with apt-get" >&2
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq >/dev/null
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq qemu-utils >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv" >&2

@@ -3,7 +3,7 @@
 # Extra arguments go to pytest (e.g. -k raft, or tests/unit).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --with-qemu
+scripts/setup.sh --with-test-tools
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy

@@ -1,0 +1,110 @@
+"""The console in a real browser: Debian's chromium, headless, driven by selenium.
+
+A user logs in on the page with a token, walks every page (a screenshot of each lands
+in ``test-artifacts/console/``, desktop and phone width), and watches the summary change
+by itself, over server-sent events, when a node is killed: no reload, no click.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from fabric.config import load_config
+from tests.integration.conftest import Cluster, write_config
+
+SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
+PAGES = ("nodes", "containers", "vdisks", "tasks", "events")
+WAIT_S = 30
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    root = tmp_path_factory.mktemp("browser")
+    c = Cluster(root / "data", write_config(root / "cluster.toml", 3))
+    c.fabric("up", "--config", str(c.config))
+    yield c
+    c.fabric("down", check=False)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
+    assert chromium and driver, (
+        "chromium and chromium-driver are not installed: scripts/setup.sh --with-test-tools"
+    )
+    options = webdriver.ChromeOptions()
+    options.binary_location = chromium
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1280,900"):
+        options.add_argument(arg)
+    b = webdriver.Chrome(service=Service(driver), options=options)
+    yield b
+    b.quit()
+
+
+def base(cluster: Cluster, i: int = 0) -> str:
+    return load_config(str(cluster.dir / "cluster.toml")).nodes[i].url
+
+
+def shot(browser: WebDriver, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    assert browser.save_screenshot(str(SHOTS / f"{name}.png")), name
+
+
+def log_in(browser: WebDriver, url: str, token: str) -> None:
+    browser.get(url + "/")
+    WebDriverWait(browser, WAIT_S).until(lambda b: "/login" in b.current_url)
+    shot(browser, "login")
+    browser.find_element(By.NAME, "token").send_keys(token)
+    browser.find_element(By.CSS_SELECTOR, "form button[type=submit]").click()
+    WebDriverWait(browser, WAIT_S).until(lambda b: b.find_elements(By.ID, "summary"))
+
+
+def test_a_user_logs_in_and_walks_every_page(cluster: Cluster, browser: WebDriver) -> None:
+    log_in(browser, base(cluster), cluster.token)
+    leader = cluster.status()["leader"]
+    found = browser.find_element(By.CSS_SELECTOR, "[data-leader]").text
+    assert found == leader
+    shot(browser, "summary")
+    for page in PAGES:
+        browser.get(f"{base(cluster)}/{page}")
+        assert browser.find_element(By.TAG_NAME, "h1").text, page
+        if page == "nodes":
+            assert all(f">{n}<" in browser.page_source for n in ("n1", "n2", "n3"))
+        shot(browser, page)
+    browser.set_window_size(390, 900)  # a phone's width: nothing wider than the screen
+    browser.get(base(cluster) + "/")
+    width = browser.execute_script("return document.documentElement.scrollWidth")
+    assert width <= 390, f"the summary is {width} px wide at a phone's 390"
+    shot(browser, "summary-phone")
+    browser.set_window_size(1280, 900)
+
+
+def changed(b: WebDriver) -> bool:
+    text: str = b.find_element(By.ID, "summary").text
+    return "DOWN" in text or "DEGRADED" in text
+
+
+def test_the_summary_follows_a_node_kill_without_a_reload(
+    cluster: Cluster, browser: WebDriver
+) -> None:
+    browser.get(base(cluster) + "/")
+    WebDriverWait(browser, WAIT_S).until(lambda b: b.find_elements(By.ID, "summary"))
+    assert 'data-nodes="3"' in browser.page_source
+    assert not changed(browser), "a node is already not UP"
+    browser.execute_script("window.fabricMark = 'same page'")
+    victim = next(n["id"] for n in cluster.status()["nodes"] if n["role"] != "leader")
+    cluster.fabric("fault", "inject", "node-kill", "--nodes", victim)
+    WebDriverWait(browser, WAIT_S).until(changed)
+    assert browser.execute_script("return window.fabricMark") == "same page", (
+        "the page reloaded: the summary did not come over the stream"
+    )
+    shot(browser, "summary-node-down")
