@@ -116,7 +116,9 @@ async def download(request: web.Request) -> web.StreamResponse:
     image = await service.get(request.match_info["id"])
     # Names are [A-Za-z0-9._-] (check_name): nothing to quote or escape.
     disposition = f'attachment; filename="{image["name"]}.raw"'
-    return await send_image(request, image["id"], {"Content-Disposition": disposition})
+    # The stream's headers are out before the console's middleware could add its own.
+    headers = {"Content-Disposition": disposition, "X-Content-Type-Options": "nosniff"}
+    return await send_image(request, image["id"], headers)
 
 
 def routes() -> list[web.RouteDef]:

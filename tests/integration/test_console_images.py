@@ -8,9 +8,13 @@ import hashlib
 import json
 import re
 import secrets
+import threading
+import time
 import urllib.request
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -24,7 +28,9 @@ MIB = 1024 * 1024
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     root = tmp_path_factory.mktemp("console-images")
-    c = Cluster(root / "data", write_config(root / "cluster.toml", 3))
+    # The import below reads from loopback, which URL import refuses by default.
+    config = write_config(root / "cluster.toml", 3, import_allow=("127.0.0.1/32",))
+    c = Cluster(root / "data", config)
     c.fabric("up", "--config", str(c.config))
     yield c
     c.fabric("down", check=False)
@@ -93,6 +99,59 @@ def test_a_plain_form_uploads_a_qcow2_that_ends_active_and_downloads_as_raw(
     status, headers, _ = browser.request("/images/delete", {"id": str(image["id"])})
     assert (status, headers["Location"]) == (303, "/images")
     assert "web.qcow2" not in images(cluster)
+
+
+class HeldSource(BaseHTTPRequestHandler):
+    """Serves ``data``: the first half at once, the rest once ``go`` is set."""
+
+    data: ClassVar[bytes] = b""
+    go: ClassVar[threading.Event] = threading.Event()
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(self.data)))
+        self.end_headers()
+        half = len(self.data) // 2
+        self.wfile.write(self.data[:half])
+        self.wfile.flush()
+        self.go.wait(60)
+        self.wfile.write(self.data[half:])
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@needs_qemu
+def test_an_import_from_the_form_shows_its_task_live_until_active(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    raw = tmp_path / "disk.raw"
+    make_mixed_raw(raw, 4 * MIB, seed=3)
+    HeldSource.data = raw.read_bytes()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), HeldSource)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        browser = Browser(urls(cluster)[0])
+        browser.log_in(cluster.token)
+        url = f"http://127.0.0.1:{server.server_address[1]}/disk.raw"
+        status, headers, _ = browser.request("/images/import", {"url": url, "name": "pulled"})
+        assert (status, headers["Location"]) == (303, "/tasks")
+        deadline = time.monotonic() + 30
+        while "of 4.0 MiB" not in (page := browser.request("/tasks")[2]):
+            assert time.monotonic() < deadline, page
+            time.sleep(0.2)  # a poll's pace, not a synchronisation: the loop waits
+        # While the task runs the page follows it (htmx), or reloads itself without script.
+        assert 'hx-trigger="every 1s"' in page and 'http-equiv="refresh"' in page
+        assert "RUNNING" in page
+        HeldSource.go.set()
+        while images(cluster)["pulled"]["state"] != "ACTIVE":
+            assert time.monotonic() < deadline + 30, images(cluster)["pulled"]
+            time.sleep(0.2)
+        page = browser.request("/tasks")[2]
+        assert "SUCCEEDED" in page and "hx-trigger" not in page  # done: no more polling
+    finally:
+        HeldSource.go.set()
+        server.shutdown()
 
 
 def test_image_forms_need_operator_and_fault_forms_admin(cluster: Cluster) -> None:
