@@ -63,7 +63,7 @@ def test_a_qcow2_uploaded_from_the_page_downloads_as_its_raw_conversion(
     row = browser.find_element(By.CSS_SELECTOR, '[data-image="frompage"]')
     assert row.find_element(By.CSS_SELECTOR, "[data-state]").text == "ACTIVE"
     assert "qcow2" in row.text
-    shot(browser, "images")
+    shot(browser, "images-active")
     link = row.find_element(By.LINK_TEXT, "Download").get_attribute("href")
     assert link
     cookie = "; ".join(f"{c['name']}={c['value']}" for c in browser.get_cookies())
@@ -113,7 +113,7 @@ def test_a_node_killed_from_the_panel_goes_down_and_a_pause_clears(
     inject(browser, url, "node-pause", victim)
     browser.get(url + "/faults")
     assert victim in browser.find_element(By.TAG_NAME, "main").text
-    shot(browser, "faults")
+    shot(browser, "faults-paused")
     watch_health(browser, url, ("DEGRADED", "DOWN"))
     browser.get(url + "/faults")
     browser.find_element(By.ID, "clear-all").click()
