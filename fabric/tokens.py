@@ -37,7 +37,14 @@ PUBLIC_PATHS = frozenset({"/api/v1/openapi.json", "/login", "/logout"})
 console's login page is where a token is given."""
 PUBLIC_PREFIXES = ("/static/",)
 """The console's stylesheet and scripts: the login page needs them too."""
-CONSOLE_ACTIONS = {"/containers": "/api/v1/containers"}
+CONSOLE_ACTIONS = {
+    "/containers": "/api/v1/containers",
+    "/images": "/api/v1/images",
+    "/images/import": "/api/v1/images",
+    "/images/delete": "/api/v1/images",
+    "/faults": "/api/v1/faults",
+    "/faults/clear": "/api/v1/faults",
+}
 """A console form and the API route it performs: it needs the same role."""
 OPENABLE_PATHS = ("/metrics", "/api/v1/health")
 """What ``[auth] public`` in the config may open to scrapers and load balancers."""

@@ -171,6 +171,7 @@ async def send_stream(
     length: int,
     size: int,
     partial: bool,
+    headers: dict[str, str] | None = None,
 ) -> web.StreamResponse:
     """Stream raw bytes ``[offset, offset + length)`` of a ``size``-byte object.
 
@@ -183,6 +184,7 @@ async def send_stream(
     resp.content_type = "application/octet-stream"
     resp.content_length = length
     resp.headers["Accept-Ranges"] = "bytes"
+    resp.headers.update(headers or {})
     if partial:
         resp.headers["Content-Range"] = f"bytes {offset}-{offset + length - 1}/{size}"
     await resp.prepare(request)

@@ -160,7 +160,8 @@ class FaultCoordinator:
 COORDINATOR = web.AppKey("fault_coordinator", FaultCoordinator)
 
 
-def _coordinator(request: web.Request) -> FaultCoordinator:
+def coordinator(request: web.Request) -> FaultCoordinator:
+    """This node's fault coordinator (the API's and the console's fault panel)."""
     found = request.app.get(COORDINATOR)
     if found is None:
         raise Unavailable("this node takes no faults")
@@ -169,21 +170,21 @@ def _coordinator(request: web.Request) -> FaultCoordinator:
 
 async def post_fault(request: web.Request) -> web.Response:
     body = await json_body(request)
-    answer = await _coordinator(request).inject(body)
+    answer = await coordinator(request).inject(body)
     return web.json_response(answer, status=201)
 
 
 async def get_faults(request: web.Request) -> web.Response:
-    return web.json_response(await _coordinator(request).listing())
+    return web.json_response(await coordinator(request).listing())
 
 
 async def delete_faults(request: web.Request) -> web.Response:
-    await _coordinator(request).clear()
+    await coordinator(request).clear()
     return web.Response(status=204)
 
 
 async def delete_fault(request: web.Request) -> web.Response:
-    await _coordinator(request).clear(request.match_info["id"])
+    await coordinator(request).clear(request.match_info["id"])
     return web.Response(status=204)
 
 

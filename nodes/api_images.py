@@ -43,8 +43,15 @@ async def upload_image(request: web.Request) -> web.Response:
 
 
 async def download_image(request: web.Request) -> web.StreamResponse:
+    return await send_image(request, request.match_info["id"])
+
+
+async def send_image(
+    request: web.Request, ref: str, headers: dict[str, str] | None = None
+) -> web.StreamResponse:
+    """The raw bytes of ACTIVE image ``ref`` (or the range asked), streamed."""
     node = request.app[NODE]
-    image = await node.images.get(request.match_info["id"])
+    image = await node.images.get(ref)
     if image["state"] != "ACTIVE":
         raise Conflict(f"image {image['name']!r} is {image['state']}, not ACTIVE")
     record = node.images.image(image["id"])
@@ -53,7 +60,7 @@ async def download_image(request: web.Request) -> web.StreamResponse:
     rng = parse_range(request.headers.get("Range"), size)
     offset, length = rng if rng else (0, size)
     _, length, stream = await node.reader.read(record.vdisk_id, offset, length)
-    return await send_stream(request, stream, offset, length, size, partial=bool(rng))
+    return await send_stream(request, stream, offset, length, size, bool(rng), headers)
 
 
 async def get_task(request: web.Request) -> web.Response:

@@ -11,7 +11,7 @@ import jinja2
 from aiohttp import web
 
 from fabric.errors import FabricError, Unauthorized
-from nodes.console import pages, session, stream
+from nodes.console import faults, images, pages, session, stream
 from nodes.console.units import FILTERS
 
 HERE = Path(__file__).parent
@@ -74,5 +74,12 @@ def install(app: web.Application) -> None:
         filters=FILTERS,
         undefined=jinja2.StrictUndefined,
     )
-    app.add_routes([*pages.routes(), web.static("/static", HERE / "static")])
+    app.add_routes(
+        [
+            *pages.routes(),
+            *images.routes(),
+            *faults.routes(),
+            web.static("/static", HERE / "static"),
+        ]
+    )
     stream.install(app)

@@ -145,7 +145,8 @@ async def tasks(request: web.Request) -> web.Response:
     await node.metadata.read_index()
     state = node.metadata.state
     found = [to_json(item.value) for _, item in state.scan(keys.TASK)]
-    return page(request, "tasks.html", {"tasks": found})
+    running = any(t["state"] == "RUNNING" for t in found)
+    return page(request, "tasks.html", {"tasks": found, "running": running})
 
 
 async def events(request: web.Request) -> web.Response:

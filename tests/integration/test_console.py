@@ -18,7 +18,7 @@ from tests.integration.conftest import Cluster, make_cluster, write_config
 
 __all__ = ["make_cluster"]  # the fixture, for the stream story that needs its own cluster
 
-PAGES = ("/", "/nodes", "/containers", "/vdisks", "/tasks", "/events")
+PAGES = ("/", "/nodes", "/containers", "/vdisks", "/images", "/tasks", "/faults", "/events")
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -38,13 +38,21 @@ class Browser:
         self.cookies: dict[str, str] = {}
 
     def request(
-        self, path: str, form: dict[str, str] | None = None, origin: str | None = None
+        self,
+        path: str,
+        form: dict[str, str] | None = None,
+        origin: str | None = None,
+        multipart: tuple[bytes, str] | None = None,
     ) -> tuple[int, dict[str, str], str]:
+        """GET ``path``, or POST ``form`` (urlencoded) or ``multipart`` (body, type)."""
         headers = {"Cookie": "; ".join(f"{k}={v}" for k, v in self.cookies.items())}
         data = None
         if form is not None:
             data = urllib.parse.urlencode(form).encode()
             headers["Content-Type"] = "application/x-www-form-urlencoded"
+        elif multipart is not None:
+            data, headers["Content-Type"] = multipart
+        if data is not None:
             headers["Origin"] = self.url if origin is None else origin
         req = urllib.request.Request(self.url + path, data=data, headers=headers)
         try:
