@@ -50,7 +50,10 @@ def test_the_summary_follows_a_node_kill_without_a_reload(
     assert 'data-nodes="3"' in browser.page_source
     assert not changed(browser), "a node is already not UP"
     browser.execute_script("window.fabricMark = 'same page'")
-    victim = next(n["id"] for n in cluster.status()["nodes"] if n["role"] != "leader")
+    # Neither the leader nor the node serving the page (n1): its stream must outlive it.
+    victim = next(
+        n["id"] for n in cluster.status()["nodes"] if n["role"] != "leader" and n["id"] != "n1"
+    )
     cluster.fabric("fault", "inject", "node-kill", "--nodes", victim)
     WebDriverWait(browser, WAIT_S).until(changed)
     assert browser.execute_script("return window.fabricMark") == "same page", (
