@@ -16,7 +16,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from fabric.config import load_config
-from tests.integration.conftest import Cluster, write_config
+from tests.integration.conftest import Cluster, running_cluster
 
 SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "console"
 WAIT_S = 30
@@ -24,11 +24,7 @@ WAIT_S = 30
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    root = tmp_path_factory.mktemp("browser")
-    c = Cluster(root / "data", write_config(root / "cluster.toml", 3))
-    c.fabric("up", "--config", str(c.config))
-    yield c
-    c.fabric("down", check=False)
+    yield from running_cluster(tmp_path_factory, "browser")
 
 
 @pytest.fixture(scope="module")

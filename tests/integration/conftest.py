@@ -94,6 +94,17 @@ class Cluster:
             time.sleep(0.2)
 
 
+def running_cluster(
+    factory: pytest.TempPathFactory, name: str, nodes: int = 3
+) -> Iterator[Cluster]:
+    """A cluster up for a whole module (a module-scoped fixture yields from this)."""
+    root = factory.mktemp(name)
+    cluster = Cluster(root / "data", write_config(root / "cluster.toml", nodes))
+    cluster.fabric("up", "--config", str(cluster.config))
+    yield cluster
+    cluster.fabric("down", check=False)
+
+
 @pytest.fixture
 def make_cluster(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     made: list[Cluster] = []

@@ -14,7 +14,7 @@ from http.client import HTTPResponse
 import pytest
 
 from fabric.config import load_config
-from tests.integration.conftest import Cluster, make_cluster, write_config
+from tests.integration.conftest import Cluster, make_cluster, running_cluster
 
 __all__ = ["make_cluster"]  # the fixture, for the stream story that needs its own cluster
 
@@ -76,11 +76,7 @@ class Browser:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    root = tmp_path_factory.mktemp("console")
-    c = Cluster(root / "data", write_config(root / "cluster.toml", 3))
-    c.fabric("up", "--config", str(c.config))
-    yield c
-    c.fabric("down", check=False)
+    yield from running_cluster(tmp_path_factory, "console")
 
 
 def urls(cluster: Cluster) -> list[str]:

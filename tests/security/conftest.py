@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from fabric.config import load_config
-from tests.integration.conftest import Cluster, make_cluster, write_config
+from tests.integration.conftest import Cluster, make_cluster, running_cluster
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -24,11 +24,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    root = tmp_path_factory.mktemp("secure")
-    c = Cluster(root / "data", write_config(root / "cluster.toml", 3))
-    c.fabric("up", "--config", str(c.config))
-    yield c
-    c.fabric("down", check=False)
+    yield from running_cluster(tmp_path_factory, "secure")
 
 
 def urls(cluster: Cluster) -> list[str]:
