@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -25,6 +26,12 @@ WAIT_S = 30
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     yield from running_cluster(tmp_path_factory, "browser")
+
+
+def live_wait(browser: WebDriver, timeout_s: float = WAIT_S) -> WebDriverWait[WebDriver]:
+    """A wait on a part of the page the live stream replaces: an element found just
+    before a swap is stale when read, and is simply found again."""
+    return WebDriverWait(browser, timeout_s, ignored_exceptions=(StaleElementReferenceException,))
 
 
 @pytest.fixture(scope="module")

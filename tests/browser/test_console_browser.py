@@ -11,7 +11,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.browser.conftest import WAIT_S, base, log_in, shot
+from tests.browser.conftest import WAIT_S, base, live_wait, log_in, shot
 from tests.integration.conftest import Cluster
 
 PAGES = ("nodes", "containers", "vdisks", "images", "tasks", "faults", "events")
@@ -20,7 +20,9 @@ PAGES = ("nodes", "containers", "vdisks", "images", "tasks", "faults", "events")
 def test_a_user_logs_in_and_walks_every_page(cluster: Cluster, browser: WebDriver) -> None:
     log_in(browser, base(cluster), cluster.token)
     leader = cluster.status()["leader"]
-    found = browser.find_element(By.CSS_SELECTOR, "[data-leader]").text
+    found = live_wait(browser).until(
+        lambda b: b.find_element(By.CSS_SELECTOR, "[data-leader]").text
+    )
     assert found == leader
     shot(browser, "summary")
     for page in PAGES:
@@ -55,7 +57,7 @@ def test_the_summary_follows_a_node_kill_without_a_reload(
         n["id"] for n in cluster.status()["nodes"] if n["role"] != "leader" and n["id"] != "n1"
     )
     cluster.fabric("fault", "inject", "node-kill", "--nodes", victim)
-    WebDriverWait(browser, WAIT_S).until(changed)
+    live_wait(browser).until(changed)
     assert browser.execute_script("return window.fabricMark") == "same page", (
         "the page reloaded: the summary did not come over the stream"
     )

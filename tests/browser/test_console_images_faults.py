@@ -13,7 +13,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
-from tests.browser.conftest import WAIT_S, base, log_in, shot
+from tests.browser.conftest import WAIT_S, base, live_wait, log_in, shot
 from tests.imagekit import make_mixed_raw, needs_qemu, qemu_img
 from tests.integration.conftest import Cluster
 
@@ -94,7 +94,7 @@ def inject(browser: WebDriver, url: str, kind: str, node: str) -> None:
 
 def watch_health(browser: WebDriver, url: str, want: tuple[str, ...]) -> None:
     browser.get(url + "/")
-    WebDriverWait(browser, WAIT_S * 2).until(lambda b: health(b) in want)
+    live_wait(browser, WAIT_S * 2).until(lambda b: health(b) in want)
 
 
 def test_a_node_killed_from_the_panel_goes_down_and_a_pause_clears(
