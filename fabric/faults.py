@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -401,3 +402,25 @@ def merge(listings: Sequence[Sequence[Fault]]) -> list[Fault]:
         for f in listing:
             seen.setdefault(f.id, f)
     return sorted(seen.values(), key=lambda f: (f.started_wall, f.id))
+
+
+_NUMBER = re.compile(r"-?[0-9.]+(e-?[0-9]+)?")
+
+
+def parse_params(pairs: Sequence[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as a user types them (``fabric fault inject --param``, the
+    console's fault panel): a number is a number, a comma makes a list (``ops`` is always
+    one). A pair without ``=`` is ``BadRequest``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise BadRequest(f"parameter {pair!r}: expected KEY=VALUE")
+        if "," in value or key == "ops":
+            out[key] = [v for v in value.split(",") if v]
+            continue
+        try:
+            out[key] = float(value) if _NUMBER.fullmatch(value) else value
+        except ValueError:  # "1.2.3" looks numeric and is not
+            out[key] = value
+    return out

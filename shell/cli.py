@@ -1039,19 +1039,13 @@ def _fault_target(args: argparse.Namespace) -> dict[str, Any] | None:
 
 
 def _fault_params(pairs: list[str]) -> dict[str, Any]:
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise UsageError(f"--param {pair!r}: expected KEY=VALUE")
-        if "," in value or key == "ops":
-            params[key] = [v for v in value.split(",") if v]
-            continue
-        try:
-            params[key] = float(value) if re.fullmatch(r"-?[0-9.]+(e-?[0-9]+)?", value) else value
-        except ValueError:
-            params[key] = value
-    return params
+    from fabric.errors import BadRequest
+    from fabric.faults import parse_params
+
+    try:
+        return parse_params(pairs)
+    except BadRequest as exc:
+        raise UsageError(f"--param: {exc.message}") from None
 
 
 def _resume_local(args: argparse.Namespace) -> list[str]:

@@ -14,8 +14,6 @@ from nodes.api import NODE
 from nodes.api_faults import coordinator
 from nodes.console.pages import may, page, see_other
 
-_NUMBER = re.compile(r"-?[0-9.]+(e-?[0-9]+)?")
-
 
 async def panel(request: web.Request) -> web.Response:
     listing = await coordinator(request).listing()
@@ -29,21 +27,6 @@ async def panel(request: web.Request) -> web.Response:
     return page(request, "faults.html", context)
 
 
-def params(text: str) -> dict[str, Any]:
-    """``key=value`` pairs, space separated, read as ``fabric fault inject --param``
-    reads them: a number is a number, a comma makes a list (``ops`` is always one)."""
-    out: dict[str, Any] = {}
-    for pair in text.split():
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise BadRequest(f"parameter {pair!r}: expected KEY=VALUE")
-        if "," in value or key == "ops":
-            out[key] = [v for v in value.split(",") if v]
-        else:
-            out[key] = float(value) if _NUMBER.fullmatch(value) else value
-    return out
-
-
 def inject_body(form: Any) -> dict[str, Any]:
     """The API's JSON body for the inject form (empty fields: the kind's defaults)."""
     body: dict[str, Any] = {"kind": str(form.get("kind", ""))}
@@ -53,7 +36,7 @@ def inject_body(form: Any) -> dict[str, Any]:
         body["target"] = {"nodes": nodes}
     elif select:
         body["target"] = {"select": select}
-    body["params"] = params(str(form.get("params", "")))
+    body["params"] = faults.parse_params(str(form.get("params", "")).split())
     duration = str(form.get("duration", "")).strip()
     if duration:
         try:
