@@ -192,6 +192,7 @@ def observed(
             k: {
                 "ops": len(v),
                 "p50_ms": _round(timeline.percentile(v, 50)),
+                "p90_ms": _round(timeline.percentile(v, 90)),
                 "p99_ms": _round(timeline.percentile(v, 99)),
             }
             for k, v in latency.items()
@@ -347,7 +348,8 @@ def _observed_lines(o: dict[str, Any] | None) -> list[str]:
         return []
     down = sorted(n for n, seen in o["node_states"].items() if "DOWN" in seen)
     phases = ", ".join(
-        f"{k} p50 {_fmt(v['p50_ms'], ' ms')} / p99 {_fmt(v['p99_ms'], ' ms')} ({v['ops']} ops)"
+        f"{k} p50 {_fmt(v['p50_ms'], ' ms')} / p90 {_fmt(v['p90_ms'], ' ms')} "
+        f"/ p99 {_fmt(v['p99_ms'], ' ms')} ({v['ops']} ops)"
         for k, v in o["latency_by_phase"].items()
         if v["ops"]
     )
