@@ -353,6 +353,10 @@ CONSOLE_STREAM_MAX_S = 600.0
 lives forever. (Its token is checked again before every send.)"""
 CONSOLE_EVENTS_SHOWN = 200
 """The newest events the console's event log page shows."""
+TRENDS_SAMPLE_S = 10.0
+"""How often the leader samples capacity and disk throughput for the console's charts."""
+TRENDS_KEPT = 360
+"""Samples kept: an hour's charts at one sample every ``TRENDS_SAMPLE_S``."""
 
 # --- history checkers ----------------------------------------------------------------------
 CHECKER_ANOMALIES_LISTED = 20

@@ -71,6 +71,7 @@ from nodes.services.scanner import Scanner, sweep_orphans
 from nodes.services.scrubber import Scrubber
 from nodes.services.storage import StorageService
 from nodes.services.strips import StripReader
+from nodes.services.trends import Counters, Trends
 from nodes.services.writer import WriteCoordinator
 
 log = logging.getLogger(__name__)
@@ -177,6 +178,7 @@ class Node:
             buggify=runtime.buggify,
         )
         self.events = EventLog(node_id, clock, self.metadata)
+        self.trends = Trends(limits.TRENDS_KEPT)
         self.copier = Copier(node_id, self.storage, self.replicas, runtime.buggify)
         self.rebuild = RebuildService(
             node_id,
@@ -263,6 +265,7 @@ class Node:
         self.supervise("scrubber", self.scrubber.run_forever)
         self.supervise("disk-watch", self.disk_watch.run_forever)
         self.supervise("membership-watch", self._watch_membership)
+        self.supervise("trends", self._sample_trends)
 
     def supervise(
         self,
@@ -421,6 +424,10 @@ class Node:
         service. A node that lost some of its disks stays UP: it serves from the others
         (``DiskWatch`` reports each disk's state to the cluster)."""
         disks = self.disk_watch.report()
+        io = {
+            "written_bytes": sum(self.storage.bytes_written.values()),
+            "read_bytes": sum(self.storage.bytes_read.values()),
+        }
         problems = self.problems()
         failed = [str(d["name"]) for d in disks if d["state"] == "FAILED"]
         if self.disk_watch.all_failed:
@@ -431,8 +438,8 @@ class Node:
         elif self._out_since is None:
             self._out_since = now
         if not problems:
-            return "UP", {"disks": disks}
-        detail: dict[str, Any] = {"disks": disks, "reason": "; ".join(problems)}
+            return "UP", {"disks": disks, "io": io}
+        detail: dict[str, Any] = {"disks": disks, "io": io, "reason": "; ".join(problems)}
         if self._out_since is not None:
             # It holds nothing the cluster can use: left so long, the leader calls it DOWN
             # and has its data rebuilt.
@@ -473,7 +480,7 @@ class Node:
                 return self.health.receive(message)
             case ClusterViewRequest():
                 self.check_in_service()
-                return ClusterViewReply(await self._leader_view())
+                return ClusterViewReply(await self._leader_view(message.trends))
             case AppendExtents() | RepairExtent():
                 # New data is placed elsewhere; what this node holds stays readable.
                 self.check_in_service()
@@ -486,26 +493,52 @@ class Node:
         raise BadRequest(f"unexpected call {type(message).__name__} from {frm}")
 
     # --- the cluster as users see it --------------------------------------------------------
-    async def cluster_view(self) -> dict[str, Any]:
-        """The leader's view (linearizable); the local, stale one if no leader answers."""
+    async def cluster_view(self, trends: bool = False) -> dict[str, Any]:
+        """The leader's view (linearizable); the local, stale one if no leader answers.
+        ``trends``: with the leader's samples for charts (``nodes/services/trends.py``),
+        an empty list from a stale view."""
         leader = self.metadata.leader
         try:
             if leader == self.id:
                 if self.out_of_service is None:
-                    return await self._leader_view()
+                    return await self._leader_view(trends)
             elif leader is not None:
                 reply = await self.transport.call(
-                    leader, ClusterViewRequest(), limits.CLUSTER_VIEW_TIMEOUT_S
+                    leader, ClusterViewRequest(trends), limits.CLUSTER_VIEW_TIMEOUT_S
                 )
                 assert isinstance(reply, ClusterViewReply)
                 return reply.view
         except (PeerUnreachable, FabricError) as exc:
             log.info("leader view unavailable: %s", exc)
-        return self._view(leader=None, stale=True)
+        stale = self._view(leader=None, stale=True)
+        return {**stale, "trends": {"taken": 0, "samples": []}} if trends else stale
 
-    async def _leader_view(self) -> dict[str, Any]:
+    async def _leader_view(self, trends: bool = False) -> dict[str, Any]:
         await self.metadata.read_index()
-        return self._view(leader=self.id, stale=False)
+        view = self._view(leader=self.id, stale=False)
+        if trends:
+            view["trends"] = {**self.trends.to_json(), "sampled_by": self.id}
+        return view
+
+    async def _sample_trends(self) -> None:
+        """Every ``TRENDS_SAMPLE_S``, while this node leads, one sample for the charts."""
+        every_s = limits.TRENDS_SAMPLE_S * self.config.timeouts.background_scale
+        while True:
+            if self.metadata.is_leader and self.out_of_service is None:
+                view = self._view(leader=self.id, stale=False)
+                self.trends.add(
+                    self.clock.now(), self.clock.wall(), view["usage"], self._io_counters()
+                )
+            else:
+                self.trends.clear()
+            await self.clock.sleep(every_s)
+
+    def _io_counters(self) -> Counters:
+        out: Counters = {}
+        for node, report in self.health.reports.items():
+            io = report.get("io", {})
+            out[node] = (io.get("written_bytes", 0), io.get("read_bytes", 0))
+        return out
 
     def _view(self, leader: str | None, stale: bool) -> dict[str, Any]:
         registered = self.metadata.state.nodes()

@@ -217,7 +217,7 @@ def node_report(m: NodeReport) -> None:
     ids.node_id(m.node_id)
     if m.state not in REPORT_STATES:
         raise WireError(f"a node reports itself {m.state[:40]!r}")
-    unknown = set(m.detail) - {"disks", "reason", "out_of_service_s"}
+    unknown = set(m.detail) - {"disks", "reason", "out_of_service_s", "io"}
     if unknown:
         raise WireError(f"unknown report field {sorted(unknown)[0][:40]!r}")
     out_s = m.detail.get("out_of_service_s", 0.0)
@@ -233,6 +233,13 @@ def node_report(m: NodeReport) -> None:
     items("disks", disks, limits.MAX_WIRE_LIST_ITEMS)
     for disk in disks:
         _disk_report(disk)
+    io = m.detail.get("io", {})
+    if not isinstance(io, dict) or not set(io) <= {"written_bytes", "read_bytes"}:
+        raise WireError("a report's io holds written_bytes and read_bytes")
+    for name, value in io.items():
+        if type(value) is not int:
+            raise WireError(f"a report's {name} is an integer")
+        index(name, value)
 
 
 def _disk_report(disk: Any) -> None:

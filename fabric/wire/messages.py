@@ -89,6 +89,9 @@ class Ack:
 class ClusterViewRequest:
     """Ask the leader for its view of the cluster (membership, health, usage)."""
 
+    trends: bool = False
+    """With the leader's samples of capacity and throughput (the console's charts)."""
+
 
 @register(48, checks.cluster_view_reply)
 @dataclass(frozen=True, slots=True)

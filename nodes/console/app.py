@@ -11,7 +11,7 @@ import jinja2
 from aiohttp import web
 
 from fabric.errors import FabricError, Unauthorized
-from nodes.console import faults, images, pages, session, stream
+from nodes.console import charts, faults, images, pages, session, stream
 from nodes.console.units import FILTERS
 
 HERE = Path(__file__).parent
@@ -83,3 +83,4 @@ def install(app: web.Application) -> None:
         ]
     )
     stream.install(app)
+    charts.install(app)

@@ -5,7 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+from fabric import limits
 from fabric.metadata import healing
+from nodes.console.charts import CHARTS, describe
 from nodes.node import Node
 
 
@@ -21,7 +23,8 @@ def health(view: dict[str, Any]) -> str:
 
 async def summary(node: Node) -> dict[str, Any]:
     """``GET /api/v1/cluster``'s answer with what the summary page derives from it."""
-    view = await node.cluster_view()
+    view = await node.cluster_view(trends=True)
+    trends = view.pop("trends")
     states = [n["state"] for n in view["nodes"]]
     rebuilding = [c for c in view["containers"] if c.get("reduced_resiliency_bytes")]
     scrub = healing.effective_scrub(node.metadata.state, node.config.scrub)
@@ -35,4 +38,15 @@ async def summary(node: Node) -> dict[str, Any]:
         # (under its own id: the view's served_by may be the leader that built it).
         "scrub_node": node.id,
         "scrub_here": dataclasses.asdict(node.scrubber.stats),
+        "charts": [
+            {
+                "name": name,
+                "title": chart.title,
+                "alt": describe(chart, trends["samples"]),
+                "version": f"{trends.get('sampled_by', '')}-{trends['taken']}",
+            }
+            for name, chart in CHARTS.items()
+        ],
+        "samples": len(trends["samples"]),
+        "trends_every_s": limits.TRENDS_SAMPLE_S * node.config.timeouts.background_scale,
     }

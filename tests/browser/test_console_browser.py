@@ -24,6 +24,10 @@ def test_a_user_logs_in_and_walks_every_page(cluster: Cluster, browser: WebDrive
         lambda b: b.find_element(By.CSS_SELECTOR, "[data-leader]").text
     )
     assert found == leader
+    # The charts: SVG images the page's security policy lets in, drawn once the leader
+    # has a sample (every 10 s), each one loaded and laid out by the browser.
+    charts = live_wait(browser).until(lambda b: loaded_charts(b) or None)
+    assert sorted(charts) == ["capacity", "throughput"]
     shot(browser, "summary")
     for page in PAGES:
         browser.get(f"{base(cluster)}/{page}")
@@ -37,6 +41,16 @@ def test_a_user_logs_in_and_walks_every_page(cluster: Cluster, browser: WebDrive
     assert width <= 390, f"the summary is {width} px wide at a phone's 390"
     shot(browser, "summary-phone")
     browser.set_window_size(1280, 900)
+
+
+def loaded_charts(b: WebDriver) -> list[str]:
+    """The charts whose image the browser has decoded (an image it refused is 0 wide)."""
+    names: list[str] = b.execute_script(
+        "return [...document.querySelectorAll('[data-chart] img')]"
+        ".filter(i => i.complete && i.naturalWidth > 0)"
+        ".map(i => i.closest('[data-chart]').dataset.chart)"
+    )
+    return names if len(names) == 2 else []
 
 
 def changed(b: WebDriver) -> bool:

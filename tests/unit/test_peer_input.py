@@ -139,6 +139,10 @@ async def test_a_forged_append_with_a_traversal_id_is_refused_and_writes_nothing
         (StatEgroup(42), "expected str"),  # type: ignore[arg-type]
         (NodeReport("n2", "DEGRADED", {"out_of_service_s": -3.0}), "a number of seconds"),
         (NodeReport("n2", "DEGRADED", {"out_of_service_s": "forever"}), "a number of seconds"),
+        (NodeReport("n2", "UP", {"io": {"written_bytes": -1}}), "written_bytes"),
+        (NodeReport("n2", "UP", {"io": {"read_bytes": 1.5}}), "an integer"),
+        (NodeReport("n2", "UP", {"io": {"deleted": 1}}), "written_bytes and read_bytes"),
+        (NodeReport("n2", "UP", {"io": [1, 2]}), "written_bytes and read_bytes"),
     ],
 )
 async def test_out_of_range_fields_are_refused_with_the_reason(
