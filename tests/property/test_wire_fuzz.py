@@ -186,11 +186,17 @@ KINDS: dict[type, st.SearchStrategy[Any]] = {
         st.sampled_from(["UP", "DEGRADED"]),
         st.fixed_dictionaries(
             {"disks": st.lists(disk_reports, max_size=3)},
-            optional={"reason": texts, "out_of_service_s": st.floats(0, 1e6)},
+            optional={
+                "reason": texts,
+                "out_of_service_s": st.floats(0, 1e6),
+                "io": st.fixed_dictionaries(
+                    {}, optional={"written_bytes": indexes, "read_bytes": indexes}
+                ),
+            },
         ),
     ),
     wm.Ack: st.just(wm.Ack()),
-    wm.ClusterViewRequest: st.just(wm.ClusterViewRequest()),
+    wm.ClusterViewRequest: st.builds(wm.ClusterViewRequest, st.booleans()),
     wm.ClusterViewReply: st.builds(
         wm.ClusterViewReply,
         st.dictionaries(texts, st.none() | st.integers(0, 9) | texts, max_size=3),
@@ -242,7 +248,9 @@ def test_every_kind_is_covered() -> None:
     assert set(PEER_KINDS) == set(KINDS)
     # A kind with fields and no check would let a handler see whatever types allow.
     unchecked = [c.__name__ for c in PEER_KINDS if dataclasses.fields(c) and not codec.checked(c)]
-    assert unchecked == ["ExtentData"]  # bytes of any content, bounded by the message size
+    # ExtentData: bytes of any content, bounded by the message size; ClusterViewRequest: a
+    # flag, whose type (checked on decoding) is all there is to it.
+    assert unchecked == ["ClusterViewRequest", "ExtentData"]
 
 
 @FAST
