@@ -8,6 +8,9 @@ document.addEventListener("DOMContentLoaded", () => {
   const status = document.getElementById("upload-status");
   const button = form.querySelector("button");
   const say = (text, state) => { status.textContent = text; status.dataset.state = state; };
+  // The table above gets the new row (or the refused image's state) without a reload.
+  const refresh = () => htmx.ajax("GET", "/images",
+    { target: "#images-table", select: "#images-table", swap: "outerHTML" });
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const xhr = new XMLHttpRequest();
@@ -26,8 +29,13 @@ document.addEventListener("DOMContentLoaded", () => {
       try { answer = JSON.parse(xhr.responseText); } catch (_) { /* an HTML error page */ }
       if (xhr.status < 300) say(`${answer.name} is ${answer.state}`, answer.state);
       else say(`error: ${answer.error || xhr.statusText}`, "ERROR");
+      refresh();
     };
-    xhr.onerror = () => { button.disabled = false; say("error: the upload did not get through", "ERROR"); };
+    xhr.onerror = () => {
+      button.disabled = false;
+      say("error: the upload did not get through", "ERROR");
+      refresh();
+    };
     bar.hidden = false;
     bar.value = 0;
     button.disabled = true;
