@@ -9,8 +9,16 @@ document.addEventListener("DOMContentLoaded", () => {
   const button = form.querySelector("button");
   const say = (text, state) => { status.textContent = text; status.dataset.state = state; };
   // The table above gets the new row (or the refused image's state) without a reload.
-  const refresh = () => htmx.ajax("GET", "/images",
-    { target: "#images-table", select: "#images-table", swap: "outerHTML" });
+  // Swapped only if the answer has one: a session that ended answers the login page.
+  const refresh = () => fetch("/images")
+    .then((answer) => (answer.ok ? answer.text() : ""))
+    .then((html) => {
+      const page = new DOMParser().parseFromString(html, "text/html");
+      const fresh = page.getElementById("images-table");
+      const table = document.getElementById("images-table");
+      if (fresh && table) table.replaceWith(document.adoptNode(fresh));
+    })
+    .catch(() => { /* the table stays as it was; the status line says what happened */ });
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const xhr = new XMLHttpRequest();
