@@ -240,6 +240,10 @@ def test_a_node_out_of_service_shows_its_pages_and_why_but_takes_no_form(
         banner = f"node {victim} is out of service: raft WAL cannot be written"
         assert banner in body and f"data-leader>{leader}<" in body
         assert banner in browser.request("/faults")[2]
+        # A page that needs the newest metadata cannot have it here: it says so at once.
+        started = time.monotonic()
+        status, _, body = browser.request("/containers")
+        assert status == 503 and banner in body and time.monotonic() - started < 5, body
 
         status, headers, body = browser.request("/containers", {"name": "refused", "rf": "2"})
         assert status == 503 and headers["Content-Type"].startswith("text/html"), body
