@@ -351,6 +351,11 @@ CONSOLE_REFRESH_S = 5.0
 CONSOLE_STREAM_MAX_S = 600.0
 """A live summary stream ends after this and the browser opens a new one: no response
 lives forever. (Its token is checked again before every send.)"""
+CONSOLE_STREAMS_MAX = 32
+"""Live summary streams one node holds open at once; more are refused with 503 and
+``Retry-After`` (the page reconnects with backoff, and works without the stream, it just
+does not update). Each is a connection and a cluster view every ``CONSOLE_REFRESH_S``:
+a few operators' tabs fit, a script opening tabs in a loop does not wear the node out."""
 CONSOLE_EVENTS_SHOWN = 200
 """The newest events the console's event log page shows."""
 TRENDS_SAMPLE_S = 10.0

@@ -40,6 +40,7 @@ def _error(status: int, code: str, message: str) -> web.Response:
 CLUSTER_HEADER = "X-Fabric-Cluster"
 STATUS_PATHS = frozenset({"/api/v1/health", "/api/v1/cluster", "/api/v1/openapi.json", "/metrics"})
 """Served even by a node out of service: they are how an operator learns why."""
+API_PREFIX = "/api/"
 
 
 @web.middleware
@@ -48,7 +49,9 @@ async def errors(
 ) -> web.StreamResponse:
     try:
         _check_cluster(request)
-        if request.path not in STATUS_PATHS and not request.path.startswith("/internal/"):
+        # The console's pages answer for themselves (nodes/console/app.py): they show an
+        # operator why, in HTML, as the status paths do in JSON.
+        if request.path.startswith(API_PREFIX) and request.path not in STATUS_PATHS:
             request.app[NODE].check_in_service()  # at once, not after a 10 s timeout
         return await handler(request)
     except FabricError as exc:

@@ -11,11 +11,14 @@ import jinja2
 from aiohttp import web
 
 from fabric.errors import FabricError, Unauthorized
+from nodes.api import NODE
 from nodes.console import charts, faults, images, pages, session, stream
 from nodes.console.units import FILTERS
 
 HERE = Path(__file__).parent
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+SESSION_PATHS = frozenset({"/login", "/logout"})
+"""Forms that change only the browser's session: they work on a node out of service."""
 SECURITY_HEADERS = {
     # Scripts and styles from this node only; no page of another site may frame it.
     "Content-Security-Policy": (
@@ -32,13 +35,16 @@ async def console_pages(
 ) -> web.StreamResponse:
     """Refusals of console requests as pages: no token goes to the login page, a role
     too low or a bad request gets an HTML page with the API's message. A form POST from
-    another site is refused before anything else."""
+    another site is refused before anything else; on a node out of service, so is any
+    form but logging in or out (its pages still show the cluster, and why)."""
     if not session.owns(request.path):
         return await handler(request)
     if request.method not in SAFE_METHODS and not session.same_origin(request):
         message = "cross-site request refused: a form must be sent from this node's pages"
         return _with_headers(_error(request, 403, message))
     try:
+        if request.method not in SAFE_METHODS and request.path not in SESSION_PATHS:
+            request.app[NODE].check_in_service()
         response = await handler(request)
     except Unauthorized as exc:
         if request.method in SAFE_METHODS:

@@ -29,11 +29,14 @@ def page(
     middleware inside ``check_access``, so a page refusing a request would miss them.
     """
     flash = request.cookies.get(session.FLASH_COOKIE, "")
+    node = request.app[NODE]
     layout = {
         "token": request.get("token"),
         "path": request.path,
         "flash": flash,
         "flash_error": flash.startswith("error:"),
+        "node_id": node.id,
+        "out_of_service": node.out_of_service,
     }
     response = aiohttp_jinja2.render_template(
         template, request, {**layout, **context}, status=status

@@ -5,12 +5,15 @@ swaps it in): nothing to merge on the client, and a page without JavaScript simp
 reloads. The token is checked again before every send, so a revoked one stops its
 streams within ``TOKEN_STALENESS_S``, and a stream ends after ``CONSOLE_STREAM_MAX_S``
 (the browser reconnects, through the same checks as any request) or when the node
-shuts down: an open console tab must not hold up ``fabric down``.
+shuts down: an open console tab must not hold up ``fabric down``. At most
+``CONSOLE_STREAMS_MAX`` are open on a node at once; one more is answered 503 with
+``Retry-After``.
 """
 
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import aiohttp_jinja2
 from aiohttp import web
@@ -21,6 +24,7 @@ from fabric.errors import Unauthorized
 from nodes.api import NODE
 from nodes.api_access import GATE
 from nodes.console import session
+from nodes.console.pages import page
 from nodes.console.summary import summary
 from nodes.node import Node
 
@@ -29,7 +33,38 @@ STOPPING = web.AppKey("console_stopping", asyncio.Event)
 """Set when the node's app shuts down: every stream ends at once."""
 
 
+@dataclass
+class OpenStreams:
+    """How many streams the app holds open now (a holder: an app's state is set once)."""
+
+    count: int = 0
+
+
+OPEN = web.AppKey("console_streams", OpenStreams)
+
+
 async def stream(request: web.Request) -> web.StreamResponse:
+    opened = request.app[OPEN]
+    if opened.count >= limits.CONSOLE_STREAMS_MAX:
+        return _refused(request)
+    opened.count += 1
+    try:
+        return await _send_summaries(request)
+    finally:
+        opened.count -= 1
+
+
+def _refused(request: web.Request) -> web.Response:
+    message = (
+        f"this node already sends {limits.CONSOLE_STREAMS_MAX} live summaries; "
+        "the page works without one but does not update live until one closes"
+    )
+    response = page(request, "error.html", {"status": 503, "message": message}, 503)
+    response.headers["Retry-After"] = str(round(limits.CONSOLE_REFRESH_S))
+    return response
+
+
+async def _send_summaries(request: web.Request) -> web.StreamResponse:
     node = request.app[NODE]
     clock = node.runtime.clock
     gate = request.app[GATE]
@@ -74,5 +109,6 @@ async def _stop_streams(app: web.Application) -> None:
 
 def install(app: web.Application) -> None:
     app[STOPPING] = asyncio.Event()
+    app[OPEN] = OpenStreams()
     app.on_shutdown.append(_stop_streams)
     app.add_routes([web.get("/console/stream", stream)])

@@ -514,6 +514,11 @@ class MetadataService:
     async def wait_applied(self, index: int) -> None:
         if self.state.applied_index >= index:
             return
+        stuck = self.halted or self.wal_fault
+        if stuck is not None:
+            # Halted, or its driver retrying a WAL write: nothing more is applied until
+            # it is back, so a read (a console page, a token catch-up) is told at once.
+            raise Unavailable(f"node {self.node_id} is out of service: {stuck}")
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._applied_waiters.append((index, future))
         try:

@@ -46,6 +46,8 @@ def test_a_qcow2_uploaded_from_the_page_downloads_as_its_raw_conversion(
     qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, qcow2)
     fresh_session(browser, base(cluster), cluster.token)
     browser.get(base(cluster) + "/images")
+    assert not browser.find_elements(By.CSS_SELECTOR, '[data-image="frompage"]')
+    browser.execute_script("window.sameDocument = true")  # a reload would forget it
     browser.find_element(By.ID, "up-name").send_keys("frompage")
     browser.find_element(By.ID, "up-file").send_keys(str(qcow2))
     browser.find_element(By.CSS_SELECTOR, "#upload button[type=submit]").click()
@@ -57,6 +59,14 @@ def test_a_qcow2_uploaded_from_the_page_downloads_as_its_raw_conversion(
     bar = browser.find_element(By.ID, "upload-progress")
     sent, total = (float(bar.get_attribute(a) or 0) for a in ("value", "max"))
     assert sent == total >= qcow2.stat().st_size, (sent, total)  # the form's whole body
+    # The table above shows the new image too, in the same document: no reload.
+    live_wait(browser).until(
+        lambda b: any(
+            row.find_element(By.CSS_SELECTOR, "[data-state]").text == "ACTIVE"
+            for row in b.find_elements(By.CSS_SELECTOR, '[data-image="frompage"]')
+        )
+    )
+    assert browser.execute_script("return window.sameDocument") is True
     shot(browser, "images-uploaded")
 
     browser.get(base(cluster) + "/images")

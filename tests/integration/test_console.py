@@ -1,9 +1,11 @@
 """The web console on a real cluster: log in with a token, read every page, create a
 container from a form, watch the live summary; and what it refuses (no token, a role too
-low, a form sent from another site, its cookie on the API)."""
+low, a form sent from another site, its cookie on the API, a form on a node out of
+service, a live summary past the node's limit)."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 import urllib.error
@@ -13,6 +15,7 @@ from http.client import HTTPResponse
 
 import pytest
 
+from fabric import limits
 from fabric.config import load_config
 from tests.integration.conftest import Cluster, make_cluster, running_cluster
 
@@ -185,6 +188,112 @@ def test_a_form_sent_from_another_site_is_refused(cluster: Cluster, origin: str)
     status, _, body = browser.request("/containers", {"name": "csrf", "rf": "1"}, origin=origin)
     assert status == 403 and "cross-site" in body
     assert '"csrf"' not in cluster.fabric("container", "list", "--json").stdout
+
+
+def api(
+    url: str, path: str, bearer: str, body: object = None, method: str | None = None
+) -> tuple[int, dict[str, str], str]:
+    """A request to the node's API with a bearer token: (status, headers, body)."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"Authorization": f"Bearer {bearer}", "Content-Type": "application/json"}
+    req = urllib.request.Request(url + path, data=data, headers=headers, method=method)
+    try:
+        resp: HTTPResponse = urllib.request.urlopen(req, timeout=30)
+    except urllib.error.HTTPError as exc:
+        resp = exc  # type: ignore[assignment]
+    with resp:
+        return resp.status, dict(resp.headers), resp.read().decode()
+
+
+def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"{what}: not in {timeout_s} s"
+        time.sleep(0.2)
+
+
+def test_a_node_out_of_service_shows_its_pages_and_why_but_takes_no_form(
+    cluster: Cluster,
+) -> None:
+    leader = cluster.status()["leader"]
+    index, victim = next((i, n) for i, n in enumerate(("n1", "n2", "n3")) if n != leader)
+    url, leader_url = urls(cluster)[index], urls(cluster)[int(leader[1:]) - 1]
+    # Its disks refuse every write: the next log entry it must persist (a container the
+    # leader creates) cannot reach its Raft WAL, and that takes it out of service. The
+    # CLI may ask it first (n1) and be refused: the rest goes through the leader.
+    cluster.fabric("fault", "inject", "disk-fail", "--nodes", victim, "--param", "ops=write")
+    try:
+        status, _, _ = api(leader_url, "/api/v1/containers", cluster.token, {"name": "oos"})
+        assert status == 201
+        until(
+            lambda: api(url, "/api/v1/containers", cluster.token)[0] == 503,
+            30,
+            f"{victim} out of service",
+        )
+        status, headers, body = api(url, "/api/v1/containers", cluster.token)
+        assert headers["Content-Type"].startswith("application/json")
+        assert "raft WAL cannot be written" in json.loads(body)["error"]["message"]
+
+        browser = Browser(url)
+        assert browser.log_in(cluster.token)[0] == 303
+        status, headers, body = browser.request("/")
+        assert status == 200 and headers["Content-Type"].startswith("text/html"), body
+        banner = f"node {victim} is out of service: raft WAL cannot be written"
+        assert banner in body and f"data-leader>{leader}<" in body
+        assert banner in browser.request("/faults")[2]
+        # A page that needs the newest metadata cannot have it here: it says so at once.
+        started = time.monotonic()
+        status, _, body = browser.request("/containers")
+        assert status == 503 and banner in body and time.monotonic() - started < 5, body
+
+        status, headers, body = browser.request("/containers", {"name": "refused", "rf": "2"})
+        assert status == 503 and headers["Content-Type"].startswith("text/html"), body
+        assert f"node {victim} is out of service: raft WAL cannot be written" in body
+        assert '"refused"' not in api(leader_url, "/api/v1/containers", cluster.token)[2]
+        assert browser.request("/logout", {})[0] == 303
+    finally:
+        # Through the leader: the node out of service refuses the API (the CLI's first try).
+        api(leader_url, "/api/v1/faults", cluster.token, method="DELETE")
+    until(lambda: api(url, "/api/v1/containers", cluster.token)[0] == 200, 30, f"{victim} back")
+
+
+def open_stream(url: str, session: str) -> HTTPResponse:
+    """``/console/stream`` opened (its headers read); an error's response, if refused."""
+    req = urllib.request.Request(
+        url + "/console/stream", headers={"Cookie": f"fabric_session={session}"}
+    )
+    try:
+        resp: HTTPResponse = urllib.request.urlopen(req, timeout=30)
+    except urllib.error.HTTPError as exc:
+        return exc  # type: ignore[return-value]
+    return resp
+
+
+def test_a_node_holds_a_bounded_number_of_live_summaries(cluster: Cluster) -> None:
+    browser = Browser(urls(cluster)[2])  # no other test streams from it
+    browser.log_in(cluster.token)
+    session = browser.cookies["fabric_session"]
+    streams = [open_stream(browser.url, session) for _ in range(limits.CONSOLE_STREAMS_MAX)]
+    try:
+        assert [s.status for s in streams] == [200] * limits.CONSOLE_STREAMS_MAX
+        with open_stream(browser.url, session) as refused:
+            assert refused.status == 503 and int(refused.headers["Retry-After"]) > 0
+            assert "live summaries" in refused.read().decode()
+        # Closing one frees its place (noticed at the stream's next send at the latest).
+        streams.pop().close()
+
+        def one_more() -> bool:
+            resp = open_stream(browser.url, session)
+            if resp.status == 200:
+                streams.append(resp)
+                return True
+            resp.close()
+            return False
+
+        until(one_more, 30, "a place for a new stream")
+    finally:
+        for resp in streams:
+            resp.close()
 
 
 def first_summary(url: str, session: str) -> tuple[HTTPResponse, str]:

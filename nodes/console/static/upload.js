@@ -8,6 +8,17 @@ document.addEventListener("DOMContentLoaded", () => {
   const status = document.getElementById("upload-status");
   const button = form.querySelector("button");
   const say = (text, state) => { status.textContent = text; status.dataset.state = state; };
+  // The table above gets the new row (or the refused image's state) without a reload.
+  // Swapped only if the answer has one: a session that ended answers the login page.
+  const refresh = () => fetch("/images")
+    .then((answer) => (answer.ok ? answer.text() : ""))
+    .then((html) => {
+      const page = new DOMParser().parseFromString(html, "text/html");
+      const fresh = page.getElementById("images-table");
+      const table = document.getElementById("images-table");
+      if (fresh && table) table.replaceWith(document.adoptNode(fresh));
+    })
+    .catch(() => { /* the table stays as it was; the status line says what happened */ });
   form.addEventListener("submit", (event) => {
     event.preventDefault();
     const xhr = new XMLHttpRequest();
@@ -26,8 +37,13 @@ document.addEventListener("DOMContentLoaded", () => {
       try { answer = JSON.parse(xhr.responseText); } catch (_) { /* an HTML error page */ }
       if (xhr.status < 300) say(`${answer.name} is ${answer.state}`, answer.state);
       else say(`error: ${answer.error || xhr.statusText}`, "ERROR");
+      refresh();
     };
-    xhr.onerror = () => { button.disabled = false; say("error: the upload did not get through", "ERROR"); };
+    xhr.onerror = () => {
+      button.disabled = false;
+      say("error: the upload did not get through", "ERROR");
+      refresh();
+    };
     bar.hidden = false;
     bar.value = 0;
     button.disabled = true;
