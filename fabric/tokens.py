@@ -39,6 +39,10 @@ PUBLIC_PREFIXES = ("/static/",)
 """The console's stylesheet and scripts: the login page needs them too."""
 CONSOLE_ACTIONS = {
     "/containers": "/api/v1/containers",
+    "/containers/delete": "/api/v1/containers",
+    "/vdisks": "/api/v1/vdisks",
+    "/vdisks/delete": "/api/v1/vdisks",
+    "/nodes/drain": "/api/v1/nodes",
     "/images": "/api/v1/images",
     "/images/import": "/api/v1/images",
     "/images/delete": "/api/v1/images",

@@ -118,10 +118,14 @@ async def put_scrub(request: web.Request) -> web.Response:
 
 async def post_drain(request: web.Request) -> web.Response:
     """Start (``{"undo": true}``: stop) moving every copy off a node before it leaves."""
-    node = request.app[NODE]
-    target = request.match_info["id"]
     body = await json_body(request)
     undo = body.get("undo", False)
+    view = await drain(request.app[NODE], request.match_info["id"], bool(undo))
+    return web.json_response(view)
+
+
+async def drain(node: Node, target: str, undo: bool) -> dict[str, Any]:
+    """``POST /api/v1/nodes/{id}/drain``'s answer (the console's button does the same)."""
     await node.metadata.read_index()
     state = node.metadata.state
     if target not in state.nodes():
@@ -133,7 +137,7 @@ async def post_drain(request: web.Request) -> web.Response:
     result = await node.metadata.propose(SetNodeDrain(target, not undo, node.clock.wall()))
     if not result.ok:
         raise from_code(result.code, result.message)
-    return web.json_response(drain_view(node, target))
+    return drain_view(node, target)
 
 
 def drain_problem(node: Node, target: str) -> str:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
+from fabric import sizes
 from shell import exits
 
 if TYPE_CHECKING:
@@ -409,15 +410,12 @@ def _print_events(events: list[dict[str, Any]], as_json: bool) -> None:
 
 
 # --- containers and vdisks -----------------------------------------------------------------
-_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-
-
 def parse_size(text: str) -> int:
-    """``10G`` -> 10 GiB in bytes (K, M, G, T are powers of 1024; a B suffix is allowed)."""
-    m = re.fullmatch(r"(\d+)([KMGT]?)(i?B)?", text.strip().upper().replace("IB", "B"))
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 512M, 10G)")
-    return int(m.group(1)) * _UNITS[m.group(2)]
+    """``10G`` -> 10 GiB in bytes, as an argparse type."""
+    try:
+        return sizes.parse_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_seconds(text: str) -> float:

@@ -8,12 +8,11 @@ import aiohttp_jinja2
 from aiohttp import web
 
 from fabric import limits, tokens
-from fabric.errors import BadRequest, FabricError, Unauthorized
+from fabric.errors import Unauthorized
 from fabric.metadata import keys
 from fabric.metadata.records import to_json
 from nodes.api import NODE
 from nodes.api_access import GATE
-from nodes.api_data import container_create
 from nodes.api_healing import events_answer
 from nodes.console import session
 from nodes.console.summary import summary
@@ -98,7 +97,8 @@ async def index(request: web.Request) -> web.Response:
 
 async def nodes(request: web.Request) -> web.Response:
     view = await request.app[NODE].cluster_view()
-    return page(request, "nodes.html", {"view": view})
+    context = {"view": view, "can_drain": may(request, "POST", "/nodes/drain")}
+    return page(request, "nodes.html", context)
 
 
 async def containers(request: web.Request) -> web.Response:
@@ -111,36 +111,15 @@ async def containers(request: web.Request) -> web.Response:
     return page(request, "containers.html", context)
 
 
-async def create_container(request: web.Request) -> web.Response:
-    form = await request.post()
-    try:
-        created = await container_create(request.app[NODE], container_body(form))
-    except FabricError as exc:
-        return see_other("/containers", f"error: {exc.message}")
-    return see_other("/containers", f"container {created['name']} created")
-
-
-def container_body(form: Any) -> dict[str, Any]:
-    """The API's JSON body for the console's container form (a checkbox is absent when
-    unticked; an empty EC field means no EC)."""
-    body: dict[str, Any] = {
-        "name": str(form.get("name", "")).strip(),
-        "dedup": form.get("dedup") == "on",
-        "compression": str(form.get("compression", "none")),
-    }
-    try:
-        body["rf"] = int(str(form.get("rf", "2")))
-    except ValueError:
-        raise BadRequest("rf must be a number") from None
-    ec = str(form.get("ec", "")).strip()
-    if ec:
-        body["ec"] = ec
-    return body
-
-
 async def vdisks(request: web.Request) -> web.Response:
-    found = await request.app[NODE].catalog.vdisks()
-    return page(request, "vdisks.html", {"vdisks": [to_json(vd) for vd in found]})
+    node = request.app[NODE]
+    found = await node.catalog.vdisks()
+    context = {
+        "vdisks": [to_json(vd) for vd in found],
+        "containers": sorted(c.name for c in node.metadata.state.containers()),
+        "can_change": may(request, "POST", "/vdisks"),
+    }
+    return page(request, "vdisks.html", context)
 
 
 async def tasks(request: web.Request) -> web.Response:
@@ -165,7 +144,6 @@ def routes() -> list[web.RouteDef]:
         web.get("/", index),
         web.get("/nodes", nodes),
         web.get("/containers", containers),
-        web.post("/containers", create_container),
         web.get("/vdisks", vdisks),
         web.get("/tasks", tasks),
         web.get("/events", events),

@@ -1,0 +1,100 @@
+"""The console's forms on containers, vdisks and nodes: each calls what the API route
+it stands for calls (``tokens.CONSOLE_ACTIONS`` gives it that route's role), then goes
+back to its page with what happened in one line."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from fabric import sizes
+from fabric.errors import BadRequest, FabricError
+from nodes.api import NODE
+from nodes.api_data import container_create
+from nodes.api_healing import drain
+from nodes.console.pages import see_other
+
+
+async def create_container(request: web.Request) -> web.Response:
+    form = await request.post()
+    try:
+        created = await container_create(request.app[NODE], container_body(form))
+    except FabricError as exc:
+        return see_other("/containers", f"error: {exc.message}")
+    return see_other("/containers", f"container {created['name']} created")
+
+
+def container_body(form: Any) -> dict[str, Any]:
+    """The API's JSON body for the console's container form (a checkbox is absent when
+    unticked; an empty EC field means no EC)."""
+    body: dict[str, Any] = {
+        "name": str(form.get("name", "")).strip(),
+        "dedup": form.get("dedup") == "on",
+        "compression": str(form.get("compression", "none")),
+    }
+    try:
+        body["rf"] = int(str(form.get("rf", "2")))
+    except ValueError:
+        raise BadRequest("rf must be a number") from None
+    ec = str(form.get("ec", "")).strip()
+    if ec:
+        body["ec"] = ec
+    return body
+
+
+async def delete_container(request: web.Request) -> web.Response:
+    name = str((await request.post()).get("name", ""))
+    try:
+        await request.app[NODE].catalog.delete_container(name)
+    except FabricError as exc:
+        return see_other("/containers", f"error: {exc.message}")
+    return see_other("/containers", f"container {name} deleted")
+
+
+async def create_vdisk(request: web.Request) -> web.Response:
+    form = await request.post()
+    name = str(form.get("name", "")).strip()
+    try:
+        size = sizes.parse_size(str(form.get("size", "")))
+    except ValueError as exc:
+        return see_other("/vdisks", f"error: size: {exc}")
+    try:
+        vd = await request.app[NODE].catalog.create_vdisk(
+            name, str(form.get("container", "")), size
+        )
+    except FabricError as exc:
+        return see_other("/vdisks", f"error: {exc.message}")
+    return see_other("/vdisks", f"vdisk {vd.name} created in {vd.container}")
+
+
+async def delete_vdisk(request: web.Request) -> web.Response:
+    ref = str((await request.post()).get("id", ""))
+    try:
+        await request.app[NODE].catalog.delete_vdisk(ref)
+    except FabricError as exc:
+        return see_other("/vdisks", f"error: {exc.message}")
+    return see_other("/vdisks", f"vdisk {ref} deleted; its extents are released")
+
+
+async def drain_node(request: web.Request) -> web.Response:
+    form = await request.post()
+    target, undo = str(form.get("id", "")), form.get("undo") == "on"
+    try:
+        view = await drain(request.app[NODE], target, undo)
+    except FabricError as exc:
+        return see_other("/nodes", f"error: {exc.message}")
+    if undo:
+        return see_other("/nodes", f"{target} no longer draining")
+    moving = f"{view['groups']} extent groups and {view['strips']} strips to move off it"
+    return see_other("/nodes", f"{target} draining: {moving}")
+
+
+def routes() -> list[web.RouteDef]:
+    return [
+        web.post("/containers", create_container),
+        web.post("/containers/delete", delete_container),
+        web.post("/vdisks", create_vdisk),
+        web.post("/vdisks/delete", delete_vdisk),
+        web.post("/nodes/drain", drain_node),
+    ]
