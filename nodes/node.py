@@ -493,10 +493,10 @@ class Node:
         raise BadRequest(f"unexpected call {type(message).__name__} from {frm}")
 
     # --- the cluster as users see it --------------------------------------------------------
-    async def cluster_view(self, trends: bool = False) -> dict[str, Any]:
+    async def cluster_view(self, trends: int = 0) -> dict[str, Any]:
         """The leader's view (linearizable); the local, stale one if no leader answers.
-        ``trends``: with the leader's samples for charts (``nodes/services/trends.py``),
-        an empty list from a stale view."""
+        ``trends``: with that many of the leader's newest samples for the console's charts
+        (``nodes/services/trends.py``); none in a stale view."""
         leader = self.metadata.leader
         try:
             if leader == self.id:
@@ -513,11 +513,11 @@ class Node:
         stale = self._view(leader=None, stale=True)
         return {**stale, "trends": {"taken": 0, "samples": []}} if trends else stale
 
-    async def _leader_view(self, trends: bool = False) -> dict[str, Any]:
+    async def _leader_view(self, trends: int = 0) -> dict[str, Any]:
         await self.metadata.read_index()
         view = self._view(leader=self.id, stale=False)
         if trends:
-            view["trends"] = {**self.trends.to_json(), "sampled_by": self.id}
+            view["trends"] = {**self.trends.to_json(trends), "sampled_by": self.id}
         return view
 
     async def _sample_trends(self) -> None:

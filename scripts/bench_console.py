@@ -53,7 +53,7 @@ def hour_of_samples() -> list[dict[str, object]]:
             "physical_bytes": i * 2 * MiB,
         }
         t.add(10.0 * i, 1.7e9 + 10 * i, usage, {"n1": (i * i * MiB, i * MiB)})
-    samples: list[dict[str, object]] = t.to_json()["samples"]
+    samples: list[dict[str, object]] = t.to_json(limits.TRENDS_KEPT)["samples"]
     return samples
 
 

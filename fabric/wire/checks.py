@@ -47,6 +47,7 @@ if TYPE_CHECKING:
         AppendExtents,
         AppendReply,
         ClusterViewReply,
+        ClusterViewRequest,
         EgroupList,
         EgroupStat,
         ErrorReply,
@@ -263,6 +264,11 @@ def _disk_report(disk: Any) -> None:
     if not isinstance(error, str):
         raise WireError("a disk's error is text")
     text("error", error)
+
+
+def cluster_view_request(m: ClusterViewRequest) -> None:
+    if not 0 <= m.trends <= limits.TRENDS_KEPT:
+        raise WireError(f"trends {m.trends} out of range: 0..{limits.TRENDS_KEPT} samples")
 
 
 def cluster_view_reply(m: ClusterViewReply) -> None:

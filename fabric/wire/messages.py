@@ -84,13 +84,14 @@ class Ack:
     pass
 
 
-@register(47)
+@register(47, checks.cluster_view_request)
 @dataclass(frozen=True, slots=True)
 class ClusterViewRequest:
     """Ask the leader for its view of the cluster (membership, health, usage)."""
 
-    trends: bool = False
-    """With the leader's samples of capacity and throughput (the console's charts)."""
+    trends: int = 0
+    """With this many of the leader's newest samples of capacity and throughput (the
+    console's charts draw them all; its summary shows the newest)."""
 
 
 @register(48, checks.cluster_view_reply)

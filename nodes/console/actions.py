@@ -4,6 +4,7 @@ back to its page with what happened in one line."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import Any
 
 from aiohttp import web
@@ -16,13 +17,23 @@ from nodes.api_healing import drain
 from nodes.console.pages import see_other
 
 
+async def answered(back: str, action: Awaitable[str]) -> web.Response:
+    """Back to the page ``back`` with what ``action`` did, or with its refusal."""
+    try:
+        done = await action
+    except FabricError as exc:
+        return see_other(back, f"error: {exc.message}")
+    return see_other(back, done)
+
+
 async def create_container(request: web.Request) -> web.Response:
     form = await request.post()
-    try:
+
+    async def create() -> str:
         created = await container_create(request.app[NODE], container_body(form))
-    except FabricError as exc:
-        return see_other("/containers", f"error: {exc.message}")
-    return see_other("/containers", f"container {created['name']} created")
+        return f"container {created['name']} created"
+
+    return await answered("/containers", create())
 
 
 def container_body(form: Any) -> dict[str, Any]:
@@ -45,49 +56,51 @@ def container_body(form: Any) -> dict[str, Any]:
 
 async def delete_container(request: web.Request) -> web.Response:
     name = str((await request.post()).get("name", ""))
-    try:
+
+    async def delete() -> str:
         await request.app[NODE].catalog.delete_container(name)
-    except FabricError as exc:
-        return see_other("/containers", f"error: {exc.message}")
-    return see_other("/containers", f"container {name} deleted")
+        return f"container {name} deleted"
+
+    return await answered("/containers", delete())
 
 
 async def create_vdisk(request: web.Request) -> web.Response:
     form = await request.post()
-    name = str(form.get("name", "")).strip()
-    try:
-        size = sizes.parse_size(str(form.get("size", "")))
-    except ValueError as exc:
-        return see_other("/vdisks", f"error: size: {exc}")
-    try:
-        vd = await request.app[NODE].catalog.create_vdisk(
-            name, str(form.get("container", "")), size
-        )
-    except FabricError as exc:
-        return see_other("/vdisks", f"error: {exc.message}")
-    return see_other("/vdisks", f"vdisk {vd.name} created in {vd.container}")
+
+    async def create() -> str:
+        try:
+            size = sizes.parse_size(str(form.get("size", "")))
+        except ValueError as exc:
+            raise BadRequest(f"size: {exc}") from None
+        name, container = str(form.get("name", "")).strip(), str(form.get("container", ""))
+        vd = await request.app[NODE].catalog.create_vdisk(name, container, size)
+        return f"vdisk {vd.name} created in {vd.container}"
+
+    return await answered("/vdisks", create())
 
 
 async def delete_vdisk(request: web.Request) -> web.Response:
     ref = str((await request.post()).get("id", ""))
-    try:
+
+    async def delete() -> str:
         await request.app[NODE].catalog.delete_vdisk(ref)
-    except FabricError as exc:
-        return see_other("/vdisks", f"error: {exc.message}")
-    return see_other("/vdisks", f"vdisk {ref} deleted; its extents are released")
+        return f"vdisk {ref} deleted; its extents are released"
+
+    return await answered("/vdisks", delete())
 
 
 async def drain_node(request: web.Request) -> web.Response:
     form = await request.post()
     target, undo = str(form.get("id", "")), form.get("undo") == "on"
-    try:
+
+    async def drain_or_undo() -> str:
         view = await drain(request.app[NODE], target, undo)
-    except FabricError as exc:
-        return see_other("/nodes", f"error: {exc.message}")
-    if undo:
-        return see_other("/nodes", f"{target} no longer draining")
-    moving = f"{view['groups']} extent groups and {view['strips']} strips to move off it"
-    return see_other("/nodes", f"{target} draining: {moving}")
+        if undo:
+            return f"{target} no longer draining"
+        moving = f"{view['groups']} extent groups and {view['strips']} strips"
+        return f"{target} draining: {moving} to move off it"
+
+    return await answered("/nodes", drain_or_undo())
 
 
 def routes() -> list[web.RouteDef]:

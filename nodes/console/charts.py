@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from fabric import limits
 from nodes.api import NODE
 from nodes.console.units import size
 
@@ -157,7 +158,7 @@ async def chart_svg(request: web.Request) -> web.Response:
     chart = CHARTS.get(request.match_info["name"])
     if chart is None:
         raise web.HTTPNotFound(reason=f"no chart {request.match_info['name']!r}")
-    trends = (await request.app[NODE].cluster_view(trends=True))["trends"]
+    trends = (await request.app[NODE].cluster_view(trends=limits.TRENDS_KEPT))["trends"]
     key = (request.match_info["name"], trends.get("sampled_by"), trends["taken"])
     cache = request.app[CACHE]
     svg = cache.get(key)

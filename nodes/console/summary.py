@@ -23,7 +23,7 @@ def health(view: dict[str, Any]) -> str:
 
 async def summary(node: Node) -> dict[str, Any]:
     """``GET /api/v1/cluster``'s answer with what the summary page derives from it."""
-    view = await node.cluster_view(trends=True)
+    view = await node.cluster_view(trends=1)  # the newest: the charts' words and version
     trends = view.pop("trends")
     states = [n["state"] for n in view["nodes"]]
     rebuilding = [c for c in view["containers"] if c.get("reduced_resiliency_bytes")]

@@ -67,11 +67,10 @@ class Trends:
         self.samples.clear()
         self._last, self._last_at = {}, None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "taken": self.taken,
-            "samples": [dataclasses.asdict(s) for s in self.samples],
-        }
+    def to_json(self, newest: int) -> dict[str, Any]:
+        """The ``newest`` samples, oldest first."""
+        kept = list(self.samples)[-newest:] if newest > 0 else []
+        return {"taken": self.taken, "samples": [dataclasses.asdict(s) for s in kept]}
 
 
 def _delta(now: Counters, before: Counters, node: str, i: int) -> int:

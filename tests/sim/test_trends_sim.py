@@ -69,7 +69,7 @@ def test_a_new_leader_starts_the_charts_again(sim: SimCluster) -> None:
         new = sim.nodes[sim.leader() or ""]
         await sim.wait_for(lambda: len(new.trends.samples) >= 1, 2 * sample_s)
         follower = next(n for n in sim.nodes.values() if n not in (new, old))
-        trends = (await follower.cluster_view(trends=True))["trends"]
+        trends = (await follower.cluster_view(trends=limits.TRENDS_KEPT))["trends"]
         assert trends["sampled_by"] == new.id, f"seed {sim.seed}: {trends}"
         assert all(s["wall"] > cut_at for s in trends["samples"]), f"seed {sim.seed}"
         # The old leader hears of the new one and follows: what it sampled is dropped.

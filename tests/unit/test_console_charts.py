@@ -38,6 +38,8 @@ def test_only_the_newest_samples_are_kept_and_clearing_starts_the_rates_again() 
     for i in range(5):
         t.add(float(i), float(i), USAGE, {"n1": (i * MiB, 0)})
     assert [s.wall for s in t.samples] == [2.0, 3.0, 4.0] and t.taken == 5
+    assert [s["wall"] for s in t.to_json(1)["samples"]] == [4.0]
+    assert t.to_json(0)["samples"] == [] and len(t.to_json(99)["samples"]) == 3
     t.clear()
     t.add(9.0, 9.0, USAGE, {"n1": (9 * MiB, 0)})
     assert [s.written_bytes_per_s for s in t.samples] == [None]
@@ -48,7 +50,7 @@ def samples(n: int) -> list[dict[str, Any]]:
     for i in range(n):
         usage = {**USAGE, "logical_bytes": i * 300 * MiB, "physical_bytes": i * 600 * MiB}
         t.add(10.0 * i, 1.7e9 + 10 * i, usage, {"n1": (i * i * MiB, i * MiB)})
-    return t.to_json()["samples"]  # type: ignore[no-any-return]
+    return t.to_json(n)["samples"]  # type: ignore[no-any-return]
 
 
 def test_each_chart_draws_its_lines_on_a_binary_unit_axis() -> None:

@@ -28,7 +28,14 @@ from fabric.errors import BadRequest
 from fabric.keys import ClusterKeys
 from fabric.sim.disk import SimDisk
 from fabric.wire.codec import encode, encode_parts
-from fabric.wire.messages import AppendExtents, NodeReport, ReadExtent, RepairExtent, StatEgroup
+from fabric.wire.messages import (
+    AppendExtents,
+    ClusterViewRequest,
+    NodeReport,
+    ReadExtent,
+    RepairExtent,
+    StatEgroup,
+)
 from fabric.wire.refusals import Refusals
 from nodes.metrics import Peers
 from nodes.runtime import PARTS_HEADER, FileDisk, HttpTransport
@@ -143,6 +150,8 @@ async def test_a_forged_append_with_a_traversal_id_is_refused_and_writes_nothing
         (NodeReport("n2", "UP", {"io": {"read_bytes": 1.5}}), "an integer"),
         (NodeReport("n2", "UP", {"io": {"deleted": 1}}), "written_bytes and read_bytes"),
         (NodeReport("n2", "UP", {"io": [1, 2]}), "written_bytes and read_bytes"),
+        (ClusterViewRequest(10**6), "trends 1000000 out of range"),
+        (ClusterViewRequest(-1), "trends -1 out of range"),
     ],
 )
 async def test_out_of_range_fields_are_refused_with_the_reason(
