@@ -43,6 +43,8 @@ CONSOLE_ACTIONS = {
     "/vdisks": "/api/v1/vdisks",
     "/vdisks/delete": "/api/v1/vdisks",
     "/nodes/drain": "/api/v1/nodes",
+    "/healing/rebuild": "/api/v1/rebuild",
+    "/healing/scrub": "/api/v1/scrub",
     "/images": "/api/v1/images",
     "/images/import": "/api/v1/images",
     "/images/delete": "/api/v1/images",

@@ -79,8 +79,11 @@ async def get_rebuild(request: web.Request) -> web.Response:
 
 async def put_rebuild(request: web.Request) -> web.Response:
     """Change ``bytes_per_s``, ``per_node`` or ``delay_s`` of the running cluster."""
-    node = request.app[NODE]
-    body = await json_body(request)
+    return web.json_response(await set_rebuild(request.app[NODE], await json_body(request)))
+
+
+async def set_rebuild(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+    """``PUT /api/v1/rebuild``'s answer for its checked ``body`` (the console's form)."""
     await node.metadata.read_index()
     current = node.rebuild.settings()
     settings: RebuildSettings = _settings_from(body, current)
@@ -88,7 +91,7 @@ async def put_rebuild(request: web.Request) -> web.Response:
     if not result.ok:
         raise from_code(result.code, result.message)
     await node.events.record("settings", "rebuild", f"rebuild settings: {_describe(settings)}")
-    return web.json_response(await rebuild_answer(node))
+    return await rebuild_answer(node)
 
 
 async def get_scrub(request: web.Request) -> web.Response:
@@ -100,8 +103,12 @@ async def get_scrub(request: web.Request) -> web.Response:
 
 async def put_scrub(request: web.Request) -> web.Response:
     """Change ``bytes_per_s`` or ``cycle_s``; ``{"now": true}`` starts a pass on every node."""
-    node = request.app[NODE]
-    body = await json_body(request)
+    return web.json_response(await set_scrub(request.app[NODE], await json_body(request)))
+
+
+async def set_scrub(node: Node, body: dict[str, Any]) -> dict[str, Any]:
+    """``PUT /api/v1/scrub``'s answer for its checked ``body`` (the console's form)."""
+    body = dict(body)
     now = body.pop("now", False)
     await node.metadata.read_index()
     current = healing.effective_scrub(node.metadata.state, node.config.scrub)
@@ -113,7 +120,7 @@ async def put_scrub(request: web.Request) -> web.Response:
         raise from_code(result.code, result.message)
     what = "a scrub pass now on every node; " if now else ""
     await node.events.record("settings", "scrub", f"{what}scrub settings: {_describe(settings)}")
-    return web.json_response({"settings": dataclasses.asdict(settings)})
+    return {"settings": dataclasses.asdict(settings)}
 
 
 async def post_drain(request: web.Request) -> web.Response:

@@ -16,13 +16,12 @@ import argparse
 import io
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
 
-from fabric import sizes
+from fabric import units
 from shell import exits
 
 if TYPE_CHECKING:
@@ -410,42 +409,21 @@ def _print_events(events: list[dict[str, Any]], as_json: bool) -> None:
 
 
 # --- containers and vdisks -----------------------------------------------------------------
-def parse_size(text: str) -> int:
-    """``10G`` -> 10 GiB in bytes, as an argparse type."""
-    try:
-        return sizes.parse_size(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+def _argument(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """A parser of ``fabric.units`` as an argparse type (its message as the usage error)."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
 
 
-def parse_seconds(text: str) -> float:
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|[smhd]?)", text.strip())
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 500ms, 0s, 30m, 1h)")
-    scale = {"ms": 0.001, "": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
-    return float(m.group(1)) * scale
-
-
-_RATE_UNITS = {
-    "": 1,
-    "K": 10**3,
-    "M": 10**6,
-    "G": 10**9,
-    "KI": 1 << 10,
-    "MI": 1 << 20,
-    "GI": 1 << 30,
-}
-
-
-def parse_rate(text: str) -> int:
-    """``200MB/s`` -> bytes per second (K, M, G are powers of 1000; Ki, Mi, Gi of 1024);
-    ``0`` or ``unlimited`` for no limit."""
-    if text.strip().lower() in ("0", "unlimited", "none"):
-        return 0
-    m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([KMG]I?)?B?(/S)?", text.strip().upper())
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a rate: {text!r} (e.g. 200MB/s, 1GiB/s, 0)")
-    return int(float(m.group(1)) * _RATE_UNITS[m.group(2) or ""])
+parse_size = _argument(units.parse_size)
+parse_rate = _argument(units.parse_rate)
+parse_seconds = _argument(units.parse_seconds)
 
 
 def _human(n: float) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fabric import sizes
+from fabric import units
 from fabric.errors import BadRequest, FabricError
 from nodes.api import NODE
 from nodes.api_data import container_create
@@ -69,7 +69,7 @@ async def create_vdisk(request: web.Request) -> web.Response:
 
     async def create() -> str:
         try:
-            size = sizes.parse_size(str(form.get("size", "")))
+            size = units.parse_size(str(form.get("size", "")))
         except ValueError as exc:
             raise BadRequest(f"size: {exc}") from None
         name, container = str(form.get("name", "")).strip(), str(form.get("container", ""))

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from fabric.errors import FabricError, Unauthorized
 from nodes.api import NODE
-from nodes.console import actions, charts, faults, images, pages, session, stream
+from nodes.console import actions, charts, faults, healing, images, pages, session, stream
 from nodes.console.units import FILTERS
 
 HERE = Path(__file__).parent
@@ -84,6 +84,7 @@ def install(app: web.Application) -> None:
         [
             *pages.routes(),
             *actions.routes(),
+            *healing.routes(),
             *images.routes(),
             *faults.routes(),
             web.static("/static", HERE / "static"),

@@ -14,7 +14,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.browser.conftest import WAIT_S, base, live_wait, log_in, shot
 from tests.integration.conftest import Cluster
 
-PAGES = ("nodes", "containers", "vdisks", "images", "tasks", "faults", "events")
+PAGES = ("nodes", "containers", "vdisks", "images", "healing", "tasks", "faults", "events")
 
 
 def test_a_user_logs_in_and_walks_every_page(cluster: Cluster, browser: WebDriver) -> None:

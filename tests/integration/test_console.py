@@ -21,7 +21,17 @@ from tests.integration.conftest import Cluster, make_cluster, running_cluster
 
 __all__ = ["make_cluster"]  # the fixture, for the stream story that needs its own cluster
 
-PAGES = ("/", "/nodes", "/containers", "/vdisks", "/images", "/tasks", "/faults", "/events")
+PAGES = (
+    "/",
+    "/nodes",
+    "/containers",
+    "/vdisks",
+    "/images",
+    "/healing",
+    "/tasks",
+    "/faults",
+    "/events",
+)
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):

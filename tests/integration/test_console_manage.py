@@ -1,6 +1,6 @@
 """Managing the cluster from the console as from the CLI: vdisks created and deleted, a
-container deleted once empty, a node drained and back; each form with the role of the
-API call it makes."""
+container deleted once empty, a node drained and back, the rebuild and the scrub
+retuned; each form with the role of the API call it makes."""
 
 from __future__ import annotations
 
@@ -102,3 +102,39 @@ def test_each_form_needs_the_role_of_its_api_call(cluster: Cluster) -> None:
         status, _, body = operator.request(path, form)
         assert status == 403 and "needs admin" in body, path
     assert not draining(cluster, "n2")
+
+
+def settings(cluster: Cluster, what: str) -> dict[str, Any]:
+    found: dict[str, Any] = json.loads(cluster.fabric(what, "--json").stdout)["settings"]
+    return found
+
+
+def test_an_admin_retunes_the_rebuild_and_the_scrub_as_the_cli_would(cluster: Cluster) -> None:
+    admin = Browser(urls(cluster)[1])
+    admin.log_in(cluster.token)
+    before = settings(cluster, "rebuild")
+    page = send(admin, "/healing/rebuild", {"rate": "200MB/s", "delay": "2m", "per_node": ""})
+    assert "rebuild settings: bytes_per_s=200000000" in page, page
+    after = settings(cluster, "rebuild")
+    assert (after["bytes_per_s"], after["delay_s"]) == (200_000_000, 120.0)
+    assert after["per_node"] == before["per_node"]  # an empty field stays as it was
+
+    # Read as the CLI reads its options, then held to the API's own bounds.
+    page = send(admin, "/healing/rebuild", {"rate": "fast"})
+    assert "error: rate: not a rate: &#39;fast&#39;" in page
+    page = send(admin, "/healing/rebuild", {"delay": "30d"})  # the API allows 7 days
+    assert "error:" in page and "delay_s" in page, page
+    assert settings(cluster, "rebuild") == after
+
+    page = send(admin, "/healing/scrub", {"cycle": "12h", "now": "on"})
+    assert "a scrub pass starts now on every node; scrub settings:" in page
+    assert "cycle_s=43200.0" in page and settings(cluster, "scrub")["cycle_s"] == 43200.0
+    events = cluster.fabric("events", "--json").stdout
+    assert "a scrub pass now on every node" in events
+
+    operator = Browser(urls(cluster)[1])
+    operator.log_in(token(cluster, "operator"))
+    status, _, body = operator.request("/healing")
+    assert status == 200 and "cannot change the rebuild" in body
+    status, _, body = operator.request("/healing/scrub", {"now": "on"})
+    assert status == 403 and "needs admin" in body
