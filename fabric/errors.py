@@ -78,6 +78,13 @@ class Unavailable(FabricError):
     code, status = "unavailable", 503
 
 
+class OutOfService(Unavailable):
+    """This node refused before doing anything: it is out of service (the message says
+    why). Another node can serve the request; the client moves on to one."""
+
+    code = "out_of_service"
+
+
 class Timeout(FabricError):
     code, status = "timeout", 504
 
@@ -97,6 +104,7 @@ _BY_CODE = {
         TooLarge,
         Unprocessable,
         Unavailable,
+        OutOfService,
         Timeout,
         InsufficientStorage,
         BodyStalled,

@@ -34,7 +34,7 @@ from fabric.consensus.types import (
     VoteRequest,
     VoteResponse,
 )
-from fabric.errors import BadRequest, FabricError, Unavailable
+from fabric.errors import BadRequest, FabricError, OutOfService
 from fabric.images.base import MemorySpill, ReaderLimits
 from fabric.metadata.commands import RegisterNode
 from fabric.ports import NODE_ID, DiskFault, PeerUnreachable, Runtime
@@ -348,10 +348,10 @@ class Node:
         return found
 
     def check_in_service(self) -> None:
-        """Refuse (Unavailable, with the reason) work this node cannot do while out."""
+        """Refuse (OutOfService, with the reason) work this node cannot do while out."""
         reason = self.out_of_service
         if reason is not None:
-            raise Unavailable(f"node {self.id} is out of service: {reason}")
+            raise OutOfService(f"node {self.id} is out of service: {reason}")
 
     async def stop(self) -> None:
         tasks = list(self._tasks)

@@ -13,6 +13,9 @@ It knows every node's URL and moves on to the next node when one cannot serve:
   client, or a health probe just before. A node that answers the probe is busy, not
   hung, so a long operation (an image conversion, a slow commit) keeps waiting, bounded
   only by the client's total timeout: progress is about bytes moving, not total time.
+* a node that answers ``out_of_service`` refused before doing anything (its disks or
+  its Raft log cannot be written): the request goes to the next node, whatever its
+  method, unless its body was a stream the first node consumed.
 * a streamed answer that breaks off (a body shorter than its ``Content-Length``, or a
   node that stops sending) raises ``BrokenStream`` with how many bytes arrived; another
   node cannot resume it.
@@ -52,6 +55,9 @@ STREAM_CHUNK_BYTES = 1 << 20
 
 # Failures that happen before the request reached the node: any request may move on.
 _NOT_SENT = (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError)
+OUT_OF_SERVICE = "out_of_service"
+"""A node's refusal before doing anything (``fabric.errors.OutOfService``): safe to send
+the request to the next node, whatever its method."""
 # Failures after it may have: only a request that is safe to repeat moves on.
 _BROKEN = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 
@@ -188,6 +194,7 @@ class FabricClient:
         """``attempt`` on the first node that serves it (see the module's docstring).
 
         ``repeatable``: the request can be sent again as it was (no spent stream)."""
+        resendable = repeatable
         repeatable = repeatable and method in IDEMPOTENT_METHODS
         errors = []
         maybe_sent = False
@@ -203,6 +210,10 @@ class FabricClient:
                 return result
             except _NOT_SENT as exc:
                 errors.append(f"{url}: {exc or type(exc).__name__}")
+            except ApiError as exc:
+                if exc.code != OUT_OF_SERVICE or not resendable:
+                    raise
+                errors.append(f"{url}: {exc.message}")  # refused before any work
             except (_Hung, *_BROKEN) as exc:
                 why = _describe(exc)
                 if watch.delivered or isinstance(exc, aiohttp.ClientPayloadError):

@@ -5,6 +5,7 @@ service, a live summary past the node's limit)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
@@ -17,6 +18,7 @@ import pytest
 
 from fabric import limits
 from fabric.config import load_config
+from shell.client import FabricClient
 from tests.integration.conftest import Cluster, make_cluster, running_cluster
 
 __all__ = ["make_cluster"]  # the fixture, for the stream story that needs its own cluster
@@ -222,6 +224,12 @@ def until(predicate: Callable[[], bool], timeout_s: float, what: str) -> None:
         time.sleep(0.2)
 
 
+async def through_it_first(first: str, every: list[str], bearer: str) -> str:
+    async with FabricClient([first, *(u for u in every if u != first)], token=bearer) as c:
+        await c.create_container("moved", rf=2)
+        return next(x["name"] for x in await c.containers() if x["name"] == "moved")
+
+
 def test_a_node_out_of_service_shows_its_pages_and_why_but_takes_no_form(
     cluster: Cluster,
 ) -> None:
@@ -229,8 +237,8 @@ def test_a_node_out_of_service_shows_its_pages_and_why_but_takes_no_form(
     index, victim = next((i, n) for i, n in enumerate(("n1", "n2", "n3")) if n != leader)
     url, leader_url = urls(cluster)[index], urls(cluster)[int(leader[1:]) - 1]
     # Its disks refuse every write: the next log entry it must persist (a container the
-    # leader creates) cannot reach its Raft WAL, and that takes it out of service. The
-    # CLI may ask it first (n1) and be refused: the rest goes through the leader.
+    # leader creates) cannot reach its Raft WAL, and that takes it out of service. Plain
+    # requests name the node they test: the leader, or the node out of service.
     cluster.fabric("fault", "inject", "disk-fail", "--nodes", victim, "--param", "ops=write")
     try:
         status, _, _ = api(leader_url, "/api/v1/containers", cluster.token, {"name": "oos"})
@@ -242,7 +250,11 @@ def test_a_node_out_of_service_shows_its_pages_and_why_but_takes_no_form(
         )
         status, headers, body = api(url, "/api/v1/containers", cluster.token)
         assert headers["Content-Type"].startswith("application/json")
-        assert "raft WAL cannot be written" in json.loads(body)["error"]["message"]
+        error = json.loads(body)["error"]
+        assert error["code"] == "out_of_service" and "raft WAL cannot" in error["message"]
+        # A client that asks it first is refused before any work, and moves on: even a
+        # POST, which it would not resend to a node that may have applied it.
+        assert asyncio.run(through_it_first(url, urls(cluster), cluster.token)) == "moved"
 
         browser = Browser(url)
         assert browser.log_in(cluster.token)[0] == 303
@@ -262,7 +274,7 @@ def test_a_node_out_of_service_shows_its_pages_and_why_but_takes_no_form(
         assert '"refused"' not in api(leader_url, "/api/v1/containers", cluster.token)[2]
         assert browser.request("/logout", {})[0] == 303
     finally:
-        # Through the leader: the node out of service refuses the API (the CLI's first try).
+        # Through the leader: the node out of service refuses the API.
         api(leader_url, "/api/v1/faults", cluster.token, method="DELETE")
     until(lambda: api(url, "/api/v1/containers", cluster.token)[0] == 200, 30, f"{victim} back")
 
