@@ -133,11 +133,13 @@ def test_a_good_token_logs_in_and_the_summary_shows_the_cluster(cluster: Cluster
 
 
 def test_each_node_shows_its_own_scrub_passes_under_its_own_name(cluster: Cluster) -> None:
+    """And names itself as the node serving the page, though the view is the leader's."""
     for node_id, url in zip(("n1", "n2", "n3"), urls(cluster), strict=True):
         browser = Browser(url)
         browser.log_in(cluster.token)
         _, _, body = browser.request("/")
         assert f"<dt data-scrub-node>{node_id}</dt>" in body, (node_id, body)
+        assert f"<dd data-served-by>{node_id}</dd>" in body, (node_id, body)
 
 
 def test_a_revoked_token_ends_its_session(cluster: Cluster) -> None:
