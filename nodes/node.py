@@ -525,13 +525,20 @@ class Node:
         every_s = limits.TRENDS_SAMPLE_S * self.config.timeouts.background_scale
         while True:
             if self.metadata.is_leader and self.out_of_service is None:
-                view = self._view(leader=self.id, stale=False)
                 self.trends.add(
-                    self.clock.now(), self.clock.wall(), view["usage"], self._io_counters()
+                    self.clock.now(), self.clock.wall(), self._usage(), self._io_counters()
                 )
             else:
                 self.trends.clear()
             await self.clock.sleep(every_s)
+
+    def _usage(self) -> dict[str, Any]:
+        """The view's ``usage`` alone, from the reports this leader holds."""
+        reports = self.health.reports
+        nodes = [
+            {"disks": reports.get(nc.id, {}).get("disks", [])} for nc in self.membership.nodes()
+        ]
+        return cluster_usage(container_views(self.metadata.state), nodes)
 
     def _io_counters(self) -> Counters:
         out: Counters = {}

@@ -83,7 +83,7 @@ one file system reports that file system's size for each disk, and a line at hun
 of GiB would flatten the others (the Capacity card shows it beside what is used)."""
 
 CACHE = web.AppKey("console_charts", dict)
-"""(chart, leader, samples taken) -> SVG bytes: the newest drawing of each chart."""
+"""(chart, ``version``) -> SVG bytes: the newest drawings of each chart."""
 FEW_SAMPLES = 20
 MIN_SPAN = datetime.timedelta(minutes=5)
 _DRAWING = threading.Lock()
@@ -154,19 +154,31 @@ def describe(chart: Chart, samples: list[dict[str, Any]]) -> str:
     return f"{chart.title}, newest sample: " + ", ".join(parts)
 
 
+def version(view: dict[str, Any]) -> str:
+    """What names the samples of a cluster view with trends: who sampled them, in which
+    term (a leader never leads the same term twice) and how many it had taken. Samples of
+    one version never change, so neither does their drawing."""
+    trends = view["trends"]
+    return f"{trends.get('sampled_by', '')}-{view['term']}-{trends['taken']}"
+
+
 async def chart_svg(request: web.Request) -> web.Response:
-    chart = CHARTS.get(request.match_info["name"])
+    name = request.match_info["name"]
+    chart = CHARTS.get(name)
     if chart is None:
-        raise web.HTTPNotFound(reason=f"no chart {request.match_info['name']!r}")
-    trends = (await request.app[NODE].cluster_view(trends=limits.TRENDS_KEPT))["trends"]
-    key = (request.match_info["name"], trends.get("sampled_by"), trends["taken"])
+        raise web.HTTPNotFound(reason=f"no chart {name!r}")
     cache = request.app[CACHE]
-    svg = cache.get(key)
+    # The page names the version it shows: a drawing of it needs no question to the leader.
+    svg = cache.get((name, request.query.get("v", "")))
     if svg is None:
-        svg = await asyncio.to_thread(draw, chart, trends["samples"])
-        if len(cache) >= 2 * len(CHARTS):
-            cache.clear()  # older drawings: no page names them any more
-        cache[key] = svg
+        view = await request.app[NODE].cluster_view(trends=limits.TRENDS_KEPT)
+        key = (name, version(view))
+        svg = cache.get(key)
+        if svg is None:
+            svg = await asyncio.to_thread(draw, chart, view["trends"]["samples"])
+            if len(cache) >= 2 * len(CHARTS):
+                cache.clear()  # older drawings: no page names them any more
+            cache[key] = svg
     # The page names each drawing by its sample count: a browser may keep it.
     return web.Response(
         body=svg,

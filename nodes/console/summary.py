@@ -7,7 +7,7 @@ from typing import Any
 
 from fabric import limits
 from fabric.metadata import healing
-from nodes.console.charts import CHARTS, describe
+from nodes.console.charts import CHARTS, describe, version
 from nodes.node import Node
 
 
@@ -24,6 +24,7 @@ def health(view: dict[str, Any]) -> str:
 async def summary(node: Node) -> dict[str, Any]:
     """``GET /api/v1/cluster``'s answer with what the summary page derives from it."""
     view = await node.cluster_view(trends=1)  # the newest: the charts' words and version
+    shown = version(view)
     trends = view.pop("trends")
     states = [n["state"] for n in view["nodes"]]
     rebuilding = [c for c in view["containers"] if c.get("reduced_resiliency_bytes")]
@@ -43,7 +44,7 @@ async def summary(node: Node) -> dict[str, Any]:
                 "name": name,
                 "title": chart.title,
                 "alt": describe(chart, trends["samples"]),
-                "version": f"{trends.get('sampled_by', '')}-{trends['taken']}",
+                "version": shown,
             }
             for name, chart in CHARTS.items()
         ],
